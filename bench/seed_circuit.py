@@ -1,0 +1,198 @@
+"""The seed circuit: batches of 8-qubit circuits, 8 <Z> or 1,024 shots each.
+
+The circuit of the reference training run (``/work/shared/seed-benchmark.md``):
+RY encoding on 8 qubits, then 2 layers of [RY each, RZ each, CNOT(i, j) for
+all i < j], 40 parameters. For B = 1, 100, 1000 parameter sets we time
+
+* ``8Z``: the 8 expectations <Z_0> .. <Z_7> of every circuit,
+* ``1024 shots``: 1,024 samples of all 8 qubits per circuit,
+
+on each of our backends (double precision, 1 and 2 threads; ``reference``
+only up to B = 100, it is slow on purpose) and on every installed peer in the
+same run, then print our speed-up over the fastest peer for each case.
+Goals: 8Z >= 30x and 1024 shots >= 15x the fastest peer.
+
+Usage: ``python bench/seed_circuit.py [--quick] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import peers
+from _runner import (
+    Record,
+    call_with_threads,
+    make_parser,
+    measured,
+    print_table,
+    time_call,
+    write_json,
+)
+
+# isort: split
+import qsim_core as qc  # after _runner, which puts the checkout on sys.path
+
+BENCHMARK = "seed_circuit"
+NUM_QUBITS = 8
+SHOTS = 1024
+OBSERVABLES = [f"Z{q}" for q in range(NUM_QUBITS)]
+CASES = {"8Z": 30.0, f"{SHOTS} shots": 15.0}  # case -> goal: our speed-up over the fastest peer
+THREADS = (1, 2)
+REFERENCE_MAX_BATCH = 100
+
+
+def seed_circuit() -> qc.Circuit:
+    """The 8-qubit, 40-parameter seed circuit (16 RY + 8 RY encoding, 16 RZ, 56 CNOT)."""
+    c = qc.Circuit(NUM_QUBITS)
+    for q in range(NUM_QUBITS):
+        c.ry(q, qc.Param(q))
+    for layer in range(2):
+        for q in range(NUM_QUBITS):
+            c.ry(q, qc.Param(8 + 16 * layer + q))
+        for q in range(NUM_QUBITS):
+            c.rz(q, qc.Param(16 + 16 * layer + q))
+        for i in range(NUM_QUBITS):
+            for j in range(i + 1, NUM_QUBITS):
+                c.cnot(i, j)
+    return c
+
+
+def parameters(batch: int) -> np.ndarray:
+    """``batch`` fixed pseudo-random parameter rows ``(batch, 40)``, angles in [-pi, pi)."""
+    return np.random.default_rng(2026).uniform(-np.pi, np.pi, (batch, seed_circuit().num_params))
+
+
+@functools.cache
+def reference_expectations() -> np.ndarray:
+    """<Z_q> of the first parameter row, from our ``reference`` backend: the value every run must match."""
+    reference = qc.Simulator(backend="reference")
+    return np.asarray(reference.expectation(seed_circuit(), OBSERVABLES, params=parameters(1)[0]))
+
+
+def _time_cases(
+    expect: Callable[[np.ndarray], Any],
+    sample: Callable[[np.ndarray], Any],
+    batches: list[int],
+    repeat: int,
+    note: Callable[[], str] = lambda: "",
+    **fields: Any,
+) -> list[Record]:
+    """Time both cases at every batch size; ``note()`` describes the last call, ``fields`` fill the records."""
+    theta = parameters(max(batches))
+    records = []
+    for batch in batches:
+        # B = 1 goes through the one-circuit form of the API, as a user calling it once would.
+        rows = theta[0] if batch == 1 else theta[:batch]
+        for case, fn in zip(CASES, (expect, sample), strict=True):
+            timing = time_call(functools.partial(fn, rows), repeat=repeat)
+            records.append(measured(timing, benchmark=BENCHMARK, case=case, qubits=NUM_QUBITS, batch=batch,
+                                    note=note(), **fields))
+    return records
+
+
+def measure_ours(backend: str, threads: int, batches: list[int], repeat: int) -> list[Record]:
+    """Our ``backend`` in double precision: check against the reference, then time."""
+    circuit = seed_circuit()
+    sim = qc.Simulator(backend=backend, precision="double", seed=7, threads=threads)
+    got = np.asarray(sim.expectation(circuit, OBSERVABLES, params=parameters(1)[0]))
+    error = float(np.max(np.abs(got - reference_expectations())))
+    if not error <= 1e-10:
+        print(f"ERROR: our {backend} backend differs from the reference by {error:.2e}; its timings are dropped")
+        return []
+    return _time_cases(
+        lambda rows: sim.expectation(circuit, OBSERVABLES, params=rows),
+        lambda rows: sim.sample(circuit, shots=SHOTS, params=rows),
+        batches,
+        repeat,
+        backend=backend,
+        kind="ours",
+        threads=threads,
+        precision="double",
+    )
+
+
+def measure_peer(peer: str, threads: int, batches: list[int], repeat: int) -> list[Record]:
+    """Peer ``peer`` in its best precision for this case: check against the reference, then time."""
+    precision = "double" if "double" in peers.PEERS[peer].precisions else "single"
+    adapter = peers.make(peer, seed_circuit(), threads, precision)
+    if adapter is None or not peers.check_expectations(adapter, parameters(1)[0], reference_expectations()):
+        return []
+    return _time_cases(
+        adapter.expectations,
+        lambda rows: adapter.sample(rows, SHOTS),
+        batches,
+        repeat,
+        note=lambda: adapter.note,
+        backend=peer,
+        kind="peer",
+        threads=threads,
+        precision=precision,
+    )
+
+
+def speedups(records: list[Record]) -> list[list[Any]]:
+    """Rows (case, B, threads, our backend, fastest peer, its circuits/s, ours, speed-up, goal met)."""
+    rows = []
+    keys = sorted({(r.case, r.batch, r.threads) for r in records}, key=lambda k: (list(CASES).index(k[0]), k[1], k[2]))
+    for case, batch, threads in keys:
+        group = [r for r in records if (r.case, r.batch, r.threads) == (case, batch, threads)]
+        peer_records = [r for r in group if r.kind == "peer"]
+        if not peer_records:
+            continue
+        best = min(peer_records, key=lambda r: r.seconds)
+        for ours in (r for r in group if r.kind == "ours" and r.backend != "reference"):
+            ratio = best.seconds / ours.seconds
+            met = "yes" if ratio >= CASES[case] else "no"
+            rows.append([case, batch, threads, ours.backend, best.backend, best.circuits_per_s,
+                         ours.circuits_per_s, ratio, f"{CASES[case]:.0f}x: {met}"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (1 if a measurement is missing: failed check or crash)."""
+    parser = make_parser(BENCHMARK, __doc__.splitlines()[0], "smoke test: B up to 100, 3 repeats")
+    args = parser.parse_args(argv)
+    batches = [1, 100] if args.quick else [1, 100, 1000]
+    repeat = 3 if args.quick else 5
+
+    records: list[Record] = []
+    backends = qc.available_backends()
+    print(f"our backends: {', '.join(backends)}")
+    for backend in backends:
+        ours_batches = [b for b in batches if backend != "reference" or b <= REFERENCE_MAX_BATCH]
+        for threads in THREADS:
+            records += measure_ours(backend, threads, ours_batches, repeat)
+    available_peers = peers.available()
+    for peer in available_peers:
+        for threads in THREADS:
+            isolate = peers.PEERS[peer].threads_at_import
+            records += call_with_threads(measure_peer, threads, isolate=isolate, peer=peer, batches=batches,
+                                         repeat=repeat)
+
+    print_table(
+        ["case", "B", "threads", "backend", "precision", "us/circuit", "circuits/s", "note"],
+        [[r.case, r.batch, r.threads, r.backend, r.precision, r.per_circuit_us, r.circuits_per_s, r.note]
+         for r in sorted(records, key=lambda r: (list(CASES).index(r.case), r.batch, r.threads, r.kind != "ours"))],
+        title=f"Seed circuit ({NUM_QUBITS} qubits, {len(seed_circuit())} gates), median of repeats",
+    )
+    print_table(
+        ["case", "B", "threads", "ours", "fastest peer", "peer c/s", "our c/s", "speed-up", "goal"],
+        speedups(records),
+        title="Our speed-up over the fastest peer (same case, batch and threads)",
+    )
+    path = write_json(records, args.json, BENCHMARK)
+    print(f"\nwrote {len(records)} records to {path}")
+    expected = {(name, threads) for name in backends + available_peers for threads in THREADS}
+    missing = sorted(expected - {(r.backend, r.threads) for r in records})
+    if missing:
+        print("no timings for: " + ", ".join(f"{b} {t}T" for b, t in missing) + " (see ERROR / note above)")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""qsim_core: a batched statevector and shot-sampling quantum circuit simulator.
+
+Public API::
+
+    import qsim_core as qc
+    c = qc.Circuit(2).h(0).cnot(0, 1)
+    sim = qc.Simulator(backend="numba", precision="double", seed=7)
+    sim.probabilities(c)               # (4,) float64; qubit k is bit k of the index
+
+See :class:`Circuit` (one builder method per gate of :data:`GATES`),
+:class:`Param`, :class:`Simulator` and :func:`available_backends`.
+"""
+
+from .backends import available_backends
+from .circuit import Circuit, Operation, Param
+from .errors import (
+    BackendUnavailableError,
+    CircuitError,
+    CircuitTooLargeError,
+    ObservableError,
+    ParameterError,
+    QsimError,
+)
+from .gates import GATES, Gate
+from .simulator import Simulator
+
+__all__ = [
+    "GATES",
+    "BackendUnavailableError",
+    "Circuit",
+    "CircuitError",
+    "CircuitTooLargeError",
+    "Gate",
+    "ObservableError",
+    "Operation",
+    "Param",
+    "ParameterError",
+    "QsimError",
+    "Simulator",
+    "available_backends",
+]

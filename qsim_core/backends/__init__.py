@@ -1,0 +1,76 @@
+"""Backend registry: names to backend objects, and which ones work here."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Callable
+
+from ..errors import BackendUnavailableError
+from .base import Backend, CompiledBackend, Job
+
+
+def _numba() -> Backend:
+    from . import numba_kernels
+
+    return CompiledBackend("numba", numba_kernels)
+
+
+def _cython() -> Backend:
+    try:
+        from . import cython_kernels
+    except ImportError as error:
+        raise BackendUnavailableError(
+            "the cython backend is not built on this installation (its compiled extension "
+            f"qsim_core.backends._cython_kernels could not be imported: {error}); reinstall with "
+            "`pip install .` on a machine with a C compiler, or use backend='numba'"
+        ) from error
+    return CompiledBackend("cython", cython_kernels)
+
+
+def _reference() -> Backend:
+    from .reference import ReferenceBackend
+
+    return ReferenceBackend()
+
+
+_FACTORIES: dict[str, Callable[[], Backend]] = {"numba": _numba, "cython": _cython, "reference": _reference}
+
+#: order in which "auto" picks a backend
+PREFERENCE = ("numba", "cython", "reference")
+
+
+@cache
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` (``"numba"``, ``"cython"``, ``"reference"`` or ``"auto"``).
+
+    Raises:
+        BackendUnavailableError: unknown name, or the backend cannot load here
+            (the message says why and what to do).
+    """
+    if name == "auto":
+        for candidate in PREFERENCE:
+            try:
+                return get_backend(candidate)
+            except BackendUnavailableError:
+                continue
+    if name not in _FACTORIES:
+        raise BackendUnavailableError(f"unknown backend {name!r}; choose one of {', '.join(_FACTORIES)} or 'auto'")
+    try:
+        return _FACTORIES[name]()
+    except ImportError as error:
+        raise BackendUnavailableError(f"backend {name!r} cannot be imported: {error}") from error
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that load on this machine, fastest first."""
+    names = []
+    for name in PREFERENCE:
+        try:
+            get_backend(name)
+        except BackendUnavailableError:
+            continue
+        names.append(name)
+    return names
+
+
+__all__ = ["Backend", "Job", "available_backends", "get_backend"]

@@ -1,0 +1,1033 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, language_level=3
+# cython: initializedcheck=False, nonecheck=False, embedsignature=True
+"""Cython kernels: the C translation of :mod:`qsim_core.backends.numba_kernels`.
+
+Same functions, same arguments, same results: the public ``def`` functions
+take exactly the arrays ``numba_kernels`` takes, so
+:class:`~qsim_core.backends.base.CompiledBackend` drives either module. Read
+the numba module for the algorithms; this one documents what differs in how
+they are written.
+
+Bit order: qubit k is bit k of a basis index. Inside a block, qubit indices
+are *local* and ``psi`` is the block's gathered amplitudes. Two-qubit
+matrices are indexed ``2 * bit(q0) + bit(q1)``.
+
+Precision: the state may be complex128 or complex64. The ``def`` functions
+take typed memoryviews over the fused complex type ``cplx`` (so one call
+checks dtype, rank and contiguity) and hand raw pointers to ``cdef`` kernels
+fused over the *real* type ``real``: every complex array is handled as its
+interleaved ``(re, im)`` real view. Writing complex arithmetic out on real
+components keeps the inner loops plain C that gcc vectorises at -O3 without
+-march, and avoids C99 ``_Complex`` multiplication, which without fast-math
+calls ``__muldc3`` (a NaN-rescuing library routine) for every product. The
+components are combined exactly as numba multiplies complex numbers,
+``(a + ib)(c + id) = (ac - bd) + i(ad + bc)``, in the state's precision, so
+both backends agree bit for bit wherever the summation order is the same.
+Probabilities and expectations accumulate in float64 whatever the precision.
+
+Threads: OpenMP. ``run_small`` parallelises over the batch;
+``evolve_large``, ``expectations_large`` and ``probabilities_large`` over
+slices of one big state. Per-thread scratch buffers are malloc'ed once per
+thread inside each parallel region (never per iteration); an allocation
+failure is reported through a shared flag and raised as MemoryError after
+the region, since a nogil parallel region cannot raise. Built without
+OpenMP the module still works, single-threaded.
+
+Random numbers: SplitMix64 streams, one per parameter set, derived from the
+call's 64-bit key and the set's global batch index, with the same constants
+and the same samplers as numba, so both backends draw the same samples for
+the same key (unless the float64 probabilities differ in their last bits
+right at a sample's threshold).
+"""
+
+cimport cython
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
+from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memcpy
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int qsim_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int qsim_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int qsim_omp_max_threads() noexcept nogil
+
+# Step kinds (qsim_core.program) and tasks (base.TASK_*); cython_kernels.py
+# checks at import that these still match the Python-side values.
+cdef enum:
+    U1 = 0
+    U2 = 1
+    CNOT = 2
+    SWAP = 3
+    PERM = 4
+
+cdef enum:
+    TASK_STATE = 0
+    TASK_PROBS = 1
+    TASK_EXPVAL = 2
+    TASK_SAMPLES = 3
+    TASK_SHOT_EXPVAL = 4
+
+STEP_KINDS = (U1, U2, CNOT, SWAP, PERM)
+TASKS = (TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL)
+
+# SplitMix64 constants, identical to numba_kernels (hex literals stay unsigned in C).
+cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15
+cdef uint64_t _MIX1 = 0xBF58476D1CE4E5B9
+cdef uint64_t _MIX2 = 0x94D049BB133111EB
+cdef uint64_t _STREAM = 0xD1B54A32D192ED03
+cdef double _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+
+ctypedef fused cplx:
+    float complex
+    double complex
+
+ctypedef fused real:
+    float
+    double
+
+cdef int _max_threads = max(1, qsim_omp_max_threads())
+cdef int _threads = _max_threads
+
+
+def set_threads(threads):
+    """Use ``threads`` worker threads (capped at the OpenMP maximum) for the next kernel calls."""
+    global _threads
+    _threads = max(1, min(int(threads), _max_threads))
+
+
+def max_threads():
+    """Most threads a kernel uses: OpenMP's maximum when this module loaded (``OMP_NUM_THREADS``)."""
+    return _max_threads
+
+
+cdef inline void _check_allocated(int failed) except *:
+    if failed:
+        raise MemoryError("the cython kernels could not allocate their per-thread scratch buffers")
+
+
+# ---------------------------------------------------------------- random numbers and bits
+
+cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * _MIX1
+    z = (z ^ (z >> 27)) * _MIX2
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t _stream_state(uint64_t key, uint64_t index) noexcept nogil:
+    return _mix64(key ^ (index * _STREAM))
+
+
+def stream_state(uint64_t key, uint64_t index):
+    """Initial RNG state of the stream for batch element ``index`` under ``key`` (a Python int)."""
+    return _stream_state(key, index)
+
+
+cdef inline double next_uniform(uint64_t* state) noexcept nogil:
+    """Advance a SplitMix64 state in place; returns a uniform double in [0, 1) (53 random bits)."""
+    state[0] = state[0] + _GOLDEN
+    return <double>(_mix64(state[0]) >> 11) * _TO_UNIT
+
+
+cdef inline int64_t parity(uint64_t x) noexcept nogil:
+    """Parity of the set bits of ``x`` (0 or 1); branch-free so loops over it vectorise."""
+    x ^= x >> 32
+    x ^= x >> 16
+    x ^= x >> 8
+    x ^= x >> 4
+    x &= 0xF
+    return (0x6996 >> x) & 1
+
+
+cdef inline int64_t _insert_zero(int64_t p, int64_t q) noexcept nogil:
+    return ((p >> q) << (q + 1)) | (p & ((<int64_t>1 << q) - 1))
+
+
+# ---------------------------------------------------------------- gates on a (local) state
+#
+# Complex arrays are real arrays of (re, im) pairs: amplitude j is v[2j], v[2j+1].
+# A 2x2 matrix is 8 reals (row-major), a 4x4 matrix 32 reals.
+
+cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                          real* m) noexcept nogil:
+    """Product of a fused run's 2x2 matrices (first gate rightmost), written to ``m[8]``."""
+    cdef int64_t k
+    cdef int row, col
+    cdef const real* a
+    cdef real r[8]
+    cdef real re0, im0, re1, im1
+    memcpy(m, u1 + 8 * run_gate[run_start[run]], 8 * sizeof(real))
+    for k in range(run_start[run] + 1, run_start[run + 1]):
+        a = u1 + 8 * run_gate[k]
+        for row in range(2):
+            for col in range(2):
+                # a[row, 0] * m[0, col] + a[row, 1] * m[1, col], products as numba forms them
+                re0 = a[4 * row] * m[2 * col] - a[4 * row + 1] * m[2 * col + 1]
+                im0 = a[4 * row] * m[2 * col + 1] + a[4 * row + 1] * m[2 * col]
+                re1 = a[4 * row + 2] * m[4 + 2 * col] - a[4 * row + 3] * m[5 + 2 * col]
+                im1 = a[4 * row + 2] * m[5 + 2 * col] + a[4 * row + 3] * m[4 + 2 * col]
+                r[4 * row + 2 * col] = re0 + re1
+                r[4 * row + 2 * col + 1] = im0 + im1
+        memcpy(m, r, 8 * sizeof(real))
+
+
+cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
+    """Apply the 2x2 matrix ``m`` to qubit ``q`` of the ``n`` amplitudes ``v`` in place.
+
+    Three paths like numba's: diagonal (two scalings), real (4 real
+    multiply-adds per component, the common RY/H case), general complex.
+    Qubit 0 has its own loops: its pairs are adjacent, and a loop over pairs
+    vectorises where the generic two-level loop would run inner loops of
+    length one.
+    """
+    cdef int64_t s = <int64_t>1 << q
+    cdef int64_t i0, j, f, s2
+    cdef real a, b, c, d, ar, ai, br, bi, cr, ci, dr, di, xr, xi, yr, yi
+    if m[2] == 0 and m[3] == 0 and m[4] == 0 and m[5] == 0:
+        ar = m[0]
+        ai = m[1]
+        dr = m[6]
+        di = m[7]
+        if q == 0:
+            for j in range(0, 4 * (n >> 1), 4):
+                xr = v[j]
+                xi = v[j + 1]
+                yr = v[j + 2]
+                yi = v[j + 3]
+                v[j] = xr * ar - xi * ai
+                v[j + 1] = xr * ai + xi * ar
+                v[j + 2] = yr * dr - yi * di
+                v[j + 3] = yr * di + yi * dr
+            return
+        i0 = 0
+        while i0 < 2 * n:
+            for f in range(i0, i0 + 2 * s, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                v[f] = xr * ar - xi * ai
+                v[f + 1] = xr * ai + xi * ar
+            for f in range(i0 + 2 * s, i0 + 4 * s, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                v[f] = xr * dr - xi * di
+                v[f + 1] = xr * di + xi * dr
+            i0 += 4 * s
+    elif m[1] == 0 and m[3] == 0 and m[5] == 0 and m[7] == 0:
+        # real matrix: the same 2x2 acts on the real and the imaginary parts alike
+        a = m[0]
+        b = m[2]
+        c = m[4]
+        d = m[6]
+        s2 = 2 * s
+        if q == 0:
+            for j in range(0, 4 * (n >> 1), 4):
+                xr = v[j]
+                xi = v[j + 1]
+                yr = v[j + 2]
+                yi = v[j + 3]
+                v[j] = a * xr + b * yr
+                v[j + 1] = a * xi + b * yi
+                v[j + 2] = c * xr + d * yr
+                v[j + 3] = c * xi + d * yi
+            return
+        i0 = 0
+        while i0 < 2 * n:
+            for f in range(i0, i0 + s2):
+                xr = v[f]
+                yr = v[f + s2]
+                v[f] = a * xr + b * yr
+                v[f + s2] = c * xr + d * yr
+            i0 += 2 * s2
+    else:
+        ar = m[0]
+        ai = m[1]
+        br = m[2]
+        bi = m[3]
+        cr = m[4]
+        ci = m[5]
+        dr = m[6]
+        di = m[7]
+        if q == 0:
+            for j in range(0, 4 * (n >> 1), 4):
+                xr = v[j]
+                xi = v[j + 1]
+                yr = v[j + 2]
+                yi = v[j + 3]
+                v[j] = (ar * xr - ai * xi) + (br * yr - bi * yi)
+                v[j + 1] = (ar * xi + ai * xr) + (br * yi + bi * yr)
+                v[j + 2] = (cr * xr - ci * xi) + (dr * yr - di * yi)
+                v[j + 3] = (cr * xi + ci * xr) + (dr * yi + di * yr)
+            return
+        s2 = 2 * s
+        i0 = 0
+        while i0 < 2 * n:
+            for f in range(i0, i0 + s2, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                yr = v[f + s2]
+                yi = v[f + s2 + 1]
+                v[f] = (ar * xr - ai * xi) + (br * yr - bi * yi)
+                v[f + 1] = (ar * xi + ai * xr) + (br * yi + bi * yr)
+                v[f + s2] = (cr * xr - ci * xi) + (dr * yr - di * yi)
+                v[f + s2 + 1] = (cr * xi + ci * xr) + (dr * yi + di * yr)
+            i0 += 2 * s2
+
+
+cdef void apply_u2(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) noexcept nogil:
+    """Apply a 4x4 matrix ``m`` (index 2*bit(qa)+bit(qb)) to qubits qa, qb."""
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    cdef int64_t sa = <int64_t>1 << qa
+    cdef int64_t sb = <int64_t>1 << qb
+    cdef int64_t p, r, c
+    cdef int64_t idx[4]
+    cdef real xr[4]
+    cdef real xi[4]
+    cdef real accr, acci
+    for p in range(n >> 2):
+        idx[0] = 2 * _insert_zero(_insert_zero(p, lo), hi)
+        idx[1] = idx[0] + 2 * sb
+        idx[2] = idx[0] + 2 * sa
+        idx[3] = idx[0] + 2 * (sa + sb)
+        for c in range(4):
+            xr[c] = v[idx[c]]
+            xi[c] = v[idx[c] + 1]
+        for r in range(4):
+            # m[r, 0] * v0 + m[r, 1] * v1 + m[r, 2] * v2 + m[r, 3] * v3, summed left to right as numba does
+            accr = m[8 * r] * xr[0] - m[8 * r + 1] * xi[0]
+            acci = m[8 * r] * xi[0] + m[8 * r + 1] * xr[0]
+            for c in range(1, 4):
+                accr = accr + (m[8 * r + 2 * c] * xr[c] - m[8 * r + 2 * c + 1] * xi[c])
+                acci = acci + (m[8 * r + 2 * c] * xi[c] + m[8 * r + 2 * c + 1] * xr[c])
+            v[idx[r]] = accr
+            v[idx[r] + 1] = acci
+
+
+cdef void apply_swap_pairs(real* v, int64_t n, int64_t qa, int64_t qb, bint control_only) noexcept nogil:
+    """CNOT(qa -> qb) when ``control_only`` else SWAP(qa, qb), by pair swaps."""
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    cdef int64_t sa = <int64_t>1 << qa
+    cdef int64_t sb = <int64_t>1 << qb
+    cdef int64_t p, base, i, j
+    cdef real tr, ti
+    for p in range(n >> 2):
+        base = _insert_zero(_insert_zero(p, lo), hi)
+        if control_only:
+            i = 2 * (base | sa)
+            j = 2 * (base | sa | sb)
+        else:
+            i = 2 * (base | sa)
+            j = 2 * (base | sb)
+        tr = v[i]
+        ti = v[i + 1]
+        v[i] = v[j]
+        v[i + 1] = v[j + 1]
+        v[j] = tr
+        v[j + 1] = ti
+
+
+cdef inline void apply_permutation(real* dest, const real* src, int64_t n, const int64_t* table) noexcept nogil:
+    """``dest[i] = src[table[i]]``; the caller swaps the buffers instead of copying back."""
+    cdef int64_t i
+    for i in range(n):
+        # one fixed-size copy per amplitude: a single 16-byte (8-byte) move, not two scalar ones
+        memcpy(dest + 2 * i, src + 2 * table[i], 2 * sizeof(real))
+
+
+cdef real* apply_steps(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
+                       const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1, const real* u2,
+                       const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
+                       const int64_t* perm_table) noexcept nogil:
+    """Apply program steps ``first:last`` to the (local) state; returns the buffer now holding it.
+
+    A permutation gathers ``psi`` into ``scratch`` and the two buffers trade
+    roles, which saves numba's copy back: so the result is in ``psi`` or in
+    ``scratch``, and callers must use the returned pointer.
+    """
+    cdef int64_t k
+    cdef int8_t op
+    cdef real m[8]
+    cdef real* tmp
+    for k in range(first, last):
+        op = kind[k]
+        if op == U1:
+            fused_u1(u1, run_start, run_gate, arg[k], m)
+            apply_u1(psi, n, q0[k], m)
+        elif op == PERM:
+            apply_permutation(scratch, psi, n, perm_table + perm_start[arg[k]])
+            tmp = psi
+            psi = scratch
+            scratch = tmp
+        elif op == CNOT:
+            apply_swap_pairs(psi, n, q0[k], q1[k], True)
+        elif op == SWAP:
+            apply_swap_pairs(psi, n, q0[k], q1[k], False)
+        elif op == U2:
+            apply_u2(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
+    return psi
+
+
+cdef inline void _initial_column(const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                                 const int32_t* init_u1, int64_t q, real* column) noexcept nogil:
+    """First column (c0, c1) of qubit q's initial run, as 4 reals; |0> when it has none."""
+    cdef real m[8]
+    if init_u1[q] < 0:
+        column[0] = 1
+        column[1] = 0
+        column[2] = 0
+        column[3] = 0
+        return
+    fused_u1(u1, run_start, run_gate, init_u1[q], m)
+    column[0] = m[0]
+    column[1] = m[1]
+    column[2] = m[4]
+    column[3] = m[5]
+
+
+cdef void init_product(real* v, const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                       const int32_t* init_u1, int64_t first_qubit, int64_t last_qubit) noexcept nogil:
+    """Write the product state of qubits first..last-1 into ``v[: 2**(last-first)]``."""
+    cdef int64_t q, i, size
+    cdef real col[4]
+    cdef real xr, xi
+    v[0] = 1
+    v[1] = 0
+    for q in range(first_qubit, last_qubit):
+        _initial_column(u1, run_start, run_gate, init_u1, q, col)
+        size = <int64_t>1 << (q - first_qubit)
+        for i in range(size):
+            xr = v[2 * i]
+            xi = v[2 * i + 1]
+            v[2 * (i + size)] = xr * col[2] - xi * col[3]
+            v[2 * (i + size) + 1] = xr * col[3] + xi * col[2]
+            v[2 * i] = xr * col[0] - xi * col[1]
+            v[2 * i + 1] = xr * col[1] + xi * col[0]
+
+
+# ---------------------------------------------------------------- observables
+
+cdef double z_expectation(const real* v, int64_t first, int64_t last, int64_t zmask) noexcept nogil:
+    """Sum over indices first..last-1 of |psi_i|^2 * (-1)^popcount(i & zmask), in float64."""
+    cdef double acc = 0.0
+    cdef double p, re, im
+    cdef int64_t i
+    for i in range(first, last):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        p = re * re + im * im
+        acc += p - 2.0 * p * parity(i & zmask)
+    return acc
+
+
+cdef double pauli_expectation(const real* v, int64_t first, int64_t last, int64_t xmask, int64_t zmask,
+                              int64_t ny) noexcept nogil:
+    """Partial <psi|P|psi> over indices first..last-1 for P = i^ny X^xmask Z^zmask."""
+    cdef double acc = 0.0
+    cdef double ar, ai, br, bi, re, im, sign
+    cdef int64_t i, j
+    cdef int64_t phase = ny & 3
+    for i in range(first, last):
+        j = i ^ xmask
+        ar = v[2 * i]
+        ai = v[2 * i + 1]
+        br = v[2 * j]
+        bi = v[2 * j + 1]
+        re = br * ar + bi * ai
+        im = br * ai - bi * ar
+        sign = 1.0 - 2.0 * parity(i & zmask)
+        if phase == 0:
+            acc += sign * re
+        elif phase == 1:
+            acc -= sign * im
+        elif phase == 2:
+            acc -= sign * re
+        else:
+            acc += sign * im
+    return acc
+
+
+cdef inline void probabilities_into(const real* v, int64_t first, int64_t last, double* out) noexcept nogil:
+    """out[i - first] = |psi_i|^2 in float64 for i in first..last-1."""
+    cdef int64_t i
+    cdef double re, im
+    for i in range(first, last):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        out[i - first] = re * re + im * im
+
+
+cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num_qubits) noexcept nogil:
+    """ones[q] = P(qubit q = 1) for every qubit; destroys ``probs`` (folds it in half n times).
+
+    numba compiles this with fastmath (reassociation); here four partial sums
+    give gcc the same freedom to vectorise without any fast-math flag.
+    """
+    cdef int64_t q = num_qubits - 1
+    cdef int64_t half, i
+    cdef double a0, a1, a2, a3, x
+    while size > 1:
+        half = size >> 1
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        i = 0
+        while i + 4 <= half:
+            a0 += probs[half + i]
+            a1 += probs[half + i + 1]
+            a2 += probs[half + i + 2]
+            a3 += probs[half + i + 3]
+            i += 4
+        while i < half:
+            a0 += probs[half + i]
+            i += 1
+        for i in range(half):
+            probs[i] += probs[half + i]
+        ones[q] = (a0 + a1) + (a2 + a3)
+        q -= 1
+        size = half
+
+
+cdef void expectations_into(const real* v, int64_t n, double* probs, const int64_t* xmask, const int64_t* zmask,
+                            const int64_t* ny, int64_t count, double* out) noexcept nogil:
+    """All ``count`` observables' exact expectations for one whole state of ``n`` amplitudes.
+
+    ``probs`` is float64[n] scratch. Multi-qubit Z strings sum signed
+    probabilities; single-qubit Z strings come from the marginals, which one
+    halving pass computes for all qubits.
+    """
+    cdef int64_t num_qubits = 0
+    cdef int64_t single = 0
+    cdef int64_t i, k, q, z
+    cdef double acc
+    cdef double ones[64]
+    while (<int64_t>1 << num_qubits) < n:
+        num_qubits += 1
+    probabilities_into(v, 0, n, probs)
+    for k in range(count):
+        z = zmask[k]
+        if xmask[k] != 0:
+            out[k] = pauli_expectation(v, 0, n, xmask[k], z, ny[k])
+        elif z & (z - 1) != 0:
+            acc = 0.0
+            for i in range(n):
+                acc += probs[i] - 2.0 * probs[i] * parity(i & z)
+            out[k] = acc
+        else:
+            single += 1
+    if single:
+        _fold_marginals(probs, n, ones, num_qubits)
+        for k in range(count):
+            z = zmask[k]
+            if xmask[k] == 0 and z & (z - 1) == 0:
+                if z == 0:
+                    out[k] = probs[0]
+                else:
+                    q = 0
+                    while z >> q != 1:
+                        q += 1
+                    out[k] = probs[0] - 2.0 * ones[q]
+
+
+# ---------------------------------------------------------------- sampling
+
+cdef int64_t _guided_cdf(const real* v, int64_t n, double* cdf, int32_t* guide, double* total) noexcept nogil:
+    """Cumulative probabilities and a guide table; sets ``total``, returns the last index with p > 0."""
+    cdef double acc = 0.0
+    cdef double p, re, im, threshold
+    cdef int64_t last = 0
+    cdef int64_t i, j
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        p = re * re + im * im
+        if p > 0.0:
+            last = i
+        acc += p
+        cdf[i] = acc
+    i = 0
+    for j in range(n):
+        threshold = <double>j * acc / <double>n
+        while i < last and cdf[i] <= threshold:
+            i += 1
+        guide[j] = <int32_t>i
+    total[0] = acc
+    return last
+
+
+cdef inline int64_t _guided_draw(const double* cdf, const int32_t* guide, int64_t n, double total, int64_t last,
+                                 uint64_t* rng) noexcept nogil:
+    cdef double u = next_uniform(rng)
+    cdef double x = u * total
+    cdef int64_t i = guide[<int64_t>(u * <double>n)]
+    while i < last and cdf[i] <= x:
+        i += 1
+    return i
+
+
+cdef void samples_into(const real* v, int64_t n, double* cdf, int32_t* guide, uint64_t* rng, int64_t* out,
+                       int64_t count) noexcept nogil:
+    """Draw ``count`` basis indices from |psi|^2 (guide-table inversion), advancing ``rng``."""
+    cdef double total
+    cdef int64_t last = _guided_cdf(v, n, cdf, guide, &total)
+    cdef int64_t s
+    for s in range(count):
+        out[s] = _guided_draw(cdf, guide, n, total, last, rng)
+
+
+cdef void _shot_estimates(const int64_t* samples, int64_t shots, const int64_t* xmask, const int64_t* zmask,
+                          const double* exact, int64_t count, uint64_t* rng, double* out) noexcept nogil:
+    """Body of :func:`shot_estimates_into` on raw pointers, advancing ``rng``."""
+    cdef int64_t k, s
+    cdef double total, plus
+    for k in range(count):
+        total = 0.0
+        if xmask[k] == 0:
+            for s in range(shots):
+                total += 1.0 - 2.0 * parity(samples[s] & zmask[k])
+        else:
+            plus = 0.5 * (1.0 + exact[k])
+            for s in range(shots):
+                total += 1.0 if next_uniform(rng) < plus else -1.0
+        out[k] = total / <double>shots
+
+
+def shot_estimates_into(const int64_t[::1] samples, const int64_t[::1] xmask, const int64_t[::1] zmask,
+                        const double[::1] exact, uint64_t rng, double[::1] out):
+    """Shot estimates of each observable from Z-basis ``samples``; returns the advanced rng.
+
+    Z strings share the samples (one measurement in the Z basis). A string
+    with X or Y needs its own basis, so it is estimated from its own
+    ``samples.size`` +-1 outcomes, each +1 with probability (1 + exact[k]) / 2.
+    """
+    _check_observables(xmask, zmask, zmask, out.shape[0])
+    if exact.shape[0] < out.shape[0]:
+        raise ValueError("exact must have one entry per observable")
+    with nogil:
+        _shot_estimates(&samples[0], samples.shape[0], &xmask[0], &zmask[0], &exact[0], out.shape[0], &rng,
+                        &out[0])
+    return rng
+
+
+# ---------------------------------------------------------------- the batch of small states
+
+cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_out, int64_t* samples_out,
+                     int64_t batch, int64_t num_qubits, const real* u1, int64_t u1_stride, const real* u2,
+                     int64_t u2_stride, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
+                     const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
+                     const int32_t* run_gate, const int64_t* perm_start, bint has_perm, const int64_t* perm_table,
+                     const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots,
+                     uint64_t key, int64_t batch_offset, int num_threads, int* failed) noexcept nogil:
+    """Body of :func:`run_small`: one parallel region, per-thread buffers, a static loop over the batch."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t b, k
+    cdef uint64_t rng
+    # NULL-initialised: Cython makes these firstprivate in the parallel region
+    cdef real* own = NULL
+    cdef real* scratch = NULL
+    cdef real* psi = NULL
+    cdef real* row = NULL
+    cdef double* probs = NULL
+    cdef int32_t* guide = NULL
+    cdef int64_t* drawn = NULL
+    cdef double* exact = NULL
+    with parallel(num_threads=num_threads):
+        # one set of buffers per thread, reused by all its parameter sets
+        # (a final state is built in its output row, so it only needs ``own`` as permutation scratch)
+        own = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE or has_perm else NULL
+        scratch = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE and has_perm else NULL
+        probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
+        guide = <int32_t*>malloc(size * sizeof(int32_t)) if task >= TASK_SAMPLES else NULL
+        drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
+        exact = <double*>malloc((count + 1) * sizeof(double)) if task == TASK_SHOT_EXPVAL else NULL
+        if ((own == NULL and (task != TASK_STATE or has_perm))
+                or (scratch == NULL and task != TASK_STATE and has_perm)
+                or (probs == NULL and task >= TASK_EXPVAL)
+                or (guide == NULL and task >= TASK_SAMPLES)
+                or ((drawn == NULL or exact == NULL) and task == TASK_SHOT_EXPVAL)):
+            failed[0] = 1
+        else:
+            for b in prange(batch, schedule="static"):
+                # final states are built in place in their output row, like numba does
+                row = psi_out + 2 * size * b if task == TASK_STATE else own
+                init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
+                psi = apply_steps(row, own if row != own else scratch, size, 0, steps, kind, q0, q1, arg,
+                                  u1 + u1_stride * b, u2 + u2_stride * b, run_start, run_gate, perm_start,
+                                  perm_table)
+                if task == TASK_STATE:
+                    if psi != row:
+                        memcpy(row, psi, 2 * size * sizeof(real))
+                elif task == TASK_PROBS:
+                    probabilities_into(psi, 0, size, probs_out + size * b)
+                elif task == TASK_EXPVAL:
+                    expectations_into(psi, size, probs, xmask, zmask, ny, count, values_out + count * b)
+                elif task == TASK_SAMPLES:
+                    rng = _stream_state(key, <uint64_t>(batch_offset + b))
+                    samples_into(psi, size, probs, guide, &rng, samples_out + shots * b, shots)
+                elif task == TASK_SHOT_EXPVAL:
+                    for k in range(count):
+                        exact[k] = 0.0
+                        if xmask[k] != 0:
+                            exact[k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+                    rng = _stream_state(key, <uint64_t>(batch_offset + b))
+                    samples_into(psi, size, probs, guide, &rng, drawn, shots)
+                    _shot_estimates(drawn, shots, xmask, zmask, exact, count, &rng, values_out + count * b)
+        free(own)
+        free(scratch)
+        free(probs)
+        free(guide)
+        free(drawn)
+        free(exact)
+
+
+cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny,
+                             Py_ssize_t count) except *:
+    if xmask.shape[0] < count or zmask.shape[0] < count or ny.shape[0] < count:
+        raise ValueError("xmask, zmask and ny must have one entry per observable")
+
+
+def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:, ::1] values_out,
+              int64_t[:, ::1] samples_out, int num_qubits, const cplx[:, :, :, ::1] u1,
+              const cplx[:, :, :, ::1] u2, const int32_t[::1] init_u1, const int8_t[::1] kind,
+              const int32_t[::1] q0, const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
+              const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
+              const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny, int64_t shots,
+              uint64_t key, int64_t batch_offset):
+    """Run a whole batch of a single-block program, one parameter set per iteration (OpenMP over the batch).
+
+    Args:
+        task: TASK_* constant selecting what is written.
+        psi_out: dtype[B, 2**n] final states (TASK_STATE), else unused.
+        probs_out: float64[B, 2**n] probabilities (TASK_PROBS), else unused.
+        values_out: float64[B, n_obs] expectations (TASK_EXPVAL, TASK_SHOT_EXPVAL).
+        samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
+        u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``, the state's dtype.
+        key: uint64 RNG key of this call; batch_offset: global index of row 0.
+
+    Raises:
+        ValueError: an output array is too small for the task.
+        MemoryError: the per-thread scratch buffers could not be allocated.
+    """
+    cdef int64_t batch = u1.shape[0]
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t count = xmask.shape[0]
+    cdef int failed = 0
+    # the kernels index without bounds checks: validate every shape they rely on once, here
+    if not 0 <= num_qubits <= 40 or not 0 <= task <= TASK_SHOT_EXPVAL:
+        raise ValueError(f"bad task {task} or num_qubits {num_qubits}")
+    if u2.shape[0] != batch and u2.shape[1] != 0:
+        raise ValueError("u1 and u2 must have the same batch size")
+    if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0]:
+        raise ValueError("kind, q0, q1 and arg must have one entry per step")
+    if init_u1.shape[0] < num_qubits:
+        raise ValueError("init_u1 needs one entry per qubit")
+    if task == TASK_STATE and (psi_out.shape[0] < batch or psi_out.shape[1] != size):
+        raise ValueError(f"psi_out must be [{batch}, {size}]")
+    if task == TASK_PROBS and (probs_out.shape[0] < batch or probs_out.shape[1] != size):
+        raise ValueError(f"probs_out must be [{batch}, {size}]")
+    if task in (TASK_EXPVAL, TASK_SHOT_EXPVAL) and (values_out.shape[0] < batch or values_out.shape[1] != count):
+        raise ValueError(f"values_out must be [{batch}, {count}]")
+    if task == TASK_SAMPLES and (samples_out.shape[0] < batch or samples_out.shape[1] != shots):
+        raise ValueError(f"samples_out must be [{batch}, {shots}]")
+    if task in (TASK_SAMPLES, TASK_SHOT_EXPVAL) and shots < 1:
+        raise ValueError("shots must be positive")
+    _check_observables(xmask, zmask, ny, count)
+    if batch == 0:
+        return
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _run_small(task, <float*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
+                       batch, num_qubits, <const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
+                       <const float*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
+                       &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
+                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset, _threads,
+                       &failed)
+    else:
+        with nogil:
+            _run_small(task, <double*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
+                       batch, num_qubits, <const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
+                       <const double*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
+                       &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
+                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset, _threads,
+                       &failed)
+    _check_allocated(failed)
+
+
+# ---------------------------------------------------------------- one large state
+
+cdef inline int64_t _deposit(int64_t value, const int64_t* positions, int64_t count) noexcept nogil:
+    """Scatter the low bits of ``value`` to the bit ``positions`` (software PDEP)."""
+    cdef int64_t out = 0
+    cdef int64_t k
+    for k in range(count):
+        out |= ((value >> k) & 1) << positions[k]
+    return out
+
+
+cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_qubits, const int32_t* init_u1,
+                        const int64_t* block_start, const int64_t* block_qubit_start, const int32_t* block_qubits,
+                        int64_t num_blocks, const int8_t* kind, const int32_t* q0, const int32_t* q1,
+                        const int32_t* arg, const int64_t* run_start, const int32_t* run_gate,
+                        const int64_t* perm_start, bint has_perm, const int64_t* perm_table, int num_threads,
+                        int* failed) noexcept nogil:
+    """Body of :func:`evolve_large`; ``failed[0]`` is set when a buffer cannot be allocated."""
+    cdef int64_t low = num_qubits // 2
+    cdef int64_t low_size = <int64_t>1 << low
+    cdef int64_t high_size = <int64_t>1 << (num_qubits - low)
+    cdef int64_t h, i, k, q, blk, chunk, base, local, num_local, num_others
+    cdef real hr, hi, lr, li
+    cdef real* low_table = <real*>malloc(2 * low_size * sizeof(real))
+    cdef real* high_table = <real*>malloc(2 * high_size * sizeof(real))
+    cdef int64_t qubits[64]
+    cdef int64_t others[64]
+    cdef bint in_block[64]
+    cdef int64_t* offsets
+    cdef real* buf = NULL
+    cdef real* scratch = NULL
+    cdef real* out = NULL
+    if low_table == NULL or high_table == NULL:
+        free(low_table)
+        free(high_table)
+        failed[0] = 1
+        return
+    # product initialisation: psi = high (x) low, each factor a product state of half the qubits
+    init_product(low_table, u1, run_start, run_gate, init_u1, 0, low)
+    init_product(high_table, u1, run_start, run_gate, init_u1, low, num_qubits)
+    for h in prange(high_size, num_threads=num_threads, schedule="static"):
+        hr = high_table[2 * h]
+        hi = high_table[2 * h + 1]
+        for i in range(low_size):
+            lr = low_table[2 * i]
+            li = low_table[2 * i + 1]
+            psi[2 * ((h << low) + i)] = hr * lr - hi * li
+            psi[2 * ((h << low) + i) + 1] = hr * li + hi * lr
+    free(low_table)
+    free(high_table)
+    for blk in range(num_blocks):
+        num_local = block_qubit_start[blk + 1] - block_qubit_start[blk]
+        for q in range(num_qubits):
+            in_block[q] = False
+        for k in range(num_local):
+            qubits[k] = block_qubits[block_qubit_start[blk] + k]
+            in_block[qubits[k]] = True
+        num_others = 0
+        for q in range(num_qubits):
+            if not in_block[q]:
+                others[num_others] = q
+                num_others += 1
+        local = <int64_t>1 << num_local
+        offsets = <int64_t*>malloc(local * sizeof(int64_t))
+        if offsets == NULL:
+            failed[0] = 1
+            return
+        for i in range(local):
+            offsets[i] = 2 * _deposit(i, qubits, num_local)
+        with parallel(num_threads=num_threads):
+            # per-thread gather buffers, allocated once per block pass
+            buf = <real*>malloc(2 * local * sizeof(real))
+            scratch = <real*>malloc(2 * local * sizeof(real)) if has_perm else NULL
+            if buf == NULL or (has_perm and scratch == NULL):
+                failed[0] = 1
+            else:
+                for chunk in prange(<int64_t>1 << num_others, schedule="static"):
+                    base = 2 * _deposit(chunk, others, num_others)
+                    for i in range(local):
+                        memcpy(buf + 2 * i, psi + base + offsets[i], 2 * sizeof(real))
+                    out = apply_steps(buf, scratch, local, block_start[blk], block_start[blk + 1], kind, q0, q1,
+                                      arg, u1, u2, run_start, run_gate, perm_start, perm_table)
+                    for i in range(local):
+                        memcpy(psi + base + offsets[i], out + 2 * i, 2 * sizeof(real))
+            free(buf)
+            free(scratch)
+        free(offsets)
+        if failed[0]:
+            return
+
+
+def evolve_large(cplx[::1] psi, const cplx[:, :, ::1] u1, const cplx[:, :, ::1] u2, int num_qubits,
+                 const int32_t[::1] init_u1, const int64_t[::1] block_start, const int64_t[::1] block_qubit_start,
+                 const int32_t[::1] block_qubits, const int8_t[::1] kind, const int32_t[::1] q0,
+                 const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
+                 const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
+                 int num_threads):
+    """Evolve one large state in place: parallel product init, then one gathered pass per block.
+
+    ``num_threads`` (numba sizes its per-thread buffers with it) caps the
+    thread count here; buffers are allocated per thread inside each pass.
+    """
+    cdef int failed = 0
+    cdef int64_t k
+    cdef int64_t num_blocks = block_start.shape[0] - 1
+    cdef int threads = max(1, min(_threads, num_threads))
+    if not 1 <= num_qubits <= 63 or psi.shape[0] != (<int64_t>1 << num_qubits):
+        raise ValueError(f"psi must hold 2**{num_qubits} amplitudes")
+    if block_qubit_start.shape[0] != num_blocks + 1 or num_blocks < 0:
+        raise ValueError("block_start and block_qubit_start must both have one entry per block plus one")
+    if init_u1.shape[0] < num_qubits:
+        raise ValueError("init_u1 needs one entry per qubit")
+    if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0]:
+        raise ValueError("kind, q0, q1 and arg must have one entry per step")
+    for k in range(num_blocks):
+        if not 0 <= block_qubit_start[k + 1] - block_qubit_start[k] <= num_qubits:
+            raise ValueError("a block has more qubits than the register")
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _evolve_large(<float*>&psi[0], <const float*>&u1[0, 0, 0], <const float*>&u2[0, 0, 0], num_qubits,
+                          &init_u1[0], &block_start[0], &block_qubit_start[0], &block_qubits[0], num_blocks,
+                          &kind[0], &q0[0], &q1[0], &arg[0], &run_start[0], &run_gate[0], &perm_start[0],
+                          perm_start.shape[0] > 1, &perm_table[0], threads, &failed)
+    else:
+        with nogil:
+            _evolve_large(<double*>&psi[0], <const double*>&u1[0, 0, 0], <const double*>&u2[0, 0, 0], num_qubits,
+                          &init_u1[0], &block_start[0], &block_qubit_start[0], &block_qubits[0], num_blocks,
+                          &kind[0], &q0[0], &q1[0], &arg[0], &run_start[0], &run_gate[0], &perm_start[0],
+                          perm_start.shape[0] > 1, &perm_table[0], threads, &failed)
+    _check_allocated(failed)
+
+
+cdef void _expectations_large(const real* v, int64_t n, const int64_t* xmask, const int64_t* zmask,
+                              const int64_t* ny, int64_t count, double* partial, int64_t slices,
+                              int num_threads) noexcept nogil:
+    """Body of :func:`expectations_large`: partial sums per (slice, observable) in ``partial``."""
+    cdef int64_t width = n // slices
+    cdef int64_t c, k
+    for c in prange(slices, num_threads=num_threads, schedule="static"):
+        for k in range(count):
+            if xmask[k] == 0:
+                partial[c * count + k] = z_expectation(v, c * width, (c + 1) * width, zmask[k])
+            else:
+                partial[c * count + k] = pauli_expectation(v, c * width, (c + 1) * width, xmask[k], zmask[k], ny[k])
+
+
+def expectations_large(const cplx[::1] psi, const int64_t[::1] xmask, const int64_t[::1] zmask,
+                       const int64_t[::1] ny, double[::1] out):
+    """Exact expectations of one large state, parallel over slices (256, fewer for tiny states)."""
+    cdef int64_t n = psi.shape[0]
+    cdef int64_t count = out.shape[0]
+    # numba always uses 256 slices of n // 256 amplitudes, which drops everything
+    # when n < 256 (a 5..7-qubit circuit with block_qubits=4); at most n slices here
+    cdef int64_t slices = min(<int64_t>256, n)
+    cdef int64_t c, k
+    cdef double acc
+    cdef double* partial
+    _check_observables(xmask, zmask, ny, count)
+    if n == 0 or n & (n - 1):
+        raise ValueError("psi must hold a power of two amplitudes")
+    if count == 0:
+        return
+    partial = <double*>malloc(slices * count * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _expectations_large(<const float*>&psi[0], n, &xmask[0], &zmask[0], &ny[0], count, partial, slices,
+                                _threads)
+    else:
+        with nogil:
+            _expectations_large(<const double*>&psi[0], n, &xmask[0], &zmask[0], &ny[0], count, partial, slices,
+                                _threads)
+    for k in range(count):
+        acc = 0.0
+        for c in range(slices):
+            acc += partial[c * count + k]
+        out[k] = acc
+    free(partial)
+
+
+cdef void _probabilities_large(const real* v, int64_t n, double* out, int num_threads) noexcept nogil:
+    """Body of :func:`probabilities_large`: contiguous slices of 2**12 amplitudes per iteration."""
+    cdef int64_t chunk, first, last
+    cdef int64_t width = 4096
+    for chunk in prange((n + width - 1) // width, num_threads=num_threads, schedule="static"):
+        first = chunk * width
+        last = min(first + width, n)
+        probabilities_into(v, first, last, out + first)
+
+
+def probabilities_large(const cplx[::1] psi, double[::1] out):
+    """|psi_i|^2 for one large state, in parallel."""
+    if out.shape[0] != psi.shape[0]:
+        raise ValueError("out must have one entry per amplitude")
+    if psi.shape[0] == 0:
+        return
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _probabilities_large(<const float*>&psi[0], psi.shape[0], &out[0], _threads)
+    else:
+        with nogil:
+            _probabilities_large(<const double*>&psi[0], psi.shape[0], &out[0], _threads)
+
+
+cdef int _compare_doubles(const void* a, const void* b) noexcept nogil:
+    cdef double x = (<const double*>a)[0]
+    cdef double y = (<const double*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef void _samples_large(const real* v, int64_t n, uint64_t* rng, int64_t* out, int64_t count,
+                         double* targets) noexcept nogil:
+    """Body of :func:`samples_large`; ``targets`` is float64[count] scratch."""
+    cdef double total = 0.0
+    cdef double cumulative = 0.0
+    cdef double p, re, im
+    cdef int64_t i, j, s, last, tmp
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        total += re * re + im * im
+    for s in range(count):
+        targets[s] = next_uniform(rng)
+    # sorting values gives one array whatever the algorithm, so numba's np.sort and qsort agree
+    qsort(targets, count, sizeof(double), _compare_doubles)
+    for s in range(count):
+        targets[s] = targets[s] * total
+    s = 0
+    last = 0
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        p = re * re + im * im
+        if p > 0.0:
+            last = i
+        cumulative += p
+        while s < count and targets[s] < cumulative:
+            out[s] = i
+            s += 1
+    while s < count:
+        out[s] = last
+        s += 1
+    # Fisher-Yates, so the order of the draws is exchangeable
+    for s in range(count - 1, 0, -1):
+        j = <int64_t>(next_uniform(rng) * <double>(s + 1))
+        tmp = out[s]
+        out[s] = out[j]
+        out[j] = tmp
+
+
+def samples_large(const cplx[::1] psi, uint64_t rng, int64_t[::1] out):
+    """Draw ``out.size`` samples from a large state with O(shots) extra memory; returns the advanced rng.
+
+    Sorted uniforms are matched against one running sum over the state, then
+    the draws are shuffled (Fisher-Yates) so their order is exchangeable.
+    """
+    cdef int64_t count = out.shape[0]
+    cdef double* targets
+    if count == 0:
+        return rng
+    targets = <double*>malloc(count * sizeof(double))
+    if targets == NULL:
+        raise MemoryError()
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _samples_large(<const float*>&psi[0], psi.shape[0], &rng, &out[0], count, targets)
+    else:
+        with nogil:
+            _samples_large(<const double*>&psi[0], psi.shape[0], &rng, &out[0], count, targets)
+    free(targets)
+    return rng

@@ -1,0 +1,170 @@
+"""The user-facing simulator: validates input, picks a backend, shapes results."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from . import memory
+from .backends import get_backend
+from .backends.base import Job
+from .circuit import Circuit, Param
+from .errors import CircuitError, ParameterError
+from .observables import parse_observables
+from .program import DEFAULT_BLOCK_QUBITS
+
+_PRECISIONS = {"double": np.complex128, "single": np.complex64}
+_MIX = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+class Simulator:
+    """Statevector and shot simulation of :class:`~qsim_core.Circuit` objects, batch first.
+
+    Every method takes ``params`` as a 1-D vector (one parameter set; results
+    have no batch axis) or a 2-D array ``[B, P]`` (B sets, run in one
+    compiled call; results lead with B). ``P`` must equal
+    ``circuit.num_params``; circuits without parameters need no ``params``.
+
+    Args:
+        backend: ``"numba"``, ``"cython"``, ``"reference"`` or ``"auto"``
+            (the fastest available, see :func:`qsim_core.available_backends`).
+        precision: ``"double"`` (complex128) or ``"single"`` (complex64).
+        seed: seed for every sampled result; the same seed gives the same
+            samples call by call. None draws a fresh seed.
+        threads: worker threads for the compiled kernels; None uses all cores.
+        block_qubits: for circuits wider than this, gates are fused into
+            passes over at most this many qubits (cache blocking).
+
+    Raises:
+        BackendUnavailableError: the backend is unknown or not built here.
+        ValueError: an unknown precision or a non-positive thread count.
+
+    Example:
+        >>> import qsim_core as qc
+        >>> c = qc.Circuit(2).h(0).cnot(0, 1)
+        >>> qc.Simulator(backend="numba", seed=1).probabilities(c).round(3).tolist()
+        [0.5, 0.0, 0.0, 0.5]
+    """
+
+    def __init__(self, backend: str = "auto", precision: str = "double", seed: int | None = None,
+                 threads: int | None = None, block_qubits: int = DEFAULT_BLOCK_QUBITS) -> None:
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be 'double' or 'single', got {precision!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        if not isinstance(block_qubits, int) or not 4 <= block_qubits <= 24:
+            raise ValueError(f"block_qubits must be an integer in 4..24, got {block_qubits!r}")
+        self._backend = get_backend(backend)
+        self.precision = precision
+        self.dtype = _PRECISIONS[precision]
+        self.threads = threads or os.cpu_count() or 1
+        self.block_qubits = block_qubits
+        self._seed_key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        self._draws = 0
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use."""
+        return self._backend.name
+
+    def statevector(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+        """Final state(s): ``(2**n,)`` or ``(B, 2**n)``, complex128 or complex64."""
+        job, batched = self._job(circuit, params)
+        return self._shape(self._backend.statevector(job), batched)
+
+    def probabilities(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+        """Basis-state probabilities, float64 ``(2**n,)`` or ``(B, 2**n)``; index bit k is qubit k."""
+        job, batched = self._job(circuit, params)
+        return self._shape(self._backend.probabilities(job), batched)
+
+    def expectation(self, circuit: Circuit, observables: str | Sequence[str],
+                    params: np.ndarray | Sequence[float] | None = None, shots: int | None = None) -> np.ndarray:
+        """Expectation values of Pauli strings: float64 ``(K,)`` or ``(B, K)``.
+
+        Args:
+            circuit: the circuit.
+            observables: one Pauli string or a list (``"Z0"``, ``"X1 Y3"``, ``"Z0 Z7"``).
+            params: parameter vector(s), see the class docstring.
+            shots: None for exact values; N >= 1 for estimates from N shots per
+                parameter set (Z strings share one Z-basis measurement; each
+                string with X/Y is measured in its own basis with N shots).
+        """
+        strings = parse_observables(observables, circuit.num_qubits)
+        job, batched = self._job(circuit, params)
+        if shots is None:
+            return self._shape(self._backend.expectation(job, strings), batched)
+        return self._shape(self._backend.shot_expectation(job, strings, _check_shots(shots), self._next_key()), batched)
+
+    def sample(self, circuit: Circuit, shots: int, params: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+        """Measure all qubits ``shots`` times: int64 basis indices ``(shots,)`` or ``(B, shots)``."""
+        shots = _check_shots(shots)
+        job, batched = self._job(circuit, params)
+        return self._shape(self._backend.sample(job, shots, self._next_key()), batched)
+
+    def counts(self, circuit: Circuit, shots: int,
+               params: np.ndarray | Sequence[float] | None = None) -> dict[int, int] | list[dict[int, int]]:
+        """Measurement counts keyed by basis index (IonQ style); a list of dicts for 2-D params."""
+        samples = self.sample(circuit, shots, params)
+
+        def tally(row: np.ndarray) -> dict[int, int]:
+            values, counts = np.unique(row, return_counts=True)
+            return {int(v): int(c) for v, c in zip(values, counts)}
+
+        return [tally(row) for row in samples] if samples.ndim == 2 else tally(samples)
+
+    def _next_key(self) -> int:
+        self._draws += 1
+        return self._seed_key ^ ((self._draws * _MIX) & _MASK64)
+
+    def _job(self, circuit: Circuit, params) -> tuple[Job, bool]:
+        if not isinstance(circuit, Circuit):
+            raise CircuitError(f"expected a qsim_core.Circuit, got {type(circuit).__name__}")
+        memory.check_qubits(circuit.num_qubits, np.dtype(self.dtype).itemsize)
+        matrix, batched = _validate_params(circuit, params)
+        return Job(circuit, matrix, self.dtype, self.threads, self.block_qubits), batched
+
+    @staticmethod
+    def _shape(result: np.ndarray, batched: bool) -> np.ndarray:
+        return result if batched else result[0]
+
+
+def _check_shots(shots: object) -> int:
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise ParameterError(f"shots must be a positive integer, got {shots!r}")
+    return int(shots)
+
+
+def _validate_params(circuit: Circuit, params) -> tuple[np.ndarray, bool]:
+    """Params as float64[B, P] plus whether the caller passed a batch."""
+    expected = circuit.num_params
+    if params is None:
+        if expected:
+            raise ParameterError(f"circuit has {expected} parameter(s) (Param indices 0..{expected - 1}); pass params")
+        return np.zeros((1, 0)), False
+    try:
+        matrix = np.asarray(params, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ParameterError(f"params must be numbers (a 1-D vector or a 2-D batch): {error}") from None
+    if matrix.ndim not in (1, 2):
+        raise ParameterError(f"params must be 1-D (P,) or 2-D (B, P); got shape {matrix.shape}")
+    batched = matrix.ndim == 2
+    matrix = np.ascontiguousarray(matrix if batched else matrix[np.newaxis, :])
+    if matrix.shape[1] != expected:
+        raise ParameterError(
+            f"circuit has {expected} parameter(s) but params has {matrix.shape[1]} per set "
+            f"(shape {np.shape(params)})"
+        )
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        users = [str(op) for op in circuit if any(isinstance(p, Param) and p.index == col for p in op.params)]
+        where = f" used by {users[0]}" if users else ""
+        at = f"params[{row}, {col}]" if batched else f"params[{col}]"
+        raise ParameterError(f"{at} is {matrix[row, col]} (not finite); parameter {col}{where}")
+    return matrix, batched
+
+
+__all__ = ["Simulator"]

@@ -1,0 +1,62 @@
+"""Shared fixtures: which backends and precisions the suite runs against.
+
+``QSIM_BACKEND=numba`` (or ``cython``) pins the compiled backend under test;
+by default every compiled backend that loads here is tested. The reference
+backend is the oracle and is always used for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import qsim_core as qc
+
+settings.register_profile(
+    "qsim", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.load_profile("qsim")
+
+COMPILED = [name for name in qc.available_backends() if name != "reference"]
+if os.environ.get("QSIM_BACKEND"):
+    COMPILED = [os.environ["QSIM_BACKEND"]]
+
+#: tolerance of a compiled backend against the reference, per precision
+TOLERANCE = {"double": 1e-10, "single": 1e-5}
+
+
+@pytest.fixture(params=COMPILED, scope="session")
+def backend(request) -> str:
+    """Name of a compiled backend under test."""
+    return request.param
+
+
+@pytest.fixture(params=["double", "single"], scope="session")
+def precision(request) -> str:
+    """State precision under test."""
+    return request.param
+
+
+def seed_circuit() -> qc.Circuit:
+    """The seed circuit of shared/seed-benchmark.md: 8 qubits, 40 parameters."""
+    c = qc.Circuit(8)
+    for q in range(8):
+        c.ry(q, qc.Param(q))
+    for layer in range(2):
+        for q in range(8):
+            c.ry(q, qc.Param(8 + 16 * layer + q))
+        for q in range(8):
+            c.rz(q, qc.Param(16 + 16 * layer + q))
+        for i in range(8):
+            for j in range(i + 1, 8):
+                c.cnot(i, j)
+    return c
+
+
+def random_params(circuit: qc.Circuit, batch: int | None = None, seed: int = 0) -> np.ndarray:
+    """Uniform angles in [-pi, pi) of shape (P,) or (batch, P)."""
+    shape = (circuit.num_params,) if batch is None else (batch, circuit.num_params)
+    return np.random.default_rng(seed).uniform(-np.pi, np.pi, size=shape)

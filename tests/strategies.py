@@ -1,0 +1,35 @@
+"""Hypothesis strategies for random circuits over the whole gate table."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+import qsim_core as qc
+
+GATE_NAMES = sorted(qc.GATES)
+
+
+@st.composite
+def circuits(draw, min_qubits: int = 1, max_qubits: int = 8, max_ops: int = 30, max_params: int = 6):
+    """A random circuit: every gate of the table, constant and Param-referenced (scaled) angles."""
+    n = draw(st.integers(min_qubits, max_qubits))
+    circuit = qc.Circuit(n)
+    num_params = draw(st.integers(0, max_params))
+    for _ in range(draw(st.integers(0, max_ops))):
+        names = [g for g in GATE_NAMES if qc.GATES[g].num_qubits <= n]
+        spec = qc.GATES[draw(st.sampled_from(names))]
+        qubits = draw(st.lists(st.integers(0, n - 1), min_size=spec.num_qubits, max_size=spec.num_qubits,
+                               unique=True))
+        params = []
+        for _ in range(spec.num_params):
+            if num_params and draw(st.booleans()):
+                scale = draw(st.sampled_from([1.0, -0.5, 2.0]))
+                offset = draw(st.sampled_from([0.0, 0.25]))
+                params.append(qc.Param(draw(st.integers(0, num_params - 1)), scale, offset))
+            else:
+                params.append(draw(st.floats(-4.0, 4.0, allow_nan=False)))
+        circuit.append(spec.name, qubits, params)
+    if num_params and circuit.num_params < num_params:
+        # pad so that params columns exist even if the draw used fewer indices
+        circuit.rz(0, qc.Param(num_params - 1))
+    return circuit
