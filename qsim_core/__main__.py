@@ -14,29 +14,10 @@ import time
 
 import numpy as np
 
-from . import Circuit, Param, Simulator, available_backends
+from . import Simulator, available_backends
+from .workloads import seed_circuit
 
 REFERENCE_SECONDS = 2288.4
-
-
-def seed_circuit(num_qubits: int = 8, layers: int = 2) -> Circuit:
-    """RY(x_q) encoding, then ``layers`` x [RY on each qubit, RZ on each, CNOT(i, j) for all i < j].
-
-    Parameters: ``theta[0:n]`` are the data angles, then ``2 n`` weights per layer.
-    """
-    c = Circuit(num_qubits)
-    for q in range(num_qubits):
-        c.ry(q, Param(q))
-    for layer in range(layers):
-        base = num_qubits + 2 * num_qubits * layer
-        for q in range(num_qubits):
-            c.ry(q, Param(base + q))
-        for q in range(num_qubits):
-            c.rz(q, Param(base + num_qubits + q))
-        for i in range(num_qubits):
-            for j in range(i + 1, num_qubits):
-                c.cnot(i, j)
-    return c
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ time, so data encodings and trainable weights are one mechanism.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
 
 from .errors import CircuitError
 from .gates import GATES, Gate, gate
@@ -67,7 +67,7 @@ class Param:
         return self * -1.0
 
 
-ParamValue = Union[float, Param]
+ParamValue = float | Param
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Circuit:
                 f"{label} takes {spec.num_params} parameter(s) {spec.param_names}, got {len(params)}"
             )
         checked: list[ParamValue] = []
-        for pname, value in zip(spec.param_names, params):
+        for pname, value in zip(spec.param_names, params, strict=False):
             if isinstance(value, Param):
                 checked.append(value)
                 continue

@@ -10,9 +10,9 @@ evaluate without building matrices.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from functools import lru_cache
 
 import numpy as np
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -187,10 +187,12 @@ def _fill(groups: Sequence[_GateGroup], params: np.ndarray, dim: int, dtype: np.
         if spec.num_params == 0:
             out[:, group.start:group.stop] = spec.matrix()
             continue
-        if width:
-            values = [params[:, group.index[s]] * group.scale[s] + group.offset[s] for s in range(spec.num_params)]
-        else:
-            values = [np.broadcast_to(group.offset[s], (batch, group.stop - group.start)) for s in range(spec.num_params)]
+        count = group.stop - group.start
+        values = [
+            params[:, group.index[s]] * group.scale[s] + group.offset[s] if width
+            else np.broadcast_to(group.offset[s], (batch, count))
+            for s in range(spec.num_params)
+        ]
         spec.matrix(*values, out=out[:, group.start:group.stop])
     return out
 
@@ -208,7 +210,7 @@ def _drop_invisible_tail(ops: Sequence[Operation], num_qubits: int) -> list[Oper
         if not in_tail:
             for q in op.qubits:
                 tail[q] = False
-    return [op for op, kept in zip(ops, keep) if kept]
+    return [op for op, kept in zip(ops, keep, strict=False) if kept]
 
 
 def _fuse_single_qubit_runs(ops: Sequence[Operation], num_qubits: int) -> list[_Step]:
@@ -374,7 +376,7 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int) -> Program:
     u1_flat = [op for run in u1_runs for op in run]
     _, u1_groups, u1_position = _groups(u1_flat)
     _, u2_groups, u2_position = _groups(u2_ops)
-    arg = [u2_position[a] if k == U2 else a for k, a in zip(kind, arg)]
+    arg = [u2_position[a] if k == U2 else a for k, a in zip(kind, arg, strict=False)]
     run_start = np.concatenate([[0], np.cumsum([len(run) for run in u1_runs])]).astype(np.int64)
     perm_start = np.concatenate([[0], np.cumsum([len(t) for t in perm_tables], dtype=np.int64)]).astype(np.int64)
     perm_table = np.concatenate(perm_tables) if perm_tables else np.zeros(0, np.int64)

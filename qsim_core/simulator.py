@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ class Simulator:
 
         def tally(row: np.ndarray) -> dict[int, int]:
             values, counts = np.unique(row, return_counts=True)
-            return {int(v): int(c) for v, c in zip(values, counts)}
+            return {int(v): int(c) for v, c in zip(values, counts, strict=False)}
 
         return [tally(row) for row in samples] if samples.ndim == 2 else tally(samples)
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import qsim_core as qc
+from qsim_core.workloads import seed_circuit
 
 settings.register_profile(
     "qsim", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -23,6 +24,8 @@ settings.load_profile("qsim")
 COMPILED = [name for name in qc.available_backends() if name != "reference"]
 if os.environ.get("QSIM_BACKEND"):
     COMPILED = [os.environ["QSIM_BACKEND"]]
+
+__all__ = ["COMPILED", "TOLERANCE", "random_params", "seed_circuit"]
 
 #: tolerance of a compiled backend against the reference, per precision
 TOLERANCE = {"double": 1e-10, "single": 1e-5}
@@ -38,22 +41,6 @@ def backend(request) -> str:
 def precision(request) -> str:
     """State precision under test."""
     return request.param
-
-
-def seed_circuit() -> qc.Circuit:
-    """The seed circuit of shared/seed-benchmark.md: 8 qubits, 40 parameters."""
-    c = qc.Circuit(8)
-    for q in range(8):
-        c.ry(q, qc.Param(q))
-    for layer in range(2):
-        for q in range(8):
-            c.ry(q, qc.Param(8 + 16 * layer + q))
-        for q in range(8):
-            c.rz(q, qc.Param(16 + 16 * layer + q))
-        for i in range(8):
-            for j in range(i + 1, 8):
-                c.cnot(i, j)
-    return c
 
 
 def random_params(circuit: qc.Circuit, batch: int | None = None, seed: int = 0) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Callable
 
 from ..errors import BackendUnavailableError
 from .base import Backend, CompiledBackend, Job

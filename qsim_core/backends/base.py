@@ -87,7 +87,8 @@ class CompiledBackend:
 
     def statevector(self, job: Job) -> np.ndarray:
         """See :class:`Backend`."""
-        out = self._allocate((job.batch, job.size), job.dtype, f"{job.batch} state(s) of {job.circuit.num_qubits} qubits")
+        what = f"{job.batch} state(s) of {job.circuit.num_qubits} qubits"
+        out = self._allocate((job.batch, job.size), job.dtype, what)
         return self._run(job, TASK_STATE, zbasis=False, psi_out=out)
 
     def probabilities(self, job: Job) -> np.ndarray:
