@@ -123,3 +123,32 @@ def test_bad_simulator_options():
         qc.Simulator(threads=0)
     with pytest.raises(qc.BackendUnavailableError, match="unknown backend 'gpu'"):
         qc.Simulator(backend="gpu")
+
+
+@pytest.mark.parametrize("method", ["probabilities", "statevector", "expectation", "sample"])
+def test_large_states_are_not_copied(backend, precision, method):
+    """Peak Python-visible memory of a 20-qubit run stays within 1.2x of the state."""
+    import tracemalloc
+
+    from qsim_core.workloads import layered_circuit
+
+    c = layered_circuit(20, layers=1)
+    sim = qc.Simulator(backend=backend, precision=precision, seed=1)
+    params = random_params(c)
+    state_bytes = 2**20 * np.dtype(sim.dtype).itemsize
+    call = {
+        "probabilities": lambda: sim.probabilities(c, params),
+        "statevector": lambda: sim.statevector(c, params),
+        "expectation": lambda: sim.expectation(c, ["Z0", "X3 Y19"], params),
+        "sample": lambda: sim.sample(c, 1000, params),
+    }[method]
+    call()  # compile first
+    tracemalloc.start()
+    try:
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 1.2 * state_bytes, f"peak {peak:,} bytes for a {state_bytes:,}-byte state"
+    if method == "probabilities":
+        assert result.shape == (2**20,) and abs(result.sum() - 1) < 1e-4

@@ -4,7 +4,7 @@ A backend runs a :class:`Job` (one circuit, a batch of parameter vectors
 ``params[B, P]``) and returns batch-first arrays. The compiled backends differ
 only in their kernel module: numba's and Cython's export the same functions
 (``run_small``, ``evolve_large``, ``expectations_large``,
-``probabilities_large``, ``samples_large``, ``shot_estimates_into``,
+``probabilities_in_place``, ``samples_large``, ``shot_estimates_into``,
 ``stream_state``, ``set_threads``, ``max_threads``) with the same arguments,
 so one driver, :class:`CompiledBackend`, serves both.
 """
@@ -92,7 +92,11 @@ class CompiledBackend:
         return self._run(job, TASK_STATE, zbasis=False, psi_out=out)
 
     def probabilities(self, job: Job) -> np.ndarray:
-        """See :class:`Backend`."""
+        """See :class:`Backend`. One large state's probabilities reuse the state's memory."""
+        program = compile_circuit(job.circuit, zbasis=True, block_qubits=job.block_qubits)
+        if job.batch == 1 and not program.single_block:
+            psi = self._evolve_large(job, program, 0)
+            return self.kernels.probabilities_in_place(psi)[np.newaxis]
         out = self._allocate((job.batch, job.size), np.float64, f"{job.batch} probability vector(s)")
         return self._run(job, TASK_PROBS, zbasis=True, probs_out=out)
 
@@ -145,30 +149,36 @@ class CompiledBackend:
             )
         return result
 
+    def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:
+        """Final state of parameter set ``row``, in ``psi`` or in a new array (memory checked first)."""
+        if psi is None:
+            what = f"a {program.num_qubits}-qubit {np.dtype(job.dtype).name} state"
+            memory.require(job.size * np.dtype(job.dtype).itemsize, what)
+            psi = np.empty(job.size, job.dtype)
+        k = self.kernels
+        u1, u2 = program.bind(job.params[row:row + 1], job.dtype)
+        k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
+                       program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,
+                       program.arg, program.run_start, program.run_gate, program.perm_start,
+                       program.perm_table, k.max_threads())
+        return psi
+
     def _run_large(self, job: Job, program: Program, task: int, result: np.ndarray, xmask, zmask, ny,
                    shots: int, key: int) -> None:
         """One parameter set at a time; the kernels parallelise over the state."""
         k = self.kernels
-        what = f"a {program.num_qubits}-qubit {np.dtype(job.dtype).name} state"
         for b in range(job.batch):
-            u1, u2 = program.bind(job.params[b:b + 1], job.dtype)
-            if task == TASK_STATE:
-                psi = result[b]
-            else:
-                memory.require(job.size * np.dtype(job.dtype).itemsize, what)
-                psi = np.empty(job.size, job.dtype)
-            k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
-                           program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,
-                           program.arg, program.run_start, program.run_gate, program.perm_start,
-                           program.perm_table, k.max_threads())
+            psi = self._evolve_large(job, program, b, result[b] if task == TASK_STATE else None)
             if task == TASK_PROBS:
-                k.probabilities_large(psi, result[b])
+                result[b] = k.probabilities_in_place(psi)
             elif task == TASK_EXPVAL:
                 k.expectations_large(psi, xmask, zmask, ny, result[b])
             elif task in (TASK_SAMPLES, TASK_SHOT_EXPVAL):
-                rng = k.stream_state(np.uint64(key), b)
+                # np.uint64 keeps one compiled signature: a bare Python int would be typed
+                # int64 or uint64 depending on its value
+                rng = np.uint64(k.stream_state(np.uint64(key), b))
                 drawn = result[b] if task == TASK_SAMPLES else np.empty(shots, np.int64)
-                rng = k.samples_large(psi, rng, drawn)
+                rng = np.uint64(k.samples_large(psi, rng, drawn))
                 if task == TASK_SHOT_EXPVAL:
                     exact = np.zeros(len(xmask))
                     if xmask.any():

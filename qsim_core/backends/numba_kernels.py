@@ -610,12 +610,19 @@ def expectations_large(psi, xmask, zmask, ny, out):
         out[k] = partial[:, k].sum()
 
 
-@njit(cache=True, parallel=True)
-def probabilities_large(psi, out):
-    """|psi_i|^2 for one large state, in parallel."""
-    for i in prange(psi.size):
+@njit(cache=True)
+def probabilities_in_place(psi):
+    """|psi_i|^2 written over the state's own memory; returns the float64[2**n] view.
+
+    No second state-sized buffer: float64 i lies inside complex element i
+    (complex64) or i // 2 (complex128), which this sequential loop has
+    already read when it writes there.
+    """
+    out = psi.view(np.float64)
+    for i in range(psi.size):
         a = psi[i]
         out[i] = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+    return out[:psi.size]
 
 
 @njit(cache=True)
