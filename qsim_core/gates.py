@@ -32,6 +32,14 @@ _TWO_PI = 2.0 * np.pi
 
 MatrixFunction = Callable[..., np.ndarray]
 
+#: single-qubit Pauli matrices, the building blocks of rotation generators
+PAULI = {
+    "I": np.eye(2, dtype=np.complex128),
+    "X": np.array([[0, 1], [1, 0]], np.complex128),
+    "Y": np.array([[0, -1j], [1j, 0]], np.complex128),
+    "Z": np.array([[1, 0], [0, -1]], np.complex128),
+}
+
 
 def _matrix(rows: list[list[object]], *params: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Stack a nested list of scalars/arrays into ``out`` (allocated if None), shape (..., d, d)."""
@@ -135,6 +143,9 @@ class Gate:
         diagonal: the matrix is diagonal for every parameter value.
         monomial: one non-zero per column (a basis permutation with phases).
         real: the matrix is real for every parameter value.
+        generator: for rotations ``exp(-i a P / 2)``, the Pauli string P in
+            the gate's qubit order (``"X"``, ``"ZZ"``); empty otherwise.
+        radians_per_unit: a = radians_per_unit * parameter (2 pi for turns).
         doc: one line for the builder method's docstring.
         opcode: position in :data:`GATES`, filled in by the table.
     """
@@ -152,12 +163,24 @@ class Gate:
     diagonal: bool = False
     monomial: bool = False
     real: bool = False
+    generator: str = ""
+    radians_per_unit: float = 1.0
     opcode: int = field(default=-1, compare=False)
 
     @property
     def num_params(self) -> int:
         """Number of real parameters the gate takes."""
         return len(self.param_names)
+
+    @property
+    def generator_matrix(self) -> np.ndarray | None:
+        """The Pauli matrix P of a rotation gate (first qubit most significant), else None."""
+        if not self.generator:
+            return None
+        matrix = np.ones((1, 1), np.complex128)
+        for letter in self.generator:
+            matrix = np.kron(matrix, PAULI[letter])
+        return matrix
 
 
 _ONE = ("target",)
@@ -182,18 +205,21 @@ _TABLE: tuple[Gate, ...] = (
          "V = sqrt(X)."),
     Gate("vi", 1, (), "", _constant([[0.5 - 0.5j, 0.5 + 0.5j], [0.5 + 0.5j, 0.5 - 0.5j]]), "qis", "vi", _ONE,
          "V dagger."),
-    Gate("rx", 1, ("theta",), "radians", _rx, "qis", "rx", _ONE, "RX(theta) = exp(-i theta X / 2)."),
-    Gate("ry", 1, ("theta",), "radians", _ry, "qis", "ry", _ONE, "RY(theta) = exp(-i theta Y / 2).", real=True),
+    Gate("rx", 1, ("theta",), "radians", _rx, "qis", "rx", _ONE, "RX(theta) = exp(-i theta X / 2).", generator="X"),
+    Gate("ry", 1, ("theta",), "radians", _ry, "qis", "ry", _ONE, "RY(theta) = exp(-i theta Y / 2).", real=True,
+         generator="Y"),
     Gate("rz", 1, ("theta",), "radians", _rz, "qis", "rz", _ONE, "RZ(theta) = exp(-i theta Z / 2).",
-         diagonal=True, monomial=True),
+         diagonal=True, monomial=True, generator="Z"),
     Gate("cnot", 2, (), "", _constant([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]), "qis", "cnot",
          ("control", "target"), "Controlled X.", monomial=True, real=True),
     Gate("swap", 2, (), "", _constant([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]), "qis", "swap",
          _TWO, "SWAP.", monomial=True, real=True),
-    Gate("xx", 2, ("theta",), "radians", _xx, "qis", "xx", _TWO, "XX(theta) = exp(-i theta X(x)X / 2)."),
-    Gate("yy", 2, ("theta",), "radians", _yy, "qis", "yy", _TWO, "YY(theta) = exp(-i theta Y(x)Y / 2)."),
+    Gate("xx", 2, ("theta",), "radians", _xx, "qis", "xx", _TWO, "XX(theta) = exp(-i theta X(x)X / 2).",
+         generator="XX"),
+    Gate("yy", 2, ("theta",), "radians", _yy, "qis", "yy", _TWO, "YY(theta) = exp(-i theta Y(x)Y / 2).",
+         generator="YY"),
     Gate("zz", 2, ("theta",), "radians", _zz, "qis", "zz", _TWO, "ZZ(theta) = exp(-i theta Z(x)Z / 2).",
-         diagonal=True, monomial=True),
+         diagonal=True, monomial=True, generator="ZZ"),
     Gate("gpi", 1, ("phase",), "turns", _gpi, "native", "gpi", _ONE,
          "IonQ GPi(phase) = [[0, e^(-2 pi i phase)], [e^(2 pi i phase), 0]].", monomial=True),
     Gate("gpi2", 1, ("phase",), "turns", _gpi2, "native", "gpi2", _ONE,
@@ -202,7 +228,8 @@ _TABLE: tuple[Gate, ...] = (
          "IonQ Molmer-Sorensen MS(phase0, phase1, angle=0.25) = exp(-i pi angle s(phase0)(x)s(phase1)).",
          defaults=(0.25,)),
     Gate("native_zz", 2, ("angle",), "turns", _native_zz, "native", "zz", _TWO,
-         "IonQ native ZZ(angle) = exp(-i pi angle Z(x)Z) (Forte).", diagonal=True, monomial=True),
+         "IonQ native ZZ(angle) = exp(-i pi angle Z(x)Z) (Forte).", diagonal=True, monomial=True,
+         generator="ZZ", radians_per_unit=2 * np.pi),
 )
 
 GATES: dict[str, Gate] = {

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .circuit import Circuit, Operation, Param
+from .bind_kernels import fill_rotations
 from .gates import GATES
 
 #: step kinds understood by the kernels
@@ -145,6 +146,7 @@ class _GateGroup:
     index: np.ndarray  # int64[num_params, count]: parameter column (0 for constants)
     scale: np.ndarray  # float64[num_params, count]: 0 for constants
     offset: np.ndarray  # float64[num_params, count]: the constant, or the Param offset
+    generator: np.ndarray | None  # rotation gates: the Pauli matrix P of exp(-i a P / 2)
 
 
 def _groups(ops: Sequence[Operation]) -> tuple[list[Operation], tuple[_GateGroup, ...], list[int]]:
@@ -172,7 +174,10 @@ def _groups(ops: Sequence[Operation]) -> tuple[list[Operation], tuple[_GateGroup
                     index[slot, k], scale[slot, k], offset[slot, k] = value.index, value.scale, value.offset
                 else:
                     offset[slot, k] = value
-        groups.append(_GateGroup(name, start, stop, index, scale, offset))
+        spec = GATES[name]
+        if spec.generator:  # fold the unit into the angle: a = radians_per_unit * value
+            scale, offset = scale * spec.radians_per_unit, offset * spec.radians_per_unit
+        groups.append(_GateGroup(name, start, stop, index, scale, offset, spec.generator_matrix))
         start = stop
     return ordered, tuple(groups), position
 
@@ -186,6 +191,10 @@ def _fill(groups: Sequence[_GateGroup], params: np.ndarray, dim: int, dtype: np.
         spec = GATES[group.name]
         if spec.num_params == 0:
             out[:, group.start:group.stop] = spec.matrix()
+            continue
+        if group.generator is not None:
+            fill_rotations(params, group.index[0], group.scale[0], group.offset[0], group.generator,
+                           out[:, group.start:group.stop])
             continue
         count = group.stop - group.start
         values = [

@@ -117,3 +117,15 @@ def test_matrix_functions_are_vectorised():
 def test_unknown_gate_is_named_in_the_error():
     with pytest.raises(qc.CircuitError, match="unknown gate 'cz'.*known gates: x, y"):
         gate("cz")
+
+
+@pytest.mark.parametrize("spec", [g for g in qc.GATES.values() if g.generator], ids=lambda g: g.name)
+@pytest.mark.parametrize("value", [0.0, 0.37, -2.1])
+def test_generator_reproduces_the_matrix(spec, value):
+    # the bind kernel builds rotations from (generator, radians_per_unit) alone
+    angle = spec.radians_per_unit * value
+    np.testing.assert_allclose(matrix(spec.name, value), expm(-0.5j * angle * spec.generator_matrix), atol=1e-13)
+
+
+def test_rotation_gates_declare_generators():
+    assert {g.name for g in qc.GATES.values() if g.generator} == {"rx", "ry", "rz", "xx", "yy", "zz", "native_zz"}

@@ -25,19 +25,21 @@ components are combined exactly as numba multiplies complex numbers,
 both backends agree bit for bit wherever the summation order is the same.
 Probabilities and expectations accumulate in float64 whatever the precision.
 
-Threads: OpenMP. ``run_small`` parallelises over the batch;
-``evolve_large``, ``expectations_large`` and ``probabilities_large`` over
-slices of one big state. Per-thread scratch buffers are malloc'ed once per
-thread inside each parallel region (never per iteration); an allocation
-failure is reported through a shared flag and raised as MemoryError after
-the region, since a nogil parallel region cannot raise. Built without
-OpenMP the module still works, single-threaded.
+Threads: OpenMP. ``run_small`` parallelises over the batch; ``evolve_large``
+and ``expectations_large`` over slices of one big state
+(``probabilities_in_place`` must run in index order, like numba's). The
+thread count is the module-level one :func:`set_threads` chooses. Per-thread
+scratch buffers are malloc'ed once per thread inside each parallel region
+(never per iteration); an allocation failure is reported through a shared
+flag and raised as MemoryError after the region, since a nogil parallel
+region cannot raise. Built without OpenMP the module still works,
+single-threaded.
 
 Random numbers: SplitMix64 streams, one per parameter set, derived from the
-call's 64-bit key and the set's global batch index, with the same constants
-and the same samplers as numba, so both backends draw the same samples for
-the same key (unless the float64 probabilities differ in their last bits
-right at a sample's threshold).
+call's 64-bit key and the set's global batch index, with the same constants,
+the same alias-table sampler and the same sorted-uniform large-state sampler
+as numba, so both backends draw the same samples for the same key (unless
+the float64 probabilities differ in their last bits right at a threshold).
 """
 
 cimport cython
@@ -45,6 +47,8 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcpy
+
+import numpy as np
 
 cdef extern from *:
     """
@@ -76,12 +80,23 @@ cdef enum:
 STEP_KINDS = (U1, U2, CNOT, SWAP, PERM)
 TASKS = (TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL)
 
-# SplitMix64 constants, identical to numba_kernels (hex literals stay unsigned in C).
-cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15
-cdef uint64_t _MIX1 = 0xBF58476D1CE4E5B9
-cdef uint64_t _MIX2 = 0x94D049BB133111EB
-cdef uint64_t _STREAM = 0xD1B54A32D192ED03
-cdef double _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+# SplitMix64 constants, identical to numba_kernels; compile-time C constants so
+# gcc folds them into the loops (a module-level cdef variable would be reloaded).
+cdef extern from *:
+    """
+    #define QSIM_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
+    #define QSIM_MIX1 UINT64_C(0xBF58476D1CE4E5B9)
+    #define QSIM_MIX2 UINT64_C(0x94D049BB133111EB)
+    #define QSIM_STREAM UINT64_C(0xD1B54A32D192ED03)
+    #define QSIM_LOW53 UINT64_C(0x1FFFFFFFFFFFFF)
+    #define QSIM_TO_UNIT (1.0 / 9007199254740992.0)
+    """
+    const uint64_t _GOLDEN "QSIM_GOLDEN"
+    const uint64_t _MIX1 "QSIM_MIX1"
+    const uint64_t _MIX2 "QSIM_MIX2"
+    const uint64_t _STREAM "QSIM_STREAM"
+    const uint64_t _LOW53 "QSIM_LOW53"  # the 53 bits of a uniform double
+    const double _TO_UNIT "QSIM_TO_UNIT"  # 2**-53
 
 ctypedef fused cplx:
     float complex
@@ -494,13 +509,13 @@ cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num
         size = half
 
 
-cdef void expectations_into(const real* v, int64_t n, double* probs, const int64_t* xmask, const int64_t* zmask,
-                            const int64_t* ny, int64_t count, double* out) noexcept nogil:
-    """All ``count`` observables' exact expectations for one whole state of ``n`` amplitudes.
+cdef void z_expectations_from_probabilities(double* probs, int64_t n, const int64_t* xmask, const int64_t* zmask,
+                                            int64_t count, double* out) noexcept nogil:
+    """Fill ``out[k]`` for every Z string (xmask[k] == 0) from the ``n`` basis probabilities.
 
-    ``probs`` is float64[n] scratch. Multi-qubit Z strings sum signed
-    probabilities; single-qubit Z strings come from the marginals, which one
-    halving pass computes for all qubits.
+    Multi-qubit Z strings sum signed probabilities; single-qubit Z strings
+    come from the marginals, which one halving pass computes for all qubits.
+    Destroys ``probs``.
     """
     cdef int64_t num_qubits = 0
     cdef int64_t single = 0
@@ -509,12 +524,11 @@ cdef void expectations_into(const real* v, int64_t n, double* probs, const int64
     cdef double ones[64]
     while (<int64_t>1 << num_qubits) < n:
         num_qubits += 1
-    probabilities_into(v, 0, n, probs)
     for k in range(count):
-        z = zmask[k]
         if xmask[k] != 0:
-            out[k] = pauli_expectation(v, 0, n, xmask[k], z, ny[k])
-        elif z & (z - 1) != 0:
+            continue
+        z = zmask[k]
+        if z & (z - 1) != 0:
             acc = 0.0
             for i in range(n):
                 acc += probs[i] - 2.0 * probs[i] * parity(i & z)
@@ -535,84 +549,196 @@ cdef void expectations_into(const real* v, int64_t n, double* probs, const int64
                     out[k] = probs[0] - 2.0 * ones[q]
 
 
+cdef void expectations_into(const real* v, int64_t n, double* probs, const int64_t* xmask, const int64_t* zmask,
+                            const int64_t* ny, int64_t count, double* out) noexcept nogil:
+    """All ``count`` observables' exact expectations for one whole state; ``probs`` is float64[n] scratch."""
+    cdef int64_t k
+    for k in range(count):
+        if xmask[k] != 0:
+            out[k] = pauli_expectation(v, 0, n, xmask[k], zmask[k], ny[k])
+    probabilities_into(v, 0, n, probs)
+    z_expectations_from_probabilities(probs, n, xmask, zmask, count, out)
+
+
 # ---------------------------------------------------------------- sampling
 
-cdef int64_t _guided_cdf(const real* v, int64_t n, double* cdf, int32_t* guide, double* total) noexcept nogil:
-    """Cumulative probabilities and a guide table; sets ``total``, returns the last index with p > 0."""
-    cdef double acc = 0.0
-    cdef double p, re, im, threshold
-    cdef int64_t last = 0
-    cdef int64_t i, j
+cdef inline uint64_t next_u64(uint64_t* state) noexcept nogil:
+    """Advance a SplitMix64 state in place; returns 64 random bits."""
+    state[0] = state[0] + _GOLDEN
+    return _mix64(state[0])
+
+
+cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t* alias,
+                      int64_t* order) noexcept nogil:
+    """Walker/Vose alias table of ``probs`` (float64[n], need not be normalised).
+
+    After the call, drawing column j uniformly and keeping j with probability
+    ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
+    ``probs[i] / sum(probs)``. ``order`` is int64[n] scratch: small columns
+    grow from its front, large ones from its back.
+    """
+    cdef double total = 0.0
+    cdef int64_t small_top = 0
+    cdef int64_t large_bottom = n
+    cdef int64_t last_positive = 0
+    cdef int64_t i, k, lo, hi
     for i in range(n):
-        re = v[2 * i]
-        im = v[2 * i + 1]
-        p = re * re + im * im
-        if p > 0.0:
-            last = i
-        acc += p
-        cdf[i] = acc
-    i = 0
-    for j in range(n):
-        threshold = <double>j * acc / <double>n
-        while i < last and cdf[i] <= threshold:
-            i += 1
-        guide[j] = <int32_t>i
-    total[0] = acc
-    return last
+        total += probs[i]
+    for i in range(n):
+        threshold[i] = probs[i] * <double>n / total
+        if threshold[i] < 1.0:
+            order[small_top] = i
+            small_top += 1
+        else:
+            large_bottom -= 1
+            order[large_bottom] = i
+    for i in range(n):
+        alias[i] = i
+        if probs[i] > 0.0:
+            last_positive = i
+    while small_top > 0 and large_bottom < n:
+        small_top -= 1
+        lo = order[small_top]
+        hi = order[large_bottom]
+        alias[lo] = hi
+        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
+        if threshold[hi] < 1.0:
+            large_bottom += 1
+            order[small_top] = hi
+            small_top += 1
+    for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
+        i = order[k]
+        if probs[i] > 0.0:
+            threshold[i] = 1.0
+        else:
+            threshold[i] = 0.0
+            alias[i] = last_positive
+    for k in range(large_bottom, n):
+        threshold[order[k]] = 1.0
 
 
-cdef inline int64_t _guided_draw(const double* cdf, const int32_t* guide, int64_t n, double total, int64_t last,
-                                 uint64_t* rng) noexcept nogil:
-    cdef double u = next_uniform(rng)
-    cdef double x = u * total
-    cdef int64_t i = guide[<int64_t>(u * <double>n)]
-    while i < last and cdf[i] <= x:
-        i += 1
-    return i
+cdef inline int64_t alias_pick(const double* threshold, const int64_t* alias, int64_t bits, uint64_t column_bits,
+                               uint64_t coin_bits) noexcept nogil:
+    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin."""
+    cdef int64_t column = <int64_t>(column_bits >> (64 - bits))
+    cdef double coin = <double>(coin_bits & _LOW53) * _TO_UNIT
+    return column if coin < threshold[column] else alias[column]
 
 
-cdef void samples_into(const real* v, int64_t n, double* cdf, int32_t* guide, uint64_t* rng, int64_t* out,
-                       int64_t count) noexcept nogil:
-    """Draw ``count`` basis indices from |psi|^2 (guide-table inversion), advancing ``rng``."""
-    cdef double total
-    cdef int64_t last = _guided_cdf(v, n, cdf, guide, &total)
+cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept nogil:
+    """Fill ``buffer[:count]`` with random bits, advancing ``rng``; a loop of its own so it vectorises."""
+    cdef uint64_t state = rng[0]
     cdef int64_t s
     for s in range(count):
-        out[s] = _guided_draw(cdf, guide, n, total, last, rng)
+        state = state + _GOLDEN
+        buffer[s] = _mix64(state)
+    rng[0] = state
+
+
+cdef void alias_draws(const double* threshold, const int64_t* alias, int64_t bits, uint64_t* rng, int64_t* out,
+                      int64_t count) noexcept nogil:
+    """Fill ``out[:count]`` with draws from an alias table over 2**bits entries, advancing ``rng``.
+
+    Up to 11 bits one 64-bit number serves both the column (top bits) and
+    the coin (low 53 bits), independent bits of one draw; wider tables take
+    a second number for the coin. The raw bits are staged in ``out`` itself.
+    """
+    cdef uint64_t* raw = <uint64_t*>out
+    cdef uint64_t x
+    cdef int64_t s
+    fill_random(raw, count, rng)
+    if bits <= 11:
+        for s in range(count):
+            x = raw[s]
+            out[s] = alias_pick(threshold, alias, bits, x, x)
+    else:
+        for s in range(count):
+            x = raw[s]
+            out[s] = alias_pick(threshold, alias, bits, x, next_u64(rng))
+
+
+cdef inline int64_t _log2(int64_t n) noexcept nogil:
+    cdef int64_t bits = 0
+    while (<int64_t>1 << bits) < n:
+        bits += 1
+    return bits
+
+
+cdef void samples_into(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias, int64_t* order,
+                       uint64_t* rng, int64_t* out, int64_t count) noexcept nogil:
+    """Draw ``count`` basis indices from |psi|^2 with an alias table, advancing ``rng``."""
+    probabilities_into(v, 0, n, probs)
+    alias_table(probs, n, threshold, alias, order)
+    alias_draws(threshold, alias, _log2(n), rng, out, count)
+
+
+cdef double binomial_estimate(double exact, int64_t shots, uint64_t* rng) noexcept nogil:
+    """Mean of ``shots`` +-1 outcomes that are +1 with probability (1 + exact) / 2, advancing ``rng``."""
+    cdef double plus = 0.5 * (1.0 + exact)
+    cdef double total = 0.0
+    cdef int64_t s
+    for s in range(shots):
+        total += 1.0 if next_uniform(rng) < plus else -1.0
+    return total / <double>shots
 
 
 cdef void _shot_estimates(const int64_t* samples, int64_t shots, const int64_t* xmask, const int64_t* zmask,
                           const double* exact, int64_t count, uint64_t* rng, double* out) noexcept nogil:
     """Body of :func:`shot_estimates_into` on raw pointers, advancing ``rng``."""
     cdef int64_t k, s
-    cdef double total, plus
+    cdef double total
     for k in range(count):
-        total = 0.0
         if xmask[k] == 0:
+            total = 0.0
             for s in range(shots):
                 total += 1.0 - 2.0 * parity(samples[s] & zmask[k])
+            out[k] = total / <double>shots
         else:
-            plus = 0.5 * (1.0 + exact[k])
-            for s in range(shots):
-                total += 1.0 if next_uniform(rng) < plus else -1.0
-        out[k] = total / <double>shots
+            out[k] = binomial_estimate(exact[k], shots, rng)
 
 
 def shot_estimates_into(const int64_t[::1] samples, const int64_t[::1] xmask, const int64_t[::1] zmask,
                         const double[::1] exact, uint64_t rng, double[::1] out):
-    """Shot estimates of each observable from Z-basis ``samples``; returns the advanced rng.
+    """Shot estimates from Z-basis ``samples`` (one parity per shot; the large-state path); returns rng.
 
     Z strings share the samples (one measurement in the Z basis). A string
     with X or Y needs its own basis, so it is estimated from its own
-    ``samples.size`` +-1 outcomes, each +1 with probability (1 + exact[k]) / 2.
+    ``samples.size`` outcomes drawn on ``exact[k]`` (see binomial_estimate).
     """
     _check_observables(xmask, zmask, zmask, out.shape[0])
     if exact.shape[0] < out.shape[0]:
         raise ValueError("exact must have one entry per observable")
+    if samples.shape[0] == 0:
+        raise ValueError("no samples")
+    if out.shape[0] == 0:
+        return rng
     with nogil:
         _shot_estimates(&samples[0], samples.shape[0], &xmask[0], &zmask[0], &exact[0], out.shape[0], &rng,
                         &out[0])
     return rng
+
+
+cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias,
+                                int64_t* order, int64_t* drawn, const int64_t* xmask, const int64_t* zmask,
+                                const int64_t* ny, int64_t count, int64_t shots, uint64_t* rng,
+                                double* out) noexcept nogil:
+    """Shot estimates for a small state: Z strings from the histogram of one set of shots.
+
+    ``drawn`` is int64[shots] scratch, the others as in :func:`samples_into`.
+    """
+    cdef int64_t i, k, s
+    cdef double* histogram = probs  # the probabilities are in the table now; reuse their buffer
+    samples_into(v, n, probs, threshold, alias, order, rng, drawn, shots)
+    for i in range(n):
+        histogram[i] = 0.0
+    for s in range(shots):
+        histogram[drawn[s]] += 1.0
+    for i in range(n):
+        histogram[i] /= <double>shots
+    z_expectations_from_probabilities(histogram, n, xmask, zmask, count, out)
+    for k in range(count):
+        if xmask[k] != 0:
+            out[k] = binomial_estimate(pauli_expectation(v, 0, n, xmask[k], zmask[k], ny[k]), shots, rng)
 
 
 # ---------------------------------------------------------------- the batch of small states
@@ -626,31 +752,34 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
                      uint64_t key, int64_t batch_offset, int num_threads, int* failed) noexcept nogil:
     """Body of :func:`run_small`: one parallel region, per-thread buffers, a static loop over the batch."""
     cdef int64_t size = <int64_t>1 << num_qubits
-    cdef int64_t b, k
+    cdef int64_t b
     cdef uint64_t rng
+    cdef bint sampling = task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL
     # NULL-initialised: Cython makes these firstprivate in the parallel region
     cdef real* own = NULL
     cdef real* scratch = NULL
     cdef real* psi = NULL
     cdef real* row = NULL
     cdef double* probs = NULL
-    cdef int32_t* guide = NULL
+    cdef double* threshold = NULL
+    cdef int64_t* alias = NULL
+    cdef int64_t* order = NULL
     cdef int64_t* drawn = NULL
-    cdef double* exact = NULL
     with parallel(num_threads=num_threads):
         # one set of buffers per thread, reused by all its parameter sets
         # (a final state is built in its output row, so it only needs ``own`` as permutation scratch)
         own = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE or has_perm else NULL
         scratch = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE and has_perm else NULL
         probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
-        guide = <int32_t*>malloc(size * sizeof(int32_t)) if task >= TASK_SAMPLES else NULL
+        threshold = <double*>malloc(size * sizeof(double)) if sampling else NULL
+        alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+        order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
         drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
-        exact = <double*>malloc((count + 1) * sizeof(double)) if task == TASK_SHOT_EXPVAL else NULL
         if ((own == NULL and (task != TASK_STATE or has_perm))
                 or (scratch == NULL and task != TASK_STATE and has_perm)
                 or (probs == NULL and task >= TASK_EXPVAL)
-                or (guide == NULL and task >= TASK_SAMPLES)
-                or ((drawn == NULL or exact == NULL) and task == TASK_SHOT_EXPVAL)):
+                or ((threshold == NULL or alias == NULL or order == NULL) and sampling)
+                or (drawn == NULL and task == TASK_SHOT_EXPVAL)):
             failed[0] = 1
         else:
             for b in prange(batch, schedule="static"):
@@ -669,21 +798,18 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
                     expectations_into(psi, size, probs, xmask, zmask, ny, count, values_out + count * b)
                 elif task == TASK_SAMPLES:
                     rng = _stream_state(key, <uint64_t>(batch_offset + b))
-                    samples_into(psi, size, probs, guide, &rng, samples_out + shots * b, shots)
-                elif task == TASK_SHOT_EXPVAL:
-                    for k in range(count):
-                        exact[k] = 0.0
-                        if xmask[k] != 0:
-                            exact[k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+                    samples_into(psi, size, probs, threshold, alias, order, &rng, samples_out + shots * b, shots)
+                else:
                     rng = _stream_state(key, <uint64_t>(batch_offset + b))
-                    samples_into(psi, size, probs, guide, &rng, drawn, shots)
-                    _shot_estimates(drawn, shots, xmask, zmask, exact, count, &rng, values_out + count * b)
+                    _shot_estimates_small(psi, size, probs, threshold, alias, order, drawn, xmask, zmask, ny, count,
+                                          shots, &rng, values_out + count * b)
         free(own)
         free(scratch)
         free(probs)
-        free(guide)
+        free(threshold)
+        free(alias)
+        free(order)
         free(drawn)
-        free(exact)
 
 
 cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny,
@@ -940,28 +1066,33 @@ def expectations_large(const cplx[::1] psi, const int64_t[::1] xmask, const int6
     free(partial)
 
 
-cdef void _probabilities_large(const real* v, int64_t n, double* out, int num_threads) noexcept nogil:
-    """Body of :func:`probabilities_large`: contiguous slices of 2**12 amplitudes per iteration."""
-    cdef int64_t chunk, first, last
-    cdef int64_t width = 4096
-    for chunk in prange((n + width - 1) // width, num_threads=num_threads, schedule="static"):
-        first = chunk * width
-        last = min(first + width, n)
-        probabilities_into(v, first, last, out + first)
+cdef void _probabilities_in_place(real* v, int64_t n) noexcept nogil:
+    """Body of :func:`probabilities_in_place`: in index order, which is what makes it safe."""
+    cdef double* out = <double*>v
+    cdef int64_t i
+    cdef double re, im
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        out[i] = re * re + im * im
 
 
-def probabilities_large(const cplx[::1] psi, double[::1] out):
-    """|psi_i|^2 for one large state, in parallel."""
-    if out.shape[0] != psi.shape[0]:
-        raise ValueError("out must have one entry per amplitude")
-    if psi.shape[0] == 0:
-        return
-    if cplx is cython.floatcomplex:
-        with nogil:
-            _probabilities_large(<const float*>&psi[0], psi.shape[0], &out[0], _threads)
-    else:
-        with nogil:
-            _probabilities_large(<const double*>&psi[0], psi.shape[0], &out[0], _threads)
+def probabilities_in_place(cplx[::1] psi):
+    """|psi_i|^2 written over the state's own memory; returns the float64[2**n] view.
+
+    No second state-sized buffer: float64 i lies inside complex element i
+    (complex64) or i // 2 (complex128), which this sequential loop has
+    already read when it writes there.
+    """
+    cdef int64_t n = psi.shape[0]
+    if n:
+        if cplx is cython.floatcomplex:
+            with nogil:
+                _probabilities_in_place(<float*>&psi[0], n)
+        else:
+            with nogil:
+                _probabilities_in_place(<double*>&psi[0], n)
+    return np.asarray(psi).view(np.float64)[:n]
 
 
 cdef int _compare_doubles(const void* a, const void* b) noexcept nogil:

@@ -26,6 +26,10 @@ TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL = 0, 1, 2, 3
 
 #: parameter sets bound and run per kernel call; bounds the bound-matrix memory
 BATCH_CHUNK = 4096
+#: a single-block batch gets one thread per this many parameter sets: waking a
+#: second thread for a few microseconds of work costs more than it saves, and
+#: far more when another process holds the other core
+SETS_PER_THREAD = 16
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class CompiledBackend:
         """See :class:`Backend`. One large state's probabilities reuse the state's memory."""
         program = compile_circuit(job.circuit, zbasis=True, block_qubits=job.block_qubits)
         if job.batch == 1 and not program.single_block:
+            self.kernels.set_threads(job.threads)
             psi = self._evolve_large(job, program, 0)
             return self.kernels.probabilities_in_place(psi)[np.newaxis]
         out = self._allocate((job.batch, job.size), np.float64, f"{job.batch} probability vector(s)")
@@ -124,7 +129,8 @@ class CompiledBackend:
     def _run(self, job: Job, task: int, *, zbasis: bool, psi_out=None, probs_out=None, values_out=None,
              samples_out=None, observables: PauliStrings | None = None, shots: int = 0, key: int = 0) -> np.ndarray:
         program = compile_circuit(job.circuit, zbasis=zbasis, block_qubits=job.block_qubits)
-        self.kernels.set_threads(job.threads)
+        threads = job.threads if not program.single_block else min(job.threads, -(-job.batch // SETS_PER_THREAD))
+        self.kernels.set_threads(threads)
         empty_obs = np.zeros(0, np.int64)
         xmask, zmask, ny = (observables.xmask, observables.zmask, observables.ny) if observables else (empty_obs,) * 3
         result = next(a for a in (psi_out, probs_out, values_out, samples_out) if a is not None)
