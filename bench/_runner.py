@@ -189,9 +189,39 @@ def measured(timing: Timing, **fields: Any) -> Record:
     return Record(seconds=timing.seconds, repeats=timing.repeats, **fields)
 
 
+def busy_cores(interval: float = 0.5) -> float:
+    """Cores' worth of CPU time other processes used over ``interval`` seconds (NaN off Linux).
+
+    On a shared 2-core machine a neighbour's compile makes every 2-thread
+    timing (ours and the peers' OpenMP teams) wildly slow, so runs say so.
+    """
+
+    def busy_and_total() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy0, total0 = busy_and_total()
+        time.sleep(interval)
+        busy1, total1 = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
+def warn_if_busy(threshold: float = 0.3) -> float:
+    """Print a warning when other processes keep more than ``threshold`` cores busy; returns the figure."""
+    busy = busy_cores()
+    if busy > threshold:
+        print(f"WARNING: other processes keep {busy:.1f} of {os.cpu_count()} cores busy: "
+              "timings, multi-thread ones above all, will be slow and noisy")
+    return busy
+
+
 @functools.cache
 def machine_tags() -> dict[str, Any]:
-    """Git commit, hostname, CPU model and core count of this run."""
+    """Git commit, hostname, CPU model, core count and load before the run."""
 
     def git(*args: str) -> str:
         result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False)
@@ -208,7 +238,14 @@ def machine_tags() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"commit": commit, "hostname": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count()}
+    return {"commit": commit, "hostname": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(),
+            "busy_cores_at_start": warn_if_busy()}
+
+
+def announce() -> None:
+    """Print the machine line (and the busy warning) at the start of a run, before our own load."""
+    tags = machine_tags()
+    print(f"{tags['cpu']}, {tags['cpus']} cores, host {tags['hostname']}, commit {tags['commit']}")
 
 
 def write_json(records: Sequence[Record], path: Path | str, benchmark: str) -> Path:

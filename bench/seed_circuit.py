@@ -26,6 +26,7 @@ import numpy as np
 import peers
 from _runner import (
     Record,
+    announce,
     call_with_threads,
     make_parser,
     measured,
@@ -36,6 +37,7 @@ from _runner import (
 
 # isort: split
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
+from qsim_core.workloads import seed_circuit
 
 BENCHMARK = "seed_circuit"
 NUM_QUBITS = 8
@@ -44,22 +46,6 @@ OBSERVABLES = [f"Z{q}" for q in range(NUM_QUBITS)]
 CASES = {"8Z": 30.0, f"{SHOTS} shots": 15.0}  # case -> goal: our speed-up over the fastest peer
 THREADS = (1, 2)
 REFERENCE_MAX_BATCH = 100
-
-
-def seed_circuit() -> qc.Circuit:
-    """The 8-qubit, 40-parameter seed circuit (16 RY + 8 RY encoding, 16 RZ, 56 CNOT)."""
-    c = qc.Circuit(NUM_QUBITS)
-    for q in range(NUM_QUBITS):
-        c.ry(q, qc.Param(q))
-    for layer in range(2):
-        for q in range(NUM_QUBITS):
-            c.ry(q, qc.Param(8 + 16 * layer + q))
-        for q in range(NUM_QUBITS):
-            c.rz(q, qc.Param(16 + 16 * layer + q))
-        for i in range(NUM_QUBITS):
-            for j in range(i + 1, NUM_QUBITS):
-                c.cnot(i, j)
-    return c
 
 
 def parameters(batch: int) -> np.ndarray:
@@ -157,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (1 if a measurement is missing: failed check or crash)."""
     parser = make_parser(BENCHMARK, __doc__.splitlines()[0], "smoke test: B up to 100, 3 repeats")
     args = parser.parse_args(argv)
+    announce()
     batches = [1, 100] if args.quick else [1, 100, 1000]
     repeat = 3 if args.quick else 5
 
