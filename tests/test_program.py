@@ -87,3 +87,10 @@ def test_bind_shapes_and_matrices():
     k = first_ry.start
     expected = qc.GATES["ry"].matrix(params[:, first_ry.index[0, 0]] * first_ry.scale[0, 0] + first_ry.offset[0, 0])
     np.testing.assert_allclose(u1[:, k], expected, atol=1e-7)
+
+
+def test_narrow_blocks_still_fit_two_qubit_gates_outside_the_low_qubits():
+    # with block_qubits=4 the forced low qubits must leave room for cnot(3, 4)
+    program = compile_circuit(qc.Circuit(5).cnot(3, 4).h(0), block_qubits=4)
+    widths = np.diff(program.block_qubit_start)
+    assert (widths <= 4).all()

@@ -36,7 +36,7 @@ def _reference() -> Backend:
 _FACTORIES: dict[str, Callable[[], Backend]] = {"numba": _numba, "cython": _cython, "reference": _reference}
 
 #: order in which "auto" picks a backend
-PREFERENCE = ("numba", "cython", "reference")
+PREFERENCE = ("cython", "numba", "reference")
 
 
 @cache

@@ -23,7 +23,8 @@ calls ``__muldc3`` (a NaN-rescuing library routine) for every product. The
 components are combined exactly as numba multiplies complex numbers,
 ``(a + ib)(c + id) = (ac - bd) + i(ad + bc)``, in the state's precision, so
 both backends agree bit for bit wherever the summation order is the same.
-Probabilities and expectations accumulate in float64 whatever the precision.
+Probabilities and expectations are formed from the components converted to
+float64, and accumulate in float64, whatever the state's precision.
 
 Threads: OpenMP. ``run_small`` parallelises over the batch; ``evolve_large``
 and ``expectations_large`` over slices of one big state
@@ -38,8 +39,10 @@ single-threaded.
 Random numbers: SplitMix64 streams, one per parameter set, derived from the
 call's 64-bit key and the set's global batch index, with the same constants,
 the same alias-table sampler and the same sorted-uniform large-state sampler
-as numba, so both backends draw the same samples for the same key (unless
-the float64 probabilities differ in their last bits right at a threshold).
+as numba, so both backends draw the same samples for the same key whenever
+their probabilities agree to the bit. (An alias table is sensitive to the
+last bits: a probability within an ulp of 1/N can change which columns pair
+up. The samples then differ, both correctly distributed.)
 """
 
 cimport cython
@@ -146,7 +149,7 @@ def stream_state(uint64_t key, uint64_t index):
 cdef inline double next_uniform(uint64_t* state) noexcept nogil:
     """Advance a SplitMix64 state in place; returns a uniform double in [0, 1) (53 random bits)."""
     state[0] = state[0] + _GOLDEN
-    return <double>(_mix64(state[0]) >> 11) * _TO_UNIT
+    return <double><int64_t>(_mix64(state[0]) >> 11) * _TO_UNIT  # < 2**53: exact through int64
 
 
 cdef inline int64_t parity(uint64_t x) noexcept nogil:
@@ -249,6 +252,15 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
                 v[j + 1] = a * xi + b * yi
                 v[j + 2] = c * xr + d * yr
                 v[j + 3] = c * xi + d * yi
+            return
+        if q == 1:
+            # two adjacent amplitudes of each half per group of 8 reals: a fixed-length body, no inner loop
+            for j in range(0, 8 * (n >> 2), 8):
+                for f in range(j, j + 4):
+                    xr = v[f]
+                    yr = v[f + 4]
+                    v[f] = a * xr + b * yr
+                    v[f + 4] = c * xr + d * yr
             return
         i0 = 0
         while i0 < 2 * n:
@@ -485,7 +497,7 @@ cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num
     """
     cdef int64_t q = num_qubits - 1
     cdef int64_t half, i
-    cdef double a0, a1, a2, a3, x
+    cdef double a0, a1, a2, a3
     while size > 1:
         half = size >> 1
         a0 = 0.0
@@ -581,17 +593,20 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
     cdef int64_t small_top = 0
     cdef int64_t large_bottom = n
     cdef int64_t last_positive = 0
-    cdef int64_t i, k, lo, hi
+    cdef int64_t i, k, lo, hi, small
     for i in range(n):
         total += probs[i]
+    # The small/large tests are coin flips for the branch predictor, so both
+    # loops below are written branch-free: the index goes to both candidate
+    # slots (they stay disjoint: small_top < large_bottom until the end) and
+    # the 0/1 test result moves the stack tops. Same table as numba's branches.
     for i in range(n):
         threshold[i] = probs[i] * <double>n / total
-        if threshold[i] < 1.0:
-            order[small_top] = i
-            small_top += 1
-        else:
-            large_bottom -= 1
-            order[large_bottom] = i
+        small = threshold[i] < 1.0
+        order[small_top] = i
+        order[large_bottom - 1] = i
+        small_top += small
+        large_bottom -= 1 - small
     for i in range(n):
         alias[i] = i
         if probs[i] > 0.0:
@@ -602,10 +617,10 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
         hi = order[large_bottom]
         alias[lo] = hi
         threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
-        if threshold[hi] < 1.0:
-            large_bottom += 1
-            order[small_top] = hi
-            small_top += 1
+        small = threshold[hi] < 1.0  # then hi moves from the large stack to the small one
+        large_bottom += small
+        order[small_top] = hi  # slot small_top was just popped: harmless when hi stays large
+        small_top += small
     for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
         i = order[k]
         if probs[i] > 0.0:
@@ -619,14 +634,22 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
 
 cdef inline int64_t alias_pick(const double* threshold, const int64_t* alias, int64_t bits, uint64_t column_bits,
                                uint64_t coin_bits) noexcept nogil:
-    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin."""
+    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin.
+
+    Branch-free: the coin is a fair 50/50 guess for the branch predictor, so
+    ``alias[column]`` is loaded unconditionally and the choice is a select
+    (cmov). The 53-bit value goes through int64, which converts to double
+    in one instruction (uint64 needs a branchy sequence on x86-64).
+    """
     cdef int64_t column = <int64_t>(column_bits >> (64 - bits))
-    cdef double coin = <double>(coin_bits & _LOW53) * _TO_UNIT
-    return column if coin < threshold[column] else alias[column]
+    cdef double coin = <double><int64_t>(coin_bits & _LOW53) * _TO_UNIT
+    cdef int64_t other = alias[column]
+    cdef int64_t keep = -<int64_t>(coin < threshold[column])  # all ones or zero: gcc keeps a mask, not a branch
+    return (column & keep) | (other & ~keep)
 
 
 cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept nogil:
-    """Fill ``buffer[:count]`` with random bits, advancing ``rng``; a loop of its own so it vectorises."""
+    """Fill ``buffer[:count]`` with random bits, advancing ``rng``; a loop of its own so it pipelines."""
     cdef uint64_t state = rng[0]
     cdef int64_t s
     for s in range(count):
@@ -644,7 +667,7 @@ cdef void alias_draws(const double* threshold, const int64_t* alias, int64_t bit
     a second number for the coin. The raw bits are staged in ``out`` itself.
     """
     cdef uint64_t* raw = <uint64_t*>out
-    cdef uint64_t x
+    cdef uint64_t x, state
     cdef int64_t s
     fill_random(raw, count, rng)
     if bits <= 11:
@@ -652,9 +675,11 @@ cdef void alias_draws(const double* threshold, const int64_t* alias, int64_t bit
             x = raw[s]
             out[s] = alias_pick(threshold, alias, bits, x, x)
     else:
+        state = rng[0]  # a local copy: stores through ``out`` cannot alias it
         for s in range(count):
             x = raw[s]
-            out[s] = alias_pick(threshold, alias, bits, x, next_u64(rng))
+            out[s] = alias_pick(threshold, alias, bits, x, next_u64(&state))
+        rng[0] = state
 
 
 cdef inline int64_t _log2(int64_t n) noexcept nogil:
@@ -676,9 +701,12 @@ cdef double binomial_estimate(double exact, int64_t shots, uint64_t* rng) noexce
     """Mean of ``shots`` +-1 outcomes that are +1 with probability (1 + exact) / 2, advancing ``rng``."""
     cdef double plus = 0.5 * (1.0 + exact)
     cdef double total = 0.0
-    cdef int64_t s
-    for s in range(shots):
-        total += 1.0 if next_uniform(rng) < plus else -1.0
+    cdef uint64_t state = rng[0]
+    cdef int64_t _
+    for _ in range(shots):
+        # 2k - 1 for k in {0, 1} is exactly -1.0 or +1.0: the same sum as numba's branch, without the branch
+        total += 2.0 * <double>(next_uniform(&state) < plus) - 1.0
+    rng[0] = state
     return total / <double>shots
 
 
@@ -755,6 +783,7 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
     cdef int64_t b
     cdef uint64_t rng
     cdef bint sampling = task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL
+    cdef bint ok = False
     # NULL-initialised: Cython makes these firstprivate in the parallel region
     cdef real* own = NULL
     cdef real* scratch = NULL
@@ -775,14 +804,17 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
         alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
         order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
         drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
-        if ((own == NULL and (task != TASK_STATE or has_perm))
-                or (scratch == NULL and task != TASK_STATE and has_perm)
-                or (probs == NULL and task >= TASK_EXPVAL)
-                or ((threshold == NULL or alias == NULL or order == NULL) and sampling)
-                or (drawn == NULL and task == TASK_SHOT_EXPVAL)):
-            failed[0] = 1
-        else:
-            for b in prange(batch, schedule="static"):
+        ok = not ((own == NULL and (task != TASK_STATE or has_perm))
+                  or (scratch == NULL and task != TASK_STATE and has_perm)
+                  or (probs == NULL and task >= TASK_EXPVAL)
+                  or ((threshold == NULL or alias == NULL or order == NULL) and sampling)
+                  or (drawn == NULL and task == TASK_SHOT_EXPVAL))
+        # every thread must reach the worksharing loop (OpenMP), so a thread
+        # without buffers runs it too and only flags its iterations as failed
+        for b in prange(batch, schedule="static"):
+            if not ok:
+                failed[0] = 1
+            else:
                 # final states are built in place in their output row, like numba does
                 row = psi_out + 2 * size * b if task == TASK_STATE else own
                 init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
@@ -917,6 +949,7 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
     cdef real* buf = NULL
     cdef real* scratch = NULL
     cdef real* out = NULL
+    cdef bint ok = False
     if low_table == NULL or high_table == NULL:
         free(low_table)
         free(high_table)
@@ -958,10 +991,11 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
             # per-thread gather buffers, allocated once per block pass
             buf = <real*>malloc(2 * local * sizeof(real))
             scratch = <real*>malloc(2 * local * sizeof(real)) if has_perm else NULL
-            if buf == NULL or (has_perm and scratch == NULL):
-                failed[0] = 1
-            else:
-                for chunk in prange(<int64_t>1 << num_others, schedule="static"):
+            ok = not (buf == NULL or (has_perm and scratch == NULL))
+            for chunk in prange(<int64_t>1 << num_others, schedule="static"):  # reached by every thread
+                if not ok:
+                    failed[0] = 1
+                else:
                     base = 2 * _deposit(chunk, others, num_others)
                     for i in range(local):
                         memcpy(buf + 2 * i, psi + base + offsets[i], 2 * sizeof(real))
@@ -1036,8 +1070,7 @@ def expectations_large(const cplx[::1] psi, const int64_t[::1] xmask, const int6
     """Exact expectations of one large state, parallel over slices (256, fewer for tiny states)."""
     cdef int64_t n = psi.shape[0]
     cdef int64_t count = out.shape[0]
-    # numba always uses 256 slices of n // 256 amplitudes, which drops everything
-    # when n < 256 (a 5..7-qubit circuit with block_qubits=4); at most n slices here
+    # as numba: at most n slices, or a state under 256 amplitudes would get empty ones
     cdef int64_t slices = min(<int64_t>256, n)
     cdef int64_t c, k
     cdef double acc
@@ -1067,7 +1100,12 @@ def expectations_large(const cplx[::1] psi, const int64_t[::1] xmask, const int6
 
 
 cdef void _probabilities_in_place(real* v, int64_t n) noexcept nogil:
-    """Body of :func:`probabilities_in_place`: in index order, which is what makes it safe."""
+    """Body of :func:`probabilities_in_place`: in index order, which is what makes it safe.
+
+    Each write lands on bytes this or an earlier iteration has read (the
+    same bytes for complex64), so no reordering the compiler may do across
+    the float/double views can read a value this loop has overwritten.
+    """
     cdef double* out = <double*>v
     cdef int64_t i
     cdef double re, im

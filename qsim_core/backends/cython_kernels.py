@@ -33,7 +33,7 @@ if STEP_KINDS != (program.U1, program.U2, program.CNOT, program.SWAP, program.PE
     base.TASK_SHOT_EXPVAL,
 ):
     raise ImportError(
-        "qsim_core.backends._cython_kernels was built from an older source (its step kinds or task codes "
+        "qsim_core.backends._cython_kernels was built from a different source (its step kinds or task codes "
         "differ from qsim_core.program / qsim_core.backends.base); rebuild it with `pip install .`"
     )
 

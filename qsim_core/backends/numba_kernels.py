@@ -8,7 +8,8 @@ matrices are indexed ``2 * bit(q0) + bit(q1)``.
 Helpers without ``parallel`` run inside the per-parameter-set loop of
 ``run_small`` (a ``prange`` over the batch); ``run_large`` parallelises over
 slices of one big state instead. Everything accumulates in float64 whatever
-the state's precision.
+the state's precision (``np.float64(x)``: numba's ``float(x)`` of a float32
+stays float32).
 
 Random numbers: SplitMix64 streams, one per parameter set, derived from the
 call's 64-bit key and the set's global batch index, so results do not depend
@@ -226,7 +227,7 @@ def apply_steps(psi, scratch, first, last, kind, q0, q1, arg, u1, u2, run_start,
 @njit(cache=True)
 def _initial_column(u1, run_start, run_gate, init_u1, q, dtype_one):
     if init_u1[q] < 0:
-        return dtype_one, dtype_one * 0
+        return dtype_one, dtype_one - dtype_one
     m00, _, m10, _ = fused_u1(u1, run_start, run_gate, init_u1[q])
     return m00, m10
 
@@ -250,7 +251,7 @@ def z_expectation(psi, first, last, zmask):
     acc = 0.0
     for i in range(first, last):
         a = psi[i]
-        p = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        p = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
         acc += p - 2.0 * p * parity(i & zmask)
     return acc
 
@@ -262,8 +263,8 @@ def pauli_expectation(psi, first, last, xmask, zmask, ny):
     for i in range(first, last):
         a = psi[i]
         b = psi[i ^ xmask]
-        re = float(b.real) * float(a.real) + float(b.imag) * float(a.imag)
-        im = float(b.real) * float(a.imag) - float(b.imag) * float(a.real)
+        re = np.float64(b.real) * np.float64(a.real) + np.float64(b.imag) * np.float64(a.imag)
+        im = np.float64(b.real) * np.float64(a.imag) - np.float64(b.imag) * np.float64(a.real)
         sign = 1.0 - 2.0 * parity(i & zmask)
         phase = ny & 3
         if phase == 0:
@@ -337,7 +338,7 @@ def expectations_into(psi, probs, xmask, zmask, ny, out):
             out[k] = pauli_expectation(psi, 0, psi.size, xmask[k], zmask[k], ny[k])
     for i in range(psi.size):
         a = psi[i]
-        probs[i] = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     z_expectations_from_probabilities(probs, xmask, zmask, out)
 
 
@@ -445,7 +446,7 @@ def samples_into(psi, probs, threshold, alias, rng, out):
         bits += 1
     for i in range(psi.size):
         a = psi[i]
-        probs[i] = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     alias_table(probs, threshold, alias)
     return alias_draws(threshold, alias, bits, rng, out)
 
@@ -489,7 +490,7 @@ def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots,
         bits += 1
     for i in range(psi.size):
         a = psi[i]
-        probs[i] = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     alias_table(probs, threshold, alias)
     drawn = np.empty(shots, np.int64)
     rng = alias_draws(threshold, alias, bits, rng, drawn)
@@ -536,7 +537,7 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
         if task == TASK_PROBS:
             for i in range(size):
                 a = psi[i]
-                probs_out[b, i] = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+                probs_out[b, i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
         elif task == TASK_EXPVAL:
             expectations_into(psi, np.empty(size), xmask, zmask, ny, values_out[b])
         elif task == TASK_SAMPLES:
@@ -621,7 +622,7 @@ def probabilities_in_place(psi):
     out = psi.view(np.float64)
     for i in range(psi.size):
         a = psi[i]
-        out[i] = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        out[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     return out[:psi.size]
 
 
@@ -635,7 +636,7 @@ def samples_large(psi, rng, out):
     total = 0.0
     for i in range(psi.size):
         a = psi[i]
-        total += float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        total += np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     targets = np.empty(out.size)
     for s in range(out.size):
         rng, targets[s] = next_uniform(rng)
@@ -645,7 +646,7 @@ def samples_large(psi, rng, out):
     last = 0
     for i in range(psi.size):
         a = psi[i]
-        p = float(a.real) * float(a.real) + float(a.imag) * float(a.imag)
+        p = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
         if p > 0.0:
             last = i
         cumulative += p
