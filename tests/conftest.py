@@ -1,7 +1,8 @@
 """Shared fixtures: which backends and precisions the suite runs against.
 
 ``QSIM_BACKEND=numba`` (or ``cython``) pins the compiled backend under test;
-by default every compiled backend that loads here is tested. The reference
+by default every compiled backend that loads here is tested, and
+``QSIM_REQUIRE_BACKENDS=cython,numba`` makes the run fail unless those load. The reference
 backend is the oracle and is always used for comparison.
 """
 
@@ -20,6 +21,11 @@ settings.register_profile(
     "qsim", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.load_profile("qsim")
+
+_REQUIRED = [name for name in os.environ.get("QSIM_REQUIRE_BACKENDS", "").split(",") if name]
+_MISSING = sorted(set(_REQUIRED) - set(qc.available_backends()))
+if _MISSING:  # CI sets this so that a failed build cannot pass as "skipped"
+    raise pytest.UsageError(f"QSIM_REQUIRE_BACKENDS names backends that do not load here: {_MISSING}")
 
 COMPILED = [name for name in qc.available_backends() if name != "reference"]
 if os.environ.get("QSIM_BACKEND"):
