@@ -21,8 +21,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ..program import CNOT, PERM, SWAP, U1, U2
-
-TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL = 0, 1, 2, 3, 4
+from .base import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -55,14 +54,21 @@ def stream_state(key, index):
 
 
 @njit(cache=True, inline="always")
-def next_uniform(state):
-    """Advance a SplitMix64 state; returns (new state, uniform float in [0, 1)).
+def next_u64(state):
+    """Advance a SplitMix64 state; returns (new state, 64 random bits).
 
     The cast matters: a state that went through Python comes back as int64,
     and int64 mixed with uint64 would silently become float64 in numba.
     """
     state = np.uint64(state) + _GOLDEN
-    return state, float(_mix64(state) >> np.uint64(11)) * _TO_UNIT
+    return state, _mix64(state)
+
+
+@njit(cache=True, inline="always")
+def next_uniform(state):
+    """Advance a SplitMix64 state; returns (new state, uniform float in [0, 1) with 53 random bits)."""
+    state, bits = next_u64(state)
+    return state, float(bits >> np.uint64(11)) * _TO_UNIT
 
 
 @njit(cache=True, inline="always")
@@ -278,7 +284,7 @@ def pauli_expectation(psi, first, last, xmask, zmask, ny):
     return acc
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _fold_marginals(probs, ones):
     """ones[q] = P(qubit q = 1) for every qubit; destroys ``probs`` (folds it in half n times)."""
     size = probs.size
@@ -340,13 +346,6 @@ def expectations_into(psi, probs, xmask, zmask, ny, out):
         a = psi[i]
         probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     z_expectations_from_probabilities(probs, xmask, zmask, out)
-
-
-@njit(cache=True, inline="always")
-def next_u64(state):
-    """Advance a SplitMix64 state; returns (new state, 64 random bits)."""
-    state = np.uint64(state) + _GOLDEN
-    return state, _mix64(state)
 
 
 @njit(cache=True)
