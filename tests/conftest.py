@@ -18,7 +18,7 @@ import qsim_core as qc
 from qsim_core.workloads import seed_circuit
 
 settings.register_profile(
-    "qsim", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    "qsim", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.load_profile("qsim")
 

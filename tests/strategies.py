@@ -10,7 +10,7 @@ GATE_NAMES = sorted(qc.GATES)
 
 
 @st.composite
-def circuits(draw, min_qubits: int = 1, max_qubits: int = 8, max_ops: int = 30, max_params: int = 6):
+def circuits(draw, min_qubits: int = 1, max_qubits: int = 10, max_ops: int = 30, max_params: int = 6):
     """A random circuit: every gate of the table, constant and Param-referenced (scaled) angles."""
     n = draw(st.integers(min_qubits, max_qubits))
     circuit = qc.Circuit(n)
