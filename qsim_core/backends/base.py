@@ -99,7 +99,6 @@ class CompiledBackend:
         """See :class:`Backend`. One large state's probabilities reuse the state's memory."""
         program = compile_circuit(job.circuit, zbasis=True, block_qubits=job.block_qubits)
         if job.batch == 1 and not program.single_block:
-            self.kernels.set_threads(job.threads)
             psi = self._evolve_large(job, program, 0)
             return self.kernels.probabilities_in_place(psi)[np.newaxis]
         out = self._allocate((job.batch, job.size), np.float64, f"{job.batch} probability vector(s)")
@@ -162,6 +161,7 @@ class CompiledBackend:
             memory.require(job.size * np.dtype(job.dtype).itemsize, what)
             psi = np.empty(job.size, job.dtype)
         k = self.kernels
+        k.set_threads(job.threads)  # a large state uses every thread, whatever the batch size
         u1, u2 = program.bind(job.params[row:row + 1], job.dtype)
         k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
                        program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,

@@ -484,15 +484,8 @@ def shot_estimates_into(samples, xmask, zmask, exact, rng, out):
 @njit(cache=True)
 def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots, rng, out):
     """Shot estimates for a small state: Z strings from the histogram of one set of shots."""
-    bits = 0
-    while (1 << bits) < psi.size:
-        bits += 1
-    for i in range(psi.size):
-        a = psi[i]
-        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
-    alias_table(probs, threshold, alias)
     drawn = np.empty(shots, np.int64)
-    rng = alias_draws(threshold, alias, bits, rng, drawn)
+    rng = samples_into(psi, probs, threshold, alias, rng, drawn)
     histogram = probs  # the probabilities are in the table now; reuse their buffer
     histogram[:] = 0.0
     for s in range(shots):
