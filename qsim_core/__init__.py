@@ -8,11 +8,11 @@ Public API::
     sim.probabilities(c)               # (4,) float64; qubit k is bit k of the index
 
 See :class:`Circuit` (one builder method per gate of :data:`GATES`),
-:class:`Param`, :class:`Simulator` and :func:`available_backends`.
+:class:`Param`, :class:`ParamSum`, :class:`Simulator` and :func:`available_backends`.
 """
 
 from .backends import available_backends
-from .circuit import Circuit, Operation, Param
+from .circuit import Circuit, Operation, Param, ParamSum
 from .errors import (
     BackendUnavailableError,
     CircuitError,
@@ -34,6 +34,7 @@ __all__ = [
     "ObservableError",
     "Operation",
     "Param",
+    "ParamSum",
     "ParameterError",
     "QsimError",
     "Simulator",

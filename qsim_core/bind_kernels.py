@@ -12,22 +12,25 @@ from numba import njit, prange
 
 
 def _fill_rotations(params, index, scale, offset, pauli, out):
-    """Write out[b, k] = cos(a/2) I - i sin(a/2) pauli for a = params[b, index[k]] * scale[k] + offset[k].
+    """Write out[b, k] = cos(a/2) I - i sin(a/2) pauli for a = sum_t params[b, index[k, t]] * scale[k, t] + offset[k].
 
     Args:
         params: float64[B, P] parameter vectors.
-        index, scale, offset: per instance k; ``scale[k] == 0`` marks a constant
-            ``offset[k]`` (then ``index`` is not read, so P may be 0).
+        index, scale: int64[K, T], float64[K, T]: the T terms of instance k;
+            ``scale[k, t] == 0`` marks an unused term (its ``index`` is not read,
+            so P may be 0 for constants).
+        offset: float64[K].
         pauli: complex128[d, d], the generator (a Pauli string's matrix).
         out: complex[B, K, d, d], written in place (complex64 or complex128).
     """
     batch = out.shape[0]
     d = pauli.shape[0]
     for b in prange(batch):
-        for k in range(index.size):
+        for k in range(index.shape[0]):
             angle = offset[k]
-            if scale[k] != 0.0:
-                angle += params[b, index[k]] * scale[k]
+            for t in range(index.shape[1]):
+                if scale[k, t] != 0.0:
+                    angle += params[b, index[k, t]] * scale[k, t]
             c = np.cos(0.5 * angle)
             s = np.sin(0.5 * angle)
             for r in range(d):

@@ -5,9 +5,10 @@ the basis-state index**, qubit 0 least significant. In a 3-qubit register the
 state with only qubit 0 flipped is index 1, with only qubit 2 flipped index 4.
 This is the order of IonQ's result keys.
 
-Parameters are either plain floats (constants) or :class:`Param` references
+Parameters are either plain floats (constants), :class:`Param` references
 ``scale * theta[index] + offset`` into the parameter vector given at run
-time, so data encodings and trainable weights are one mechanism.
+time, or :class:`ParamSum` affine combinations of several entries, so data
+encodings, trainable weights and compiler-merged angles are one mechanism.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class Param:
         scale: multiplier applied to the parameter (unitless).
         offset: added after scaling, in the gate's unit (radians or turns).
 
+    Adding two parameter references gives a :class:`ParamSum`; multiplying
+    by or adding a number stays a ``Param``.
+
     Example:
         >>> Param(3, scale=2.0).resolve([0.0, 0.0, 0.0, 0.5])
         1.0
@@ -46,6 +50,11 @@ class Param:
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise CircuitError(f"Param({self.index}) {label} must be a finite number, got {value!r}")
 
+    @property
+    def terms(self) -> tuple[tuple[int, float], ...]:
+        """``((index, scale),)``: the linear part, in the form :class:`ParamSum` uses."""
+        return ((self.index, self.scale),)
+
     def resolve(self, theta: Sequence[float]) -> float:
         """Value of this parameter for the vector ``theta``."""
         return self.scale * float(theta[self.index]) + self.offset
@@ -55,19 +64,95 @@ class Param:
 
     __rmul__ = __mul__
 
-    def __add__(self, shift: float) -> Param:
+    def __add__(self, shift: float | Param | ParamSum) -> Param | ParamSum:
+        if isinstance(shift, (Param, ParamSum)):
+            return ParamSum.combine(self, shift)
         return Param(self.index, self.scale, self.offset + shift)
 
     __radd__ = __add__
 
-    def __sub__(self, shift: float) -> Param:
+    def __sub__(self, shift: float | Param | ParamSum) -> Param | ParamSum:
         return self + (-shift)
 
     def __neg__(self) -> Param:
         return self * -1.0
 
 
-ParamValue = float | Param
+@dataclass(frozen=True)
+class ParamSum:
+    """An affine combination ``sum(scale * theta[index] for index, scale in terms) + offset``.
+
+    What compilers produce when they merge parametrised gates, e.g. two RZ
+    frames of different parameters on one qubit. Build it with ``+`` on
+    :class:`Param` objects; :meth:`combine` merges repeated indices and
+    returns a plain :class:`Param` (or a float) when one term (or none) is left.
+
+    Attributes:
+        terms: ``(index, scale)`` pairs, indices distinct and ascending, scales non-zero.
+        offset: the constant part, in the gate's unit.
+    """
+
+    terms: tuple[tuple[int, float], ...]
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        indices = [index for index, _ in self.terms]
+        if len(indices) < 2 or indices != sorted(set(indices)):
+            raise CircuitError(f"ParamSum needs >= 2 distinct ascending indices, got {self.terms!r}; use combine()")
+        for index, scale in self.terms:
+            Param(index, scale, self.offset)  # same checks as a single reference
+
+    @staticmethod
+    def combine(*parts: float | Param | ParamSum) -> float | Param | ParamSum:
+        """The sum of numbers and parameter references, in the simplest form that holds it."""
+        scales: dict[int, float] = {}
+        offset = 0.0
+        for part in parts:
+            if isinstance(part, (Param, ParamSum)):
+                for index, scale in part.terms:
+                    scales[index] = scales.get(index, 0.0) + scale
+                offset += part.offset
+            else:
+                offset += float(part)
+        terms = tuple((k, scales[k]) for k in sorted(scales) if scales[k] != 0.0)
+        if not terms:
+            return offset
+        if len(terms) == 1:
+            return Param(terms[0][0], terms[0][1], offset)
+        return ParamSum(terms, offset)
+
+    @property
+    def index(self) -> int:
+        """The largest parameter index referenced."""
+        return self.terms[-1][0]
+
+    def resolve(self, theta: Sequence[float]) -> float:
+        """Value for the vector ``theta``."""
+        return sum(scale * float(theta[index]) for index, scale in self.terms) + self.offset
+
+    def __mul__(self, factor: float) -> ParamSum:
+        return ParamSum(tuple((k, s * factor) for k, s in self.terms), self.offset * factor)
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: float | Param | ParamSum) -> float | Param | ParamSum:
+        return ParamSum.combine(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: float | Param | ParamSum) -> float | Param | ParamSum:
+        return ParamSum.combine(self, -other)
+
+    def __neg__(self) -> ParamSum:
+        return self * -1.0
+
+
+ParamValue = float | Param | ParamSum
+
+
+def is_symbolic(value: object) -> bool:
+    """True for a run-time parameter reference (:class:`Param` or :class:`ParamSum`), False for a number."""
+    return isinstance(value, (Param, ParamSum))
 
 
 @dataclass(frozen=True)
@@ -180,11 +265,11 @@ class Circuit:
             )
         checked: list[ParamValue] = []
         for pname, value in zip(spec.param_names, params, strict=False):
-            if isinstance(value, Param):
+            if is_symbolic(value):
                 checked.append(value)
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-                raise CircuitError(f"{label}: {pname} must be a number or Param, got {value!r}")
+                raise CircuitError(f"{label}: {pname} must be a number, Param or ParamSum, got {value!r}")
             number = float(value)
             if not math.isfinite(number):
                 raise CircuitError(f"{label}: {pname} must be finite, got {number!r}")
@@ -192,7 +277,7 @@ class Circuit:
         self._operations.append(Operation(name, qubits, tuple(checked)))
         self._memo.clear()
         for value in checked:
-            if isinstance(value, Param):
+            if is_symbolic(value):
                 self._num_params = max(self._num_params, value.index + 1)
         return self
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bind_kernels import fill_rotations
-from .circuit import Circuit, Operation, Param
+from .circuit import Circuit, Operation, is_symbolic
 from .gates import GATES
 
 #: step kinds understood by the kernels
@@ -138,15 +138,35 @@ class Program:
 
 @dataclass(frozen=True)
 class _GateGroup:
-    """All instances of one gate in a program: a contiguous slice of the matrix array."""
+    """All instances of one gate in a program: a contiguous slice of the matrix array.
+
+    A parameter slot's value is ``offset + sum_t scale[.., t] * params[index[.., t]]``
+    (T terms; constants have all scales 0, a :class:`Param` one term, a
+    :class:`ParamSum` several).
+    """
 
     name: str
     start: int
     stop: int
-    index: np.ndarray  # int64[num_params, count]: parameter column (0 for constants)
-    scale: np.ndarray  # float64[num_params, count]: 0 for constants
-    offset: np.ndarray  # float64[num_params, count]: the constant, or the Param offset
+    index: np.ndarray  # int64[num_params, count, T]: parameter columns (0 where unused)
+    scale: np.ndarray  # float64[num_params, count, T]: 0 for constants and padding
+    offset: np.ndarray  # float64[num_params, count]: the constant, or the reference's offset
     generator: np.ndarray | None  # rotation gates: the Pauli matrix P of exp(-i a P / 2)
+
+    def values(self, params: np.ndarray) -> list[np.ndarray]:
+        """Each slot's value for every instance and parameter set: float64[B, count] per slot.
+
+        For rotation gates the values are in radians (the unit is folded in).
+        """
+        batch = params.shape[0]
+        out = []
+        for slot in range(self.index.shape[0]):
+            value = np.broadcast_to(self.offset[slot], (batch, self.stop - self.start)).copy()
+            for t in range(self.index.shape[2]):
+                if self.scale[slot, :, t].any():
+                    value += params[:, self.index[slot, :, t]] * self.scale[slot, :, t]
+            out.append(value)
+        return out
 
 
 def _groups(ops: Sequence[Operation]) -> tuple[list[Operation], tuple[_GateGroup, ...], list[int]]:
@@ -165,13 +185,16 @@ def _groups(ops: Sequence[Operation]) -> tuple[list[Operation], tuple[_GateGroup
             stop += 1
         members = ordered[start:stop]
         slots = GATES[name].num_params
-        index = np.zeros((slots, len(members)), np.int64)
-        scale = np.zeros((slots, len(members)))
+        width = max([len(v.terms) for op in members for v in op.params if is_symbolic(v)] + [1])
+        index = np.zeros((slots, len(members), width), np.int64)
+        scale = np.zeros((slots, len(members), width))
         offset = np.zeros((slots, len(members)))
         for k, op in enumerate(members):
             for slot, value in enumerate(op.params):
-                if isinstance(value, Param):
-                    index[slot, k], scale[slot, k], offset[slot, k] = value.index, value.scale, value.offset
+                if is_symbolic(value):
+                    for t, (column, factor) in enumerate(value.terms):
+                        index[slot, k, t], scale[slot, k, t] = column, factor
+                    offset[slot, k] = value.offset
                 else:
                     offset[slot, k] = value
         spec = GATES[name]
@@ -184,25 +207,18 @@ def _groups(ops: Sequence[Operation]) -> tuple[list[Operation], tuple[_GateGroup
 
 def _fill(groups: Sequence[_GateGroup], params: np.ndarray, dim: int, dtype: np.dtype) -> np.ndarray:
     """Matrices of every gate instance: one vectorised matrix call per gate name."""
-    batch, width = params.shape
+    batch = params.shape[0]
     count = groups[-1].stop if groups else 0
     out = np.empty((batch, count, dim, dim), dtype)
     for group in groups:
         spec = GATES[group.name]
         if spec.num_params == 0:
             out[:, group.start:group.stop] = spec.matrix()
-            continue
-        if group.generator is not None:
+        elif group.generator is not None:
             fill_rotations(params, group.index[0], group.scale[0], group.offset[0], group.generator,
                            out[:, group.start:group.stop])
-            continue
-        count = group.stop - group.start
-        values = [
-            params[:, group.index[s]] * group.scale[s] + group.offset[s] if width
-            else np.broadcast_to(group.offset[s], (batch, count))
-            for s in range(spec.num_params)
-        ]
-        spec.matrix(*values, out=out[:, group.start:group.stop])
+        else:
+            spec.matrix(*group.values(params), out=out[:, group.start:group.stop])
     return out
 
 

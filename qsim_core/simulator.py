@@ -10,7 +10,7 @@ import numpy as np
 from . import memory
 from .backends import get_backend
 from .backends.base import Job
-from .circuit import Circuit, Param
+from .circuit import Circuit, is_symbolic
 from .errors import CircuitError, ParameterError
 from .observables import parse_observables
 from .program import DEFAULT_BLOCK_QUBITS
@@ -160,7 +160,8 @@ def _validate_params(circuit: Circuit, params) -> tuple[np.ndarray, bool]:
     bad = ~np.isfinite(matrix)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
-        users = [str(op) for op in circuit if any(isinstance(p, Param) and p.index == col for p in op.params)]
+        users = [str(op) for op in circuit
+                 if any(is_symbolic(p) and any(k == col for k, _ in p.terms) for p in op.params)]
         where = f" used by {users[0]}" if users else ""
         at = f"params[{row}, {col}]" if batched else f"params[{col}]"
         raise ParameterError(f"{at} is {matrix[row, col]} (not finite); parameter {col}{where}")

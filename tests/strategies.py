@@ -11,7 +11,7 @@ GATE_NAMES = sorted(qc.GATES)
 
 @st.composite
 def circuits(draw, min_qubits: int = 1, max_qubits: int = 10, max_ops: int = 30, max_params: int = 6):
-    """A random circuit: every gate of the table, constant and Param-referenced (scaled) angles."""
+    """A random circuit: every gate of the table; constant, Param-referenced (scaled) and ParamSum angles."""
     n = draw(st.integers(min_qubits, max_qubits))
     circuit = qc.Circuit(n)
     num_params = draw(st.integers(0, max_params))
@@ -25,7 +25,10 @@ def circuits(draw, min_qubits: int = 1, max_qubits: int = 10, max_ops: int = 30,
             if num_params and draw(st.booleans()):
                 scale = draw(st.sampled_from([1.0, -0.5, 2.0]))
                 offset = draw(st.sampled_from([0.0, 0.25]))
-                params.append(qc.Param(draw(st.integers(0, num_params - 1)), scale, offset))
+                reference = qc.Param(draw(st.integers(0, num_params - 1)), scale, offset)
+                if draw(st.booleans()):  # sometimes an affine combination of two entries
+                    reference = reference + qc.Param(draw(st.integers(0, num_params - 1)), -0.75)
+                params.append(reference)
             else:
                 params.append(draw(st.floats(-4.0, 4.0, allow_nan=False)))
         circuit.append(spec.name, qubits, params)

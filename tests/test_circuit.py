@@ -50,7 +50,7 @@ def test_keyword_parameters():
         (lambda c: c.append("cz", (0, 1)), r"unknown gate 'cz'"),
         (lambda c: c.append("cnot", (0,)), r"operation 0 \(cnot\) acts on 2 qubit\(s\), got 1"),
         (lambda c: c.rx(0.5, 0.1), r"qubit index must be an integer, got 0.5"),
-        (lambda c: c.rx(0, "a"), r"theta must be a number or Param, got 'a'"),
+        (lambda c: c.rx(0, "a"), r"theta must be a number, Param or ParamSum, got 'a'"),
         (lambda c: c.rx(0, bogus=1.0), r"unexpected keyword argument"),
     ],
 )
@@ -83,3 +83,19 @@ def test_copy_is_independent_and_structure_key_tracks_changes():
     assert len(c) == 1 and len(d) == 2
     assert c.structure_key() != d.structure_key()
     assert c.structure_key() == qc.Circuit(2).h(0).structure_key()
+
+
+def test_param_sums_combine_and_simplify():
+    total = qc.Param(2, 0.5) + qc.Param(0) + 1.0
+    assert isinstance(total, qc.ParamSum)
+    assert total.terms == ((0, 1.0), (2, 0.5)) and total.offset == 1.0
+    assert total.resolve([1.0, 9.0, 4.0]) == 4.0
+    assert (total - qc.Param(0)) == qc.Param(2, 0.5, 1.0)  # one term left: a plain Param
+    assert qc.ParamSum.combine(qc.Param(1), -qc.Param(1), 0.25) == 0.25
+    c = qc.Circuit(1).rz(0, total)
+    assert c.num_params == 3
+
+
+def test_param_sum_rejects_malformed_terms():
+    with pytest.raises(qc.CircuitError, match="distinct ascending"):
+        qc.ParamSum(((1, 1.0), (1, 2.0)))

@@ -85,7 +85,7 @@ def test_bind_shapes_and_matrices():
     assert u1.shape == (5, 40, 2, 2) and u1.dtype == np.complex64 and u2.shape == (5, 0, 4, 4)
     first_ry = next(g for g in program.u1_groups if g.name == "ry")
     k = first_ry.start
-    expected = qc.GATES["ry"].matrix(params[:, first_ry.index[0, 0]] * first_ry.scale[0, 0] + first_ry.offset[0, 0])
+    expected = qc.GATES["ry"].matrix(first_ry.values(params)[0][:, 0])
     np.testing.assert_allclose(u1[:, k], expected, atol=1e-7)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..circuit import is_symbolic
 from ..gates import GATES
 from ..observables import PauliStrings
 from .base import Job
@@ -38,7 +39,8 @@ def apply_matrix(states: np.ndarray, matrices: np.ndarray, qubits: tuple[int, ..
 
 def _resolved(job: Job, values: tuple) -> list[np.ndarray]:
     return [
-        v.scale * job.params[:, v.index] + v.offset if hasattr(v, "index") else np.full(job.batch, float(v))
+        sum(scale * job.params[:, index] for index, scale in v.terms) + v.offset if is_symbolic(v)
+        else np.full(job.batch, float(v))
         for v in values
     ]
 
