@@ -146,6 +146,11 @@ class Gate:
         generator: for rotations ``exp(-i a P / 2)``, the Pauli string P in
             the gate's qubit order (``"X"``, ``"ZZ"``); empty otherwise.
         radians_per_unit: a = radians_per_unit * parameter (2 pi for turns).
+        spectrum: for parametrised non-rotation gates, per parameter
+            ``(omega, R)``: an expectation value, as a function of that
+            parameter alone, is a trigonometric polynomial with frequencies
+            ``omega, 2 omega, ..., R omega`` (rad per unit). Rotation gates get
+            ``(radians_per_unit, 1)`` from their generator; see :attr:`spectra`.
         doc: one line for the builder method's docstring.
         opcode: position in :data:`GATES`, filled in by the table.
     """
@@ -165,7 +170,19 @@ class Gate:
     real: bool = False
     generator: str = ""
     radians_per_unit: float = 1.0
+    spectrum: tuple[tuple[float, int], ...] = ()
     opcode: int = field(default=-1, compare=False)
+
+    @property
+    def spectra(self) -> tuple[tuple[float, int], ...]:
+        """``(omega, R)`` per parameter: the parameter-shift rule's frequencies (see ``spectrum``).
+
+        The gate matrix's own entries then have the single frequency
+        ``omega * R / 2``, which is what exact derivative matrices use.
+        """
+        if self.generator:
+            return ((self.radians_per_unit, 1),)
+        return self.spectrum
 
     @property
     def num_params(self) -> int:
@@ -221,12 +238,14 @@ _TABLE: tuple[Gate, ...] = (
     Gate("zz", 2, ("theta",), "radians", _zz, "qis", "zz", _TWO, "ZZ(theta) = exp(-i theta Z(x)Z / 2).",
          diagonal=True, monomial=True, generator="ZZ"),
     Gate("gpi", 1, ("phase",), "turns", _gpi, "native", "gpi", _ONE,
-         "IonQ GPi(phase) = [[0, e^(-2 pi i phase)], [e^(2 pi i phase), 0]].", monomial=True),
+         "IonQ GPi(phase) = [[0, e^(-2 pi i phase)], [e^(2 pi i phase), 0]].", monomial=True,
+         spectrum=((4 * np.pi, 1),)),
     Gate("gpi2", 1, ("phase",), "turns", _gpi2, "native", "gpi2", _ONE,
-         "IonQ GPi2(phase) = (I - i(cos 2 pi phase X + sin 2 pi phase Y)) / sqrt 2."),
+         "IonQ GPi2(phase) = (I - i(cos 2 pi phase X + sin 2 pi phase Y)) / sqrt 2.",
+         spectrum=((2 * np.pi, 2),)),
     Gate("ms", 2, ("phase0", "phase1", "angle"), "turns", _ms, "native", "ms", _TWO,
          "IonQ Molmer-Sorensen MS(phase0, phase1, angle=0.25) = exp(-i pi angle s(phase0)(x)s(phase1)).",
-         defaults=(0.25,)),
+         defaults=(0.25,), spectrum=((2 * np.pi, 2), (2 * np.pi, 2), (2 * np.pi, 1))),
     Gate("native_zz", 2, ("angle",), "turns", _native_zz, "native", "zz", _TWO,
          "IonQ native ZZ(angle) = exp(-i pi angle Z(x)Z) (Forte).", diagonal=True, monomial=True,
          generator="ZZ", radians_per_unit=2 * np.pi),

@@ -12,10 +12,14 @@ from .backends import get_backend
 from .backends.base import Job
 from .circuit import Circuit, is_symbolic
 from .errors import CircuitError, ParameterError
-from .observables import parse_observables
+from .gradients import Estimator, parameter_shift, spsa
+from .measurement import Executor, expectations_from_counts
+from .observables import PauliStrings, parse_observables
 from .program import DEFAULT_BLOCK_QUBITS
 
 _PRECISIONS = {"double": np.complex128, "single": np.complex64}
+#: what :meth:`Simulator.gradient` accepts as ``method``
+GRADIENT_METHODS = ("adjoint", "parameter-shift", "spsa")
 _MIX = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
@@ -114,6 +118,112 @@ class Simulator:
             return {int(v): int(c) for v, c in zip(values, counts, strict=False)}
 
         return [tally(row) for row in samples] if samples.ndim == 2 else tally(samples)
+
+    def gradient(self, circuit: Circuit, observables: str | Sequence[str],
+                 params: np.ndarray | Sequence[float] | None = None, *, method: str = "adjoint",
+                 shots: int | None = None, executor: Executor | None = None, perturbation: float = 0.05,
+                 samples: int = 1) -> np.ndarray:
+        """Jacobian ``d<O_k>/d theta_p``: float64 ``(K, P)``, or ``(B, K, P)`` for a batch.
+
+        See :meth:`value_and_gradient` for the arguments.
+        """
+        return self.value_and_gradient(circuit, observables, params, method=method, shots=shots, executor=executor,
+                                       perturbation=perturbation, samples=samples)[1]
+
+    def value_and_gradient(self, circuit: Circuit, observables: str | Sequence[str],
+                           params: np.ndarray | Sequence[float] | None = None, *, method: str = "adjoint",
+                           shots: int | None = None, executor: Executor | None = None, perturbation: float = 0.05,
+                           samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Expectations and their Jacobian from one batched evaluation.
+
+        Args:
+            circuit, observables, params: as for :meth:`expectation`.
+            method: ``"adjoint"``: exact, one forward pass and one backward
+                sweep per parameter set inside the compiled backend (cost
+                grows with the number of observables K, not of parameters).
+                ``"parameter-shift"``: the gate table's exact shift rules, all
+                ``B * (1 + sum of 2R per parameter use)`` shifted circuits in
+                one batched call; with ``shots`` each is a sampled estimate,
+                which is what a QPU or cloud simulator can provide.
+                ``"spsa"``: simultaneous perturbation, ``2 * samples`` circuits
+                per parameter set, biased by O(perturbation^2).
+            shots: None for exact expectations; N for N-shot estimates
+                (parameter-shift and spsa only).
+            executor: run parameter-shift/spsa circuits through this counts-only
+                executor (see :mod:`qsim_core.measurement`) instead of this
+                simulator; needs ``shots``.
+            perturbation: SPSA step c, in the parameters' units.
+            samples: SPSA perturbation draws averaged per parameter set.
+
+        Returns:
+            ``(values, jacobian)``: ``(K,)`` and ``(K, P)``, or ``(B, K)`` and ``(B, K, P)``.
+        """
+        strings = parse_observables(observables, circuit.num_qubits)
+        job, batched = self._job(circuit, params)
+        weights = np.broadcast_to(np.eye(len(strings)), (job.batch, len(strings), len(strings)))
+        values, jacobian = self._differentiate(job, strings, weights, method, shots, executor, perturbation, samples)
+        return self._shape(values, batched), self._shape(jacobian, batched)
+
+    def vjp(self, circuit: Circuit, observables: str | Sequence[str], params: np.ndarray | Sequence[float] | None,
+            cotangent: np.ndarray | Sequence[float], *, method: str = "adjoint", shots: int | None = None,
+            executor: Executor | None = None, perturbation: float = 0.05, samples: int = 1) -> np.ndarray:
+        """Vector-Jacobian product ``sum_k cotangent[k] d<O_k>/d theta``: ``(P,)`` or ``(B, P)``.
+
+        What backpropagation through a quantum layer needs: with
+        ``method="adjoint"`` it costs one backward sweep whatever K is, about
+        the price of two forward passes. ``cotangent`` is ``(K,)`` (shared by
+        the batch) or ``(B, K)``. Other arguments as for :meth:`value_and_gradient`.
+        """
+        strings = parse_observables(observables, circuit.num_qubits)
+        job, batched = self._job(circuit, params)
+        try:
+            weights = np.array(np.broadcast_to(np.asarray(cotangent, np.float64), (job.batch, len(strings))))
+        except ValueError:
+            raise ParameterError(f"cotangent must have shape ({len(strings)},) or ({job.batch}, {len(strings)}), "
+                                 f"got {np.shape(cotangent)}") from None
+        if not np.isfinite(weights).all():
+            raise ParameterError("cotangent contains a non-finite value")
+        _, gradient = self._differentiate(job, strings, weights[:, np.newaxis, :], method, shots, executor,
+                                          perturbation, samples)
+        return self._shape(gradient[:, 0], batched)
+
+    def _differentiate(self, job: Job, strings: PauliStrings, weights: np.ndarray, method: str, shots: int | None,
+                       executor: Executor | None, perturbation: float, samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """values[B, K] and ``sum_k weights[b, l, k] d<O_k>/d theta``: [B, L, P]."""
+        if method not in GRADIENT_METHODS:
+            raise ParameterError(f"unknown gradient method {method!r}; choose one of {', '.join(GRADIENT_METHODS)}")
+        if method == "adjoint":
+            if shots is not None or executor is not None:
+                raise ParameterError("method='adjoint' is exact and runs on this simulator; shots= and executor= "
+                                     "apply to 'parameter-shift' and 'spsa'")
+            return self._backend.adjoint(job, strings, np.ascontiguousarray(weights))
+        estimate = self._estimator(job, strings, shots, executor)
+        if method == "parameter-shift":
+            values, jacobian = parameter_shift(estimate, job.circuit, job.params)
+        else:
+            if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+                raise ParameterError(f"samples must be a positive integer, got {samples!r}")
+            if not isinstance(perturbation, (int, float)) or not 0 < perturbation < np.inf:
+                raise ParameterError(f"perturbation must be a positive number, got {perturbation!r}")
+            rng = np.random.default_rng(self._next_key())
+            values, jacobian = spsa(estimate, job.circuit, job.params, float(perturbation), int(samples), rng)
+        return values, np.einsum("blk,bkp->blp", weights, jacobian)
+
+    def _estimator(self, job: Job, strings: PauliStrings, shots: int | None, executor: Executor | None) -> Estimator:
+        """Expectations of ``strings`` for any circuit and parameter rows, as the method asks."""
+        if executor is not None:
+            if shots is None:
+                raise ParameterError("an executor returns counts: pass shots= with executor=")
+            shots = _check_shots(shots)
+            return lambda circuit, rows: expectations_from_counts(executor, circuit, strings.labels, rows, shots)
+
+        def estimate(circuit: Circuit, rows: np.ndarray) -> np.ndarray:
+            rows_job = Job(circuit, np.ascontiguousarray(rows), job.dtype, job.threads, job.block_qubits)
+            if shots is None:
+                return self._backend.expectation(rows_job, strings)
+            return self._backend.shot_expectation(rows_job, strings, _check_shots(shots), self._next_key())
+
+        return estimate
 
     def _next_key(self) -> int:
         self._draws += 1

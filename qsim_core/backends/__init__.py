@@ -10,9 +10,9 @@ from .base import Backend, CompiledBackend, Job
 
 
 def _numba() -> Backend:
-    from . import numba_kernels
+    from . import numba_adjoint, numba_kernels
 
-    return CompiledBackend("numba", numba_kernels)
+    return CompiledBackend("numba", numba_kernels, numba_adjoint)
 
 
 def _cython() -> Backend:
@@ -24,7 +24,9 @@ def _cython() -> Backend:
             f"qsim_core.backends._cython_kernels could not be imported: {error}); reinstall with "
             "`pip install .` on a machine with a C compiler, or use backend='numba'"
         ) from error
-    return CompiledBackend("cython", cython_kernels)
+    from . import numba_adjoint
+
+    return CompiledBackend("cython", cython_kernels, numba_adjoint)
 
 
 def _reference() -> Backend:

@@ -81,13 +81,17 @@ class Backend(Protocol):
     def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int) -> np.ndarray:
         """Expectations estimated from ``shots`` measurements, float64[B, K]."""
 
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact expectations float64[B, K] and gradients float64[B, L, P] of ``sum_k weights[b, l, k] <O_k>``."""
+
 
 class CompiledBackend:
     """Drives a kernel module: compile once, bind per chunk of the batch, one kernel call per chunk."""
 
-    def __init__(self, name: str, kernels: ModuleType) -> None:
+    def __init__(self, name: str, kernels: ModuleType, adjoint_kernels: ModuleType) -> None:
         self.name = name
         self.kernels = kernels
+        self.adjoint_kernels = adjoint_kernels
 
     def statevector(self, job: Job) -> np.ndarray:
         """See :class:`Backend`."""
@@ -119,6 +123,12 @@ class CompiledBackend:
         out = np.zeros((job.batch, len(observables)))
         return self._run(job, TASK_SHOT_EXPVAL, zbasis=observables.z_only, values_out=out,
                          observables=observables, shots=shots, key=key)
+
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """See :class:`Backend`; the driver is :func:`qsim_core.backends.adjoint.run_adjoint`."""
+        from .adjoint import run_adjoint
+
+        return run_adjoint(self.kernels, self.adjoint_kernels, job, observables, weights)
 
     @staticmethod
     def _allocate(shape: tuple[int, int], dtype: type, what: str) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..circuit import is_symbolic
+from ..derivatives import derivative_matrix
 from ..gates import GATES
 from ..observables import PauliStrings
 from .base import Job
@@ -45,6 +46,25 @@ def _resolved(job: Job, values: tuple) -> list[np.ndarray]:
     ]
 
 
+def _matrices(job: Job, op) -> np.ndarray:
+    """The operation's matrix for every parameter set: complex128[B, d, d]."""
+    spec = GATES[op.name]
+    matrices = spec.matrix(*_resolved(job, op.params)) if spec.num_params else spec.matrix()
+    return np.broadcast_to(matrices, (job.batch,) + matrices.shape[-2:])
+
+
+def _apply_pauli(states: np.ndarray, observables: PauliStrings, k: int) -> np.ndarray:
+    """Pauli string k applied to ``states[B, 2**n]``, factor by factor."""
+    applied = states
+    for q in range(states.shape[1].bit_length() - 1):
+        x = (observables.xmask[k] >> q) & 1
+        z = (observables.zmask[k] >> q) & 1
+        if x or z:
+            letter = "Y" if x and z else "X" if x else "Z"
+            applied = apply_matrix(applied, np.broadcast_to(_PAULI[letter], (len(states), 2, 2)), (q,))
+    return applied
+
+
 class ReferenceBackend:
     """Dense numpy oracle implementing :class:`~qsim_core.backends.base.Backend`."""
 
@@ -55,10 +75,7 @@ class ReferenceBackend:
         states = np.zeros((job.batch, job.size), np.complex128)
         states[:, 0] = 1.0
         for op in job.circuit:
-            spec = GATES[op.name]
-            matrices = spec.matrix(*_resolved(job, op.params)) if spec.num_params else spec.matrix()
-            matrices = np.broadcast_to(matrices, (job.batch,) + matrices.shape[-2:])
-            states = apply_matrix(states, matrices, op.qubits)
+            states = apply_matrix(states, _matrices(job, op), op.qubits)
         return states.astype(job.dtype)
 
     def probabilities(self, job: Job) -> np.ndarray:
@@ -68,18 +85,31 @@ class ReferenceBackend:
     def expectation(self, job: Job, observables: PauliStrings) -> np.ndarray:
         """<psi|P|psi> with P applied factor by factor."""
         states = self.statevector(job).astype(np.complex128)
-        n = job.circuit.num_qubits
-        out = np.empty((job.batch, len(observables)))
-        for k in range(len(observables)):
-            applied = states
-            for q in range(n):
-                x = (observables.xmask[k] >> q) & 1
-                z = (observables.zmask[k] >> q) & 1
-                if x or z:
-                    letter = "Y" if x and z else "X" if x else "Z"
-                    applied = apply_matrix(applied, np.broadcast_to(_PAULI[letter], (job.batch, 2, 2)), (q,))
-            out[:, k] = np.einsum("bi,bi->b", states.conj(), applied).real
-        return out
+        return np.stack([np.einsum("bi,bi->b", states.conj(), _apply_pauli(states, observables, k)).real
+                         for k in range(len(observables))], axis=1)
+
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Adjoint differentiation gate by gate (no fusion), each parameter slot through
+        :func:`~qsim_core.derivatives.derivative_matrix`: an oracle independent of the compiled plan."""
+        states = self.statevector(Job(job.circuit, job.params, np.complex128, 1)).astype(np.complex128)
+        applied = np.stack([_apply_pauli(states, observables, k) for k in range(len(observables))], axis=1)
+        values = np.einsum("bi,bki->bk", states.conj(), applied).real
+        lanes = weights.shape[1]
+        lam = np.einsum("blk,bki->bli", weights, applied).reshape(job.batch * lanes, job.size)
+        gradient = np.zeros((job.batch, lanes, job.circuit.num_params))
+        for op in reversed(job.circuit.operations):
+            undo = np.conj(_matrices(job, op).swapaxes(-1, -2))
+            states = apply_matrix(states, undo, op.qubits)
+            for slot, value in enumerate(op.params):
+                if not is_symbolic(value):
+                    continue
+                slope = derivative_matrix(op.gate, slot, _resolved(job, op.params))
+                moved = apply_matrix(states, slope, op.qubits)
+                overlap = 2 * np.einsum("bli,bi->bl", lam.reshape(job.batch, lanes, -1).conj(), moved).real
+                for index, scale in value.terms:
+                    gradient[:, :, index] += scale * overlap
+            lam = apply_matrix(lam, np.repeat(undo, lanes, axis=0), op.qubits)
+        return values, gradient
 
     def sample(self, job: Job, shots: int, key: int) -> np.ndarray:
         """``numpy.random.Generator.choice`` per parameter set."""

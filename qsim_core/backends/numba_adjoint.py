@@ -1,0 +1,205 @@
+"""Adjoint differentiation kernels (numba), batched over parameter sets.
+
+For a state ``|psi> = U_S ... U_1 |0>`` and observables ``O_k``, the
+derivative of ``sum_k w_lk <psi|O_k|psi>`` with respect to a parameter ``x``
+of a gate inside step ``U_s`` is ``2 Re <lambda_l| U_S..U_{s+1} dU_s U_{s-1}..U_1 |0>``
+with ``|lambda_l> = sum_k w_lk O_k |psi>``. One forward pass and one backward
+sweep, undoing each step on ``psi`` and on every ``lambda_l``, give all of
+them (Jones & Gacon 2020; PennyLane Lightning's ``adjoint``).
+
+The sweep runs over the *compiled* program (fused single-qubit runs,
+permutation steps, product-state initialisation), not over the raw gate list.
+A fused run ``U = G_m ... G_1`` on qubit q contributes, for its gate ``j``,
+``<lambda|S_j D_j P_j|psi_before>`` with prefix ``P_j = G_{j-1}..G_1``, suffix
+``S_j = G_m..G_{j+1}`` and ``D_j = dG_j/dx``. That equals ``sum_ab (S D P)[a, b] C[a, b]``
+where ``C[a, b] = sum_rest conj(lambda[a, rest]) psi_before[b, rest]`` is the
+2x2 cross matrix of qubit q: one pass over the state per run and per
+lambda, whatever the number of parameters in the run. Two-qubit steps use the
+4x4 cross matrix the same way.
+
+Derivative matrices ``du1``/``du2`` are per *use* (one gate slot holding a
+parameter reference); ``u1_use_start[g]:u1_use_start[g+1]`` are gate g's
+uses. The chain rule to the parameter vector happens in Python
+(:mod:`qsim_core.derivatives`).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ..program import CNOT, PERM, SWAP, U1
+from .numba_kernels import _insert_zero as insert_zero
+from .numba_kernels import (
+    apply_permutation,
+    apply_steps,
+    apply_swap_pairs,
+    apply_u1,
+    apply_u2,
+    fused_u1,
+    init_product,
+    parity,
+    pauli_expectation,
+)
+
+_I_POWERS = np.array([1.0 + 0j, 1j, -1.0 + 0j, -1j])
+
+
+@njit(cache=True)
+def add_pauli(out, psi, xmask, zmask, ny, weight):
+    """``out += weight * P psi`` for the Pauli string ``P = i^ny X^xmask Z^zmask``."""
+    factor = weight * _I_POWERS[ny & 3]
+    for i in range(psi.size):
+        j = i ^ xmask
+        out[i] += factor * (1.0 - 2.0 * parity(j & zmask)) * np.complex128(psi[j])
+
+
+@njit(cache=True, inline="always")
+def _mul(a, b):
+    """2x2 product of matrices held as 4-tuples (row-major)."""
+    return (a[0] * b[0] + a[1] * b[2], a[0] * b[1] + a[1] * b[3],
+            a[2] * b[0] + a[3] * b[2], a[2] * b[1] + a[3] * b[3])
+
+
+@njit(cache=True, inline="always")
+def _gate(u1, g):
+    return (np.complex128(u1[g, 0, 0]), np.complex128(u1[g, 0, 1]),
+            np.complex128(u1[g, 1, 0]), np.complex128(u1[g, 1, 1]))
+
+
+@njit(cache=True)
+def cross_u1(lam, psi, q):
+    """``C[a, b] = sum conj(lam[.. a ..]) psi[.. b ..]`` over the other qubits (bit q = a, b), row-major."""
+    s = 1 << q
+    c00 = c01 = c10 = c11 = 0j
+    for i0 in range(0, psi.size, 2 * s):
+        for j in range(i0, i0 + s):
+            l0 = np.complex128(lam[j]).conjugate()
+            l1 = np.complex128(lam[j + s]).conjugate()
+            p0 = np.complex128(psi[j])
+            p1 = np.complex128(psi[j + s])
+            c00 += l0 * p0
+            c01 += l0 * p1
+            c10 += l1 * p0
+            c11 += l1 * p1
+    return c00, c01, c10, c11
+
+
+@njit(cache=True)
+def cross_u2(lam, psi, qa, qb, out):
+    """4x4 cross matrix of qubits (qa, qb), index ``2 * bit(qa) + bit(qb)``, into complex128 ``out``."""
+    lo, hi = min(qa, qb), max(qa, qb)
+    sa, sb = 1 << qa, 1 << qb
+    out[:, :] = 0
+    for p in range(psi.size >> 2):
+        i00 = insert_zero(insert_zero(p, lo), hi)
+        idx = (i00, i00 | sb, i00 | sa, i00 | sa | sb)
+        for a in range(4):
+            la = np.complex128(lam[idx[a]]).conjugate()
+            for b in range(4):
+                out[a, b] += la * np.complex128(psi[idx[b]])
+
+
+@njit(cache=True)
+def _run_has_uses(run_start, run_gate, run, use_start):
+    for k in range(run_start[run], run_start[run + 1]):
+        g = run_gate[k]
+        if use_start[g + 1] > use_start[g]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def backward_u1(psi, lam, q, u1, du1, run_start, run_gate, run, use_start, grad, use_offset):
+    """Undo fused run ``run`` on qubit q for psi and every lambda, adding its uses' derivatives to ``grad[l, u]``."""
+    m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
+    apply_u1(psi, q, m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate())
+    first, last = run_start[run], run_start[run + 1]
+    if _run_has_uses(run_start, run_gate, run, use_start):
+        for lane in range(lam.shape[0]):
+            cross = cross_u1(lam[lane], psi, q)
+            prefix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
+            for k in range(first, last):
+                g = run_gate[k]
+                if use_start[g + 1] > use_start[g]:
+                    suffix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
+                    for k2 in range(k + 1, last):
+                        suffix = _mul(_gate(u1, run_gate[k2]), suffix)
+                    for u in range(use_start[g], use_start[g + 1]):
+                        full = _mul(_mul(suffix, _gate(du1, u)), prefix)
+                        value = full[0] * cross[0] + full[1] * cross[1] + full[2] * cross[2] + full[3] * cross[3]
+                        grad[lane, use_offset + u] += 2.0 * value.real
+                prefix = _mul(_gate(u1, g), prefix)
+    for lane in range(lam.shape[0]):
+        apply_u1(lam[lane], q, m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate())
+
+
+@njit(cache=True)
+def backward_u2(psi, lam, qa, qb, u_dagger, du2, g, use_start, grad, use_offset, cross):
+    """Undo two-qubit gate g (``u_dagger`` is its adjoint) for psi and every lambda, adding its derivatives."""
+    apply_u2(psi, qa, qb, u_dagger)
+    if use_start[g + 1] > use_start[g]:
+        for lane in range(lam.shape[0]):
+            cross_u2(lam[lane], psi, qa, qb, cross)
+            for u in range(use_start[g], use_start[g + 1]):
+                value = 0j
+                for a in range(4):
+                    for b in range(4):
+                        value += np.complex128(du2[u, a, b]) * cross[a, b]
+                grad[lane, use_offset + u] += 2.0 * value.real
+    for lane in range(lam.shape[0]):
+        apply_u2(lam[lane], qa, qb, u_dagger)
+
+
+@njit(cache=True, parallel=True)
+def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
+                  perm_start, inverse_table, forward_table, u1_use_start, u2_use_start, xmask, zmask, ny, weights,
+                  values_out, grad_out):
+    """Expectations and adjoint derivatives for a batch of a single-block program.
+
+    Args:
+        u1, u2: bound gate matrices ``[B, G1, 2, 2]``, ``[B, G2, 4, 4]`` (see Program.bind);
+            ``u2_dagger`` their conjugate transposes.
+        du1, du2: derivative matrices per use, ``[B, U1, 2, 2]``, ``[B, U2, 4, 4]``.
+        inverse_table, forward_table: permutation tables (``perm_start`` slices), the
+            inverse ones undo the forward ones.
+        weights: float64[B, L, K]; lambda_l = sum_k weights[b, l, k] O_k psi.
+        values_out: float64[B, K] expectations <O_k>.
+        grad_out: float64[B, L, U1 + U2] zeroed; receives d(sum_k w_lk <O_k>)/d(use).
+    """
+    batch = u1.shape[0]
+    size = 1 << num_qubits
+    lanes = weights.shape[1]
+    uses1 = du1.shape[1]
+    for b in prange(batch):
+        psi = np.empty(size, u1.dtype)
+        scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
+        cross = np.empty((4, 4), np.complex128)
+        init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
+        apply_steps(psi, scratch, 0, kind.size, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
+                    perm_start, forward_table)
+        for k in range(xmask.size):
+            values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+        lam = np.zeros((lanes, size), u1.dtype)
+        for lane in range(lanes):
+            for k in range(xmask.size):
+                if weights[b, lane, k] != 0.0:
+                    add_pauli(lam[lane], psi, xmask[k], zmask[k], ny[k], weights[b, lane, k])
+        for s in range(kind.size - 1, -1, -1):
+            op = kind[s]
+            if op == U1:
+                backward_u1(psi, lam, q0[s], u1[b], du1[b], run_start, run_gate, arg[s], u1_use_start, grad_out[b], 0)
+            elif op == PERM:
+                table = inverse_table[perm_start[arg[s]]:perm_start[arg[s] + 1]]
+                apply_permutation(psi, scratch, table)
+                for lane in range(lanes):
+                    apply_permutation(lam[lane], scratch, table)
+            elif op == CNOT or op == SWAP:
+                apply_swap_pairs(psi, q0[s], q1[s], op == CNOT)
+                for lane in range(lanes):
+                    apply_swap_pairs(lam[lane], q0[s], q1[s], op == CNOT)
+            else:  # every two-qubit matrix kind reads its bound 4x4 through arg
+                backward_u2(psi, lam, q0[s], q1[s], u2_dagger[b, arg[s]], du2[b], arg[s], u2_use_start,
+                            grad_out[b], uses1, cross)
+        for q in range(num_qubits):
+            if init_u1[q] >= 0:
+                backward_u1(psi, lam, q, u1[b], du1[b], run_start, run_gate, init_u1[q], u1_use_start,
+                            grad_out[b], 0)
