@@ -22,6 +22,7 @@ from .errors import (
     QsimError,
 )
 from .gates import GATES, Gate
+from .native import to_native
 from .simulator import Simulator
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "QsimError",
     "Simulator",
     "available_backends",
+    "to_native",
 ]
