@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bind_kernels import fill_rotations
 from .gates import GATES, Gate
 from .program import Program
 
@@ -70,13 +71,6 @@ def derivative_matrix(spec: Gate, slot: int, values: list[np.ndarray]) -> np.nda
     return (frequency / 2) * (spec.matrix(*plus) - spec.matrix(*minus))
 
 
-def rotation_derivative(angles: np.ndarray, pauli: np.ndarray) -> np.ndarray:
-    """``d/da exp(-i a P / 2) = -sin(a/2)/2 I - i cos(a/2)/2 P`` for angles float64[...] (radians)."""
-    dim = pauli.shape[0]
-    half = 0.5 * angles[..., np.newaxis, np.newaxis]
-    return -0.5 * np.sin(half) * np.eye(dim) - 0.5j * np.cos(half) * pauli
-
-
 @dataclass(frozen=True)
 class _Uses:
     """The uses of one parameter slot within one gate group of a program."""
@@ -85,6 +79,9 @@ class _Uses:
     slot: int
     members: np.ndarray  # int64: member positions within the group holding a reference
     ids: np.ndarray  # int64: their use numbers (rows of the derivative arrays)
+    # rotation groups: the members' angle terms with the offset moved by pi, since
+    # d/da exp(-i a P / 2) = exp(-i (a + pi) P / 2) / 2 (their ids are consecutive)
+    shifted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,13 +124,15 @@ class AdjointPlan:
         values: dict[int, list[np.ndarray]] = {}
         for use in uses:
             group = groups[use.group]
+            if use.shifted is not None:
+                block = out[:, use.ids[0]:use.ids[-1] + 1]
+                fill_rotations(params, *use.shifted, group.generator, block)
+                block *= 0.5
+                continue
             if use.group not in values:
                 values[use.group] = group.values(params)
             slot_values = [v[:, use.members] for v in values[use.group]]
-            if group.generator is not None:  # values are radians already
-                out[:, use.ids] = rotation_derivative(slot_values[0], group.generator)
-            else:
-                out[:, use.ids] = derivative_matrix(GATES[group.name], use.slot, slot_values)
+            out[:, use.ids] = derivative_matrix(GATES[group.name], use.slot, slot_values)
         return out
 
 
@@ -154,7 +153,11 @@ def _number_uses(groups) -> tuple[np.ndarray, tuple[_Uses, ...], list[tuple[int,
             if not members.size:
                 continue
             ids = use_start[group.start + members] + rank[slot, members]
-            uses.append(_Uses(position, slot, members, ids))
+            shifted = None
+            if group.generator is not None:
+                shifted = (np.ascontiguousarray(group.index[slot, members]),
+                           np.ascontiguousarray(group.scale[slot, members]), group.offset[slot, members] + np.pi)
+            uses.append(_Uses(position, slot, members, ids, shifted))
             for member, use in zip(members, ids, strict=True):
                 rows.append((int(use), group.index[slot, member], group.scale[slot, member]))
     return use_start, tuple(uses), rows

@@ -38,6 +38,7 @@ from .numba_kernels import (
     init_product,
     parity,
     pauli_expectation,
+    z_expectations_from_probabilities,
 )
 
 _I_POWERS = np.array([1.0 + 0j, 1j, -1.0 + 0j, -1j])
@@ -66,21 +67,58 @@ def _gate(u1, g):
 
 
 @njit(cache=True)
-def cross_u1(lam, psi, q):
-    """``C[a, b] = sum conj(lam[.. a ..]) psi[.. b ..]`` over the other qubits (bit q = a, b), row-major."""
+def _undo_lane(psi, lam, q, a00, a01, a10, a11, update_psi):
+    """Apply ``A = [[a00, a01], [a10, a11]]`` to ``lam`` (and first to ``psi`` if ``update_psi``) on qubit q.
+
+    Returns the cross matrix ``C[a, b] = sum conj(lam_before[a]) psi_after[b]``
+    as 4 complex128 (row-major), accumulated on the way.
+    """
     s = 1 << q
     c00 = c01 = c10 = c11 = 0j
     for i0 in range(0, psi.size, 2 * s):
         for j in range(i0, i0 + s):
-            l0 = np.complex128(lam[j]).conjugate()
-            l1 = np.complex128(lam[j + s]).conjugate()
-            p0 = np.complex128(psi[j])
-            p1 = np.complex128(psi[j + s])
-            c00 += l0 * p0
-            c01 += l0 * p1
-            c10 += l1 * p0
-            c11 += l1 * p1
+            x = psi[j]
+            y = psi[j + s]
+            if update_psi:
+                x, y = a00 * x + a01 * y, a10 * x + a11 * y
+                psi[j] = x
+                psi[j + s] = y
+            u = lam[j]
+            v = lam[j + s]
+            cu = np.complex128(u).conjugate()
+            cv = np.complex128(v).conjugate()
+            c00 += cu * x
+            c01 += cu * y
+            c10 += cv * x
+            c11 += cv * y
+            lam[j] = a00 * u + a01 * v
+            lam[j + s] = a10 * u + a11 * v
     return c00, c01, c10, c11
+
+
+@njit(cache=True)
+def undo_u1(psi, lam, q, m00, m01, m10, m11, cross):
+    """Apply U^dagger (U = [[m00, m01], [m10, m11]]) on qubit q to psi and every lambda.
+
+    When ``cross`` (complex128[L, 4]) has rows, lane l's cross matrix
+    ``C[a, b] = sum conj(lambda_after[a]) psi_before[b]`` is written to it: the
+    run's derivatives then cost no extra pass. The first lane's pass also
+    updates psi.
+    """
+    a00, a01, a10, a11 = m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate()
+    lanes = lam.shape[0]
+    if cross.shape[0] == 0 or lanes == 0:
+        apply_u1(psi, q, a00, a01, a10, a11)
+        for lane in range(lanes):
+            apply_u1(lam[lane], q, a00, a01, a10, a11)
+        return
+    real = a00.imag == 0 and a01.imag == 0 and a10.imag == 0 and a11.imag == 0
+    for lane in range(lanes):
+        if real:  # a float specialisation: half the multiplications
+            c = _undo_lane(psi, lam[lane], q, a00.real, a01.real, a10.real, a11.real, lane == 0)
+        else:
+            c = _undo_lane(psi, lam[lane], q, a00, a01, a10, a11, lane == 0)
+        cross[lane, 0], cross[lane, 1], cross[lane, 2], cross[lane, 3] = c
 
 
 @njit(cache=True)
@@ -99,7 +137,8 @@ def cross_u2(lam, psi, qa, qb, out):
 
 
 @njit(cache=True)
-def _run_has_uses(run_start, run_gate, run, use_start):
+def run_has_uses(run_start, run_gate, run, use_start):
+    """Whether any gate of fused run ``run`` holds a parameter reference."""
     for k in range(run_start[run], run_start[run + 1]):
         g = run_gate[k]
         if use_start[g + 1] > use_start[g]:
@@ -108,28 +147,33 @@ def _run_has_uses(run_start, run_gate, run, use_start):
 
 
 @njit(cache=True)
-def backward_u1(psi, lam, q, u1, du1, run_start, run_gate, run, use_start, grad, use_offset):
-    """Undo fused run ``run`` on qubit q for psi and every lambda, adding its uses' derivatives to ``grad[l, u]``."""
-    m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
-    apply_u1(psi, q, m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate())
+def add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, cross, grad, use_offset):
+    """``grad[use] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates."""
     first, last = run_start[run], run_start[run + 1]
-    if _run_has_uses(run_start, run_gate, run, use_start):
-        for lane in range(lam.shape[0]):
-            cross = cross_u1(lam[lane], psi, q)
-            prefix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
-            for k in range(first, last):
-                g = run_gate[k]
-                if use_start[g + 1] > use_start[g]:
-                    suffix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
-                    for k2 in range(k + 1, last):
-                        suffix = _mul(_gate(u1, run_gate[k2]), suffix)
-                    for u in range(use_start[g], use_start[g + 1]):
-                        full = _mul(_mul(suffix, _gate(du1, u)), prefix)
-                        value = full[0] * cross[0] + full[1] * cross[1] + full[2] * cross[2] + full[3] * cross[3]
-                        grad[lane, use_offset + u] += 2.0 * value.real
-                prefix = _mul(_gate(u1, g), prefix)
+    prefix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
+    for k in range(first, last):
+        g = run_gate[k]
+        if use_start[g + 1] > use_start[g]:
+            suffix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
+            for k2 in range(k + 1, last):
+                suffix = _mul(_gate(u1, run_gate[k2]), suffix)
+            for u in range(use_start[g], use_start[g + 1]):
+                full = _mul(_mul(suffix, _gate(du1, u)), prefix)
+                value = full[0] * cross[0] + full[1] * cross[1] + full[2] * cross[2] + full[3] * cross[3]
+                grad[use_offset + u] += 2.0 * value.real
+        prefix = _mul(_gate(u1, g), prefix)
+
+
+@njit(cache=True)
+def backward_u1(psi, lam, q, u1, du1, run_start, run_gate, run, use_start, grad, cross):
+    """Undo fused run ``run`` on qubit q, adding its uses' derivatives to ``grad[lane, use]``."""
+    m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
+    if not run_has_uses(run_start, run_gate, run, use_start):
+        undo_u1(psi, lam, q, m00, m01, m10, m11, cross[:0])
+        return
+    undo_u1(psi, lam, q, m00, m01, m10, m11, cross)
     for lane in range(lam.shape[0]):
-        apply_u1(lam[lane], q, m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate())
+        add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, cross[lane], grad[lane], 0)
 
 
 @njit(cache=True)
@@ -149,6 +193,103 @@ def backward_u2(psi, lam, qa, qb, u_dagger, du2, g, use_start, grad, use_offset,
         apply_u2(lam[lane], qa, qb, u_dagger)
 
 
+@njit(cache=True)
+def _product_vector(columns, first, last, out):
+    """``out[i] = prod_{p in first..last-1} columns[p, bit (p - first) of i]``."""
+    out[0] = 1.0
+    for p in range(first, last):
+        size = 1 << (p - first)
+        for i in range(size):
+            out[i + size] = out[i] * columns[p, 1]
+            out[i] = out[i] * columns[p, 0]
+
+
+@njit(cache=True)
+def _leave_one_out(partial, columns, first, last, mu):
+    """``mu[q, a]`` for q in first..last-1 from ``partial`` over those qubits (the others contracted)."""
+    for q in range(first, last):
+        mu[q, 0] = 0
+        mu[q, 1] = 0
+        for i in range(partial.size):
+            weight = partial[i]
+            for p in range(first, last):
+                if p != q:
+                    weight *= columns[p, (i >> (p - first)) & 1]
+            mu[q, (i >> (q - first)) & 1] += weight
+
+
+@njit(cache=True)
+def product_contractions(lam, columns, mu):
+    """``mu[q, a] = sum_{i: bit q = a} conj(lam[i]) prod_{p != q} columns[p, bit p of i]``, every q.
+
+    ``lam`` is contracted against the product state ``columns`` leaving one
+    qubit open, for all qubits at once: two passes over ``lam`` (the low half of
+    the qubits against the high half's product vector and vice versa), then
+    the same on the two small halves.
+    """
+    n = columns.shape[0]
+    low = n // 2
+    low_size, high_size = 1 << low, 1 << (n - low)
+    low_vector = np.empty(low_size, np.complex128)
+    high_vector = np.empty(high_size, np.complex128)
+    _product_vector(columns, 0, low, low_vector)
+    _product_vector(columns, low, n, high_vector)
+    low_partial = np.zeros(low_size, np.complex128)
+    high_partial = np.zeros(high_size, np.complex128)
+    for h in range(high_size):
+        acc = 0j
+        for i in range(low_size):
+            value = np.complex128(lam[h * low_size + i]).conjugate()
+            low_partial[i] += value * high_vector[h]
+            acc += value * low_vector[i]
+        high_partial[h] = acc
+    _leave_one_out(low_partial, columns, 0, low, mu)
+    _leave_one_out(high_partial, columns, low, n, mu)
+
+
+@njit(cache=True)
+def z_operator(row, zmask, weights):
+    """``row[i] = sum_k weights[k] (-1)^popcount(i & zmask[k])``: the diagonal of ``sum_k w_k Z_k``.
+
+    Single-qubit strings (and the identity) are linear in the bits of i, so
+    together they are built by doubling in one pass; each multi-qubit string
+    adds a pass.
+    """
+    row[0] = 0.0
+    for k in range(zmask.size):
+        if zmask[k] & (zmask[k] - 1) == 0:
+            row[0] += weights[k]
+    size = 1
+    while size < row.size:
+        weight = 0.0
+        for k in range(zmask.size):
+            if zmask[k] == size:
+                weight += weights[k]
+        for i in range(size):
+            row[i + size] = row[i] - 2.0 * weight
+        size <<= 1
+    for k in range(zmask.size):
+        if zmask[k] & (zmask[k] - 1) != 0 and weights[k] != 0.0:
+            for i in range(row.size):
+                row[i] += weights[k] * (1.0 - 2.0 * parity(i & zmask[k]))
+
+
+@njit(cache=True)
+def z_values_and_lambdas(psi, xmask, zmask, weights, values, lam, diagonal, probs):
+    """Z-string expectations (as the forward pass computes them) and ``lam[l] = sum_k weights[l, k] Z_k psi``.
+
+    ``diagonal`` (float64[L, 2**n]) and ``probs`` (float64[2**n]) are scratch.
+    """
+    for i in range(psi.size):
+        a = psi[i]
+        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+    z_expectations_from_probabilities(probs, xmask, zmask, values)
+    for lane in range(lam.shape[0]):
+        z_operator(diagonal[lane], zmask, weights[lane])
+        for i in range(psi.size):
+            lam[lane, i] = diagonal[lane, i] * psi[i]
+
+
 @njit(cache=True, parallel=True)
 def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
                   perm_start, inverse_table, forward_table, u1_use_start, u2_use_start, xmask, zmask, ny, weights,
@@ -162,31 +303,39 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
         inverse_table, forward_table: permutation tables (``perm_start`` slices), the
             inverse ones undo the forward ones.
         weights: float64[B, L, K]; lambda_l = sum_k weights[b, l, k] O_k psi.
-        values_out: float64[B, K] expectations <O_k>.
+        values_out: float64[B, K] zeroed; receives the expectations <O_k>.
         grad_out: float64[B, L, U1 + U2] zeroed; receives d(sum_k w_lk <O_k>)/d(use).
     """
     batch = u1.shape[0]
     size = 1 << num_qubits
     lanes = weights.shape[1]
     uses1 = du1.shape[1]
+    z_only = True
+    for k in range(xmask.size):
+        z_only = z_only and xmask[k] == 0
     for b in prange(batch):
         psi = np.empty(size, u1.dtype)
         scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
-        cross = np.empty((4, 4), np.complex128)
+        cross = np.empty((lanes, 4), np.complex128)
+        cross2 = np.empty((4, 4), np.complex128)
+        lam = np.zeros((lanes, size), u1.dtype)
         init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
         apply_steps(psi, scratch, 0, kind.size, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
                     perm_start, forward_table)
-        for k in range(xmask.size):
-            values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
-        lam = np.zeros((lanes, size), u1.dtype)
-        for lane in range(lanes):
+        if z_only:
+            z_values_and_lambdas(psi, xmask, zmask, weights[b], values_out[b], lam, np.empty((lanes, size)),
+                                 np.empty(size))
+        else:
             for k in range(xmask.size):
-                if weights[b, lane, k] != 0.0:
-                    add_pauli(lam[lane], psi, xmask[k], zmask[k], ny[k], weights[b, lane, k])
+                values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+                for lane in range(lanes):
+                    if weights[b, lane, k] != 0.0:
+                        add_pauli(lam[lane], psi, xmask[k], zmask[k], ny[k], weights[b, lane, k])
         for s in range(kind.size - 1, -1, -1):
             op = kind[s]
             if op == U1:
-                backward_u1(psi, lam, q0[s], u1[b], du1[b], run_start, run_gate, arg[s], u1_use_start, grad_out[b], 0)
+                backward_u1(psi, lam, q0[s], u1[b], du1[b], run_start, run_gate, arg[s], u1_use_start, grad_out[b],
+                            cross)
             elif op == PERM:
                 table = inverse_table[perm_start[arg[s]]:perm_start[arg[s] + 1]]
                 apply_permutation(psi, scratch, table)
@@ -198,8 +347,20 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
                     apply_swap_pairs(lam[lane], q0[s], q1[s], op == CNOT)
             else:  # every two-qubit matrix kind reads its bound 4x4 through arg
                 backward_u2(psi, lam, q0[s], q1[s], u2_dagger[b, arg[s]], du2[b], arg[s], u2_use_start,
-                            grad_out[b], uses1, cross)
+                            grad_out[b], uses1, cross2)
+        # psi is now the initial product state: contract each lambda against it once for every qubit
+        columns = np.zeros((num_qubits, 2), np.complex128)
         for q in range(num_qubits):
             if init_u1[q] >= 0:
-                backward_u1(psi, lam, q, u1[b], du1[b], run_start, run_gate, init_u1[q], u1_use_start,
-                            grad_out[b], 0)
+                m00, _, m10, _ = fused_u1(u1[b], run_start, run_gate, init_u1[q])
+                columns[q, 0], columns[q, 1] = m00, m10
+            else:
+                columns[q, 0] = 1.0
+        mu = np.empty((num_qubits, 2), np.complex128)
+        for lane in range(lanes):
+            product_contractions(lam[lane], columns, mu)
+            for q in range(num_qubits):
+                run = init_u1[q]
+                if run >= 0 and run_has_uses(run_start, run_gate, run, u1_use_start):
+                    add_run_derivatives(u1[b], du1[b], run_start, run_gate, run, u1_use_start,
+                                        (mu[q, 0], 0j, mu[q, 1], 0j), grad_out[b, lane], 0)
