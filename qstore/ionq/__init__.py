@@ -1,0 +1,35 @@
+"""IonQ adapter: circuit <-> IonQ JSON, a REST client, and a local IonQ-compatible server.
+
+* :mod:`qstore.ionq.serialize`: :func:`to_ionq_json` / :func:`from_ionq_json`
+  (driven by the gate table), job bodies, IonQ result dicts <-> arrays.
+"""
+
+from .serialize import (
+    IonQFormatError,
+    JobRequest,
+    bind_batch,
+    counts_from_ionq,
+    from_ionq_json,
+    job_body,
+    parse_input,
+    parse_job_body,
+    probabilities_from_ionq,
+    probabilities_to_ionq,
+    to_ionq_json,
+    to_ionq_multi_json,
+)
+
+__all__ = [
+    "IonQFormatError",
+    "JobRequest",
+    "bind_batch",
+    "counts_from_ionq",
+    "from_ionq_json",
+    "job_body",
+    "parse_input",
+    "parse_job_body",
+    "probabilities_from_ionq",
+    "probabilities_to_ionq",
+    "to_ionq_json",
+    "to_ionq_multi_json",
+]

@@ -1,0 +1,669 @@
+"""Circuits to and from IonQ's JSON, job bodies, and IonQ result dictionaries.
+
+Everything here is driven by the gate table (:data:`qsim_core.GATES`): a
+gate's IonQ name (``ionq_name``), gate set (``gateset``), qubit arguments
+(``qubit_roles``), parameters (``param_names``, ``defaults``) and unit
+(``unit``) decide its JSON form; there is no second gate list.
+
+Wire format (see ``/work/shared/ionq-api.md`` sections 4 and 7)
+-----------------------------------------------------------------
+* A gate entry is ``{"gate": ionq_name, <qubits>, <parameters>}``.
+* Qubits: each ``"control"`` role goes to ``control`` (one) / ``controls``
+  (list); every other role to ``target`` (one) / ``targets`` (list), in the
+  table's argument order. Both spellings are read; ``target`` and ``control``
+  are written for single qubits, ``targets`` for two.
+* A single-qubit gate with one entry in ``controls`` is the table gate with
+  roles ``(control, target)`` whose matrix is the controlled form of that gate
+  (found from the matrices): ``{"gate": "x", "controls": [c], "targets": [t]}``
+  (qiskit-ionq's CNOT) reads as ``cnot(c, t)``. ``not`` is IonQ's alias of ``x``.
+* Parameters: a QIS gate's angle (unit radians) is ``rotation``. A native
+  gate's parameters (unit turns) keep their table names, and names ending in
+  a digit share one list: ``phase0``, ``phase1`` become ``phases: [p0, p1]``.
+  Trailing parameters with a table default may be omitted (MS ``angle``: 0.25).
+  cirq-ionq writes native ``zz``'s ``angle`` as ``phase``; both are read.
+* Values are written exactly as the circuit holds them (no wrapping into
+  IonQ's documented ranges), so ``from_ionq_json(to_ionq_json(c)) == c``.
+* Result keys are decimal strings of the basis index with qubit k as bit k,
+  the engine's own order, so a result dict is an index -> probability map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import qsim_core as qc
+from qsim_core.circuit import is_symbolic
+from qsim_core.gates import Gate
+
+QIS = "qis"
+NATIVE = "native"
+GATESETS = (QIS, NATIVE)
+SINGLE_CIRCUIT = "ionq.circuit.v1"
+MULTI_CIRCUIT = "ionq.multi-circuit.v1"
+#: ``input.format`` of the legacy v0.3 API
+V03_FORMAT = "ionq.circuit.v0"
+API_VERSIONS = ("v0.4", "v0.3")
+#: v0.3's documented default shot count; also used when a v0.4 body omits ``shots``
+DEFAULT_SHOTS = 100
+
+#: IonQ gate-name aliases, per gate set
+_NAME_ALIASES = {(QIS, "not"): "x"}
+#: alternative spellings of a parameter field: (gateset, ionq_name, field) -> alias (cirq-ionq's native zz)
+_FIELD_ALIASES = {(NATIVE, "zz", "angle"): "phase"}
+_QUBIT_FIELDS = ("target", "targets", "control", "controls")
+_CONTROL = "control"
+
+
+class IonQFormatError(ValueError):
+    """An IonQ JSON document is malformed or names something this package cannot run.
+
+    The message names the offending entry (``circuit[3] {...}``) or field.
+    """
+
+
+@dataclass(frozen=True)
+class _Field:
+    """Where one gate parameter lives in a JSON gate entry."""
+
+    name: str  # the JSON field
+    slot: int | None  # position in the field's list; None for a scalar field
+    width: int  # length of that list (1 for a scalar)
+
+
+def _parameter_fields(spec: Gate) -> tuple[_Field, ...]:
+    """Per parameter of ``spec``, its JSON field (see the module docstring)."""
+    placed: list[tuple[str, int | None]] = []
+    for name in spec.param_names:
+        stem = name.rstrip("0123456789")
+        if spec.unit == "radians":
+            placed.append(("rotation", None))
+        elif stem != name:
+            placed.append((stem + "s", int(name[len(stem):])))
+        else:
+            placed.append((name, None))
+    if len(set(placed)) != len(placed):  # the rules above must give each parameter its own slot
+        raise RuntimeError(f"gate {spec.name!r}: parameters {spec.param_names} do not map to distinct IonQ fields")
+    return tuple(_Field(field, slot, sum(1 for other, _ in placed if other == field)) for field, slot in placed)
+
+
+def _controlled_forms() -> dict[tuple[str, str], Gate]:
+    """(gateset, IonQ name of a 1-qubit gate) -> the table gate that is its singly controlled form."""
+    forms = {}
+    for two in qc.GATES.values():
+        if two.qubit_roles != (_CONTROL, "target"):
+            continue
+        sample = [0.3 + 0.1 * k for k in range(two.num_params)]  # generic values: equal matrices there mean equal gates
+        for one in qc.GATES.values():
+            if one.num_qubits != 1 or one.gateset != two.gateset or one.num_params != two.num_params:
+                continue
+            expected = np.eye(4, dtype=np.complex128)
+            expected[2:, 2:] = one.matrix(*sample)  # control is the first (most significant) argument
+            if np.allclose(two.matrix(*sample), expected):
+                forms[(one.gateset, one.ionq_name)] = two
+    return forms
+
+
+_FIELDS = {spec.name: _parameter_fields(spec) for spec in qc.GATES.values()}
+_BY_WIRE_NAME = {(spec.gateset, spec.ionq_name): spec for spec in qc.GATES.values()}
+_CONTROLLED = _controlled_forms()
+
+
+# --------------------------------------------------------------------------- circuits -> JSON
+
+
+def _check_gateset(gateset: str) -> None:
+    if gateset not in GATESETS:
+        raise IonQFormatError(f"gateset must be one of {GATESETS}, got {gateset!r}")
+
+
+def _parameter_vector(circuit: qc.Circuit, params: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
+    """``params`` as a finite float64 vector of at least ``circuit.num_params`` entries (None stays None).
+
+    Longer vectors are allowed so that circuits of one job can share one vector.
+    """
+    if params is None:
+        return None
+    theta = np.asarray(params, dtype=np.float64)
+    if theta.ndim != 1 or len(theta) < circuit.num_params:
+        raise IonQFormatError(f"params must be a vector of at least {circuit.num_params} values for this circuit, "
+                              f"got shape {theta.shape}")
+    if not np.isfinite(theta).all():
+        raise IonQFormatError(f"params contains a non-finite value at index {int(np.argmin(np.isfinite(theta)))}")
+    return theta
+
+
+def _gate_entry(position: int, op: qc.Operation, gateset: str, theta: np.ndarray | None) -> dict[str, Any]:
+    spec = op.gate
+    if spec.gateset != gateset:
+        hint = " (compile it first: qsim_core.to_native(circuit))" if gateset == NATIVE else ""
+        raise IonQFormatError(f"operation {position} ({op}) is a {spec.gateset!r} gate; "
+                              f"it cannot be sent with gateset {gateset!r}{hint}")
+    entry: dict[str, Any] = {"gate": spec.ionq_name}
+    controls = [q for role, q in zip(spec.qubit_roles, op.qubits, strict=True) if role == _CONTROL]
+    targets = [q for role, q in zip(spec.qubit_roles, op.qubits, strict=True) if role != _CONTROL]
+    if controls:
+        entry.update({"control": controls[0]} if len(controls) == 1 else {"controls": controls})
+    entry.update({"target": targets[0]} if len(targets) == 1 else {"targets": targets})
+    for value, field in zip(op.params, _FIELDS[spec.name], strict=True):
+        if is_symbolic(value):
+            if theta is None:
+                raise IonQFormatError(f"operation {position} ({op}) has an unbound parameter {value!r}; "
+                                      "pass params= to bind it (IonQ's JSON has no symbols)")
+            value = value.resolve(theta)
+        number = float(value)
+        if not math.isfinite(number):
+            raise IonQFormatError(f"operation {position} ({op}) binds to a non-finite value {number}")
+        if field.slot is None:
+            entry[field.name] = number
+        else:
+            entry.setdefault(field.name, [None] * field.width)[field.slot] = number
+    return entry
+
+
+def _gate_list(circuit: qc.Circuit, gateset: str, params: Sequence[float] | np.ndarray | None) -> list[dict]:
+    if not isinstance(circuit, qc.Circuit):
+        raise IonQFormatError(f"expected a qsim_core.Circuit, got {type(circuit).__name__}")
+    _check_gateset(gateset)
+    theta = _parameter_vector(circuit, params)
+    return [_gate_entry(position, op, gateset, theta) for position, op in enumerate(circuit)]
+
+
+def to_ionq_json(circuit: qc.Circuit, gateset: str = QIS, *,
+                 params: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+    """The ``input`` block of a single-circuit IonQ job for ``circuit``.
+
+    Args:
+        circuit: a circuit whose gates all belong to ``gateset`` (send a QIS
+            circuit as native by compiling it first: ``qsim_core.to_native``).
+        gateset: ``"qis"`` (angles in radians) or ``"native"`` (turns).
+        params: float vector ``(P,)``, ``P >= circuit.num_params``, that binds every
+            :class:`~qsim_core.Param`/:class:`~qsim_core.ParamSum`; required
+            when the circuit has any (IonQ's JSON has no symbols).
+
+    Returns:
+        ``{"gateset": gateset, "qubits": n, "circuit": [gate entries]}``.
+
+    Raises:
+        IonQFormatError: a gate outside ``gateset``, an unbound parameter, a
+            wrong ``params`` shape or a non-finite value.
+
+    Example:
+        >>> to_ionq_json(qc.Circuit(2).h(0).cnot(0, 1))["circuit"]
+        [{'gate': 'h', 'target': 0}, {'gate': 'cnot', 'control': 0, 'target': 1}]
+    """
+    return {"gateset": gateset, "qubits": circuit.num_qubits, "circuit": _gate_list(circuit, gateset, params)}
+
+
+def bind_batch(circuits: qc.Circuit | Sequence[qc.Circuit],
+               params: Sequence[float] | Sequence[Sequence[float]] | np.ndarray | None = None,
+               ) -> list[tuple[qc.Circuit, np.ndarray | None]]:
+    """Pair circuits with parameter vectors for a multi-circuit job.
+
+    Args:
+        circuits: one circuit or a sequence of them.
+        params: None; one vector ``(P,)`` shared by every circuit; or one
+            vector per circuit (a sequence of vectors, or a 2-D array). A single
+            circuit with a 2-D ``params[B, P]`` gives B bound copies, the usual
+            QML batch.
+
+    Returns:
+        ``[(circuit, vector or None), ...]`` in job order.
+    """
+    many = [circuits] if isinstance(circuits, qc.Circuit) else list(circuits)
+    if not many:
+        raise IonQFormatError("a job needs at least one circuit")
+    if params is None:
+        return [(c, None) for c in many]
+    if len(params) and np.ndim(params[0]) == 0:  # one vector for all
+        return [(c, np.asarray(params, dtype=np.float64)) for c in many]
+    rows = [np.asarray(row, dtype=np.float64) for row in params]
+    if len(many) == 1:
+        many = many * len(rows)
+    if len(rows) != len(many):
+        raise IonQFormatError(f"{len(many)} circuits but {len(rows)} parameter vectors")
+    return list(zip(many, rows, strict=True))
+
+
+def to_ionq_multi_json(circuits: qc.Circuit | Sequence[qc.Circuit], gateset: str = QIS, *,
+                       params: Sequence[float] | Sequence[Sequence[float]] | np.ndarray | None = None,
+                       names: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """The ``input`` block of a multi-circuit job: ``{"gateset", "qubits", "circuits": [...]}``.
+
+    ``qubits`` is the widest circuit's width (IonQ shares one register size).
+    ``circuits``/``params`` as for :func:`bind_batch`; ``names`` optionally
+    labels each circuit. Raises :class:`IonQFormatError` as :func:`to_ionq_json`.
+    """
+    bound = bind_batch(circuits, params)
+    if names is not None and len(names) != len(bound):
+        raise IonQFormatError(f"{len(bound)} circuits but {len(names)} names")
+    entries = []
+    for k, (circuit, theta) in enumerate(bound):
+        entry: dict[str, Any] = {"circuit": _gate_list(circuit, gateset, theta)}
+        if names is not None and names[k] is not None:
+            entry = {"name": names[k], **entry}
+        entries.append(entry)
+    return {"gateset": gateset, "qubits": max(c.num_qubits for c, _ in bound), "circuits": entries}
+
+
+def job_body(circuits: qc.Circuit | Sequence[qc.Circuit], *, gateset: str = QIS,
+             params: Sequence[float] | Sequence[Sequence[float]] | np.ndarray | None = None,
+             backend: str = "simulator", shots: int = 1024, name: str | None = None,
+             metadata: Mapping[str, str] | None = None, noise: Mapping[str, Any] | None = None,
+             names: Sequence[str | None] | None = None, api_version: str = "v0.4") -> dict[str, Any]:
+    """A complete ``POST /jobs`` body.
+
+    One circuit with no or 1-D ``params`` makes a single-circuit job
+    (``"type": "ionq.circuit.v1"``); a sequence of circuits, or one circuit
+    with a 2-D ``params[B, P]``, a multi-circuit job (``"ionq.multi-circuit.v1"``).
+
+    Args:
+        circuits, gateset, params, names: see :func:`to_ionq_json` and :func:`to_ionq_multi_json`.
+        backend: ``"simulator"``, ``"qpu.aria-1"``, ... (v0.3 calls the field ``target``).
+        shots: shots per circuit, >= 1.
+        name: optional job name.
+        metadata: string-valued user metadata, echoed back by the server.
+        noise: simulator noise, e.g. ``{"model": "ideal", "seed": None}``.
+        api_version: ``"v0.4"`` (the current API) or ``"v0.3"`` (legacy form:
+            ``target``, ``input.format = "ionq.circuit.v0"``, no ``type``).
+    """
+    if api_version not in API_VERSIONS:
+        raise IonQFormatError(f"api_version must be one of {API_VERSIONS}, got {api_version!r}")
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise IonQFormatError(f"shots must be a positive integer, got {shots!r}")
+    single = isinstance(circuits, qc.Circuit) and (params is None or np.ndim(params) == 1) and names is None
+    block = (to_ionq_json(circuits, gateset, params=params) if single
+             else to_ionq_multi_json(circuits, gateset, params=params, names=names))
+    body: dict[str, Any] = {}
+    if api_version == "v0.4":
+        body.update({"type": SINGLE_CIRCUIT if single else MULTI_CIRCUIT, "backend": backend})
+    else:
+        body["target"] = backend
+        block = {"format": V03_FORMAT, **block}
+    body.update({"shots": int(shots), "input": block})
+    if name is not None:
+        body["name"] = name
+    if metadata:
+        body["metadata"] = dict(metadata)
+    if noise is not None:
+        body["noise"] = dict(noise)
+    return body
+
+
+# --------------------------------------------------------------------------- JSON -> circuits
+
+
+def _describe(entry: object) -> str:
+    text = json.dumps(entry, default=repr)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _qubit_list(entry: Mapping[str, Any], one: str, many: str, label: str) -> list[int]:
+    """The qubits given by ``entry[one]`` (an int) or ``entry[many]`` (a list of ints); [] if neither."""
+    if one in entry and many in entry:
+        raise IonQFormatError(f"{label}: give either {one!r} or {many!r}, not both")
+    if one in entry:
+        values = [entry[one]]
+    elif many in entry:
+        values = entry[many]
+        if not isinstance(values, list) or not values:
+            raise IonQFormatError(f"{label}: {many!r} must be a non-empty list of qubit indices, got {values!r}")
+    else:
+        return []
+    for q in values:
+        if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+            raise IonQFormatError(f"{label}: qubit indices must be integers >= 0, got {q!r} in {one!r}/{many!r}")
+    return list(values)
+
+
+def _number(value: object, field: str, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise IonQFormatError(f"{label}: {field!r} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise IonQFormatError(f"{label}: {field!r} must be finite, got {value!r}")
+    return float(value)
+
+
+def _parameters(spec: Gate, gateset: str, entry: Mapping[str, Any], label: str) -> tuple[list[float], set[str]]:
+    """The gate's parameter values from ``entry`` and the set of fields they used."""
+    values: list[float] = []
+    used: set[str] = set()
+    first_optional = spec.num_params - len(spec.defaults)
+    for k, field in enumerate(_FIELDS[spec.name]):
+        alias = _FIELD_ALIASES.get((gateset, spec.ionq_name, field.name))
+        present = [name for name in (field.name, alias) if name is not None and name in entry]
+        if len(present) > 1:
+            raise IonQFormatError(f"{label}: give either {field.name!r} or {alias!r}, not both")
+        if not present:
+            if k < first_optional:
+                raise IonQFormatError(f"{label}: gate {spec.ionq_name!r} needs {field.name!r} in {spec.unit}")
+            values.append(spec.defaults[k - first_optional])
+            continue
+        used.add(present[0])
+        raw = entry[present[0]]
+        if field.slot is not None:
+            if not isinstance(raw, list) or len(raw) != field.width:
+                raise IonQFormatError(f"{label}: {field.name!r} must be a list of {field.width} numbers, got {raw!r}")
+            raw = raw[field.slot]
+        values.append(_number(raw, present[0], label))
+    return values, used
+
+
+def _wire_gate(name: object, gateset: str, label: str) -> Gate:
+    if not isinstance(name, str):
+        raise IonQFormatError(f"{label}: 'gate' must be a gate name, got {name!r}")
+    wire = _NAME_ALIASES.get((gateset, name), name)
+    spec = _BY_WIRE_NAME.get((gateset, wire))
+    if spec is not None:
+        return spec
+    others = [g for g in GATESETS if g != gateset and (g, _NAME_ALIASES.get((g, name), name)) in _BY_WIRE_NAME]
+    if others:
+        raise IonQFormatError(f"{label}: gate {name!r} belongs to gateset {others[0]!r}, but the circuit is "
+                              f"{gateset!r} (native and QIS gates cannot be mixed)")
+    known = sorted(n for g, n in _BY_WIRE_NAME if g == gateset)
+    raise IonQFormatError(f"{label}: unknown gate {name!r} in gateset {gateset!r}; known: {', '.join(known)}")
+
+
+def _append_gate(circuit: qc.Circuit, entry: object, gateset: str, label: str) -> None:
+    """Parse one gate entry and append it to ``circuit``."""
+    if not isinstance(entry, dict):
+        raise IonQFormatError(f"{label}: a gate entry must be an object, got {entry!r}")
+    label = f"{label} {_describe(entry)}"
+    spec = _wire_gate(entry.get("gate"), gateset, label)
+    controls = _qubit_list(entry, "control", "controls", label)
+    targets = _qubit_list(entry, "target", "targets", label)
+    if controls and _CONTROL not in spec.qubit_roles:
+        controlled = _CONTROLLED.get((gateset, spec.ionq_name))
+        if controlled is None or len(controls) != 1:
+            supported = ", ".join(f"{name} (one control)" for _, name in _CONTROLLED) or "none"
+            raise IonQFormatError(f"{label}: gate {spec.ionq_name!r} with {len(controls)} control(s) is not "
+                                  f"supported; controlled forms supported: {supported}")
+        spec = controlled
+    n_controls = spec.qubit_roles.count(_CONTROL)
+    if len(controls) != n_controls or len(targets) != spec.num_qubits - n_controls:
+        raise IonQFormatError(f"{label}: gate {spec.ionq_name!r} takes {n_controls} control and "
+                              f"{spec.num_qubits - n_controls} target qubit(s) ({', '.join(spec.qubit_roles)}), "
+                              f"got {len(controls)} and {len(targets)}")
+    queues = {True: iter(controls), False: iter(targets)}
+    qubits = [next(queues[role == _CONTROL]) for role in spec.qubit_roles]
+    values, used = _parameters(spec, gateset, entry, label)
+    unknown = sorted(set(entry) - {"gate", *_QUBIT_FIELDS} - used)
+    if unknown:
+        expected = sorted({field.name for field in _FIELDS[spec.name]}) or ["none"]
+        raise IonQFormatError(f"{label}: unexpected field(s) {unknown} for gate {spec.ionq_name!r} "
+                              f"(its parameter fields: {', '.join(expected)}; unit: {spec.unit or 'none'})")
+    try:
+        circuit.append(spec.name, qubits, values)
+    except qc.CircuitError as error:
+        raise IonQFormatError(f"{label}: {error}") from None
+
+
+def _qubit_count(block: Mapping[str, Any], label: str) -> int:
+    qubits = block.get("qubits")
+    if isinstance(qubits, bool) or not isinstance(qubits, int) or qubits < 1:
+        raise IonQFormatError(f"{label}'qubits' must be an integer >= 1, got {qubits!r}")
+    return qubits
+
+
+def _gateset_of(block: Mapping[str, Any], default: str, label: str) -> str:
+    gateset = block.get("gateset", default)
+    if gateset not in GATESETS:
+        raise IonQFormatError(f"{label}'gateset' must be one of {GATESETS}, got {gateset!r}")
+    return gateset
+
+
+def _circuit_from(gates: object, qubits: int, gateset: str, label: str) -> qc.Circuit:
+    if not isinstance(gates, list):
+        raise IonQFormatError(f"{label}'circuit' must be a list of gate entries, got {type(gates).__name__}")
+    circuit = qc.Circuit(qubits)
+    for position, entry in enumerate(gates):
+        _append_gate(circuit, entry, gateset, f"{label}circuit[{position}]")
+    return circuit
+
+
+def from_ionq_json(input_block: Mapping[str, Any]) -> qc.Circuit:
+    """Parse the ``input`` block of a single-circuit job into a circuit.
+
+    Accepts every variant the official clients and IonQ's docs write (see the
+    module docstring): ``target``/``targets``, ``control``/``controls``,
+    ``cnot`` or ``x`` with one control, ``not``, native ``zz`` with ``angle``
+    or ``phase``, MS without ``angle``, and the v0.3 ``format`` field.
+
+    Returns:
+        A circuit on ``input_block["qubits"]`` qubits with constant parameters.
+
+    Raises:
+        IonQFormatError: naming the offending entry, for an unknown gate, a
+            gate from the other gate set, missing/extra/duplicate qubit or
+            parameter fields, a qubit out of range, a non-finite number.
+    """
+    if isinstance(input_block, Mapping) and "circuits" in input_block:
+        raise IonQFormatError("input holds a multi-circuit 'circuits' list; use parse_input for it")
+    return parse_input(input_block)[0][1]
+
+
+def parse_input(input_block: Mapping[str, Any]) -> list[tuple[str | None, qc.Circuit]]:
+    """Parse a single- or multi-circuit ``input`` block into ``[(name, circuit), ...]``.
+
+    A multi-circuit block shares ``qubits``; each circuit may override
+    ``gateset`` (v0.3 docs). Raises :class:`IonQFormatError` as :func:`from_ionq_json`.
+    """
+    if not isinstance(input_block, Mapping):
+        raise IonQFormatError(f"'input' must be an object, got {type(input_block).__name__}")
+    fmt = input_block.get("format", V03_FORMAT)
+    if fmt != V03_FORMAT:
+        raise IonQFormatError(f"input 'format' {fmt!r} is not supported (only {V03_FORMAT!r} gate lists)")
+    qubits = _qubit_count(input_block, "input ")
+    gateset = _gateset_of(input_block, QIS, "input ")
+    if ("circuit" in input_block) == ("circuits" in input_block):
+        raise IonQFormatError("input needs exactly one of 'circuit' (a gate list) or 'circuits' (a list of circuits)")
+    if "circuit" in input_block:
+        return [(None, _circuit_from(input_block["circuit"], qubits, gateset, ""))]
+    entries = input_block["circuits"]
+    if not isinstance(entries, list) or not entries:
+        raise IonQFormatError(f"input 'circuits' must be a non-empty list, got {entries!r}")
+    parsed = []
+    for k, entry in enumerate(entries):
+        label = f"circuits[{k}]."
+        if not isinstance(entry, dict):
+            raise IonQFormatError(f"{label[:-1]} must be an object with a 'circuit' list, got {entry!r}")
+        name = entry.get("name")
+        if name is not None and not isinstance(name, str):
+            raise IonQFormatError(f"{label}name must be a string, got {name!r}")
+        parsed.append((name, _circuit_from(entry.get("circuit"), qubits, _gateset_of(entry, gateset, label), label)))
+    return parsed
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated ``POST /jobs`` body (either API version).
+
+    Attributes:
+        api_version: ``"v0.4"`` or ``"v0.3"`` (detected from the body's shape).
+        multi: a multi-circuit job (children, aggregated results).
+        backend: ``"simulator"``, ``"qpu.aria-1"``, ...
+        shots: shots per circuit, >= 1 (an int or a numeric string on the wire).
+        gateset: the input's gate set.
+        qubits: register width shared by every circuit.
+        circuits: ``(name or None, circuit)`` per circuit, in submission order.
+        name: job name or None.
+        metadata: user metadata, echoed verbatim.
+        noise: the ``noise`` object or None.
+        settings: the ``settings`` object or None.
+        dry_run: compile only.
+        session_id: session or None.
+    """
+
+    api_version: str
+    multi: bool
+    backend: str
+    shots: int
+    gateset: str
+    qubits: int
+    circuits: tuple[tuple[str | None, qc.Circuit], ...]
+    name: str | None
+    metadata: dict[str, Any]
+    noise: dict[str, Any] | None
+    settings: dict[str, Any] | None
+    dry_run: bool
+    session_id: str | None
+
+
+def _optional(body: Mapping[str, Any], field: str, kind: type, default: Any = None) -> Any:
+    value = body.get(field, default)
+    if value is not None and not isinstance(value, kind):
+        raise IonQFormatError(f"{field!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _shots(value: object) -> int:
+    """``shots`` as an int: qiskit sends an int, cirq-ionq a numeric string."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise IonQFormatError(f"'shots' must be a positive integer (or its decimal string), got {value!r}")
+    return value
+
+
+def parse_job_body(body: object) -> JobRequest:
+    """Validate a ``POST /jobs`` body of either API version.
+
+    v0.3 bodies are recognised by ``target`` or ``input.format``
+    (``"ionq.circuit.v0"``); v0.4 ones by ``type``/``backend``. A missing
+    ``type`` is inferred from the input (``circuit`` vs ``circuits``).
+
+    Raises:
+        IonQFormatError: a wrong field, an unsupported job type, or any
+            circuit error (see :func:`from_ionq_json`).
+    """
+    if not isinstance(body, dict):
+        raise IonQFormatError(f"the job body must be a JSON object, got {type(body).__name__}")
+    block = body.get("input")
+    if not isinstance(block, dict):
+        raise IonQFormatError("the job needs an 'input' object with the circuit(s)")
+    legacy = "target" in body or "format" in block
+    if legacy and ("backend" in body or "type" in body):
+        raise IonQFormatError("mixed API versions: v0.3 'target'/'input.format' with v0.4 'backend'/'type'")
+    multi = "circuits" in block
+    kind = body.get("type", MULTI_CIRCUIT if multi else SINGLE_CIRCUIT)
+    if kind not in (SINGLE_CIRCUIT, MULTI_CIRCUIT):
+        raise IonQFormatError(f"job type {kind!r} is not supported; use {SINGLE_CIRCUIT!r} or {MULTI_CIRCUIT!r}")
+    if (kind == MULTI_CIRCUIT) != multi:
+        raise IonQFormatError(f"job type {kind!r} does not match its input "
+                              f"({'a circuits list' if multi else 'a single circuit'})")
+    backend = body.get("target", "simulator") if legacy else body.get("backend")
+    if not isinstance(backend, str) or not backend:
+        raise IonQFormatError(f"{'target' if legacy else 'backend'!r} must be a backend name, got {backend!r}")
+    metadata = _optional(body, "metadata", dict, {})
+    return JobRequest(
+        api_version="v0.3" if legacy else "v0.4",
+        multi=multi,
+        backend=backend,
+        shots=_shots(body.get("shots", DEFAULT_SHOTS)),
+        gateset=_gateset_of(block, QIS, "input "),
+        qubits=_qubit_count(block, "input "),
+        circuits=tuple(parse_input(block)),
+        name=_optional(body, "name", str),
+        metadata=dict(metadata),
+        noise=_optional(body, "noise", dict),
+        settings=_optional(body, "settings", dict),
+        dry_run=bool(_optional(body, "dry_run", bool, False)),
+        session_id=_optional(body, "session_id", str),
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+def probabilities_to_ionq(probabilities: np.ndarray, cutoff: float = 1e-14) -> dict[str, float]:
+    """IonQ's result form of a probability vector: ``{"<basis index>": p}``, zeros omitted.
+
+    Args:
+        probabilities: float ``(2**n,)``, index bit k is qubit k (the engine's order).
+        cutoff: probabilities at or below this are omitted (the rounding noise
+            of a double-precision state is about 1e-32; IonQ lists only non-zero states).
+    """
+    vector = np.asarray(probabilities, dtype=np.float64)
+    indices = np.flatnonzero(vector > cutoff)
+    return {str(int(k)): float(vector[k]) for k in indices}
+
+
+def _result_items(result: Mapping[str, Any], num_qubits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64, values float64) of an IonQ result dict, validated."""
+    if not isinstance(result, Mapping):
+        raise IonQFormatError(f"a result must be an object of basis index -> value, got {type(result).__name__}")
+    size = 1 << num_qubits
+    indices, values = [], []
+    for key, value in result.items():
+        if not isinstance(key, str) or not key.isdigit() or int(key) >= size:
+            raise IonQFormatError(f"result key {key!r} is not a basis index of {num_qubits} qubits (0..{size - 1})")
+        number = _number(value, key, "result")
+        if number < 0:
+            raise IonQFormatError(f"result value for {key!r} is negative: {number}")
+        indices.append(int(key))
+        values.append(number)
+    return np.asarray(indices, dtype=np.int64), np.asarray(values, dtype=np.float64)
+
+
+def probabilities_from_ionq(result: Mapping[str, Any], num_qubits: int) -> np.ndarray:
+    """The engine's probability vector from an IonQ result dict.
+
+    Args:
+        result: ``{"<basis index>": p}`` (IonQ's little-endian keys: qubit k is bit k).
+        num_qubits: register width n.
+
+    Returns:
+        float64 ``(2**n,)``, the same layout as ``qsim_core.Simulator.probabilities``.
+    """
+    indices, values = _result_items(result, num_qubits)
+    vector = np.zeros(1 << num_qubits)
+    vector[indices] = values
+    return vector
+
+
+def counts_from_ionq(result: Mapping[str, Any], num_qubits: int, shots: int, *, sample: bool = False,
+                     seed: int | None = None) -> dict[int, int]:
+    """Counts keyed by basis index (as ``qsim_core.Simulator.counts``) from an IonQ result dict.
+
+    Args:
+        result: ``{"<basis index>": p}``.
+        num_qubits: register width n.
+        shots: number of shots.
+        sample: False for QPU and noisy-simulator results, which are already
+            ``counts / shots`` (rounded back to counts, as the official
+            clients do); True for the ideal simulator's exact probabilities,
+            from which ``shots`` outcomes are drawn (multinomial).
+        seed: seed of the draw when ``sample`` is True.
+    """
+    indices, values = _result_items(result, num_qubits)
+    if sample:
+        drawn = np.random.default_rng(seed).multinomial(shots, values / values.sum())
+    else:
+        drawn = np.rint(values * shots).astype(np.int64)
+    return {int(k): int(n) for k, n in zip(indices, drawn, strict=True) if n}
+
+
+__all__ = [
+    "GATESETS",
+    "MULTI_CIRCUIT",
+    "NATIVE",
+    "QIS",
+    "SINGLE_CIRCUIT",
+    "IonQFormatError",
+    "JobRequest",
+    "bind_batch",
+    "counts_from_ionq",
+    "from_ionq_json",
+    "job_body",
+    "parse_input",
+    "parse_job_body",
+    "probabilities_from_ionq",
+    "probabilities_to_ionq",
+    "to_ionq_json",
+    "to_ionq_multi_json",
+]
