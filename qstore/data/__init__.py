@@ -1,0 +1,42 @@
+"""Datasets for the hybrid models: PetImages folders, seed-shaped synthetic images, scikit-learn's digits.
+
+Every source returns a :class:`Split` of two :class:`Dataset` objects (train
+and validation) with the same interface: ``len``, ``labels [N]``,
+``load(indices)``, ``batches(rng, batch_size=32)`` (one reshuffled epoch) and
+``arrays(transform)``. :class:`Preprocessor` turns images into circuit angles,
+fitted on the training split only.
+
+Example:
+    >>> import numpy as np
+    >>> from qstore.data import Preprocessor, synthetic
+    >>> split = synthetic(40, 10, seed=0, image_size=(36, 36))
+    >>> prep = Preprocessor(n_features=8, block=2).fit(split.train)
+    >>> x_train, y_train, x_val, y_val = split.arrays(prep.transform)
+    >>> x_train.shape, x_val.shape, bool(x_train.min() >= 0 and x_train.max() <= np.pi)
+    ((40, 8), (10, 8), True)
+"""
+
+from .base import BATCH_SIZE, IMAGE_DTYPES, SEED_IMAGE_SIZE, ArrayDataset, DataError, Dataset, Split, stratified_split
+from .petimages import ImageFiles, decode_image, index_folder, load_petimages
+from .preprocess import Preprocessor
+from .sklearn_digits import digits
+from .synthetic_images import SyntheticImages, synthetic
+
+__all__ = [
+    "BATCH_SIZE",
+    "IMAGE_DTYPES",
+    "SEED_IMAGE_SIZE",
+    "ArrayDataset",
+    "DataError",
+    "Dataset",
+    "ImageFiles",
+    "Preprocessor",
+    "Split",
+    "SyntheticImages",
+    "decode_image",
+    "digits",
+    "index_folder",
+    "load_petimages",
+    "stratified_split",
+    "synthetic",
+]

@@ -1,0 +1,144 @@
+"""Seed-shaped synthetic images: two classes that a small model can learn only in part.
+
+The real PetImages set cannot be downloaded here, so this is the default data
+of the seed workload: 180x180 RGB images, two balanced classes. Every image
+is a striped, roughly elliptical object, brighter on average than its plain
+background, plus Gaussian pixel noise. Background colour, object colour,
+position, size, tilt, stripe frequency, phase and contrast are random with
+the same distribution for both classes; three things depend on the class,
+each with distributions that overlap between the classes:
+
+* the object's colour: red shifted by -TINT (class 0) or +TINT (class 1) and
+  blue by the opposite, on top of a uniform random colour in [0.4, 1];
+* its shape: log(height / width) ~ N(-ASPECT or +ASPECT, 0.5), tilted by
+  N(0, 0.25 rad), so class 0 tends to be wide and class 1 tall;
+* its stripes: they run diagonally one way or the other, their normal at
+  about -45 degrees (class 0) or +45 degrees (class 1), standard deviation
+  35 degrees.
+
+Colour and shape leave a partial trace in a linear projection of the pixels;
+the stripes average out under any linear map because their phase is random,
+so using them takes a nonlinear, texture-sensitive model. Measured (seed 0,
+800 training and 400 validation images, 10x10-pixel block averages): a
+logistic regression on 8 principal components reaches 0.74 validation
+accuracy, on 32 components 0.77. The scene scales with the image: at 36x36
+pixels with 2x2 blocks (1,600 training images) the same gives 0.73 and 0.75.
+Images are rendered when loaded, from a few numbers per sample (a few
+milliseconds per 180x180 image).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import SEED_IMAGE_SIZE, Dataset, Split, check_count, check_image_dtype, check_image_size, to_image_dtype
+
+#: samples rendered at once inside :meth:`SyntheticImages.load` (bounds the float32 scratch memory)
+_RENDER_CHUNK = 64
+#: standard deviation of the Gaussian pixel noise (unit intensity scale)
+NOISE = 0.1
+#: class-dependent shift of the object's red (+) and blue (-) channels: -TINT for class 0, +TINT for class 1
+TINT = 0.1
+#: mean log aspect ratio (height / width) of the object: -ASPECT for class 0, +ASPECT for class 1
+ASPECT = 0.5
+
+
+class SyntheticImages(Dataset):
+    """Synthetic images rendered on demand from per-sample parameters.
+
+    Args:
+        labels: class of every sample ``[N]`` (0 or 1).
+        rng: draws every sample's parameters, including its noise seed.
+        image_size: ``(height, width)`` in pixels.
+        dtype: ``"uint8"`` (0..255) or ``"float32"`` ([0, 1]).
+    """
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator,
+                 image_size: tuple[int, int] = SEED_IMAGE_SIZE, dtype: str = "uint8") -> None:
+        super().__init__(labels)
+        check_image_dtype(dtype)
+        self.image_size = check_image_size(image_size)
+        self.dtype = dtype
+        n = len(self.labels)
+        sign = 2.0 * self.labels - 1.0  # -1 for class 0, +1 for class 1
+        # positions and sizes in units of the image's width/height, so any resolution shows the same scene
+        self._background = rng.uniform(0.05, 0.6, (n, 3))
+        tint = TINT * sign[:, np.newaxis] * np.array([1.0, 0.0, -1.0])
+        self._foreground = np.clip(rng.uniform(0.4, 1.0, (n, 3)) + tint, 0.0, 1.0)
+        self._center = rng.uniform(0.35, 0.65, (n, 2))
+        log_aspect = rng.normal(ASPECT * sign, 0.5)
+        radius = rng.uniform(0.12, 0.22, n)
+        self._radii = np.stack([radius * np.exp(-log_aspect / 2), radius * np.exp(log_aspect / 2)], axis=1)
+        self._tilt = rng.normal(0.0, 0.25, n)
+        self._stripe_angle = rng.normal(sign * np.pi / 4, np.deg2rad(35.0))
+        self._frequency = rng.uniform(4.0, 10.0, n)  # stripes per image width
+        self._phase = rng.uniform(0.0, 2 * np.pi, n)
+        self._contrast = rng.uniform(0.3, 0.9, n)
+        self._noise_seed = rng.integers(0, 2**63, n)
+
+    def load(self, indices: np.ndarray) -> np.ndarray:
+        """Rendered images ``[B, height, width, 3]``; the same index always gives the same image."""
+        indices = np.asarray(indices, dtype=np.int64)
+        chunks = [self._render(indices[k:k + _RENDER_CHUNK]) for k in range(0, len(indices), _RENDER_CHUNK)]
+        images = np.concatenate(chunks) if chunks else np.empty((0, *self.image_size, 3), np.float32)
+        return to_image_dtype(images, self.dtype)
+
+    def _render(self, rows: np.ndarray) -> np.ndarray:
+        height, width = self.image_size
+        y = ((np.arange(height, dtype=np.float32) + 0.5) / height)[None, :, None]
+        x = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, None, :]
+
+        def column(values: np.ndarray) -> np.ndarray:  # per-sample value broadcast over [B, H, W]
+            return values[rows, None, None].astype(np.float32)
+
+        du = x - column(self._center[:, 0])
+        dv = y - column(self._center[:, 1])
+        cos_t, sin_t = np.cos(column(self._tilt)), np.sin(column(self._tilt))
+        along = (du * cos_t + dv * sin_t) / column(self._radii[:, 0])
+        across = (dv * cos_t - du * sin_t) / column(self._radii[:, 1])
+        # a super-Gaussian exp(-r^4): nearly flat inside, falling from 0.9 to 0.1 between 0.57 and 1.23 radii
+        mask = np.exp(-((along ** 2 + across ** 2) ** 2))[..., None]
+        angle = column(self._stripe_angle)
+        wave = np.sin(2 * np.pi * column(self._frequency) * (du * np.cos(angle) + dv * np.sin(angle))
+                      + column(self._phase))
+        shade = (1.0 - column(self._contrast) * 0.5 * (1.0 + wave))[..., None]
+        rgb = (self._background[rows, None, None, :] * (1.0 - mask)
+               + self._foreground[rows, None, None, :] * shade * mask).astype(np.float32)
+        for row, seed in enumerate(self._noise_seed[rows]):
+            rgb[row] += NOISE * np.random.default_rng(seed).standard_normal(rgb.shape[1:], dtype=np.float32)
+        return np.clip(rgb, 0.0, 1.0)
+
+
+def synthetic(n_train: int = 800, n_val: int = 200, seed: int = 0, *,
+              image_size: tuple[int, int] = SEED_IMAGE_SIZE, dtype: str = "uint8") -> Split:
+    """The seed workload's default data: synthetic, balanced, deterministic by ``seed``.
+
+    The two splits are drawn independently (no image is in both) and each is
+    balanced: ``n // 2`` samples of each class, the odd one out in class 0.
+    The training split depends only on ``seed`` and ``n_train``, not on ``n_val``.
+
+    Args:
+        n_train, n_val: split sizes (the seed workload: 800 and 200).
+        seed: the same seed gives the same images and labels.
+        image_size: ``(height, width)`` in pixels; the scene scales with it.
+        dtype: ``"uint8"`` (0..255) or ``"float32"`` ([0, 1]).
+
+    Returns:
+        A :class:`Split` of :class:`SyntheticImages` ``[height, width, 3]``,
+        class names ``("class 0", "class 1")``.
+
+    Example:
+        >>> split = synthetic(8, 4, seed=1, image_size=(36, 36))
+        >>> images, labels = split.train.arrays()
+        >>> images.shape, images.dtype, labels.tolist()
+        ((8, 36, 36, 3), dtype('uint8'), [0, 1, 1, 1, 0, 1, 0, 0])
+    """
+    train_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+
+    def split(n: int, rng: np.random.Generator) -> SyntheticImages:
+        labels = rng.permutation(np.arange(n) % 2 == 1).astype(np.int64)  # balanced, in random order
+        return SyntheticImages(labels, rng, image_size, dtype)
+
+    check_count("n_train", n_train, minimum=1)
+    check_count("n_val", n_val, minimum=0)
+    return Split(split(n_train, train_rng), split(n_val, val_rng), ("class 0", "class 1"))
