@@ -49,15 +49,14 @@ def decode_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     return np.asarray(rgb.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def unreadable_reason(path: Path, image_size: tuple[int, int]) -> str | None:
-    """Why ``path`` cannot be used as an image (None if it decodes): a full decode, as loading does."""
+def _decode_or_reason(path: Path, image_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """``(image, "")`` as :func:`decode_image` returns it, or ``(None, why it cannot be decoded)``."""
     try:
         if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        decode_image(path, image_size)
+            return None, "empty file (0 bytes)"
+        return decode_image(path, image_size), ""
     except Exception as error:  # a corrupt file can make Pillow raise almost anything
-        return f"{type(error).__name__}: {error}"
-    return None
+        return None, f"{type(error).__name__}: {error}"
 
 
 class ImageFiles(Dataset):
@@ -89,11 +88,10 @@ class ImageFiles(Dataset):
         """
         images = np.empty((len(indices), *self.image_size, 3), dtype=np.uint8)
         for row, index in enumerate(indices):
-            path = self.paths[index]
-            try:
-                images[row] = decode_image(path, self.image_size)
-            except Exception as error:  # any decoder failure means the same: unusable file
-                raise DataError(f"cannot decode {path}: {type(error).__name__}: {error}") from error
+            image, reason = _decode_or_reason(self.paths[index], self.image_size)
+            if image is None:
+                raise DataError(f"cannot decode {self.paths[index]}: {reason}")
+            images[row] = image
         return to_image_dtype(images, self.dtype)
 
 
@@ -170,11 +168,11 @@ def load_petimages(root: str | Path, n_train: int = 800, n_val: int = 200, seed:
     paths, labels = index_folder(root, classes)
     skipped: list[tuple[Path, str]] = []
 
-    def usable(index: int) -> bool:
-        reason = unreadable_reason(paths[index], image_size)
-        if reason is not None:
+    def usable(index: int) -> bool:  # a full decode, as loading does, so a file that passes loads later
+        image, reason = _decode_or_reason(paths[index], image_size)
+        if image is None:
             skipped.append((paths[index], reason))
-        return reason is None
+        return image is not None
 
     try:
         train, val = stratified_split(labels, n_train, n_val, seed, class_names=classes, usable=usable)
