@@ -2,6 +2,10 @@
 
 * :mod:`qstore.ionq.serialize`: :func:`to_ionq_json` / :func:`from_ionq_json`
   (driven by the gate table), job bodies, IonQ result dicts <-> arrays.
+* :mod:`qstore.ionq.server`: the local server (``serve``, ``main`` for the
+  command line, ``running_server`` for tests), with its SQLite job store
+  (:mod:`qstore.ionq.jobstore`) and latency profiles (:mod:`qstore.ionq.latency`).
+  Imported on demand: it needs starlette and uvicorn.
 """
 
 from .serialize import (

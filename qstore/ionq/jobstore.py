@@ -1,0 +1,291 @@
+"""The local server's job store: one SQLite file (WAL), durable before a job is acknowledged.
+
+Guarantees the server builds on:
+
+* **Never lost.** A job row is committed before ``POST /jobs`` answers, so a
+  job the client saw accepted survives a crash or ``kill -9``;
+  :meth:`JobStore.recover` hands every unfinished job back to the runner on
+  the next start. That commit is also flushed to disk (``synchronous=FULL``:
+  it survives power loss); later transitions use WAL's ``NORMAL`` (they
+  survive a process crash, and one lost to a power cut only makes the job run
+  again), which keeps a job's bookkeeping cheap.
+* **Never run twice.** A run first *claims* the job (``ready -> started``,
+  ``attempts + 1``) and may only finish it while it still holds that claim
+  (same status and attempt), in one transaction with its children, so a
+  cancel, delete or restart in between discards the stale result instead of
+  overwriting anything. One server per database file is enforced by an
+  exclusive ``flock`` on ``<db>.lock`` (released by the kernel on a crash),
+  which is what makes re-queueing ``started`` jobs at start-up safe.
+* **Isolation.** Every read and write of a client's job is filtered by its
+  owner (a SHA-256 digest of its API key; keys themselves are never stored).
+
+Multi-circuit jobs are a parent row plus one child row per circuit; children
+share the parent's status and are finished in the parent's transaction.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: statuses of a job that still has to run
+PENDING = ("submitted", "ready", "started")
+#: statuses after which nothing changes (deleted rows are removed instead)
+TERMINAL = ("completed", "failed", "canceled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- submission order
+    id TEXT UNIQUE NOT NULL,
+    owner TEXT NOT NULL,                     -- sha256 hex of the API key
+    parent TEXT,                             -- parent job id (children of multi-circuit jobs)
+    position INTEGER,                        -- index of a child's circuit in the parent's input
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,                   -- JSON: what GET /jobs/{id} reports besides the state
+    request TEXT,                            -- JSON body of POST /jobs (top-level jobs only)
+    idempotency_key TEXT,
+    request_hash TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,     -- claims so far (> 1 only after a restart)
+    result TEXT,                             -- JSON probabilities (children and single jobs)
+    failure TEXT,                            -- JSON {"code", "error"}
+    warnings TEXT,                           -- JSON list of messages
+    execution_ms INTEGER,
+    submitted_at REAL NOT NULL,              -- Unix seconds
+    started_at REAL,
+    completed_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+"""
+
+_COLUMNS = ("seq, id, owner, parent, position, status, summary, request_hash, attempts, result, failure, warnings, "
+            "execution_ms, submitted_at, started_at, completed_at")
+
+
+class StoreLockedError(RuntimeError):
+    """Another server process already uses this database file."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One stored job (a top-level job or a child of a multi-circuit job).
+
+    Attributes:
+        seq: submission order (also the list cursor).
+        id: job id (a UUID string).
+        owner: SHA-256 hex digest of the submitting API key.
+        parent: the parent's id for a child, else None.
+        position: a child's circuit index, else None.
+        status: one of :data:`PENDING` or :data:`TERMINAL`.
+        summary: JSON-ready fields fixed at submission (type, name, backend, shots, stats, metadata...).
+        request_hash: SHA-256 of the request body, for idempotent resubmission.
+        attempts: how many runs claimed it.
+        result: JSON text of the probabilities (``{"<index>": p}``) once completed.
+        failure: ``{"code", "error"}`` once failed.
+        warnings: messages for the client (``warning.messages``).
+        execution_ms: simulation wall time in milliseconds.
+        submitted_at, started_at, completed_at: Unix seconds or None.
+    """
+
+    seq: int
+    id: str
+    owner: str
+    parent: str | None
+    position: int | None
+    status: str
+    summary: dict[str, Any]
+    request_hash: str | None
+    attempts: int
+    result: str | None
+    failure: dict[str, str] | None
+    warnings: list[str]
+    execution_ms: int | None
+    submitted_at: float
+    started_at: float | None
+    completed_at: float | None
+
+    @classmethod
+    def _from(cls, row: tuple) -> JobRow:
+        (seq, job_id, owner, parent, position, status, summary, request_hash, attempts, result, failure, warnings,
+         execution_ms, submitted_at, started_at, completed_at) = row
+        return cls(seq, job_id, owner, parent, position, status, json.loads(summary), request_hash, attempts, result,
+                   json.loads(failure) if failure else None, json.loads(warnings) if warnings else [], execution_ms,
+                   submitted_at, started_at, completed_at)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run's hold on a job: finish it with the same attempt number."""
+
+    job_id: str
+    attempt: int
+    request: str  # the POST body, JSON text
+
+
+class JobStore:
+    """Jobs in one SQLite database file; use from one thread (the server's event loop).
+
+    Args:
+        path: database file (created if missing); ``<path>.lock`` guards it.
+
+    Raises:
+        StoreLockedError: another live process holds the lock.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._lock = open(f"{self.path}.lock", "a")  # held (and locked) for the store's lifetime
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreLockedError(f"{self.path} is in use by another server process") from None
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database and release the lock."""
+        self._db.close()
+        self._lock.close()
+
+    # ------------------------------------------------------------------ create and read
+
+    def create(self, owner: str, job_id: str, summary: dict[str, Any], request: str, request_hash: str,
+               idempotency_key: str | None, children: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+        """Store a new job (status ``submitted``) and its children, committed when this returns."""
+        now = time.time()
+        self._db.execute("PRAGMA synchronous=FULL")  # acceptance is the one commit that must reach the disk
+        with self._db:
+            self._db.execute(
+                "INSERT INTO jobs (id, owner, status, summary, request, request_hash, idempotency_key, submitted_at)"
+                " VALUES (?, ?, 'submitted', ?, ?, ?, ?, ?)",
+                (job_id, owner, json.dumps(summary), request, request_hash, idempotency_key, now))
+            self._db.executemany(
+                "INSERT INTO jobs (id, owner, parent, position, status, summary, submitted_at)"
+                " VALUES (?, ?, ?, ?, 'submitted', ?, ?)",
+                [(child_id, owner, job_id, k, json.dumps(child), now) for k, (child_id, child) in enumerate(children)])
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def get(self, owner: str, job_id: str) -> JobRow | None:
+        """The job if it exists and belongs to ``owner``."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
+        return JobRow._from(row) if row else None
+
+    def by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
+        """The owner's job created with this idempotency key, if any."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                               (owner, key)).fetchone()
+        return JobRow._from(row) if row else None
+
+    def children(self, parent_id: str) -> list[JobRow]:
+        """A multi-circuit job's children in circuit order."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE parent = ? ORDER BY position", (parent_id,))
+        return [JobRow._from(row) for row in rows]
+
+    def list(self, owner: str, status: str | None, limit: int, before: int | None) -> list[JobRow]:
+        """The owner's top-level jobs, newest first, with ``seq < before`` if given."""
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE owner = ? AND parent IS NULL"
+        args: list[Any] = [owner]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
+        return [JobRow._from(row) for row in rows]
+
+    # ------------------------------------------------------------------ the run's transitions
+
+    def _set_family(self, job_id: str, sets: str, args: Sequence[Any], where: str, where_args: Sequence[Any]) -> bool:
+        """Update a job and its children if the job matches ``where``; True if it did."""
+        with self._db:
+            changed = self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND {where}",
+                                       (*args, job_id, *where_args)).rowcount
+            if changed:
+                self._db.execute(f"UPDATE jobs SET {sets} WHERE parent = ?", (*args, job_id))
+        return bool(changed)
+
+    def mark_ready(self, job_id: str) -> bool:
+        """``submitted -> ready`` (accepted into the queue)."""
+        return self._set_family(job_id, "status = 'ready'", (), "status = 'submitted'", ())
+
+    def claim(self, job_id: str) -> Claim | None:
+        """``submitted|ready -> started`` with a new attempt number; None if the job is gone or not pending."""
+        with self._db:
+            row = self._db.execute(
+                "UPDATE jobs SET status = 'started', started_at = ?, attempts = attempts + 1"
+                " WHERE id = ? AND parent IS NULL AND status IN ('submitted', 'ready')"
+                " RETURNING attempts, request", (time.time(), job_id)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE jobs SET status = 'started', started_at = ? WHERE parent = ?",
+                             (time.time(), job_id))
+        return Claim(job_id, row[0], row[1])
+
+    def complete(self, claim: Claim, results: Sequence[str], execution_ms: int, warnings: Sequence[str]) -> bool:
+        """Finish a claimed job with one result (JSON text) per circuit; False if the claim was lost.
+
+        A single-circuit job keeps its result itself; a multi-circuit job's
+        results go to its children, in circuit order.
+        """
+        now = time.time()
+        with self._db:
+            multi = self._db.execute("SELECT 1 FROM jobs WHERE parent = ? LIMIT 1", (claim.job_id,)).fetchone()
+            finished = self._db.execute(
+                "UPDATE jobs SET status = 'completed', completed_at = ?, execution_ms = ?, warnings = ?, result = ?"
+                " WHERE id = ? AND status = 'started' AND attempts = ?",
+                (now, execution_ms, json.dumps(list(warnings)), None if multi else results[0], claim.job_id,
+                 claim.attempt)).rowcount
+            if finished and multi:
+                self._db.executemany(
+                    "UPDATE jobs SET status = 'completed', completed_at = ?, execution_ms = ?, result = ?"
+                    " WHERE parent = ? AND position = ?",
+                    [(now, execution_ms, result, claim.job_id, k) for k, result in enumerate(results)])
+        return bool(finished)
+
+    def fail(self, claim: Claim, code: str, message: str) -> bool:
+        """Mark a claimed job (and its children) failed; False if the claim was lost."""
+        failure = json.dumps({"code": code, "error": message})
+        return self._set_family(claim.job_id, "status = 'failed', failure = ?, completed_at = ?",
+                                (failure, time.time()), "status = 'started' AND attempts = ?", (claim.attempt,))
+
+    # ------------------------------------------------------------------ client actions
+
+    def cancel(self, owner: str, job_id: str) -> bool:
+        """Cancel the owner's pending top-level job and its children; False if it was not pending."""
+        return self._set_family(job_id, "status = 'canceled', completed_at = ?", (time.time(),),
+                                "owner = ? AND parent IS NULL AND status IN ('submitted', 'ready', 'started')",
+                                (owner,))
+
+    def delete(self, owner: str, job_id: str) -> bool:
+        """Remove the owner's top-level job and its children; False if there was none."""
+        with self._db:
+            deleted = self._db.execute("DELETE FROM jobs WHERE id = ? AND owner = ? AND parent IS NULL",
+                                       (job_id, owner)).rowcount
+            if deleted:
+                self._db.execute("DELETE FROM jobs WHERE parent = ?", (job_id,))
+        return bool(deleted)
+
+    def recover(self) -> list[str]:
+        """Ids of the top-level jobs left unfinished by a previous process, oldest first.
+
+        ``started`` ones go back to ``ready``: their run died with that
+        process (the lock guarantees no other process is running them).
+        """
+        with self._db:
+            self._db.execute("UPDATE jobs SET status = 'ready' WHERE status = 'started'")
+        rows = self._db.execute("SELECT id FROM jobs WHERE parent IS NULL AND status IN ('submitted', 'ready')"
+                                " ORDER BY seq")
+        return [job_id for (job_id,) in rows]
