@@ -2,6 +2,9 @@
 
 * :mod:`qstore.ionq.serialize`: :func:`to_ionq_json` / :func:`from_ionq_json`
   (driven by the gate table), job bodies, IonQ result dicts <-> arrays.
+* :mod:`qstore.ionq.client`: :class:`~qstore.ionq.client.IonQClient`, a
+  ``requests`` client for IonQ's API or the local server (retries, idempotent
+  job creation, polling, results as engine arrays).
 * :mod:`qstore.ionq.server`: the local server (``serve``, ``main`` for the
   command line, ``running_server`` for tests), with its SQLite job store
   (:mod:`qstore.ionq.jobstore`) and latency profiles (:mod:`qstore.ionq.latency`).

@@ -51,6 +51,8 @@ V03_FORMAT = "ionq.circuit.v0"
 API_VERSIONS = ("v0.4", "v0.3")
 #: v0.3's documented default shot count; also used when a v0.4 body omits ``shots``
 DEFAULT_SHOTS = 100
+#: metadata field of a client-generated key that makes job creation idempotent (qstore's client and server)
+IDEMPOTENCY_FIELD = "idempotency_key"
 
 #: IonQ gate-name aliases, per gate set
 _NAME_ALIASES = {(QIS, "not"): "x"}

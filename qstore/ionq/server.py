@@ -66,13 +66,19 @@ import qsim_core as qc
 
 from .jobstore import PENDING, Claim, JobRow, JobStore
 from .latency import LatencyProfile
-from .serialize import MULTI_CIRCUIT, SINGLE_CIRCUIT, IonQFormatError, JobRequest, parse_job_body, probabilities_to_ionq
+from .serialize import (
+    IDEMPOTENCY_FIELD,
+    MULTI_CIRCUIT,
+    SINGLE_CIRCUIT,
+    IonQFormatError,
+    JobRequest,
+    parse_job_body,
+    probabilities_to_ionq,
+)
 
 log = logging.getLogger("qstore.ionq.server")
 
 API_KEYS_ENV = "QSTORE_API_KEYS"
-#: metadata field that makes job creation idempotent per API key
-IDEMPOTENCY_FIELD = "idempotency_key"
 #: qubits of the devices IonQ lists (capped by the server's own limit); ``qpu`` is cirq-ionq's bare QPU target
 DEVICE_QUBITS = {"qpu.aria-1": 25, "qpu.aria-2": 25, "qpu.forte-1": 36, "qpu.forte-enterprise-1": 36}
 _QPU_ALIASES = ("qpu",)
