@@ -93,19 +93,14 @@ class Preprocessor:
         Raises:
             DataError: fewer samples or pooled values than ``n_features``.
         """
-        pooled = train.arrays(self.pool)[0] if isinstance(train, Dataset) else self.pool(train)
-        if self.n_features > min(pooled.shape):
-            raise DataError(f"n_features={self.n_features} needs at least as many training samples and pooled "
-                            f"values per sample, got {pooled.shape[0]} samples of {pooled.shape[1]} values")
-        self.mean = pooled.mean(axis=0)
-        _, _, axes = np.linalg.svd(pooled - self.mean, full_matrices=False)
-        components = axes[:self.n_features]
-        # an axis's sign is arbitrary (LAPACK may flip it): fix it so the largest entry is positive
-        largest = components[np.arange(self.n_features), np.abs(components).argmax(axis=1)]
-        self.components = components * np.sign(largest)[:, np.newaxis]
-        projected = (pooled - self.mean) @ self.components.T
-        self.feature_min, self.feature_max = projected.min(axis=0), projected.max(axis=0)
+        self._fit_pooled(self._pooled(train))
         return self
+
+    def fit_transform(self, train: Dataset | np.ndarray) -> np.ndarray:
+        """:meth:`fit` on ``train`` and return its angles ``[N, n_features]``, loading every image once."""
+        pooled = self._pooled(train)
+        self._fit_pooled(pooled)
+        return self._angles(pooled)
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         """Angles ``[N, n_features]`` (float64, radians, within ``angle_range``) of ``images [N, H, W, C]``.
@@ -119,6 +114,25 @@ class Preprocessor:
         if pooled.shape[1] != self.mean.shape[0]:
             raise DataError(f"images of shape {images.shape[1:]} pool to {pooled.shape[1]} values per sample, "
                             f"but the preprocessor was fitted on {self.mean.shape[0]}")
+        return self._angles(pooled)
+
+    def _pooled(self, train: Dataset | np.ndarray) -> np.ndarray:
+        return train.arrays(self.pool)[0] if isinstance(train, Dataset) else self.pool(train)
+
+    def _fit_pooled(self, pooled: np.ndarray) -> None:
+        if self.n_features > min(pooled.shape):
+            raise DataError(f"n_features={self.n_features} needs at least as many training samples and pooled "
+                            f"values per sample, got {pooled.shape[0]} samples of {pooled.shape[1]} values")
+        self.mean = pooled.mean(axis=0)
+        _, _, axes = np.linalg.svd(pooled - self.mean, full_matrices=False)
+        components = axes[:self.n_features]
+        # an axis's sign is arbitrary (LAPACK may flip it): fix it so the largest entry is positive
+        largest = components[np.arange(self.n_features), np.abs(components).argmax(axis=1)]
+        self.components = components * np.sign(largest)[:, np.newaxis]
+        projected = (pooled - self.mean) @ self.components.T
+        self.feature_min, self.feature_max = projected.min(axis=0), projected.max(axis=0)
+
+    def _angles(self, pooled: np.ndarray) -> np.ndarray:
         projected = (pooled - self.mean) @ self.components.T
         # a component constant on the training split (span 0) maps every value to the low end
         span = np.where(self.feature_max > self.feature_min, self.feature_max - self.feature_min, 1.0)
