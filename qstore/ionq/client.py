@@ -15,6 +15,10 @@
   so a job the server did create is not created twice.
 * 400/401/403/404 raise :class:`IonQAPIError` subclasses carrying IonQ's own
   error name and message; a failed or canceled job raises :class:`IonQJobError`.
+* Cost: :meth:`IonQClient.estimate` prices a job without sending it
+  (:mod:`qstore.ionq.cost`); with ``budget=`` the client refuses
+  (:class:`IonQBudgetError`, nothing sent) a job that would take its
+  estimated spending past the budget.
 
 Example::
 
@@ -40,6 +44,7 @@ import requests
 
 import qsim_core as qc
 
+from .cost import CostEstimate, PricingTable, estimate_cost
 from .serialize import IDEMPOTENCY_FIELD, QIS, job_body, probabilities_from_ionq
 
 log = logging.getLogger("qstore.ionq.client")
@@ -116,6 +121,21 @@ class IonQTimeoutError(IonQError, TimeoutError):
     """A job did not finish within the time allowed."""
 
 
+class IonQBudgetError(IonQError):
+    """A job was not submitted: its estimated cost would exceed the client's budget.
+
+    Attributes:
+        estimate: the job's :class:`~qstore.ionq.cost.CostEstimate`.
+        remaining: what is left of the budget, in the estimate's currency.
+    """
+
+    def __init__(self, estimate: CostEstimate, remaining: float) -> None:
+        super().__init__(f"job on {estimate.backend} would cost {estimate.cost:.2f} {estimate.currency}; "
+                         f"{remaining:.2f} {estimate.currency} left of the budget")
+        self.estimate = estimate
+        self.remaining = remaining
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How transient failures are retried.
@@ -183,6 +203,9 @@ class IonQClient:
         session: a ``requests.Session`` to use (e.g. with custom adapters).
         sleep: the function that waits (tests pass a recorder).
         seed: seed of the back-off jitter.
+        budget: refuse jobs once their estimated costs would exceed this
+            (in the pricing table's currency); None: no limit.
+        pricing: the table estimates use (default: qstore's ``pricing.json``).
 
     Raises:
         IonQError: no API key was given or found.
@@ -191,7 +214,7 @@ class IonQClient:
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
                  timeout: tuple[float, float] = (5.0, 60.0), retry: RetryPolicy = RetryPolicy(),
                  session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, budget: float | None = None, pricing: PricingTable | None = None) -> None:
         api_key = api_key or os.environ.get(API_KEY_ENV)
         if not api_key:
             raise IonQError(f"no IonQ API key: pass api_key= or set ${API_KEY_ENV}")
@@ -203,6 +226,9 @@ class IonQClient:
                          "User-Agent": "qstore-ionq-client"}
         self._sleep = sleep
         self._rng = random.Random(seed)
+        self.budget = budget
+        self.pricing = pricing or PricingTable.load()
+        self.spent = 0.0  # estimated cost of the jobs submitted under the budget (counted only with one)
 
     def __repr__(self) -> str:
         return f"IonQClient(base_url={self.base_url!r}, api_key='***')"
@@ -268,11 +294,21 @@ class IonQClient:
         """``POST /jobs`` with a complete body (see :func:`qstore.ionq.serialize.job_body`); the job id.
 
         Adds ``metadata.idempotency_key`` unless present, so retries never create a second job.
+
+        Raises:
+            IonQBudgetError: with a ``budget``, when the job's estimate does not fit (nothing is sent).
         """
+        cost = 0.0
+        if self.budget is not None:
+            estimate = estimate_cost(body, self.pricing)
+            if self.spent + estimate.cost > self.budget:
+                raise IonQBudgetError(estimate, self.budget - self.spent)
+            cost = estimate.cost
         metadata = dict(body.get("metadata") or {})
         key = metadata.setdefault(IDEMPOTENCY_FIELD, uuid.uuid4().hex)
         answer = self._request("POST", "jobs", json={**body, "metadata": metadata},
                                recover=lambda: self._find_by_key(key))
+        self.spent += cost
         return answer["id"]
 
     def _find_by_key(self, key: str) -> dict[str, Any] | None:
@@ -301,6 +337,10 @@ class IonQClient:
         """
         return self.submit_body(job_body(circuits, gateset=gateset, params=params, backend=backend, shots=shots,
                                          name=name, metadata=metadata, noise=noise, names=names))
+
+    def estimate(self, circuits: qc.Circuit | Sequence[qc.Circuit], **options: Any) -> CostEstimate:
+        """What :meth:`submit` with these arguments would cost (a dry run: nothing is sent)."""
+        return estimate_cost(job_body(circuits, **options), self.pricing)
 
     def job(self, job_id: str) -> dict[str, Any]:
         """``GET /jobs/{id}``: status, metadata, stats, result URLs."""

@@ -193,7 +193,7 @@ class JobStore:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE parent = ? ORDER BY position", (parent_id,))
         return [JobRow._from(row) for row in rows]
 
-    def list(self, owner: str, status: str | None, limit: int, before: int | None) -> list[JobRow]:
+    def jobs(self, owner: str, status: str | None, limit: int, before: int | None) -> list[JobRow]:
         """The owner's top-level jobs, newest first, with ``seq < before`` if given."""
         sql = f"SELECT {_COLUMNS} FROM jobs WHERE owner = ? AND parent IS NULL"
         args: list[Any] = [owner]

@@ -222,7 +222,7 @@ def bind_batch(circuits: qc.Circuit | Sequence[qc.Circuit],
         raise IonQFormatError("a job needs at least one circuit")
     if params is None:
         return [(c, None) for c in many]
-    if len(params) and np.ndim(params[0]) == 0:  # one vector for all
+    if len(params) == 0 or np.ndim(params[0]) == 0:  # one vector for all
         return [(c, np.asarray(params, dtype=np.float64)) for c in many]
     rows = [np.asarray(row, dtype=np.float64) for row in params]
     if len(many) == 1:

@@ -117,13 +117,9 @@ class ServerConfig:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
-    @property
-    def key_digests(self) -> frozenset[str]:
-        """SHA-256 hex digests of the accepted keys (what the store records as owners)."""
-        return frozenset(_digest(key) for key in self.api_keys)
-
 
 def _digest(key: str) -> str:
+    """How the server knows a key: its SHA-256 hex digest (also the owner recorded on its jobs)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -142,11 +138,10 @@ def read_api_keys(api_keys_file: str | os.PathLike | None, environ: dict[str, st
 class ApiError(Exception):
     """An error answered in IonQ's shape with this HTTP status."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.headers = headers
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -400,8 +395,8 @@ class IonQApi:
         """``POST /jobs``: validate, store durably, schedule; ``{"id", "status": "submitted"}``."""
         owner = self._owner(request)
         body = await self._body(request)
-        try:
-            job = parse_job_body(body)
+        try:  # in a thread: a large circuit takes a while to validate, and the loop keeps answering meanwhile
+            job = await asyncio.to_thread(parse_job_body, body)
         except IonQFormatError as error:
             raise ApiError(400, str(error)) from None
         self._check_limits(job)
@@ -448,7 +443,7 @@ class IonQApi:
             raise ApiError(400, "'limit' must be >= 1")
         status = query.get("status")
         stored = {wire: name for name, wire in self.statuses.items()}.get(status, status)
-        rows = self.state.store.list(owner, stored, limit, cursor)
+        rows = self.state.store.jobs(owner, stored, limit, cursor)
         answer: dict[str, Any] = {"jobs": [self._view(row) for row in rows]}
         if len(rows) == limit:
             answer["next"] = str(rows[-1].seq)
@@ -542,7 +537,7 @@ class _State:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.message, error.headers)
+    return error_response(error.status, error.message)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -557,7 +552,7 @@ async def _internal_error(request: Request, error: Exception) -> Response:
 
 def create_app(config: ServerConfig) -> Starlette:
     """The ASGI app. The job store opens, and unfinished jobs resume, when the app starts (lifespan)."""
-    state = _State(config, config.key_digests)
+    state = _State(config, frozenset(_digest(key) for key in config.api_keys))
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

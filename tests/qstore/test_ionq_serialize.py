@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import qsim_core as qc
 from qstore.ionq import (
     IonQFormatError,
+    bind_batch,
     counts_from_ionq,
     from_ionq_json,
     job_body,
@@ -354,3 +355,17 @@ def test_cirq_ionq_serializer_output_parses_to_the_same_state():
         state = cirq.Simulator().simulate(circuit, qubit_order=q).final_state_vector
         expected = np.abs(state.reshape([2] * 3).transpose(2, 1, 0).ravel()) ** 2  # cirq is big endian
         np.testing.assert_allclose(qc.Simulator(seed=0).probabilities(ours), expected, atol=1e-6)
+
+
+def test_bind_batch_pairs_circuits_with_parameter_vectors():
+    a, b = qc.Circuit(1).rx(0, qc.Param(0)), qc.Circuit(1).ry(0, qc.Param(1))
+    shared = bind_batch([a, b], [0.1, 0.2])
+    assert [c for c, _ in shared] == [a, b] and all(list(theta) == [0.1, 0.2] for _, theta in shared)
+    per_circuit = bind_batch([a, b], [[0.1], [0.3, 0.4]])  # ragged: one vector each
+    assert [list(theta) for _, theta in per_circuit] == [[0.1], [0.3, 0.4]]
+    assert len(bind_batch(a, np.zeros((5, 1)))) == 5
+    assert bind_batch(qc.Circuit(1).h(0), [])[0][1].shape == (0,)
+    with pytest.raises(IonQFormatError, match="2 circuits but 3 parameter vectors"):
+        bind_batch([a, b], np.zeros((3, 2)))
+    with pytest.raises(IonQFormatError, match="at least one circuit"):
+        bind_batch([], None)

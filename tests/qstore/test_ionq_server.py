@@ -314,6 +314,18 @@ def test_latency_profiles():
         LatencyProfile(1, 2, {"network": 0.5, "queue": 0.2, "serialization": 0.2, "simulation": 0.2})
 
 
+def test_a_profile_delays_the_answers(tmp_path):
+    """The network share is spent on the create answer (half) and the results answer (half)."""
+    network = LatencyProfile(0.4, 0.4, {"network": 1.0, "queue": 0.0, "serialization": 0.0, "simulation": 0.0})
+    with running_server(make_config(tmp_path, profile=network)) as root:
+        api = Api(root)
+        started = time.monotonic()
+        job = api.wait(api.submit(job_body(asymmetric())))
+        created = time.monotonic()
+        api.call("GET", job["results"]["probabilities"]["url"])
+        assert created - started >= 0.2 and time.monotonic() - created >= 0.2  # sleeps are never shorter
+
+
 def test_api_keys_from_a_file_and_the_environment(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# team keys\nalpha\n\n  beta  \n")
