@@ -45,6 +45,13 @@ class Price:
     minimum: float
     minimum_error_mitigation: float
 
+    def cost(self, circuits: int, shots: int, one_qubit_gates: int, two_qubit_gates: int,
+             error_mitigation: bool) -> float:
+        """Price of ``circuits`` circuits with these gate totals (over all circuits), ``shots`` each."""
+        minimum = self.minimum_error_mitigation if error_mitigation else self.minimum
+        return circuits * minimum + shots * (self.per_1q_gate_shot * one_qubit_gates
+                                             + self.per_2q_gate_shot * two_qubit_gates)
+
 
 @dataclass(frozen=True)
 class PricingTable:
@@ -118,7 +125,5 @@ def estimate_cost(body: Mapping[str, Any], pricing: PricingTable | None = None) 
     one = sum(1 for op in ops if op.gate.num_qubits == 1)
     two = len(ops) - one
     mitigation = _debiasing(body, job.backend)
-    minimum = price.minimum_error_mitigation if mitigation else price.minimum
-    cost = (len(job.circuits) * minimum
-            + job.shots * (price.per_1q_gate_shot * one + price.per_2q_gate_shot * two))
+    cost = price.cost(len(job.circuits), job.shots, one, two, mitigation)
     return CostEstimate(job.backend, len(job.circuits), job.shots, one, two, mitigation, cost, pricing.currency)

@@ -13,6 +13,7 @@ v0.4; qiskit reaches them when its base URL has no version):
 ``GET    /jobs/{id}/results/probabilities/aggregated``  ``{child_id: {...}}`` of a multi-circuit job
 ``GET    /jobs/{id}/results``               v0.3: either of the two forms above
 ``PUT    /jobs/{id}/status/cancel``         cancel a pending job (a no-op on a finished one)
+``GET    /jobs/estimate``                   price of a job from gate counts (``qstore/ionq/pricing.json``)
 ``DELETE /jobs/{id}``                       delete a job; later requests for it get 404
 ``GET    /backends``, ``/backends/{name}``  no API key needed (qiskit-ionq probes it without one)
 =========================================  ==========================================================
@@ -64,6 +65,7 @@ from starlette.routing import Mount, Route
 
 import qsim_core as qc
 
+from .cost import CostError, PricingTable
 from .jobstore import PENDING, Claim, JobRow, JobStore
 from .latency import LatencyProfile
 from .serialize import (
@@ -79,8 +81,9 @@ from .serialize import (
 log = logging.getLogger("qstore.ionq.server")
 
 API_KEYS_ENV = "QSTORE_API_KEYS"
-#: qubits of the devices IonQ lists (capped by the server's own limit); ``qpu`` is cirq-ionq's bare QPU target
+#: qubits of the QPUs IonQ lists (reported capped by the server's own limit; jobs on them are emulated)
 DEVICE_QUBITS = {"qpu.aria-1": 25, "qpu.aria-2": 25, "qpu.forte-1": 36, "qpu.forte-enterprise-1": 36}
+#: also accepted as a job's backend: cirq-ionq's bare QPU target
 _QPU_ALIASES = ("qpu",)
 #: how each API version spells a status (v0.3 said "running" where v0.4 says "started")
 _STATUS_NAMES = {"v0.3": {"started": "running"}, "v0.4": {}}
@@ -93,23 +96,26 @@ class ServerConfig:
 
     Attributes:
         db: SQLite database file of the job store.
-        api_keys: the accepted API keys (only their SHA-256 digests are kept).
+        api_keys: the accepted API keys (never stored or shown; jobs record their SHA-256 digests).
         profile: injected latency (:class:`~qstore.ionq.latency.LatencyProfile`).
         workers: simulation threads (jobs that run at once).
-        max_qubits: widest ``input.qubits`` accepted (a 2**n complex128 state per running job).
+        max_qubits: widest ``input.qubits`` accepted. A running job holds a 2**n complex128
+            state, and a dense result lists up to 2**n states as JSON (about 30 MB at 20 qubits).
         max_shots: largest ``shots`` accepted.
         max_circuits: most circuits in one multi-circuit job.
         max_body_bytes: largest request body accepted, bytes.
+        pricing: prices ``GET /jobs/estimate`` quotes.
     """
 
     db: Path
     api_keys: frozenset[str] = field(repr=False)
     profile: LatencyProfile
     workers: int = 2
-    max_qubits: int = 25
+    max_qubits: int = 20
     max_shots: int = 1_000_000
     max_circuits: int = 1_000
     max_body_bytes: int = 10 * 2**20
+    pricing: PricingTable = field(default_factory=PricingTable.load)
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -291,6 +297,7 @@ class IonQApi:
         return [
             Route("/jobs", self.create_job, methods=["POST"]),
             Route("/jobs", self.list_jobs, methods=["GET"]),
+            Route("/jobs/estimate", self.estimate, methods=["GET"]),  # before /jobs/{job_id}, which would take it
             Route("/jobs/{job_id}", self.get_job, methods=["GET"]),
             Route("/jobs/{job_id}", self.delete_job, methods=["DELETE"]),
             Route("/jobs/{job_id}/status/cancel", self.cancel_job, methods=["PUT"]),
@@ -448,6 +455,37 @@ class IonQApi:
         if len(rows) == limit:
             answer["next"] = str(rows[-1].seq)
         return JSONResponse(answer)
+
+    async def estimate(self, request: Request) -> Response:
+        """``GET /jobs/estimate?backend=&1q_gates=&2q_gates=&shots=[&error_mitigation=][&type=&qubits=&session=]``.
+
+        Answers as qiskit-ionq's ``JobEstimate`` reads it: ``estimated_cost``,
+        ``cost_unit`` and the echoed ``input_values``. Error mitigation
+        defaults to on for QPUs, as for real jobs.
+        """
+        self._owner(request)
+        query = request.query_params
+        try:
+            one, two, shots, qubits = (int(query.get(name, "0"))
+                                       for name in ("1q_gates", "2q_gates", "shots", "qubits"))
+        except ValueError:
+            raise ApiError(400, "'1q_gates', '2q_gates', 'shots' and 'qubits' must be integers") from None
+        if min(one, two, shots, qubits) < 0:
+            raise ApiError(400, "gate counts, shots and qubits must be >= 0")
+        backend = query.get("backend", "")
+        try:
+            price = self.state.config.pricing.price(backend)
+        except CostError as error:
+            raise ApiError(400, str(error)) from None
+        mitigation = query.get("error_mitigation", str(backend.startswith("qpu"))).lower() == "true"
+        return JSONResponse({
+            "estimated_cost": price.cost(1, shots, one, two, mitigation),
+            "cost_unit": self.state.config.pricing.currency,
+            "input_values": {"backend": backend, "1q_gates": one, "2q_gates": two, "shots": shots, "qubits": qubits,
+                             "error_mitigation": mitigation, "session": query.get("session", "false").lower() == "true",
+                             "type": query.get("type", SINGLE_CIRCUIT)},
+            "estimated_at": _iso(time.time()),
+        })
 
     async def cancel_job(self, request: Request) -> Response:
         """``PUT /jobs/{id}/status/cancel``: pending jobs become ``canceled``; finished ones are unchanged."""
@@ -619,7 +657,7 @@ def running_server(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
 
 
 def serve(host: str, port: int, api_keys_file: str | os.PathLike | None, db: str | os.PathLike,
-          profile: str | os.PathLike = "none", *, workers: int = 2, max_qubits: int = 25,
+          profile: str | os.PathLike = "none", *, workers: int = 2, max_qubits: int = 20,
           max_shots: int = 1_000_000, max_body_bytes: int = 10 * 2**20) -> None:
     """Run the server until interrupted; prints ``listening on http://HOST:PORT`` once it accepts connections.
 
@@ -660,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", default="none",
                         help="injected latency: 'none', 'ionq-cloud', or a profile JSON file (default none)")
     parser.add_argument("--workers", type=int, default=2, help="jobs simulated at once (default 2)")
-    parser.add_argument("--max-qubits", type=int, default=25, help="widest circuit accepted (default 25)")
+    parser.add_argument("--max-qubits", type=int, default=20, help="widest circuit accepted (default 20)")
     parser.add_argument("--max-shots", type=int, default=1_000_000, help="most shots accepted (default 1000000)")
     parser.add_argument("--max-body-bytes", type=int, default=10 * 2**20, help="largest request body (default 10 MiB)")
     args = parser.parse_args(argv)

@@ -88,3 +88,22 @@ def test_the_budget_counts_what_was_submitted(tmp_path):
         assert client.run(circuit()) is not None  # the simulator is free: still allowed
         probabilities = client.probabilities(first)  # an emulated QPU: frequencies of 100 shots
         assert np.allclose(probabilities * 100, np.round(probabilities * 100))
+
+
+def test_the_server_quotes_estimates_to_qiskit_ionq(tmp_path):
+    ionq_client = pytest.importorskip("qiskit_ionq.ionq_client")
+    from qstore.ionq.latency import LatencyProfile
+    from qstore.ionq.server import ServerConfig, running_server
+
+    config = ServerConfig(db=tmp_path / "jobs.sqlite", api_keys=frozenset({"k"}), profile=LatencyProfile.load("none"))
+    with running_server(config) as root:
+        client = ionq_client.IonQClient("k", f"{root}/v0.4")
+        quote = client.estimate_job(backend="qpu.aria-1", oneq_gates=3, twoq_gates=2, qubits=3, shots=1000)
+        assert (quote.cost_unit, quote.backend, quote.shots, quote.error_mitigation) == ("USD", "qpu.aria-1", 1000,
+                                                                                        False)
+        same_job = {**job_body(circuit(), backend="qpu.aria-1", shots=1000),
+                    "settings": {"error_mitigation": {"debiasing": False}}}  # qiskit asks without mitigation
+        assert quote.cost == pytest.approx(estimate_cost(same_job).cost)
+        bad = requests.get(f"{root}/v0.4/jobs/estimate", params={"backend": "qpu.nowhere", "shots": 1},
+                           headers={"Authorization": "apiKey k"}, timeout=10)
+        assert bad.status_code == 400 and "no price for backend" in bad.json()["message"]

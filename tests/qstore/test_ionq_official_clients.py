@@ -48,7 +48,7 @@ def test_qiskit_ionq(root, monkeypatch):
     monkeypatch.setenv("IONQ_API_URL", f"{root}/v0.4")  # qiskit probes /backends/<name> there, without a key
     provider = qiskit_ionq.IonQProvider(token=KEY, url=f"{root}/v0.4")
     backend = provider.get_backend("simulator")
-    assert backend.num_qubits == 25  # read from our /backends/simulator
+    assert backend.num_qubits == 20  # read from our /backends/simulator
 
     def circuit(theta: float) -> qiskit.QuantumCircuit:
         c = qiskit.QuantumCircuit(3, 3)

@@ -175,7 +175,7 @@ def test_api_keys_and_isolation(api):
 def test_backends_need_no_key(api):
     backends = api.call("GET", "/v0.4/backends", None).json()
     assert {b["backend"] for b in backends} >= {"simulator", "qpu.aria-1", "qpu.forte-1"}
-    assert api.call("GET", "/v0.4/backends/simulator", None).json()["qubits"] == 25
+    assert api.call("GET", "/v0.4/backends/simulator", None).json()["qubits"] == 20  # the server's limit
     assert_ionq_error(api.call("GET", "/v0.4/backends/qpu.nothing", None), 404, "not found")
 
 
@@ -189,7 +189,7 @@ def test_backends_need_no_key(api):
                 ).encode(), "needs 'phase' in turns"),
     (b'{"backend": "simulator", "input": {"qubits": 1, "circuit": [{"gate": "rx", "target": 0, "rotation": NaN}]}}',
      "must be finite"),
-    (json.dumps(job_body(qc.Circuit(26).h(0))).encode(), "limit of 25"),
+    (json.dumps(job_body(qc.Circuit(21).h(0))).encode(), "limit of 20"),
     (json.dumps(job_body(qc.Circuit(1).h(0), shots=2_000_000)).encode(), "limit of 1000000"),
     (json.dumps(job_body(qc.Circuit(1).h(0), backend="qpu.nowhere")).encode(), "unknown backend"),
     (json.dumps(job_body(qc.Circuit(1).h(0), metadata={"pad": "x" * 20_000})).encode(), "limit of 10000 bytes"),
