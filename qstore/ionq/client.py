@@ -268,7 +268,11 @@ class IonQClient:
                 problem, wait, ambiguous = f"{type(error).__name__}", None, True
             else:
                 if response.ok:
-                    return response.json()
+                    try:
+                        return response.json()
+                    except ValueError:  # e.g. a proxy's HTML page: not the API answering
+                        raise IonQError(f"{method} {url}: HTTP {response.status_code} answer is not JSON: "
+                                        f"{response.text[:200]!r}") from None
                 if response.status_code not in retryable:
                     raise _api_error(response)
                 problem, wait = f"HTTP {response.status_code}", _retry_after(response)

@@ -535,9 +535,10 @@ def _shots(value: object) -> int:
 def parse_job_body(body: object) -> JobRequest:
     """Validate a ``POST /jobs`` body of either API version.
 
-    v0.3 bodies are recognised by ``target`` or ``input.format``
-    (``"ionq.circuit.v0"``); v0.4 ones by ``type``/``backend``. A missing
-    ``type`` is inferred from the input (``circuit`` vs ``circuits``).
+    v0.4 bodies are recognised by ``type`` or ``backend``, anything else is
+    v0.3 (whose ``target`` defaults to the simulator). A missing ``type`` is
+    inferred from the input (``circuit`` vs ``circuits``); ``input.format``
+    (``"ionq.circuit.v0"``) is accepted in both.
 
     Raises:
         IonQFormatError: a wrong field, an unsupported job type, or any
@@ -548,9 +549,10 @@ def parse_job_body(body: object) -> JobRequest:
     block = body.get("input")
     if not isinstance(block, dict):
         raise IonQFormatError("the job needs an 'input' object with the circuit(s)")
-    legacy = "target" in body or "format" in block
-    if legacy and ("backend" in body or "type" in body):
-        raise IonQFormatError("mixed API versions: v0.3 'target'/'input.format' with v0.4 'backend'/'type'")
+    modern = "backend" in body or "type" in body
+    if modern and "target" in body:
+        raise IonQFormatError("mixed API versions: v0.3 'target' with v0.4 'backend'/'type'")
+    legacy = not modern  # v0.3's 'target' is optional (default: the simulator)
     multi = "circuits" in block
     kind = body.get("type", MULTI_CIRCUIT if multi else SINGLE_CIRCUIT)
     if kind not in (SINGLE_CIRCUIT, MULTI_CIRCUIT):

@@ -218,7 +218,7 @@ Answer = tuple[int, object, dict[str, str]]
 
 class Recorded(requests.adapters.BaseAdapter):
     """A transport answering from a script of ``(method, url, answer)``; ``answer`` is a response
-    ``(status, json body, headers)``, an exception to raise, or a function of the request giving either."""
+    ``(status, json body or raw bytes, headers)``, an exception to raise, or a function of the request giving either."""
 
     def __init__(self, script: list[tuple[str, str, object]]) -> None:
         super().__init__()
@@ -237,7 +237,7 @@ class Recorded(requests.adapters.BaseAdapter):
         status, body, headers = answer
         response = requests.Response()
         response.status_code, response.reason = status, HTTPStatus(status).phrase
-        response._content = json.dumps(body).encode()
+        response._content = body if isinstance(body, bytes) else json.dumps(body).encode()
         response.headers.update({"Content-Type": "application/json", **headers})
         response.url, response.request = request.url, request
         return response
@@ -354,6 +354,12 @@ def test_failed_and_slow_jobs():
     client, _, sleeps = remote([("GET", f"{base}/jobs/{JOB_ID}", (200, running, {}))] * 3)
     with pytest.raises(IonQTimeoutError, match="still started"):
         client.wait(JOB_ID, timeout=0.0)
+
+
+def test_an_answer_that_is_not_json_is_reported():
+    client, _, _ = remote([("GET", "https://api.ionq.co/v0.4/backends", (200, b"<html>captive portal</html>", {}))])
+    with pytest.raises(IonQError, match="not JSON"):
+        client.backends()
 
 
 def test_key_and_url_come_from_the_environment(monkeypatch):

@@ -244,6 +244,8 @@ def test_job_body_variants_the_clients_send():
     v03_minimal = {"input": {"format": "ionq.circuit.v0", "qubits": 1, "circuit": [{"gate": "h", "target": 0}]}}
     request = parse_job_body(v03_minimal)
     assert (request.api_version, request.backend, request.shots) == ("v0.3", "simulator", 100)
+    v04_with_format = {"backend": "simulator", **v03_minimal}  # input.format is harmless in v0.4 bodies
+    assert parse_job_body(v04_with_format).api_version == "v0.4"
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -254,9 +256,11 @@ def test_job_body_variants_the_clients_send():
     ({"backend": "simulator", "shots": 0, "input": {"qubits": 1, "circuit": []}}, "'shots' must be a positive"),
     ({"backend": "simulator", "shots": "1e3", "input": {"qubits": 1, "circuit": []}}, "'shots' must be a positive"),
     ({"backend": "simulator", "shots": True, "input": {"qubits": 1, "circuit": []}}, "'shots' must be a positive"),
-    ({"input": {"qubits": 1, "circuit": []}}, "'backend' must be a backend name"),
+    ({"backend": 5, "input": {"qubits": 1, "circuit": []}}, "'backend' must be a backend name"),
+    ({"target": "", "input": {"qubits": 1, "circuit": []}}, "'target' must be a backend name"),
     ({"backend": "simulator", "metadata": [], "input": {"qubits": 1, "circuit": []}}, "'metadata' must be a dict"),
     ({"target": "simulator", "backend": "simulator", "input": {"qubits": 1, "circuit": []}}, "mixed API versions"),
+    ({"target": "simulator", "type": "ionq.circuit.v1", "input": {"qubits": 1, "circuit": []}}, "mixed API versions"),
     ({"backend": "simulator"}, "needs an 'input' object"),
     ([1, 2], "must be a JSON object"),
 ])
