@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .serialize import parse_job_body
+from .serialize import gate_counts, parse_job_body
 
 DEFAULT_PRICING = Path(__file__).with_name("pricing.json")
 
@@ -121,9 +121,7 @@ def estimate_cost(body: Mapping[str, Any], pricing: PricingTable | None = None) 
     pricing = pricing or PricingTable.load()
     job = parse_job_body(dict(body))
     price = pricing.price(job.backend)
-    ops = [op for _, circuit in job.circuits for op in circuit]
-    one = sum(1 for op in ops if op.gate.num_qubits == 1)
-    two = len(ops) - one
+    one, two = gate_counts(circuit for _, circuit in job.circuits)
     mitigation = _debiasing(body, job.backend)
     cost = price.cost(len(job.circuits), job.shots, one, two, mitigation)
     return CostEstimate(job.backend, len(job.circuits), job.shots, one, two, mitigation, cost, pricing.currency)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -581,6 +581,18 @@ def parse_job_body(body: object) -> JobRequest:
     )
 
 
+def gate_counts(circuits: Iterable[qc.Circuit]) -> tuple[int, int]:
+    """``(one-qubit, two-qubit)`` gate totals over ``circuits``: IonQ's ``gate_counts`` and billing units."""
+    one = two = 0
+    for circuit in circuits:
+        for op in circuit:
+            if op.gate.num_qubits == 1:
+                one += 1
+            else:
+                two += 1
+    return one, two
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -663,6 +675,7 @@ __all__ = [
     "bind_batch",
     "counts_from_ionq",
     "from_ionq_json",
+    "gate_counts",
     "job_body",
     "parse_input",
     "parse_job_body",

@@ -74,6 +74,7 @@ from .serialize import (
     SINGLE_CIRCUIT,
     IonQFormatError,
     JobRequest,
+    gate_counts,
     parse_job_body,
     probabilities_to_ionq,
 )
@@ -279,9 +280,8 @@ def _iso(seconds: float | None) -> str | None:
 
 def _stats(circuits: Iterable[qc.Circuit], qubits: int) -> dict[str, Any]:
     circuits = list(circuits)
-    one = sum(1 for c in circuits for op in c if op.gate.num_qubits == 1)
-    return {"qubits": qubits, "circuits": len(circuits), "gate_counts": {"1q": one,
-                                                                          "2q": sum(len(c) for c in circuits) - one}}
+    one, two = gate_counts(circuits)
+    return {"qubits": qubits, "circuits": len(circuits), "gate_counts": {"1q": one, "2q": two}}
 
 
 class IonQApi:
