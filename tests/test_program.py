@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import qsim_core as qc
-from qsim_core.program import CNOT, PERM, U1, compile_circuit
+from qsim_core.program import CNOT, PERM, U1, U2D, U2X, compile_circuit
 from tests.conftest import random_params, seed_circuit
 
 
@@ -53,11 +54,25 @@ def test_short_cnot_runs_stay_cnot_steps():
     assert CNOT in program.kind.tolist() and PERM not in program.kind.tolist()
 
 
+def fused_runs(program, params: np.ndarray) -> list[np.ndarray]:
+    """Every fused single-qubit run's 2x2 product for one parameter vector, in run order."""
+    u1, _ = program.bind(np.atleast_2d(params), np.complex128)
+    runs = []
+    for r in range(len(program.run_start) - 1):
+        product = np.eye(2)
+        for k in range(program.run_start[r], program.run_start[r + 1]):
+            product = u1[0, program.run_gate[k]] @ product
+        runs.append(product)
+    return runs
+
+
 def test_tail_pass_keeps_gates_that_matter_for_probabilities():
     c = qc.Circuit(2).h(0).rz(0, 0.3).h(0).rz(1, 0.2).cnot(0, 1).t(1)
     program = compile_circuit(c, zbasis=True)
-    kept = [group.name for group in program.u1_groups for _ in range(group.stop - group.start)]
-    assert sorted(kept) == ["h", "h", "rz"]  # the middle rz survives, rz(1) before the CNOT and t(1) go
+    # rz(1) before the CNOT and t(1) go; the middle rz survives (in one constant with the two H)
+    assert program.init_u1.tolist() == [0, -1] and len(program.run_start) == 2
+    h, rz = qc.GATES["h"].matrix(), qc.GATES["rz"].matrix(0.3)
+    np.testing.assert_allclose(fused_runs(program, np.zeros(0))[0], h @ rz @ h, atol=1e-14)
 
 
 def test_large_circuits_are_split_into_blocks_of_bounded_width():
@@ -82,7 +97,8 @@ def test_bind_shapes_and_matrices():
     program = compile_circuit(c)
     params = random_params(c, batch=5)
     u1, u2 = program.bind(params, np.complex64)
-    assert u1.shape == (5, 40, 2, 2) and u1.dtype == np.complex64 and u2.shape == (5, 0, 4, 4)
+    # 40 rotations; per qubit the encoding RY and the first layer's RY merge into one RY of their sum
+    assert u1.shape == (5, 32, 2, 2) and u1.dtype == np.complex64 and u2.shape == (5, 0, 4, 4)
     first_ry = next(g for g in program.u1_groups if g.name == "ry")
     k = first_ry.start
     expected = qc.GATES["ry"].matrix(first_ry.values(params)[0][:, 0])
@@ -94,3 +110,53 @@ def test_narrow_blocks_still_fit_two_qubit_gates_outside_the_low_qubits():
     program = compile_circuit(qc.Circuit(5).cnot(3, 4).h(0), block_qubits=4)
     widths = np.diff(program.block_qubit_start)
     assert (widths <= 4).all()
+
+
+@pytest.mark.parametrize("name, kind", [("ms", U2X), ("xx", U2X), ("yy", U2X), ("zz", U2D), ("native_zz", U2D)])
+def test_structured_two_qubit_gates_compile_to_their_kinds(name, kind):
+    spec = qc.GATES[name]
+    symbolic = qc.Circuit(3).append(name, (2, 0), [qc.Param(k) for k in range(spec.num_params)])
+    constant = qc.Circuit(3).append(name, (0, 1), [0.1 * (k + 1) for k in range(spec.num_params)])
+    for circuit in (symbolic, constant):
+        program = compile_circuit(circuit)
+        assert program.kind.tolist() == [kind]
+        assert program.arg.tolist() == [0] and len(program.u2_groups) == 1  # the bound 4x4, as for U2
+
+
+def test_native_seed_circuit_compiles_like_the_qis_seed_circuit():
+    # 56 MS: every cascade folds back into one permutation, the virtual Z frames into RZ rotations
+    qis = compile_circuit(seed_circuit(), zbasis=True)
+    for drop in (False, True):
+        native = compile_circuit(qc.to_native(seed_circuit(), drop_final_phases=drop), zbasis=True)
+        assert native.kind.tolist() == qis.kind.tolist() == [PERM] + [U1] * 8 + [PERM]
+        assert (native.init_u1 >= 0).all() and native.single_block
+        np.testing.assert_array_equal(native.perm_table, qis.perm_table)
+
+
+def test_virtual_z_frames_become_rotations():
+    # with the RZ virtual, GPi2(0) . RZ(theta) . GPi2(1/2) is GPi2(0), then GPi2(1/2 - theta / 2 pi):
+    # that is RZ(-theta) RY(theta), and compiles to those two rotations
+    theta = qc.Param(0, -1 / (2 * np.pi), 0.5)
+    c = qc.Circuit(2).h(1).cnot(1, 0).gpi2(0, 0.0).gpi2(0, theta).cnot(1, 0)
+    program = compile_circuit(c)
+    run = program.arg[program.kind == U1][0]
+    gates = program.run_gate[program.run_start[run]:program.run_start[run + 1]]
+    assert sorted(group.name for group in program.u1_groups for g in gates if group.start <= g < group.stop) == [
+        "ry", "rz"]
+    rz, ry = qc.GATES["rz"].matrix(-0.7), qc.GATES["ry"].matrix(0.7)
+    np.testing.assert_allclose(fused_runs(program, np.array([0.7]))[run], rz @ ry, atol=1e-14)
+
+
+def test_a_native_cnot_folds_into_a_cnot_step():
+    # CNOT = RY(pi/2)_c . MS . RX(-pi/2)_c RX(-pi/2)_t RY(-pi/2)_c in native gates, up to a global phase
+    c = qc.Circuit(2).ry(0, qc.Param(0)).gpi2(0, 0.25).ms(0, 1, 0.0, 0.0).gpi2(0, 0.5).gpi2(0, 0.75).gpi2(1, 0.5)
+    c.ry(1, qc.Param(1))
+    program = compile_circuit(c)
+    assert CNOT in program.kind.tolist() and U2X not in program.kind.tolist()
+
+
+def test_non_clifford_native_gates_are_left_alone():
+    c = qc.Circuit(2).gpi2(0, qc.Param(0, 1.0, 0.1)).ms(0, 1, 0.1, qc.Param(1), 0.2).gpi(1, 0.3)
+    program = compile_circuit(c)
+    assert program.kind.tolist() == [U2X, U1] and program.init_u1[0] == 0
+    assert {group.name for group in program.u1_groups} == {"gpi2", "gpi"}

@@ -10,7 +10,9 @@ they are written.
 
 Bit order: qubit k is bit k of a basis index. Inside a block, qubit indices
 are *local* and ``psi`` is the block's gathered amplitudes. Two-qubit
-matrices are indexed ``2 * bit(q0) + bit(q1)``.
+matrices are indexed ``2 * bit(q0) + bit(q1)``; the structured steps
+``U2X`` (pair-mixing) and ``U2D`` (diagonal) read only the entries their
+structure allows from the same bound 4x4.
 
 Precision: the state may be complex128 or complex64. The ``def`` functions
 take typed memoryviews over the fused complex type ``cplx`` (so one call
@@ -48,6 +50,7 @@ up. The samples then differ, both correctly distributed.)
 cimport cython
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
+from libc.math cimport fabs
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcpy
 
@@ -72,6 +75,8 @@ cdef enum:
     CNOT = 2
     SWAP = 3
     PERM = 4
+    U2X = 5
+    U2D = 6
 
 cdef enum:
     TASK_STATE = 0
@@ -80,7 +85,7 @@ cdef enum:
     TASK_SAMPLES = 3
     TASK_SHOT_EXPVAL = 4
 
-STEP_KINDS = (U1, U2, CNOT, SWAP, PERM)
+STEP_KINDS = (U1, U2, CNOT, SWAP, PERM, U2X, U2D)
 TASKS = (TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL)
 
 # SplitMix64 constants, identical to numba_kernels; compile-time C constants so
@@ -171,6 +176,14 @@ cdef inline int64_t _insert_zero(int64_t p, int64_t q) noexcept nogil:
 # Complex arrays are real arrays of (re, im) pairs: amplitude j is v[2j], v[2j+1].
 # A 2x2 matrix is 8 reals (row-major), a 4x4 matrix 32 reals.
 
+cdef inline real _negligible(real like) noexcept nogil:
+    """Largest gate-entry magnitude the fast-path tests treat as zero: 8 ulps of the state's precision
+    (numba's ``_negligible``; compile-time constants leave rounding noise where an entry is exactly 0)."""
+    if real is float:
+        return 1e-6
+    return 2e-15
+
+
 cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
                           real* m) noexcept nogil:
     """Product of a fused run's 2x2 matrices (first gate rightmost), written to ``m[8]``."""
@@ -206,7 +219,8 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
     cdef int64_t s = <int64_t>1 << q
     cdef int64_t i0, j, f, s2
     cdef real a, b, c, d, ar, ai, br, bi, cr, ci, dr, di, xr, xi, yr, yi
-    if m[2] == 0 and m[3] == 0 and m[4] == 0 and m[5] == 0:
+    cdef real tiny = _negligible(m[0])
+    if fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny:
         ar = m[0]
         ai = m[1]
         dr = m[6]
@@ -235,7 +249,7 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
                 v[f] = xr * dr - xi * di
                 v[f + 1] = xr * di + xi * dr
             i0 += 4 * s
-    elif m[1] == 0 and m[3] == 0 and m[5] == 0 and m[7] == 0:
+    elif fabs(m[1]) <= tiny and fabs(m[3]) <= tiny and fabs(m[5]) <= tiny and fabs(m[7]) <= tiny:
         # real matrix: the same 2x2 acts on the real and the imaginary parts alike
         a = m[0]
         b = m[2]
@@ -335,6 +349,101 @@ cdef void apply_u2(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) no
             v[idx[r] + 1] = acci
 
 
+cdef void apply_u2x(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) noexcept nogil:
+    """Apply a pair-mixing 4x4 ``m`` (index 2*bit(qa)+bit(qb)): non-zero only where it couples
+    |00> with |11> and |01> with |10> (MS, XX, YY). Two 2x2 mixes per amplitude quartet, half a
+    4x4's work; a real matrix acts on re and im alike (numba's real path).
+    """
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    # strides in reals: amplitude j is v[2j], v[2j+1]
+    cdef int64_t s01 = 2 * (<int64_t>1 << qb)
+    cdef int64_t s10 = 2 * (<int64_t>1 << qa)
+    cdef int64_t s11 = s01 + s10
+    cdef int64_t slo = 2 * (<int64_t>1 << lo)
+    cdef int64_t shi = 2 * (<int64_t>1 << hi)
+    cdef int64_t i0, i1, f
+    # entries (r, c) of the 4x4 sit at m[8r + 2c] (re), m[8r + 2c + 1] (im)
+    cdef real a00r = m[0], a00i = m[1], a03r = m[6], a03i = m[7]
+    cdef real a30r = m[24], a30i = m[25], a33r = m[30], a33i = m[31]
+    cdef real b11r = m[10], b11i = m[11], b12r = m[12], b12i = m[13]
+    cdef real b21r = m[18], b21i = m[19], b22r = m[20], b22i = m[21]
+    cdef real xr, xi, yr, yi
+    cdef real tiny = _negligible(m[0])
+    if (fabs(a00i) <= tiny and fabs(a03i) <= tiny and fabs(a30i) <= tiny and fabs(a33i) <= tiny
+            and fabs(b11i) <= tiny and fabs(b12i) <= tiny and fabs(b21i) <= tiny and fabs(b22i) <= tiny):
+        i0 = 0
+        while i0 < 2 * n:
+            i1 = i0
+            while i1 < i0 + shi:
+                for f in range(i1, i1 + slo):
+                    xr = v[f]
+                    yr = v[f + s11]
+                    v[f] = a00r * xr + a03r * yr
+                    v[f + s11] = a30r * xr + a33r * yr
+                    xr = v[f + s01]
+                    yr = v[f + s10]
+                    v[f + s01] = b11r * xr + b12r * yr
+                    v[f + s10] = b21r * xr + b22r * yr
+                i1 += 2 * slo
+            i0 += 2 * shi
+        return
+    i0 = 0
+    while i0 < 2 * n:
+        i1 = i0
+        while i1 < i0 + shi:
+            for f in range(i1, i1 + slo, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                yr = v[f + s11]
+                yi = v[f + s11 + 1]
+                v[f] = (a00r * xr - a00i * xi) + (a03r * yr - a03i * yi)
+                v[f + 1] = (a00r * xi + a00i * xr) + (a03r * yi + a03i * yr)
+                v[f + s11] = (a30r * xr - a30i * xi) + (a33r * yr - a33i * yi)
+                v[f + s11 + 1] = (a30r * xi + a30i * xr) + (a33r * yi + a33i * yr)
+                xr = v[f + s01]
+                xi = v[f + s01 + 1]
+                yr = v[f + s10]
+                yi = v[f + s10 + 1]
+                v[f + s01] = (b11r * xr - b11i * xi) + (b12r * yr - b12i * yi)
+                v[f + s01 + 1] = (b11r * xi + b11i * xr) + (b12r * yi + b12i * yr)
+                v[f + s10] = (b21r * xr - b21i * xi) + (b22r * yr - b22i * yi)
+                v[f + s10 + 1] = (b21r * xi + b21i * xr) + (b22r * yi + b22i * yr)
+            i1 += 2 * slo
+        i0 += 2 * shi
+
+
+cdef inline void _scale(real* v, int64_t f, real dr, real di) noexcept nogil:
+    cdef real xr = v[f]
+    cdef real xi = v[f + 1]
+    v[f] = xr * dr - xi * di
+    v[f + 1] = xr * di + xi * dr
+
+
+cdef void apply_u2d(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) noexcept nogil:
+    """Apply a diagonal 4x4 ``m`` (index 2*bit(qa)+bit(qb)): one phase per amplitude (ZZ, native ZZ)."""
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    cdef int64_t s01 = 2 * (<int64_t>1 << qb)
+    cdef int64_t s10 = 2 * (<int64_t>1 << qa)
+    cdef int64_t slo = 2 * (<int64_t>1 << lo)
+    cdef int64_t shi = 2 * (<int64_t>1 << hi)
+    cdef int64_t i0, i1, f
+    cdef real d0r = m[0], d0i = m[1], d1r = m[10], d1i = m[11]
+    cdef real d2r = m[20], d2i = m[21], d3r = m[30], d3i = m[31]
+    i0 = 0
+    while i0 < 2 * n:
+        i1 = i0
+        while i1 < i0 + shi:
+            for f in range(i1, i1 + slo, 2):
+                _scale(v, f, d0r, d0i)
+                _scale(v, f + s01, d1r, d1i)
+                _scale(v, f + s10, d2r, d2i)
+                _scale(v, f + s01 + s10, d3r, d3i)
+            i1 += 2 * slo
+        i0 += 2 * shi
+
+
 cdef void apply_swap_pairs(real* v, int64_t n, int64_t qa, int64_t qb, bint control_only) noexcept nogil:
     """CNOT(qa -> qb) when ``control_only`` else SWAP(qa, qb), by pair swaps."""
     cdef int64_t lo = qa if qa < qb else qb
@@ -395,6 +504,10 @@ cdef real* apply_steps(real* psi, real* scratch, int64_t n, int64_t first, int64
             apply_swap_pairs(psi, n, q0[k], q1[k], True)
         elif op == SWAP:
             apply_swap_pairs(psi, n, q0[k], q1[k], False)
+        elif op == U2X:
+            apply_u2x(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
+        elif op == U2D:
+            apply_u2d(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
         elif op == U2:
             apply_u2(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
     return psi

@@ -25,7 +25,8 @@ from ._cython_kernels import (
     stream_state,
 )
 
-if STEP_KINDS != (program.U1, program.U2, program.CNOT, program.SWAP, program.PERM) or TASKS != (
+if STEP_KINDS != (program.U1, program.U2, program.CNOT, program.SWAP, program.PERM, program.U2X,
+                   program.U2D) or TASKS != (
     base.TASK_STATE,
     base.TASK_PROBS,
     base.TASK_EXPVAL,
