@@ -366,6 +366,28 @@ def _fuse_single_qubit_runs(ops: Sequence[AnyOp], num_qubits: int, zbasis: bool)
     return steps
 
 
+def _canonical_runs(ops: Sequence[AnyOp], num_qubits: int) -> list[AnyOp]:
+    """Every single-qubit run in canonical form (:func:`_canonical_run`), before Clifford folding.
+
+    The run's Clifford constants then stand first, next to the two-qubit gates
+    before it, so that a region folded there takes them in: the local frame
+    the region leaves behind is then often no more than phases, and the
+    run's matrix stays real.
+    """
+    out: list[AnyOp] = []
+    pending: list[list[AnyOp]] = [[] for _ in range(num_qubits)]
+    for op in [*ops, None]:
+        if op is not None and len(op.qubits) == 1:
+            pending[op.qubits[0]].append(op)
+            continue
+        for q in range(num_qubits) if op is None else op.qubits:
+            out.extend(_canonical_run(q, pending[q], zbasis=False))
+            pending[q] = []
+        if op is not None:
+            out.append(op)
+    return out
+
+
 def _group_permutation_runs(steps: list[_Step]) -> list[_Step]:
     """Reorder steps (respecting per-qubit order) so CNOT/SWAP steps form long runs.
 
@@ -1073,7 +1095,7 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int) -> Program:
     original: list[AnyOp] = list(circuit)
     tail = (lambda ops: _drop_invisible_tail(ops, n)) if zbasis else list
     framed = _normalise_frames(original, n)
-    fused = [_fuse_single_qubit_runs(tail(_fold_clifford_regions(tail(ops))[0]), n, zbasis)
+    fused = [_fuse_single_qubit_runs(tail(_fold_clifford_regions(tail(_canonical_runs(ops, n)))[0]), n, zbasis)
              for ops in ([framed] if framed == original else [framed, original])]
     # explicit frames can cost a step where they land between two-qubit gates: keep them where they pay
     initial, steps = _split_initial_product(_group_permutation_runs(min(fused, key=len)), n)
