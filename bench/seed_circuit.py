@@ -12,7 +12,12 @@ only up to B = 100, it is slow on purpose) and on every installed peer in the
 same run, then print our speed-up over the fastest peer for each case.
 Goals: 8Z >= 30x and 1024 shots >= 15x the fastest peer.
 
-Usage: ``python bench/seed_circuit.py [--quick] [--json PATH]``
+Our backends also run both cases on the seed circuit in IonQ's native gates
+(``qc.to_native(seed_circuit())``: GPi, GPi2 and 56 MS, Z rotations virtual),
+cases ``8Z native`` and ``1024 shots native``; the goal there is a time per
+call within 1.5x of the QIS form's, same backend, batch and threads.
+
+Usage: ``python bench/seed_circuit.py [--quick] [--ours-only] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -44,8 +49,17 @@ NUM_QUBITS = 8
 SHOTS = 1024
 OBSERVABLES = [f"Z{q}" for q in range(NUM_QUBITS)]
 CASES = {"8Z": 30.0, f"{SHOTS} shots": 15.0}  # case -> goal: our speed-up over the fastest peer
+NATIVE = " native"  # suffix of the cases run on the native form (ours only)
+NATIVE_GOAL = 1.5  # native form's time / QIS form's time, at most
+ORDER = [*CASES, *(case + NATIVE for case in CASES)]
 THREADS = (1, 2)
 REFERENCE_MAX_BATCH = 100
+
+
+@functools.cache
+def native_seed_circuit() -> qc.Circuit:
+    """The seed circuit in IonQ's native gates for Aria (GPi, GPi2, 56 MS; virtual Z), same parameters."""
+    return qc.to_native(seed_circuit())
 
 
 def parameters(batch: int) -> np.ndarray:
@@ -66,9 +80,13 @@ def _time_cases(
     batches: list[int],
     repeat: int,
     note: Callable[[], str] = lambda: "",
+    suffix: str = "",
     **fields: Any,
 ) -> list[Record]:
-    """Time both cases at every batch size; ``note()`` describes the last call, ``fields`` fill the records."""
+    """Time both cases at every batch size; ``note()`` describes the last call, ``fields`` fill the records.
+
+    ``suffix`` is appended to the case names (:data:`NATIVE` for the native form).
+    """
     theta = parameters(max(batches))
     records = []
     for batch in batches:
@@ -76,25 +94,31 @@ def _time_cases(
         rows = theta[0] if batch == 1 else theta[:batch]
         for case, fn in zip(CASES, (expect, sample), strict=True):
             timing = time_call(functools.partial(fn, rows), repeat=repeat)
-            records.append(measured(timing, benchmark=BENCHMARK, case=case, qubits=NUM_QUBITS, batch=batch,
-                                    note=note(), **fields))
+            records.append(measured(timing, benchmark=BENCHMARK, case=case + suffix, qubits=NUM_QUBITS,
+                                    batch=batch, note=note(), **fields))
     return records
 
 
-def measure_ours(backend: str, threads: int, batches: list[int], repeat: int) -> list[Record]:
-    """Our ``backend`` in double precision: check against the reference, then time."""
-    circuit = seed_circuit()
+def measure_ours(backend: str, threads: int, batches: list[int], repeat: int, native: bool = False) -> list[Record]:
+    """Our ``backend`` in double precision, on the QIS or the ``native`` form: check against the reference, then time.
+
+    Both forms are checked against the reference's values for the QIS form.
+    """
+    circuit = native_seed_circuit() if native else seed_circuit()
     sim = qc.Simulator(backend=backend, precision="double", seed=7, threads=threads)
     got = np.asarray(sim.expectation(circuit, OBSERVABLES, params=parameters(1)[0]))
     error = float(np.max(np.abs(got - reference_expectations())))
     if not error <= 1e-10:
-        print(f"ERROR: our {backend} backend differs from the reference by {error:.2e}; its timings are dropped")
+        form = "native" if native else "QIS"
+        print(f"ERROR: our {backend} backend differs from the reference by {error:.2e} on the {form} form; "
+              "its timings are dropped")
         return []
     return _time_cases(
         lambda rows: sim.expectation(circuit, OBSERVABLES, params=rows),
         lambda rows: sim.sample(circuit, shots=SHOTS, params=rows),
         batches,
         repeat,
+        suffix=NATIVE if native else "",
         backend=backend,
         kind="ours",
         threads=threads,
@@ -124,7 +148,7 @@ def measure_peer(peer: str, threads: int, batches: list[int], repeat: int) -> li
 def speedups(records: list[Record]) -> list[list[Any]]:
     """Rows (case, B, threads, our backend, fastest peer, its circuits/s, ours, speed-up, goal met)."""
     rows = []
-    keys = sorted({(r.case, r.batch, r.threads) for r in records}, key=lambda k: (list(CASES).index(k[0]), k[1], k[2]))
+    keys = sorted({(r.case, r.batch, r.threads) for r in records}, key=lambda k: (ORDER.index(k[0]), k[1], k[2]))
     for case, batch, threads in keys:
         group = [r for r in records if (r.case, r.batch, r.threads) == (case, batch, threads)]
         peer_records = [r for r in group if r.kind == "peer"]
@@ -139,9 +163,27 @@ def speedups(records: list[Record]) -> list[list[Any]]:
     return rows
 
 
+def native_ratios(records: list[Record]) -> list[list[Any]]:
+    """Rows (case, B, threads, backend, QIS c/s, native c/s, native time / QIS time, goal met), ours only."""
+    timed = {(r.case, r.batch, r.threads, r.backend): r for r in records if r.kind == "ours"}
+    rows = []
+    for (case, batch, threads, backend), qis in sorted(timed.items(), key=lambda item: (ORDER.index(item[0][0]),
+                                                                                         *item[0][1:])):
+        native = timed.get((case + NATIVE, batch, threads, backend))
+        if native is None or backend == "reference":
+            continue
+        ratio = native.seconds / qis.seconds
+        met = "yes" if ratio <= NATIVE_GOAL else "no"
+        rows.append([case, batch, threads, backend, qis.circuits_per_s, native.circuits_per_s, ratio,
+                     f"<= {NATIVE_GOAL}x: {met}"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (1 if a measurement is missing: failed check or crash)."""
     parser = make_parser(BENCHMARK, __doc__.splitlines()[0], "smoke test: B up to 100, 3 repeats")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="time only our backends (QIS and native forms), no peers: a short run")
     args = parser.parse_args(argv)
     announce()
     batches = [1, 100] if args.quick else [1, 100, 1000]
@@ -154,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         ours_batches = [b for b in batches if backend != "reference" or b <= REFERENCE_MAX_BATCH]
         for threads in THREADS:
             records += measure_ours(backend, threads, ours_batches, repeat)
-    available_peers = peers.available()
+            records += measure_ours(backend, threads, ours_batches, repeat, native=True)
+    available_peers = [] if args.ours_only else peers.available()
     for peer in available_peers:
         for threads in THREADS:
             isolate = peers.PEERS[peer].threads_at_import
@@ -164,13 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     print_table(
         ["case", "B", "threads", "backend", "precision", "us/circuit", "circuits/s", "note"],
         [[r.case, r.batch, r.threads, r.backend, r.precision, r.per_circuit_us, r.circuits_per_s, r.note]
-         for r in sorted(records, key=lambda r: (list(CASES).index(r.case), r.batch, r.threads, r.kind != "ours"))],
-        title=f"Seed circuit ({NUM_QUBITS} qubits, {len(seed_circuit())} gates), median of repeats",
+         for r in sorted(records, key=lambda r: (ORDER.index(r.case), r.batch, r.threads, r.kind != "ours"))],
+        title=f"Seed circuit ({NUM_QUBITS} qubits, {len(seed_circuit())} gates; native form "
+              f"{len(native_seed_circuit())} gates), median of repeats",
     )
+    if available_peers:
+        print_table(
+            ["case", "B", "threads", "ours", "fastest peer", "peer c/s", "our c/s", "speed-up", "goal"],
+            speedups(records),
+            title="Our speed-up over the fastest peer (same case, batch and threads)",
+        )
     print_table(
-        ["case", "B", "threads", "ours", "fastest peer", "peer c/s", "our c/s", "speed-up", "goal"],
-        speedups(records),
-        title="Our speed-up over the fastest peer (same case, batch and threads)",
+        ["case", "B", "threads", "backend", "QIS c/s", "native c/s", "native / QIS time", "goal"],
+        native_ratios(records),
+        title="Native form against QIS form, ours (same case, backend, batch and threads)",
     )
     path = write_json(records, args.json, BENCHMARK)
     print(f"\nwrote {len(records)} records to {path}")
