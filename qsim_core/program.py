@@ -1011,14 +1011,17 @@ def _real_form(constant: np.ndarray | None, rotations: list[list], left_free: bo
         while rotations and rotations[-1][0] == "Z":
             rotations = rotations[:-1]
     start = PAULI["I"] if constant is None else constant
+    if np.abs(start.imag).max() < _TOL and all(axis == "Y" for axis, _ in rotations):
+        return constant, rotations, None  # real already (RY is real)
     rng = np.random.default_rng(3)
     samples = []
     for _ in range(3):
         product = start
         for axis, _ in rotations:
-            product = GATES["r" + axis.lower()].matrix(rng.uniform(-np.pi, np.pi)) @ product
+            half = rng.uniform(-np.pi, np.pi) / 2
+            product = (math.cos(half) * PAULI["I"] - 1j * math.sin(half) * PAULI[axis]) @ product
         samples.append(product)
-    if all(np.allclose(sample.imag, 0, atol=_TOL) for sample in samples):
+    if all(np.abs(sample.imag).max() < _TOL for sample in samples):
         return constant, rotations, None
     first = np.abs(samples[0])
     if left_free:
@@ -1027,7 +1030,7 @@ def _real_form(constant: np.ndarray | None, rotations: list[list], left_free: bo
         pivots = np.array([samples[0].flat[np.argmax(first)]] * 2)
     pivots = np.conj(pivots) / np.abs(pivots)
     phase = np.diag(np.where(pivots.real < -_TOL, -pivots, pivots))  # a sign is free: stay near the identity
-    if not all(np.allclose((phase @ sample).imag, 0, atol=_TOL) for sample in samples):
+    if not all(np.abs((phase @ sample).imag).max() < _TOL for sample in samples):
         return constant, rotations, None
     images = [_conjugated_axis(phase, axis) for axis, _ in rotations]
     if None in images:
