@@ -27,12 +27,13 @@ of the backend. Compilation runs these passes, in order:
 4. **Single-qubit fusion**: every maximal run of 1-qubit gates on one qubit
    (uninterrupted by a multi-qubit gate on that qubit) becomes one ``U1``
    step whose 2x2 matrix is the product of the run, formed per parameter set
-   at bind time. Each run is first put in a canonical form: its constant
-   gates are multiplied into one compile-time matrix, moved (when they are
-   Cliffords) in front of the parametrised RX/RY/RZ rotations, which change
-   axis accordingly, and adjacent rotations about one axis are merged
-   (``GPi2(0) RZ(t) GPi2(1/2)`` becomes ``RY(t)``; ``RY(a) RY(b)`` becomes
-   ``RY(a + b)``). In Z-basis programs a run's free phases (global, and a
+   at bind time. Each run is first put in a canonical form (also before
+   pass 2, so that a folded region takes in the runs' Clifford constants):
+   its constant gates are multiplied into one compile-time matrix, moved
+   (when they are Cliffords) in front of the parametrised RX/RY/RZ
+   rotations, which change axis accordingly, and adjacent rotations about
+   one axis are merged (``GPi2(0) RZ(t) GPi2(1/2)`` becomes ``RY(t)``;
+   ``RY(a) RY(b)`` becomes ``RY(a + b)``). In Z-basis programs a run's free phases (global, and a
    diagonal factor where only monomial gates follow) are chosen to make its
    matrix real where possible, for the kernels' real fast path.
 5. **Two-qubit kinds**: a two-qubit gate's step kind follows from its
@@ -657,17 +658,16 @@ def _structured(op: AnyOp) -> bool:
     return len(op.qubits) == 2 and op.name not in ("cnot", "swap")
 
 
-def _fold_clifford_regions(ops: Sequence[AnyOp]) -> tuple[list[AnyOp], int]:
+def _fold_clifford_regions(ops: Sequence[AnyOp]) -> list[AnyOp]:
     """Pass 2: rewrite constant Clifford regions as one-qubit gates around a CNOT network.
 
-    Returns the operation list and how many regions were rewritten; when
-    none was, the list is ``ops`` in its original order.
+    When no region is rewritten, the result is ``ops`` in its original order.
     """
     foldable = [_is_constant_clifford(op) for op in ops]
     if not any(f and _structured(op) for f, op in zip(foldable, ops, strict=True)):
-        return list(ops), 0
+        return list(ops)
     out: list[AnyOp] = []
-    folded = 0
+    folded = False
     for flagged, items in _alternating_order([op.qubits for op in ops], foldable):
         if not flagged:
             out.extend(ops[k] for k in items)
@@ -676,8 +676,8 @@ def _fold_clifford_regions(ops: Sequence[AnyOp]) -> tuple[list[AnyOp], int]:
             region_ops = [ops[k] for k in region]
             replacement = _fold_region(region_ops) if any(_structured(op) for op in region_ops) else None
             out.extend(region_ops if replacement is None else replacement)
-            folded += replacement is not None
-    return (out, folded) if folded else (list(ops), 0)
+            folded |= replacement is not None
+    return out if folded else list(ops)
 
 
 def _connected(ops: Sequence[AnyOp], items: list[int]) -> list[list[int]]:
@@ -1098,7 +1098,7 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int) -> Program:
     original: list[AnyOp] = list(circuit)
     tail = (lambda ops: _drop_invisible_tail(ops, n)) if zbasis else list
     framed = _normalise_frames(original, n)
-    fused = [_fuse_single_qubit_runs(tail(_fold_clifford_regions(tail(_canonical_runs(ops, n)))[0]), n, zbasis)
+    fused = [_fuse_single_qubit_runs(tail(_fold_clifford_regions(tail(_canonical_runs(ops, n)))), n, zbasis)
              for ops in ([framed] if framed == original else [framed, original])]
     # explicit frames can cost a step where they land between two-qubit gates: keep them where they pay
     initial, steps = _split_initial_product(_group_permutation_runs(min(fused, key=len)), n)
