@@ -1,4 +1,4 @@
-"""The ``qstore`` command: ``reproduce``, ``train`` and ``serve``.
+"""The ``qstore`` command: ``reproduce``, ``train``, ``compare`` and ``serve``.
 
 ``qstore reproduce`` is the reference workload of ../shared/seed-benchmark.md
 run locally and done properly: 1,000 images (synthetic by default, or a
@@ -6,7 +6,9 @@ PetImages folder with ``--data``), split 800/200, batch 32, 5 epochs, the
 8-qubit seed circuit with the image features really encoded and every angle
 really trained, 1,024-shot parameter-shift gradients (``--grad adjoint`` for
 exact ones), and the matched classical baseline trained on the same split.
-``qstore train`` exposes the same machinery with every option.
+``qstore train`` exposes the same machinery with every option. ``qstore
+compare`` runs the same circuits in process and through an IonQ-compatible
+server (:mod:`qstore.compare`).
 
 Bad input (a missing folder, impossible split sizes, unknown options, a
 corrupt checkpoint) ends with a one-line message and exit status 2, never a
@@ -28,6 +30,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, Preprocessor, Split, digits, load_petimages, synthetic
+from .ionq.client import IonQError
 from .layers import BASES, ENTANGLEMENTS, GRADIENT_METHODS, QuantumLayerConfig
 from .train import TrainConfig, TrainResult, TrainState, build_model, train
 
@@ -197,6 +200,34 @@ def _training_options(parser: argparse.ArgumentParser, *, reproduce: bool) -> No
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _compare_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default="local",
+                        help="'local' (a server started here), a server URL, or 'ionq' (IonQ's cloud, needs "
+                             "IONQ_API_KEY) (default: %(default)s)")
+    parser.add_argument("--api-key", help="API key of a --target URL (default: $IONQ_API_KEY)")
+    parser.add_argument("--profile", help="latency profile of the local server: ionq-cloud (default), none, or a "
+                                          "profile JSON file")
+    parser.add_argument("--circuits", type=int, default=20,
+                        help="seed circuits with random inputs (default: %(default)s)")
+    parser.add_argument("--shots", type=int, default=1024, help="default: %(default)s")
+    parser.add_argument("--max-concurrent", type=int, default=10, help="jobs in flight (default: %(default)s)")
+    parser.add_argument("--circuits-per-job", type=int, default=10, help="default: %(default)s")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one job may take (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="qstore-compare", help="folder for compare.json and compare.png")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .compare import compare, format_report, save
+
+    comparison = compare(args.target, api_key=args.api_key, profile=args.profile, circuits=args.circuits,
+                         shots=args.shots, max_concurrent=args.max_concurrent,
+                         circuits_per_job=args.circuits_per_job, seed=args.seed, timeout=args.timeout)
+    print(format_report(comparison))
+    json_path, png_path = save(comparison, Path(args.output))
+    print(f"wrote {json_path} and {png_path}")
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``qstore`` argument parser."""
     top = argparse.ArgumentParser(prog="qstore", description=__doc__.splitlines()[0])
@@ -205,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     _training_options(reproduce, reproduce=True)
     training = commands.add_parser("train", help="train a hybrid model with any settings")
     _training_options(training, reproduce=False)
+    _compare_options(commands.add_parser("compare", help="the same circuits in process and through an IonQ-"
+                                                         "compatible server: latency, time breakdown, agreement"))
     commands.add_parser("serve", help="a local IonQ-compatible server (qstore serve --help)", add_help=False)
     return top
 
@@ -228,8 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reproduce":
         args = _reproduce_defaults(args)
     try:
-        run(args)
-    except (DataError, CheckpointError, UsageError, ValueError, OSError) as error:
+        if args.command == "compare":
+            _compare(args)
+        else:
+            run(args)
+    except (DataError, CheckpointError, UsageError, ValueError, OSError, IonQError) as error:
         print(f"qstore {args.command}: {error}", file=sys.stderr)
         return 2
     return 0
