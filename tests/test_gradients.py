@@ -231,3 +231,18 @@ def test_counts_estimates_measure_in_the_right_basis():
     values = expectations_from_counts(simulator_executor(sim), circuit,
                                                      ["Y0", "X1", "Z2", "Y0 X1 Z2"], np.zeros((1, 0)), 200)
     np.testing.assert_array_equal(values, [[1.0, -1.0, -1.0, 1.0]])
+
+
+@pytest.mark.parametrize("target", ["aria", "forte"])
+def test_native_compiled_circuits_have_the_same_gradient(backend, target):
+    # GPi/GPi2 phases and MS/ZZ gates carrying ParamSum references: the structured two-qubit kernels'
+    # backward and every native derivative matrix are exercised
+    circuit = layered_circuit(4, 2)
+    native = qc.to_native(circuit, target, drop_final_phases=True)
+    params = random_params(circuit, batch=3, seed=8)
+    labels = ["Z0", "Z1 Z3", "Z2"]
+    sim = qc.Simulator(backend=backend)
+    np.testing.assert_allclose(sim.gradient(native, labels, params), sim.gradient(circuit, labels, params),
+                               atol=1e-10)
+    np.testing.assert_allclose(sim.gradient(native, labels, params, method="parameter-shift"),
+                               sim.gradient(circuit, labels, params), atol=1e-10)

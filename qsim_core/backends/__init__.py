@@ -24,9 +24,7 @@ def _cython() -> Backend:
             f"qsim_core.backends._cython_kernels could not be imported: {error}); reinstall with "
             "`pip install .` on a machine with a C compiler, or use backend='numba'"
         ) from error
-    from . import numba_adjoint
-
-    return CompiledBackend("cython", cython_kernels, numba_adjoint)
+    return CompiledBackend("cython", cython_kernels, cython_kernels)
 
 
 def _reference() -> Backend:

@@ -1313,3 +1313,8 @@ def samples_large(const cplx[::1] psi, uint64_t rng, int64_t[::1] out):
             _samples_large(<const double*>&psi[0], psi.shape[0], &rng, &out[0], count, targets)
     free(targets)
     return rng
+
+
+# ---------------------------------------------------------------- adjoint differentiation
+
+include "_cython_adjoint.pxi"

@@ -6,7 +6,10 @@ only in their kernel module: numba's and Cython's export the same functions
 (``run_small``, ``evolve_large``, ``expectations_large``,
 ``probabilities_in_place``, ``samples_large``, ``shot_estimates_into``,
 ``stream_state``, ``set_threads``, ``max_threads``) with the same arguments,
-so one driver, :class:`CompiledBackend`, serves both.
+so one driver, :class:`CompiledBackend`, serves both. Adjoint differentiation
+needs one more function, ``adjoint_small``, from the backend's adjoint kernel
+module: :mod:`~qsim_core.backends.numba_adjoint` for numba, the Cython
+extension itself for Cython (driven by :mod:`~qsim_core.backends.adjoint`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from . import base
 from ._cython_kernels import (
     STEP_KINDS,
     TASKS,
+    adjoint_small,
     evolve_large,
     expectations_large,
     max_threads,
@@ -39,6 +40,7 @@ if STEP_KINDS != (program.U1, program.U2, program.CNOT, program.SWAP, program.PE
     )
 
 __all__ = [
+    "adjoint_small",
     "evolve_large",
     "expectations_large",
     "max_threads",
