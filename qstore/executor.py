@@ -51,9 +51,11 @@ Every job records a :class:`JobTiming` (seconds). For a remote job
   (``execution_duration_ms`` when the timestamps are missing).
 * **network**: the time from sending ``POST /jobs`` to receiving the
   ``completed`` status that the server's own time (queue + simulation) does not
-  explain: request and answer transfers, status polls, and the lag before a
-  poll sees the completion. A transfer that overlaps server work (the POST's
-  answer travelling while the job already queues) is not counted twice.
+  explain: request and answer transfers, status polls, the lag before a poll
+  sees the completion, and the server's work on the request before it records
+  ``submitted_at`` (parsing and validating the body: no API reports an
+  earlier time). A transfer that overlaps server work (the POST's answer
+  travelling while the job already queues) is not counted twice.
 * **download**: fetching the results (``GET .../results/probabilities``).
 
 In process, queue is the wait for the engine and simulation the
