@@ -1093,7 +1093,7 @@ def _permutation_table(steps: Sequence[_Step], local: dict[int, int], size: int)
     return src
 
 
-def _build(circuit: Circuit, zbasis: bool, block_qubits: int) -> Program:
+def _build(circuit: Circuit, zbasis: bool, block_qubits: int, from_zero: bool) -> Program:
     n = circuit.num_qubits
     original: list[AnyOp] = list(circuit)
     tail = (lambda ops: _drop_invisible_tail(ops, n)) if zbasis else list
@@ -1101,7 +1101,10 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int) -> Program:
     fused = [_fuse_single_qubit_runs(tail(_fold_clifford_regions(tail(_canonical_runs(ops, n)))), n, zbasis)
              for ops in ([framed] if framed == original else [framed, original])]
     # explicit frames can cost a step where they land between two-qubit gates: keep them where they pay
-    initial, steps = _split_initial_product(_group_permutation_runs(min(fused, key=len)), n)
+    steps = _group_permutation_runs(min(fused, key=len))
+    initial: list[_Step | None] = [None] * n
+    if from_zero:  # the first run on each qubit acts on |0>: together they write a product state
+        initial, steps = _split_initial_product(steps, n)
 
     u1_runs: list[tuple[AnyOp, ...]] = []
     u2_ops: list[Operation] = []
@@ -1178,7 +1181,8 @@ _CACHE: OrderedDict[tuple, Program] = OrderedDict()
 _CACHE_SIZE = 256
 
 
-def compile_circuit(circuit: Circuit, *, zbasis: bool = False, block_qubits: int = DEFAULT_BLOCK_QUBITS) -> Program:
+def compile_circuit(circuit: Circuit, *, zbasis: bool = False, block_qubits: int = DEFAULT_BLOCK_QUBITS,
+                    from_zero: bool = True) -> Program:
     """Compile ``circuit`` (cached per circuit structure and options).
 
     Args:
@@ -1187,19 +1191,21 @@ def compile_circuit(circuit: Circuit, *, zbasis: bool = False, block_qubits: int
             the result is then only valid for probabilities, samples and
             Z-string expectations.
         block_qubits: largest number of qubits one gathered block may span.
+        from_zero: the circuit starts from ``|0...0>`` (product-state
+            initialisation applies); False for a program run on given initial states.
 
     Returns:
         The :class:`Program`; the same object for the same structure, so a
         batch of any size compiles once.
     """
-    options = ("program", zbasis, block_qubits)
+    options = ("program", zbasis, block_qubits, from_zero)
     program = circuit.memo.get(options)
     if program is not None:
         return program
-    key = (circuit.structure_key(), zbasis, block_qubits)
+    key = (circuit.structure_key(), zbasis, block_qubits, from_zero)
     program = _CACHE.get(key)
     if program is None:
-        program = _build(circuit, zbasis, block_qubits)
+        program = _build(circuit, zbasis, block_qubits, from_zero)
         _CACHE[key] = program
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -74,18 +74,21 @@ class Simulator:
         """Name of the backend in use."""
         return self._backend.name
 
-    def statevector(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+    def statevector(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None, *,
+                    initial_state: np.ndarray | None = None) -> np.ndarray:
         """Final state(s): ``(2**n,)`` or ``(B, 2**n)``, complex128 or complex64."""
-        job, batched = self._job(circuit, params)
+        job, batched = self._job(circuit, params, initial_state)
         return self._shape(self._backend.statevector(job), batched)
 
-    def probabilities(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+    def probabilities(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None, *,
+                      initial_state: np.ndarray | None = None) -> np.ndarray:
         """Basis-state probabilities, float64 ``(2**n,)`` or ``(B, 2**n)``; index bit k is qubit k."""
-        job, batched = self._job(circuit, params)
+        job, batched = self._job(circuit, params, initial_state)
         return self._shape(self._backend.probabilities(job), batched)
 
     def expectation(self, circuit: Circuit, observables: str | Sequence[str],
-                    params: np.ndarray | Sequence[float] | None = None, shots: int | None = None) -> np.ndarray:
+                    params: np.ndarray | Sequence[float] | None = None, shots: int | None = None, *,
+                    initial_state: np.ndarray | None = None) -> np.ndarray:
         """Expectation values of Pauli strings: float64 ``(K,)`` or ``(B, K)``.
 
         Args:
@@ -95,23 +98,27 @@ class Simulator:
             shots: None for exact values; N >= 1 for estimates from N shots per
                 parameter set (Z strings share one Z-basis measurement; each
                 string with X/Y is measured in its own basis with N shots).
+            initial_state: start from this normalised state ``(2**n,)`` (shared) or
+                these states ``(B, 2**n)`` instead of ``|0...0>`` (amplitude encoding);
+                every method takes it. Up to ``block_qubits`` qubits.
         """
         strings = parse_observables(observables, circuit.num_qubits)
-        job, batched = self._job(circuit, params)
+        job, batched = self._job(circuit, params, initial_state)
         if shots is None:
             return self._shape(self._backend.expectation(job, strings), batched)
         return self._shape(self._backend.shot_expectation(job, strings, _check_shots(shots), self._next_key()), batched)
 
-    def sample(self, circuit: Circuit, shots: int, params: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+    def sample(self, circuit: Circuit, shots: int, params: np.ndarray | Sequence[float] | None = None, *,
+               initial_state: np.ndarray | None = None) -> np.ndarray:
         """Measure all qubits ``shots`` times: int64 basis indices ``(shots,)`` or ``(B, shots)``."""
         shots = _check_shots(shots)
-        job, batched = self._job(circuit, params)
+        job, batched = self._job(circuit, params, initial_state)
         return self._shape(self._backend.sample(job, shots, self._next_key()), batched)
 
-    def counts(self, circuit: Circuit, shots: int,
-               params: np.ndarray | Sequence[float] | None = None) -> dict[int, int] | list[dict[int, int]]:
-        """Measurement counts keyed by basis index (IonQ style); a list of dicts for 2-D params."""
-        samples = self.sample(circuit, shots, params)
+    def counts(self, circuit: Circuit, shots: int, params: np.ndarray | Sequence[float] | None = None, *,
+               initial_state: np.ndarray | None = None) -> dict[int, int] | list[dict[int, int]]:
+        """Measurement counts keyed by basis index (IonQ style); a list of dicts for a batch."""
+        samples = self.sample(circuit, shots, params, initial_state=initial_state)
 
         def tally(row: np.ndarray) -> dict[int, int]:
             values, counts = np.unique(row, return_counts=True)
@@ -122,18 +129,19 @@ class Simulator:
     def gradient(self, circuit: Circuit, observables: str | Sequence[str],
                  params: np.ndarray | Sequence[float] | None = None, *, method: str = "adjoint",
                  shots: int | None = None, executor: Executor | None = None, perturbation: float = 0.05,
-                 samples: int = 1) -> np.ndarray:
+                 samples: int = 1, initial_state: np.ndarray | None = None) -> np.ndarray:
         """Jacobian ``d<O_k>/d theta_p``: float64 ``(K, P)``, or ``(B, K, P)`` for a batch.
 
         See :meth:`value_and_gradient` for the arguments.
         """
         return self.value_and_gradient(circuit, observables, params, method=method, shots=shots, executor=executor,
-                                       perturbation=perturbation, samples=samples)[1]
+                                       perturbation=perturbation, samples=samples, initial_state=initial_state)[1]
 
     def value_and_gradient(self, circuit: Circuit, observables: str | Sequence[str],
                            params: np.ndarray | Sequence[float] | None = None, *, method: str = "adjoint",
                            shots: int | None = None, executor: Executor | None = None, perturbation: float = 0.05,
-                           samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                           samples: int = 1, initial_state: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
         """Expectations and their Jacobian from one batched evaluation.
 
         Args:
@@ -154,28 +162,38 @@ class Simulator:
                 simulator; needs ``shots``.
             perturbation: SPSA step c, in the parameters' units.
             samples: SPSA perturbation draws averaged per parameter set.
+            initial_state: see :meth:`expectation` (not with ``executor``).
 
         Returns:
             ``(values, jacobian)``: ``(K,)`` and ``(K, P)``, or ``(B, K)`` and ``(B, K, P)``.
         """
         strings = parse_observables(observables, circuit.num_qubits)
-        job, batched = self._job(circuit, params)
+        job, batched = self._job(circuit, params, initial_state)
         weights = np.broadcast_to(np.eye(len(strings)), (job.batch, len(strings), len(strings)))
-        values, jacobian = self._differentiate(job, strings, weights, method, shots, executor, perturbation, samples)
+        values, jacobian, _ = self._differentiate(job, strings, weights, method, shots, executor, perturbation,
+                                                  samples)
         return self._shape(values, batched), self._shape(jacobian, batched)
 
     def vjp(self, circuit: Circuit, observables: str | Sequence[str], params: np.ndarray | Sequence[float] | None,
             cotangent: np.ndarray | Sequence[float], *, method: str = "adjoint", shots: int | None = None,
-            executor: Executor | None = None, perturbation: float = 0.05, samples: int = 1) -> np.ndarray:
+            executor: Executor | None = None, perturbation: float = 0.05, samples: int = 1,
+            initial_state: np.ndarray | None = None, state_gradient: bool = False
+            ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Vector-Jacobian product ``sum_k cotangent[k] d<O_k>/d theta``: ``(P,)`` or ``(B, P)``.
 
         What backpropagation through a quantum layer needs: with
         ``method="adjoint"`` it costs one backward sweep whatever K is, about
         the price of two forward passes. ``cotangent`` is ``(K,)`` (shared by
         the batch) or ``(B, K)``. Other arguments as for :meth:`value_and_gradient`.
+
+        With ``state_gradient=True`` (adjoint and ``initial_state`` only) it
+        returns ``(gradient, state_gradient)``, the second complex ``(2**n,)`` or
+        ``(B, 2**n)``: ``d f/d Re psi_0 + i d f/d Im psi_0`` for ``f = sum_k cotangent[k] <O_k>``.
         """
+        if state_gradient and (initial_state is None or method != "adjoint"):
+            raise ParameterError("state_gradient=True needs initial_state= and method='adjoint'")
         strings = parse_observables(observables, circuit.num_qubits)
-        job, batched = self._job(circuit, params)
+        job, batched = self._job(circuit, params, initial_state)
         try:
             weights = np.array(np.broadcast_to(np.asarray(cotangent, np.float64), (job.batch, len(strings))))
         except ValueError:
@@ -183,13 +201,17 @@ class Simulator:
                                  f"got {np.shape(cotangent)}") from None
         if not np.isfinite(weights).all():
             raise ParameterError("cotangent contains a non-finite value")
-        _, gradient = self._differentiate(job, strings, weights[:, np.newaxis, :], method, shots, executor,
-                                          perturbation, samples)
+        _, gradient, states = self._differentiate(job, strings, weights[:, np.newaxis, :], method, shots, executor,
+                                                  perturbation, samples)
+        if state_gradient:
+            return self._shape(gradient[:, 0], batched), self._shape(states[:, 0], batched)
         return self._shape(gradient[:, 0], batched)
 
     def _differentiate(self, job: Job, strings: PauliStrings, weights: np.ndarray, method: str, shots: int | None,
-                       executor: Executor | None, perturbation: float, samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """values[B, K] and ``sum_k weights[b, l, k] d<O_k>/d theta``: [B, L, P]."""
+                       executor: Executor | None, perturbation: float, samples: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """values[B, K], ``sum_k weights[b, l, k] d<O_k>/d theta``: [B, L, P], and (adjoint with initial
+        states) the same with respect to the initial states, complex[B, L, 2**n]."""
         if method not in GRADIENT_METHODS:
             raise ParameterError(f"unknown gradient method {method!r}; choose one of {', '.join(GRADIENT_METHODS)}")
         if method == "adjoint":
@@ -207,18 +229,22 @@ class Simulator:
                 raise ParameterError(f"perturbation must be a positive number, got {perturbation!r}")
             rng = np.random.default_rng(self._next_key())
             values, jacobian = spsa(estimate, job.circuit, job.params, float(perturbation), int(samples), rng)
-        return values, np.einsum("blk,bkp->blp", weights, jacobian)
+        return values, np.einsum("blk,bkp->blp", weights, jacobian), None
 
     def _estimator(self, job: Job, strings: PauliStrings, shots: int | None, executor: Executor | None) -> Estimator:
         """Expectations of ``strings`` for any circuit and parameter rows, as the method asks."""
         if executor is not None:
             if shots is None:
                 raise ParameterError("an executor returns counts: pass shots= with executor=")
+            if job.initial is not None:
+                raise ParameterError("an executor runs circuits from |0...0>: initial_state= cannot go with executor=")
             shots = _check_shots(shots)
             return lambda circuit, rows: expectations_from_counts(executor, circuit, strings.labels, rows, shots)
 
         def estimate(circuit: Circuit, rows: np.ndarray) -> np.ndarray:
-            rows_job = Job(circuit, np.ascontiguousarray(rows), job.dtype, job.threads, job.block_qubits)
+            # the rows come parameter set by parameter set (see gradients.py): each set's state, repeated
+            initial = None if job.initial is None else np.repeat(job.initial, len(rows) // job.batch, axis=0)
+            rows_job = Job(circuit, np.ascontiguousarray(rows), job.dtype, job.threads, job.block_qubits, initial)
             if shots is None:
                 return self._backend.expectation(rows_job, strings)
             return self._backend.shot_expectation(rows_job, strings, _check_shots(shots), self._next_key())
@@ -229,16 +255,47 @@ class Simulator:
         self._draws += 1
         return self._seed_key ^ ((self._draws * _MIX) & _MASK64)
 
-    def _job(self, circuit: Circuit, params) -> tuple[Job, bool]:
+    def _job(self, circuit: Circuit, params, initial_state=None) -> tuple[Job, bool]:
         if not isinstance(circuit, Circuit):
             raise CircuitError(f"expected a qsim_core.Circuit, got {type(circuit).__name__}")
         memory.check_qubits(circuit.num_qubits, np.dtype(self.dtype).itemsize)
         matrix, batched = _validate_params(circuit, params)
-        return Job(circuit, matrix, self.dtype, self.threads, self.block_qubits), batched
+        initial = None
+        if initial_state is not None:
+            initial, states_batched = _validate_states(initial_state, circuit.num_qubits, self.dtype)
+            if states_batched and not batched:
+                matrix = np.repeat(matrix, len(initial), axis=0)
+            elif not states_batched:
+                initial = np.repeat(initial, len(matrix), axis=0)
+            elif len(initial) != len(matrix):
+                raise ParameterError(f"params has {len(matrix)} parameter sets but initial_state has {len(initial)}")
+            batched = batched or states_batched
+        return Job(circuit, matrix, self.dtype, self.threads, self.block_qubits, initial), batched
 
     @staticmethod
     def _shape(result: np.ndarray, batched: bool) -> np.ndarray:
         return result if batched else result[0]
+
+
+def _validate_states(states, num_qubits: int, dtype: type) -> tuple[np.ndarray, bool]:
+    """Initial states as dtype[B, 2**n] (B = 1 for one state) plus whether a batch was given."""
+    try:
+        array = np.asarray(states, dtype=np.complex128)
+    except (TypeError, ValueError) as error:
+        raise ParameterError(f"initial_state must be numbers: {error}") from None
+    size = 1 << num_qubits
+    if array.ndim not in (1, 2) or array.shape[-1] != size:
+        raise ParameterError(f"initial_state must be ({size},) or (B, {size}) for {num_qubits} qubits, "
+                             f"got shape {array.shape}")
+    batched = array.ndim == 2
+    array = array.reshape(-1, size)
+    if not np.isfinite(array).all():
+        raise ParameterError("initial_state contains a non-finite amplitude")
+    norms = np.linalg.norm(array, axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-6)
+    if bad.size:
+        raise ParameterError(f"initial_state row {bad[0]} has norm {norms[bad[0]]:.6g}; states must be normalised")
+    return np.ascontiguousarray(array.astype(dtype)), batched
 
 
 def _check_shots(shots: object) -> int:

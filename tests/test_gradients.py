@@ -246,3 +246,84 @@ def test_native_compiled_circuits_have_the_same_gradient(backend, target):
                                atol=1e-10)
     np.testing.assert_allclose(sim.gradient(native, labels, params, method="parameter-shift"),
                                sim.gradient(circuit, labels, params), atol=1e-10)
+
+
+def random_states(num_qubits: int, batch: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(batch, 2 ** num_qubits)) + 1j * rng.normal(size=(batch, 2 ** num_qubits))
+    return states / np.linalg.norm(states, axis=1, keepdims=True)
+
+
+@settings(max_examples=30)
+@given(circuit=circuits(max_qubits=5, max_ops=20, max_params=4))
+def test_initial_states_match_the_reference(backend, precision, circuit):
+    labels = observables_for(circuit.num_qubits, np.random.default_rng(len(circuit)))
+    params = random_params(circuit, batch=3, seed=len(circuit))
+    states = random_states(circuit.num_qubits, 3, len(circuit))
+    sim = qc.Simulator(backend=backend, precision=precision)
+    tol = 1e-9 if precision == "double" else 1e-4
+    np.testing.assert_allclose(sim.statevector(circuit, params, initial_state=states),
+                               REFERENCE.statevector(circuit, params, initial_state=states), atol=tol)
+    np.testing.assert_allclose(sim.expectation(circuit, labels, params, initial_state=states),
+                               REFERENCE.expectation(circuit, labels, params, initial_state=states), atol=tol)
+    cotangent = np.random.default_rng(1).normal(size=(3, len(labels)))
+    grad, state_grad = sim.vjp(circuit, labels, params, cotangent, initial_state=states, state_gradient=True)
+    ref_grad, ref_state_grad = REFERENCE.vjp(circuit, labels, params, cotangent, initial_state=states,
+                                             state_gradient=True)
+    np.testing.assert_allclose(grad, ref_grad, atol=tol * 10)
+    np.testing.assert_allclose(state_grad, ref_state_grad, atol=tol * 10)
+
+
+def test_the_state_gradient_matches_finite_differences(backend):
+    circuit = layered_circuit(3, 2)
+    params = random_params(circuit, seed=2)
+    labels = ["Z0", "X1 Y2"]
+    cotangent = np.array([0.7, -1.3])
+    state = random_states(3, 1, 4)[0]
+    sim = qc.Simulator(backend=backend)
+    _, analytic = sim.vjp(circuit, labels, params, cotangent, initial_state=state, state_gradient=True)
+
+    def f(psi: np.ndarray) -> float:  # the expectation is quadratic in psi: no need to renormalise
+        return float(cotangent @ REFERENCE.expectation(circuit, labels, params, initial_state=psi / np.linalg.norm(
+            psi)) * np.linalg.norm(psi) ** 2)
+
+    for index in (0, 5):
+        for direction in (1.0, 1j):
+            step = np.zeros(8, complex)
+            step[index] = 1e-6 * direction
+            numeric = (f(state + step) - f(state - step)) / 2e-6
+            expected = analytic[index].real if direction == 1.0 else analytic[index].imag
+            assert numeric == pytest.approx(expected, abs=1e-6)
+
+
+def test_parameter_shift_and_spsa_run_from_initial_states():
+    circuit = layered_circuit(3, 1)
+    params = random_params(circuit, batch=2, seed=3)
+    states = random_states(3, 2, 5)
+    sim = qc.Simulator(backend="auto", seed=1)
+    exact = sim.gradient(circuit, ["Z0", "Z2"], params, initial_state=states)
+    np.testing.assert_allclose(sim.gradient(circuit, ["Z0", "Z2"], params, method="parameter-shift",
+                                            initial_state=states), exact, atol=1e-10)
+    assert not np.allclose(exact, sim.gradient(circuit, ["Z0", "Z2"], params))  # the state matters
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"initial_state": np.ones(3)}, r"initial_state must be \(4,\) or \(B, 4\)"),
+        ({"initial_state": np.ones(4)}, "row 0 has norm 2; states must be normalised"),
+        ({"initial_state": np.full(4, np.nan)}, "non-finite"),
+        ({"initial_state": np.eye(4)[:3], "params": np.zeros((2, 1))}, "2 parameter sets but initial_state has 3"),
+    ],
+)
+def test_bad_initial_states_are_rejected(kwargs, message):
+    circuit = qc.Circuit(2).ry(0, qc.Param(0))
+    kwargs.setdefault("params", [0.1])
+    with pytest.raises(qc.ParameterError, match=message):
+        qc.Simulator(backend="auto").expectation(circuit, "Z0", kwargs.pop("params"), **kwargs)
+
+
+def test_initial_states_beyond_the_block_size_are_refused_clearly():
+    with pytest.raises(qc.CircuitTooLargeError, match="initial states are supported for circuits of up to"):
+        qc.Simulator(backend="auto", block_qubits=4).expectation(qc.Circuit(5).h(0), "Z0",
+                                                                 initial_state=np.eye(32)[3])

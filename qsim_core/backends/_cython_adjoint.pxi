@@ -404,7 +404,8 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                          const int64_t* inverse_table, const int64_t* forward_table, const int64_t* u1_use_start,
                          const int64_t* u2_use_start, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
                          int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
-                         int64_t uses, int64_t uses1, int num_threads, int* failed) noexcept nogil:
+                         int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int num_threads,
+                         int* failed) noexcept nogil:
     """Body of :func:`adjoint_small`: one parallel region, per-thread buffers, a static loop over the batch."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
@@ -445,7 +446,10 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                 mu = columns + 4 * num_qubits
                 work = mu + 4 * num_qubits
                 grad = grad_out + uses * lanes * b
-                init_product(state, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
+                if initial != NULL:
+                    memcpy(state, initial + 2 * size * b, 2 * size * sizeof(real))
+                else:
+                    init_product(state, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
                 psi = apply_steps(state, scratch, size, 0, steps, kind, q0, q1, arg, u1 + u1_stride * b,
                                   u2 + u2_stride * b, run_start, run_gate, perm_start, forward_table)
                 if psi != state:
@@ -482,9 +486,12 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                     else:  # every two-qubit matrix kind reads its bound 4x4 through arg
                         _backward_u2(psi, lam, lanes, size, q0[s], q1[s], u2_dagger + u2_stride * b + 32 * arg[s],
                                      du2 + du2_stride * b, arg[s], u2_use_start, grad + uses1, uses, cross)
-                # psi is now the initial product state: contract each lambda against its factors, every qubit at once
+                if state_grad_out != NULL:
+                    memcpy(state_grad_out + 2 * size * lanes * b, lam, 2 * size * lanes * sizeof(real))
+                # psi is now the initial product state: contract each lambda against its factors, every qubit at
+                # once (a program run on given initial states has no product layer)
                 _initial_columns(u1 + u1_stride * b, run_start, run_gate, init_u1, num_qubits, columns)
-                for lane in range(lanes):
+                for lane in range(lanes if initial == NULL else 0):
                     _product_contractions(lam + 2 * size * lane, num_qubits, columns, work, mu)
                     for q in range(num_qubits):
                         if init_u1[q] >= 0 and _run_has_uses(run_start, run_gate, init_u1[q], u1_use_start):
@@ -512,10 +519,12 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
                   const int64_t[::1] perm_start, const int64_t[::1] inverse_table, const int64_t[::1] forward_table,
                   const int64_t[::1] u1_use_start, const int64_t[::1] u2_use_start, const int64_t[::1] xmask,
                   const int64_t[::1] zmask, const int64_t[::1] ny, const double[:, :, ::1] weights,
-                  double[:, ::1] values_out, double[:, :, ::1] grad_out):
+                  double[:, ::1] values_out, double[:, :, ::1] grad_out, const cplx[:, ::1] initial,
+                  cplx[:, :, ::1] state_grad_out):
     """Expectations and adjoint derivatives for a batch of a single-block program (OpenMP over the batch).
 
-    Same arguments and results as :func:`qsim_core.backends.numba_adjoint.adjoint_small`.
+    Same arguments and results as :func:`qsim_core.backends.numba_adjoint.adjoint_small` (``initial`` and
+    ``state_grad_out`` empty when not used).
 
     Raises:
         ValueError: inconsistent shapes.
@@ -541,6 +550,14 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
     if u1_use_start.shape[0] != u1.shape[1] + 1 or u2_use_start.shape[0] != u2.shape[1] + 1:
         raise ValueError("u1_use_start / u2_use_start need one entry per gate plus one")
     _check_observables(xmask, zmask, ny, count)
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef bint has_initial = initial.shape[0] > 0
+    cdef bint has_state_grad = state_grad_out.shape[0] > 0
+    if has_initial and (initial.shape[0] < batch or initial.shape[1] != size):
+        raise ValueError(f"initial must be [{batch}, {size}]")
+    if has_state_grad and (state_grad_out.shape[0] < batch or state_grad_out.shape[1] != lanes
+                           or state_grad_out.shape[2] != size):
+        raise ValueError(f"state_grad_out must be [{batch}, {lanes}, {size}]")
     if batch == 0:
         return
     if cplx is cython.floatcomplex:
@@ -552,7 +569,8 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
                            &run_gate[0], &perm_start[0], perm_start.shape[0] > 1, &inverse_table[0],
                            &forward_table[0], &u1_use_start[0], &u2_use_start[0], &xmask[0], &zmask[0], &ny[0],
                            count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
-                           _threads, &failed)
+                           <const float*>&initial[0, 0] if has_initial else NULL,
+                           <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     else:
         with nogil:
             _adjoint_small(<const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const double*>&u2[0, 0, 0, 0],
@@ -562,5 +580,6 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
                            &run_gate[0], &perm_start[0], perm_start.shape[0] > 1, &inverse_table[0],
                            &forward_table[0], &u1_use_start[0], &u2_use_start[0], &xmask[0], &zmask[0], &ny[0],
                            count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
-                           _threads, &failed)
+                           <const double*>&initial[0, 0] if has_initial else NULL,
+                           <double*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     _check_allocated(failed)

@@ -890,7 +890,8 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
                      const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
                      const int32_t* run_gate, const int64_t* perm_start, bint has_perm, const int64_t* perm_table,
                      const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots,
-                     uint64_t key, int64_t batch_offset, int num_threads, int* failed) noexcept nogil:
+                     uint64_t key, int64_t batch_offset, const real* initial, bint has_initial, int num_threads,
+                     int* failed) noexcept nogil:
     """Body of :func:`run_small`: one parallel region, per-thread buffers, a static loop over the batch."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t b
@@ -930,7 +931,10 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
             else:
                 # final states are built in place in their output row, like numba does
                 row = psi_out + 2 * size * b if task == TASK_STATE else own
-                init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
+                if has_initial:
+                    memcpy(row, initial + 2 * size * b, 2 * size * sizeof(real))
+                else:
+                    init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
                 psi = apply_steps(row, own if row != own else scratch, size, 0, steps, kind, q0, q1, arg,
                                   u1 + u1_stride * b, u2 + u2_stride * b, run_start, run_gate, perm_start,
                                   perm_table)
@@ -969,7 +973,7 @@ def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:
               const int32_t[::1] q0, const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
               const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
               const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny, int64_t shots,
-              uint64_t key, int64_t batch_offset):
+              uint64_t key, int64_t batch_offset, const cplx[:, ::1] initial):
     """Run a whole batch of a single-block program, one parameter set per iteration (OpenMP over the batch).
 
     Args:
@@ -980,6 +984,7 @@ def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:
         samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
         u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``, the state's dtype.
         key: uint64 RNG key of this call; batch_offset: global index of row 0.
+        initial: [B, 2**n] initial states (program compiled with ``from_zero=False``), or [0, 0].
 
     Raises:
         ValueError: an output array is too small for the task.
@@ -1009,6 +1014,9 @@ def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:
     if task in (TASK_SAMPLES, TASK_SHOT_EXPVAL) and shots < 1:
         raise ValueError("shots must be positive")
     _check_observables(xmask, zmask, ny, count)
+    cdef bint has_initial = initial.shape[0] > 0
+    if has_initial and (initial.shape[0] < batch or initial.shape[1] != size):
+        raise ValueError(f"initial must be [{batch}, {size}]")
     if batch == 0:
         return
     if cplx is cython.floatcomplex:
@@ -1017,16 +1025,16 @@ def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:
                        batch, num_qubits, <const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
                        <const float*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
                        &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
-                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset, _threads,
-                       &failed)
+                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset,
+                       <const float*>&initial[0, 0] if has_initial else NULL, has_initial, _threads, &failed)
     else:
         with nogil:
             _run_small(task, <double*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
                        batch, num_qubits, <const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
                        <const double*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
                        &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
-                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset, _threads,
-                       &failed)
+                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset,
+                       <const double*>&initial[0, 0] if has_initial else NULL, has_initial, _threads, &failed)
     _check_allocated(failed)
 
 

@@ -16,23 +16,22 @@ import numpy as np
 from .. import memory
 from ..derivatives import AdjointPlan, adjoint_plan
 from ..observables import PauliStrings
-from ..program import compile_circuit
 from .base import BATCH_CHUNK, SETS_PER_THREAD, Job
 
 
 def plan_for(job: Job, zbasis: bool) -> AdjointPlan:
     """The job circuit's adjoint plan (cached on the circuit): one block over all qubits."""
     width = max(job.block_qubits, job.circuit.num_qubits)
-    key = ("adjoint", zbasis, width)
+    key = ("adjoint", zbasis, width, job.initial is None)
     plan = job.circuit.memo.get(key)
     if plan is None:
-        plan = adjoint_plan(compile_circuit(job.circuit, zbasis=zbasis, block_qubits=width))
+        plan = adjoint_plan(job.program(zbasis, width))
         job.circuit.memo[key] = plan
     return plan
 
 
 def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, observables: PauliStrings,
-                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Expectations and weighted adjoint gradients.
 
     Args:
@@ -43,19 +42,23 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
         weights: float64[B, L, K]; lane l differentiates ``sum_k weights[b, l, k] <O_k>``.
 
     Returns:
-        ``(values, gradient)``: float64[B, K] and float64[B, L, P].
+        ``(values, gradient, state_gradient)``: float64[B, K], float64[B, L, P], and for jobs
+        with initial states ``d f / d Re psi_0 + i d f / d Im psi_0`` as complex[B, L, 2**n] (else None).
     """
     plan = plan_for(job, observables.z_only)
     program = plan.program
     lanes = weights.shape[1]
     threads = min(job.threads, -(-job.batch // SETS_PER_THREAD))
     itemsize = np.dtype(job.dtype).itemsize
-    # per thread: psi, the permutation scratch and one state per lane
+    # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs)
     memory.require(threads * (lanes + 2) * job.size * itemsize,
                    f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
     kernels.set_threads(threads)
     values = np.zeros((job.batch, len(observables)))
     gradient = np.empty((job.batch, lanes, program.num_params))
+    with_states = job.initial is not None
+    state_gradient = np.empty((job.batch, lanes, job.size) if with_states else (0, 0, 0), job.dtype)
+    initial = job.initial if with_states else np.empty((0, 0), job.dtype)
     uses = plan.jacobian.shape[0]
     for start in range(0, job.batch, BATCH_CHUNK):
         rows = slice(start, start + BATCH_CHUNK)
@@ -68,7 +71,9 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
             u1, u2, u2_dagger, du1, du2, program.num_qubits, program.init_u1, program.kind, program.q0,
             program.q1, program.arg, program.run_start, program.run_gate, program.perm_start, plan.inverse_table,
             program.perm_table, plan.u1_use_start, plan.u2_use_start, observables.xmask, observables.zmask,
-            observables.ny, np.ascontiguousarray(weights[rows]), values[rows], per_use,
+            observables.ny, np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows],
+            state_gradient[rows],
         )
         gradient[rows] = per_use @ plan.jacobian
-    return values, gradient
+    # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
+    return values, gradient, 2 * state_gradient if with_states else None

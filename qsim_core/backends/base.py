@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import memory
 from ..circuit import Circuit
+from ..errors import CircuitTooLargeError
 from ..observables import PauliStrings
 from ..program import DEFAULT_BLOCK_QUBITS, Program, compile_circuit
 
@@ -45,6 +46,7 @@ class Job:
         dtype: complex64 or complex128, the state's precision.
         threads: threads the kernels may use.
         block_qubits: fusion width for circuits larger than it (see program).
+        initial: dtype[B, 2**n] normalised initial states, or None for ``|0...0>``.
     """
 
     circuit: Circuit
@@ -52,6 +54,18 @@ class Job:
     dtype: type
     threads: int
     block_qubits: int = DEFAULT_BLOCK_QUBITS
+    initial: np.ndarray | None = None
+
+    def program(self, zbasis: bool, block_qubits: int | None = None) -> Program:
+        """The circuit compiled for this job (product-state initialisation only when starting from zero)."""
+        width = self.block_qubits if block_qubits is None else block_qubits
+        program = compile_circuit(self.circuit, zbasis=zbasis, block_qubits=width, from_zero=self.initial is None)
+        if self.initial is not None and not program.single_block:
+            raise CircuitTooLargeError(
+                f"initial states are supported for circuits of up to block_qubits={width} qubits; this one has "
+                f"{self.circuit.num_qubits} (raise block_qubits, at most 24)"
+            )
+        return program
 
     @property
     def batch(self) -> int:
@@ -84,8 +98,13 @@ class Backend(Protocol):
     def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int) -> np.ndarray:
         """Expectations estimated from ``shots`` measurements, float64[B, K]."""
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact expectations float64[B, K] and gradients float64[B, L, P] of ``sum_k weights[b, l, k] <O_k>``."""
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Exact expectations float64[B, K] and gradients float64[B, L, P] of ``f_l = sum_k weights[b, l, k] <O_k>``.
+
+        The third result, for jobs with initial states, is ``d f_l / d Re psi_0 + i d f_l / d Im psi_0``,
+        complex[B, L, 2**n]; None otherwise.
+        """
 
 
 class CompiledBackend:
@@ -104,7 +123,7 @@ class CompiledBackend:
 
     def probabilities(self, job: Job) -> np.ndarray:
         """See :class:`Backend`. One large state's probabilities reuse the state's memory."""
-        program = compile_circuit(job.circuit, zbasis=True, block_qubits=job.block_qubits)
+        program = job.program(zbasis=True)
         if job.batch == 1 and not program.single_block:
             psi = self._evolve_large(job, program, 0)
             return self.kernels.probabilities_in_place(psi)[np.newaxis]
@@ -127,7 +146,8 @@ class CompiledBackend:
         return self._run(job, TASK_SHOT_EXPVAL, zbasis=observables.z_only, values_out=out,
                          observables=observables, shots=shots, key=key)
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """See :class:`Backend`; the driver is :func:`qsim_core.backends.adjoint.run_adjoint`."""
         from .adjoint import run_adjoint
 
@@ -140,7 +160,7 @@ class CompiledBackend:
 
     def _run(self, job: Job, task: int, *, zbasis: bool, psi_out=None, probs_out=None, values_out=None,
              samples_out=None, observables: PauliStrings | None = None, shots: int = 0, key: int = 0) -> np.ndarray:
-        program = compile_circuit(job.circuit, zbasis=zbasis, block_qubits=job.block_qubits)
+        program = job.program(zbasis)
         threads = job.threads if not program.single_block else min(job.threads, -(-job.batch // SETS_PER_THREAD))
         self.kernels.set_threads(threads)
         empty_obs = np.zeros(0, np.int64)
@@ -153,6 +173,7 @@ class CompiledBackend:
         probs_out = probs_out if probs_out is not None else np.empty((0, 0))
         values_out = values_out if values_out is not None else np.empty((0, 0))
         samples_out = samples_out if samples_out is not None else np.empty((0, 0), np.int64)
+        initial = job.initial if job.initial is not None else np.empty((0, 0), job.dtype)
         for start in range(0, job.batch, BATCH_CHUNK):
             rows = slice(start, start + BATCH_CHUNK)
             u1, u2 = program.bind(job.params[rows], job.dtype)
@@ -163,7 +184,7 @@ class CompiledBackend:
                 samples_out[rows] if task == TASK_SAMPLES else samples_out,
                 program.num_qubits, u1, u2, program.init_u1, program.kind, program.q0, program.q1, program.arg,
                 program.run_start, program.run_gate, program.perm_start, program.perm_table,
-                xmask, zmask, ny, shots, np.uint64(key), start,
+                xmask, zmask, ny, shots, np.uint64(key), start, initial[rows],
             )
         return result
 

@@ -290,10 +290,30 @@ def z_values_and_lambdas(psi, xmask, zmask, weights, values, lam, diagonal, prob
             lam[lane, i] = diagonal[lane, i] * psi[i]
 
 
+@njit(cache=True)
+def initial_layer_derivatives(lam, u1, du1, num_qubits, init_u1, run_start, run_gate, use_start, grad):
+    """Derivatives of the initial product-state layer: each lambda contracted against it once for every qubit."""
+    columns = np.zeros((num_qubits, 2), np.complex128)
+    for q in range(num_qubits):
+        if init_u1[q] >= 0:
+            m00, _, m10, _ = fused_u1(u1, run_start, run_gate, init_u1[q])
+            columns[q, 0], columns[q, 1] = m00, m10
+        else:
+            columns[q, 0] = 1.0
+    mu = np.empty((num_qubits, 2), np.complex128)
+    for lane in range(lam.shape[0]):
+        product_contractions(lam[lane], columns, mu)
+        for q in range(num_qubits):
+            run = init_u1[q]
+            if run >= 0 and run_has_uses(run_start, run_gate, run, use_start):
+                add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, (mu[q, 0], 0j, mu[q, 1], 0j),
+                                    grad[lane], 0)
+
+
 @njit(cache=True, parallel=True)
 def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
                   perm_start, inverse_table, forward_table, u1_use_start, u2_use_start, xmask, zmask, ny, weights,
-                  values_out, grad_out):
+                  values_out, grad_out, initial, state_grad_out):
     """Expectations and adjoint derivatives for a batch of a single-block program.
 
     Args:
@@ -305,6 +325,11 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
         weights: float64[B, L, K]; lambda_l = sum_k weights[b, l, k] O_k psi.
         values_out: float64[B, K] zeroed; receives the expectations <O_k>.
         grad_out: float64[B, L, U1 + U2] zeroed; receives d(sum_k w_lk <O_k>)/d(use).
+        initial: dtype[B, 2**n] initial states (program compiled with ``from_zero=False``),
+            or an empty [0, 0] array to start from the product state.
+        state_grad_out: dtype[B, L, 2**n] receives each lane's adjoint state at the
+            start, ``U^dagger lambda``: d f / d Re psi_0 + i d f / d Im psi_0 is twice it;
+            an empty [0, 0, 0] array when not wanted.
     """
     batch = u1.shape[0]
     size = 1 << num_qubits
@@ -319,7 +344,10 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
         cross = np.empty((lanes, 4), np.complex128)
         cross2 = np.empty((4, 4), np.complex128)
         lam = np.zeros((lanes, size), u1.dtype)
-        init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
+        if initial.shape[0] > 0:
+            psi[:] = initial[b]
+        else:
+            init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
         apply_steps(psi, scratch, 0, kind.size, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
                     perm_start, forward_table)
         if z_only:
@@ -348,19 +376,8 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
             else:  # every two-qubit matrix kind reads its bound 4x4 through arg
                 backward_u2(psi, lam, q0[s], q1[s], u2_dagger[b, arg[s]], du2[b], arg[s], u2_use_start,
                             grad_out[b], uses1, cross2)
-        # psi is now the initial product state: contract each lambda against it once for every qubit
-        columns = np.zeros((num_qubits, 2), np.complex128)
-        for q in range(num_qubits):
-            if init_u1[q] >= 0:
-                m00, _, m10, _ = fused_u1(u1[b], run_start, run_gate, init_u1[q])
-                columns[q, 0], columns[q, 1] = m00, m10
-            else:
-                columns[q, 0] = 1.0
-        mu = np.empty((num_qubits, 2), np.complex128)
-        for lane in range(lanes):
-            product_contractions(lam[lane], columns, mu)
-            for q in range(num_qubits):
-                run = init_u1[q]
-                if run >= 0 and run_has_uses(run_start, run_gate, run, u1_use_start):
-                    add_run_derivatives(u1[b], du1[b], run_start, run_gate, run, u1_use_start,
-                                        (mu[q, 0], 0j, mu[q, 1], 0j), grad_out[b, lane], 0)
+        if state_grad_out.shape[0] > 0:
+            state_grad_out[b] = lam
+        if initial.shape[0] == 0:
+            initial_layer_derivatives(lam, u1[b], du1[b], num_qubits, init_u1, run_start, run_gate, u1_use_start,
+                                      grad_out[b])

@@ -583,7 +583,7 @@ def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots,
 @njit(cache=True, parallel=True)
 def run_small(task, psi_out, probs_out, values_out, samples_out,
               num_qubits, u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table,
-              xmask, zmask, ny, shots, key, batch_offset):
+              xmask, zmask, ny, shots, key, batch_offset, initial):
     """Run a whole batch of a single-block program, one parameter set per iteration.
 
     Args:
@@ -594,6 +594,8 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
         samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
         u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``.
         key: uint64 RNG key of this call; batch_offset: global index of row 0.
+        initial: dtype[B, 2**n] initial states for a program compiled with
+            ``from_zero=False``, or an empty [0, 0] array to start from the program's product state.
     """
     batch = u1.shape[0]
     size = 1 << num_qubits
@@ -604,7 +606,10 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
         else:
             psi = np.empty(size, u1.dtype)
         scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
-        init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
+        if initial.shape[0] > 0:
+            psi[:] = initial[b]
+        else:
+            init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
         apply_steps(psi, scratch, 0, steps, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
                     perm_start, perm_table)
         if task == TASK_PROBS:

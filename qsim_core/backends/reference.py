@@ -72,8 +72,11 @@ class ReferenceBackend:
 
     def statevector(self, job: Job) -> np.ndarray:
         """Final states, applying every gate of the circuit in order."""
-        states = np.zeros((job.batch, job.size), np.complex128)
-        states[:, 0] = 1.0
+        if job.initial is not None:
+            states = job.initial.astype(np.complex128)
+        else:
+            states = np.zeros((job.batch, job.size), np.complex128)
+            states[:, 0] = 1.0
         for op in job.circuit:
             states = apply_matrix(states, _matrices(job, op), op.qubits)
         return states.astype(job.dtype)
@@ -88,10 +91,11 @@ class ReferenceBackend:
         return np.stack([np.einsum("bi,bi->b", states.conj(), _apply_pauli(states, observables, k)).real
                          for k in range(len(observables))], axis=1)
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Adjoint differentiation gate by gate (no fusion), each parameter slot through
         :func:`~qsim_core.derivatives.derivative_matrix`: an oracle independent of the compiled plan."""
-        states = self.statevector(Job(job.circuit, job.params, np.complex128, 1)).astype(np.complex128)
+        states = self.statevector(Job(job.circuit, job.params, np.complex128, 1, initial=job.initial))
         applied = np.stack([_apply_pauli(states, observables, k) for k in range(len(observables))], axis=1)
         values = np.einsum("bi,bki->bk", states.conj(), applied).real
         lanes = weights.shape[1]
@@ -109,7 +113,9 @@ class ReferenceBackend:
                 for index, scale in value.terms:
                     gradient[:, :, index] += scale * overlap
             lam = apply_matrix(lam, np.repeat(undo, lanes, axis=0), op.qubits)
-        return values, gradient
+        if job.initial is None:
+            return values, gradient, None
+        return values, gradient, 2 * lam.reshape(job.batch, lanes, job.size)
 
     def sample(self, job: Job, shots: int, key: int) -> np.ndarray:
         """``numpy.random.Generator.choice`` per parameter set."""
