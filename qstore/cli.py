@@ -31,7 +31,7 @@ import numpy as np
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, Preprocessor, Split, digits, load_petimages, synthetic
 from .ionq.client import IonQError
-from .layers import BASES, ENTANGLEMENTS, GRADIENT_METHODS, QuantumLayerConfig
+from .layers import BASES, ENCODINGS, ENTANGLEMENTS, GRADIENT_METHODS, QuantumLayerConfig
 from .train import TrainConfig, TrainResult, TrainState, build_model, train
 
 #: the reference run's wall time on IonQ's cloud simulator (seconds)
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train the quantum model and its classical baseline as ``args`` say; print the report; return the summary."""
     config = TrainConfig(
         quantum=QuantumLayerConfig(n_qubits=args.qubits, depth=args.depth, entanglement=args.entanglement,
-                                   reupload=args.reupload, bases=tuple(args.bases)),
+                                   encoding=args.encoding, reupload=args.reupload, bases=tuple(args.bases)),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
         gradient=args.grad, shots=None if args.grad == "adjoint" else args.shots, backend=args.backend,
         seed=args.seed)
@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wall = time.perf_counter() - start
     print(f"data: {args.dataset}, {len(split.train)} train / {len(split.val)} validation"
           + (f", {len(split.skipped)} unreadable file(s) skipped" if split.skipped else ""))
-    print(f"model: {config.quantum.n_qubits} qubits, depth {config.quantum.depth}, {config.quantum.entanglement} "
-          f"entanglement, gradients {config.gradient}" + (f" with {config.shots} shots" if config.shots else ""))
+    shots = f" with {config.shots} shots" if config.shots else ""
+    print(f"model: {config.quantum.n_qubits} qubits, {config.quantum.encoding} encoding, depth "
+          f"{config.quantum.depth}, {config.quantum.entanglement} entanglement, gradients {config.gradient}{shots}")
     print(_table(quantum.history, "\nquantum model"))
     print(_table(baseline.history, "\nclassical baseline (the quantum layer replaced by a dense layer of equal width)"))
     print(f"\ncircuits executed: {quantum.circuits:,}")
@@ -180,6 +181,8 @@ def _training_options(parser: argparse.ArgumentParser, *, reproduce: bool) -> No
         parser.add_argument("--qubits", type=int, default=8, help="default: %(default)s")
         parser.add_argument("--depth", type=int, default=2, help="trainable layers (default: %(default)s)")
         parser.add_argument("--entanglement", choices=ENTANGLEMENTS, default="full")
+        parser.add_argument("--encoding", choices=ENCODINGS, default="angle",
+                            help="angle: one RY per qubit; amplitude: 2**qubits amplitudes as the initial state")
         parser.add_argument("--reupload", action="store_true", help="re-encode the data before every layer")
         parser.add_argument("--bases", nargs="+", choices=BASES, default=["Z"], help="measurement bases")
         parser.add_argument("--n-train", type=int, help="training samples (default: 800; digits: 80 %%)")
@@ -246,7 +249,8 @@ def _reproduce_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """The reference workload's fixed settings for ``qstore reproduce``."""
     return argparse.Namespace(
         **vars(args), dataset=f"petimages:{args.data}" if args.data else "synthetic", qubits=8, depth=2,
-        entanglement="full", reupload=False, bases=["Z"], n_train=800, n_val=200, batch_size=32, lr_decay=0.95)
+        entanglement="full", encoding="angle", reupload=False, bases=["Z"], n_train=800, n_val=200, batch_size=32,
+        lr_decay=0.95)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import qsim_core as qc
 from qsim_core.circuit import Circuit, Param
 
 ENTANGLEMENTS = ("linear", "circular", "full")
-ENCODINGS = ("angle",)
+ENCODINGS = ("angle", "amplitude")
 BASES = ("X", "Y", "Z")
 GRADIENT_METHODS = ("adjoint", "parameter-shift", "spsa")
 
@@ -83,8 +83,10 @@ class QuantumLayerConfig:
         entanglement: ``"linear"`` (CNOT(q, q+1)), ``"circular"`` (linear plus
             CNOT(n-1, 0)) or ``"full"`` (CNOT(i, j) for all i < j). ``full`` with 8
             qubits and depth 2 is exactly the seed circuit.
-        encoding: ``"angle"``: RY(x_q) on each qubit.
-        reupload: repeat the encoding before every trainable layer (data re-uploading).
+        encoding: ``"angle"``: RY(x_q) on each qubit, ``n_qubits`` inputs (radians);
+            ``"amplitude"``: the input, a real vector of ``2**n_qubits`` numbers,
+            normalised, is the initial state (the engine takes a batch of them).
+        reupload: repeat the (angle) encoding before every trainable layer (data re-uploading).
         bases: measurement bases; the outputs are <P_q> for each basis P and qubit q.
     """
 
@@ -106,6 +108,18 @@ class QuantumLayerConfig:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if not self.bases or any(b not in BASES for b in self.bases):
             raise ValueError(f"bases must be a non-empty subset of {BASES}, got {self.bases!r}")
+        if self.reupload and self.encoding == "amplitude":
+            raise ValueError("reupload applies to angle encoding; an amplitude-encoded state is prepared once")
+
+    @property
+    def input_size(self) -> int:
+        """Inputs per sample: ``n_qubits`` angles, or ``2**n_qubits`` amplitudes."""
+        return self.n_qubits if self.encoding == "angle" else 2 ** self.n_qubits
+
+    @property
+    def num_encoding_params(self) -> int:
+        """Leading circuit parameters that hold the inputs (angle encoding); 0 for amplitude encoding."""
+        return self.n_qubits if self.encoding == "angle" else 0
 
     @property
     def num_weights(self) -> int:
@@ -129,15 +143,15 @@ def entangler_pairs(n_qubits: int, entanglement: str) -> list[tuple[int, int]]:
 
 
 def feature_circuit(config: QuantumLayerConfig) -> Circuit:
-    """The layer's circuit: parameters ``theta[0:n]`` are the inputs, then ``2 n`` weights per layer."""
+    """The layer's circuit: the angle inputs ``theta[0:n]`` (angle encoding), then ``2 n`` weights per layer."""
     n = config.n_qubits
     circuit = Circuit(n)
     pairs = entangler_pairs(n, config.entanglement)
     for layer in range(config.depth):
-        if layer == 0 or config.reupload:
+        if config.encoding == "angle" and (layer == 0 or config.reupload):
             for q in range(n):
                 circuit.ry(q, Param(q))
-        base = n + 2 * n * layer
+        base = config.num_encoding_params + 2 * n * layer
         for q in range(n):
             circuit.ry(q, Param(base + q))
         for q in range(n):
@@ -148,7 +162,7 @@ def feature_circuit(config: QuantumLayerConfig) -> Circuit:
 
 
 class QuantumLayer(Layer):
-    """Quantum feature extractor: input angles ``[B, n_qubits]`` to expectations ``[B, K]``.
+    """Quantum feature extractor: inputs ``[B, input_size]`` to expectations ``[B, K]``.
 
     The whole mini-batch is one engine call forward and one backward: the
     vector-Jacobian product gives the gradients of the weights (summed over
@@ -170,6 +184,8 @@ class QuantumLayer(Layer):
             raise ValueError(f"gradient must be one of {GRADIENT_METHODS}, got {gradient!r}")
         if gradient == "adjoint" and shots is not None:
             raise ValueError("adjoint gradients are exact: use shots with 'parameter-shift' or 'spsa'")
+        if config.encoding == "amplitude" and gradient != "adjoint":
+            raise ValueError("amplitude encoding needs gradient='adjoint': only it differentiates the initial state")
         self.config = config
         self.circuit = feature_circuit(config)
         self.simulator = simulator
@@ -180,32 +196,50 @@ class QuantumLayer(Layer):
         self.circuits_run = 0
         self.seconds = 0.0
         self._rows = np.empty((0, self.circuit.num_params))
+        self._states: np.ndarray | None = None  # amplitude encoding: the normalised inputs
+        self._norms = np.empty(0)
 
     def _parameter_rows(self, x: np.ndarray) -> np.ndarray:
-        n = self.config.n_qubits
-        if x.ndim != 2 or x.shape[1] != n:
-            raise ValueError(f"the quantum layer takes [batch, {n}] input angles, got shape {x.shape}")
+        size = self.config.input_size
+        if x.ndim != 2 or x.shape[1] != size:
+            raise ValueError(f"the quantum layer takes [batch, {size}] inputs, got shape {x.shape}")
         weights = np.broadcast_to(self.params["weights"], (len(x), self.config.num_weights))
-        return np.concatenate([x, weights], axis=1)
+        if self.config.encoding == "angle":
+            return np.concatenate([x, weights], axis=1)
+        self._norms = np.linalg.norm(x, axis=1)
+        if not (self._norms > 0).all():
+            raise ValueError("amplitude encoding needs inputs with a non-zero norm")
+        self._states = x / self._norms[:, np.newaxis]
+        return np.ascontiguousarray(weights)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._rows = self._parameter_rows(np.asarray(x, np.float64))
         start = time.perf_counter()
-        values = self.simulator.expectation(self.circuit, self.config.observables, self._rows, shots=self.shots)
+        values = self.simulator.expectation(self.circuit, self.config.observables, self._rows, shots=self.shots,
+                                            initial_state=self._states)
         self.seconds += time.perf_counter() - start
         self.circuits_run += len(self._rows)
         return values
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        kwargs = {} if self.gradient == "adjoint" else {"shots": self.shots}
-        full = self.simulator.vjp(self.circuit, self.config.observables, self._rows, grad_out,
-                                  method=self.gradient, **kwargs)
+        if self._states is not None:  # amplitude encoding: the gradient reaches the inputs through the state
+            full, state_grad = self.simulator.vjp(self.circuit, self.config.observables, self._rows, grad_out,
+                                                  initial_state=self._states, state_gradient=True)
+        else:
+            kwargs = {} if self.gradient == "adjoint" else {"shots": self.shots}
+            full = self.simulator.vjp(self.circuit, self.config.observables, self._rows, grad_out,
+                                      method=self.gradient, **kwargs)
         self.seconds += time.perf_counter() - start
         self.circuits_run += len(self._rows) * self.circuits_per_gradient
-        n = self.config.n_qubits
-        self.grads["weights"] = full[:, n:].sum(axis=0)
-        return full[:, :n]
+        inputs = self.config.num_encoding_params
+        self.grads["weights"] = full[:, inputs:].sum(axis=0)
+        if self._states is None:
+            return full[:, :inputs]
+        # through the normalisation v = x / |x| (real inputs: only d/d Re psi_0 matters)
+        g = state_grad.real
+        v = self._states
+        return (g - v * np.sum(v * g, axis=1, keepdims=True)) / self._norms[:, np.newaxis]
 
     @property
     def circuits_per_gradient(self) -> int:

@@ -109,23 +109,26 @@ def simulator_for_epoch(config: TrainConfig, epoch: int) -> qc.Simulator:
 
 
 def build_model(kind: str, num_features: int, config: TrainConfig) -> Sequential:
-    """``Dense(F -> n) -> pi tanh -> [quantum layer | Dense(n -> K) -> tanh] -> Dense(K -> 1)``.
+    """``Dense(F -> m) [-> pi tanh] -> [quantum layer | Dense(m -> K) -> tanh] -> Dense(K -> 1)``.
 
-    The first two layers turn any features into n angles and train through the
-    quantum layer's input gradient; the classical baseline replaces the quantum
-    layer by a dense layer with the same number of outputs K.
+    The first layers turn any features into the quantum layer's m inputs (angle
+    encoding: m = n angles through ``pi tanh``; amplitude encoding: m = 2**n
+    amplitudes) and train through its input gradient; the classical baseline
+    replaces the quantum layer by a dense layer with the same number of outputs K.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
     rng = np.random.default_rng(config.seed)
-    n = config.quantum.n_qubits
+    inputs = config.quantum.input_size
     width = len(config.quantum.observables)
-    layers = [Dense(num_features, n, rng), Tanh(np.pi)]
+    layers = [Dense(num_features, inputs, rng)]
+    if config.quantum.encoding == "angle":
+        layers.append(Tanh(np.pi))
     if kind == "quantum":
         layers.append(QuantumLayer(config.quantum, simulator_for_epoch(config, 0), rng, config.gradient,
                                    config.shots))
     else:
-        layers += [Dense(n, width, rng), Tanh()]
+        layers += [Dense(inputs, width, rng), Tanh()]
     layers.append(Dense(width, 1, rng))
     return Sequential(layers)
 
