@@ -1,4 +1,4 @@
-"""The ``qstore`` command: ``reproduce``, ``train``, ``compare`` and ``serve``.
+"""The ``qstore`` command: ``reproduce``, ``train``, ``sweep``, ``compare`` and ``serve``.
 
 ``qstore reproduce`` is the reference workload of ../shared/seed-benchmark.md
 run locally and done properly: 1,000 images (synthetic by default, or a
@@ -6,7 +6,8 @@ PetImages folder with ``--data``), split 800/200, batch 32, 5 epochs, the
 8-qubit seed circuit with the image features really encoded and every angle
 really trained, 1,024-shot parameter-shift gradients (``--grad adjoint`` for
 exact ones), and the matched classical baseline trained on the same split.
-``qstore train`` exposes the same machinery with every option. ``qstore
+``qstore train`` exposes the same machinery with every option; ``qstore
+sweep CONFIG`` trains many settings on a Dask cluster (:mod:`qstore.sweep`). ``qstore
 compare`` runs the same circuits in process and through an IonQ-compatible
 server (:mod:`qstore.compare`).
 
@@ -239,6 +240,12 @@ def parser() -> argparse.ArgumentParser:
     _training_options(reproduce, reproduce=True)
     training = commands.add_parser("train", help="train a hybrid model with any settings")
     _training_options(training, reproduce=False)
+    sweep = commands.add_parser("sweep", help="grid or random search over training settings on a Dask cluster")
+    sweep.add_argument("config", help="a JSON or TOML sweep config (format: python -m pydoc qstore.sweep)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler (default: a local cluster)")
+    sweep.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    sweep.add_argument("--output", default="qstore-sweep", help="folder for runs/*.h5, summary.json, sweep.png")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     _compare_options(commands.add_parser("compare", help="the same circuits in process and through an IonQ-"
                                                          "compatible server: latency, time breakdown, agreement"))
     commands.add_parser("serve", help="a local IonQ-compatible server (qstore serve --help)", add_help=False)
@@ -267,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compare":
             _compare(args)
+        elif args.command == "sweep":
+            from .sweep import command as sweep  # imports Dask only for this command
+
+            return sweep(args)
         else:
             run(args)
     except (DataError, CheckpointError, UsageError, ValueError, OSError, IonQError) as error:

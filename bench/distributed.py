@@ -1,0 +1,128 @@
+"""The engine on a local Dask cluster: 100,000 seed circuits, 8 Z expectations, 1 and 2 workers against in-process.
+
+One call ``expectation(seed_circuit, [Z0..Z7], theta[100000, 40])`` is timed
+on :class:`qstore.distributed.DaskExecutor` with a local cluster of 1 and of 2
+worker processes (one engine thread each), and on the in-process engine
+(``qsim_core.Simulator``) with 1 and 2 threads, after checking that every
+distributed result equals the in-process one bit for bit. Reported: circuits/s,
+the speed-up over 1 worker and the scaling efficiency (speed-up / workers),
+the ratio to the in-process engine on as many threads, the measured per-task
+overhead and the chunking the executor chose. Goals (issue 7): 2 workers at
+least 1.7x 1 worker; 1 worker within 15 % of the in-process engine on 1 thread.
+
+Usage: ``python bench/distributed.py [--quick] [--circuits N] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+# This script's name shadows Dask's package ``distributed`` for anything that imports it while the script's
+# folder leads sys.path (here, and in the worker processes, which run this file again as __mp_main__): import
+# the package with the folder off the path; later imports find it in sys.modules.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _BENCH]
+importlib.import_module("distributed")
+sys.path.insert(0, str(_BENCH))
+
+# isort: split
+import numpy as np  # noqa: E402
+from _runner import Record, announce, make_parser, measured, print_table, time_call, write_json  # noqa: E402
+
+# isort: split
+import qsim_core as qc  # noqa: E402  (after _runner, which puts the checkout on sys.path)
+from qsim_core.workloads import seed_circuit  # noqa: E402
+from qstore.distributed import DaskExecutor  # noqa: E402
+
+BENCHMARK = "distributed"
+NUM_QUBITS = 8
+OBSERVABLES = [f"Z{q}" for q in range(NUM_QUBITS)]
+CASE = "8Z"
+SCALING_GOAL, OVERHEAD_GOAL = 1.7, 0.15
+
+
+def parameters(batch: int) -> np.ndarray:
+    """``batch`` fixed pseudo-random parameter rows ``(batch, 40)``."""
+    return np.random.default_rng(2026).uniform(-np.pi, np.pi, (batch, seed_circuit().num_params))
+
+
+def record(timing: Any, backend: str, batch: int, threads: int, note: str, **extra: float) -> Record:
+    """A record of this benchmark's one case."""
+    return measured(timing, benchmark=BENCHMARK, case=CASE, backend=backend, kind="ours", qubits=NUM_QUBITS,
+                    batch=batch, threads=threads, precision="double", note=note, extra=extra)
+
+
+def measure_in_process(theta: np.ndarray, threads: int, repeat: int) -> tuple[Record, np.ndarray]:
+    """The in-process engine on ``threads`` threads; returns its record and its results (the reference)."""
+    sim = qc.Simulator(threads=threads)
+    fn = functools.partial(sim.expectation, seed_circuit(), OBSERVABLES, theta)
+    timing = time_call(fn, repeat=repeat)
+    return record(timing, f"in-process ({sim.backend})", len(theta), threads, "qsim_core.Simulator"), fn()
+
+
+def measure_dask(theta: np.ndarray, workers: int, repeat: int, reference: np.ndarray) -> Record | None:
+    """A local cluster of ``workers`` one-thread workers; None if its results differ from ``reference``."""
+    with DaskExecutor(workers=workers) as executor:
+        fn = functools.partial(executor.expectation, seed_circuit(), OBSERVABLES, theta)
+        fn()  # the first call measures the cost per row, which sizes the chunks of the next ones
+        if not np.array_equal(fn(), reference):
+            print(f"ERROR: {workers} worker(s): results differ from the in-process engine's; dropped")
+            return None
+        timing = time_call(fn, repeat=repeat)
+        stats = executor.last_run
+        return record(timing, f"dask ({executor.engine})", len(theta), workers,
+                      f"LocalCluster, {workers} process(es) x 1 thread",
+                      task_overhead_ms=executor.task_overhead * 1e3, chunks=stats.chunks,
+                      rows_per_chunk=stats.rows_per_chunk)
+
+
+def summary(records: list[Record]) -> list[list[Any]]:
+    """Rows: setup, workers/threads, circuits/s, speed-up over 1 worker, efficiency, ratio to in-process, chunking."""
+    dask = {r.threads: r for r in records if r.backend.startswith("dask")}
+    local = {r.threads: r for r in records if r.backend.startswith("in-process")}
+    rows = []
+    for r in sorted(records, key=lambda r: (r.backend, r.threads)):
+        on_dask = r.backend.startswith("dask")
+        speedup = dask[1].seconds / r.seconds if on_dask and 1 in dask else float("nan")
+        vs_local = r.seconds / local[r.threads].seconds if on_dask and r.threads in local else float("nan")
+        rows.append([r.backend, r.threads, r.circuits_per_s, speedup, speedup / r.threads, vs_local,
+                     r.extra.get("task_overhead_ms", float("nan")), int(r.extra.get("chunks", 0)),
+                     int(r.extra.get("rows_per_chunk", 0))])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 1 if a measurement is missing or a goal is missed."""
+    parser = make_parser(BENCHMARK, __doc__.splitlines()[0], "smoke test: 10,000 circuits, 3 repeats")
+    parser.add_argument("--circuits", type=int, help="parameter sets per call (default: 100,000; --quick 10,000)")
+    args = parser.parse_args(argv)
+    announce()
+    batch = args.circuits or (10_000 if args.quick else 100_000)
+    repeat = 3 if args.quick else 5
+    theta = parameters(batch)
+    records, reference = [], None
+    for threads in (1, 2):
+        rec, reference = measure_in_process(theta, threads, repeat)
+        records.append(rec)
+    for workers in (1, 2):
+        rec = measure_dask(theta, workers, repeat, reference)
+        records += [rec] if rec is not None else []
+    print_table(["setup", "workers/threads", "circuits/s", "x 1 worker", "efficiency", "time / in-process",
+                 "task overhead ms", "chunks", "rows/chunk"], summary(records),
+                title=f"{batch:,} seed circuits, <Z_0>..<Z_7>, one call, median of repeats (goals: 2 workers >= "
+                      f"{SCALING_GOAL}x 1 worker; 1 worker <= {1 + OVERHEAD_GOAL:.2f}x in-process on 1 thread)")
+    write_json(records, args.json, BENCHMARK)
+    dask = {r.threads: r for r in records if r.backend.startswith("dask")}
+    if set(dask) != {1, 2}:
+        return 1
+    local_1 = next(r for r in records if r.backend.startswith("in-process") and r.threads == 1)
+    return int(dask[1].seconds / dask[2].seconds < SCALING_GOAL or dask[1].seconds / local_1.seconds
+               > 1 + OVERHEAD_GOAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

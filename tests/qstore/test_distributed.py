@@ -1,0 +1,227 @@
+"""DaskExecutor on a local two-worker cluster: the in-process engine's results bit for bit, drop-in use, faults."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import qsim_core as qc
+from qsim_core.measurement import simulator_executor
+from qstore.distributed import DaskExecutor, chunk_size, connect
+from qstore.executor import AsyncQuantumExecutor
+from qstore.layers import QuantumLayer, QuantumLayerConfig
+from tests.conftest import COMPILED
+
+OBS = ["Z0", "Z3", "X1", "Y2 Z4", "X0 X5"]
+
+
+@pytest.fixture(scope="module")
+def address():
+    """A local cluster of two one-thread worker processes for the whole module."""
+    client, cluster = connect(workers=2)
+    yield cluster.scheduler_address
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def shared(address):
+    """One executor (numba or cython, as the suite tests) for tests that do not change its settings."""
+    with DaskExecutor(address, backend=COMPILED[0], seed=11, chunk_rows=7) as executor:
+        yield executor
+
+
+def circuit(n: int = 6) -> qc.Circuit:
+    """RY/RZ layers and a CNOT chain; 3n parameters, one shared and scaled to exercise the chain rule."""
+    c = qc.Circuit(n)
+    for q in range(n):
+        c.ry(q, qc.Param(q)).rz(q, qc.Param(n + q, 0.5, 0.1))
+    for q in range(n - 1):
+        c.cnot(q, q + 1)
+    for q in range(n):
+        c.ry(q, qc.Param(2 * n + q)).rz(q, qc.Param(0))
+    return c
+
+
+def params(batch: int, n: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-np.pi, np.pi, (batch, 3 * n))
+
+
+def assert_identical(got: list, want: list) -> None:
+    for a, b in zip(got, want, strict=True):
+        if isinstance(b, np.ndarray):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("chunk_rows", [1, 7, None])
+def test_every_result_equals_the_in_process_engine_bit_for_bit(address, backend, chunk_rows):
+    c, theta = circuit(), params(23)
+
+    def calls(sim: qc.Simulator) -> list:  # the same sequence of calls draws the same keys
+        return [
+            sim.expectation(c, OBS, theta), sim.probabilities(c, theta), sim.statevector(c, theta[:3]),
+            sim.sample(c, 64, theta), sim.expectation(c, OBS, theta, shots=100), sim.sample(c, 10, theta),
+            sim.gradient(c, OBS, theta), sim.vjp(c, OBS, theta, np.arange(len(OBS))),
+            sim.gradient(c, OBS, theta[:4], method="parameter-shift", shots=50),
+            sim.gradient(c, OBS, theta[:4], method="spsa", shots=50, samples=2),
+            sim.counts(c, 32, theta[:5]), sim.expectation(c, OBS, theta[0]), sim.expectation(c, OBS, theta[:0]),
+        ]
+
+    with DaskExecutor(address, backend=backend, seed=5, chunk_rows=chunk_rows) as remote:
+        assert remote.backend == f"dask:{backend}"
+        assert_identical(calls(remote), calls(qc.Simulator(backend=backend, seed=5)))
+
+
+def test_circuits_wider_than_a_block_sample_the_same_streams(address):
+    # block_qubits=4 sends a 6-qubit circuit through the one-row-at-a-time kernels of large states
+    c, theta = circuit(), params(9)
+
+    def calls(sim: qc.Simulator) -> list:
+        return [sim.sample(c, 40, theta), sim.expectation(c, OBS, theta, shots=30), sim.expectation(c, OBS, theta)]
+
+    with DaskExecutor(address, backend=COMPILED[0], seed=2, block_qubits=4, chunk_rows=4) as remote:
+        assert_identical(calls(remote), calls(qc.Simulator(backend=COMPILED[0], seed=2, block_qubits=4, threads=1)))
+
+
+def test_each_worker_gets_each_circuit_structure_once(shared):
+    theta = params(40)
+    for _ in range(3):  # new Circuit objects of one structure
+        shared.expectation(circuit(), ["Z0"], theta)
+        shared.sample(circuit(), 5, theta)
+    shared.expectation(circuit(5), ["Z0"], params(40, 5))
+
+    def held(dask_worker) -> list[str]:
+        return sorted(str(key) for key in dask_worker.data if str(key).startswith("qsim-circuit"))
+
+    copies = shared.client.run(held)
+    assert len(copies) == 2 and all(len(keys) == 2 for keys in copies.values())  # two structures, each once
+    assert all(keys == next(iter(copies.values())) for keys in copies.values())
+
+
+def test_last_run_reports_the_chunking(shared):
+    shared.expectation(circuit(), OBS, params(30))
+    stats = shared.last_run
+    assert (stats.method, stats.rows, stats.chunks, stats.rows_per_chunk) == ("expectation", 30, 5, 7)
+    assert stats.seconds > 0 and stats.engine_seconds > 0 and shared.task_overhead > 0 and shared.slots == 2
+
+
+def test_counts_only_executor_protocol(address):
+    c, theta = circuit(), params(6)
+    with DaskExecutor(address, backend=COMPILED[0], seed=3, chunk_rows=2) as remote:
+        assert remote(c, theta, 100) == simulator_executor(qc.Simulator(backend=COMPILED[0], seed=3))(c, theta, 100)
+        # the shifted circuits of a parameter-shift gradient measured through it, as through IonQ
+        sim = qc.Simulator(backend=COMPILED[0])
+        through = sim.gradient(c, ["Z0", "X1 Y2"], theta[0], method="parameter-shift", shots=64, executor=remote)
+    exact = sim.gradient(c, ["Z0", "X1 Y2"], theta[0])
+    assert through.shape == exact.shape and np.abs(through - exact).max() < 0.6
+
+
+def test_the_quantum_layer_trains_on_it(shared):
+    config = QuantumLayerConfig(n_qubits=4, depth=2, entanglement="circular")
+    x = np.random.default_rng(1).uniform(-1, 1, (12, 4))
+    layers = [QuantumLayer(config, sim, np.random.default_rng(0)) for sim in (qc.Simulator(backend=COMPILED[0]),
+                                                                                shared)]
+    outputs = [layer.forward(x) for layer in layers]
+    inputs = [layer.backward(np.ones_like(out)) for layer, out in zip(layers, outputs, strict=True)]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    np.testing.assert_array_equal(inputs[1], inputs[0])
+    np.testing.assert_array_equal(layers[1].grads["weights"], layers[0].grads["weights"])
+
+
+def test_the_async_executor_takes_it_as_its_in_process_target(address):
+    c, theta = circuit(), params(8)
+    results = []
+    for sim in (qc.Simulator(backend=COMPILED[0], seed=4),
+                DaskExecutor(address, backend=COMPILED[0], seed=4, chunk_rows=3)):
+        with AsyncQuantumExecutor(sim, max_concurrent=1, circuits_per_job=8) as runner:
+            results.append(runner.execute(c, theta, shots=50))
+        if isinstance(sim, DaskExecutor):
+            sim.close()
+    assert results[1] == results[0]
+
+
+@pytest.mark.parametrize(
+    ("batch", "row_seconds", "overhead", "slots", "rows"),
+    [
+        (1000, None, 0.004, 2, 250),  # not measured yet: two tasks per slot
+        (100_000, 2e-6, 0.004, 1, 50_000),  # 0.2 s of work: 2 tasks keep 4 ms within 5 %
+        (100_000, 3e-6, 0.004, 2, 50_000),  # 0.3 s: 3 tasks within 5 %, 2 as whole rounds over 2 slots
+        (100_000, 2e-5, 0.004, 2, 4_167),  # 2 s: 25 tasks within 5 %, 24 as whole rounds
+        (32, 3e-6, 0.004, 2, 32),  # a training batch: less work than one task's overhead
+        (1000, 1e-5, 0.004, 4, 500),  # 10 ms: two of four slots get more work than overhead
+        (5, 1.0, 0.004, 2, 1),  # slow rows: never more tasks than rows
+    ],
+)
+def test_chunk_size(batch, row_seconds, overhead, slots, rows):
+    assert chunk_size(batch, row_seconds, overhead, slots) == rows
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "reference"}, "reference backend"),
+        ({"chunk_rows": 0}, "chunk_rows"),
+        ({"max_overhead": 1.5}, "max_overhead"),
+        ({"workers": 2}, "workers="),
+    ],
+)
+def test_bad_settings_are_refused(address, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DaskExecutor(address, **kwargs)
+
+
+def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address):
+    c, theta = circuit(10), params(4000, 10)
+    want = qc.Simulator(backend=COMPILED[0], seed=9).sample(c, 1024, theta)
+    with DaskExecutor(address, backend=COMPILED[0], seed=9, chunk_rows=100) as remote:
+        pids = remote.client.run(os.getpid)
+        killed: list[str] = []
+
+        def progress(dask_scheduler) -> tuple[int, list[str]]:
+            chunks = [ts for key, ts in dask_scheduler.tasks.items() if str(key).startswith("qsim-sample")]
+            busy = sorted({ts.processing_on.address for ts in chunks if ts.processing_on is not None})
+            return sum(ts.state == "memory" for ts in chunks), busy
+
+        finished = threading.Event()
+
+        def kill_when_busy() -> None:  # some chunks done, and a worker in the middle of one
+            while not finished.is_set():
+                done, busy = remote.client.run_on_scheduler(progress)
+                if done >= 3 and busy:
+                    killed.append(busy[0])
+                    os.kill(pids[busy[0]], signal.SIGKILL)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        since = time.time()  # the scheduler's clock: this call's entries in its transition log
+        got = remote.sample(c, 1024, theta)
+        finished.set()
+        killer.join()
+        assert killed, "the batch finished before a worker could be killed"
+        np.testing.assert_array_equal(got, want)  # every row once, from its own stream
+
+        def transitions(dask_scheduler) -> list[tuple[str, str, str]]:
+            return [(entry.key, entry.start, entry.finish) for entry in dask_scheduler.transition_log
+                    if entry.timestamp >= since and str(entry.key).startswith("qsim-sample")]
+
+        log = remote.client.run_on_scheduler(transitions)
+        chunks = remote.last_run.chunks
+        runs = collections.Counter(key for key, start, finish in log if (start, finish) == ("processing", "memory"))
+        assert len(runs) == chunks == 40
+        # the dead worker's chunks went elsewhere: the one it was running, those queued on it, and those it had
+        # finished but the client had not gathered yet (recomputed); the other chunks ran once
+        assert any((start, finish) == ("processing", "released") for _, start, finish in log)
+        assert sum(count - 1 for count in runs.values()) <= chunks // 2
+        remote.client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
