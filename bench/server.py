@@ -12,9 +12,10 @@ circuit, run through :class:`qstore.executor.AsyncQuantumExecutor` (cache off):
   flight), with batching on (10 circuits per job) and off (1): circuits/s,
   job latency p50/p99;
 * ``pieces``: what one 10-circuit job costs on each side outside the network:
-  building the body, JSON text, the server's parse, the server's run of the
-  job (it parses the body again and compiles every bound circuit on its own),
-  turning results into counts.
+  building the body, JSON text, the server's parse (validation and grouping
+  of the circuits by gate sequence), the server's run of the parsed job (one
+  batched engine call per gate sequence, results as JSON), turning results
+  into counts.
 
 The server runs in its own process (``python -m qstore.ionq.server``, profile
 ``none``, its default 2 simulation workers, a fresh SQLite job store in a
@@ -130,15 +131,16 @@ def pieces(repeat: int) -> list[list[Any]]:
     body = job_body([circuit] * JOB, params=theta)
     text, job_id = json.dumps(body), str(uuid.uuid4())
     # new angles in every job, as the server sees them (the engine caches a circuit it has compiled)
-    fresh = itertools.cycle([json.dumps(job_body([circuit] * JOB, params=parameters(JOB, seed=k))) for k in range(16)])
+    fresh = itertools.cycle([parse_job_body(job_body([circuit] * JOB, params=parameters(JOB, seed=k)))
+                             for k in range(16)])
     probabilities = qc.Simulator().probabilities(circuit, theta)
     results = [probabilities_to_ionq(p) for p in probabilities]
     work = [
         ("job_body: circuits -> body", "client", lambda: job_body([circuit] * JOB, params=theta)),
         ("json.dumps(body)", "client", lambda: json.dumps(body)),
         ("json.loads(body)", "server", lambda: json.loads(text)),
-        ("parse_job_body (POST, and again when the job runs)", "server", lambda: parse_job_body(body)),
-        ("execute: a job's run (parse, compile and simulate each circuit)", "server",
+        ("parse_job_body: validation, grouping by gate sequence (POST)", "server", lambda: parse_job_body(body)),
+        ("execute: a parsed job's run (batched simulation, results as JSON)", "server",
          lambda: execute(next(fresh), job_id, 1)),
         ("probabilities_to_ionq x10", "server", lambda: [probabilities_to_ionq(p) for p in probabilities]),
         ("counts_from_ionq x10 (sampling 1,024 shots)", "client",

@@ -5,10 +5,15 @@ Guarantees the server builds on:
 * **Never lost.** A job row is committed before ``POST /jobs`` answers, so a
   job the client saw accepted survives a crash or ``kill -9``;
   :meth:`JobStore.recover` hands every unfinished job back to the runner on
-  the next start. That commit is also flushed to disk (``synchronous=FULL``:
-  it survives power loss); later transitions use WAL's ``NORMAL`` (they
-  survive a process crash, and one lost to a power cut only makes the job run
-  again), which keeps a job's bookkeeping cheap.
+  the next start. Commits use WAL with ``synchronous=NORMAL``: a commit is
+  in the WAL file (the operating system's page cache) when it returns, which
+  a process crash cannot undo, but it reaches the disk only at the next
+  checkpoint. A power cut or kernel crash can therefore lose the last
+  commits: jobs acknowledged just before it (which the client then sees as
+  404), or a finished job's result (which only makes it run again). The
+  database itself stays consistent. ``FULL`` would close that window with an
+  ``fsync`` per commit: about 1 ms on a virtual disk, often more on a laptop,
+  as much as the whole server-side work of a small job.
 * **Never run twice.** A run first *claims* the job (``ready -> started``,
   ``attempts + 1``) and may only finish it while it still holds that claim
   (same status and attempt), in one transaction with its children, so a
@@ -49,9 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     position INTEGER,                        -- index of a child's circuit in the parent's input
     status TEXT NOT NULL,
     summary TEXT NOT NULL,                   -- JSON: what GET /jobs/{id} reports besides the state
-    request TEXT,                            -- JSON body of POST /jobs (top-level jobs only)
+    request BLOB,                            -- POST /jobs body as received (top-level jobs only)
     idempotency_key TEXT,
-    request_hash TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,     -- claims so far (> 1 only after a restart)
     result TEXT,                             -- JSON probabilities (children and single jobs)
     failure TEXT,                            -- JSON {"code", "error"}
@@ -67,7 +71,7 @@ CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 """
 
-_COLUMNS = ("seq, id, owner, parent, position, status, summary, request_hash, attempts, result, failure, warnings, "
+_COLUMNS = ("seq, id, owner, parent, position, status, summary, attempts, result, failure, warnings, "
             "execution_ms, submitted_at, started_at, completed_at")
 
 
@@ -87,7 +91,6 @@ class JobRow:
         position: a child's circuit index, else None.
         status: one of :data:`PENDING` or :data:`TERMINAL`.
         summary: JSON-ready fields fixed at submission (type, name, backend, shots, stats, metadata...).
-        request_hash: SHA-256 of the request body, for idempotent resubmission.
         attempts: how many runs claimed it.
         result: JSON text of the probabilities (``{"<index>": p}``) once completed.
         failure: ``{"code", "error"}`` once failed.
@@ -103,7 +106,6 @@ class JobRow:
     position: int | None
     status: str
     summary: dict[str, Any]
-    request_hash: str | None
     attempts: int
     result: str | None
     failure: dict[str, str] | None
@@ -115,9 +117,9 @@ class JobRow:
 
     @classmethod
     def _from(cls, row: tuple) -> JobRow:
-        (seq, job_id, owner, parent, position, status, summary, request_hash, attempts, result, failure, warnings,
+        (seq, job_id, owner, parent, position, status, summary, attempts, result, failure, warnings,
          execution_ms, submitted_at, started_at, completed_at) = row
-        return cls(seq, job_id, owner, parent, position, status, json.loads(summary), request_hash, attempts, result,
+        return cls(seq, job_id, owner, parent, position, status, json.loads(summary), attempts, result,
                    json.loads(failure) if failure else None, json.loads(warnings) if warnings else [], execution_ms,
                    submitted_at, started_at, completed_at)
 
@@ -128,7 +130,7 @@ class Claim:
 
     job_id: str
     attempt: int
-    request: str  # the POST body, JSON text
+    request: bytes | str  # the POST body as received (JSON text in databases of earlier versions)
 
 
 class JobStore:
@@ -151,7 +153,7 @@ class JobStore:
             raise StoreLockedError(f"{self.path} is in use by another server process") from None
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see the module docstring
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -161,21 +163,19 @@ class JobStore:
 
     # ------------------------------------------------------------------ create and read
 
-    def create(self, owner: str, job_id: str, summary: dict[str, Any], request: str, request_hash: str,
-               idempotency_key: str | None, children: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
+    def create(self, owner: str, job_id: str, summary: dict[str, Any], request: bytes, idempotency_key: str | None,
+               children: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         """Store a new job (status ``submitted``) and its children, committed when this returns."""
         now = time.time()
-        self._db.execute("PRAGMA synchronous=FULL")  # acceptance is the one commit that must reach the disk
         with self._db:
             self._db.execute(
-                "INSERT INTO jobs (id, owner, status, summary, request, request_hash, idempotency_key, submitted_at)"
-                " VALUES (?, ?, 'submitted', ?, ?, ?, ?, ?)",
-                (job_id, owner, json.dumps(summary), request, request_hash, idempotency_key, now))
+                "INSERT INTO jobs (id, owner, status, summary, request, idempotency_key, submitted_at)"
+                " VALUES (?, ?, 'submitted', ?, ?, ?, ?)",
+                (job_id, owner, json.dumps(summary), request, idempotency_key, now))
             self._db.executemany(
                 "INSERT INTO jobs (id, owner, parent, position, status, summary, submitted_at)"
                 " VALUES (?, ?, ?, ?, 'submitted', ?, ?)",
                 [(child_id, owner, job_id, k, json.dumps(child), now) for k, (child_id, child) in enumerate(children)])
-        self._db.execute("PRAGMA synchronous=NORMAL")
 
     def get(self, owner: str, job_id: str) -> JobRow | None:
         """The job if it exists and belongs to ``owner``."""
@@ -188,10 +188,20 @@ class JobStore:
                                (owner, key)).fetchone()
         return JobRow._from(row) if row else None
 
-    def children(self, parent_id: str) -> list[JobRow]:
-        """A multi-circuit job's children in circuit order."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE parent = ? ORDER BY position", (parent_id,))
-        return [JobRow._from(row) for row in rows]
+    def request(self, job_id: str) -> bytes | str | None:
+        """The body a top-level job was created with (see :class:`Claim`); None for a child or an unknown id."""
+        row = self._db.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def child_ids(self, parent_id: str) -> list[str]:
+        """A multi-circuit job's children's ids in circuit order ([] for any other job)."""
+        rows = self._db.execute("SELECT id FROM jobs WHERE parent = ? ORDER BY position", (parent_id,))
+        return [child_id for (child_id,) in rows]
+
+    def child_results(self, parent_id: str) -> list[tuple[str, str | None]]:
+        """``(id, result)`` of a multi-circuit job's children in circuit order (the JSON texts, unparsed)."""
+        return self._db.execute("SELECT id, result FROM jobs WHERE parent = ? ORDER BY position",
+                                (parent_id,)).fetchall()
 
     def jobs(self, owner: str, status: str | None, limit: int, before: int | None) -> list[JobRow]:
         """The owner's top-level jobs, newest first, with ``seq < before`` if given."""

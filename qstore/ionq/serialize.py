@@ -29,6 +29,7 @@ Wire format (see ``/work/shared/ionq-api.md`` sections 4 and 7)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -112,6 +113,36 @@ def _controlled_forms() -> dict[tuple[str, str], Gate]:
 
 
 _FIELDS = {spec.name: _parameter_fields(spec) for spec in qc.GATES.values()}
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How an entry of one table gate is read, worked out once per gate (a job has thousands of entries).
+
+    Attributes:
+        controls: control qubits among the gate's arguments (the other ones are targets).
+        arguments: per qubit argument, its index in the entry's control qubits followed by its targets.
+        params: per parameter, its field, the field's alias (or None) and its default (None: required).
+    """
+
+    controls: int
+    arguments: tuple[int, ...]
+    params: tuple[tuple[_Field, str | None, float | None], ...]
+
+
+def _reading(spec: Gate) -> _Reading:
+    """How entries of ``spec`` are read (see :class:`_Reading`)."""
+    first_optional = spec.num_params - len(spec.defaults)
+    params = tuple((field, _FIELD_ALIASES.get((spec.gateset, spec.ionq_name, field.name)),
+                    spec.defaults[k - first_optional] if k >= first_optional else None)
+                   for k, field in enumerate(_FIELDS[spec.name]))
+    controls = spec.qubit_roles.count(_CONTROL)
+    taken = {True: iter(range(controls)), False: iter(range(controls, spec.num_qubits))}
+    arguments = tuple(next(taken[role == _CONTROL]) for role in spec.qubit_roles)
+    return _Reading(controls, arguments, params)
+
+
+_READINGS = {spec.name: _reading(spec) for spec in qc.GATES.values()}
 _BY_WIRE_NAME = {(spec.gateset, spec.ionq_name): spec for spec in qc.GATES.values()}
 _CONTROLLED = _controlled_forms()
 
@@ -140,32 +171,93 @@ def _parameter_vector(circuit: qc.Circuit, params: Sequence[float] | np.ndarray 
     return theta
 
 
-def _gate_entry(position: int, op: qc.Operation, gateset: str, theta: np.ndarray | None) -> dict[str, Any]:
-    spec = op.gate
-    if spec.gateset != gateset:
-        hint = " (compile it first: qsim_core.to_native(circuit))" if gateset == NATIVE else ""
-        raise IonQFormatError(f"operation {position} ({op}) is a {spec.gateset!r} gate; "
-                              f"it cannot be sent with gateset {gateset!r}{hint}")
-    entry: dict[str, Any] = {"gate": spec.ionq_name}
-    controls = [q for role, q in zip(spec.qubit_roles, op.qubits, strict=True) if role == _CONTROL]
-    targets = [q for role, q in zip(spec.qubit_roles, op.qubits, strict=True) if role != _CONTROL]
-    if controls:
-        entry.update({"control": controls[0]} if len(controls) == 1 else {"controls": controls})
-    entry.update({"target": targets[0]} if len(targets) == 1 else {"targets": targets})
-    for value, field in zip(op.params, _FIELDS[spec.name], strict=True):
-        if is_symbolic(value):
-            if theta is None:
+#: key of a circuit's :class:`_Layout` per gate set in ``Circuit.memo`` (cleared when the circuit changes)
+_LAYOUT_KEY = "qstore.ionq.serialize.layout"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A circuit's gate entries without their parameter values, worked out once to bind them many times.
+
+    Attributes:
+        skeletons: per operation, its entry's ``gate`` and qubit fields.
+        lists: per operation, the qubit fields that hold lists (copied into every entry, never shared).
+        fields: per operation, where each parameter value goes: ``(field, slot or None, list width)``.
+        operation: per parameter value (all operations' values in order), its operation's position.
+        index, scale, offset: per value, ``scale * theta[index] + offset`` (index -1: the constant ``offset``).
+        sums: positions of the values that are :class:`~qsim_core.ParamSum` objects (resolved one by one).
+    """
+
+    skeletons: tuple[dict[str, Any], ...]
+    lists: tuple[tuple[str, ...], ...]
+    fields: tuple[tuple[tuple[str, int | None, int], ...], ...]
+    operation: np.ndarray
+    index: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+    sums: tuple[tuple[int, qc.ParamSum], ...]
+
+    def values(self, circuit: qc.Circuit, theta: np.ndarray | None) -> list[float]:
+        """Every parameter value bound to ``theta``, as :meth:`~qsim_core.Param.resolve` computes it."""
+        symbolic = self.index >= 0
+        if theta is None:
+            unbound = [*np.flatnonzero(symbolic)[:1].tolist(), *(at for at, _ in self.sums[:1])]
+            if unbound:
+                position = int(self.operation[min(unbound)])
+                op = circuit.operations[position]
+                value = next(value for value in op.params if is_symbolic(value))
                 raise IonQFormatError(f"operation {position} ({op}) has an unbound parameter {value!r}; "
                                       "pass params= to bind it (IonQ's JSON has no symbols)")
-            value = value.resolve(theta)
-        number = float(value)
-        if not math.isfinite(number):
-            raise IonQFormatError(f"operation {position} ({op}) binds to a non-finite value {number}")
-        if field.slot is None:
-            entry[field.name] = number
-        else:
-            entry.setdefault(field.name, [None] * field.width)[field.slot] = number
-    return entry
+            return self.offset.tolist()
+        values = self.offset.copy()
+        at = np.flatnonzero(symbolic)
+        # separate multiply and add, as Param.resolve does them: bit for bit the same values
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, naming its gate
+            values[at] = self.scale[at] * theta[self.index[at]] + self.offset[at]
+        for at, value in self.sums:
+            values[at] = value.resolve(theta)
+        if not np.isfinite(values).all():
+            at = int(np.flatnonzero(~np.isfinite(values))[0])
+            position = int(self.operation[at])
+            raise IonQFormatError(f"operation {position} ({circuit.operations[position]}) binds to a non-finite "
+                                  f"value {values[at]}")
+        return values.tolist()
+
+
+def _layout(circuit: qc.Circuit, gateset: str) -> _Layout:
+    """The circuit's :class:`_Layout` for ``gateset`` (memoised on the circuit)."""
+    layouts = circuit.memo.setdefault(_LAYOUT_KEY, {})
+    layout = layouts.get(gateset)
+    if layout is not None:
+        return layout
+    skeletons, lists, fields, operation, index, scale, offset, sums = [], [], [], [], [], [], [], []
+    for position, op in enumerate(circuit):
+        spec = op.gate
+        if spec.gateset != gateset:
+            hint = " (compile it first: qsim_core.to_native(circuit))" if gateset == NATIVE else ""
+            raise IonQFormatError(f"operation {position} ({op}) is a {spec.gateset!r} gate; "
+                                  f"it cannot be sent with gateset {gateset!r}{hint}")
+        skeleton: dict[str, Any] = {"gate": spec.ionq_name}
+        controls = [q for role, q in zip(spec.qubit_roles, op.qubits, strict=True) if role == _CONTROL]
+        targets = [q for role, q in zip(spec.qubit_roles, op.qubits, strict=True) if role != _CONTROL]
+        if controls:
+            skeleton.update({"control": controls[0]} if len(controls) == 1 else {"controls": controls})
+        skeleton.update({"target": targets[0]} if len(targets) == 1 else {"targets": targets})
+        skeletons.append(skeleton)
+        lists.append(tuple(name for name, value in skeleton.items() if isinstance(value, list)))
+        fields.append(tuple((field.name, field.slot, field.width) for field in _FIELDS[spec.name]))
+        for value in op.params:
+            if isinstance(value, qc.ParamSum):
+                sums.append((len(operation), value))
+            operation.append(position)
+            index.append(value.index if isinstance(value, qc.Param) else -1)
+            scale.append(value.scale if isinstance(value, qc.Param) else 0.0)
+            offset.append(value if not is_symbolic(value) else value.offset)
+    layout = layouts[gateset] = _Layout(
+        tuple(skeletons), tuple(lists), tuple(fields), np.array(operation, dtype=np.int64),
+        np.array(index, dtype=np.int64), np.array(scale, dtype=np.float64), np.array(offset, dtype=np.float64),
+        tuple(sums))
+    return layout
 
 
 def _gate_list(circuit: qc.Circuit, gateset: str, params: Sequence[float] | np.ndarray | None) -> list[dict]:
@@ -173,7 +265,20 @@ def _gate_list(circuit: qc.Circuit, gateset: str, params: Sequence[float] | np.n
         raise IonQFormatError(f"expected a qsim_core.Circuit, got {type(circuit).__name__}")
     _check_gateset(gateset)
     theta = _parameter_vector(circuit, params)
-    return [_gate_entry(position, op, gateset, theta) for position, op in enumerate(circuit)]
+    layout = _layout(circuit, gateset)
+    values = iter(layout.values(circuit, theta))
+    entries = []
+    for skeleton, lists, fields in zip(layout.skeletons, layout.lists, layout.fields, strict=True):
+        entry = skeleton.copy()
+        for name in lists:
+            entry[name] = list(entry[name])
+        for name, slot, width in fields:
+            if slot is None:
+                entry[name] = next(values)
+            else:
+                entry.setdefault(name, [None] * width)[slot] = next(values)
+        entries.append(entry)
+    return entries
 
 
 def to_ionq_json(circuit: qc.Circuit, gateset: str = QIS, *,
@@ -305,104 +410,109 @@ def _describe(entry: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _qubit_list(entry: Mapping[str, Any], one: str, many: str, label: str) -> list[int]:
+def _qubit_list(entry: Mapping[str, Any], one: str, many: str) -> list[int]:
     """The qubits given by ``entry[one]`` (an int) or ``entry[many]`` (a list of ints); [] if neither."""
-    if one in entry and many in entry:
-        raise IonQFormatError(f"{label}: give either {one!r} or {many!r}, not both")
     if one in entry:
+        if many in entry:
+            raise IonQFormatError(f"give either {one!r} or {many!r}, not both")
         values = [entry[one]]
     elif many in entry:
         values = entry[many]
         if not isinstance(values, list) or not values:
-            raise IonQFormatError(f"{label}: {many!r} must be a non-empty list of qubit indices, got {values!r}")
+            raise IonQFormatError(f"{many!r} must be a non-empty list of qubit indices, got {values!r}")
     else:
         return []
     for q in values:
         if isinstance(q, bool) or not isinstance(q, int) or q < 0:
-            raise IonQFormatError(f"{label}: qubit indices must be integers >= 0, got {q!r} in {one!r}/{many!r}")
-    return list(values)
+            raise IonQFormatError(f"qubit indices must be integers >= 0, got {q!r} in {one!r}/{many!r}")
+    return values
 
 
-def _number(value: object, field: str, label: str) -> float:
+def _number(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise IonQFormatError(f"{label}: {field!r} must be a number, got {value!r}")
+        raise IonQFormatError(f"{field!r} must be a number, got {value!r}")
     if not math.isfinite(value):
-        raise IonQFormatError(f"{label}: {field!r} must be finite, got {value!r}")
+        raise IonQFormatError(f"{field!r} must be finite, got {value!r}")
     return float(value)
 
 
-def _parameters(spec: Gate, gateset: str, entry: Mapping[str, Any], label: str) -> tuple[list[float], set[str]]:
+def _parameters(spec: Gate, entry: Mapping[str, Any]) -> tuple[list[float], set[str]]:
     """The gate's parameter values from ``entry`` and the set of fields they used."""
     values: list[float] = []
     used: set[str] = set()
-    first_optional = spec.num_params - len(spec.defaults)
-    for k, field in enumerate(_FIELDS[spec.name]):
-        alias = _FIELD_ALIASES.get((gateset, spec.ionq_name, field.name))
-        present = [name for name in (field.name, alias) if name is not None and name in entry]
-        if len(present) > 1:
-            raise IonQFormatError(f"{label}: give either {field.name!r} or {alias!r}, not both")
-        if not present:
-            if k < first_optional:
-                raise IonQFormatError(f"{label}: gate {spec.ionq_name!r} needs {field.name!r} in {spec.unit}")
-            values.append(spec.defaults[k - first_optional])
+    for field, alias, default in _READINGS[spec.name].params:
+        name = field.name
+        if name in entry:
+            if alias is not None and alias in entry:
+                raise IonQFormatError(f"give either {name!r} or {alias!r}, not both")
+        elif alias is not None and alias in entry:
+            name = alias
+        elif default is None:
+            raise IonQFormatError(f"gate {spec.ionq_name!r} needs {name!r} in {spec.unit}")
+        else:
+            values.append(default)
             continue
-        used.add(present[0])
-        raw = entry[present[0]]
+        used.add(name)
+        raw = entry[name]
         if field.slot is not None:
             if not isinstance(raw, list) or len(raw) != field.width:
-                raise IonQFormatError(f"{label}: {field.name!r} must be a list of {field.width} numbers, got {raw!r}")
+                raise IonQFormatError(f"{name!r} must be a list of {field.width} numbers, got {raw!r}")
             raw = raw[field.slot]
-        values.append(_number(raw, present[0], label))
+        values.append(_number(raw, name))
     return values, used
 
 
-def _wire_gate(name: object, gateset: str, label: str) -> Gate:
+def _wire_gate(name: object, gateset: str) -> Gate:
     if not isinstance(name, str):
-        raise IonQFormatError(f"{label}: 'gate' must be a gate name, got {name!r}")
+        raise IonQFormatError(f"'gate' must be a gate name, got {name!r}")
     wire = _NAME_ALIASES.get((gateset, name), name)
     spec = _BY_WIRE_NAME.get((gateset, wire))
     if spec is not None:
         return spec
     others = [g for g in GATESETS if g != gateset and (g, _NAME_ALIASES.get((g, name), name)) in _BY_WIRE_NAME]
     if others:
-        raise IonQFormatError(f"{label}: gate {name!r} belongs to gateset {others[0]!r}, but the circuit is "
+        raise IonQFormatError(f"gate {name!r} belongs to gateset {others[0]!r}, but the circuit is "
                               f"{gateset!r} (native and QIS gates cannot be mixed)")
     known = sorted(n for g, n in _BY_WIRE_NAME if g == gateset)
-    raise IonQFormatError(f"{label}: unknown gate {name!r} in gateset {gateset!r}; known: {', '.join(known)}")
+    raise IonQFormatError(f"unknown gate {name!r} in gateset {gateset!r}; known: {', '.join(known)}")
 
 
-def _append_gate(circuit: qc.Circuit, entry: object, gateset: str, label: str) -> None:
-    """Parse one gate entry and append it to ``circuit``."""
-    if not isinstance(entry, dict):
-        raise IonQFormatError(f"{label}: a gate entry must be an object, got {entry!r}")
-    label = f"{label} {_describe(entry)}"
-    spec = _wire_gate(entry.get("gate"), gateset, label)
-    controls = _qubit_list(entry, "control", "controls", label)
-    targets = _qubit_list(entry, "target", "targets", label)
+def _read_gate(entry: Mapping[str, Any], gateset: str) -> tuple[Gate, tuple[int, ...], list[float]]:
+    """One gate entry: its table gate, qubits in the gate's argument order, and parameter values.
+
+    Checks everything a single entry can get wrong; whether its qubits fit
+    the register is checked when the gate is appended to a circuit. Messages
+    do not name the entry (the caller prefixes its label, built only then).
+    """
+    spec = _wire_gate(entry.get("gate"), gateset)
+    controls = _qubit_list(entry, "control", "controls")
+    targets = _qubit_list(entry, "target", "targets")
     if controls and _CONTROL not in spec.qubit_roles:
         controlled = _CONTROLLED.get((gateset, spec.ionq_name))
         if controlled is None or len(controls) != 1:
             supported = ", ".join(f"{name} (one control)" for _, name in _CONTROLLED) or "none"
-            raise IonQFormatError(f"{label}: gate {spec.ionq_name!r} with {len(controls)} control(s) is not "
+            raise IonQFormatError(f"gate {spec.ionq_name!r} with {len(controls)} control(s) is not "
                                   f"supported; controlled forms supported: {supported}")
         spec = controlled
-    n_controls = spec.qubit_roles.count(_CONTROL)
+    reading = _READINGS[spec.name]
+    n_controls = reading.controls
     if len(controls) != n_controls or len(targets) != spec.num_qubits - n_controls:
-        raise IonQFormatError(f"{label}: gate {spec.ionq_name!r} takes {n_controls} control and "
+        raise IonQFormatError(f"gate {spec.ionq_name!r} takes {n_controls} control and "
                               f"{spec.num_qubits - n_controls} target qubit(s) ({', '.join(spec.qubit_roles)}), "
                               f"got {len(controls)} and {len(targets)}")
-    queues = {True: iter(controls), False: iter(targets)}
-    qubits = [next(queues[role == _CONTROL]) for role in spec.qubit_roles]
-    values, used = _parameters(spec, gateset, entry, label)
-    unknown = sorted(set(entry) - {"gate", *_QUBIT_FIELDS} - used)
-    if unknown:
+    if controls:
+        given = controls + targets
+        qubits = tuple([given[k] for k in reading.arguments])
+    else:
+        qubits = tuple(targets)
+    values, used = _parameters(spec, entry)
+    # "gate", one field per kind of qubit given, and the parameter fields: anything more is unknown
+    if len(entry) != 1 + bool(controls) + bool(targets) + len(used):
+        unknown = sorted(set(entry) - {"gate", *_QUBIT_FIELDS} - used)
         expected = sorted({field.name for field in _FIELDS[spec.name]}) or ["none"]
-        raise IonQFormatError(f"{label}: unexpected field(s) {unknown} for gate {spec.ionq_name!r} "
+        raise IonQFormatError(f"unexpected field(s) {unknown} for gate {spec.ionq_name!r} "
                               f"(its parameter fields: {', '.join(expected)}; unit: {spec.unit or 'none'})")
-    try:
-        circuit.append(spec.name, qubits, values)
-    except qc.CircuitError as error:
-        raise IonQFormatError(f"{label}: {error}") from None
+    return spec, qubits, values
 
 
 def _qubit_count(block: Mapping[str, Any], label: str) -> int:
@@ -419,13 +529,126 @@ def _gateset_of(block: Mapping[str, Any], default: str, label: str) -> str:
     return gateset
 
 
-def _circuit_from(gates: object, qubits: int, gateset: str, label: str) -> qc.Circuit:
+#: a circuit without its parameter values: ``((gate name, qubits), ...)``
+_Sequence = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def _read_circuit(gates: object, gateset: str, label: str) -> tuple[_Sequence, list[float]]:
+    """A gate list as its gate sequence and its parameter values in order (every entry checked)."""
     if not isinstance(gates, list):
         raise IonQFormatError(f"{label}'circuit' must be a list of gate entries, got {type(gates).__name__}")
-    circuit = qc.Circuit(qubits)
+    sequence = []
+    values: list[float] = []
     for position, entry in enumerate(gates):
-        _append_gate(circuit, entry, gateset, f"{label}circuit[{position}]")
+        if not isinstance(entry, dict):
+            raise IonQFormatError(f"{label}circuit[{position}]: a gate entry must be an object, got {entry!r}")
+        try:
+            spec, qubits, params = _read_gate(entry, gateset)
+        except IonQFormatError as error:  # the label names the entry, built here so valid entries never pay for it
+            raise IonQFormatError(f"{label}circuit[{position}] {_describe(entry)}: {error}") from None
+        sequence.append((spec.name, qubits))
+        values.extend(params)
+    return tuple(sequence), values
+
+
+def _template(sequence: _Sequence, qubits: int, gates: list, label: str) -> qc.Circuit:
+    """The circuit of ``sequence`` with ``Param(k)`` as its k-th parameter value.
+
+    ``gates`` is the JSON gate list the sequence was read from, for the label
+    of a gate whose qubits do not fit the register.
+    """
+    circuit = qc.Circuit(qubits)
+    index = 0
+    for position, (name, on) in enumerate(sequence):
+        count = qc.GATES[name].num_params
+        try:
+            circuit.append(name, on, [qc.Param(index + k) for k in range(count)])
+        except qc.CircuitError as error:
+            raise IonQFormatError(f"{label}circuit[{position}] {_describe(gates[position])}: {error}") from None
+        index += count
     return circuit
+
+
+@dataclass(frozen=True)
+class CircuitBatch:
+    """The circuits of an input that share one gate sequence (gates and their qubits), as one template.
+
+    IonQ's JSON has no symbols, so ``job_body(circuit, params=theta)`` sends
+    every binding as a circuit of its own. Read back as a template with a row
+    of values per circuit, they compile to one program (qsim_core caches
+    compiled programs per structure, and constant values are part of it)
+    and run in one batched call:
+    ``Simulator.probabilities(batch.template, batch.params)``.
+
+    Attributes:
+        template: the gate sequence with ``Param(k)`` as its k-th gate parameter value.
+        params: float64 ``[B, P]``: row b holds the values of circuit ``positions[b]``.
+        positions: the circuits' indices in the input, ascending.
+    """
+
+    template: qc.Circuit
+    params: np.ndarray
+    positions: tuple[int, ...]
+
+    def circuits(self) -> list[qc.Circuit]:
+        """The batch's circuits with constant values, in the order of ``positions``."""
+        bound = []
+        for row in self.params.tolist():
+            circuit = qc.Circuit(self.template.num_qubits)
+            values = iter(row)
+            for op in self.template:
+                circuit.append(op.name, op.qubits, [next(values) for _ in op.params])
+            bound.append(circuit)
+        return bound
+
+
+def _parse_batches(input_block: Mapping[str, Any]) -> tuple[tuple[str | None, ...], tuple[CircuitBatch, ...]]:
+    """The names of a single- or multi-circuit ``input`` block's circuits, and the circuits as batches."""
+    if not isinstance(input_block, Mapping):
+        raise IonQFormatError(f"'input' must be an object, got {type(input_block).__name__}")
+    fmt = input_block.get("format", V03_FORMAT)
+    if fmt != V03_FORMAT:
+        raise IonQFormatError(f"input 'format' {fmt!r} is not supported (only {V03_FORMAT!r} gate lists)")
+    qubits = _qubit_count(input_block, "input ")
+    gateset = _gateset_of(input_block, QIS, "input ")
+    if ("circuit" in input_block) == ("circuits" in input_block):
+        raise IonQFormatError("input needs exactly one of 'circuit' (a gate list) or 'circuits' (a list of circuits)")
+    if "circuit" in input_block:
+        entries = [{"circuit": input_block["circuit"]}]
+        labels = [""]
+    else:
+        entries = input_block["circuits"]
+        if not isinstance(entries, list) or not entries:
+            raise IonQFormatError(f"input 'circuits' must be a non-empty list, got {entries!r}")
+        labels = [f"circuits[{k}]." for k in range(len(entries))]
+    names: list[str | None] = []
+    groups: dict[_Sequence, tuple[qc.Circuit, list[int], list[list[float]]]] = {}
+    for k, (entry, label) in enumerate(zip(entries, labels, strict=True)):
+        if not isinstance(entry, dict):
+            raise IonQFormatError(f"{label[:-1]} must be an object with a 'circuit' list, got {entry!r}")
+        name = entry.get("name")
+        if name is not None and not isinstance(name, str):
+            raise IonQFormatError(f"{label}name must be a string, got {name!r}")
+        gates = entry.get("circuit")
+        sequence, values = _read_circuit(gates, _gateset_of(entry, gateset, label), label)
+        group = groups.get(sequence)
+        if group is None:  # a new sequence: its qubits are checked against the register here, once
+            group = groups[sequence] = (_template(sequence, qubits, gates, label), [], [])
+        group[1].append(k)
+        group[2].append(values)
+        names.append(name)
+    batches = tuple(CircuitBatch(template, np.array(rows, dtype=np.float64), tuple(positions))
+                    for template, positions, rows in groups.values())
+    return tuple(names), batches
+
+
+def _bind(names: Sequence[str | None], batches: Sequence[CircuitBatch]) -> list[tuple[str | None, qc.Circuit]]:
+    """``[(name, circuit), ...]`` in input order from the batches of an input."""
+    circuits: list[qc.Circuit | None] = [None] * len(names)
+    for batch in batches:
+        for position, circuit in zip(batch.positions, batch.circuits(), strict=True):
+            circuits[position] = circuit
+    return list(zip(names, circuits, strict=True))
 
 
 def from_ionq_json(input_block: Mapping[str, Any]) -> qc.Circuit:
@@ -455,30 +678,7 @@ def parse_input(input_block: Mapping[str, Any]) -> list[tuple[str | None, qc.Cir
     A multi-circuit block shares ``qubits``; each circuit may override
     ``gateset`` (v0.3 docs). Raises :class:`IonQFormatError` as :func:`from_ionq_json`.
     """
-    if not isinstance(input_block, Mapping):
-        raise IonQFormatError(f"'input' must be an object, got {type(input_block).__name__}")
-    fmt = input_block.get("format", V03_FORMAT)
-    if fmt != V03_FORMAT:
-        raise IonQFormatError(f"input 'format' {fmt!r} is not supported (only {V03_FORMAT!r} gate lists)")
-    qubits = _qubit_count(input_block, "input ")
-    gateset = _gateset_of(input_block, QIS, "input ")
-    if ("circuit" in input_block) == ("circuits" in input_block):
-        raise IonQFormatError("input needs exactly one of 'circuit' (a gate list) or 'circuits' (a list of circuits)")
-    if "circuit" in input_block:
-        return [(None, _circuit_from(input_block["circuit"], qubits, gateset, ""))]
-    entries = input_block["circuits"]
-    if not isinstance(entries, list) or not entries:
-        raise IonQFormatError(f"input 'circuits' must be a non-empty list, got {entries!r}")
-    parsed = []
-    for k, entry in enumerate(entries):
-        label = f"circuits[{k}]."
-        if not isinstance(entry, dict):
-            raise IonQFormatError(f"{label[:-1]} must be an object with a 'circuit' list, got {entry!r}")
-        name = entry.get("name")
-        if name is not None and not isinstance(name, str):
-            raise IonQFormatError(f"{label}name must be a string, got {name!r}")
-        parsed.append((name, _circuit_from(entry.get("circuit"), qubits, _gateset_of(entry, gateset, label), label)))
-    return parsed
+    return _bind(*_parse_batches(input_block))
 
 
 @dataclass(frozen=True)
@@ -492,7 +692,8 @@ class JobRequest:
         shots: shots per circuit, >= 1 (an int or a numeric string on the wire).
         gateset: the input's gate set.
         qubits: register width shared by every circuit.
-        circuits: ``(name or None, circuit)`` per circuit, in submission order.
+        names: each circuit's name or None, in submission order.
+        batches: the circuits grouped by gate sequence (:class:`CircuitBatch`), what a simulator runs.
         name: job name or None.
         metadata: user metadata, echoed verbatim.
         noise: the ``noise`` object or None.
@@ -507,13 +708,19 @@ class JobRequest:
     shots: int
     gateset: str
     qubits: int
-    circuits: tuple[tuple[str | None, qc.Circuit], ...]
+    names: tuple[str | None, ...]
+    batches: tuple[CircuitBatch, ...]
     name: str | None
     metadata: dict[str, Any]
     noise: dict[str, Any] | None
     settings: dict[str, Any] | None
     dry_run: bool
     session_id: str | None
+
+    @functools.cached_property
+    def circuits(self) -> tuple[tuple[str | None, qc.Circuit], ...]:
+        """``(name or None, circuit)`` per circuit with constant values, in submission order (built on first use)."""
+        return tuple(_bind(self.names, self.batches))
 
 
 def _optional(body: Mapping[str, Any], field: str, kind: type, default: Any = None) -> Any:
@@ -564,6 +771,7 @@ def parse_job_body(body: object) -> JobRequest:
     if not isinstance(backend, str) or not backend:
         raise IonQFormatError(f"{'target' if legacy else 'backend'!r} must be a backend name, got {backend!r}")
     metadata = _optional(body, "metadata", dict, {})
+    names, batches = _parse_batches(block)
     return JobRequest(
         api_version="v0.3" if legacy else "v0.4",
         multi=multi,
@@ -571,7 +779,8 @@ def parse_job_body(body: object) -> JobRequest:
         shots=_shots(body.get("shots", DEFAULT_SHOTS)),
         gateset=_gateset_of(block, QIS, "input "),
         qubits=_qubit_count(block, "input "),
-        circuits=tuple(parse_input(block)),
+        names=names,
+        batches=batches,
         name=_optional(body, "name", str),
         metadata=dict(metadata),
         noise=_optional(body, "noise", dict),
@@ -606,7 +815,8 @@ def probabilities_to_ionq(probabilities: np.ndarray, cutoff: float = 1e-14) -> d
     """
     vector = np.asarray(probabilities, dtype=np.float64)
     indices = np.flatnonzero(vector > cutoff)
-    return {str(int(k)): float(vector[k]) for k in indices}
+    # tolist: plain ints and floats in one call, not a numpy scalar per state
+    return dict(zip(map(str, indices.tolist()), vector[indices].tolist(), strict=True))
 
 
 def _result_items(result: Mapping[str, Any], num_qubits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -614,11 +824,24 @@ def _result_items(result: Mapping[str, Any], num_qubits: int) -> tuple[np.ndarra
     if not isinstance(result, Mapping):
         raise IonQFormatError(f"a result must be an object of basis index -> value, got {type(result).__name__}")
     size = 1 << num_qubits
+    # checked in bulk (a result lists up to 2**n states); the loop below only runs to name a bad entry
+    keys, numbers = list(result), list(result.values())
+    try:
+        if all(map(str.isdigit, keys)) and set(map(type, numbers)) <= {int, float}:
+            indices = np.fromiter(map(int, keys), np.int64, len(keys))
+            values = np.array(numbers, dtype=np.float64)
+            if (indices < size).all() and np.isfinite(values).all() and (values >= 0).all():
+                return indices, values
+    except (TypeError, ValueError, OverflowError):  # a key that is no str, or no int64
+        pass
     indices, values = [], []
     for key, value in result.items():
         if not isinstance(key, str) or not key.isdigit() or int(key) >= size:
             raise IonQFormatError(f"result key {key!r} is not a basis index of {num_qubits} qubits (0..{size - 1})")
-        number = _number(value, key, "result")
+        try:
+            number = _number(value, key)
+        except IonQFormatError as error:
+            raise IonQFormatError(f"result: {error}") from None
         if number < 0:
             raise IonQFormatError(f"result value for {key!r} is negative: {number}")
         indices.append(int(key))
@@ -661,7 +884,8 @@ def counts_from_ionq(result: Mapping[str, Any], num_qubits: int, shots: int, *, 
         drawn = np.random.default_rng(seed).multinomial(shots, values / values.sum())
     else:
         drawn = np.rint(values * shots).astype(np.int64)
-    return {int(k): int(n) for k, n in zip(indices, drawn, strict=True) if n}
+    drawn_at = np.flatnonzero(drawn)
+    return dict(zip(indices[drawn_at].tolist(), drawn[drawn_at].tolist(), strict=True))
 
 
 __all__ = [
@@ -670,6 +894,7 @@ __all__ = [
     "NATIVE",
     "QIS",
     "SINGLE_CIRCUIT",
+    "CircuitBatch",
     "IonQFormatError",
     "JobRequest",
     "bind_batch",

@@ -18,10 +18,11 @@ import pytest
 import requests
 
 import qsim_core as qc
-from qstore.ionq import job_body, probabilities_from_ionq
+from qsim_core.workloads import seed_circuit
+from qstore.ionq import job_body, parse_job_body, probabilities_from_ionq
 from qstore.ionq.jobstore import JobStore, StoreLockedError
 from qstore.ionq.latency import PHASES, LatencyProfile
-from qstore.ionq.server import ServerConfig, main, read_api_keys, running_server
+from qstore.ionq.server import _INLINE_BODY_BYTES, ServerConfig, main, read_api_keys, running_server, runs_inline
 
 ALICE, BOB = "alice-key", "bob-key"
 NO_LATENCY = LatencyProfile.load("none")
@@ -135,6 +136,34 @@ def test_multi_circuit_job_has_children_and_aggregated_results(api):
     assert_ionq_error(api.call("DELETE", f"/v0.4/jobs/{children[0]}"), 400, "delete the parent")
 
 
+def aggregated_probabilities(api: Api, job_id: str, qubits: int) -> list[np.ndarray]:
+    """A finished multi-circuit job's probabilities, in circuit order."""
+    job = api.wait(job_id)
+    assert job["status"] == "completed", job
+    aggregated = api.call("GET", job["results"]["probabilities"]["url"]).json()
+    return [probabilities_from_ionq(aggregated[child], qubits) for child in job["child_job_ids"]]
+
+
+@pytest.mark.parametrize("rows", [4, 20])  # 20: parsed and run in worker threads, not on the event loop
+def test_bindings_of_one_circuit_run_as_one_batch_with_exact_probabilities(api, rows):
+    circuit = seed_circuit()
+    theta = np.random.default_rng(rows).uniform(-np.pi, np.pi, (rows, circuit.num_params))
+    other = qc.Circuit(8).h(3).cnot(3, 5).ry(7, 0.25)
+    circuits = [circuit] * rows
+    circuits.insert(1, other)
+    params = [*theta[:1], np.zeros(0), *theta[1:]]
+    body = job_body(circuits, params=params)
+    job = parse_job_body(body)
+    assert [batch.positions for batch in job.batches] == [(0, *range(2, rows + 1)), (1,)]  # by gate sequence
+    np.testing.assert_array_equal(job.batches[0].params, theta)
+    large = rows == 20
+    assert (len(json.dumps(body)) > _INLINE_BODY_BYTES) == large and runs_inline(job) != large
+    exact = qc.Simulator(seed=0).probabilities(circuit, theta)
+    expected = [exact[0], engine(other), *exact[1:]]
+    for got, want in zip(aggregated_probabilities(api, api.submit(body), 8), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
 def widen(circuit: qc.Circuit, qubits: int) -> qc.Circuit:
     """The same operations on a wider register (IonQ shares one width across a job's circuits)."""
     wide = qc.Circuit(qubits)
@@ -220,6 +249,9 @@ def test_emulated_qpu_samples_shots_and_says_so(api):
     again = api.wait(api.submit(job_body(asymmetric(), backend="qpu.aria-1", shots=200,
                                          noise={"model": "ideal", "seed": 5})))
     assert api.call("GET", again["results"]["probabilities"]["url"]).json() == result  # seeded
+    twins = api.submit(job_body([asymmetric()] * 2, backend="qpu.aria-1", shots=200, noise={"seed": 5}))
+    first, second = aggregated_probabilities(api, twins, 3)
+    assert not np.array_equal(first, second)  # one batch, but each circuit draws its own shots
 
 
 def test_cancel_and_delete(tmp_path):
@@ -249,6 +281,9 @@ def test_idempotent_resubmission(api):
     first = api.submit(body)
     again = api.call("POST", "/v0.4/jobs", json=body).json()
     assert again["id"] == first and again["status"] in ("submitted", "ready", "started", "completed")
+    reordered = json.dumps(dict(reversed(body.items())), indent=1)  # the same body, written differently
+    resent = api.call("POST", "/v0.4/jobs", data=reordered, headers={"Content-Type": "application/json"})
+    assert resent.json()["id"] == first
     assert api.submit(body, key=BOB) != first  # keys are per API key
     body["shots"] = 7
     assert_ionq_error(api.call("POST", "/v0.4/jobs", json=body), 409, "different job")
@@ -281,8 +316,8 @@ def test_a_job_that_cannot_run_fails_without_stopping_the_workers(tmp_path):
                "stats": {"qubits": 1, "circuits": 1, "gate_counts": {"1q": 1, "2q": 0}}}
     broken = str(uuid.uuid4())
     owner = hashlib.sha256(ALICE.encode()).hexdigest()
-    store.create(owner, broken, summary, '{"backend": "simulator", "input": {"qubits": 1, "circuit": '
-                                          '[{"gate": "warp", "target": 0}]}}', "h", None)
+    store.create(owner, broken, summary, b'{"backend": "simulator", "input": {"qubits": 1, "circuit": '
+                                          b'[{"gate": "warp", "target": 0}]}}', None)
     store.close()
     with running_server(config) as root:
         api = Api(root)
