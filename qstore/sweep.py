@@ -431,8 +431,8 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
     return result
 
 
-def _describe(settings: Mapping[str, Any], space: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name}={settings[name]}" for name in space)
+def _describe(settings: Mapping[str, Any], space: Sequence[str] | Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={_cell(settings[name])}" for name in space)
 
 
 def _row(rid: str, settings: Mapping[str, Any], metadata: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -500,14 +500,15 @@ def plot(result: SweepResult, path: Path) -> None:
         rows = [row for row in result.rows if row["settings"]["gradient"] == method]
         if rows:
             axis.scatter([row["wall_s"] for row in rows], [row["val_acc"] for row in rows], label=method, alpha=0.8)
-    if result.rows:
-        best = result.rows[0]
-        axis.annotate(f"best: {_describe(best['settings'], result.swept)}", (best["wall_s"], best["val_acc"]),
-                      textcoords="offset points", xytext=(5, 5), fontsize=7)
     axis.set(xlabel="training wall time per run (s)", ylabel="validation accuracy", ylim=(0, 1.02),
              title=f"sweep: {len(result.rows)} runs")
-    axis.legend(title="gradient")
-    figure.tight_layout()
+    axis.legend(title="gradient", loc="lower right")
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    if result.rows:
+        best = result.rows[0]
+        axis.annotate("best", (best["wall_s"], best["val_acc"]), textcoords="offset points", xytext=(6, 6))
+        figure.text(0.01, 0.01, f"best, run {best['id']}: {_describe(best['settings'], result.swept)}", fontsize=7,
+                    wrap=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
