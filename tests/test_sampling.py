@@ -11,7 +11,9 @@ import pytest
 from scipy import stats
 
 import qsim_core as qc
-from tests.conftest import random_params, seed_circuit
+from qsim_core.backends import Job, get_backend
+from qsim_core.observables import parse_observables
+from tests.conftest import COMPILED, random_params, seed_circuit
 
 
 def chi_square_p_value(samples: np.ndarray, probabilities: np.ndarray) -> float:
@@ -88,3 +90,31 @@ def test_shot_estimates_of_z_strings_come_from_one_set_of_shots(backend):
     estimate = qc.Simulator(backend=backend, seed=2).expectation(c, ["Z0", "Z1", "Z0 Z1"], shots=1000)
     assert estimate[2] == 1.0
     assert estimate[0] == estimate[1]  # the same shots measured both qubits
+
+
+@pytest.mark.parametrize("block_qubits", [14, 4], ids=["guide-table", "large-state-path"])
+@pytest.mark.parametrize("name", [*COMPILED, "reference"])
+def test_a_batch_cut_into_jobs_with_offsets_draws_like_the_whole_batch(name, block_qubits):
+    # what lets a batch be run in chunks (qstore.distributed) with the same samples as in one call
+    c = seed_circuit(6, layers=1)
+    params = random_params(c, batch=7, seed=3)
+    observables = parse_observables(["Z0", "Z1 Z4", "X2", "Y3 Z5"], c.num_qubits)
+    engine = get_backend(name)
+
+    def job(rows: slice) -> Job:
+        return Job(c, params[rows], np.complex128, threads=2, block_qubits=block_qubits)
+
+    whole = engine.sample(job(slice(None)), 64, key=12345)
+    estimates = engine.shot_expectation(job(slice(None)), observables, 64, key=12345)
+    for cut in (1, 4):
+        head, tail = slice(0, cut), slice(cut, None)
+        np.testing.assert_array_equal(
+            np.concatenate([engine.sample(job(head), 64, 12345), engine.sample(job(tail), 64, 12345, offset=cut)]),
+            whole)
+        np.testing.assert_array_equal(
+            np.concatenate([engine.shot_expectation(job(head), observables, 64, 12345),
+                            engine.shot_expectation(job(tail), observables, 64, 12345, offset=cut)]),
+            estimates)
+    # an offset really moves the streams: row 0 at offset 1 is row 1 of the whole batch, not row 0
+    shifted = engine.sample(job(slice(1, 2)), 64, 12345, offset=1)
+    np.testing.assert_array_equal(shifted[0], whole[1])

@@ -92,11 +92,17 @@ class Backend(Protocol):
     def expectation(self, job: Job, observables: PauliStrings) -> np.ndarray:
         """Exact expectations, float64[B, K]."""
 
-    def sample(self, job: Job, shots: int, key: int) -> np.ndarray:
-        """Basis indices drawn from each state, int64[B, shots]; ``key`` seeds the draws."""
+    def sample(self, job: Job, shots: int, key: int, offset: int = 0) -> np.ndarray:
+        """Basis indices drawn from each state, int64[B, shots]; ``key`` seeds the draws.
 
-    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int) -> np.ndarray:
-        """Expectations estimated from ``shots`` measurements, float64[B, K]."""
+        Row ``b`` draws what row ``offset + b`` of a larger batch draws under the same key, so a
+        batch cut into jobs (each with its first row's index as ``offset``) samples exactly like
+        the whole batch.
+        """
+
+    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int,
+                         offset: int = 0) -> np.ndarray:
+        """Expectations estimated from ``shots`` measurements, float64[B, K]; ``offset`` as for :meth:`sample`."""
 
     def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -135,16 +141,17 @@ class CompiledBackend:
         out = np.zeros((job.batch, len(observables)))
         return self._run(job, TASK_EXPVAL, zbasis=observables.z_only, values_out=out, observables=observables)
 
-    def sample(self, job: Job, shots: int, key: int) -> np.ndarray:
+    def sample(self, job: Job, shots: int, key: int, offset: int = 0) -> np.ndarray:
         """See :class:`Backend`."""
         out = self._allocate((job.batch, shots), np.int64, f"{job.batch} x {shots} samples")
-        return self._run(job, TASK_SAMPLES, zbasis=True, samples_out=out, shots=shots, key=key)
+        return self._run(job, TASK_SAMPLES, zbasis=True, samples_out=out, shots=shots, key=key, offset=offset)
 
-    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int) -> np.ndarray:
+    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int,
+                         offset: int = 0) -> np.ndarray:
         """See :class:`Backend`."""
         out = np.zeros((job.batch, len(observables)))
         return self._run(job, TASK_SHOT_EXPVAL, zbasis=observables.z_only, values_out=out,
-                         observables=observables, shots=shots, key=key)
+                         observables=observables, shots=shots, key=key, offset=offset)
 
     def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -159,7 +166,9 @@ class CompiledBackend:
         return np.empty(shape, dtype)
 
     def _run(self, job: Job, task: int, *, zbasis: bool, psi_out=None, probs_out=None, values_out=None,
-             samples_out=None, observables: PauliStrings | None = None, shots: int = 0, key: int = 0) -> np.ndarray:
+             samples_out=None, observables: PauliStrings | None = None, shots: int = 0, key: int = 0,
+             offset: int = 0) -> np.ndarray:
+        """Run ``task`` into the given output; sampling row ``b`` draws from the stream of global row ``offset + b``."""
         program = job.program(zbasis)
         threads = job.threads if not program.single_block else min(job.threads, -(-job.batch // SETS_PER_THREAD))
         self.kernels.set_threads(threads)
@@ -167,7 +176,7 @@ class CompiledBackend:
         xmask, zmask, ny = (observables.xmask, observables.zmask, observables.ny) if observables else (empty_obs,) * 3
         result = next(a for a in (psi_out, probs_out, values_out, samples_out) if a is not None)
         if not program.single_block:
-            self._run_large(job, program, task, result, xmask, zmask, ny, shots, key)
+            self._run_large(job, program, task, result, xmask, zmask, ny, shots, key, offset)
             return result
         psi_out = psi_out if psi_out is not None else np.empty((0, 0), job.dtype)
         probs_out = probs_out if probs_out is not None else np.empty((0, 0))
@@ -184,7 +193,7 @@ class CompiledBackend:
                 samples_out[rows] if task == TASK_SAMPLES else samples_out,
                 program.num_qubits, u1, u2, program.init_u1, program.kind, program.q0, program.q1, program.arg,
                 program.run_start, program.run_gate, program.perm_start, program.perm_table,
-                xmask, zmask, ny, shots, np.uint64(key), start, initial[rows],
+                xmask, zmask, ny, shots, np.uint64(key), offset + start, initial[rows],
             )
         return result
 
@@ -204,8 +213,8 @@ class CompiledBackend:
         return psi
 
     def _run_large(self, job: Job, program: Program, task: int, result: np.ndarray, xmask, zmask, ny,
-                   shots: int, key: int) -> None:
-        """One parameter set at a time; the kernels parallelise over the state."""
+                   shots: int, key: int, offset: int) -> None:
+        """One parameter set at a time; the kernels parallelise over the state; row ``b`` samples as ``offset + b``."""
         k = self.kernels
         for b in range(job.batch):
             psi = self._evolve_large(job, program, b, result[b] if task == TASK_STATE else None)
@@ -216,7 +225,7 @@ class CompiledBackend:
             elif task in (TASK_SAMPLES, TASK_SHOT_EXPVAL):
                 # np.uint64 keeps one compiled signature: a bare Python int would be typed
                 # int64 or uint64 depending on its value
-                rng = np.uint64(k.stream_state(np.uint64(key), b))
+                rng = np.uint64(k.stream_state(np.uint64(key), offset + b))
                 drawn = result[b] if task == TASK_SAMPLES else np.empty(shots, np.int64)
                 rng = np.uint64(k.samples_large(psi, rng, drawn))
                 if task == TASK_SHOT_EXPVAL:

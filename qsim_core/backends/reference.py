@@ -117,27 +117,33 @@ class ReferenceBackend:
             return values, gradient, None
         return values, gradient, 2 * lam.reshape(job.batch, lanes, job.size)
 
-    def sample(self, job: Job, shots: int, key: int) -> np.ndarray:
-        """``numpy.random.Generator.choice`` per parameter set."""
+    def sample(self, job: Job, shots: int, key: int, offset: int = 0) -> np.ndarray:
+        """``numpy.random.Generator.choice`` per parameter set, seeded by the row's global index ``offset + b``."""
         probabilities = self.probabilities(job)
         out = np.empty((job.batch, shots), np.int64)
         for b in range(job.batch):
-            rng = np.random.default_rng([key, b])
+            rng = np.random.default_rng([key, offset + b])
             out[b] = rng.choice(job.size, size=shots, p=probabilities[b] / probabilities[b].sum())
         return out
 
-    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int) -> np.ndarray:
-        """Z strings from shared samples; X/Y strings from binomial draws on the exact value."""
-        samples = self.sample(job, shots, key)
+    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int,
+                         offset: int = 0) -> np.ndarray:
+        """Z strings from shared samples; X/Y strings from binomial draws on the exact value.
+
+        The binomial draws come from a generator per row, seeded by its global index (and a 1 to
+        keep it apart from the row's sampling stream), so a batch cut into jobs estimates alike.
+        """
+        samples = self.sample(job, shots, key, offset)
         exact = self.expectation(job, observables)
         out = np.empty((job.batch, len(observables)))
-        rng = np.random.default_rng([key, job.batch])
         for k in range(len(observables)):
             if observables.xmask[k] == 0:
                 bits = samples & observables.zmask[k]
                 parity = np.array([[bin(int(v)).count("1") & 1 for v in row] for row in bits])
                 out[:, k] = (1 - 2 * parity).mean(axis=1)
-            else:
-                plus = rng.binomial(shots, (1 + exact[:, k]) / 2)
-                out[:, k] = 2 * plus / shots - 1
+        rotated = observables.xmask != 0
+        for b in range(job.batch):
+            rng = np.random.default_rng([key, offset + b, 1])
+            plus = rng.binomial(shots, (1 + exact[b, rotated]) / 2)
+            out[b, rotated] = 2 * plus / shots - 1
         return out
