@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bind_kernels import fill_rotations
 from .gates import GATES, Gate
 from .program import Program
 
@@ -79,9 +78,7 @@ class _Uses:
     slot: int
     members: np.ndarray  # int64: member positions within the group holding a reference
     ids: np.ndarray  # int64: their use numbers (rows of the derivative arrays)
-    # rotation groups: the members' angle terms with the offset moved by pi, since
-    # d/da exp(-i a P / 2) = exp(-i (a + pi) P / 2) / 2 (their ids are consecutive)
-    shifted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    rotation: bool  # a rotation gate: the kernels form its derivative from its bound matrix
 
 
 @dataclass(frozen=True)
@@ -98,6 +95,10 @@ class AdjointPlan:
             derivative matrices use (radians for rotations, else the gate's unit).
         inverse_table: int64[...]; the inverses of ``program.perm_table``'s tables,
             same ``perm_start`` slices.
+        slope1, slope2: complex128 ``[U1, 2, 2]``, ``[U2, 4, 4]``: for a rotation use,
+            ``-i P / 2`` (P its generator), so that ``dR(a)/da = R(a) slope`` forms in
+            the kernel from the bound gate; zero for other uses.
+        rotation1, rotation2: uint8 ``[U1]``, ``[U2]``: 1 for the uses that are rotations.
     """
 
     program: Program
@@ -107,6 +108,10 @@ class AdjointPlan:
     u2_uses: tuple[_Uses, ...]
     jacobian: np.ndarray
     inverse_table: np.ndarray
+    slope1: np.ndarray
+    rotation1: np.ndarray
+    slope2: np.ndarray
+    rotation2: np.ndarray
 
     @property
     def num_u1_uses(self) -> int:
@@ -114,7 +119,10 @@ class AdjointPlan:
         return int(self.u1_use_start[-1])
 
     def derivatives(self, params: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """Derivative matrices of every use: ``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]``."""
+        """Derivative matrices of every non-rotation use: ``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]``.
+
+        The rows of rotation uses are left unset: the kernels do not read them.
+        """
         return (self._fill(self.program.u1_groups, self.u1_uses, params, 2, dtype),
                 self._fill(self.program.u2_groups, self.u2_uses, params, 4, dtype))
 
@@ -123,12 +131,9 @@ class AdjointPlan:
         out = np.empty((params.shape[0], count, dim, dim), dtype)
         values: dict[int, list[np.ndarray]] = {}
         for use in uses:
-            group = groups[use.group]
-            if use.shifted is not None:
-                block = out[:, use.ids[0]:use.ids[-1] + 1]
-                fill_rotations(params, *use.shifted, group.generator, block)
-                block *= 0.5
+            if use.rotation:
                 continue
+            group = groups[use.group]
             if use.group not in values:
                 values[use.group] = group.values(params)
             slot_values = [v[:, use.members] for v in values[use.group]]
@@ -153,11 +158,7 @@ def _number_uses(groups) -> tuple[np.ndarray, tuple[_Uses, ...], list[tuple[int,
             if not members.size:
                 continue
             ids = use_start[group.start + members] + rank[slot, members]
-            shifted = None
-            if group.generator is not None:
-                shifted = (np.ascontiguousarray(group.index[slot, members]),
-                           np.ascontiguousarray(group.scale[slot, members]), group.offset[slot, members] + np.pi)
-            uses.append(_Uses(position, slot, members, ids, shifted))
+            uses.append(_Uses(position, slot, members, ids, group.generator is not None))
             for member, use in zip(members, ids, strict=True):
                 rows.append((int(use), group.index[slot, member], group.scale[slot, member]))
     return use_start, tuple(uses), rows
@@ -176,4 +177,18 @@ def adjoint_plan(program: Program) -> AdjointPlan:
     for t in range(len(program.perm_start) - 1):
         start, stop = program.perm_start[t], program.perm_start[t + 1]
         inverse[start + program.perm_table[start:stop]] = np.arange(stop - start)
-    return AdjointPlan(program, u1_use_start, u2_use_start, u1_uses, u2_uses, jacobian, inverse)
+    slopes = [_slopes(groups, uses, int(start[-1]), dim) for groups, uses, start, dim in
+              ((program.u1_groups, u1_uses, u1_use_start, 2), (program.u2_groups, u2_uses, u2_use_start, 4))]
+    return AdjointPlan(program, u1_use_start, u2_use_start, u1_uses, u2_uses, jacobian, inverse, *slopes[0],
+                       *slopes[1])
+
+
+def _slopes(groups, uses: tuple[_Uses, ...], count: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``-i P / 2`` per rotation use (zero otherwise) and the rotation flags."""
+    slope = np.zeros((count, dim, dim), np.complex128)
+    rotation = np.zeros(count, np.uint8)
+    for use in uses:
+        if use.rotation:
+            slope[use.ids] = -0.5j * groups[use.group].generator
+            rotation[use.ids] = True
+    return slope, rotation

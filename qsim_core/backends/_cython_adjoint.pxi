@@ -131,15 +131,19 @@ cdef inline bint _run_has_uses(const int64_t* run_start, const int32_t* run_gate
     return False
 
 
-cdef void _add_run_derivatives(const real* u1, const real* du1, const int64_t* run_start, const int32_t* run_gate,
-                               int64_t run, const int64_t* use_start, const double* cross,
-                               double* grad) noexcept nogil:
-    """``grad[u] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates."""
+cdef void _add_run_derivatives(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
+                               const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                               const int64_t* use_start, const double* cross, double* grad) noexcept nogil:
+    """``grad[u] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates.
+
+    ``D_u`` is ``du1[u]``, or for a rotation use ``G slope1[u]`` with G the gate's bound matrix.
+    """
     cdef double prefix[8]
     cdef double suffix[8]
     cdef double gate[8]
     cdef double tmp[8]
     cdef double full[8]
+    cdef double slope[8]
     cdef int64_t k, k2, g, u
     cdef int e
     cdef double value
@@ -153,8 +157,12 @@ cdef void _add_run_derivatives(const real* u1, const real* du1, const int64_t* r
                 _mul2(gate, suffix, tmp)
                 memcpy(suffix, tmp, 8 * sizeof(double))
             for u in range(use_start[g], use_start[g + 1]):
-                _load2(du1 + 8 * u, gate)
-                _mul2(suffix, gate, tmp)
+                if rotation1[u]:
+                    _load2(u1 + 8 * g, gate)
+                    _mul2(gate, slope1 + 8 * u, slope)
+                else:
+                    _load2(du1 + 8 * u, slope)
+                _mul2(suffix, slope, tmp)
                 _mul2(tmp, prefix, full)
                 value = 0
                 for e in range(4):
@@ -166,7 +174,7 @@ cdef void _add_run_derivatives(const real* u1, const real* du1, const int64_t* r
 
 
 cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q, const real* u1, const real* du1,
-                       const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
+                       const double* slope1, const unsigned char* rotation1, const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
                        double* grad, int64_t grad_stride, double* cross) noexcept nogil:
     """Undo fused run ``run`` on qubit q for psi and every lambda; its uses' derivatives go to grad[lane, u]."""
     cdef real m[8]
@@ -189,7 +197,8 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
         return
     for lane in range(lanes):
         _undo_lane(psi, lam + 2 * n * lane, n, q, a, lane == 0, cross)
-        _add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, cross, grad + grad_stride * lane)
+        _add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, cross,
+                             grad + grad_stride * lane)
 
 
 cdef void _cross_u2(const real* lam, const real* psi, int64_t n, int64_t qa, int64_t qb, double* out) noexcept nogil:
@@ -218,13 +227,17 @@ cdef void _cross_u2(const real* lam, const real* psi, int64_t n, int64_t qa, int
                 out[8 * r + 2 * c + 1] += lr * pi - li * pr
 
 
-cdef void _backward_u2(real* psi, real* lam, int64_t lanes, int64_t n, int64_t qa, int64_t qb, const real* u_dagger,
-                       const real* du2, int64_t g, const int64_t* use_start, double* grad, int64_t grad_stride,
+cdef void _backward_u2(real* psi, real* lam, int64_t lanes, int64_t n, int64_t qa, int64_t qb, const real* u_gate,
+                       const real* u_dagger, const real* du2, const double* slope2, const unsigned char* rotation2,
+                       int64_t g, const int64_t* use_start, double* grad, int64_t grad_stride,
                        double* cross) noexcept nogil:
-    """Undo two-qubit gate g for psi and every lambda; its uses' derivatives go to grad[lane, u]."""
+    """Undo two-qubit gate g for psi and every lambda; its uses' derivatives go to grad[lane, u].
+
+    Rotation uses differentiate as ``u_gate @ slope2[u]``.
+    """
     cdef int64_t lane, u
-    cdef int e
-    cdef double value
+    cdef int e, row, col, c
+    cdef double value, re, im
     apply_u2(psi, n, qa, qb, u_dagger)
     for lane in range(lanes):
         if use_start[g + 1] > use_start[g]:
@@ -232,7 +245,20 @@ cdef void _backward_u2(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
             for u in range(use_start[g], use_start[g + 1]):
                 value = 0
                 for e in range(16):
-                    value += <double>du2[32 * u + 2 * e] * cross[2 * e] - <double>du2[32 * u + 2 * e + 1] * cross[2 * e + 1]
+                    if rotation2[u]:
+                        row = e // 4
+                        col = e % 4
+                        re = 0
+                        im = 0
+                        for c in range(4):
+                            re += (<double>u_gate[8 * row + 2 * c] * slope2[32 * u + 8 * c + 2 * col]
+                                   - <double>u_gate[8 * row + 2 * c + 1] * slope2[32 * u + 8 * c + 2 * col + 1])
+                            im += (<double>u_gate[8 * row + 2 * c] * slope2[32 * u + 8 * c + 2 * col + 1]
+                                   + <double>u_gate[8 * row + 2 * c + 1] * slope2[32 * u + 8 * c + 2 * col])
+                    else:
+                        re = du2[32 * u + 2 * e]
+                        im = du2[32 * u + 2 * e + 1]
+                    value += re * cross[2 * e] - im * cross[2 * e + 1]
                 grad[grad_stride * lane + u] += 2 * value
         apply_u2(lam + 2 * n * lane, n, qa, qb, u_dagger)
 
@@ -397,7 +423,9 @@ cdef void _add_pauli(real* out, const real* psi, int64_t n, int64_t xmask, int64
 
 
 cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int64_t u2_stride, const real* u2_dagger,
-                         const real* du1, int64_t du1_stride, const real* du2, int64_t du2_stride, int64_t batch,
+                         const real* du1, int64_t du1_stride, const real* du2, int64_t du2_stride, const double* slope1,
+                         const unsigned char* rotation1, const double* slope2, const unsigned char* rotation2,
+                         int64_t batch,
                          int64_t num_qubits, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
                          const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
                          const int32_t* run_gate, const int64_t* perm_start, bint has_perm,
@@ -471,7 +499,7 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                     op = kind[s]
                     if op == U1:
                         _backward_u1(psi, lam, lanes, size, q0[s], u1 + u1_stride * b, du1 + du1_stride * b,
-                                     run_start, run_gate, arg[s], u1_use_start, grad, uses, cross)
+                                     slope1, rotation1, run_start, run_gate, arg[s], u1_use_start, grad, uses, cross)
                     elif op == PERM:
                         apply_permutation(scratch, psi, size, inverse_table + perm_start[arg[s]])
                         memcpy(psi, scratch, 2 * size * sizeof(real))
@@ -484,8 +512,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                         for lane in range(lanes):
                             apply_swap_pairs(lam + 2 * size * lane, size, q0[s], q1[s], op == CNOT)
                     else:  # every two-qubit matrix kind reads its bound 4x4 through arg
-                        _backward_u2(psi, lam, lanes, size, q0[s], q1[s], u2_dagger + u2_stride * b + 32 * arg[s],
-                                     du2 + du2_stride * b, arg[s], u2_use_start, grad + uses1, uses, cross)
+                        _backward_u2(psi, lam, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
+                                     u2_dagger + u2_stride * b + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
+                                     arg[s], u2_use_start, grad + uses1, uses, cross)
                 if state_grad_out != NULL:
                     memcpy(state_grad_out + 2 * size * lanes * b, lam, 2 * size * lanes * sizeof(real))
                 # psi is now the initial product state: contract each lambda against its factors, every qubit at
@@ -504,8 +533,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                             cross[5] = mu[4 * q + 3]
                             cross[6] = 0
                             cross[7] = 0
-                            _add_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, run_start, run_gate,
-                                                 init_u1[q], u1_use_start, cross, grad + uses * lane)
+                            _add_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, slope1, rotation1,
+                                                 run_start, run_gate, init_u1[q], u1_use_start, cross,
+                                                 grad + uses * lane)
         free(state)
         free(scratch)
         free(lam)
@@ -513,7 +543,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
 
 
 def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, const cplx[:, :, :, ::1] u2_dagger,
-                  const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2, int num_qubits,
+                  const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2,
+                  const double complex[:, :, ::1] slope1, const unsigned char[::1] rotation1,
+                  const double complex[:, :, ::1] slope2, const unsigned char[::1] rotation2, int num_qubits,
                   const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
                   const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
                   const int64_t[::1] perm_start, const int64_t[::1] inverse_table, const int64_t[::1] forward_table,
@@ -549,6 +581,9 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
         raise ValueError("kind, q0, q1, arg need one entry per step and init_u1 one per qubit")
     if u1_use_start.shape[0] != u1.shape[1] + 1 or u2_use_start.shape[0] != u2.shape[1] + 1:
         raise ValueError("u1_use_start / u2_use_start need one entry per gate plus one")
+    if slope1.shape[0] != uses1 or rotation1.shape[0] != uses1 or slope2.shape[0] != uses - uses1 \
+            or rotation2.shape[0] != uses - uses1:
+        raise ValueError("slope1/rotation1 and slope2/rotation2 need one entry per use")
     _check_observables(xmask, zmask, ny, count)
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef bint has_initial = initial.shape[0] > 0
@@ -564,7 +599,9 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
         with nogil:
             _adjoint_small(<const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const float*>&u2[0, 0, 0, 0],
                            32 * u2.shape[1], <const float*>&u2_dagger[0, 0, 0, 0], <const float*>&du1[0, 0, 0, 0],
-                           8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0], 32 * du2.shape[1], batch, num_qubits,
+                           8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0], 32 * du2.shape[1],
+                           <const double*>&slope1[0, 0, 0], &rotation1[0], <const double*>&slope2[0, 0, 0],
+                           &rotation2[0], batch, num_qubits,
                            &init_u1[0], &kind[0], &q0[0], &q1[0], &arg[0], kind.shape[0], &run_start[0],
                            &run_gate[0], &perm_start[0], perm_start.shape[0] > 1, &inverse_table[0],
                            &forward_table[0], &u1_use_start[0], &u2_use_start[0], &xmask[0], &zmask[0], &ny[0],
@@ -575,7 +612,9 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
         with nogil:
             _adjoint_small(<const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const double*>&u2[0, 0, 0, 0],
                            32 * u2.shape[1], <const double*>&u2_dagger[0, 0, 0, 0], <const double*>&du1[0, 0, 0, 0],
-                           8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0], 32 * du2.shape[1], batch, num_qubits,
+                           8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0], 32 * du2.shape[1],
+                           <const double*>&slope1[0, 0, 0], &rotation1[0], <const double*>&slope2[0, 0, 0],
+                           &rotation2[0], batch, num_qubits,
                            &init_u1[0], &kind[0], &q0[0], &q1[0], &arg[0], kind.shape[0], &run_start[0],
                            &run_gate[0], &perm_start[0], perm_start.shape[0] > 1, &inverse_table[0],
                            &forward_table[0], &u1_use_start[0], &u2_use_start[0], &xmask[0], &zmask[0], &ny[0],

@@ -68,11 +68,11 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2)))
         per_use = np.zeros((params.shape[0], lanes, uses))
         adjoint_kernels.adjoint_small(
-            u1, u2, u2_dagger, du1, du2, program.num_qubits, program.init_u1, program.kind, program.q0,
-            program.q1, program.arg, program.run_start, program.run_gate, program.perm_start, plan.inverse_table,
-            program.perm_table, plan.u1_use_start, plan.u2_use_start, observables.xmask, observables.zmask,
-            observables.ny, np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows],
-            state_gradient[rows],
+            u1, u2, u2_dagger, du1, du2, plan.slope1, plan.rotation1, plan.slope2, plan.rotation2,
+            program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
+            program.run_start, program.run_gate, program.perm_start, plan.inverse_table, program.perm_table,
+            plan.u1_use_start, plan.u2_use_start, observables.xmask, observables.zmask, observables.ny,
+            np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows], state_gradient[rows],
         )
         gradient[rows] = per_use @ plan.jacobian
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it

@@ -147,8 +147,12 @@ def run_has_uses(run_start, run_gate, run, use_start):
 
 
 @njit(cache=True)
-def add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, cross, grad, use_offset):
-    """``grad[use] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates."""
+def add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, cross, grad, use_offset):
+    """``grad[use] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates.
+
+    ``D_u`` is ``du1[u]``, or for a rotation use (``rotation1[u]``) ``G slope1[u]``
+    with G the gate's bound matrix: ``d/da exp(-i a P/2) = exp(-i a P/2) (-i P/2)``.
+    """
     first, last = run_start[run], run_start[run + 1]
     prefix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
     for k in range(first, last):
@@ -158,14 +162,15 @@ def add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, cross, gra
             for k2 in range(k + 1, last):
                 suffix = _mul(_gate(u1, run_gate[k2]), suffix)
             for u in range(use_start[g], use_start[g + 1]):
-                full = _mul(_mul(suffix, _gate(du1, u)), prefix)
+                slope = _mul(_gate(u1, g), _gate(slope1, u)) if rotation1[u] else _gate(du1, u)
+                full = _mul(_mul(suffix, slope), prefix)
                 value = full[0] * cross[0] + full[1] * cross[1] + full[2] * cross[2] + full[3] * cross[3]
                 grad[use_offset + u] += 2.0 * value.real
         prefix = _mul(_gate(u1, g), prefix)
 
 
 @njit(cache=True)
-def backward_u1(psi, lam, q, u1, du1, run_start, run_gate, run, use_start, grad, cross):
+def backward_u1(psi, lam, q, u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, grad, cross):
     """Undo fused run ``run`` on qubit q, adding its uses' derivatives to ``grad[lane, use]``."""
     m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
     if not run_has_uses(run_start, run_gate, run, use_start):
@@ -173,12 +178,16 @@ def backward_u1(psi, lam, q, u1, du1, run_start, run_gate, run, use_start, grad,
         return
     undo_u1(psi, lam, q, m00, m01, m10, m11, cross)
     for lane in range(lam.shape[0]):
-        add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, cross[lane], grad[lane], 0)
+        add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, cross[lane], grad[lane],
+                            0)
 
 
 @njit(cache=True)
-def backward_u2(psi, lam, qa, qb, u_dagger, du2, g, use_start, grad, use_offset, cross):
-    """Undo two-qubit gate g (``u_dagger`` is its adjoint) for psi and every lambda, adding its derivatives."""
+def backward_u2(psi, lam, qa, qb, u_gate, u_dagger, du2, slope2, rotation2, g, use_start, grad, use_offset, cross):
+    """Undo two-qubit gate g (``u_gate``, ``u_dagger`` its adjoint) for psi and every lambda, adding its derivatives.
+
+    Rotation uses differentiate as ``u_gate @ slope2[u]`` (see :func:`add_run_derivatives`).
+    """
     apply_u2(psi, qa, qb, u_dagger)
     if use_start[g + 1] > use_start[g]:
         for lane in range(lam.shape[0]):
@@ -187,7 +196,13 @@ def backward_u2(psi, lam, qa, qb, u_dagger, du2, g, use_start, grad, use_offset,
                 value = 0j
                 for a in range(4):
                     for b in range(4):
-                        value += np.complex128(du2[u, a, b]) * cross[a, b]
+                        if rotation2[u]:
+                            entry = 0j
+                            for c in range(4):
+                                entry += np.complex128(u_gate[a, c]) * slope2[u, c, b]
+                        else:
+                            entry = np.complex128(du2[u, a, b])
+                        value += entry * cross[a, b]
                 grad[lane, use_offset + u] += 2.0 * value.real
     for lane in range(lam.shape[0]):
         apply_u2(lam[lane], qa, qb, u_dagger)
@@ -291,7 +306,8 @@ def z_values_and_lambdas(psi, xmask, zmask, weights, values, lam, diagonal, prob
 
 
 @njit(cache=True)
-def initial_layer_derivatives(lam, u1, du1, num_qubits, init_u1, run_start, run_gate, use_start, grad):
+def initial_layer_derivatives(lam, u1, du1, slope1, rotation1, num_qubits, init_u1, run_start, run_gate, use_start,
+                              grad):
     """Derivatives of the initial product-state layer: each lambda contracted against it once for every qubit."""
     columns = np.zeros((num_qubits, 2), np.complex128)
     for q in range(num_qubits):
@@ -306,20 +322,23 @@ def initial_layer_derivatives(lam, u1, du1, num_qubits, init_u1, run_start, run_
         for q in range(num_qubits):
             run = init_u1[q]
             if run >= 0 and run_has_uses(run_start, run_gate, run, use_start):
-                add_run_derivatives(u1, du1, run_start, run_gate, run, use_start, (mu[q, 0], 0j, mu[q, 1], 0j),
-                                    grad[lane], 0)
+                add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start,
+                                    (mu[q, 0], 0j, mu[q, 1], 0j), grad[lane], 0)
 
 
 @njit(cache=True, parallel=True)
-def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
-                  perm_start, inverse_table, forward_table, u1_use_start, u2_use_start, xmask, zmask, ny, weights,
-                  values_out, grad_out, initial, state_grad_out):
+def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0,
+                  q1, arg, run_start, run_gate, perm_start, inverse_table, forward_table, u1_use_start, u2_use_start,
+                  xmask, zmask, ny, weights, values_out, grad_out, initial, state_grad_out):
     """Expectations and adjoint derivatives for a batch of a single-block program.
 
     Args:
         u1, u2: bound gate matrices ``[B, G1, 2, 2]``, ``[B, G2, 4, 4]`` (see Program.bind);
             ``u2_dagger`` their conjugate transposes.
-        du1, du2: derivative matrices per use, ``[B, U1, 2, 2]``, ``[B, U2, 4, 4]``.
+        du1, du2: derivative matrices per use, ``[B, U1, 2, 2]``, ``[B, U2, 4, 4]``; not read
+            for rotation uses, whose derivative the kernel forms from the bound gate.
+        slope1, slope2: complex128 ``[U1, 2, 2]``, ``[U2, 4, 4]``: ``-i P / 2`` of rotation uses.
+        rotation1, rotation2: uint8 ``[U1]``, ``[U2]``: 1 for the uses that are rotations.
         inverse_table, forward_table: permutation tables (``perm_start`` slices), the
             inverse ones undo the forward ones.
         weights: float64[B, L, K]; lambda_l = sum_k weights[b, l, k] O_k psi.
@@ -362,7 +381,8 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
         for s in range(kind.size - 1, -1, -1):
             op = kind[s]
             if op == U1:
-                backward_u1(psi, lam, q0[s], u1[b], du1[b], run_start, run_gate, arg[s], u1_use_start, grad_out[b],
+                backward_u1(psi, lam, q0[s], u1[b], du1[b], slope1, rotation1, run_start, run_gate, arg[s],
+                            u1_use_start, grad_out[b],
                             cross)
             elif op == PERM:
                 table = inverse_table[perm_start[arg[s]]:perm_start[arg[s] + 1]]
@@ -374,10 +394,11 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, num_qubits, init_u1, kind, q0, q1
                 for lane in range(lanes):
                     apply_swap_pairs(lam[lane], q0[s], q1[s], op == CNOT)
             else:  # every two-qubit matrix kind reads its bound 4x4 through arg
-                backward_u2(psi, lam, q0[s], q1[s], u2_dagger[b, arg[s]], du2[b], arg[s], u2_use_start,
+                backward_u2(psi, lam, q0[s], q1[s], u2[b, arg[s]], u2_dagger[b, arg[s]], du2[b], slope2, rotation2,
+                            arg[s], u2_use_start,
                             grad_out[b], uses1, cross2)
         if state_grad_out.shape[0] > 0:
             state_grad_out[b] = lam
         if initial.shape[0] == 0:
-            initial_layer_derivatives(lam, u1[b], du1[b], num_qubits, init_u1, run_start, run_gate, u1_use_start,
-                                      grad_out[b])
+            initial_layer_derivatives(lam, u1[b], du1[b], slope1, rotation1, num_qubits, init_u1, run_start, run_gate,
+                                      u1_use_start, grad_out[b])
