@@ -16,8 +16,8 @@ How a call runs
 ---------------
 The Simulator validates the input and draws the call's sampling key as it
 always does; then the batch ``params[B, P]`` is cut into chunks of
-consecutive rows, one task per chunk, each run by the compiled backend
-(numba or Cython) on a worker with one thread, and the results are put back
+consecutive rows, one task per chunk, each run by the engine (numba or
+Cython, or the reference backend for checking) on a worker with one thread, and the results are put back
 in row order as the chunks finish.
 
 * **The circuit travels once per worker.** Each distinct circuit structure is
@@ -42,13 +42,11 @@ in row order as the chunks finish.
   engine's bit for bit (for circuits wider than ``block_qubits``, numba's
   state-parallel reductions depend on the thread count: they equal
   ``Simulator(threads=1)``'s, the thread count of a task). Samples: row ``g``
-  of a call with key ``k`` draws from the SplitMix64 stream
-  ``mix64(k ^ g * STREAM)`` of the kernels; a chunk runs each of its rows as
-  a batch of one under the key ``k ^ g * STREAM``, whose row 0 draws exactly
-  that stream, so a DaskExecutor and a Simulator with the same seed return the
-  same samples, shot estimates and SPSA gradients whatever the chunking (a
-  batch of one costs some 20 us of Python per row, which dominates the
-  sampling of small circuits).
+  of a call draws from a stream of its own, derived from the call's key and
+  ``g``; a chunk whose first row is ``g0`` runs as one batch with the
+  backend's ``offset=g0``, so its rows draw the streams of their rows in the
+  whole batch, and a DaskExecutor and a Simulator with the same seed return
+  the same samples, shot estimates and SPSA gradients whatever the chunking.
 * **Faults.** Chunks are pure tasks holding their own rows. A worker that
   dies takes only its unfinished chunks (and finished ones not yet gathered)
   with it; the scheduler reruns them elsewhere (up to Dask's
@@ -81,14 +79,10 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 import qsim_core as qc
 from qsim_core.backends import Job, get_backend
-from qsim_core.backends.numba_kernels import _STREAM
 from qsim_core.circuit import Circuit
 from qsim_core.observables import PauliStrings
 from qsim_core.program import DEFAULT_BLOCK_QUBITS
 
-#: the kernels' stream multiplier: row g under key k draws from mix64(k ^ g * STREAM) (both compiled backends)
-STREAM = int(_STREAM)
-_MASK64 = (1 << 64) - 1
 #: circuit structures whose shared copy the executor keeps on the cluster (least recently used dropped)
 _SHARED_CIRCUITS = 64
 #: (structure, method, shots) kinds of call whose measured cost per row the executor remembers
@@ -213,9 +207,9 @@ class DaskExecutor(qc.Simulator):
     Args:
         address: scheduler address; None starts a local cluster (see :func:`connect`).
         workers: worker processes of the local cluster (default: one per core).
-        backend: the compiled backend the workers run: ``"numba"``, ``"cython"``
-            or ``"auto"`` (resolved here, the fastest on this machine; the workers
-            must have it too). The reference backend is a test oracle and is refused.
+        backend: the engine the workers run: ``"numba"``, ``"cython"`` or ``"auto"``
+            (resolved here, the fastest on this machine; the workers must have it
+            too); ``"reference"``, the slow numpy oracle, for checking.
         precision, seed, block_qubits: as for :class:`~qsim_core.Simulator`; the
             same seed gives the same samples as a Simulator's.
         chunk_rows: rows per task; None sizes chunks from the measured overhead.
@@ -224,8 +218,7 @@ class DaskExecutor(qc.Simulator):
 
     Raises:
         BackendUnavailableError: the backend is unknown or not built here.
-        ValueError: the reference backend, or a bad ``workers``, ``chunk_rows``
-            or ``max_overhead``.
+        ValueError: a bad ``workers``, ``chunk_rows`` or ``max_overhead``.
 
     Close it (``close()`` or ``with``); closing a local cluster stops its workers.
     """
@@ -235,8 +228,6 @@ class DaskExecutor(qc.Simulator):
                  chunk_rows: int | None = None, max_overhead: float = 0.05, timeout: float = 60.0) -> None:
         super().__init__(backend=backend, precision=precision, seed=seed, threads=1, block_qubits=block_qubits)
         engine = self._backend.name
-        if engine == "reference":
-            raise ValueError("the reference backend is a test oracle: DaskExecutor runs 'numba' or 'cython'")
         if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int)
                                        or chunk_rows < 1):
             raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}")
@@ -256,7 +247,7 @@ class DaskExecutor(qc.Simulator):
 
     @property
     def engine(self) -> str:
-        """The compiled backend the workers run."""
+        """The backend the workers run."""
         return self._cluster_backend.engine
 
     @property
@@ -426,11 +417,6 @@ def _job_fields(job: Job) -> dict[str, Any]:
     return {**fields, "threads": 1}
 
 
-def row_key(key: int, row: int) -> int:
-    """The key under which a batch of one row draws what global row ``row`` draws under ``key``."""
-    return key ^ ((row * STREAM) & _MASK64)
-
-
 def _run_chunk(circuit: Circuit, fields: dict[str, Any], engine: str, method: str, args: tuple, key: int | None,
                offset: int) -> tuple[Any, float]:
     """Worker side: ``method`` of the engine on one chunk, rows ``offset..``; returns (result, engine seconds)."""
@@ -439,10 +425,8 @@ def _run_chunk(circuit: Circuit, fields: dict[str, Any], engine: str, method: st
     start = time.perf_counter()
     if key is None:
         result = getattr(backend, method)(job, *args)
-    else:
-        run = getattr(backend, method)
-        result = np.concatenate([run(_rows(job, slice(b, b + 1)), *args, row_key(key, offset + b))
-                                 for b in range(job.batch)])
+    else:  # the chunk's rows draw the streams of their rows in the whole batch
+        result = getattr(backend, method)(job, *args, key, offset)
     return result, time.perf_counter() - start
 
 
@@ -453,5 +437,4 @@ def _merge(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-__all__ = ["CHUNK_BYTES", "STREAM", "DaskExecutor", "RunStats", "chunk_size", "connect", "row_key", "share",
-           "worker_slots"]
+__all__ = ["CHUNK_BYTES", "DaskExecutor", "RunStats", "chunk_size", "connect", "share", "worker_slots"]
