@@ -147,7 +147,8 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, batch_size: int) -
 def train(model: Sequential, config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
           y_val: np.ndarray, *, resume: TrainState | None = None,
           on_epoch: Callable[[TrainState], None] | None = None,
-          on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, int], None] | None = None,
+          simulator_factory: Callable[[TrainConfig, int], qc.Simulator] | None = None) -> TrainResult:
     """Train ``model`` for ``config.epochs`` epochs with Adam and binary cross-entropy.
 
     Args:
@@ -159,6 +160,9 @@ def train(model: Sequential, config: TrainConfig, x_train: np.ndarray, y_train: 
             equals an uninterrupted run's).
         on_epoch: called with the state after every epoch (e.g. to checkpoint it).
         on_step: called as ``on_step(done, total)`` after every mini-batch (progress bars).
+        simulator_factory: ``factory(config, epoch)``, the engine of every quantum layer in that
+            epoch (default :func:`simulator_for_epoch`); e.g. a
+            :class:`~qstore.distributed.DaskExecutor` seeded like it, to train on a cluster.
 
     Returns:
         The :class:`TrainResult`.
@@ -179,11 +183,12 @@ def train(model: Sequential, config: TrainConfig, x_train: np.ndarray, y_train: 
     steps_per_epoch = -(-len(x_train) // config.batch_size)
     total_steps = steps_per_epoch * (config.epochs - first_epoch)
     done = 0
+    factory = simulator_for_epoch if simulator_factory is None else simulator_factory
     start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
         optimizer.lr = exponential_decay(config.lr, config.lr_decay, epoch)
         for layer in quantum:
-            layer.simulator = simulator_for_epoch(config, epoch)
+            layer.simulator = factory(config, epoch)
         order = rng.permutation(len(x_train))
         losses, hits = [], []
         for k in range(0, len(order), config.batch_size):

@@ -16,6 +16,7 @@ from qsim_core.measurement import simulator_executor
 from qstore.distributed import DaskExecutor, chunk_size, connect
 from qstore.executor import AsyncQuantumExecutor
 from qstore.layers import QuantumLayer, QuantumLayerConfig
+from qstore.train import TrainConfig, build_model, simulator_for_epoch, train
 from tests.conftest import COMPILED
 
 OBS = ["Z0", "Z3", "X1", "Y2 Z4", "X0 X5"]
@@ -138,6 +139,31 @@ def test_the_quantum_layer_trains_on_it(shared):
     np.testing.assert_array_equal(outputs[1], outputs[0])
     np.testing.assert_array_equal(inputs[1], inputs[0])
     np.testing.assert_array_equal(layers[1].grads["weights"], layers[0].grads["weights"])
+
+
+def test_training_through_an_executor_factory_gives_the_in_process_weights(address):
+    # SPSA on shots: every step samples, so equal weights mean every draw matched the in-process engine's
+    config = TrainConfig(QuantumLayerConfig(n_qubits=4, depth=1), epochs=1, batch_size=8, gradient="spsa",
+                         shots=64, backend=COMPILED[0], seed=3)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(24, 4)), (rng.random(24) < 0.5).astype(np.float64)
+    opened: list[DaskExecutor] = []
+
+    def on_the_cluster(config: TrainConfig, epoch: int) -> qc.Simulator:
+        # seeded as simulator_for_epoch seeds the in-process engine
+        opened.append(DaskExecutor(address, backend=config.backend, seed=config.seed * 1_000_003 + epoch,
+                                   chunk_rows=5))
+        return opened[-1]
+
+    try:
+        remote = train(build_model("quantum", 4, config), config, x, y, x[:8], y[:8], simulator_factory=on_the_cluster)
+    finally:
+        for executor in opened:
+            executor.close()
+    local = train(build_model("quantum", 4, config), config, x, y, x[:8], y[:8], simulator_factory=simulator_for_epoch)
+    assert len(opened) == 1 and remote.circuits == local.circuits
+    for key, value in local.model.parameters().items():
+        np.testing.assert_array_equal(remote.model.parameters()[key], value)
 
 
 def test_the_async_executor_takes_it_as_its_in_process_target(address):
