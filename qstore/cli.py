@@ -45,7 +45,7 @@ class UsageError(ValueError):
     """A command-line value that cannot be used."""
 
 
-def _dataset(spec: str, n_train: int | None, n_val: int | None, seed: int) -> tuple[Split, int]:
+def load_dataset(spec: str, n_train: int | None, n_val: int | None, seed: int) -> tuple[Split, int]:
     """The split named by ``spec`` and the preprocessing block size suited to its images.
 
     Split sizes default to the reference's 800/200 for images, 80/20 % for digits.
@@ -64,6 +64,33 @@ def _dataset(spec: str, n_train: int | None, n_val: int | None, seed: int) -> tu
             raise UsageError(f"--dataset digits:A,B needs two digits, got {spec!r}") from None
         return digits(negative, positive, n_train, n_val, seed), 1
     raise UsageError(f"unknown dataset {spec!r}; use synthetic, petimages:PATH or digits:A,B")
+
+
+def prepare_data(split: Split, block: int, features: int
+                 ) -> tuple[tuple[np.ndarray, ...], dict[str, dict[str, np.ndarray]]]:
+    """The model's inputs from a split, as ``qstore train`` and ``qstore sweep`` prepare them.
+
+    Args:
+        split: from :func:`load_dataset`.
+        block: the preprocessing block size :func:`load_dataset` gives with it.
+        features: the preprocessor's output width.
+
+    Returns:
+        ``((x_train [N, F], y_train [N], x_val [M, F], y_val [M]), extras)``: standardized features
+        and float labels, and the fitted preprocessing (``preprocessor`` and ``standardize`` states).
+
+    Raises:
+        DataError: the split cannot be preprocessed so (an unreadable image, too few samples for ``features``).
+    """
+    preprocessor = Preprocessor(n_features=features, block=block)
+    x_train = preprocessor.fit_transform(split.train)
+    x_val, y_val = split.val.arrays(preprocessor.transform)
+    # the first dense layer learns faster from centred, unit-scale inputs (statistics of the training split)
+    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-12
+    arrays = ((x_train - mean) / scale, split.train.labels.astype(np.float64), (x_val - mean) / scale,
+              y_val.astype(np.float64))
+    # what turns an image into the model's input, saved with the weights so a checkpoint is usable on its own
+    return arrays, {"preprocessor": preprocessor.state(), "standardize": {"mean": mean, "scale": scale}}
 
 
 def _table(history: list[dict[str, float]], title: str) -> str:
@@ -133,17 +160,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    split, block = _dataset(args.dataset, args.n_train, args.n_val, args.seed)
-    preprocessor = Preprocessor(n_features=args.features, block=block)
-    x_train = preprocessor.fit_transform(split.train)
-    x_val, y_val = split.val.arrays(preprocessor.transform)
-    # the first dense layer learns faster from centred, unit-scale inputs (statistics of the training split)
-    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-12
-    arrays = ((x_train - mean) / scale, split.train.labels.astype(np.float64), (x_val - mean) / scale,
-              y_val.astype(np.float64))
+    split, block = load_dataset(args.dataset, args.n_train, args.n_val, args.seed)
+    arrays, extras = prepare_data(split, block, args.features)
     data_seconds = time.perf_counter() - start
-    # what turns an image into the model's input, saved with the weights so a checkpoint is usable on its own
-    extras = {"preprocessor": preprocessor.state(), "standardize": {"mean": mean, "scale": scale}}
     results = {kind: _run_model(kind, config, arrays, output, extras, args.resume, not args.quiet)
                for kind in ("quantum", "classical")}
     quantum, baseline = results["quantum"], results["classical"]

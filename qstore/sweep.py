@@ -78,7 +78,7 @@ from qsim_core.backends import get_backend
 from qsim_core.errors import BackendUnavailableError
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import DataError, Preprocessor
+from .data import DataError
 from .distributed import connect, share
 from .layers import BASES, ENCODINGS, ENTANGLEMENTS, GRADIENT_METHODS, QuantumLayerConfig
 from .train import TrainConfig, TrainState, build_model, train
@@ -334,20 +334,13 @@ def prepare_data(data: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], dict[
     Raises:
         SweepConfigError: the dataset cannot be loaded (naming ``data.dataset`` and the reason).
     """
-    from .cli import UsageError, _dataset  # the same dataset names and sizes as qstore train
+    from . import cli  # the same datasets and preprocessing as qstore train
 
     try:
-        split, block = _dataset(data["dataset"], data["n_train"], data["n_val"], data["seed"])
-    except (DataError, UsageError, OSError) as error:
+        split, block = cli.load_dataset(data["dataset"], data["n_train"], data["n_val"], data["seed"])
+    except (DataError, cli.UsageError, OSError) as error:
         raise SweepConfigError(f"data.dataset: {error}") from None
-    preprocessor = Preprocessor(n_features=data["features"], block=block)
-    x_train = preprocessor.fit_transform(split.train)
-    x_val, y_val = split.val.arrays(preprocessor.transform)
-    # as qstore train does: the first dense layer learns faster from centred, unit-scale inputs
-    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-12
-    arrays = ((x_train - mean) / scale, split.train.labels.astype(np.float64), (x_val - mean) / scale,
-              y_val.astype(np.float64))
-    return arrays, {"preprocessor": preprocessor.state(), "standardize": {"mean": mean, "scale": scale}}
+    return cli.prepare_data(split, block, data["features"])
 
 
 def train_run(settings: Mapping[str, Any], arrays: tuple[np.ndarray, ...]) -> dict[str, Any]:
