@@ -87,6 +87,8 @@ from qsim_core.program import DEFAULT_BLOCK_QUBITS
 _SHARED_CIRCUITS = 64
 #: (structure, method, shots) kinds of call whose measured cost per row the executor remembers
 _COSTS = 1024
+#: calls with fewer rows than this do not update the learned seconds per row (their time is mostly one-off cost)
+_MIN_ROWS_TO_LEARN = 64
 #: chunks in flight per worker slot: one running, one arriving
 WINDOW = 2
 #: most bytes of rows one task carries: its rows travel inside its message, through the scheduler (which
@@ -376,8 +378,13 @@ class _ClusterBackend:
         except BaseException:
             client.cancel(list(in_flight))  # a chunk failed or the caller gave up: stop the chunks still running
             raise
-        self.row_seconds[cost] = engine_seconds / job.batch
-        self.row_seconds.move_to_end(cost)
+        # A small call's time is mostly one-off cost (compilation, the first touch of a program), which
+        # would make the next large batch look expensive and be cut into thousands of tiny tasks: learn
+        # only from calls of some size, and keep the cheapest rate seen (one-off costs only ever add).
+        if job.batch >= _MIN_ROWS_TO_LEARN:
+            rate = engine_seconds / job.batch
+            self.row_seconds[cost] = min(rate, self.row_seconds.get(cost, rate))
+            self.row_seconds.move_to_end(cost)
         if len(self.row_seconds) > _COSTS:
             self.row_seconds.popitem(last=False)
         self.last_run = RunStats(method, job.batch, len(starts), size, time.perf_counter() - started, engine_seconds)
