@@ -52,7 +52,8 @@ def load_dataset(spec: str, n_train: int | None, n_val: int | None, seed: int) -
     """
     kind, _, argument = spec.partition(":")
     if kind == "synthetic":
-        return synthetic(n_train or 800, n_val or 200, seed), IMAGE_BLOCK
+        # rendered as float32 and pooled as is: quantising to uint8 first would only cost time
+        return synthetic(n_train or 800, n_val or 200, seed, dtype="float32"), IMAGE_BLOCK
     if kind == "petimages":
         if not argument:
             raise UsageError("--dataset petimages:PATH needs the folder holding Cat/ and Dog/")

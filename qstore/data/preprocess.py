@@ -75,9 +75,10 @@ class Preprocessor:
         scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
         out = np.empty((n, rows * cols * channels))
         for start in range(0, n, _POOL_CHUNK):
-            chunk = images[start:start + _POOL_CHUNK, :rows * self.block, :cols * self.block].astype(np.float64)
+            # no float64 copy of the pixels: the mean reads them as they are and accumulates in float64
+            chunk = np.ascontiguousarray(images[start:start + _POOL_CHUNK, :rows * self.block, :cols * self.block])
             blocks = chunk.reshape(len(chunk), rows, self.block, cols, self.block, channels)
-            out[start:start + len(chunk)] = blocks.mean(axis=(2, 4)).reshape(len(chunk), -1) * scale
+            out[start:start + len(chunk)] = blocks.mean(axis=(2, 4), dtype=np.float64).reshape(len(chunk), -1) * scale
         return out
 
     def fit(self, train: Dataset | np.ndarray) -> Preprocessor:
