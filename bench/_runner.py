@@ -267,6 +267,21 @@ def write_json(records: Sequence[Record], path: Path | str, benchmark: str) -> P
     return path
 
 
+def finish(records: Sequence[Record], path: Path | str, benchmark: str, names: Sequence[str],
+           threads: Sequence[int]) -> int:
+    """Write the JSON, then name every (backend, threads) pair that has no timing; returns the exit status.
+
+    A missing pair means a failed correctness check or a crash (reported above it), so the run exits 1.
+    """
+    written = write_json(records, path, benchmark)
+    print(f"\nwrote {len(records)} records to {written}")
+    expected = {(name, count) for name in names for count in threads}
+    missing = sorted(expected - {(r.backend, r.threads) for r in records})
+    if missing:
+        print("no timings for: " + ", ".join(f"{b} {t}T" for b, t in missing) + " (see ERROR / note above)")
+    return 1 if missing else 0
+
+
 def fmt(value: float) -> str:
     """A number with about three significant digits and thousands separators."""
     if math.isnan(value):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import peers
-from _runner import Record, announce, call_with_threads, make_parser, measured, print_table, time_call, write_json
+from _runner import Record, announce, call_with_threads, finish, make_parser, measured, print_table, time_call
 
 # isort: split
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
@@ -198,13 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         title=f"Per set, ratio to the forward pass (goal for B=1000 vjp: <= {BATCH_GOAL:.0f}x) and speed-up "
               f"over the peers' gradient of the same scalar (goal at B=1: >= {SINGLE_GOAL:.0f}x qulacs)",
     )
-    path = write_json(records, args.json, BENCHMARK)
-    print(f"\nwrote {len(records)} records to {path}")
-    expected = {(name, threads) for name in backends + available_peers for threads in THREADS}
-    missing = sorted(expected - {(r.backend, r.threads) for r in records})
-    if missing:
-        print("no timings for: " + ", ".join(f"{b} {t}T" for b, t in missing))
-    return 1 if missing else 0
+    return finish(records, args.json, BENCHMARK, backends + available_peers, THREADS)
 
 
 if __name__ == "__main__":

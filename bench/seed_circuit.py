@@ -33,11 +33,11 @@ from _runner import (
     Record,
     announce,
     call_with_threads,
+    finish,
     make_parser,
     measured,
     print_table,
     time_call,
-    write_json,
 )
 
 # isort: split
@@ -222,13 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         native_ratios(records),
         title="Native form against QIS form, ours (same case, backend, batch and threads)",
     )
-    path = write_json(records, args.json, BENCHMARK)
-    print(f"\nwrote {len(records)} records to {path}")
-    expected = {(name, threads) for name in backends + available_peers for threads in THREADS}
-    missing = sorted(expected - {(r.backend, r.threads) for r in records})
-    if missing:
-        print("no timings for: " + ", ".join(f"{b} {t}T" for b, t in missing) + " (see ERROR / note above)")
-    return 1 if missing else 0
+    return finish(records, args.json, BENCHMARK, backends + available_peers, THREADS)
 
 
 if __name__ == "__main__":

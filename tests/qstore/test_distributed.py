@@ -13,22 +13,13 @@ import pytest
 
 import qsim_core as qc
 from qsim_core.measurement import simulator_executor
-from qstore.distributed import DaskExecutor, chunk_size, connect
+from qstore.distributed import DaskExecutor, chunk_size
 from qstore.executor import AsyncQuantumExecutor
 from qstore.layers import QuantumLayer, QuantumLayerConfig
 from qstore.train import TrainConfig, build_model, simulator_for_epoch, train
 from tests.conftest import COMPILED
 
 OBS = ["Z0", "Z3", "X1", "Y2 Z4", "X0 X5"]
-
-
-@pytest.fixture(scope="module")
-def address():
-    """A local cluster of two one-thread worker processes for the whole module."""
-    client, cluster = connect(workers=2)
-    yield cluster.scheduler_address
-    client.close()
-    cluster.close()
 
 
 @pytest.fixture(scope="module")

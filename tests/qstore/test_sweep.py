@@ -12,7 +12,6 @@ from distributed import LocalCluster
 from qstore import sweep
 from qstore.checkpoint import load_checkpoint
 from qstore.cli import main
-from qstore.distributed import connect
 
 #: small runs: 40 digits, 4 features, one epoch
 SMALL = """
@@ -27,15 +26,6 @@ epochs = 1
 batch_size = 20
 shots = 64
 """
-
-
-@pytest.fixture(scope="module")
-def address():
-    """A local cluster of two one-thread worker processes for the whole module."""
-    client, cluster = connect(workers=2)
-    yield cluster.scheduler_address
-    client.close()
-    cluster.close()
 
 
 def write(tmp_path, text: str, name: str = "sweep.toml"):
