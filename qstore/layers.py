@@ -16,6 +16,7 @@ import numpy as np
 
 import qsim_core as qc
 from qsim_core.circuit import Circuit, Param
+from qsim_core.measurement import Executor, expectations_from_counts
 
 ENTANGLEMENTS = ("linear", "circular", "full")
 ENCODINGS = ("angle", "amplitude")
@@ -176,16 +177,23 @@ class QuantumLayer(Layer):
         gradient: ``"adjoint"`` (exact), ``"parameter-shift"`` or ``"spsa"``.
         shots: None for exact expectations; N to estimate every expectation
             (forward and, for parameter-shift/spsa, every shifted circuit) from N shots.
+        executor: run every circuit through this counts-only executor (a QPU, IonQ,
+            the local server: ``qstore.executor.AsyncQuantumExecutor``, or anything
+            following :mod:`qsim_core.measurement`'s protocol) instead of the
+            simulator; needs ``shots`` and parameter-shift or SPSA gradients.
     """
 
     def __init__(self, config: QuantumLayerConfig, simulator: qc.Simulator, rng: np.random.Generator,
-                 gradient: str = "adjoint", shots: int | None = None) -> None:
+                 gradient: str = "adjoint", shots: int | None = None, executor: Executor | None = None) -> None:
         if gradient not in GRADIENT_METHODS:
             raise ValueError(f"gradient must be one of {GRADIENT_METHODS}, got {gradient!r}")
         if gradient == "adjoint" and shots is not None:
             raise ValueError("adjoint gradients are exact: use shots with 'parameter-shift' or 'spsa'")
         if config.encoding == "amplitude" and gradient != "adjoint":
             raise ValueError("amplitude encoding needs gradient='adjoint': only it differentiates the initial state")
+        if executor is not None and (shots is None or gradient == "adjoint"):
+            raise ValueError("an executor returns counts: it needs shots and gradient='parameter-shift' or 'spsa'")
+        self.executor = executor
         self.config = config
         self.circuit = feature_circuit(config)
         self.simulator = simulator
@@ -215,8 +223,12 @@ class QuantumLayer(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._rows = self._parameter_rows(np.asarray(x, np.float64))
         start = time.perf_counter()
-        values = self.simulator.expectation(self.circuit, self.config.observables, self._rows, shots=self.shots,
-                                            initial_state=self._states)
+        if self.executor is not None:
+            values = expectations_from_counts(self.executor, self.circuit, self.config.observables, self._rows,
+                                              self.shots)
+        else:
+            values = self.simulator.expectation(self.circuit, self.config.observables, self._rows, shots=self.shots,
+                                                initial_state=self._states)
         self.seconds += time.perf_counter() - start
         self.circuits_run += len(self._rows)
         return values
@@ -227,7 +239,7 @@ class QuantumLayer(Layer):
             full, state_grad = self.simulator.vjp(self.circuit, self.config.observables, self._rows, grad_out,
                                                   initial_state=self._states, state_gradient=True)
         else:
-            kwargs = {} if self.gradient == "adjoint" else {"shots": self.shots}
+            kwargs = {} if self.gradient == "adjoint" else {"shots": self.shots, "executor": self.executor}
             full = self.simulator.vjp(self.circuit, self.config.observables, self._rows, grad_out,
                                       method=self.gradient, **kwargs)
         self.seconds += time.perf_counter() - start

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import qsim_core as qc
+from qsim_core.measurement import Executor
 
 from .layers import Dense, QuantumLayer, QuantumLayerConfig, Tanh
 from .model import Sequential, accuracy, binary_cross_entropy
@@ -108,13 +109,14 @@ def simulator_for_epoch(config: TrainConfig, epoch: int) -> qc.Simulator:
     return qc.Simulator(backend=config.backend, seed=config.seed * 1_000_003 + epoch)
 
 
-def build_model(kind: str, num_features: int, config: TrainConfig) -> Sequential:
+def build_model(kind: str, num_features: int, config: TrainConfig, executor: Executor | None = None) -> Sequential:
     """``Dense(F -> m) [-> pi tanh] -> [quantum layer | Dense(m -> K) -> tanh] -> Dense(K -> 1)``.
 
     The first layers turn any features into the quantum layer's m inputs (angle
     encoding: m = n angles through ``pi tanh``; amplitude encoding: m = 2**n
     amplitudes) and train through its input gradient; the classical baseline
-    replaces the quantum layer by a dense layer with the same number of outputs K.
+    replaces the quantum layer by a dense layer with the same number of outputs K. With an
+    ``executor`` (counts only: a QPU, IonQ, the local server) the quantum layer's circuits run there.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
@@ -126,7 +128,7 @@ def build_model(kind: str, num_features: int, config: TrainConfig) -> Sequential
         layers.append(Tanh(np.pi))
     if kind == "quantum":
         layers.append(QuantumLayer(config.quantum, simulator_for_epoch(config, 0), rng, config.gradient,
-                                   config.shots))
+                                   config.shots, executor))
     else:
         layers += [Dense(inputs, width, rng), Tanh()]
     layers.append(Dense(width, 1, rng))

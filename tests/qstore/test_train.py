@@ -96,6 +96,23 @@ def test_amplitude_encoding_puts_the_input_vector_in_the_state_and_learns(digits
     assert result.history[-1]["val_acc"] >= 0.9
 
 
+def test_training_runs_through_a_counts_only_executor(digits_task):
+    # the path a QPU or IonQ's cloud takes: every circuit of a step (forward and all shifted ones) as counts
+    from qstore.executor import AsyncQuantumExecutor
+
+    config = TrainConfig(quantum=QuantumLayerConfig(n_qubits=3, depth=1), epochs=1, gradient="parameter-shift",
+                         shots=128)
+    x_train, y_train, x_val, y_val = (a[:40] for a in digits_task)
+    with AsyncQuantumExecutor(qc.Simulator(seed=2)) as executor:
+        model = build_model("quantum", 16, config, executor=executor)
+        before = model.layers[2].params["weights"].copy()
+        result = train(model, config, x_train, y_train, x_val, y_val)
+    assert np.abs(model.layers[2].params["weights"] - before).max() > 0
+    assert result.circuits == 40 + 40 * (1 + 2 * 9) + 40  # forward, 2 shifts per use of 3 inputs + 6 weights, val
+    with pytest.raises(ValueError, match="an executor returns counts"):
+        build_model("quantum", 16, TrainConfig(), executor=executor)
+
+
 def test_resumed_training_reaches_the_same_weights(digits_task):
     config = TrainConfig(quantum=QuantumLayerConfig(n_qubits=4, depth=1), epochs=3, gradient="parameter-shift",
                          shots=64, seed=5)
