@@ -16,6 +16,7 @@ import numpy as np
 
 import qsim_core as qc
 from qsim_core.circuit import Circuit, Param
+from qsim_core.gradients import shift_plan
 from qsim_core.measurement import Executor, expectations_from_counts
 
 ENTANGLEMENTS = ("linear", "circular", "full")
@@ -258,11 +259,11 @@ class QuantumLayer(Layer):
         """Circuits the engine evaluates per sample for one backward pass.
 
         Adjoint: 1 (a forward and a backward sweep of the same circuit).
-        Parameter-shift: 1 + 2 per parameter use. SPSA: 3 (one unperturbed, two perturbed).
+        Parameter-shift: the unshifted circuit plus every shift of the plan the
+        engine runs (two per rotation use). SPSA: 3 (one unperturbed, two perturbed).
         """
         if self.gradient == "adjoint":
             return 1
         if self.gradient == "spsa":
             return 3
-        uses = sum(1 for op in self.circuit for p in op.params if isinstance(p, Param))
-        return 1 + 2 * uses
+        return 1 + len(shift_plan(self.circuit).rows)
