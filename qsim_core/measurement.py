@@ -29,12 +29,7 @@ def measurement_groups(observables: PauliStrings) -> list[tuple[dict[int, str], 
     """Group strings measurable together: ``[(basis per qubit {q: "X"|"Y"|"Z"}, string positions)]``."""
     groups: list[tuple[dict[int, str], list[int]]] = []
     for k in range(len(observables)):
-        basis = {}
-        for q in range(64):
-            x = (int(observables.xmask[k]) >> q) & 1
-            z = (int(observables.zmask[k]) >> q) & 1
-            if x or z:
-                basis[q] = "Y" if x and z else "X" if x else "Z"
+        basis = observables.factors(k)
         for group_basis, members in groups:
             if all(group_basis.get(q, letter) == letter for q, letter in basis.items()):
                 group_basis.update(basis)

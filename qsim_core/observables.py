@@ -44,6 +44,12 @@ class PauliStrings:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def factors(self, k: int) -> dict[int, str]:
+        """String k as ``{qubit: "X" | "Y" | "Z"}`` over the qubits it acts on (empty for the identity)."""
+        x, z = int(self.xmask[k]), int(self.zmask[k])
+        return {q: "Y" if (x >> q) & (z >> q) & 1 else "X" if (x >> q) & 1 else "Z"
+                for q in range((x | z).bit_length()) if ((x | z) >> q) & 1}
+
 
 def parse_observables(observables: str | Sequence[str], num_qubits: int) -> PauliStrings:
     """Parse one Pauli string or a sequence of them for a ``num_qubits`` register.

@@ -37,3 +37,10 @@ def test_empty_list_and_non_strings_are_rejected():
         parse_observables([], 2)
     with pytest.raises(qc.ObservableError, match="observable 1 must be a Pauli string"):
         parse_observables(["Z0", 3], 2)
+
+
+def test_factors_decode_each_string_qubit_by_qubit():
+    strings = parse_observables(["X0 Y3 Z5", "I", "Y1"], 6)
+    assert strings.factors(0) == {0: "X", 3: "Y", 5: "Z"}
+    assert strings.factors(1) == {}
+    assert strings.factors(2) == {1: "Y"}

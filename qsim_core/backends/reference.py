@@ -56,12 +56,8 @@ def _matrices(job: Job, op) -> np.ndarray:
 def _apply_pauli(states: np.ndarray, observables: PauliStrings, k: int) -> np.ndarray:
     """Pauli string k applied to ``states[B, 2**n]``, factor by factor."""
     applied = states
-    for q in range(states.shape[1].bit_length() - 1):
-        x = (observables.xmask[k] >> q) & 1
-        z = (observables.zmask[k] >> q) & 1
-        if x or z:
-            letter = "Y" if x and z else "X" if x else "Z"
-            applied = apply_matrix(applied, np.broadcast_to(_PAULI[letter], (len(states), 2, 2)), (q,))
+    for q, letter in observables.factors(k).items():
+        applied = apply_matrix(applied, np.broadcast_to(_PAULI[letter], (len(states), 2, 2)), (q,))
     return applied
 
 
