@@ -113,11 +113,6 @@ class AdjointPlan:
     slope2: np.ndarray
     rotation2: np.ndarray
 
-    @property
-    def num_u1_uses(self) -> int:
-        """U1: number of single-qubit gate uses."""
-        return int(self.u1_use_start[-1])
-
     def derivatives(self, params: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Derivative matrices of every non-rotation use: ``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]``.
 
