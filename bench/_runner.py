@@ -1,6 +1,7 @@
 """The one benchmark runner: timing, records, tables, JSON output, thread control.
 
-Every script in ``bench/`` measures through :func:`time_call`, stores
+Every script in ``bench/`` measures through :func:`time_call` (or
+:func:`time_interleaved`, to compare long calls in turn), stores
 :class:`Record` objects, prints them with :func:`print_table` and writes them
 with :func:`write_json`, so all results share one format and one timing rule:
 
@@ -118,6 +119,33 @@ def time_call(
         if enabled:
             gc.enable()
     return Timing(statistics.median(samples), len(samples), number)
+
+
+def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, warmup: bool = True
+                     ) -> dict[Any, Timing]:
+    """Median seconds per call of each of ``fns``, sampled in turn: one call of each per round.
+
+    For comparing calls of 0.1 s and more on a shared machine: a slow spell
+    weighs on every contender alike instead of on whichever ran during it, so
+    their ratio is steadier than that of two :func:`time_call` runs one after
+    the other.
+    """
+    if warmup:
+        for fn in fns.values():
+            fn()
+    samples: dict[Any, list[float]] = {name: [] for name in fns}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    finally:
+        if enabled:
+            gc.enable()
+    return {name: Timing(statistics.median(times), len(times), 1) for name, times in samples.items()}
 
 
 def _now() -> str:

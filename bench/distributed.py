@@ -4,7 +4,9 @@ One call ``expectation(seed_circuit, [Z0..Z7], theta[100000, 40])`` (case
 **8Z**) is timed on :class:`qstore.distributed.DaskExecutor` with a local
 cluster of 1 and of 2 worker processes (one engine thread each), and on the
 in-process engine (``qsim_core.Simulator``) with 1 and 2 threads, after
-checking that every distributed result equals the in-process one bit for bit.
+checking that every distributed result equals the in-process one bit for bit;
+the four setups are timed in turn, one call of each per round, so that their
+ratios are not at the mercy of when this shared machine was busy.
 For context the same is done for the training step's gradient on the same
 circuits, ``vjp(seed_circuit, [Z0..Z7], theta, ones(8))`` (case **vjp**:
 adjoint, about 5x the work per row for about twice the bytes). Reported:
@@ -36,7 +38,7 @@ sys.path.insert(0, str(_BENCH))
 
 # isort: split
 import numpy as np  # noqa: E402
-from _runner import Record, announce, make_parser, measured, print_table, time_call, write_json  # noqa: E402
+from _runner import Record, announce, make_parser, measured, print_table, time_interleaved, write_json  # noqa: E402
 
 # isort: split
 import qsim_core as qc  # noqa: E402  (after _runner, which puts the checkout on sys.path)
@@ -66,34 +68,39 @@ def record(timing: Any, case: str, backend: str, batch: int, threads: int, note:
                     batch=batch, threads=threads, precision="double", note=note, extra=extra)
 
 
-def measure_in_process(theta: np.ndarray, threads: int, repeat: int) -> tuple[list[Record], dict[str, np.ndarray]]:
-    """Every case on the in-process engine on ``threads`` threads; returns the records and the results."""
-    sim = qc.Simulator(threads=threads)
-    records, results = [], {}
-    for case, run in CASES.items():
-        fn = functools.partial(run, sim, theta)
-        records.append(record(time_call(fn, repeat=repeat), case, f"in-process ({sim.backend})", len(theta),
-                              threads, "qsim_core.Simulator"))
-        results[case] = fn()
-    return records, results
+def measure(theta: np.ndarray, repeat: int) -> list[Record]:
+    """Every case on the in-process engine (1 and 2 threads) and on local clusters of 1 and 2 one-thread workers.
 
-
-def measure_dask(theta: np.ndarray, workers: int, repeat: int, reference: dict[str, np.ndarray]) -> list[Record]:
-    """Every case on a local cluster of ``workers`` one-thread workers; a case whose results differ is dropped."""
+    Both clusters run side by side (the idle one costs a heartbeat) so that the four setups are timed in
+    turn, a call of each per round: the ratios between them do not depend on when a slow spell of this
+    shared machine came. A Dask result that differs from the in-process engine's drops its setup.
+    """
     records = []
-    with DaskExecutor(workers=workers) as executor:
+    with DaskExecutor(workers=1) as one, DaskExecutor(workers=2) as two:
+        setups: dict[tuple[str, int], qc.Simulator] = {("in-process", 1): qc.Simulator(threads=1),
+                                                       ("in-process", 2): qc.Simulator(threads=2),
+                                                       ("dask", 1): one, ("dask", 2): two}
         for case, run in CASES.items():
-            fn = functools.partial(run, executor, theta)
-            fn()  # the first call measures the cost per row, which sizes the chunks of the next ones
-            if not np.array_equal(fn(), reference[case]):
-                print(f"ERROR: {case}, {workers} worker(s): results differ from the in-process engine's; dropped")
-                continue
-            timing = time_call(fn, repeat=repeat)
-            stats = executor.last_run
-            records.append(record(timing, case, f"dask ({executor.engine})", len(theta), workers,
-                                  f"LocalCluster, {workers} process(es) x 1 thread",
-                                  task_overhead_ms=executor.task_overhead * 1e3, chunks=stats.chunks,
-                                  rows_per_chunk=stats.rows_per_chunk))
+            reference = run(setups["in-process", 1], theta)
+            calls = {}
+            for (kind, count), target in setups.items():
+                call = functools.partial(run, target, theta)
+                call()  # on Dask, the first call measures the cost per row, which sizes the chunks of the next
+                if kind == "dask" and not np.array_equal(call(), reference):
+                    print(f"ERROR: {case}, {count} worker(s): results differ from the in-process engine's; dropped")
+                    continue
+                calls[kind, count] = call
+            for (kind, count), timing in time_interleaved(calls, repeat=repeat, warmup=False).items():
+                target = setups[kind, count]
+                if kind == "in-process":
+                    records.append(record(timing, case, f"in-process ({target.backend})", len(theta), count,
+                                          "qsim_core.Simulator"))
+                    continue
+                stats = target.last_run
+                records.append(record(timing, case, f"dask ({target.engine})", len(theta), count,
+                                      f"LocalCluster, {count} process(es) x 1 thread, rows by {stats.transport}",
+                                      task_overhead_ms=target.task_overhead * 1e3, chunks=stats.chunks,
+                                      rows_per_chunk=stats.rows_per_chunk))
     return records
 
 
@@ -121,14 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     announce()
     batch = args.circuits or (10_000 if args.quick else 100_000)
-    repeat = 3 if args.quick else 5
+    repeat = 3 if args.quick else 9
     theta = parameters(batch)
-    records, reference = [], {}
-    for threads in (1, 2):
-        in_process, reference = measure_in_process(theta, threads, repeat)
-        records += in_process
-    for workers in (1, 2):
-        records += measure_dask(theta, workers, repeat, reference)
+    records = measure(theta, repeat)
     print_table(["case", "setup", "workers/threads", "circuits/s", "x 1 worker", "efficiency", "time / in-process",
                  "task overhead ms", "chunks", "rows/chunk"], summary(records),
                 title=f"{batch:,} seed circuits, one call, median of repeats (goals for 8Z: 2 workers >= "

@@ -324,9 +324,12 @@ def _validate_params(circuit: Circuit, params) -> tuple[np.ndarray, bool]:
             f"circuit has {expected} parameter(s) but params has {matrix.shape[1]} per set "
             f"(shape {np.shape(params)})"
         )
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
+    # One sum is finite exactly when every entry is (NaN and infinities propagate), unless finite entries
+    # overflow it: cheaper than an elementwise test, which only runs to name the culprit or rule out overflow.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = matrix.sum()
+    if not np.isfinite(total) and not (finite := np.isfinite(matrix)).all():
+        row, col = map(int, np.argwhere(~finite)[0])
         users = [str(op) for op in circuit
                  if any(is_symbolic(p) and any(k == col for k, _ in p.terms) for p in op.params)]
         where = f" used by {users[0]}" if users else ""

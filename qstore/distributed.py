@@ -17,26 +17,39 @@ How a call runs
 The Simulator validates the input and draws the call's sampling key as it
 always does; then the batch ``params[B, P]`` is cut into chunks of
 consecutive rows, one task per chunk, each run by the engine (numba or
-Cython, or the reference backend for checking) on a worker with one thread, and the results are put back
-in row order as the chunks finish.
+Cython, or the reference backend for checking) on a worker with one thread,
+and the results are put back in row order.
 
 * **The circuit travels once per worker.** Each distinct circuit structure is
-  put on the cluster once, as the result of a task (so the scheduler can
-  recompute it if every copy is lost, which a scattered value would not
-  allow); a worker fetches it from a peer the first time one of its chunks
-  needs it and keeps it, and compiles it once (the compiled program is cached
-  on the circuit object the worker keeps). A chunk carries only its rows.
+  installed on every worker as a Dask worker plugin, which Dask also sends to
+  workers that join later (a restarted one included); the worker compiles it
+  once (the compiled program is cached on the circuit object it keeps). A
+  chunk task carries only the circuit's name, so it depends on no data held
+  by particular workers and the scheduler gives it to whichever is free (a
+  dependency on a copy held by one worker made Dask queue every chunk there).
+* **Rows through shared memory on the same machine.** When every worker can
+  map this client's POSIX shared-memory segments (checked on connecting: a
+  local cluster, or workers on this host), a call of at least
+  :data:`SHARED_MIN_BYTES` copies its rows once into a segment the client
+  reuses across calls, and the workers write their results into a fresh
+  output segment, so a task message is a few hundred bytes whatever the
+  batch (:mod:`qstore.sharedmem`). Otherwise (workers on other machines, or
+  small calls) rows travel inside the task messages, at most
+  :data:`CHUNK_BYTES` per task, as a sliding window of :data:`WINDOW` chunks
+  per worker slot so that the first ones start without waiting behind the
+  whole batch's data. A worker that turns out not to see the segments (one
+  that joined from elsewhere) switches shared memory off for good and the
+  call is rerun in messages; :attr:`RunStats.transport` says which way a call
+  went.
 * **Chunk size from a measured overhead.** On connecting, the executor times
   no-op tasks: :attr:`DaskExecutor.task_overhead` is the seconds of a worker
   slot each task costs beyond its work. Every finished call records the
   engine's seconds per row for its (circuit structure, method, shots), and
   the next call of the same kind sizes its chunks so that the overhead is at
   most ``max_overhead`` of a chunk's work, in whole rounds over the worker
-  slots (:func:`chunk_size`), and no chunk carries more than
-  :data:`CHUNK_BYTES` of rows. Chunks are submitted as a sliding window,
-  :data:`WINDOW` per worker slot: the first ones start without waiting behind
-  the whole batch's data, and each worker receives its next chunk while it
-  runs one.
+  slots (:func:`chunk_size`). The first round's tasks go out as one message
+  (Dask holds a client message sent within 10 ms of the previous one until
+  those 10 ms are up, which made the second worker start 10 ms late).
 * **Same results.** A row's expectations, probabilities, state and gradients
   do not depend on which rows share its call, so they equal the in-process
   engine's bit for bit (for circuits wider than ``block_qubits``, numba's
@@ -47,12 +60,15 @@ in row order as the chunks finish.
   backend's ``offset=g0``, so its rows draw the streams of their rows in the
   whole batch, and a DaskExecutor and a Simulator with the same seed return
   the same samples, shot estimates and SPSA gradients whatever the chunking.
-* **Faults.** Chunks are pure tasks holding their own rows. A worker that
-  dies takes only its unfinished chunks (and finished ones not yet gathered)
-  with it; the scheduler reruns them elsewhere (up to Dask's
+* **Faults.** Chunks are pure tasks: their rows are in their message, or in
+  the client's input segment until the call ends. A worker that dies takes
+  only its unfinished chunks (and finished ones not yet gathered) with it;
+  the scheduler reruns them elsewhere (up to Dask's
   ``distributed.scheduler.allowed-failures`` times, then the call raises
-  :class:`~distributed.KilledWorker`). Results are gathered as chunks finish
-  and placed by row offset, so no row is lost or counted twice.
+  :class:`~distributed.KilledWorker`). A rerun computes and writes the same
+  rows again, so no row is lost or counted twice; and since each call has an
+  output segment of its own, a task still running after its call ended
+  (cancelled, or a late duplicate) writes where nobody reads.
 
 Example::
 
@@ -66,6 +82,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 import statistics
 import time
 import uuid
@@ -76,14 +93,26 @@ from typing import Any
 import dask
 import numpy as np
 from distributed import Client, Future, LocalCluster, as_completed
+from distributed.diagnostics.plugin import WorkerPlugin
 
 import qsim_core as qc
 from qsim_core.backends import Job, get_backend
 from qsim_core.circuit import Circuit
 from qsim_core.observables import PauliStrings
 from qsim_core.program import DEFAULT_BLOCK_QUBITS
+from qstore.sharedmem import (
+    ArrayRef,
+    Segment,
+    SegmentNotVisible,
+    SegmentPool,
+    SharedMemoryUnavailable,
+    attach,
+    forget,
+    layout,
+    visible,
+)
 
-#: circuit structures whose shared copy the executor keeps on the cluster (least recently used dropped)
+#: circuit structures the executor keeps installed on the workers (least recently used removed)
 _SHARED_CIRCUITS = 64
 #: (structure, method, shots) kinds of call whose measured cost per row the executor remembers
 _COSTS = 1024
@@ -91,6 +120,14 @@ _COSTS = 1024
 _MIN_ROWS_TO_LEARN = 64
 #: chunks in flight per worker slot: one running, one arriving
 WINDOW = 2
+#: name prefix, among a shared-memory task's input arrays, of the method's batch-first arguments (weights)
+_BATCHED = "batched:"
+#: seconds the executor plans with a known number of worker slots before asking the scheduler again (a
+#: round trip, as long as a small call's work)
+SLOTS_MAX_AGE = 1.0
+#: fewest bytes of rows (parameters, initial states, weights) a call sends through shared memory: below it,
+#: task messages cost less than creating a call's output segment
+SHARED_MIN_BYTES = 1 << 20
 #: most bytes of rows one task carries: its rows travel inside its message, through the scheduler (which
 #: warns about tasks over 10 MB)
 CHUNK_BYTES = 4 << 20
@@ -127,8 +164,11 @@ def connect(address: str | None = None, workers: int | None = None, *,
     # One engine thread per worker process: NUMBA_NUM_THREADS caps numba's pool (Dask's nanny sets
     # OMP_NUM_THREADS=1, which caps the Cython kernels), so neighbouring workers do not fight for cores. Not
     # Dask's MALLOC_TRIM_THRESHOLD_: it switches off glibc's adaptive mmap threshold, so every chunk's
-    # multi-megabyte buffers would be fresh pages (a 10 % slower engine).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    # multi-megabyte buffers would be fresh pages (a 10 % slower engine). And one malloc arena: tasks run in a
+    # thread of the worker, whose own arena returns freed buffers to the system, so that each task faults in
+    # megabytes of fresh pages again (the engine 3 % slower than on a main thread).
+    environ = {"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_ARENA_MAX": "1"}
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in environ.items()}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", env={"NUMBA_NUM_THREADS": "1"})
     try:
@@ -193,6 +233,7 @@ class RunStats:
         rows_per_chunk: rows of every chunk but possibly the last.
         seconds: wall seconds of the call on the client.
         engine_seconds: seconds the engine ran on the workers, summed over chunks (reruns not counted).
+        transport: how the rows travelled: ``"shared memory"`` or ``"messages"``.
     """
 
     method: str
@@ -201,6 +242,7 @@ class RunStats:
     rows_per_chunk: int
     seconds: float
     engine_seconds: float
+    transport: str
 
 
 class DaskExecutor(qc.Simulator):
@@ -216,18 +258,28 @@ class DaskExecutor(qc.Simulator):
             same seed gives the same samples as a Simulator's.
         chunk_rows: rows per task; None sizes chunks from the measured overhead.
         max_overhead: largest task overhead as a fraction of a task's work, in (0, 1).
+        shared_memory: rows and results of the compiled engines travel through
+            shared memory when every worker can map the client's segments (same
+            machine, Linux): None (default) checks that on connecting; False
+            always sends them in task messages; True requires shared memory.
         timeout: seconds to wait for the scheduler and its workers.
 
     Raises:
         BackendUnavailableError: the backend is unknown or not built here.
-        ValueError: a bad ``workers``, ``chunk_rows`` or ``max_overhead``.
+        ValueError: a bad ``workers``, ``chunk_rows``, ``max_overhead`` or ``shared_memory``.
+        SharedMemoryUnavailable: ``shared_memory=True`` and a worker cannot map the client's segments.
+
+    Attributes:
+        shared_memory: whether calls now send their rows through shared memory
+            (turned off for good if a worker that cannot map it turns up).
 
     Close it (``close()`` or ``with``); closing a local cluster stops its workers.
     """
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, backend: str = "auto",
                  precision: str = "double", seed: int | None = None, block_qubits: int = DEFAULT_BLOCK_QUBITS,
-                 chunk_rows: int | None = None, max_overhead: float = 0.05, timeout: float = 60.0) -> None:
+                 chunk_rows: int | None = None, max_overhead: float = 0.05, shared_memory: bool | None = None,
+                 timeout: float = 60.0) -> None:
         super().__init__(backend=backend, precision=precision, seed=seed, threads=1, block_qubits=block_qubits)
         engine = self._backend.name
         if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int)
@@ -235,13 +287,22 @@ class DaskExecutor(qc.Simulator):
             raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}")
         if not isinstance(max_overhead, (int, float)) or not 0 < max_overhead < 1:
             raise ValueError(f"max_overhead must be a fraction in (0, 1), got {max_overhead!r}")
+        if shared_memory is not None and not isinstance(shared_memory, bool):
+            raise ValueError(f"shared_memory must be None, True or False, got {shared_memory!r}")
         self.chunk_rows = chunk_rows
         self.max_overhead = float(max_overhead)
         self.client, self._cluster = connect(address, workers, timeout=timeout)
         # every call goes through the Simulator's backend: here, the cluster
         self._backend = self._cluster_backend = _ClusterBackend(self, engine)
+        self.shared_memory = False
+        self._slots, self._slots_asked = 1, -math.inf
         try:
             self.client.run(get_backend, engine)  # load the engine in every worker now, not in the first chunks
+            if shared_memory is not False:
+                self.shared_memory = self.workers_share_memory()
+                if shared_memory and not self.shared_memory:
+                    raise SharedMemoryUnavailable("shared_memory=True, but not every worker can map this client's "
+                                                  "shared memory (another machine or another /dev/shm?)")
             self.task_overhead = self.measure_overhead()
         except BaseException:
             self.close()
@@ -254,13 +315,32 @@ class DaskExecutor(qc.Simulator):
 
     @property
     def slots(self) -> int:
-        """Worker threads of the cluster now."""
-        return worker_slots(self.client)
+        """Worker threads of the cluster (asked of the scheduler at most once every :data:`SLOTS_MAX_AGE` s)."""
+        now = time.monotonic()
+        if now - self._slots_asked > SLOTS_MAX_AGE:
+            self._slots, self._slots_asked = worker_slots(self.client), now
+        return self._slots
 
     @property
     def last_run(self) -> RunStats | None:
         """Statistics of the last call that ran on the cluster (None before the first)."""
         return self._cluster_backend.last_run
+
+    def workers_share_memory(self) -> bool:
+        """Whether every worker now can map a shared-memory segment of this client (and there is a worker)."""
+        token = secrets.token_bytes(16)
+        try:
+            probe = Segment(len(token))
+        except SharedMemoryUnavailable:
+            return False
+        try:
+            view = probe.array(ArrayRef(0, "|u1", (len(token),)))
+            view[:] = np.frombuffer(token, np.uint8)
+            del view
+            answers = self.client.run(visible, probe.name, token)
+        finally:
+            probe.unlink()
+        return bool(answers) and all(answers.values())
 
     def measure_overhead(self, tasks_per_slot: int = 8, repeat: int = 3) -> float:
         """Seconds of a worker slot one task costs beyond its work (median of ``repeat`` rounds).
@@ -281,8 +361,18 @@ class DaskExecutor(qc.Simulator):
         return self.counts(circuit, shots, np.asarray(params, np.float64).reshape(len(params), -1))
 
     def close(self) -> None:
-        """Release the circuits kept on the cluster, disconnect, and stop the local cluster if one was started."""
-        self._cluster_backend.circuits.clear()
+        """Release the circuits and segments kept for the cluster, disconnect, and stop a local cluster."""
+        backend = self._cluster_backend
+        segments = backend.inputs.names
+        backend.inputs.close()
+        if self.client.status == "running":
+            try:  # a cluster that outlives this executor keeps none of its circuits or segment mappings
+                backend.release(list(backend.circuits.values()))
+                if segments:
+                    self.client.run(forget, segments)
+            except (OSError, TimeoutError):
+                pass  # scheduler or workers gone: what they held went with them
+        backend.circuits.clear()
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
@@ -305,9 +395,10 @@ class _ClusterBackend:
         self.executor = executor
         self.engine = engine
         self.name = f"dask:{engine}"
-        self.circuits: OrderedDict[tuple, Future] = OrderedDict()
+        self.circuits: OrderedDict[tuple, str] = OrderedDict()
         self.row_seconds: OrderedDict[tuple, float] = OrderedDict()
         self.last_run: RunStats | None = None
+        self.inputs = SegmentPool()
 
     def statevector(self, job: Job) -> np.ndarray:
         """Final states, dtype[B, 2**n]."""
@@ -338,73 +429,221 @@ class _ClusterBackend:
         """``engine.method(job, *args, *batched, [key])`` chunk by chunk on the cluster, merged in row order."""
         executor = self.executor
         if job.batch == 0:  # nothing to distribute; the engine gives the empty results their shapes
-            arguments = (*args, *batched) if key is None else (*args, key)
-            return getattr(get_backend(self.engine), method)(job, *arguments)
+            return _call(get_backend(self.engine), method, job, args, batched, key, 0)
         started = time.perf_counter()
         structure = job.circuit.structure_key()
         cost = (structure, method, args[-1] if key is not None else 0)
-        size = executor.chunk_rows
-        if size is None:
-            row_bytes = sum(array[0].nbytes for array in (*_batch_arrays(job).values(), *batched))
-            size = min(chunk_size(job.batch, self.row_seconds.get(cost), executor.task_overhead, executor.slots,
-                                  executor.max_overhead), max(1, CHUNK_BYTES // row_bytes))
-        starts = range(0, job.batch, size)
-        token = uuid.uuid4().hex[:12]
+        size = executor.chunk_rows or chunk_size(job.batch, self.row_seconds.get(cost), executor.task_overhead,
+                                                 executor.slots, executor.max_overhead)
         circuit = self._shared(job.circuit, structure)
-        client = executor.client
-
-        def submit(k: int) -> Future:
-            rows = slice(starts[k], starts[k] + size)
-            return client.submit(_run_chunk, circuit, _job_fields(_rows(job, rows)), self.engine, method,
-                                 (*args, *(array[rows] for array in batched)), key, starts[k],
-                                 key=f"qsim-{method}-{token}-{k}", pure=False)
-
-        # A window of chunks in flight, the next one submitted as one finishes: the first chunks reach the
-        # workers without waiting behind the whole batch's data, and a worker has its next chunk while it runs one.
-        in_flight = {submit(k): k for k in range(min(len(starts), WINDOW * executor.slots))}
-        following = iter(range(len(in_flight), len(starts)))
-        finished = as_completed(in_flight, with_results=True)
-        parts: list[Any] = [None] * len(starts)
-        engine_seconds = 0.0
-        try:
-            for future, (part, seconds) in finished:
-                parts[in_flight.pop(future)] = part
-                engine_seconds += seconds
-                k = next(following, None)
-                if k is not None:
-                    future = submit(k)
-                    in_flight[future] = k
-                    finished.add(future)
-        except BaseException:
-            client.cancel(list(in_flight))  # a chunk failed or the caller gave up: stop the chunks still running
-            raise
+        row_bytes = sum(array[0].nbytes for array in (*_batch_arrays(job).values(), *batched))
+        transport = "messages"
+        if executor.shared_memory and self.engine != "reference" and job.batch * row_bytes >= SHARED_MIN_BYTES:
+            transport = "shared memory"
+            chunks = _Chunks(executor.client, circuit, self.engine, method, args, key, job, size, results=False)
+            try:
+                result = self._through_shared_memory(chunks, batched)
+            except SharedMemoryUnavailable as error:
+                # a worker that cannot map our segments (one that joined from another machine) turns shared
+                # memory off for good; no room for this call's segments sends only this call in messages
+                executor.shared_memory = not isinstance(error, SegmentNotVisible)
+                transport = "messages"
+        if transport == "messages":
+            if executor.chunk_rows is None:  # rows travel inside the task messages: bound their size
+                size = min(size, max(1, CHUNK_BYTES // row_bytes))
+            chunks = _Chunks(executor.client, circuit, self.engine, method, args, key, job, size)
+            result = self._in_messages(chunks, batched)
         # A small call's time is mostly one-off cost (compilation, the first touch of a program), which
         # would make the next large batch look expensive and be cut into thousands of tiny tasks: learn
         # only from calls of some size, and keep the cheapest rate seen (one-off costs only ever add).
         if job.batch >= _MIN_ROWS_TO_LEARN:
-            rate = engine_seconds / job.batch
+            rate = chunks.engine_seconds / job.batch
             self.row_seconds[cost] = min(rate, self.row_seconds.get(cost, rate))
             self.row_seconds.move_to_end(cost)
         if len(self.row_seconds) > _COSTS:
             self.row_seconds.popitem(last=False)
-        self.last_run = RunStats(method, job.batch, len(starts), size, time.perf_counter() - started, engine_seconds)
+        self.last_run = RunStats(method, job.batch, chunks.count, chunks.size,
+                                 time.perf_counter() - started, chunks.engine_seconds, transport)
+        return result
+
+    def _in_messages(self, chunks: _Chunks, batched: Sequence[np.ndarray]) -> Any:
+        """Each chunk's rows inside its task message, its results gathered from the worker."""
+        job = chunks.job
+
+        def arguments(k: int) -> tuple[dict[str, Any], tuple]:
+            rows = chunks.rows(k)
+            return _job_fields(_rows(job, rows)), (tuple(array[rows] for array in batched),)
+
+        # A window of chunks in flight, the next one submitted as one finishes: the first chunks reach the
+        # workers without waiting behind the whole batch's data, and a worker has its next chunk while it runs one.
+        count = chunks.count
+        window = min(count, WINDOW * self.executor.slots)
+        chunks.submit(range(window), _run_chunk, arguments)
+        following = iter(range(window, count))
+        parts: list[Any] = [None] * count
+        for k, (part, seconds) in chunks.finished():
+            parts[k] = part
+            chunks.engine_seconds += seconds
+            successor = next(following, None)
+            if successor is not None:
+                chunks.submit([successor], _run_chunk, arguments)
         return _merge(parts)
 
-    def _shared(self, circuit: Circuit, structure: tuple) -> Future:
-        """The cluster's copy of circuits of this structure (shared on first use)."""
-        future = self.circuits.get(structure)
-        if future is None:
+    def _through_shared_memory(self, chunks: _Chunks, batched: Sequence[np.ndarray]) -> Any:
+        """Rows copied into a pooled input segment, results written by the workers into a fresh output segment.
+
+        Inputs are only read by tasks, so their segment is reused by later calls; a fresh output segment per
+        call means a task still running after its call ended (cancelled, or rerun elsewhere) writes into
+        memory nobody reads any more.
+        """
+        job = chunks.job
+        # The engine on no rows gives every result's dtype and trailing shape: the output segment's layout.
+        empty = _call(get_backend(self.engine), chunks.engine_method, _rows(job, slice(0, 0)), chunks.args,
+                      [array[:0] for array in batched], chunks.key, 0)
+        outputs = empty if isinstance(empty, tuple) else (empty,)
+        inputs = {**_batch_arrays(job), **{f"{_BATCHED}{i}": array for i, array in enumerate(batched)}}
+        input_refs, input_bytes = layout([(array.dtype, array.shape) for array in inputs.values()])
+        # ... and after them each chunk's engine seconds, so that a finished chunk has nothing to be gathered
+        count = chunks.count
+        *output_refs, timing_ref = layout([*(None if out is None else (out.dtype, (job.batch, *out.shape[1:]))
+                                             for out in outputs), (np.float64, (count,))])[0]
+        output_bytes = timing_ref.offset + timing_ref.nbytes
+        source = self.inputs.acquire(input_bytes)
+        try:
+            target = Segment(output_bytes)
+        except SharedMemoryUnavailable:
+            self.inputs.release(source)
+            raise
+        staged = [source.array(ref) for ref in input_refs]  # views into the segment, dropped before its release
+        try:
+            fields = _job_fields(job, without=list(_batch_arrays(job)))
+            refs = dict(zip(inputs, input_refs, strict=True))
+            # The first round (a chunk per worker) starts once its rows are in place; the other rows are
+            # copied while it runs.
+            first_round = min(count, self.executor.slots)
+            for ks in (range(first_round), range(first_round, count)):
+                if ks:
+                    rows = slice(chunks.rows(ks[0]).start, chunks.rows(ks[-1]).stop)
+                    for place, array in zip(staged, inputs.values(), strict=True):
+                        place[rows] = array[rows]
+                    chunks.submit(ks, _run_shared_chunk,
+                                  lambda k: (fields, (source.name, refs, target.name, output_refs, timing_ref, k)))
+            for _ in chunks.finished():
+                pass
+            results = tuple(None if ref is None else np.array(target.array(ref)) for ref in output_refs)
+            chunks.engine_seconds = float(target.array(timing_ref).sum())
+        finally:
+            staged.clear()
+            self.inputs.release(source)
+            target.unlink()
+        return results if isinstance(empty, tuple) else results[0]
+
+    def _shared(self, circuit: Circuit, structure: tuple) -> str:
+        """The name under which every worker holds circuits of this structure (installed on first use)."""
+        name = self.circuits.get(structure)
+        if name is None:
+            name = self.circuits[structure] = f"qsim-circuit-{uuid.uuid4().hex}"
             # a copy: the circuit's memo (compiled programs) stays here, the workers compile their own
-            future = self.circuits[structure] = share(self.executor.client, circuit.copy(), "qsim-circuit")
+            self.executor.client.register_plugin(_CircuitPlugin(name, circuit.copy()), name=name)
             if len(self.circuits) > _SHARED_CIRCUITS:
-                self.circuits.popitem(last=False)
+                self.release([self.circuits.popitem(last=False)[1]])
         else:
             self.circuits.move_to_end(structure)
-        return future
+        return name
+
+    def release(self, names: Sequence[str]) -> None:
+        """Remove these circuits from the workers and the scheduler's list of plugins for new workers."""
+        for name in names:
+            self.executor.client.unregister_worker_plugin(name)
+
+
+class _CircuitPlugin(WorkerPlugin):
+    """A circuit installed on every worker of the cluster, present and future (restarted workers included).
+
+    Dask sends its worker plugins to each worker as it joins, so a chunk task
+    carries only the circuit's name, and, depending on no data held by some
+    workers, goes to whichever worker is free.
+    """
+
+    def __init__(self, name: str, circuit: Circuit) -> None:
+        self.name = name
+        self.circuit = circuit
+
+    def setup(self, worker: Any) -> None:
+        _installed[self.name] = self.circuit
+
+    def teardown(self, worker: Any) -> None:
+        _installed.pop(self.name, None)
+
+
+#: worker side: the circuits installed by :class:`_CircuitPlugin`, by name (each compiles once, on first use)
+_installed: dict[str, Circuit] = {}
 
 
 def _identity(value: Any) -> Any:
     return value
+
+
+class _Chunks:
+    """One call's chunks of ``size`` consecutive rows: submission as tasks, and their results as they finish."""
+
+    def __init__(self, client: Client, circuit: str, engine: str, method: str, args: tuple, key: int | None,
+                 job: Job, size: int, *, results: bool = True) -> None:
+        self.client = client
+        self.circuit = circuit
+        self.engine = engine
+        self.engine_method = method
+        self.args = args
+        self.key = key
+        self.job = job
+        self.size = size
+        self.count = -(-job.batch // size)
+        self.engine_seconds = 0.0
+        self.results = results
+        self.token = uuid.uuid4().hex[:12]
+        self._running: dict[Future, int] = {}
+        self._finished = as_completed([], with_results=results)
+
+    def rows(self, k: int) -> slice:
+        """Rows of chunk ``k``."""
+        return slice(k * self.size, min((k + 1) * self.size, self.job.batch))
+
+    def submit(self, ks: Sequence[int], task: Any, arguments: Any) -> None:
+        """Chunks ``ks`` in one message: ``task(circuit, fields, engine, method, args, key, first, stop, *data)``.
+
+        ``arguments(k)`` gives chunk ``k``'s ``(fields, data)``. One message, because the client sends a
+        message submitted within 10 ms of the previous one only when those 10 ms are up (Dask's batching
+        of client messages): chunks submitted one by one would start 10 ms apart.
+        """
+        if not ks:
+            return
+        fields, data = zip(*(arguments(k) for k in ks), strict=True)
+        firsts = [self.rows(k).start for k in ks]
+        stops = [self.rows(k).stop for k in ks]
+        count = len(ks)
+        futures = self.client.map(task, [self.circuit] * count, fields, [self.engine] * count,
+                                  [self.engine_method] * count, [self.args] * count, [self.key] * count, firsts,
+                                  stops, *zip(*data, strict=True),
+                                  key=[f"qsim-{self.engine_method}-{self.token}-{k}" for k in ks], pure=False)
+        for k, future in zip(ks, futures, strict=True):
+            self._running[future] = k
+            self._finished.add(future)
+
+    def finished(self) -> Any:
+        """``(k, result)`` of each submitted chunk as it finishes (chunks submitted meanwhile included).
+
+        Without ``results``, the result is None (not fetched from the worker: one round trip less per call).
+        A failing chunk, or the caller giving up, cancels the chunks still running.
+        """
+        try:
+            for done in self._finished:
+                future, result = done if self.results else (done, None)
+                if not self.results and future.status == "error":
+                    future.result()  # raises the chunk's error
+                yield self._running.pop(future), result
+        except BaseException:
+            self.client.cancel(list(self._running))
+            raise
 
 
 def _batch_arrays(job: Job) -> dict[str, np.ndarray]:
@@ -418,23 +657,45 @@ def _rows(job: Job, rows: slice) -> Job:
     return dataclasses.replace(job, **{name: array[rows] for name, array in _batch_arrays(job).items()})
 
 
-def _job_fields(job: Job) -> dict[str, Any]:
-    """What a chunk task needs of its job: all but the circuit (shared once), one engine thread."""
-    fields = {field.name: getattr(job, field.name) for field in dataclasses.fields(job) if field.name != "circuit"}
+def _job_fields(job: Job, without: Sequence[str] = ()) -> dict[str, Any]:
+    """What a chunk task needs of its job: all but the circuit (shared once) and ``without``, one engine thread."""
+    fields = {field.name: getattr(job, field.name) for field in dataclasses.fields(job)
+              if field.name != "circuit" and field.name not in without}
     return {**fields, "threads": 1}
 
 
-def _run_chunk(circuit: Circuit, fields: dict[str, Any], engine: str, method: str, args: tuple, key: int | None,
-               offset: int) -> tuple[Any, float]:
-    """Worker side: ``method`` of the engine on one chunk, rows ``offset..``; returns (result, engine seconds)."""
-    backend = get_backend(engine)
-    job = Job(circuit=circuit, **fields)
-    start = time.perf_counter()
+def _call(backend: Any, method: str, job: Job, args: tuple, batched: Sequence[np.ndarray], key: int | None,
+          offset: int) -> Any:
+    """``backend.method(job, *args, *batched)``; sampling methods also get the key and row ``offset`` of the job."""
     if key is None:
-        result = getattr(backend, method)(job, *args)
-    else:  # the chunk's rows draw the streams of their rows in the whole batch
-        result = getattr(backend, method)(job, *args, key, offset)
+        return getattr(backend, method)(job, *args, *batched)
+    return getattr(backend, method)(job, *args, key, offset)  # rows draw the streams of their rows in the batch
+
+
+def _run_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, args: tuple, key: int | None,
+               first: int, stop: int, batched: tuple) -> tuple[Any, float]:
+    """Worker side: ``method`` of the engine on the rows ``first..stop`` in ``fields``; returns (result, seconds)."""
+    job = Job(circuit=_installed[circuit], **fields)
+    start = time.perf_counter()
+    result = _call(get_backend(engine), method, job, args, batched, key, first)
     return result, time.perf_counter() - start
+
+
+def _run_shared_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, args: tuple,
+                      key: int | None, first: int, stop: int, source: str, inputs: dict[str, ArrayRef], target: str,
+                      outputs: list[ArrayRef | None], timing: ArrayRef, k: int) -> None:
+    """Worker side: rows ``first..stop`` read from segment ``source``; the results and the engine's seconds (at
+    index ``k`` of ``timing``) written into segment ``target``."""
+    arrays = {name: attach(source, ref)[first:stop] for name, ref in inputs.items()}
+    batched = [arrays.pop(name) for name in list(arrays) if name.startswith(_BATCHED)]
+    job = Job(circuit=_installed[circuit], **fields, **arrays)
+    start = time.perf_counter()
+    result = _call(get_backend(engine), method, job, args, batched, key, first)
+    seconds = time.perf_counter() - start
+    for ref, part in zip(outputs, result if isinstance(result, tuple) else (result,), strict=True):
+        if ref is not None:
+            attach(target, ref, keep=False)[first:stop] = part
+    attach(target, timing, keep=False)[k] = seconds
 
 
 def _merge(parts: list[Any]) -> Any:
@@ -444,4 +705,5 @@ def _merge(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-__all__ = ["CHUNK_BYTES", "DaskExecutor", "RunStats", "chunk_size", "connect", "share", "worker_slots"]
+__all__ = ["CHUNK_BYTES", "SHARED_MIN_BYTES", "DaskExecutor", "RunStats", "chunk_size", "connect", "share",
+           "worker_slots"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,16 @@ def test_non_finite_params_name_the_position_and_the_gate(sim, bad):
     theta[2, 17] = bad
     with pytest.raises(qc.ParameterError, match=r"params\[2, 17\] is .*not finite.*parameter 17 used by rz\(1, Param"):
         sim.probabilities(seed_circuit(), theta)
+
+
+def test_huge_finite_params_are_accepted_even_when_their_sum_overflows(sim):
+    # validation sums the batch first; an overflowing sum of finite angles must not read as a bad input
+    circuit, theta = qc.Circuit(1).rx(0, qc.Param(0)).ry(0, qc.Param(1)), np.full((2, 2), 1e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = sim.expectation(circuit, ["Z0"], theta)
+    np.testing.assert_allclose(got, [sim.expectation(circuit, ["Z0"], row) for row in theta], atol=1e-12)
+    assert np.isfinite(got).all()
 
 
 @pytest.mark.parametrize("shots", [0, -5, 2.5, True, None])

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from distributed import Client
 
 import qsim_core as qc
 from qsim_core.measurement import simulator_executor
+from qstore import distributed, sharedmem
 from qstore.distributed import DaskExecutor, chunk_size
 from qstore.executor import AsyncQuantumExecutor
 from qstore.layers import QuantumLayer, QuantumLayerConfig
@@ -54,10 +58,26 @@ def assert_identical(got: list, want: list) -> None:
             assert a == b
 
 
-@pytest.mark.parametrize("backend", [*COMPILED, "reference"])
+@pytest.fixture
+def every_call_in_shared_memory(monkeypatch):
+    """Calls of any size send their rows through shared memory (small ones otherwise go in messages)."""
+    monkeypatch.setattr(distributed, "SHARED_MIN_BYTES", 0)
+
+
+def states(batch: int, n: int = 6, seed: int = 0) -> np.ndarray:
+    """Random normalised states, complex128[batch, 2**n]."""
+    rng = np.random.default_rng(seed)
+    psi = rng.normal(size=(batch, 1 << n)) + 1j * rng.normal(size=(batch, 1 << n))
+    return psi / np.linalg.norm(psi, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("backend", "transport"), [*((engine, transport) for engine in COMPILED
+                                                      for transport in ("shared memory", "messages")),
+                                                    ("reference", "messages")])
 @pytest.mark.parametrize("chunk_rows", [1, 7, None])
-def test_every_result_equals_the_in_process_engine_bit_for_bit(address, backend, chunk_rows):
-    c, theta = circuit(), params(23)
+def test_every_result_equals_the_in_process_engine_bit_for_bit(address, every_call_in_shared_memory, backend,
+                                                               transport, chunk_rows):
+    c, theta, psi0 = circuit(), params(23), states(23)
 
     def calls(sim: qc.Simulator) -> list:  # the same sequence of calls draws the same keys
         return [
@@ -67,13 +87,18 @@ def test_every_result_equals_the_in_process_engine_bit_for_bit(address, backend,
             sim.gradient(c, OBS, theta[:4], method="parameter-shift", shots=50),
             sim.gradient(c, OBS, theta[:4], method="spsa", shots=50, samples=2),
             sim.counts(c, 32, theta[:5]), sim.expectation(c, OBS, theta[0]),
+            # initial states travel with the rows; the adjoint's third result is d/d psi_0
+            sim.expectation(c, OBS, theta, initial_state=psi0),
+            *sim.vjp(c, OBS, theta, np.ones((23, len(OBS))), initial_state=psi0, state_gradient=True),
             # the reference backend's einsum reshapes cannot take an empty batch, in process or not
             *([] if backend == "reference" else [sim.expectation(c, OBS, theta[:0])]),
         ]
 
-    with DaskExecutor(address, backend=backend, seed=5, chunk_rows=chunk_rows) as remote:
+    with DaskExecutor(address, backend=backend, seed=5, chunk_rows=chunk_rows,
+                      shared_memory=None if transport == "shared memory" else False) as remote:
         assert remote.backend == f"dask:{backend}"
         assert_identical(calls(remote), calls(qc.Simulator(backend=backend, seed=5)))
+        assert remote.last_run.transport == transport
 
 
 def test_circuits_wider_than_a_block_sample_the_same_streams(address):
@@ -94,12 +119,16 @@ def test_each_worker_gets_each_circuit_structure_once(shared):
         shared.sample(circuit(), 5, theta)
     shared.expectation(circuit(5), ["Z0"], params(40, 5))
 
-    def held(dask_worker) -> list[str]:
-        return sorted(str(key) for key in dask_worker.data if str(key).startswith("qsim-circuit"))
+    def installed() -> list[str]:
+        from qstore.distributed import _installed
 
-    # one cluster copy per structure, not per call or per Circuit object; a worker holds each copy it used
-    # (Dask stores one value per key and worker), so it received and compiled each structure once
-    assert len(set().union(*shared.client.run(held).values())) == 2
+        return list(_installed)
+
+    # one copy per structure, not per call or per Circuit object, installed on every worker (which compiles it
+    # once, on first use); chunk tasks carry only its name
+    names = set(shared._cluster_backend.circuits.values())
+    assert len(names) == 2
+    assert all(names <= set(held) for held in shared.client.run(installed).values())
 
 
 def test_last_run_reports_the_chunking(shared):
@@ -200,6 +229,7 @@ def test_chunk_size(batch, row_seconds, overhead, slots, rows):
         ({"chunk_rows": 0}, "chunk_rows"),
         ({"max_overhead": 1.5}, "max_overhead"),
         ({"workers": 2}, "workers="),
+        ({"shared_memory": 1}, "shared_memory"),
     ],
 )
 def test_bad_settings_are_refused(address, kwargs, message):
@@ -207,10 +237,13 @@ def test_bad_settings_are_refused(address, kwargs, message):
         DaskExecutor(address, **kwargs)
 
 
-def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address):
+@pytest.mark.parametrize("shared_memory", [None, False])
+def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, every_call_in_shared_memory,
+                                                                    shared_memory):
     c, theta = circuit(10), params(4000, 10)
-    want = qc.Simulator(backend=COMPILED[0], seed=9).sample(c, 1024, theta)
-    with DaskExecutor(address, backend=COMPILED[0], seed=9, chunk_rows=100) as remote:
+    local = qc.Simulator(backend=COMPILED[0], seed=9)
+    want = local.sample(c, 1024, theta)
+    with DaskExecutor(address, backend=COMPILED[0], seed=9, chunk_rows=100, shared_memory=shared_memory) as remote:
         pids = remote.client.run(os.getpid)
         killed: list[str] = []
 
@@ -251,4 +284,77 @@ def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address):
         # finished but the client had not gathered yet (recomputed); the other chunks ran once
         assert any((start, finish) == ("processing", "released") for _, start, finish in log)
         assert sum(count - 1 for count in runs.values()) <= chunks // 2
+        assert remote.last_run.transport == ("messages" if shared_memory is False else "shared memory")
         remote.client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
+        # and gets the circuits installed (the next call's draws are the next ones in process too)
+        np.testing.assert_array_equal(remote.sample(c, 1024, theta), local.sample(c, 1024, theta))
+
+
+def _hide_shared_memory(hidden: bool) -> None:
+    """Worker side: look for segments where there are none (as a worker on another machine would), or not."""
+    sharedmem.forget(list(sharedmem._mapped))
+    sharedmem.SHM_DIR = Path("/nonexistent/shm") if hidden else Path("/dev/shm")
+
+
+def test_a_worker_that_cannot_map_the_segments_turns_shared_memory_off(address, every_call_in_shared_memory):
+    c, theta = circuit(), params(40)
+    want = qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta)
+    with DaskExecutor(address, backend=COMPILED[0]) as remote:
+        assert remote.shared_memory
+        remote.client.run(_hide_shared_memory, True)  # say, a worker joined from another machine
+        try:
+            np.testing.assert_array_equal(remote.expectation(c, OBS, theta), want)
+            assert remote.last_run.transport == "messages" and not remote.shared_memory
+            remote.client.run(_hide_shared_memory, False)
+            remote.expectation(c, OBS, theta)
+            assert remote.last_run.transport == "messages"  # for good: workers may come and go
+        finally:
+            remote.client.run(_hide_shared_memory, False)
+
+
+def test_shared_memory_is_used_only_where_every_worker_can_map_it(address):
+    with Client(address) as client:
+        client.run(_hide_shared_memory, True)
+        try:
+            with pytest.raises(sharedmem.SharedMemoryUnavailable, match="not every worker can map"):
+                DaskExecutor(address, shared_memory=True)
+            with DaskExecutor(address) as automatic:
+                assert not automatic.shared_memory
+        finally:
+            client.run(_hide_shared_memory, False)
+    with DaskExecutor(address) as automatic:
+        assert automatic.shared_memory
+
+
+def test_no_room_for_a_call_sends_only_that_call_in_messages(address, every_call_in_shared_memory, monkeypatch):
+    c, theta = circuit(), params(40)
+    want = qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta)
+    with DaskExecutor(address, backend=COMPILED[0]) as remote:
+        with monkeypatch.context() as full:
+            full.setattr(sharedmem, "_reserve", _no_room)  # a /dev/shm too small for this call's segments
+            np.testing.assert_array_equal(remote.expectation(c, OBS, theta), want)
+            assert remote.last_run.transport == "messages" and remote.shared_memory
+        np.testing.assert_array_equal(remote.expectation(c, OBS, theta), want)
+        assert remote.last_run.transport == "shared memory"
+
+
+def _no_room(path, size) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _mapped_segments() -> list[str]:
+    return list(sharedmem._mapped)
+
+
+def test_closing_leaves_no_segment_behind(address, every_call_in_shared_memory):
+    before = set(sharedmem.SHM_DIR.glob("qsim-*"))
+    c, theta = circuit(), params(40)
+    with DaskExecutor(address, backend=COMPILED[0]) as remote:
+        remote.expectation(c, OBS, theta)
+        remote.vjp(c, OBS, theta, np.ones(len(OBS)))
+        kept = {path.name for path in set(sharedmem.SHM_DIR.glob("qsim-*")) - before}
+        assert kept  # the input segments, reused by the next calls; outputs are gone with their calls
+        assert kept <= set().union(*remote.client.run(_mapped_segments).values())
+    assert set(sharedmem.SHM_DIR.glob("qsim-*")) <= before
+    with Client(address) as client:
+        assert not kept & set().union(*client.run(_mapped_segments).values())  # workers unmapped them
