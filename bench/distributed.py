@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import multiprocessing
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -68,12 +69,55 @@ def record(timing: Any, case: str, backend: str, batch: int, threads: int, note:
                     batch=batch, threads=threads, precision="double", note=note, extra=extra)
 
 
-def measure(theta: np.ndarray, repeat: int) -> list[Record]:
-    """Every case on the in-process engine (1 and 2 threads) and on local clusters of 1 and 2 one-thread workers.
+class BareProcesses:
+    """``count`` plain processes, each holding its share of the rows and running the in-process engine on it.
 
-    Both clusters run side by side (the idle one costs a heartbeat) so that the four setups are timed in
-    turn, a call of each per round: the ratios between them do not depend on when a slow spell of this
-    shared machine came. A Dask result that differs from the in-process engine's drops its setup.
+    The fastest this batch can run on ``count`` cores: no Dask, no data
+    moving, only a pipe message to start and one to report. Its scaling is
+    the ceiling for the cluster's on this machine at the time of the run (two
+    cores of a shared VM slow each other down).
+    """
+
+    def __init__(self, count: int, theta: np.ndarray, case: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes, self.processes = [], []
+        for part in np.array_split(theta, count):
+            here, there = context.Pipe()
+            process = context.Process(target=_bare_process, args=(there, part, case), daemon=True)
+            process.start()
+            self.pipes.append(here)
+            self.processes.append(process)
+        for pipe in self.pipes:
+            pipe.recv()  # warmed up
+
+    def __call__(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(True)
+        for pipe in self.pipes:
+            pipe.recv()
+
+    def close(self) -> None:
+        for pipe, process in zip(self.pipes, self.processes, strict=True):
+            pipe.send(False)
+            process.join(timeout=30)
+
+
+def _bare_process(pipe: Any, theta: np.ndarray, case: str) -> None:
+    sim = qc.Simulator(threads=1)
+    CASES[case](sim, theta)
+    pipe.send("ready")
+    while pipe.recv():
+        CASES[case](sim, theta)
+        pipe.send("done")
+
+
+def measure(theta: np.ndarray, repeat: int) -> list[Record]:
+    """Every case in process (1 and 2 threads), on local clusters of 1 and 2 one-thread workers, and on 1 and 2
+    bare processes (:class:`BareProcesses`).
+
+    Everything runs side by side (an idle setup costs a heartbeat) so that the setups are timed in turn, a
+    call of each per round: the ratios between them do not depend on when a slow spell of this shared machine
+    came. A Dask result that differs from the in-process engine's drops its setup.
     """
     records = []
     with DaskExecutor(workers=1) as one, DaskExecutor(workers=2) as two:
@@ -82,7 +126,7 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
                                                        ("dask", 1): one, ("dask", 2): two}
         for case, run in CASES.items():
             reference = run(setups["in-process", 1], theta)
-            calls = {}
+            calls: dict[tuple[str, int], Callable[[], object]] = {}
             for (kind, count), target in setups.items():
                 call = functools.partial(run, target, theta)
                 call()  # on Dask, the first call measures the cost per row, which sizes the chunks of the next
@@ -90,7 +134,18 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
                     print(f"ERROR: {case}, {count} worker(s): results differ from the in-process engine's; dropped")
                     continue
                 calls[kind, count] = call
-            for (kind, count), timing in time_interleaved(calls, repeat=repeat, warmup=False).items():
+            bare = {count: BareProcesses(count, theta, case) for count in (1, 2)}
+            calls |= {("bare", count): processes for count, processes in bare.items()}
+            try:
+                timings = time_interleaved(calls, repeat=repeat, warmup=False)
+            finally:
+                for processes in bare.values():
+                    processes.close()
+            for (kind, count), timing in timings.items():
+                if kind == "bare":
+                    records.append(record(timing, case, "bare processes", len(theta), count,
+                                          f"{count} process(es) x 1 thread, rows already in place, no Dask"))
+                    continue
                 target = setups[kind, count]
                 if kind == "in-process":
                     records.append(record(timing, case, f"in-process ({target.backend})", len(theta), count,
@@ -105,16 +160,16 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
 
 
 def summary(records: list[Record]) -> list[list[Any]]:
-    """Table rows: case, setup, workers, circuits/s, speed-up over 1 worker, efficiency, time / in-process, chunks."""
+    """Table rows: case, setup, workers, circuits/s, speed-up over 1 of the same, efficiency, time / in-process,
+    Dask's task overhead and chunking."""
     rows = []
     for case in CASES:
         ours = [r for r in records if r.case == case]
-        dask = {r.threads: r for r in ours if r.backend.startswith("dask")}
         local = {r.threads: r for r in ours if r.backend.startswith("in-process")}
         for r in sorted(ours, key=lambda r: (r.backend, r.threads)):
-            on_dask = r.backend.startswith("dask")
-            speedup = dask[1].seconds / r.seconds if on_dask and 1 in dask else float("nan")
-            vs_local = r.seconds / local[r.threads].seconds if on_dask and r.threads in local else float("nan")
+            single = next((s for s in ours if s.backend == r.backend and s.threads == 1), None)
+            speedup = single.seconds / r.seconds if single and not r.backend.startswith("in-process") else float("nan")
+            vs_local = r.seconds / local[r.threads].seconds if r.backend.startswith("dask") else float("nan")
             rows.append([case, r.backend, r.threads, r.circuits_per_s, speedup, speedup / r.threads, vs_local,
                          r.extra.get("task_overhead_ms", float("nan")), int(r.extra.get("chunks", 0)),
                          int(r.extra.get("rows_per_chunk", 0))])
@@ -131,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = 3 if args.quick else 9
     theta = parameters(batch)
     records = measure(theta, repeat)
-    print_table(["case", "setup", "workers/threads", "circuits/s", "x 1 worker", "efficiency", "time / in-process",
+    print_table(["case", "setup", "workers/threads", "circuits/s", "x one", "efficiency", "time / in-process",
                  "task overhead ms", "chunks", "rows/chunk"], summary(records),
                 title=f"{batch:,} seed circuits, one call, median of repeats (goals for 8Z: 2 workers >= "
                       f"{SCALING_GOAL}x 1 worker; 1 worker <= {1 + OVERHEAD_GOAL:.2f}x in-process on 1 thread)")
