@@ -240,17 +240,23 @@ def test_bad_settings_are_refused(address, kwargs, message):
 @pytest.mark.parametrize("shared_memory", [None, False])
 def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, every_call_in_shared_memory,
                                                                     shared_memory):
-    c, theta = circuit(10), params(4000, 10)
+    # 13 qubits: a chunk of 100 rows takes about 15 ms, so that the kill lands inside one, not between two
+    c, theta = circuit(13), params(4000, 13)
     local = qc.Simulator(backend=COMPILED[0], seed=9)
     want = local.sample(c, 1024, theta)
     with DaskExecutor(address, backend=COMPILED[0], seed=9, chunk_rows=100, shared_memory=shared_memory) as remote:
         pids = remote.client.run(os.getpid)
         killed: list[str] = []
 
+        since = time.time()  # the scheduler's clock: this call's entries in its transition log
+
         def progress(dask_scheduler) -> tuple[int, list[str]]:
+            # finished chunks from the log: a chunk whose result the client does not fetch is forgotten at once
+            done = sum(entry.timestamp >= since and str(entry.key).startswith("qsim-sample")
+                       and (entry.start, entry.finish) == ("processing", "memory")
+                       for entry in dask_scheduler.transition_log)
             chunks = [ts for key, ts in dask_scheduler.tasks.items() if str(key).startswith("qsim-sample")]
-            busy = sorted({ts.processing_on.address for ts in chunks if ts.processing_on is not None})
-            return sum(ts.state == "memory" for ts in chunks), busy
+            return done, sorted({ts.processing_on.address for ts in chunks if ts.processing_on is not None})
 
         finished = threading.Event()
 
@@ -265,7 +271,6 @@ def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, eve
 
         killer = threading.Thread(target=kill_when_busy)
         killer.start()
-        since = time.time()  # the scheduler's clock: this call's entries in its transition log
         got = remote.sample(c, 1024, theta)
         finished.set()
         killer.join()
