@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from .base import ArrayDataset, DataError, Split, check_image_dtype, stratified_split, to_image_dtype
 
@@ -43,6 +42,8 @@ def digits(negative: int = 3, positive: int = 8, n_train: int | None = None, n_v
     pair = (negative, positive)
     if negative == positive or not all(isinstance(d, int) and 0 <= d <= 9 for d in pair):
         raise DataError(f"need two distinct digits in 0..9, got {pair!r}")
+    from sklearn.datasets import load_digits  # here: importing scikit-learn takes most of a second
+
     source = load_digits()
     keep = np.isin(source.target, pair)
     images = (source.images[keep] / _INK_LEVELS)[..., np.newaxis]

@@ -29,6 +29,10 @@ milliseconds per 180x180 image).
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .base import SEED_IMAGE_SIZE, Dataset, Split, check_count, check_image_dtype, check_image_size, to_image_dtype
@@ -77,11 +81,22 @@ class SyntheticImages(Dataset):
         self._noise_seed = rng.integers(0, 2**63, n)
 
     def load(self, indices: np.ndarray) -> np.ndarray:
-        """Rendered images ``[B, height, width, 3]``; the same index always gives the same image."""
+        """Rendered images ``[B, height, width, 3]``; the same index always gives the same image.
+
+        Chunks of samples render on a pool of threads (numpy's array
+        arithmetic releases the GIL: twice as fast on 2 cores), each converted
+        to ``dtype`` at once, so no float32 copy of the whole batch is held.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        chunks = [self._render(indices[k:k + _RENDER_CHUNK]) for k in range(0, len(indices), _RENDER_CHUNK)]
-        images = np.concatenate(chunks) if chunks else np.empty((0, *self.image_size, 3), np.float32)
-        return to_image_dtype(images, self.dtype)
+        chunks = [indices[k:k + _RENDER_CHUNK] for k in range(0, len(indices), _RENDER_CHUNK)]
+        if not chunks:
+            return to_image_dtype(np.empty((0, *self.image_size, 3), np.float32), self.dtype)
+        rendered = _render_pool().map(self._render_as_dtype, chunks) if len(chunks) > 1 else [
+            self._render_as_dtype(chunks[0])]
+        return np.concatenate(list(rendered))
+
+    def _render_as_dtype(self, rows: np.ndarray) -> np.ndarray:
+        return to_image_dtype(self._render(rows), self.dtype)
 
     def _render(self, rows: np.ndarray) -> np.ndarray:
         height, width = self.image_size
@@ -110,6 +125,13 @@ class SyntheticImages(Dataset):
         for row, seed in enumerate(self._noise_seed[rows]):
             rgb[row] += NOISE * np.random.default_rng(seed).standard_normal(rgb.shape[1:], dtype=np.float32)
         return np.clip(rgb, 0.0, 1.0)
+
+
+@functools.cache
+def _render_pool() -> ThreadPoolExecutor:
+    """The threads that render images, one per core (at most 8), started on first use and kept."""
+    return ThreadPoolExecutor(min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                  else os.cpu_count() or 1), thread_name_prefix="qstore-render")
 
 
 def synthetic(n_train: int = 800, n_val: int = 200, seed: int = 0, *,
