@@ -485,7 +485,8 @@ class _ClusterBackend:
         # workers without waiting behind the whole batch's data, and a worker has its next chunk while it runs one.
         count = chunks.count
         window = min(count, WINDOW * self.executor.slots)
-        chunks.submit(range(window), _run_chunk, arguments)
+        for k in range(window):  # one message each: together they would make one message of the whole window
+            chunks.submit([k], _run_chunk, arguments)
         following = iter(range(window, count))
         parts: list[Any] = [None] * count
         for k, (part, seconds) in chunks.finished():
