@@ -10,28 +10,16 @@ import numpy as np
 import pytest
 
 from qstore import sharedmem
-from qstore.sharedmem import (
-    ALIGN,
-    SHM_DIR,
-    ArrayRef,
-    Segment,
-    SegmentNotVisible,
-    SegmentPool,
-    SharedMemoryUnavailable,
-    attach,
-    forget,
-    layout,
-    visible,
-)
+from qstore.sharedmem import ArrayRef, Segment, SegmentPool, attach, layout
 
-pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="POSIX shared memory through /dev/shm (Linux)")
+pytestmark = pytest.mark.skipif(not sharedmem.SHM_DIR.is_dir(), reason="POSIX shared memory through /dev/shm (Linux)")
 
 
 def test_layout_places_arrays_aligned_and_apart():
     refs, size = layout([(np.float64, (3, 5)), None, (np.complex64, (2,)), (np.int8, (7,))])
     first, missing, second, third = refs
     assert missing is None
-    assert [ref.offset % ALIGN for ref in (first, second, third)] == [0, 0, 0]
+    assert [ref.offset % sharedmem.ALIGN for ref in (first, second, third)] == [0, 0, 0]
     assert first.offset == 0 and second.offset >= first.nbytes and third.offset >= second.offset + second.nbytes
     assert (first.nbytes, second.nbytes, third.nbytes) == (120, 16, 7)
     assert size == third.offset + third.nbytes
@@ -62,7 +50,7 @@ def test_another_process_reads_and_writes_the_segment():
         del view
     finally:
         segment.unlink()
-    assert not (SHM_DIR / segment.name).exists()
+    assert not (sharedmem.SHM_DIR / segment.name).exists()
 
 
 def test_a_pool_reuses_segments_and_keeps_only_the_largest_idle_ones():
@@ -79,18 +67,18 @@ def test_a_pool_reuses_segments_and_keeps_only_the_largest_idle_ones():
         assert extra not in (small, large)
         pool.release(extra)  # three idle segments: the smallest is unlinked
         assert sorted(pool.names) == sorted([large.name, extra.name])
-        assert not (SHM_DIR / small.name).exists()
+        assert not (sharedmem.SHM_DIR / small.name).exists()
     finally:
         pool.close()
     assert pool.names == []
-    assert not any((SHM_DIR / segment.name).exists() for segment in (small, large, extra))
+    assert not any((sharedmem.SHM_DIR / segment.name).exists() for segment in (small, large, extra))
 
 
 def test_a_segment_not_on_this_machine_is_reported_not_visible():
     missing = f"qsim-{secrets.token_hex(8)}"
-    with pytest.raises(SegmentNotVisible, match=f"{missing} is not visible on this worker"):
+    with pytest.raises(sharedmem.SegmentNotVisible, match=f"{missing} is not visible on this worker"):
         attach(missing, ArrayRef(0, "<f8", (1,)))
-    assert not visible(missing, b"token")
+    assert not sharedmem.visible(missing, b"token")
 
 
 def test_visible_checks_the_token():
@@ -100,8 +88,8 @@ def test_visible_checks_the_token():
         view = segment.array(ArrayRef(0, "|u1", (len(token),)))
         view[:] = np.frombuffer(token, np.uint8)
         del view
-        assert visible(segment.name, token)
-        assert not visible(segment.name, secrets.token_bytes(16))
+        assert sharedmem.visible(segment.name, token)
+        assert not sharedmem.visible(segment.name, secrets.token_bytes(16))
     finally:
         segment.unlink()
 
@@ -113,7 +101,7 @@ def test_kept_mappings_are_bounded_and_can_be_dropped():
             attach(segment.name, ArrayRef(0, "<f8", (8,)))[0] = 1.0
         assert len(sharedmem._mapped) == sharedmem._MAPPINGS
         assert segments[0].name not in sharedmem._mapped  # least recently used first
-        forget([segment.name for segment in segments])
+        sharedmem.forget([segment.name for segment in segments])
         assert not any(segment.name in sharedmem._mapped for segment in segments)
     finally:
         for segment in segments:
@@ -128,6 +116,6 @@ def test_no_room_is_a_clear_error_and_leaves_nothing_behind(monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(sharedmem, "_reserve", full)  # a /dev/shm too small for the segment
-    with pytest.raises(SharedMemoryUnavailable, match="has no room for 4,096 bytes"):
+    with pytest.raises(sharedmem.SharedMemoryUnavailable, match="has no room for 4,096 bytes"):
         Segment(4096)
     assert created and not created[0].exists()
