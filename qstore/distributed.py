@@ -109,6 +109,7 @@ from qstore.sharedmem import (
     attach,
     forget,
     layout,
+    token_segment,
     visible,
 )
 
@@ -337,13 +338,10 @@ class DaskExecutor(qc.Simulator):
         """Whether every worker now can map a shared-memory segment of this client (and there is a worker)."""
         token = secrets.token_bytes(16)
         try:
-            probe = Segment(len(token))
+            probe = token_segment(token)
         except SharedMemoryUnavailable:
             return False
         try:
-            view = probe.array(ArrayRef(0, "|u1", (len(token),)))
-            view[:] = np.frombuffer(token, np.uint8)
-            del view
             answers = self.client.run(visible, probe.name, token)
         finally:
             probe.unlink()

@@ -212,13 +212,25 @@ def forget(names: Iterable[str]) -> None:
             _mapped.pop(name, None)
 
 
+def token_segment(token: bytes) -> Segment:
+    """Client side: a new segment holding ``token``, for workers to check with :func:`visible` (unlink it after)."""
+    segment = Segment(len(token))
+    view = segment.array(_token_ref(token))
+    view[:] = np.frombuffer(token, np.uint8)
+    return segment
+
+
 def visible(segment: str, token: bytes) -> bool:
     """Worker side: whether ``segment`` can be mapped here and starts with ``token``."""
     try:
-        return attach(segment, ArrayRef(0, "|u1", (len(token),)), keep=False).tobytes() == token
+        return attach(segment, _token_ref(token), keep=False).tobytes() == token
     except SegmentNotVisible:
         return False
 
 
+def _token_ref(token: bytes) -> ArrayRef:
+    return ArrayRef(0, "|u1", (len(token),))
+
+
 __all__ = ["ArrayRef", "Segment", "SegmentNotVisible", "SegmentPool", "SharedMemoryUnavailable", "attach", "forget",
-           "layout", "visible"]
+           "layout", "token_segment", "visible"]

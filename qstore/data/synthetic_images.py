@@ -91,9 +91,7 @@ class SyntheticImages(Dataset):
         chunks = [indices[k:k + _RENDER_CHUNK] for k in range(0, len(indices), _RENDER_CHUNK)]
         if not chunks:
             return to_image_dtype(np.empty((0, *self.image_size, 3), np.float32), self.dtype)
-        rendered = _render_pool().map(self._render_as_dtype, chunks) if len(chunks) > 1 else [
-            self._render_as_dtype(chunks[0])]
-        return np.concatenate(list(rendered))
+        return np.concatenate(list(_render_pool().map(self._render_as_dtype, chunks)))
 
     def _render_as_dtype(self, rows: np.ndarray) -> np.ndarray:
         return to_image_dtype(self._render(rows), self.dtype)

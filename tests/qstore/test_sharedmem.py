@@ -83,11 +83,8 @@ def test_a_segment_not_on_this_machine_is_reported_not_visible():
 
 def test_visible_checks_the_token():
     token = secrets.token_bytes(16)
-    segment = Segment(len(token))
+    segment = sharedmem.token_segment(token)
     try:
-        view = segment.array(ArrayRef(0, "|u1", (len(token),)))
-        view[:] = np.frombuffer(token, np.uint8)
-        del view
         assert sharedmem.visible(segment.name, token)
         assert not sharedmem.visible(segment.name, secrets.token_bytes(16))
     finally:
