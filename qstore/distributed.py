@@ -33,7 +33,13 @@ and the results are put back in row order.
   :data:`SHARED_MIN_BYTES` copies its rows once into a segment the client
   reuses across calls, and the workers write their results into a fresh
   output segment, so a task message is a few hundred bytes whatever the
-  batch (:mod:`qstore.sharedmem`). Otherwise (workers on other machines, or
+  batch (:mod:`qstore.sharedmem`). The call's chunks go out first, in one
+  message, each held not ready by a lock until its rows are copied: the
+  copying (about 2.5 ms per 16 MB here) runs while the tasks travel to the
+  workers (about 4 ms). A worker that has written a chunk's results tells the
+  client at once through a datagram (:mod:`qstore.notices`), 2-4 ms before
+  Dask's own report would arrive, and the client copies each chunk's results
+  out as it finishes. Otherwise (workers on other machines, or
   small calls) rows travel inside the task messages, at most
   :data:`CHUNK_BYTES` per task, as a sliding window of :data:`WINDOW` chunks
   per worker slot so that the first ones start without waiting behind the
@@ -47,7 +53,7 @@ and the results are put back in row order.
   engine's seconds per row for its (circuit structure, method, shots), and
   the next call of the same kind sizes its chunks so that the overhead is at
   most ``max_overhead`` of a chunk's work, in whole rounds over the worker
-  slots (:func:`chunk_size`). The first round's tasks go out as one message
+  slots (:func:`chunk_size`). Chunks that go out together go in one message
   (Dask holds a client message sent within 10 ms of the previous one until
   those 10 ms are up, which made the second worker start 10 ms late).
 * **Same results.** A row's expectations, probabilities, state and gradients
@@ -69,6 +75,9 @@ and the results are put back in row order.
   rows again, so no row is lost or counted twice; and since each call has an
   output segment of its own, a task still running after its call ended
   (cancelled, or a late duplicate) writes where nobody reads.
+* **Several executors in one process** each wait on their own client's event
+  loop (Dask's ``as_completed`` defaults to the newest client's, on which an
+  older client's calls waited until that loop happened to wake up, or forever).
 
 Example::
 
@@ -100,6 +109,7 @@ from qsim_core.backends import Job, get_backend
 from qsim_core.circuit import Circuit
 from qsim_core.observables import PauliStrings
 from qsim_core.program import DEFAULT_BLOCK_QUBITS
+from qstore.notices import Inbox, notify
 from qstore.sharedmem import (
     ArrayRef,
     Segment,
@@ -109,8 +119,10 @@ from qstore.sharedmem import (
     attach,
     forget,
     layout,
+    segment_name,
     token_segment,
     visible,
+    wait_ready,
 )
 
 #: circuit structures the executor keeps installed on the workers (least recently used removed)
@@ -129,6 +141,10 @@ SLOTS_MAX_AGE = 1.0
 #: fewest bytes of rows (parameters, initial states, weights) a call sends through shared memory: below it,
 #: task messages cost less than creating a call's output segment
 SHARED_MIN_BYTES = 1 << 20
+#: seconds between looks at Dask's reports while a call waits for its workers' notices (which come sooner)
+_DASK_POLL = 0.02
+#: fewest bytes of rows the client copies into shared memory before it releases the chunks they belong to
+STAGE_BYTES = 1 << 20
 #: most bytes of rows one task carries: its rows travel inside its message, through the scheduler (which
 #: warns about tasks over 10 MB)
 CHUNK_BYTES = 4 << 20
@@ -199,7 +215,11 @@ def share(client: Client, value: Any, name: str) -> Future:
 
 def worker_slots(client: Client) -> int:
     """Worker threads of the cluster (at least 1, so a cluster between worker restarts still plans work)."""
-    return max(1, sum(worker["nthreads"] for worker in client.scheduler_info()["workers"].values()))
+    return _slots(client.scheduler_info())
+
+
+def _slots(scheduler_info: dict[str, Any]) -> int:
+    return max(1, sum(worker["nthreads"] for worker in scheduler_info["workers"].values()))
 
 
 def chunk_size(batch: int, row_seconds: float | None, task_overhead: float, slots: int,
@@ -323,7 +343,10 @@ class DaskExecutor(qc.Simulator):
 
     @property
     def slots(self) -> int:
-        """Worker threads of the cluster (asked of the scheduler at most once every :data:`SLOTS_MAX_AGE` s)."""
+        """Worker threads of the cluster (asked of the scheduler at most once every :data:`SLOTS_MAX_AGE` s, or
+        known at once for a local cluster)."""
+        if self._cluster is not None:  # which keeps its list of workers up to date, without a round trip
+            return _slots(self._cluster.scheduler_info)
         now = time.monotonic()
         if now - self._slots_asked > SLOTS_MAX_AGE:
             self._slots, self._slots_asked = worker_slots(self.client), now
@@ -447,7 +470,7 @@ class _ClusterBackend:
             transport = "shared memory"
             chunks = _Chunks(executor.client, circuit, self.engine, method, args, key, job, size, results=False)
             try:
-                result = self._through_shared_memory(chunks, batched)
+                result = self._through_shared_memory(chunks, batched, row_bytes)
             except SharedMemoryUnavailable as error:
                 # a worker that cannot map our segments (one that joined from another machine) turns shared
                 # memory off for good; no room for this call's segments sends only this call in messages
@@ -495,7 +518,7 @@ class _ClusterBackend:
                 chunks.submit([successor], _run_chunk, arguments)
         return _merge(parts)
 
-    def _through_shared_memory(self, chunks: _Chunks, batched: Sequence[np.ndarray]) -> Any:
+    def _through_shared_memory(self, chunks: _Chunks, batched: Sequence[np.ndarray], row_bytes: int) -> Any:
         """Rows copied into a pooled input segment, results written by the workers into a fresh output segment.
 
         Inputs are only read by tasks, so their segment is reused by later calls; a fresh output segment per
@@ -506,42 +529,58 @@ class _ClusterBackend:
         # The engine on no rows gives every result's dtype and trailing shape: the output segment's layout.
         empty = _call(get_backend(self.engine), chunks.engine_method, _rows(job, slice(0, 0)), chunks.args,
                       [array[:0] for array in batched], chunks.key, 0)
-        outputs = empty if isinstance(empty, tuple) else (empty,)
+        results = tuple(None if out is None else np.empty((job.batch, *out.shape[1:]), out.dtype)
+                        for out in (empty if isinstance(empty, tuple) else (empty,)))
         inputs = {**_batch_arrays(job), **{f"{_BATCHED}{i}": array for i, array in enumerate(batched)}}
         input_refs, input_bytes = layout([(array.dtype, array.shape) for array in inputs.values()])
         # ... and after them each chunk's engine seconds, so that a finished chunk has nothing to be gathered
         count = chunks.count
-        *output_refs, timing_ref = layout([*(None if out is None else (out.dtype, (job.batch, *out.shape[1:]))
-                                             for out in outputs), (np.float64, (count,))])[0]
-        output_bytes = timing_ref.offset + timing_ref.nbytes
+        *output_refs, timing_ref = layout([*(None if out is None else (out.dtype, out.shape) for out in results),
+                                           (np.float64, (count,))])[0]
+        target_name = segment_name()
         source = self.inputs.acquire(input_bytes)
+        # views into the segments, dropped before their release
+        staged = [source.array(ref) for ref in input_refs]
+        written: list[np.ndarray | None] = []
+        target = None
         try:
-            target = Segment(output_bytes)
-        except SharedMemoryUnavailable:
-            self.inputs.release(source)
-            raise
-        staged = [source.array(ref) for ref in input_refs]  # views into the segment, dropped before its release
-        try:
-            fields = _job_fields(job, without=list(_batch_arrays(job)))
-            refs = dict(zip(inputs, input_refs, strict=True))
-            # The first round (a chunk per worker) starts once its rows are in place; the other rows are
-            # copied while it runs.
-            first_round = min(count, self.executor.slots)
-            for ks in (range(first_round), range(first_round, count)):
-                if ks:
-                    rows = slice(chunks.rows(ks[0]).start, chunks.rows(ks[-1]).stop)
+            with Inbox() as inbox:
+                # Every chunk goes out first, held not ready; the rows are copied while the tasks travel to the
+                # workers (a few ms), and a worker waits only for rows not yet there. Chunk ``count`` stands for
+                # the output segment, made last: workers wait for it only before they write.
+                source.hold(count + 1)
+                fields = _job_fields(job, without=list(_batch_arrays(job)))
+                refs = dict(zip(inputs, input_refs, strict=True))
+                chunks.submit(range(count), _run_shared_chunk, lambda k: (
+                    fields, (source.name, refs, target_name, output_refs, timing_ref, k, count, inbox.address)))
+                first = 0
+                for k in range(count):
+                    rows = slice(chunks.rows(first).start, chunks.rows(k).stop)
+                    if k + 1 < count and (rows.stop - rows.start) * row_bytes < STAGE_BYTES:
+                        continue  # small chunks are released together
                     for place, array in zip(staged, inputs.values(), strict=True):
                         place[rows] = array[rows]
-                    chunks.submit(ks, _run_shared_chunk,
-                                  lambda k: (fields, (source.name, refs, target.name, output_refs, timing_ref, k)))
-            for _ in chunks.finished():
-                pass
-            results = tuple(None if ref is None else np.array(target.array(ref)) for ref in output_refs)
+                    source.ready(first, k + 1)
+                    first = k + 1
+                target = Segment(timing_ref.offset + timing_ref.nbytes, name=target_name)
+                source.ready(count, count + 1)
+                written += [None if ref is None else target.array(ref) for ref in output_refs]
+                for k in chunks.notified(inbox):  # copied out while the other chunks run
+                    rows = chunks.rows(k)
+                    for result, part in zip(results, written, strict=True):
+                        if result is not None:
+                            result[rows] = part[rows]
             chunks.engine_seconds = float(target.array(timing_ref).sum())
+        except BaseException:
+            chunks.cancel()
+            raise
         finally:
             staged.clear()
+            written.clear()
+            source.release()
             self.inputs.release(source)
-            target.unlink()
+            if target is not None:
+                target.unlink()
         return results if isinstance(empty, tuple) else results[0]
 
     def _shared(self, circuit: Circuit, structure: tuple) -> str:
@@ -605,10 +644,11 @@ class _Chunks:
         self.size = size
         self.count = -(-job.batch // size)
         self.engine_seconds = 0.0
-        self.results = results
         self.token = uuid.uuid4().hex[:12]
         self._running: dict[Future, int] = {}
-        self._finished = as_completed([], with_results=results)
+        # this client's loop: by default as_completed waits on the loop of the process's newest client, which
+        # with several clients in one process never hears of these futures (the call hangs)
+        self._finished = as_completed([], loop=client.loop, with_results=results)
 
     def rows(self, k: int) -> slice:
         """Rows of chunk ``k``."""
@@ -638,18 +678,34 @@ class _Chunks:
     def finished(self) -> Any:
         """``(k, result)`` of each submitted chunk as it finishes (chunks submitted meanwhile included).
 
-        Without ``results``, the result is None (not fetched from the worker: one round trip less per call).
         A failing chunk, or the caller giving up, cancels the chunks still running.
         """
         try:
-            for done in self._finished:
-                future, result = done if self.results else (done, None)
-                if not self.results and future.status == "error":
-                    future.result()  # raises the chunk's error
+            for future, result in self._finished:
                 yield self._running.pop(future), result
         except BaseException:
-            self.client.cancel(list(self._running))
+            self.cancel()
             raise
+
+    def notified(self, inbox: Inbox) -> Any:
+        """Each submitted chunk's ``k`` once it has finished, by its worker's notice to ``inbox`` or by Dask's
+        report (whichever comes first); a chunk whose task failed raises its error."""
+        pending = set(self._running.values())
+        while pending:
+            finished = set(inbox.receive(timeout=_DASK_POLL))
+            if self._finished.has_ready():
+                for future in self._finished.next_batch(block=False):
+                    if future.status != "finished":
+                        future.result()  # raises the chunk's error
+                    finished.add(self._running[future])
+            for k in finished & pending:
+                pending.remove(k)
+                yield k
+
+    def cancel(self) -> None:
+        """Cancel the chunks not known to have finished (a call that gives up, or has its results already)."""
+        self.client.cancel(list(self._running))
+        self._running.clear()
 
 
 def _batch_arrays(job: Job) -> dict[str, np.ndarray]:
@@ -689,19 +745,24 @@ def _run_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, a
 
 def _run_shared_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, args: tuple,
                       key: int | None, first: int, stop: int, source: str, inputs: dict[str, ArrayRef], target: str,
-                      outputs: list[ArrayRef | None], timing: ArrayRef, k: int) -> None:
-    """Worker side: rows ``first..stop`` read from segment ``source``; the results and the engine's seconds (at
-    index ``k`` of ``timing``) written into segment ``target``."""
+                      outputs: list[ArrayRef | None], timing: ArrayRef, k: int, made: int, inbox: str) -> None:
+    """Worker side: chunk ``k``, rows ``first..stop`` read from segment ``source`` once the client has put them
+    there; the results and the engine's seconds (at index ``k`` of ``timing``) written into segment ``target``
+    once the client has made it (its chunk ``made`` of ``source`` ready), then a notice to the client's
+    ``inbox``."""
     arrays = {name: attach(source, ref)[first:stop] for name, ref in inputs.items()}
+    wait_ready(source, k)
     batched = [arrays.pop(name) for name in list(arrays) if name.startswith(_BATCHED)]
     job = Job(circuit=_installed[circuit], **fields, **arrays)
     start = time.perf_counter()
     result = _call(get_backend(engine), method, job, args, batched, key, first)
     seconds = time.perf_counter() - start
+    wait_ready(source, made)
     for ref, part in zip(outputs, result if isinstance(result, tuple) else (result,), strict=True):
         if ref is not None:
             attach(target, ref, keep=False)[first:stop] = part
     attach(target, timing, keep=False)[k] = seconds
+    notify(inbox, k)
 
 
 def _merge(parts: list[Any]) -> Any:

@@ -17,14 +17,24 @@ not Linux) it raises :class:`SharedMemoryUnavailable`, and the caller sends
 rows in messages instead. Segments are reserved in full when created
 (``posix_fallocate``): a full ``/dev/shm`` is a clear error here, not a SIGBUS
 when a page is first touched.
+
+Staging while tasks travel: the client may submit a call's chunks before it
+has copied their rows, holding a lock per chunk (:meth:`Segment.hold`,
+open-file-description byte-range locks of the segment file, one byte per
+chunk) that it releases as each chunk's rows are in place
+(:meth:`Segment.ready`); a worker waits for its chunk's lock
+(:func:`wait_ready`) before it reads. The lock calls are system calls on both
+sides, so the worker also sees every byte written before the release.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import mmap
 import os
 import secrets
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -82,18 +92,21 @@ def layout(specs: Sequence[tuple[np.dtype, tuple[int, ...]] | None]) -> tuple[li
 
 
 class Segment:
-    """A client-owned shared-memory segment of at least ``size`` bytes, reserved in full."""
+    """A client-owned shared-memory segment of at least ``size`` bytes, reserved in full, named ``name`` (default:
+    a new :func:`segment_name`)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, name: str | None = None) -> None:
         if not SHM_DIR.is_dir():
             raise SharedMemoryUnavailable(f"no {SHM_DIR}: shared memory with workers needs Linux")
-        name = f"qsim-{secrets.token_hex(8)}"
+        name = name or segment_name()
         try:
             self._shm = shared_memory.SharedMemory(name, create=True, size=size)
         except OSError as error:
             raise SharedMemoryUnavailable(f"cannot create a {size:,}-byte shared-memory segment: {error}") from error
+        self._fd = -1
         try:
-            _reserve(SHM_DIR / name, size)
+            self._fd = os.open(SHM_DIR / name, os.O_RDWR)  # kept: its readiness locks belong to this open file
+            _reserve(self._fd, size)
         except OSError as error:
             self.unlink()
             raise SharedMemoryUnavailable(
@@ -106,19 +119,46 @@ class Segment:
         """The array at ``ref`` (a view into this segment: drop it before :meth:`unlink`)."""
         return np.ndarray(ref.shape, np.dtype(ref.dtype), self._shm.buf, ref.offset)
 
+    def hold(self, chunks: int) -> None:
+        """Hold chunks ``0..chunks-1`` (``chunks`` >= 1) not ready: a worker's :func:`wait_ready` on one of them
+        waits for :meth:`ready`."""
+        _lock(self._fd, fcntl.F_WRLCK, 0, chunks)
+
+    def ready(self, first: int, stop: int) -> None:
+        """Release chunks ``first..stop-1``: their rows are in place."""
+        _lock(self._fd, fcntl.F_UNLCK, first, stop - first)
+
+    def release(self) -> None:
+        """Release every chunk held (a call that ends, however it ends, leaves no worker waiting)."""
+        _lock(self._fd, fcntl.F_UNLCK, 0, 0)
+
     def unlink(self) -> None:
         """Unmap and remove the segment (workers' mappings keep their pages until they drop them)."""
+        if self._fd >= 0:
+            os.close(self._fd)
         self._shm.close()
         self._shm.unlink()
 
 
-def _reserve(path: Path, size: int) -> None:
-    """Allocate every page of the tmpfs file at ``path`` now, so that running out of room is an OSError."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, size)
-    finally:
-        os.close(fd)
+def segment_name() -> str:
+    """A new segment name, for a :class:`Segment` made later (task messages can name it before it exists)."""
+    return f"qsim-{secrets.token_hex(8)}"
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate every page of the tmpfs file ``fd`` now, so that running out of room is an OSError."""
+    os.posix_fallocate(fd, 0, size)
+
+
+def _lock(fd: int, kind: int, first: int, count: int) -> None:
+    """An open-file-description lock of ``kind`` on bytes ``first..first+count-1`` of ``fd`` (count 0: to the end),
+    waiting for conflicting locks of other open files to go.
+
+    Not ``fcntl.lockf``: its locks belong to the process, so a worker thread in the client's own process
+    would share the client's locks instead of waiting for them.
+    """
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for open-file-description locks), padding
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, struct.pack("@hhqqi4x", kind, os.SEEK_SET, first, count, 0))
 
 
 class SegmentPool:
@@ -193,12 +233,29 @@ def attach(segment: str, ref: ArrayRef, keep: bool = True) -> np.ndarray:
     return np.ndarray(ref.shape, np.dtype(ref.dtype), mapping, ref.offset)
 
 
-def _map(segment: str) -> mmap.mmap:
+def wait_ready(segment: str, chunk: int) -> None:
+    """Worker side: wait until the client has released ``chunk`` of ``segment`` (:meth:`Segment.ready`).
+
+    Raises:
+        SharedMemoryUnavailable: the segment is not visible here.
+    """
+    fd = _open(segment)  # an open file of its own: the lock is this wait's, whatever other threads hold
     try:
-        fd = os.open(SHM_DIR / segment, os.O_RDWR)
+        _lock(fd, fcntl.F_RDLCK, chunk, 1)
+    finally:
+        os.close(fd)  # which also drops the lock
+
+
+def _open(segment: str) -> int:
+    try:
+        return os.open(SHM_DIR / segment, os.O_RDWR)
     except OSError as error:
         raise SegmentNotVisible(f"shared-memory segment {segment} is not visible on this worker "
                                 f"({error.strerror})") from error
+
+
+def _map(segment: str) -> mmap.mmap:
+    fd = _open(segment)
     try:
         return mmap.mmap(fd, 0)
     finally:
@@ -233,4 +290,4 @@ def _token_ref(token: bytes) -> ArrayRef:
 
 
 __all__ = ["ArrayRef", "Segment", "SegmentNotVisible", "SegmentPool", "SharedMemoryUnavailable", "attach", "forget",
-           "layout", "token_segment", "visible"]
+           "layout", "segment_name", "token_segment", "visible", "wait_ready"]

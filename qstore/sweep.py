@@ -406,7 +406,8 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
                        for rid, settings in pending}
             with tqdm(total=len(ids), initial=len(ids) - len(pending), desc="sweep", unit="run",
                       disable=not progress) as bar:
-                for future in as_completed(list(futures), raise_errors=False):  # a failed run stops no other
+                # a failed run stops no other
+                for future in as_completed(list(futures), loop=client.loop, raise_errors=False):
                     rid, settings = futures[future]
                     if future.status == "error":
                         failures.append(f"run {rid} ({_describe(settings, config.space)}): {future.exception()}")

@@ -101,6 +101,38 @@ def test_every_result_equals_the_in_process_engine_bit_for_bit(address, every_ca
         assert remote.last_run.transport == transport
 
 
+@pytest.mark.parametrize("shared_memory", [None, False])
+def test_an_older_executor_still_finishes_its_calls_beside_a_newer_one(address, every_call_in_shared_memory,
+                                                                        shared_memory):
+    # Each Client runs its own event loop, and Dask's waits default to the newest client's: a call of the
+    # older executor that waited there heard of its chunks only when that loop happened to wake up (5 s
+    # here, never in a benchmark that hung).
+    c, theta = circuit(), params(30)
+    want = qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta)
+    with DaskExecutor(address, backend=COMPILED[0], chunk_rows=4, shared_memory=shared_memory) as older, \
+            DaskExecutor(address, backend=COMPILED[0], chunk_rows=4, shared_memory=shared_memory) as newer:
+        results: list[np.ndarray] = []
+        for executor in (older, newer, older):
+            call = threading.Thread(target=lambda e=executor: results.append(e.expectation(c, OBS, theta)),
+                                    daemon=True)
+            call.start()
+            call.join(timeout=3)  # a call of 30 rows takes 40-300 ms
+            assert not call.is_alive(), "the call waits on another client's event loop"
+        assert older.last_run.transport == ("messages" if shared_memory is False else "shared memory")
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_with_no_address_it_runs_and_stops_a_local_cluster_of_its_own():
+    c, theta = circuit(), params(50)
+    with DaskExecutor(workers=1, backend=COMPILED[0]) as local:
+        cluster = local._cluster
+        assert local.slots == 1  # from the cluster's own list of its workers
+        np.testing.assert_array_equal(local.expectation(c, OBS, theta),
+                                      qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta))
+    assert cluster.status.name == "closed" and local.client.status == "closed"
+
+
 def test_circuits_wider_than_a_block_sample_the_same_streams(address):
     # block_qubits=4 sends a 6-qubit circuit through the one-row-at-a-time kernels of large states
     c, theta = circuit(), params(9)
@@ -301,6 +333,33 @@ def _hide_shared_memory(hidden: bool) -> None:
     sharedmem.SHM_DIR = Path("/nonexistent/shm") if hidden else Path("/dev/shm")
 
 
+class _DeafInbox(distributed.Inbox):
+    """An inbox whose workers' notices go to an address nobody listens on (say, workers in another network
+    namespace)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.address = "\0qsim-notices-nobody"
+
+
+def test_calls_whose_notices_are_lost_finish_on_dasks_reports(address, every_call_in_shared_memory, monkeypatch):
+    c, theta = circuit(), params(40)
+    monkeypatch.setattr(distributed, "Inbox", _DeafInbox)
+    with DaskExecutor(address, backend=COMPILED[0], chunk_rows=6) as remote:
+        np.testing.assert_array_equal(remote.expectation(c, OBS, theta),
+                                      qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta))
+        assert remote.last_run.transport == "shared memory" and remote.last_run.chunks == 7
+        remote.client.run(_forget_circuits, list(remote._cluster_backend.circuits.values()))
+        with pytest.raises(KeyError, match="qsim-circuit-"):  # and a failing chunk still raises its error
+            remote.expectation(c, OBS, theta)
+
+
+def _forget_circuits(names: list[str]) -> None:
+    """Worker side: drop these installed circuits, so that the next chunk of one fails."""
+    for name in names:
+        del distributed._installed[name]
+
+
 def test_a_worker_that_cannot_map_the_segments_turns_shared_memory_off(address, every_call_in_shared_memory):
     c, theta = circuit(), params(40)
     want = qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta)
@@ -343,7 +402,7 @@ def test_no_room_for_a_call_sends_only_that_call_in_messages(address, every_call
         assert remote.last_run.transport == "shared memory"
 
 
-def _no_room(path, size) -> None:
+def _no_room(fd, size) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
+import os
 import secrets
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qstore import sharedmem
-from qstore.sharedmem import ArrayRef, Segment, SegmentPool, attach, layout
+from qstore.sharedmem import ArrayRef, Segment, SegmentPool, attach, layout, wait_ready
 
 pytestmark = pytest.mark.skipif(not sharedmem.SHM_DIR.is_dir(), reason="POSIX shared memory through /dev/shm (Linux)")
 
@@ -108,11 +112,64 @@ def test_kept_mappings_are_bounded_and_can_be_dropped():
 def test_no_room_is_a_clear_error_and_leaves_nothing_behind(monkeypatch):
     created = []
 
-    def full(path, size):
-        created.append(path)
+    def full(fd, size):
+        created.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(sharedmem, "_reserve", full)  # a /dev/shm too small for the segment
     with pytest.raises(sharedmem.SharedMemoryUnavailable, match="has no room for 4,096 bytes"):
         Segment(4096)
     assert created and not created[0].exists()
+
+
+def _read_when_ready(name: str, ref: ArrayRef, chunk: int, queue) -> None:
+    queue.put("waiting")
+    wait_ready(name, chunk)
+    queue.put(attach(name, ref)[chunk])
+
+
+def test_a_worker_waits_for_its_chunk_and_then_sees_its_rows():
+    segment = Segment(64)
+    ref = ArrayRef(0, "<f8", (4,))
+    rows = segment.array(ref)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    segment.hold(4)
+    child = context.Process(target=_read_when_ready, args=(segment.name, ref, 2, queue))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == "waiting"
+        rows[:2] = 1.0
+        segment.ready(0, 2)  # other chunks released: chunk 2 still waits
+        time.sleep(0.3)
+        assert queue.empty()
+        rows[2] = 42.0
+        segment.ready(2, 3)
+        assert queue.get(timeout=30) == 42.0
+    finally:
+        segment.release()
+        child.join(timeout=30)
+        del rows
+        segment.unlink()
+    assert child.exitcode == 0
+
+
+def test_release_frees_every_waiter_and_a_thread_of_this_process_waits_too():
+    segment = Segment(64)
+    segment.hold(3)
+    done = []
+    waiters = [threading.Thread(target=lambda k=k: done.append(wait_ready(segment.name, k) or k)) for k in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    try:
+        time.sleep(0.3)
+        assert not done  # a waiter in the holder's own process is not let through by sharing its locks
+        segment.release()
+        for waiter in waiters:
+            waiter.join(timeout=30)
+        assert sorted(done) == [0, 1, 2]
+    finally:
+        segment.release()
+        segment.unlink()
+    with pytest.raises(sharedmem.SegmentNotVisible):
+        wait_ready(segment.name, 0)
