@@ -30,10 +30,10 @@ and the results are put back in row order.
 * **Rows through shared memory on the same machine.** When every worker can
   map this client's POSIX shared-memory segments (checked on connecting: a
   local cluster, or workers on this host), a call of at least
-  :data:`SHARED_MIN_BYTES` copies its rows once into a segment the client
-  reuses across calls, and the workers write their results into a fresh
-  output segment, so a task message is a few hundred bytes whatever the
-  batch (:mod:`qstore.sharedmem`). The call's chunks go out first, in one
+  :data:`SHARED_MIN_BYTES` copies its rows once into a segment and the
+  workers write their results into another, both reused by later calls (their
+  pages are mapped once), so a task message is a few hundred bytes whatever
+  the batch (:mod:`qstore.sharedmem`). The call's chunks go out first, in one
   message, each held not ready by a lock until its rows are copied: the
   copying (about 2.5 ms per 16 MB here) runs while the tasks travel to the
   workers (about 4 ms). A worker that has written a chunk's results tells the
@@ -72,9 +72,10 @@ and the results are put back in row order.
   the scheduler reruns them elsewhere (up to Dask's
   ``distributed.scheduler.allowed-failures`` times, then the call raises
   :class:`~distributed.KilledWorker`). A rerun computes and writes the same
-  rows again, so no row is lost or counted twice; and since each call has an
-  output segment of its own, a task still running after its call ended
-  (cancelled, or a late duplicate) writes where nobody reads.
+  rows again, so no row is lost or counted twice. A task still running after
+  its call ended (cancelled, or a late duplicate) writes nothing: each call
+  stamps its output segment, and a worker writes only while the stamp is its
+  call's (:func:`~qstore.sharedmem.writing`).
 * **Several executors in one process** each wait on their own client's event
   loop (Dask's ``as_completed`` defaults to the newest client's, on which an
   older client's calls waited until that loop happened to wake up, or forever).
@@ -112,17 +113,16 @@ from qsim_core.program import DEFAULT_BLOCK_QUBITS
 from qstore.notices import Inbox, notify
 from qstore.sharedmem import (
     ArrayRef,
-    Segment,
     SegmentNotVisible,
     SegmentPool,
     SharedMemoryUnavailable,
     attach,
     forget,
     layout,
-    segment_name,
     token_segment,
     visible,
     wait_ready,
+    writing,
 )
 
 #: circuit structures the executor keeps installed on the workers (least recently used removed)
@@ -391,8 +391,9 @@ class DaskExecutor(qc.Simulator):
     def close(self) -> None:
         """Release the circuits and segments kept for the cluster, disconnect, and stop a local cluster."""
         backend = self._cluster_backend
-        segments = backend.inputs.names
+        segments = backend.inputs.names + backend.outputs.names
         backend.inputs.close()
+        backend.outputs.close()
         if self.client.status == "running":
             try:  # a cluster that outlives this executor keeps none of its circuits or segment mappings
                 backend.release(list(backend.circuits.values()))
@@ -427,6 +428,7 @@ class _ClusterBackend:
         self.row_seconds: OrderedDict[tuple, float] = OrderedDict()
         self.last_run: RunStats | None = None
         self.inputs = SegmentPool()
+        self.outputs = SegmentPool()
 
     def statevector(self, job: Job) -> np.ndarray:
         """Final states, dtype[B, 2**n]."""
@@ -519,11 +521,11 @@ class _ClusterBackend:
         return _merge(parts)
 
     def _through_shared_memory(self, chunks: _Chunks, batched: Sequence[np.ndarray], row_bytes: int) -> Any:
-        """Rows copied into a pooled input segment, results written by the workers into a fresh output segment.
+        """Rows copied into an input segment, results written by the workers into an output segment.
 
-        Inputs are only read by tasks, so their segment is reused by later calls; a fresh output segment per
-        call means a task still running after its call ended (cancelled, or rerun elsewhere) writes into
-        memory nobody reads any more.
+        Both are pooled, so their pages are mapped once. A call stamps its output segment with a number of its
+        own, and workers write only while it bears their call's: a task that outlives its call (cancelled, or
+        a late duplicate) cannot write into a later call's results.
         """
         job = chunks.job
         # The engine on no rows gives every result's dtype and trailing shape: the output segment's layout.
@@ -533,26 +535,31 @@ class _ClusterBackend:
                         for out in (empty if isinstance(empty, tuple) else (empty,)))
         inputs = {**_batch_arrays(job), **{f"{_BATCHED}{i}": array for i, array in enumerate(batched)}}
         input_refs, input_bytes = layout([(array.dtype, array.shape) for array in inputs.values()])
-        # ... and after them each chunk's engine seconds, so that a finished chunk has nothing to be gathered
+        # the call's stamp, the results, and each chunk's engine seconds (so that nothing is left to gather)
         count = chunks.count
-        *output_refs, timing_ref = layout([*(None if out is None else (out.dtype, out.shape) for out in results),
-                                           (np.float64, (count,))])[0]
-        target_name = segment_name()
+        stamp_ref, *output_refs, timing_ref = layout([
+            (np.int64, (1,)), *(None if out is None else (out.dtype, out.shape) for out in results),
+            (np.float64, (count,))])[0]
+        stamp = secrets.randbits(63)
         source = self.inputs.acquire(input_bytes)
+        try:
+            target = self.outputs.acquire(timing_ref.offset + timing_ref.nbytes)
+        except SharedMemoryUnavailable:
+            self.inputs.release(source)
+            raise
         # views into the segments, dropped before their release
         staged = [source.array(ref) for ref in input_refs]
-        written: list[np.ndarray | None] = []
-        target = None
+        written = [None if ref is None else target.array(ref) for ref in output_refs]
         try:
+            target.stamp(stamp_ref, stamp)
             with Inbox() as inbox:
-                # Every chunk goes out first, held not ready; the rows are copied while the tasks travel to the
-                # workers (a few ms), and a worker waits only for rows not yet there. Chunk ``count`` stands for
-                # the output segment, made last: workers wait for it only before they write.
-                source.hold(count + 1)
+                # Every chunk goes out first, held not ready, and its rows are copied while the tasks travel to
+                # the workers (a few ms): a worker waits only for rows not yet there.
+                source.hold(count)
                 fields = _job_fields(job, without=list(_batch_arrays(job)))
                 refs = dict(zip(inputs, input_refs, strict=True))
-                chunks.submit(range(count), _run_shared_chunk, lambda k: (
-                    fields, (source.name, refs, target_name, output_refs, timing_ref, k, count, inbox.address)))
+                chunks.submit(range(count), _run_shared_chunk, lambda k: (fields, (
+                    source.name, refs, target.name, stamp_ref, stamp, output_refs, timing_ref, k, inbox.address)))
                 first = 0
                 for k in range(count):
                     rows = slice(chunks.rows(first).start, chunks.rows(k).stop)
@@ -562,9 +569,6 @@ class _ClusterBackend:
                         place[rows] = array[rows]
                     source.ready(first, k + 1)
                     first = k + 1
-                target = Segment(timing_ref.offset + timing_ref.nbytes, name=target_name)
-                source.ready(count, count + 1)
-                written += [None if ref is None else target.array(ref) for ref in output_refs]
                 for k in chunks.notified(inbox):  # copied out while the other chunks run
                     rows = chunks.rows(k)
                     for result, part in zip(results, written, strict=True):
@@ -579,8 +583,7 @@ class _ClusterBackend:
             written.clear()
             source.release()
             self.inputs.release(source)
-            if target is not None:
-                target.unlink()
+            self.outputs.release(target)
         return results if isinstance(empty, tuple) else results[0]
 
     def _shared(self, circuit: Circuit, structure: tuple) -> str:
@@ -745,11 +748,11 @@ def _run_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, a
 
 def _run_shared_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, args: tuple,
                       key: int | None, first: int, stop: int, source: str, inputs: dict[str, ArrayRef], target: str,
-                      outputs: list[ArrayRef | None], timing: ArrayRef, k: int, made: int, inbox: str) -> None:
+                      stamp_ref: ArrayRef, stamp: int, outputs: list[ArrayRef | None], timing: ArrayRef, k: int,
+                      inbox: str) -> None:
     """Worker side: chunk ``k``, rows ``first..stop`` read from segment ``source`` once the client has put them
     there; the results and the engine's seconds (at index ``k`` of ``timing``) written into segment ``target``
-    once the client has made it (its chunk ``made`` of ``source`` ready), then a notice to the client's
-    ``inbox``."""
+    if it still bears the call's ``stamp``, then a notice to the client's ``inbox``."""
     arrays = {name: attach(source, ref)[first:stop] for name, ref in inputs.items()}
     wait_ready(source, k)
     batched = [arrays.pop(name) for name in list(arrays) if name.startswith(_BATCHED)]
@@ -757,11 +760,13 @@ def _run_shared_chunk(circuit: str, fields: dict[str, Any], engine: str, method:
     start = time.perf_counter()
     result = _call(get_backend(engine), method, job, args, batched, key, first)
     seconds = time.perf_counter() - start
-    wait_ready(source, made)
-    for ref, part in zip(outputs, result if isinstance(result, tuple) else (result,), strict=True):
-        if ref is not None:
-            attach(target, ref, keep=False)[first:stop] = part
-    attach(target, timing, keep=False)[k] = seconds
+    with writing(target, stamp_ref, stamp) as current:
+        if not current:
+            return  # the call has ended: the segment is another call's now, or nobody's
+        for ref, part in zip(outputs, result if isinstance(result, tuple) else (result,), strict=True):
+            if ref is not None:
+                attach(target, ref)[first:stop] = part
+        attach(target, timing)[k] = seconds
     notify(inbox, k)
 
 

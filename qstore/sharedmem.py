@@ -25,10 +25,18 @@ chunk) that it releases as each chunk's rows are in place
 (:meth:`Segment.ready`); a worker waits for its chunk's lock
 (:func:`wait_ready`) before it reads. The lock calls are system calls on both
 sides, so the worker also sees every byte written before the release.
+
+Reusing an output segment: a task can outlive its call (cancelled while
+running, or a duplicate after a worker was given up for dead), and must not
+write into the segment once a later call uses it. Each call stamps the
+segment with a number of its own (:meth:`Segment.stamp`), and a worker writes
+only inside :func:`writing` and only if the stamp is still its call's; a
+stamp waits for writers already inside, so no stale write can land after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import mmap
@@ -37,7 +45,7 @@ import secrets
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -49,6 +57,9 @@ SHM_DIR = Path("/dev/shm")
 ALIGN = 64
 #: segment mappings a worker keeps open (segments are reused across calls, so few names recur)
 _MAPPINGS = 8
+#: the byte whose lock guards writes into a segment against a new stamp (readiness locks are of chunks 0, 1, ...
+#: of input segments; this is of output segments)
+_WRITING = 0
 
 
 class SharedMemoryUnavailable(OSError):
@@ -92,13 +103,12 @@ def layout(specs: Sequence[tuple[np.dtype, tuple[int, ...]] | None]) -> tuple[li
 
 
 class Segment:
-    """A client-owned shared-memory segment of at least ``size`` bytes, reserved in full, named ``name`` (default:
-    a new :func:`segment_name`)."""
+    """A client-owned shared-memory segment of at least ``size`` bytes, reserved in full."""
 
-    def __init__(self, size: int, name: str | None = None) -> None:
+    def __init__(self, size: int) -> None:
         if not SHM_DIR.is_dir():
             raise SharedMemoryUnavailable(f"no {SHM_DIR}: shared memory with workers needs Linux")
-        name = name or segment_name()
+        name = f"qsim-{secrets.token_hex(8)}"
         try:
             self._shm = shared_memory.SharedMemory(name, create=True, size=size)
         except OSError as error:
@@ -132,17 +142,20 @@ class Segment:
         """Release every chunk held (a call that ends, however it ends, leaves no worker waiting)."""
         _lock(self._fd, fcntl.F_UNLCK, 0, 0)
 
+    def stamp(self, ref: ArrayRef, value: int) -> None:
+        """Write ``value`` into the int64 at ``ref`` once no worker is inside :func:`writing` on this segment."""
+        _lock(self._fd, fcntl.F_WRLCK, _WRITING, 1)
+        try:
+            self.array(ref)[0] = value
+        finally:
+            _lock(self._fd, fcntl.F_UNLCK, _WRITING, 1)
+
     def unlink(self) -> None:
         """Unmap and remove the segment (workers' mappings keep their pages until they drop them)."""
         if self._fd >= 0:
             os.close(self._fd)
         self._shm.close()
         self._shm.unlink()
-
-
-def segment_name() -> str:
-    """A new segment name, for a :class:`Segment` made later (task messages can name it before it exists)."""
-    return f"qsim-{secrets.token_hex(8)}"
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -246,6 +259,22 @@ def wait_ready(segment: str, chunk: int) -> None:
         os.close(fd)  # which also drops the lock
 
 
+@contextlib.contextmanager
+def writing(segment: str, stamp: ArrayRef, value: int) -> Iterator[bool]:
+    """Worker side: whether ``segment`` still bears the stamp ``value`` at ``stamp`` (its call is still on);
+    :meth:`Segment.stamp` waits until the block ends, so write in it.
+
+    Raises:
+        SharedMemoryUnavailable: the segment is not visible here.
+    """
+    fd = _open(segment)
+    try:
+        _lock(fd, fcntl.F_RDLCK, _WRITING, 1)
+        yield int(attach(segment, stamp)[0]) == value
+    finally:
+        os.close(fd)  # which also drops the lock
+
+
 def _open(segment: str) -> int:
     try:
         return os.open(SHM_DIR / segment, os.O_RDWR)
@@ -290,4 +319,4 @@ def _token_ref(token: bytes) -> ArrayRef:
 
 
 __all__ = ["ArrayRef", "Segment", "SegmentNotVisible", "SegmentPool", "SharedMemoryUnavailable", "attach", "forget",
-           "layout", "segment_name", "token_segment", "visible", "wait_ready"]
+           "layout", "token_segment", "visible", "wait_ready", "writing"]

@@ -417,7 +417,7 @@ def test_closing_leaves_no_segment_behind(address, every_call_in_shared_memory):
         remote.expectation(c, OBS, theta)
         remote.vjp(c, OBS, theta, np.ones(len(OBS)))
         kept = {path.name for path in set(sharedmem.SHM_DIR.glob("qsim-*")) - before}
-        assert kept  # the input segments, reused by the next calls; outputs are gone with their calls
+        assert kept  # the input and output segments, reused by the next calls
         assert kept <= set().union(*remote.client.run(_mapped_segments).values())
     assert set(sharedmem.SHM_DIR.glob("qsim-*")) <= before
     with Client(address) as client:

@@ -173,3 +173,30 @@ def test_release_frees_every_waiter_and_a_thread_of_this_process_waits_too():
         segment.unlink()
     with pytest.raises(sharedmem.SegmentNotVisible):
         wait_ready(segment.name, 0)
+
+
+def test_a_stamp_waits_for_writers_inside_and_turns_away_later_ones():
+    segment = Segment(64)
+    stamp = ArrayRef(0, "<i8", (1,))
+    inside, results = threading.Event(), []
+
+    def slow_writer() -> None:
+        with sharedmem.writing(segment.name, stamp, 1) as current:
+            inside.set()
+            time.sleep(0.3)
+            results.append(("wrote", current))
+
+    try:
+        segment.stamp(stamp, 1)
+        writer = threading.Thread(target=slow_writer)
+        writer.start()
+        assert inside.wait(timeout=30)
+        segment.stamp(stamp, 2)  # a new call: waits for the writer of the old one to leave
+        assert results == [("wrote", True)]
+        writer.join(timeout=30)
+        with sharedmem.writing(segment.name, stamp, 1) as current:
+            assert not current  # a task of the old call that comes late finds the segment taken
+        with sharedmem.writing(segment.name, stamp, 2) as current:
+            assert current
+    finally:
+        segment.unlink()
