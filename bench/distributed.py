@@ -15,8 +15,9 @@ of rows already in place, started and stopped by a pipe message: the best
 any scale-out can do on this machine in the same minutes (two busy cores of
 a shared VM slow each other down). Reported: circuits/s, the speed-up over
 one worker (process) and the scaling efficiency (speed-up / workers), the
-time against the in-process engine on as many threads, the measured
-per-task overhead and the chunking the executor chose. Goals (issue 7, case
+Dask's speed-up as a fraction of the bare processes' (how close to the
+ceiling), the time against the in-process engine on as many threads, the
+measured per-task overhead and the chunking the executor chose. Goals (issue 7, case
 8Z): 2 workers at least 1.7x 1 worker; 1 worker within 15 % of the
 in-process engine on 1 thread.
 
@@ -164,20 +165,30 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
 
 
 def summary(records: list[Record]) -> list[list[Any]]:
-    """Table rows: case, setup, workers, circuits/s, speed-up over 1 of the same, efficiency, time / in-process,
-    Dask's task overhead and chunking."""
+    """Table rows: case, setup, workers, circuits/s, speed-up over 1 of the same, efficiency, Dask's speed-up as a
+    fraction of the bare processes' (the ceiling), time / in-process, Dask's task overhead and chunking."""
     rows = []
     for case in CASES:
         ours = [r for r in records if r.case == case]
         local = {r.threads: r for r in ours if r.backend.startswith("in-process")}
+
+        speedup = {(r.backend, r.threads): _speedup(r, ours) for r in ours}
         for r in sorted(ours, key=lambda r: (r.backend, r.threads)):
-            single = next((s for s in ours if s.backend == r.backend and s.threads == 1), None)
-            speedup = single.seconds / r.seconds if single and not r.backend.startswith("in-process") else float("nan")
-            vs_local = r.seconds / local[r.threads].seconds if r.backend.startswith("dask") else float("nan")
-            rows.append([case, r.backend, r.threads, r.circuits_per_s, speedup, speedup / r.threads, vs_local,
+            dask = r.backend.startswith("dask")
+            ceiling = speedup.get(("bare processes", r.threads))
+            of_ceiling = speedup[r.backend, r.threads] / ceiling if dask and r.threads > 1 and ceiling else float("nan")
+            vs_local = r.seconds / local[r.threads].seconds if dask else float("nan")
+            rows.append([case, r.backend, r.threads, r.circuits_per_s, speedup[r.backend, r.threads],
+                         speedup[r.backend, r.threads] / r.threads, of_ceiling, vs_local,
                          r.extra.get("task_overhead_ms", float("nan")), int(r.extra.get("chunks", 0)),
                          int(r.extra.get("rows_per_chunk", 0))])
     return rows
+
+
+def _speedup(r: Record, records: list[Record]) -> float:
+    """``r``'s speed-up over the same setup with 1 worker (process); NaN in process (threads are not workers)."""
+    single = next((s for s in records if s.backend == r.backend and s.threads == 1), None)
+    return single.seconds / r.seconds if single and not r.backend.startswith("in-process") else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     repeat = 3 if args.quick else 9
     theta = parameters(batch)
     records = measure(theta, repeat)
-    print_table(["case", "setup", "workers/threads", "circuits/s", "x one", "efficiency", "time / in-process",
-                 "task overhead ms", "chunks", "rows/chunk"], summary(records),
+    print_table(["case", "setup", "workers/threads", "circuits/s", "x one", "efficiency", "of ceiling",
+                 "time / in-process", "task overhead ms", "chunks", "rows/chunk"], summary(records),
                 title=f"{batch:,} seed circuits, one call, median of repeats (goals for 8Z: 2 workers >= "
                       f"{SCALING_GOAL}x 1 worker; 1 worker <= {1 + OVERHEAD_GOAL:.2f}x in-process on 1 thread)")
     write_json(records, args.json, BENCHMARK)
