@@ -139,7 +139,7 @@ _BATCHED = "batched:"
 #: round trip, as long as a small call's work)
 SLOTS_MAX_AGE = 1.0
 #: fewest bytes of rows (parameters, initial states, weights) a call sends through shared memory: below it,
-#: task messages cost less than creating a call's output segment
+#: task messages cost less than the segments, locks and notices of a call through shared memory
 SHARED_MIN_BYTES = 1 << 20
 #: seconds between looks at Dask's reports while a call waits for its workers' notices (which come sooner)
 _DASK_POLL = 0.02
@@ -581,7 +581,7 @@ class _ClusterBackend:
         finally:
             staged.clear()
             written.clear()
-            source.release()
+            source.ready_all()
             self.inputs.release(source)
             self.outputs.release(target)
         return results if isinstance(empty, tuple) else results[0]

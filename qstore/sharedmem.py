@@ -138,7 +138,7 @@ class Segment:
         """Release chunks ``first..stop-1``: their rows are in place."""
         _lock(self._fd, fcntl.F_UNLCK, first, stop - first)
 
-    def release(self) -> None:
+    def ready_all(self) -> None:
         """Release every chunk held (a call that ends, however it ends, leaves no worker waiting)."""
         _lock(self._fd, fcntl.F_UNLCK, 0, 0)
 
@@ -175,7 +175,7 @@ def _lock(fd: int, kind: int, first: int, count: int) -> None:
 
 
 class SegmentPool:
-    """Segments for a client's input arrays, reused across calls so that their pages are touched once.
+    """Segments for a client's input or output arrays, reused across calls so that their pages are touched once.
 
     Thread-safe: concurrent calls each hold their own segment. At most ``keep``
     idle segments are kept (the largest); :meth:`close` unlinks them all.

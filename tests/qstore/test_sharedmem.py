@@ -147,7 +147,7 @@ def test_a_worker_waits_for_its_chunk_and_then_sees_its_rows():
         segment.ready(2, 3)
         assert queue.get(timeout=30) == 42.0
     finally:
-        segment.release()
+        segment.ready_all()
         child.join(timeout=30)
         del rows
         segment.unlink()
@@ -164,12 +164,12 @@ def test_release_frees_every_waiter_and_a_thread_of_this_process_waits_too():
     try:
         time.sleep(0.3)
         assert not done  # a waiter in the holder's own process is not let through by sharing its locks
-        segment.release()
+        segment.ready_all()
         for waiter in waiters:
             waiter.join(timeout=30)
         assert sorted(done) == [0, 1, 2]
     finally:
-        segment.release()
+        segment.ready_all()
         segment.unlink()
     with pytest.raises(sharedmem.SegmentNotVisible):
         wait_ready(segment.name, 0)
