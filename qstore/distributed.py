@@ -15,67 +15,82 @@ in-process target of :class:`qstore.executor.AsyncQuantumExecutor`, and, by
 How a call runs
 ---------------
 The Simulator validates the input and draws the call's sampling key as it
-always does; then the batch ``params[B, P]`` is cut into chunks of
-consecutive rows, one task per chunk, each run by the engine (numba or
-Cython, or the reference backend for checking) on a worker with one thread,
-and the results are put back in row order.
+always does; then the batch ``params[B, P]`` is run in parts of consecutive
+rows by Dask tasks, each part by the engine (numba or Cython, or the
+reference backend for checking) on a worker with one thread, and the results
+are put back in row order.
 
 * **The circuit travels once per worker.** Each distinct circuit structure is
   installed on every worker as a Dask worker plugin, which Dask also sends to
   workers that join later (a restarted one included); the worker compiles it
   once (the compiled program is cached on the circuit object it keeps). A
-  chunk task carries only the circuit's name, so it depends on no data held
+  task carries only the circuit's name, so it depends on no data held
   by particular workers and the scheduler gives it to whichever is free (a
-  dependency on a copy held by one worker made Dask queue every chunk there).
-* **Rows through shared memory on the same machine.** When every worker can
-  map this client's POSIX shared-memory segments (checked on connecting: a
-  local cluster, or workers on this host), a call of at least
-  :data:`SHARED_MIN_BYTES` copies its rows once into a segment and the
-  workers write their results into another, both reused by later calls (their
-  pages are mapped once), so a task message is a few hundred bytes whatever
-  the batch (:mod:`qstore.sharedmem`). The call's chunks go out first, in one
-  message, each held not ready by a lock until its rows are copied: the
-  copying (about 2.5 ms per 16 MB here) runs while the tasks travel to the
-  workers (about 4 ms). A worker that has written a chunk's results tells the
-  client at once through a datagram (:mod:`qstore.notices`), 2-4 ms before
-  Dask's own report would arrive, and the client copies each chunk's results
-  out as it finishes. Otherwise (workers on other machines, or
-  small calls) rows travel inside the task messages, at most
-  :data:`CHUNK_BYTES` per task, as a sliding window of :data:`WINDOW` chunks
-  per worker slot so that the first ones start without waiting behind the
-  whole batch's data. A worker that turns out not to see the segments (one
-  that joined from elsewhere) switches shared memory off for good and the
-  call is rerun in messages; :attr:`RunStats.transport` says which way a call
-  went.
-* **Chunk size from a measured overhead.** On connecting, the executor times
-  no-op tasks: :attr:`DaskExecutor.task_overhead` is the seconds of a worker
-  slot each task costs beyond its work. Every finished call records the
-  engine's seconds per row for its (circuit structure, method, shots), and
-  the next call of the same kind sizes its chunks so that the overhead is at
-  most ``max_overhead`` of a chunk's work, in whole rounds over the worker
-  slots (:func:`chunk_size`). Chunks that go out together go in one message
-  (Dask holds a client message sent within 10 ms of the previous one until
-  those 10 ms are up, which made the second worker start 10 ms late).
+  dependency on a copy held by one worker made Dask queue every task there).
+* **Rows through shared memory on the same machine, shared out on demand.**
+  When every worker can map this client's POSIX shared-memory segments
+  (checked on connecting: a local cluster, or workers on this host), a call
+  of at least :data:`SHARED_MIN_BYTES` copies its rows once into a segment
+  and the workers write their results into another, both reused by later
+  calls (their pages are mapped once), so a task message is a few hundred
+  bytes whatever the batch (:mod:`qstore.sharedmem`). Such a call runs one
+  task per worker slot, and the tasks share the rows out among themselves:
+  each claims the next block of rows from a board in the output segment,
+  runs it and claims again until none are left, the blocks shrinking as the
+  rows run out (:mod:`qstore.blocks`). So a worker slowed down by anything
+  (a core shared with this client, a busy neighbour) takes fewer blocks, and
+  the workers finish within a millisecond or two of each other, where equal
+  chunks fixed in advance finished 3-12 ms apart on a 120 ms call; a claim
+  costs about 50 us, where each further Dask task costs a scheduler round
+  trip. The tasks go out first, in one message; the rows are copied in
+  :data:`STAGE_BYTES` parts while the tasks travel to the workers (a few
+  ms), each part released by a lock, so a block waits only for its own rows.
+  A worker that has written a block tells the client at once through a
+  datagram (:mod:`qstore.notices`), and the client copies each block's
+  results out while the others run.
+* **Rows in messages otherwise** (workers on other machines, or small
+  calls): chunks of at most :data:`CHUNK_BYTES` of rows, a task each, as a
+  sliding window of :data:`WINDOW` chunks per worker slot so that the first
+  ones start without waiting behind the whole batch's data. A worker that
+  turns out not to see the segments (one that joined from elsewhere)
+  switches shared memory off for good and the call is rerun in messages;
+  :attr:`RunStats.transport` says which way a call went.
+* **Sizes from measured costs.** On connecting, the executor times no-op
+  tasks: :attr:`DaskExecutor.task_overhead` is the seconds of a worker slot
+  each task costs beyond its work. Every finished call records the engine's
+  seconds per row for its (circuit structure, method, shots). The next call
+  of the same kind through shared memory runs a task on every slot that
+  gets more work than that overhead, in blocks of at least
+  :data:`MIN_BLOCK_SECONDS` of work; in messages it sizes its chunks so that
+  the overhead is at most ``max_overhead`` of a chunk's work, in whole rounds
+  over the worker slots (:func:`chunk_size`). Tasks that go out together go
+  in one message (Dask holds a client message sent within 10 ms of the
+  previous one until those 10 ms are up, which made the second worker start
+  10 ms late).
 * **Same results.** A row's expectations, probabilities, state and gradients
   do not depend on which rows share its call, so they equal the in-process
   engine's bit for bit (for circuits wider than ``block_qubits``, numba's
   state-parallel reductions depend on the thread count: they equal
   ``Simulator(threads=1)``'s, the thread count of a task). Samples: row ``g``
   of a call draws from a stream of its own, derived from the call's key and
-  ``g``; a chunk whose first row is ``g0`` runs as one batch with the
+  ``g``; a part whose first row is ``g0`` runs as one batch with the
   backend's ``offset=g0``, so its rows draw the streams of their rows in the
   whole batch, and a DaskExecutor and a Simulator with the same seed return
-  the same samples, shot estimates and SPSA gradients whatever the chunking.
-* **Faults.** Chunks are pure tasks: their rows are in their message, or in
-  the client's input segment until the call ends. A worker that dies takes
-  only its unfinished chunks (and finished ones not yet gathered) with it;
-  the scheduler reruns them elsewhere (up to Dask's
+  the same samples, shot estimates and SPSA gradients however the rows are
+  cut.
+* **Faults.** Tasks are pure: their rows are in their message, or in the
+  client's input segment until the call ends. A worker that dies takes only
+  its unfinished tasks (and, in messages, finished ones not yet gathered)
+  with it; the scheduler reruns them elsewhere (up to Dask's
   ``distributed.scheduler.allowed-failures`` times, then the call raises
-  :class:`~distributed.KilledWorker`). A rerun computes and writes the same
+  :class:`~distributed.KilledWorker`). Through shared memory, the block the
+  dead worker was running is left claimed but not written: once its task
+  has ended (rerun or not), the client gives that block to a new task
+  (:attr:`RunStats.redone` counts them). A rerun computes and writes the same
   rows again, so no row is lost or counted twice. A task still running after
-  its call ended (cancelled, or a late duplicate) writes nothing: each call
-  stamps its output segment, and a worker writes only while the stamp is its
-  call's (:func:`~qstore.sharedmem.writing`).
+  its call ended (cancelled, or a late duplicate) claims and writes nothing:
+  each call stamps its output segment, and a worker claims and writes only
+  while the stamp is its call's (:func:`~qstore.sharedmem.writing`).
 * **Several executors in one process** each wait on their own client's event
   loop (Dask's ``as_completed`` defaults to the newest client's, on which an
   older client's calls waited until that loop happened to wake up, or forever).
@@ -110,7 +125,8 @@ from qsim_core.backends import Job, get_backend
 from qsim_core.circuit import Circuit
 from qsim_core.observables import PauliStrings
 from qsim_core.program import DEFAULT_BLOCK_QUBITS
-from qstore.notices import Inbox, notify
+from qstore.blocks import Board, Call, Plan, progress, serve
+from qstore.notices import Inbox
 from qstore.sharedmem import (
     ArrayRef,
     SegmentNotVisible,
@@ -122,7 +138,6 @@ from qstore.sharedmem import (
     token_segment,
     visible,
     wait_ready,
-    writing,
 )
 
 #: circuit structures the executor keeps installed on the workers (least recently used removed)
@@ -143,8 +158,14 @@ SLOTS_MAX_AGE = 1.0
 SHARED_MIN_BYTES = 1 << 20
 #: seconds between looks at Dask's reports while a call waits for its workers' notices (which come sooner)
 _DASK_POLL = 0.02
-#: fewest bytes of rows the client copies into shared memory before it releases the chunks they belong to
+#: bytes of rows the client copies into shared memory and releases at a time (a block waits for the parts of
+#: its rows, not for the whole batch)
 STAGE_BYTES = 1 << 20
+#: most bytes of rows in one block of a call through shared memory (so the first blocks wait little for
+#: their rows to be copied)
+BLOCK_BYTES = 4 << 20
+#: fewest seconds of engine work in a block of a call through shared memory (a claim costs about 50 us)
+MIN_BLOCK_SECONDS = 0.001
 #: most bytes of rows one task carries: its rows travel inside its message, through the scheduler (which
 #: warns about tasks over 10 MB)
 CHUNK_BYTES = 4 << 20
@@ -257,19 +278,24 @@ class RunStats:
     Attributes:
         method: the backend method (``"expectation"``, ``"sample"``, ``"adjoint"``, ...).
         rows: parameter rows B.
-        chunks: tasks the rows were cut into.
-        rows_per_chunk: rows of every chunk but possibly the last.
+        tasks: Dask tasks the call submitted.
+        chunks: parts the rows were run in: a task each in messages; blocks claimed by the tasks through shared
+            memory (:mod:`qstore.blocks`).
+        rows_per_chunk: rows of the largest part.
         seconds: wall seconds of the call on the client.
-        engine_seconds: seconds the engine ran on the workers, summed over chunks (reruns not counted).
+        engine_seconds: seconds the engine ran on the workers, summed over parts (reruns not counted).
+        redone: blocks given to another task after theirs ended without finishing them (a worker died).
         transport: how the rows travelled: ``"shared memory"`` or ``"messages"``.
     """
 
     method: str
     rows: int
+    tasks: int
     chunks: int
     rows_per_chunk: int
     seconds: float
     engine_seconds: float
+    redone: int
     transport: str
 
 
@@ -284,8 +310,9 @@ class DaskExecutor(qc.Simulator):
             too); ``"reference"``, the slow numpy oracle, for checking.
         precision, seed, block_qubits: as for :class:`~qsim_core.Simulator`; the
             same seed gives the same samples as a Simulator's.
-        chunk_rows: rows per task; None sizes chunks from the measured overhead.
-        max_overhead: largest task overhead as a fraction of a task's work, in (0, 1).
+        chunk_rows: rows per chunk in messages and per block through shared memory; None sizes them from
+            measured costs.
+        max_overhead: largest task overhead as a fraction of a chunk's work in messages, in (0, 1).
         shared_memory: rows and results of the compiled engines travel through
             shared memory when every worker can map the client's segments (same
             machine, Linux): None (default) checks that on connecting; False
@@ -325,7 +352,7 @@ class DaskExecutor(qc.Simulator):
         self.shared_memory = False
         self._slots, self._slots_asked = 1, -math.inf
         try:
-            self.client.run(get_backend, engine)  # load the engine in every worker now, not in the first chunks
+            self.client.run(get_backend, engine)  # load the engine in every worker now, not in the first tasks
             if shared_memory is not False:
                 self.shared_memory = self.workers_share_memory()
                 if shared_memory and not self.shared_memory:
@@ -418,7 +445,7 @@ class DaskExecutor(qc.Simulator):
 
 
 class _ClusterBackend:
-    """qsim_core's Backend protocol over the cluster: a job's rows in chunks, each run by ``engine`` on a worker."""
+    """qsim_core's Backend protocol over the cluster: a job's rows in parts, each run by ``engine`` on a worker."""
 
     def __init__(self, executor: DaskExecutor, engine: str) -> None:
         self.executor = executor
@@ -456,135 +483,182 @@ class _ClusterBackend:
 
     def _map(self, job: Job, method: str, args: tuple = (), *, batched: Sequence[np.ndarray] = (),
              key: int | None = None) -> Any:
-        """``engine.method(job, *args, *batched, [key])`` chunk by chunk on the cluster, merged in row order."""
+        """``engine.method(job, *args, *batched, [key])`` in parts of the rows on the cluster, merged in row order."""
         executor = self.executor
         if job.batch == 0:  # nothing to distribute; the engine gives the empty results their shapes
             return _call(get_backend(self.engine), method, job, args, batched, key, 0)
         started = time.perf_counter()
         structure = job.circuit.structure_key()
         cost = (structure, method, args[-1] if key is not None else 0)
-        size = executor.chunk_rows or chunk_size(job.batch, self.row_seconds.get(cost), executor.task_overhead,
-                                                 executor.slots, executor.max_overhead)
         circuit = self._shared(job.circuit, structure)
+        call = _CallSpec(circuit, self.engine, method, args, key, job, batched)
         row_bytes = sum(array[0].nbytes for array in (*_batch_arrays(job).values(), *batched))
-        transport = "messages"
+        run = None
         if executor.shared_memory and self.engine != "reference" and job.batch * row_bytes >= SHARED_MIN_BYTES:
-            transport = "shared memory"
-            chunks = _Chunks(executor.client, circuit, self.engine, method, args, key, job, size, results=False)
             try:
-                result = self._through_shared_memory(chunks, batched, row_bytes)
+                run = self._through_shared_memory(call, self._plan(job.batch, row_bytes, cost), row_bytes)
             except SharedMemoryUnavailable as error:
                 # a worker that cannot map our segments (one that joined from another machine) turns shared
                 # memory off for good; no room for this call's segments sends only this call in messages
                 executor.shared_memory = not isinstance(error, SegmentNotVisible)
-                transport = "messages"
-        if transport == "messages":
+        if run is None:
+            size = executor.chunk_rows or chunk_size(job.batch, self.row_seconds.get(cost), executor.task_overhead,
+                                                     executor.slots, executor.max_overhead)
             if executor.chunk_rows is None:  # rows travel inside the task messages: bound their size
                 size = min(size, max(1, CHUNK_BYTES // row_bytes))
-            chunks = _Chunks(executor.client, circuit, self.engine, method, args, key, job, size)
-            result = self._in_messages(chunks, batched)
+            run = self._in_messages(call, size)
+        result, tasks, chunks, largest, engine_seconds, redone, transport = run
         # A small call's time is mostly one-off cost (compilation, the first touch of a program), which
         # would make the next large batch look expensive and be cut into thousands of tiny tasks: learn
         # only from calls of some size, and keep the cheapest rate seen (one-off costs only ever add).
         if job.batch >= _MIN_ROWS_TO_LEARN:
-            rate = chunks.engine_seconds / job.batch
+            rate = engine_seconds / job.batch
             self.row_seconds[cost] = min(rate, self.row_seconds.get(cost, rate))
             self.row_seconds.move_to_end(cost)
         if len(self.row_seconds) > _COSTS:
             self.row_seconds.popitem(last=False)
-        self.last_run = RunStats(method, job.batch, chunks.count, chunks.size,
-                                 time.perf_counter() - started, chunks.engine_seconds, transport)
+        self.last_run = RunStats(method, job.batch, tasks, chunks, largest, time.perf_counter() - started,
+                                 engine_seconds, redone, transport)
         return result
 
-    def _in_messages(self, chunks: _Chunks, batched: Sequence[np.ndarray]) -> Any:
-        """Each chunk's rows inside its task message, its results gathered from the worker."""
-        job = chunks.job
+    def _plan(self, batch: int, row_bytes: int, cost: tuple) -> Plan:
+        """How a call through shared memory shares its rows out among tasks (see :mod:`qstore.blocks`)."""
+        executor = self.executor
+        slots = executor.slots
+        if executor.chunk_rows is not None:
+            size = executor.chunk_rows
+            return Plan(batch, min(slots, -(-batch // size)), size, size)
+        row_seconds = self.row_seconds.get(cost)
+        if row_seconds is None:  # the first call of its kind: blocks small enough to share out evenly
+            tasks, min_rows = slots, max(1, batch // (16 * slots))
+        else:  # a task for each slot that gets more work than a task's overhead; blocks of a few ms at least
+            tasks = max(1, min(slots, math.floor(batch * row_seconds / executor.task_overhead)))
+            min_rows = max(1, math.ceil(MIN_BLOCK_SECONDS / row_seconds))
+        return Plan(batch, min(tasks, -(-batch // min_rows)), min_rows, max(min_rows, BLOCK_BYTES // row_bytes))
 
-        def arguments(k: int) -> tuple[dict[str, Any], tuple]:
-            rows = chunks.rows(k)
-            return _job_fields(_rows(job, rows)), (tuple(array[rows] for array in batched),)
+    def _in_messages(self, call: _CallSpec, size: int) -> tuple:
+        """Chunks of ``size`` rows, each chunk's rows inside its task message, its results gathered from the
+        worker; returns ``_map``'s run tuple."""
+        job, batched = call.job, call.batched
+        count = -(-job.batch // size)
+        tasks = _Tasks(self.executor.client, call.method)
+
+        def arguments(k: int) -> tuple:
+            rows = slice(k * size, min((k + 1) * size, job.batch))
+            return (*call.task_arguments(), rows.start, rows.stop, _job_fields(_rows(job, rows)),
+                    tuple(array[rows] for array in batched))
 
         # A window of chunks in flight, the next one submitted as one finishes: the first chunks reach the
         # workers without waiting behind the whole batch's data, and a worker has its next chunk while it runs one.
-        count = chunks.count
         window = min(count, WINDOW * self.executor.slots)
         for k in range(window):  # one message each: together they would make one message of the whole window
-            chunks.submit([k], _run_chunk, arguments)
+            tasks.submit([k], _run_chunk, arguments)
         following = iter(range(window, count))
         parts: list[Any] = [None] * count
-        for k, (part, seconds) in chunks.finished():
+        engine_seconds = 0.0
+        for k, (part, seconds) in tasks.results():
             parts[k] = part
-            chunks.engine_seconds += seconds
+            engine_seconds += seconds
             successor = next(following, None)
             if successor is not None:
-                chunks.submit([successor], _run_chunk, arguments)
-        return _merge(parts)
+                tasks.submit([successor], _run_chunk, arguments)
+        return _merge(parts), count, count, size, engine_seconds, 0, "messages"
 
-    def _through_shared_memory(self, chunks: _Chunks, batched: Sequence[np.ndarray], row_bytes: int) -> Any:
-        """Rows copied into an input segment, results written by the workers into an output segment.
+    def _through_shared_memory(self, call: _CallSpec, plan: Plan, row_bytes: int) -> tuple:
+        """Rows copied into an input segment, shared out in blocks among ``plan.tasks`` tasks that write their
+        results into an output segment (:mod:`qstore.blocks`); returns ``_map``'s run tuple.
 
-        Both are pooled, so their pages are mapped once. A call stamps its output segment with a number of its
-        own, and workers write only while it bears their call's: a task that outlives its call (cancelled, or
-        a late duplicate) cannot write into a later call's results.
+        Both segments are pooled, so their pages are mapped once. A call stamps its output segment with a
+        number of its own, and workers claim rows and write only while it bears their call's: a task that
+        outlives its call (cancelled, or a late duplicate) cannot touch a later call's board or results.
         """
-        job = chunks.job
+        job, batched = call.job, call.batched
         # The engine on no rows gives every result's dtype and trailing shape: the output segment's layout.
-        empty = _call(get_backend(self.engine), chunks.engine_method, _rows(job, slice(0, 0)), chunks.args,
-                      [array[:0] for array in batched], chunks.key, 0)
+        empty = _call(get_backend(self.engine), call.method, _rows(job, slice(0, 0)), call.args,
+                      [array[:0] for array in batched], call.key, 0)
         results = tuple(None if out is None else np.empty((job.batch, *out.shape[1:]), out.dtype)
                         for out in (empty if isinstance(empty, tuple) else (empty,)))
         inputs = {**_batch_arrays(job), **{f"{_BATCHED}{i}": array for i, array in enumerate(batched)}}
         input_refs, input_bytes = layout([(array.dtype, array.shape) for array in inputs.values()])
-        # the call's stamp, the results, and each chunk's engine seconds (so that nothing is left to gather)
-        count = chunks.count
-        stamp_ref, *output_refs, timing_ref = layout([
+        (stamp_ref, *output_refs), output_bytes = layout([
             (np.int64, (1,)), *(None if out is None else (out.dtype, out.shape) for out in results),
-            (np.float64, (count,))])[0]
+            *Board.specs(plan)])
+        output_refs, board = output_refs[:len(results)], Board(*output_refs[len(results):])
         stamp = secrets.randbits(63)
         source = self.inputs.acquire(input_bytes)
         try:
-            target = self.outputs.acquire(timing_ref.offset + timing_ref.nbytes)
+            target = self.outputs.acquire(output_bytes)
         except SharedMemoryUnavailable:
             self.inputs.release(source)
             raise
         # views into the segments, dropped before their release
         staged = [source.array(ref) for ref in input_refs]
         written = [None if ref is None else target.array(ref) for ref in output_refs]
+        state = progress(plan, board, target.array)
+        tasks = _Tasks(self.executor.client, call.method, results=False)
+        redone = 0
         try:
             target.stamp(stamp_ref, stamp)
+            state.clear()
+            part_rows = max(1, STAGE_BYTES // row_bytes)
+            source.hold(-(-job.batch // part_rows))
             with Inbox() as inbox:
-                # Every chunk goes out first, held not ready, and its rows are copied while the tasks travel to
-                # the workers (a few ms): a worker waits only for rows not yet there.
-                source.hold(count)
+                where = Call(target.name, stamp_ref, stamp, board, plan, inbox.address)
                 fields = _job_fields(job, without=list(_batch_arrays(job)))
                 refs = dict(zip(inputs, input_refs, strict=True))
-                chunks.submit(range(count), _run_shared_chunk, lambda k: (fields, (
-                    source.name, refs, target.name, stamp_ref, stamp, output_refs, timing_ref, k, inbox.address)))
-                first = 0
-                for k in range(count):
-                    rows = slice(chunks.rows(first).start, chunks.rows(k).stop)
-                    if k + 1 < count and (rows.stop - rows.start) * row_bytes < STAGE_BYTES:
-                        continue  # small chunks are released together
+
+                def arguments(task: int, redo: tuple[int, ...] = ()) -> tuple:
+                    return (*call.task_arguments(), fields, source.name, refs, part_rows, where, output_refs, task,
+                            redo)
+
+                # The tasks go out first, in one message, and the rows are copied while they travel to the
+                # workers (a few ms): a block waits only for the part of its rows not copied yet.
+                tasks.submit(range(plan.tasks), _run_shared_task, arguments)
+                for part, first in enumerate(range(0, job.batch, part_rows)):
+                    rows = slice(first, first + part_rows)
                     for place, array in zip(staged, inputs.values(), strict=True):
                         place[rows] = array[rows]
-                    source.ready(first, k + 1)
-                    first = k + 1
-                for k in chunks.notified(inbox):  # copied out while the other chunks run
-                    rows = chunks.rows(k)
-                    for result, part in zip(results, written, strict=True):
-                        if result is not None:
-                            result[rows] = part[rows]
-            chunks.engine_seconds = float(target.array(timing_ref).sum())
+                    source.ready(part, part + 1)
+                copied = np.zeros(plan.max_claims, bool)
+                ended: set[int] = set()
+                owners: dict[int, int] = {}  # lost claims given to another task: to which
+                while True:
+                    complete = state.complete()  # before the copying, which then sees every claim done
+                    for claim in state.done():  # copied out while the other blocks run
+                        if not copied[claim]:
+                            rows = state.rows(claim)
+                            for result, part in zip(results, written, strict=True):
+                                if result is not None:
+                                    result[rows] = part[rows]
+                            copied[claim] = True
+                    if complete:
+                        break
+                    ended.update(tasks.ended())
+                    lost = state.lost(ended, owners)
+                    if lost or not tasks.running:  # a worker died inside a block, or every task ended early
+                        if tasks.submitted >= plan.tasks + plan.max_claims:
+                            raise RuntimeError(f"{call.method} on the cluster: {tasks.submitted} tasks ended "
+                                               f"without covering the {job.batch} rows; giving up")
+                        task = tasks.submitted
+                        owners |= dict.fromkeys(lost, task)
+                        redone += len(lost)
+                        tasks.submit([task], _run_shared_task, lambda i, redo=tuple(lost): arguments(i, redo))
+                    inbox.receive(timeout=_DASK_POLL)
+            engine_seconds = state.engine_seconds()
+            claims = [state.rows(claim) for claim in range(state.count)]
         except BaseException:
-            chunks.cancel()
+            tasks.cancel()
             raise
         finally:
             staged.clear()
             written.clear()
+            del state
             source.ready_all()
             self.inputs.release(source)
             self.outputs.release(target)
-        return results if isinstance(empty, tuple) else results[0]
+        result = results if isinstance(empty, tuple) else results[0]
+        largest = max(rows.stop - rows.start for rows in claims)
+        return result, tasks.submitted, len(claims), largest, engine_seconds, redone, "shared memory"
 
     def _shared(self, circuit: Circuit, structure: tuple) -> str:
         """The name under which every worker holds circuits of this structure (installed on first use)."""
@@ -632,81 +706,84 @@ def _identity(value: Any) -> Any:
     return value
 
 
-class _Chunks:
-    """One call's chunks of ``size`` consecutive rows: submission as tasks, and their results as they finish."""
+@dataclasses.dataclass(frozen=True)
+class _CallSpec:
+    """One call: the installed circuit's name, the engine and its method with ``args`` (and sampling ``key``),
+    the job and the method's batch-first arguments (weights)."""
 
-    def __init__(self, client: Client, circuit: str, engine: str, method: str, args: tuple, key: int | None,
-                 job: Job, size: int, *, results: bool = True) -> None:
+    circuit: str
+    engine: str
+    method: str
+    args: tuple
+    key: int | None
+    job: Job
+    batched: Sequence[np.ndarray]
+
+    def task_arguments(self) -> tuple:
+        """The leading arguments of every task of the call."""
+        return self.circuit, self.engine, self.method, self.args, self.key
+
+
+class _Tasks:
+    """One call's tasks on the cluster: their submission, and their ends as Dask reports them."""
+
+    def __init__(self, client: Client, method: str, *, results: bool = True) -> None:
         self.client = client
-        self.circuit = circuit
-        self.engine = engine
-        self.engine_method = method
-        self.args = args
-        self.key = key
-        self.job = job
-        self.size = size
-        self.count = -(-job.batch // size)
-        self.engine_seconds = 0.0
+        self.method = method
+        self.submitted = 0
         self.token = uuid.uuid4().hex[:12]
         self._running: dict[Future, int] = {}
         # this client's loop: by default as_completed waits on the loop of the process's newest client, which
         # with several clients in one process never hears of these futures (the call hangs)
-        self._finished = as_completed([], loop=client.loop, with_results=results)
+        self._ended = as_completed([], loop=client.loop, with_results=results)
 
-    def rows(self, k: int) -> slice:
-        """Rows of chunk ``k``."""
-        return slice(k * self.size, min((k + 1) * self.size, self.job.batch))
+    @property
+    def running(self) -> int:
+        """Tasks not reported ended yet."""
+        return len(self._running)
 
-    def submit(self, ks: Sequence[int], task: Any, arguments: Any) -> None:
-        """Chunks ``ks`` in one message: ``task(circuit, fields, engine, method, args, key, first, stop, *data)``.
+    def submit(self, ids: Sequence[int], task: Any, arguments: Any) -> None:
+        """Tasks ``task(*arguments(i))`` for ``i`` in ``ids``, in one message.
 
-        ``arguments(k)`` gives chunk ``k``'s ``(fields, data)``. One message, because the client sends a
-        message submitted within 10 ms of the previous one only when those 10 ms are up (Dask's batching
-        of client messages): chunks submitted one by one would start 10 ms apart.
+        One message, because the client sends a message submitted within 10 ms of the previous one only when
+        those 10 ms are up (Dask's batching of client messages): tasks submitted one by one would start 10 ms
+        apart.
         """
-        if not ks:
+        if not ids:
             return
-        fields, data = zip(*(arguments(k) for k in ks), strict=True)
-        firsts = [self.rows(k).start for k in ks]
-        stops = [self.rows(k).stop for k in ks]
-        count = len(ks)
-        futures = self.client.map(task, [self.circuit] * count, fields, [self.engine] * count,
-                                  [self.engine_method] * count, [self.args] * count, [self.key] * count, firsts,
-                                  stops, *zip(*data, strict=True),
-                                  key=[f"qsim-{self.engine_method}-{self.token}-{k}" for k in ks], pure=False)
-        for k, future in zip(ks, futures, strict=True):
-            self._running[future] = k
-            self._finished.add(future)
+        columns = zip(*(arguments(i) for i in ids), strict=True)
+        futures = self.client.map(task, *columns, key=[f"qsim-{self.method}-{self.token}-{i}" for i in ids],
+                                  pure=False)
+        for i, future in zip(ids, futures, strict=True):
+            self._running[future] = i
+            self._ended.add(future)
+        self.submitted += len(ids)
 
-    def finished(self) -> Any:
-        """``(k, result)`` of each submitted chunk as it finishes (chunks submitted meanwhile included).
+    def results(self) -> Any:
+        """``(i, result)`` of each submitted task as it finishes (tasks submitted meanwhile included).
 
-        A failing chunk, or the caller giving up, cancels the chunks still running.
+        A failing task, or the caller giving up, cancels the tasks still running.
         """
         try:
-            for future, result in self._finished:
+            for future, result in self._ended:
                 yield self._running.pop(future), result
         except BaseException:
             self.cancel()
             raise
 
-    def notified(self, inbox: Inbox) -> Any:
-        """Each submitted chunk's ``k`` once it has finished, by its worker's notice to ``inbox`` or by Dask's
-        report (whichever comes first); a chunk whose task failed raises its error."""
-        pending = set(self._running.values())
-        while pending:
-            finished = set(inbox.receive(timeout=_DASK_POLL))
-            if self._finished.has_ready():
-                for future in self._finished.next_batch(block=False):
-                    if future.status != "finished":
-                        future.result()  # raises the chunk's error
-                    finished.add(self._running[future])
-            for k in finished & pending:
-                pending.remove(k)
-                yield k
+    def ended(self) -> list[int]:
+        """The tasks Dask has reported finished since the last look, without waiting; a failed task raises its
+        error."""
+        ended = []
+        if self._ended.has_ready():
+            for future in self._ended.next_batch(block=False):
+                if future.status != "finished":
+                    future.result()  # raises the task's error
+                ended.append(self._running.pop(future))
+        return ended
 
     def cancel(self) -> None:
-        """Cancel the chunks not known to have finished (a call that gives up, or has its results already)."""
+        """Cancel the tasks not reported ended (a call that gives up)."""
         self.client.cancel(list(self._running))
         self._running.clear()
 
@@ -723,7 +800,7 @@ def _rows(job: Job, rows: slice) -> Job:
 
 
 def _job_fields(job: Job, without: Sequence[str] = ()) -> dict[str, Any]:
-    """What a chunk task needs of its job: all but the circuit (shared once) and ``without``, one engine thread."""
+    """What a task needs of its job: all but the circuit (shared once) and ``without``, one engine thread."""
     fields = {field.name: getattr(job, field.name) for field in dataclasses.fields(job)
               if field.name != "circuit" and field.name not in without}
     return {**fields, "threads": 1}
@@ -737,8 +814,8 @@ def _call(backend: Any, method: str, job: Job, args: tuple, batched: Sequence[np
     return getattr(backend, method)(job, *args, key, offset)  # rows draw the streams of their rows in the batch
 
 
-def _run_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, args: tuple, key: int | None,
-               first: int, stop: int, batched: tuple) -> tuple[Any, float]:
+def _run_chunk(circuit: str, engine: str, method: str, args: tuple, key: int | None, first: int, stop: int,
+               fields: dict[str, Any], batched: tuple) -> tuple[Any, float]:
     """Worker side: ``method`` of the engine on the rows ``first..stop`` in ``fields``; returns (result, seconds)."""
     job = Job(circuit=_installed[circuit], **fields)
     start = time.perf_counter()
@@ -746,28 +823,23 @@ def _run_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, a
     return result, time.perf_counter() - start
 
 
-def _run_shared_chunk(circuit: str, fields: dict[str, Any], engine: str, method: str, args: tuple,
-                      key: int | None, first: int, stop: int, source: str, inputs: dict[str, ArrayRef], target: str,
-                      stamp_ref: ArrayRef, stamp: int, outputs: list[ArrayRef | None], timing: ArrayRef, k: int,
-                      inbox: str) -> None:
-    """Worker side: chunk ``k``, rows ``first..stop`` read from segment ``source`` once the client has put them
-    there; the results and the engine's seconds (at index ``k`` of ``timing``) written into segment ``target``
-    if it still bears the call's ``stamp``, then a notice to the client's ``inbox``."""
-    arrays = {name: attach(source, ref)[first:stop] for name, ref in inputs.items()}
-    wait_ready(source, k)
-    batched = [arrays.pop(name) for name in list(arrays) if name.startswith(_BATCHED)]
-    job = Job(circuit=_installed[circuit], **fields, **arrays)
-    start = time.perf_counter()
-    result = _call(get_backend(engine), method, job, args, batched, key, first)
-    seconds = time.perf_counter() - start
-    with writing(target, stamp_ref, stamp) as current:
-        if not current:
-            return  # the call has ended: the segment is another call's now, or nobody's
-        for ref, part in zip(outputs, result if isinstance(result, tuple) else (result,), strict=True):
-            if ref is not None:
-                attach(target, ref)[first:stop] = part
-        attach(target, timing)[k] = seconds
-    notify(inbox, k)
+def _run_shared_task(circuit: str, engine: str, method: str, args: tuple, key: int | None, fields: dict[str, Any],
+                     source: str, inputs: dict[str, ArrayRef], part_rows: int, call: Call,
+                     outputs: list[ArrayRef | None], task: int, redo: tuple[int, ...]) -> int:
+    """Worker side: task ``task`` of a call through shared memory: the claims ``redo`` and then blocks of rows
+    claimed from the call's board (:func:`qstore.blocks.serve`), each read from segment ``source`` once the
+    client has copied its rows there (parts of ``part_rows`` rows); returns the claims it ran."""
+    arrays = {name: attach(source, ref) for name, ref in inputs.items()}
+    installed = _installed[circuit]
+    backend = get_backend(engine)
+
+    def run(first: int, stop: int) -> Any:
+        wait_ready(source, (stop - 1) // part_rows)
+        rows = {name: array[first:stop] for name, array in arrays.items()}
+        batched = [rows.pop(name) for name in list(rows) if name.startswith(_BATCHED)]
+        return _call(backend, method, Job(circuit=installed, **fields, **rows), args, batched, key, first)
+
+    return serve(call, task, outputs, run, redo)
 
 
 def _merge(parts: list[Any]) -> Any:
@@ -777,5 +849,5 @@ def _merge(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-__all__ = ["CHUNK_BYTES", "SHARED_MIN_BYTES", "DaskExecutor", "RunStats", "chunk_size", "connect", "share",
-           "worker_slots"]
+__all__ = ["BLOCK_BYTES", "CHUNK_BYTES", "MIN_BLOCK_SECONDS", "SHARED_MIN_BYTES", "STAGE_BYTES", "DaskExecutor",
+           "RunStats", "chunk_size", "connect", "share", "worker_slots"]

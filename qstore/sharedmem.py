@@ -18,11 +18,11 @@ rows in messages instead. Segments are reserved in full when created
 (``posix_fallocate``): a full ``/dev/shm`` is a clear error here, not a SIGBUS
 when a page is first touched.
 
-Staging while tasks travel: the client may submit a call's chunks before it
-has copied their rows, holding a lock per chunk (:meth:`Segment.hold`,
+Staging while tasks travel: the client may submit a call's tasks before it
+has copied their rows, holding a lock per part of the rows (:meth:`Segment.hold`,
 open-file-description byte-range locks of the segment file, one byte per
-chunk) that it releases as each chunk's rows are in place
-(:meth:`Segment.ready`); a worker waits for its chunk's lock
+part) that it releases as each part's rows are in place
+(:meth:`Segment.ready`); a worker waits for the lock of the part it needs
 (:func:`wait_ready`) before it reads. The lock calls are system calls on both
 sides, so the worker also sees every byte written before the release.
 
@@ -57,9 +57,11 @@ SHM_DIR = Path("/dev/shm")
 ALIGN = 64
 #: segment mappings a worker keeps open (segments are reused across calls, so few names recur)
 _MAPPINGS = 8
-#: the byte whose lock guards writes into a segment against a new stamp (readiness locks are of chunks 0, 1, ...
+#: the byte whose lock guards writes into a segment against a new stamp (readiness locks are of parts 0, 1, ...
 #: of input segments; this is of output segments)
 _WRITING = 0
+#: the byte whose lock lets one worker at a time into a segment (to update counters in it)
+_EXCLUSIVE = 1
 
 
 class SharedMemoryUnavailable(OSError):
@@ -129,17 +131,17 @@ class Segment:
         """The array at ``ref`` (a view into this segment: drop it before :meth:`unlink`)."""
         return np.ndarray(ref.shape, np.dtype(ref.dtype), self._shm.buf, ref.offset)
 
-    def hold(self, chunks: int) -> None:
-        """Hold chunks ``0..chunks-1`` (``chunks`` >= 1) not ready: a worker's :func:`wait_ready` on one of them
+    def hold(self, parts: int) -> None:
+        """Hold parts ``0..parts-1`` (``parts`` >= 1) not ready: a worker's :func:`wait_ready` on one of them
         waits for :meth:`ready`."""
-        _lock(self._fd, fcntl.F_WRLCK, 0, chunks)
+        _lock(self._fd, fcntl.F_WRLCK, 0, parts)
 
     def ready(self, first: int, stop: int) -> None:
-        """Release chunks ``first..stop-1``: their rows are in place."""
+        """Release parts ``first..stop-1``: their rows are in place."""
         _lock(self._fd, fcntl.F_UNLCK, first, stop - first)
 
     def ready_all(self) -> None:
-        """Release every chunk held (a call that ends, however it ends, leaves no worker waiting)."""
+        """Release every part held (a call that ends, however it ends, leaves no worker waiting)."""
         _lock(self._fd, fcntl.F_UNLCK, 0, 0)
 
     def stamp(self, ref: ArrayRef, value: int) -> None:
@@ -246,23 +248,24 @@ def attach(segment: str, ref: ArrayRef, keep: bool = True) -> np.ndarray:
     return np.ndarray(ref.shape, np.dtype(ref.dtype), mapping, ref.offset)
 
 
-def wait_ready(segment: str, chunk: int) -> None:
-    """Worker side: wait until the client has released ``chunk`` of ``segment`` (:meth:`Segment.ready`).
+def wait_ready(segment: str, part: int) -> None:
+    """Worker side: wait until the client has released ``part`` of ``segment`` (:meth:`Segment.ready`).
 
     Raises:
         SharedMemoryUnavailable: the segment is not visible here.
     """
     fd = _open(segment)  # an open file of its own: the lock is this wait's, whatever other threads hold
     try:
-        _lock(fd, fcntl.F_RDLCK, chunk, 1)
+        _lock(fd, fcntl.F_RDLCK, part, 1)
     finally:
         os.close(fd)  # which also drops the lock
 
 
 @contextlib.contextmanager
-def writing(segment: str, stamp: ArrayRef, value: int) -> Iterator[bool]:
+def writing(segment: str, stamp: ArrayRef, value: int, *, exclusive: bool = False) -> Iterator[bool]:
     """Worker side: whether ``segment`` still bears the stamp ``value`` at ``stamp`` (its call is still on);
-    :meth:`Segment.stamp` waits until the block ends, so write in it.
+    :meth:`Segment.stamp` waits until the block ends, so write in it. ``exclusive``: no other worker is in
+    an exclusive block of the segment meanwhile (for read-modify-write of shared counters).
 
     Raises:
         SharedMemoryUnavailable: the segment is not visible here.
@@ -270,6 +273,8 @@ def writing(segment: str, stamp: ArrayRef, value: int) -> Iterator[bool]:
     fd = _open(segment)
     try:
         _lock(fd, fcntl.F_RDLCK, _WRITING, 1)
+        if exclusive:
+            _lock(fd, fcntl.F_WRLCK, _EXCLUSIVE, 1)
         yield int(attach(segment, stamp)[0]) == value
     finally:
         os.close(fd)  # which also drops the lock

@@ -166,8 +166,22 @@ def test_each_worker_gets_each_circuit_structure_once(shared):
 def test_last_run_reports_the_chunking(shared):
     shared.expectation(circuit(), OBS, params(30))
     stats = shared.last_run
-    assert (stats.method, stats.rows, stats.chunks, stats.rows_per_chunk) == ("expectation", 30, 5, 7)
+    assert (stats.method, stats.rows, stats.tasks, stats.chunks, stats.rows_per_chunk) == ("expectation", 30, 5, 5, 7)
+    assert stats.redone == 0 and stats.transport == "messages"
     assert stats.seconds > 0 and stats.engine_seconds > 0 and shared.task_overhead > 0 and shared.slots == 2
+
+
+def test_through_shared_memory_a_task_per_slot_shares_the_rows_out_in_shrinking_blocks(address,
+                                                                                    every_call_in_shared_memory):
+    c, theta = circuit(8), params(6000, 8)
+    with DaskExecutor(address, backend=COMPILED[0]) as remote:
+        for _ in range(2):  # the first call measures the cost per row, which sizes the blocks of the next
+            np.testing.assert_array_equal(remote.expectation(c, OBS, theta),
+                                          qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta))
+            stats = remote.last_run
+            assert stats.transport == "shared memory" and stats.redone == 0
+            assert stats.tasks <= remote.slots and stats.tasks < stats.chunks <= 6000
+            assert stats.rows_per_chunk <= -(-6000 // (2 * stats.tasks))  # the first blocks are the largest
 
 
 def test_a_small_first_call_does_not_shred_the_next_large_batch(address):
@@ -272,10 +286,11 @@ def test_bad_settings_are_refused(address, kwargs, message):
 @pytest.mark.parametrize("shared_memory", [None, False])
 def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, every_call_in_shared_memory,
                                                                     shared_memory):
-    # 13 qubits: a chunk of 100 rows takes about 15 ms, so that the kill lands inside one, not between two
+    # 13 qubits: a chunk (block) of 100 rows takes about 15 ms, so that the kill lands inside one, not between two
     c, theta = circuit(13), params(4000, 13)
     local = qc.Simulator(backend=COMPILED[0], seed=9)
     want = local.sample(c, 1024, theta)
+    in_messages = shared_memory is False
     with DaskExecutor(address, backend=COMPILED[0], seed=9, chunk_rows=100, shared_memory=shared_memory) as remote:
         pids = remote.client.run(os.getpid)
         killed: list[str] = []
@@ -283,19 +298,21 @@ def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, eve
         since = time.time()  # the scheduler's clock: this call's entries in its transition log
 
         def progress(dask_scheduler) -> tuple[int, list[str]]:
-            # finished chunks from the log: a chunk whose result the client does not fetch is forgotten at once
+            # finished tasks from the log: a task whose result the client does not fetch is forgotten at once
             done = sum(entry.timestamp >= since and str(entry.key).startswith("qsim-sample")
                        and (entry.start, entry.finish) == ("processing", "memory")
                        for entry in dask_scheduler.transition_log)
-            chunks = [ts for key, ts in dask_scheduler.tasks.items() if str(key).startswith("qsim-sample")]
-            return done, sorted({ts.processing_on.address for ts in chunks if ts.processing_on is not None})
+            tasks = [ts for key, ts in dask_scheduler.tasks.items() if str(key).startswith("qsim-sample")]
+            return done, sorted({ts.processing_on.address for ts in tasks if ts.processing_on is not None})
 
         finished = threading.Event()
 
-        def kill_when_busy() -> None:  # some chunks done, and a worker in the middle of one
+        def kill_when_busy() -> None:
+            # in messages: some chunks done, and a worker in the middle of one; through shared memory (a task
+            # per worker, sharing out blocks): a worker some blocks into its task
             while not finished.is_set():
                 done, busy = remote.client.run_on_scheduler(progress)
-                if done >= 3 and busy:
+                if busy and (done >= 3 if in_messages else time.time() - since > 0.1):
                     killed.append(busy[0])
                     os.kill(pids[busy[0]], signal.SIGKILL)
                     return
@@ -314,14 +331,17 @@ def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, eve
                     if entry.timestamp >= since and str(entry.key).startswith("qsim-sample")]
 
         log = remote.client.run_on_scheduler(transitions)
-        chunks = remote.last_run.chunks
+        stats = remote.last_run
         runs = collections.Counter(key for key, start, finish in log if (start, finish) == ("processing", "memory"))
-        assert len(runs) == chunks == 40
-        # the dead worker's chunks went elsewhere: the one it was running, those queued on it, and those it had
-        # finished but the client had not gathered yet (recomputed); the other chunks ran once
+        # the dead worker's task went elsewhere (the one it was running, and in messages those queued on it, and
+        # those it had finished but the client had not gathered yet, recomputed)
         assert any((start, finish) == ("processing", "released") for _, start, finish in log)
-        assert sum(count - 1 for count in runs.values()) <= chunks // 2
-        assert remote.last_run.transport == ("messages" if shared_memory is False else "shared memory")
+        assert stats.chunks == 40 and len(runs) == stats.tasks
+        if in_messages:  # the other chunks ran once
+            assert stats.tasks == 40 and stats.transport == "messages"
+            assert sum(count - 1 for count in runs.values()) <= stats.chunks // 2
+        else:  # the block it was running was given to one more task; the other blocks ran once
+            assert stats.transport == "shared memory" and stats.redone <= 1 and stats.tasks == 2 + stats.redone
         remote.client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
         # and gets the circuits installed (the next call's draws are the next ones in process too)
         np.testing.assert_array_equal(remote.sample(c, 1024, theta), local.sample(c, 1024, theta))
