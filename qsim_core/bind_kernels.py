@@ -9,6 +9,7 @@ Both compiled backends consume the result, so this is backend-independent.
 
 import types
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -64,7 +65,16 @@ fill_rotations_serial = _build(_fill_rotations, "serial")
 PARALLEL_MIN_BATCH = 64
 
 
-def fill_rotations(params, index, scale, offset, pauli, out) -> None:
-    """Fill rotation matrices (see ``_fill_rotations``), in parallel for large batches."""
-    kernel = fill_rotations_parallel if out.shape[0] >= PARALLEL_MIN_BATCH else fill_rotations_serial
-    kernel(params, index, scale, offset, pauli, out)
+def fill_rotations(params, index, scale, offset, pauli, out, threads: int) -> None:
+    """Fill rotation matrices (see ``_fill_rotations``), on up to ``threads`` threads for large batches.
+
+    The thread count is set here, not left to numba's default (every core): the Cython backend never sets
+    numba's, so a one-thread Simulator filled on every core, and two one-thread processes on two cores
+    ran slower together than one alone.
+    """
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if threads <= 1 or out.shape[0] < PARALLEL_MIN_BATCH:
+        fill_rotations_serial(params, index, scale, offset, pauli, out)
+        return
+    numba.set_num_threads(threads)
+    fill_rotations_parallel(params, index, scale, offset, pauli, out)

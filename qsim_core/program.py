@@ -191,19 +191,20 @@ class Program:
         """Number of kernel steps (after fusion and permutation merging)."""
         return len(self.kind)
 
-    def bind(self, params: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    def bind(self, params: np.ndarray, dtype: np.dtype, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """Gate matrices for a batch of parameter vectors.
 
         Args:
             params: float64[B, P], already validated.
             dtype: complex64 or complex128, the state's dtype.
+            threads: most threads to fill them on.
 
         Returns:
             ``(u1, u2)``: ``u1[B, G1, 2, 2]`` single-qubit gate matrices (fused
             by the kernels through ``run_start``/``run_gate``) and
             ``u2[B, G2, 4, 4]`` two-qubit matrices (first qubit most significant).
         """
-        return _fill(self.u1_groups, params, 2, dtype), _fill(self.u2_groups, params, 4, dtype)
+        return _fill(self.u1_groups, params, 2, dtype, threads), _fill(self.u2_groups, params, 4, dtype, threads)
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _opcode(op: AnyOp) -> int:
     return len(GATES) if isinstance(op, _ConstantOp) else op.gate.opcode
 
 
-def _fill(groups: Sequence[_GateGroup], params: np.ndarray, dim: int, dtype: np.dtype) -> np.ndarray:
+def _fill(groups: Sequence[_GateGroup], params: np.ndarray, dim: int, dtype: np.dtype, threads: int) -> np.ndarray:
     """Matrices of every gate instance: one vectorised matrix call per parametrised gate name."""
     batch = params.shape[0]
     count = groups[-1].stop if groups else 0
@@ -305,7 +306,7 @@ def _fill(groups: Sequence[_GateGroup], params: np.ndarray, dim: int, dtype: np.
             out[:, group.start:group.stop] = group.matrices
         elif group.generator is not None:
             fill_rotations(params, group.index[0], group.scale[0], group.offset[0], group.generator,
-                           out[:, group.start:group.stop])
+                           out[:, group.start:group.stop], threads)
         else:
             GATES[group.name].matrix(*group.values(params), out=out[:, group.start:group.stop])
     return out

@@ -1,4 +1,4 @@
-"""The rotation-filling kernel: its parallel and serial builds each keep their own numba cache."""
+"""The rotation-filling kernel: on the threads asked for, and each build with a numba cache of its own."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import qsim_core as qc
+from qsim_core import bind_kernels
+from qsim_core.program import compile_circuit
 
 CALL = textwrap.dedent("""
     import numpy as np
@@ -32,3 +40,24 @@ def test_the_parallel_build_does_not_load_the_serial_builds_machine_code(tmp_pat
     assert cache_hits("serial", tmp_path) == 0
     assert cache_hits("parallel", tmp_path) == 0  # compiled anew, not the serial build from the cache
     assert cache_hits("parallel", tmp_path) == 1  # and cached under its own name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_is_filled_on_the_threads_asked_for(monkeypatch, threads):
+    used: list[int] = []
+    parallel = bind_kernels.fill_rotations_parallel
+
+    def spy(*args) -> None:
+        used.append(numba.get_num_threads())
+        parallel(*args)
+
+    monkeypatch.setattr(bind_kernels, "fill_rotations_parallel", spy)
+    program = compile_circuit(qc.Circuit(2).ry(0, qc.Param(0)).rz(1, qc.Param(1)).cnot(0, 1), zbasis=False)
+    params = np.random.default_rng(0).uniform(-np.pi, np.pi, (4 * bind_kernels.PARALLEL_MIN_BATCH, 2))
+    u1, u2 = program.bind(params, np.complex128, threads)
+    # one thread: the serial build (numba's default would be every core, whatever the Simulator's threads)
+    assert used == ([] if threads == 1 or numba.config.NUMBA_NUM_THREADS < 2 else [2, 2])
+    monkeypatch.undo()
+    serial = program.bind(params, np.complex128, 1)
+    np.testing.assert_array_equal(u1, serial[0])
+    np.testing.assert_array_equal(u2, serial[1])

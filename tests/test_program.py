@@ -56,7 +56,7 @@ def test_short_cnot_runs_stay_cnot_steps():
 
 def fused_runs(program, params: np.ndarray) -> list[np.ndarray]:
     """Every fused single-qubit run's 2x2 product for one parameter vector, in run order."""
-    u1, _ = program.bind(np.atleast_2d(params), np.complex128)
+    u1, _ = program.bind(np.atleast_2d(params), np.complex128, 1)
     runs = []
     for r in range(len(program.run_start) - 1):
         product = np.eye(2)
@@ -96,7 +96,7 @@ def test_bind_shapes_and_matrices():
     c = seed_circuit()
     program = compile_circuit(c)
     params = random_params(c, batch=5)
-    u1, u2 = program.bind(params, np.complex64)
+    u1, u2 = program.bind(params, np.complex64, 2)
     # 40 rotations; per qubit the encoding RY and the first layer's RY merge into one RY of their sum
     assert u1.shape == (5, 32, 2, 2) and u1.dtype == np.complex64 and u2.shape == (5, 0, 4, 4)
     first_ry = next(g for g in program.u1_groups if g.name == "ry")

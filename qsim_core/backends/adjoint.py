@@ -63,7 +63,7 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     for start in range(0, job.batch, BATCH_CHUNK):
         rows = slice(start, start + BATCH_CHUNK)
         params = job.params[rows]
-        u1, u2 = program.bind(params, job.dtype)
+        u1, u2 = program.bind(params, job.dtype, threads)
         du1, du2 = plan.derivatives(params, job.dtype)
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2)))
         per_use = np.zeros((params.shape[0], lanes, uses))

@@ -185,7 +185,7 @@ class CompiledBackend:
         initial = job.initial if job.initial is not None else np.empty((0, 0), job.dtype)
         for start in range(0, job.batch, BATCH_CHUNK):
             rows = slice(start, start + BATCH_CHUNK)
-            u1, u2 = program.bind(job.params[rows], job.dtype)
+            u1, u2 = program.bind(job.params[rows], job.dtype, threads)
             self.kernels.run_small(
                 task, psi_out[rows] if task == TASK_STATE else psi_out,
                 probs_out[rows] if task == TASK_PROBS else probs_out,
@@ -205,7 +205,7 @@ class CompiledBackend:
             psi = np.empty(job.size, job.dtype)
         k = self.kernels
         k.set_threads(job.threads)  # a large state uses every thread, whatever the batch size
-        u1, u2 = program.bind(job.params[row:row + 1], job.dtype)
+        u1, u2 = program.bind(job.params[row:row + 1], job.dtype, job.threads)
         k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
                        program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,
                        program.arg, program.run_start, program.run_gate, program.perm_start,
