@@ -58,12 +58,6 @@ def assert_identical(got: list, want: list) -> None:
             assert a == b
 
 
-@pytest.fixture
-def every_call_in_shared_memory(monkeypatch):
-    """Calls of any size send their rows through shared memory (small ones otherwise go in messages)."""
-    monkeypatch.setattr(distributed, "SHARED_MIN_BYTES", 0)
-
-
 def states(batch: int, n: int = 6, seed: int = 0) -> np.ndarray:
     """Random normalised states, complex128[batch, 2**n]."""
     rng = np.random.default_rng(seed)
@@ -75,7 +69,7 @@ def states(batch: int, n: int = 6, seed: int = 0) -> np.ndarray:
                                                       for transport in ("shared memory", "messages")),
                                                     ("reference", "messages")])
 @pytest.mark.parametrize("chunk_rows", [1, 7, None])
-def test_every_result_equals_the_in_process_engine_bit_for_bit(address, every_call_in_shared_memory, backend,
+def test_every_result_equals_the_in_process_engine_bit_for_bit(address, backend,
                                                                transport, chunk_rows):
     c, theta, psi0 = circuit(), params(23), states(23)
 
@@ -102,7 +96,7 @@ def test_every_result_equals_the_in_process_engine_bit_for_bit(address, every_ca
 
 
 @pytest.mark.parametrize("shared_memory", [None, False])
-def test_an_older_executor_still_finishes_its_calls_beside_a_newer_one(address, every_call_in_shared_memory,
+def test_an_older_executor_still_finishes_its_calls_beside_a_newer_one(address,
                                                                         shared_memory):
     # Each Client runs its own event loop, and Dask's waits default to the newest client's: a call of the
     # older executor that waited there heard of its chunks only when that loop happened to wake up (5 s
@@ -166,13 +160,12 @@ def test_each_worker_gets_each_circuit_structure_once(shared):
 def test_last_run_reports_the_chunking(shared):
     shared.expectation(circuit(), OBS, params(30))
     stats = shared.last_run
-    assert (stats.method, stats.rows, stats.tasks, stats.chunks, stats.rows_per_chunk) == ("expectation", 30, 5, 5, 7)
-    assert stats.redone == 0 and stats.transport == "messages"
+    assert (stats.method, stats.rows, stats.tasks, stats.chunks, stats.rows_per_chunk) == ("expectation", 30, 2, 5, 7)
+    assert stats.redone == 0 and stats.transport == "shared memory"
     assert stats.seconds > 0 and stats.engine_seconds > 0 and shared.task_overhead > 0 and shared.slots == 2
 
 
-def test_through_shared_memory_a_task_per_slot_shares_the_rows_out_in_shrinking_blocks(address,
-                                                                                    every_call_in_shared_memory):
+def test_through_shared_memory_a_task_per_slot_shares_the_rows_out_in_shrinking_blocks(address):
     c, theta = circuit(8), params(6000, 8)
     with DaskExecutor(address, backend=COMPILED[0]) as remote:
         for _ in range(2):  # the first call measures the cost per row, which sizes the blocks of the next
@@ -184,13 +177,15 @@ def test_through_shared_memory_a_task_per_slot_shares_the_rows_out_in_shrinking_
             assert stats.rows_per_chunk <= -(-6000 // (2 * stats.tasks))  # the first blocks are the largest
 
 
-def test_a_small_first_call_does_not_shred_the_next_large_batch(address):
+@pytest.mark.parametrize("shared_memory", [None, False])
+def test_a_small_first_call_does_not_shred_the_next_large_batch(address, shared_memory):
     # a warm-up call's time is mostly one-off cost; learnt as a per-row rate it once cut 20,000 rows into
     # 6,667 tasks of 3 rows (30 s instead of 0.5 s)
-    with DaskExecutor(address, backend=COMPILED[0], seed=3) as executor:
+    with DaskExecutor(address, backend=COMPILED[0], seed=3, shared_memory=shared_memory) as executor:
         executor.sample(circuit(4), 16, params(5, 4, seed=1))
         executor.sample(circuit(4), 16, params(4000, 4, seed=2))
-        assert executor.last_run.chunks <= 2 * executor.slots
+        stats = executor.last_run
+        assert stats.tasks <= 2 * executor.slots and stats.chunks <= 16 * executor.slots
 
 
 def test_counts_only_executor_protocol(address):
@@ -284,7 +279,7 @@ def test_bad_settings_are_refused(address, kwargs, message):
 
 
 @pytest.mark.parametrize("shared_memory", [None, False])
-def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address, every_call_in_shared_memory,
+def test_a_worker_killed_mid_batch_costs_a_retry_of_its_chunks_only(address,
                                                                     shared_memory):
     # 13 qubits: a chunk (block) of 100 rows takes about 15 ms, so that the kill lands inside one, not between two
     c, theta = circuit(13), params(4000, 13)
@@ -362,7 +357,7 @@ class _DeafInbox(distributed.Inbox):
         self.address = "\0qsim-notices-nobody"
 
 
-def test_calls_whose_notices_are_lost_finish_on_dasks_reports(address, every_call_in_shared_memory, monkeypatch):
+def test_calls_whose_notices_are_lost_finish_on_dasks_reports(address, monkeypatch):
     c, theta = circuit(), params(40)
     monkeypatch.setattr(distributed, "Inbox", _DeafInbox)
     with DaskExecutor(address, backend=COMPILED[0], chunk_rows=6) as remote:
@@ -380,7 +375,7 @@ def _forget_circuits(names: list[str]) -> None:
         del distributed._installed[name]
 
 
-def test_a_worker_that_cannot_map_the_segments_turns_shared_memory_off(address, every_call_in_shared_memory):
+def test_a_worker_that_cannot_map_the_segments_turns_shared_memory_off(address):
     c, theta = circuit(), params(40)
     want = qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta)
     with DaskExecutor(address, backend=COMPILED[0]) as remote:
@@ -410,7 +405,7 @@ def test_shared_memory_is_used_only_where_every_worker_can_map_it(address):
         assert automatic.shared_memory
 
 
-def test_no_room_for_a_call_sends_only_that_call_in_messages(address, every_call_in_shared_memory, monkeypatch):
+def test_no_room_for_a_call_sends_only_that_call_in_messages(address, monkeypatch):
     c, theta = circuit(), params(40)
     want = qc.Simulator(backend=COMPILED[0]).expectation(c, OBS, theta)
     with DaskExecutor(address, backend=COMPILED[0]) as remote:
@@ -430,7 +425,7 @@ def _mapped_segments() -> list[str]:
     return list(sharedmem._mapped)
 
 
-def test_closing_leaves_no_segment_behind(address, every_call_in_shared_memory):
+def test_closing_leaves_no_segment_behind(address):
     before = set(sharedmem.SHM_DIR.glob("qsim-*"))
     c, theta = circuit(), params(40)
     with DaskExecutor(address, backend=COMPILED[0]) as remote:
