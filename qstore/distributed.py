@@ -264,7 +264,11 @@ def worker_slots(client: Client) -> int:
 
 
 def _slots(scheduler_info: dict[str, Any]) -> int:
-    return max(1, sum(worker["nthreads"] for worker in scheduler_info["workers"].values()))
+    return max(1, sum(_threads(scheduler_info).values()))
+
+
+def _threads(scheduler_info: dict[str, Any]) -> dict[str, int]:
+    return {address: worker["nthreads"] for address, worker in scheduler_info["workers"].items()}
 
 
 def chunk_size(batch: int, row_seconds: float | None, task_overhead: float, slots: int,
@@ -374,7 +378,8 @@ class DaskExecutor(qc.Simulator):
         # every call goes through the Simulator's backend: here, the cluster
         self._backend = self._cluster_backend = _ClusterBackend(self, engine)
         self.shared_memory = False
-        self._slots, self._slots_asked = 1, -math.inf
+        self._workers: dict[str, int] = {}
+        self._workers_asked = -math.inf
         try:
             self.client.run(get_backend, engine)  # load the engine in every worker now, not in the first tasks
             if shared_memory is not False:
@@ -394,14 +399,18 @@ class DaskExecutor(qc.Simulator):
 
     @property
     def slots(self) -> int:
-        """Worker threads of the cluster (asked of the scheduler at most once every :data:`SLOTS_MAX_AGE` s, or
-        known at once for a local cluster)."""
+        """Worker threads of the cluster (at least 1, so a cluster between worker restarts still plans work)."""
+        return max(1, sum(self.worker_threads().values()))
+
+    def worker_threads(self) -> dict[str, int]:
+        """Threads of each worker, by address (asked of the scheduler at most once every :data:`SLOTS_MAX_AGE`
+        s, or known at once for a local cluster)."""
         if self._cluster is not None:  # which keeps its list of workers up to date, without a round trip
-            return _slots(self._cluster.scheduler_info)
+            return _threads(self._cluster.scheduler_info)
         now = time.monotonic()
-        if now - self._slots_asked > SLOTS_MAX_AGE:
-            self._slots, self._slots_asked = worker_slots(self.client), now
-        return self._slots
+        if now - self._workers_asked > SLOTS_MAX_AGE:
+            self._workers, self._workers_asked = _threads(self.client.scheduler_info()), now
+        return self._workers
 
     @property
     def last_run(self) -> RunStats | None:
@@ -645,7 +654,7 @@ class _ClusterBackend:
                              arguments)
                 # Standbys for the next call, now: each waits in its worker's queue behind this call's task
                 # there and is listening as this call ends, even if the next call follows at once.
-                self.standby.post(self.executor.slots)
+                self.standby.post(self.executor.worker_threads())
                 for part, first in enumerate(range(0, job.batch, part_rows)):
                     rows = slice(first, first + part_rows)
                     for place, array in zip(staged, inputs.values(), strict=True):

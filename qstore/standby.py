@@ -56,16 +56,26 @@ class Standby:
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
 
-    def post(self, slots: int) -> None:
-        """Stand down the current standbys and post ``slots`` new ones (one per worker slot: given to idle
-        one-thread workers together, Dask places them one per worker)."""
+    def post(self, workers: dict[str, int]) -> None:
+        """Stand down the current standbys and post new ones, one per worker slot: ``workers`` maps each
+        worker's address to its threads.
+
+        Each standby is bound to its worker (Dask would as well put two on one idle worker, and a call's tasks
+        would then take turns on one core), and may run elsewhere only if that worker dies. The slots of
+        different workers come first, so that a call of k tasks gets k workers.
+        """
         token = secrets.token_bytes(16)
         name = uuid.uuid4().hex[:12]
-        addresses = [f"\0qsim-standby-{name}-{slot}" for slot in range(slots)]
-        futures = self.client.map(_stand_by, addresses, [token] * slots, [self.seconds] * slots,
-                                  key=[f"qsim-standby-{name}-{slot}" for slot in range(slots)], pure=False)
+        slots = [address for depth in range(max(workers.values(), default=0))
+                 for address, threads in workers.items() if depth < threads]
+        waiting = []
+        for slot, worker in enumerate(slots):
+            address = f"\0qsim-standby-{name}-{slot}"
+            future = self.client.submit(_stand_by, address, token, self.seconds, key=f"qsim-standby-{name}-{slot}",
+                                        workers=[worker], allow_other_workers=True, pure=False)
+            waiting.append((address, future))
         with self._lock:
-            previous, self._waiting, self._token = self._waiting, list(zip(addresses, futures, strict=True)), token
+            previous, self._waiting, self._token = self._waiting, waiting, token
         self._stand_down(previous)
 
     def start(self, tasks: Iterable[int], function: Callable[..., Any],

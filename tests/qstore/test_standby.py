@@ -20,6 +20,11 @@ def client(address):
         yield client
 
 
+def workers(client: Client) -> dict[str, int]:
+    """Threads of each worker of the cluster, by address."""
+    return {address: info["nthreads"] for address, info in client.scheduler_info()["workers"].items()}
+
+
 def where(tag: str) -> tuple[str, int]:
     """Worker side: ``tag`` and the worker process's id."""
     return tag, os.getpid()
@@ -47,7 +52,7 @@ def listening(standby: Standby, timeout: float = 30.0) -> None:
 def test_standbys_run_the_tasks_handed_to_them_one_per_worker_and_dask_reports_their_results(client):
     standby = Standby(client)
     try:
-        standby.post(2)
+        standby.post(workers(client))
         listening(standby)
         started = standby.start(range(2), where, lambda i: (f"task {i}",))
         assert sorted(started) == [0, 1]
@@ -62,7 +67,7 @@ def test_standbys_run_the_tasks_handed_to_them_one_per_worker_and_dask_reports_t
 def test_a_task_with_no_standby_left_is_for_the_caller_to_submit(client):
     standby = Standby(client, seconds=0.2)
     try:
-        standby.post(1)
+        standby.post(dict(list(workers(client).items())[:1]))
         listening(standby)
         future = standby._waiting[0][1]
         assert future.result(timeout=30) is None  # no call came: it ended on its own
@@ -75,7 +80,7 @@ def test_a_task_with_no_standby_left_is_for_the_caller_to_submit(client):
 def test_closing_stands_the_standbys_down_at_once_and_they_leave_the_slots_free(client):
     standby = Standby(client, seconds=60.0)
     try:
-        standby.post(2)
+        standby.post(workers(client))
         listening(standby)
         addresses = [address for address, _ in standby._waiting]
         # out of the thread pools: the one-thread workers run other tasks meanwhile
@@ -91,7 +96,7 @@ def test_closing_stands_the_standbys_down_at_once_and_they_leave_the_slots_free(
 def test_a_message_without_the_token_runs_nothing(client):
     standby = Standby(client)
     try:
-        standby.post(1)
+        standby.post(dict(list(workers(client).items())[:1]))
         listening(standby)
         address, future = standby._waiting[0]
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as intruder:
