@@ -25,10 +25,12 @@ process can make a worker run code.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import secrets
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,12 +39,25 @@ from distributed import Client, Future, rejoin, secede
 
 #: seconds a standby task waits for the next call before it ends
 STANDBY_SECONDS = 5.0
+#: a standby with less than this many seconds of its wait left is replaced when the standbys are topped up
+_RENEW_SECONDS = 1.0
 #: largest message a standby receives (a task's function and arguments, pickled)
 _MAX_MESSAGE = 1 << 16
 
 
+@dataclasses.dataclass(frozen=True)
+class _Waiting:
+    """A standby posted for a worker slot: where it listens, its token, its task, and when it gives up at the
+    latest (monotonic seconds)."""
+
+    address: str
+    token: bytes
+    future: Future
+    until: float
+
+
 class Standby:
-    """Client side: the standby tasks of one client, one per worker slot, renewed after each call.
+    """Client side: standby tasks of one client, one per worker slot, topped up after each call takes some.
 
     Thread-safe: a call takes the standbys it uses; a concurrent call finds fewer (or none) and submits.
     """
@@ -50,68 +65,78 @@ class Standby:
     def __init__(self, client: Client, seconds: float = STANDBY_SECONDS) -> None:
         self.client = client
         self.seconds = seconds
-        self._waiting: list[tuple[str, Future]] = []  # (address, future), by slot, spread over the workers
-        self._token = b""
+        self._waiting: dict[tuple[str, int], _Waiting] = {}  # by (worker, slot of the worker), workers first
         self._lock = threading.Lock()
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
 
     def post(self, workers: dict[str, int]) -> None:
-        """Stand down the current standbys and post new ones, one per worker slot: ``workers`` maps each
-        worker's address to its threads.
+        """A standby for every worker slot without one: ``workers`` maps each worker's address to its threads.
 
+        Standbys still waiting stay (unless their wait is nearly over); those of workers gone are stood down.
         Each standby is bound to its worker (Dask would as well put two on one idle worker, and a call's tasks
         would then take turns on one core), and may run elsewhere only if that worker dies. The slots of
         different workers come first, so that a call of k tasks gets k workers.
         """
-        token = secrets.token_bytes(16)
-        name = uuid.uuid4().hex[:12]
-        slots = [address for depth in range(max(workers.values(), default=0))
-                 for address, threads in workers.items() if depth < threads]
-        waiting = []
-        for slot, worker in enumerate(slots):
-            address = f"\0qsim-standby-{name}-{slot}"
-            future = self.client.submit(_stand_by, address, token, self.seconds, key=f"qsim-standby-{name}-{slot}",
-                                        workers=[worker], allow_other_workers=True, pure=False)
-            waiting.append((address, future))
+        slots = [(worker, depth) for depth in range(max(workers.values(), default=0))
+                 for worker, threads in workers.items() if depth < threads]
+        fresh = time.monotonic() + _RENEW_SECONDS
         with self._lock:
-            previous, self._waiting, self._token = self._waiting, waiting, token
-        self._stand_down(previous)
+            kept = {slot: waiting for slot, waiting in self._waiting.items()
+                    if slot in slots and waiting.until > fresh and not waiting.future.done()}
+            gone = [waiting for slot, waiting in self._waiting.items() if slot not in kept]
+        posted = {}
+        for worker, depth in slots:
+            if (worker, depth) not in kept:
+                key = f"qsim-standby-{uuid.uuid4().hex}"
+                token = secrets.token_bytes(16)
+                future = self.client.submit(_stand_by, f"\0{key}", token, self.seconds, key=key, workers=[worker],
+                                            allow_other_workers=True, pure=False)
+                posted[worker, depth] = _Waiting(f"\0{key}", token, future, time.monotonic() + self.seconds)
+        with self._lock:
+            self._waiting = {slot: kept.get(slot) or posted[slot] for slot in slots}
+        self._stand_down(gone)
 
     def start(self, tasks: Iterable[int], function: Callable[..., Any],
               arguments: Callable[[int], tuple]) -> dict[int, Future]:
         """Hand task ``i`` (``function(*arguments(i))``) to a standby, for each ``i`` while standbys last; returns
-        the futures of the tasks handed over, by ``i`` (submit the others)."""
-        with self._lock:
-            waiting, token = self._waiting, self._token
-            self._waiting = []
+        the futures of the tasks handed over, by ``i`` (submit the others). A standby not listening yet stays
+        for the next call."""
         started: dict[int, Future] = {}
-        for i, (address, future) in zip(tasks, waiting, strict=False):
-            try:
-                message = token + pickle.dumps((function, arguments(i)), protocol=pickle.HIGHEST_PROTOCOL)
-                self._sender.sendto(message, address)
-            except (OSError, pickle.PicklingError):
-                continue  # not listening (yet, or any more), or too large: the caller submits it
-            started[i] = future
-        self._stand_down([entry for entry in waiting if entry[1] not in started.values()])
+        with self._lock:
+            candidates = list(self._waiting.items())
+        remaining = iter(candidates)
+        for i in tasks:
+            for slot, waiting in remaining:
+                try:
+                    message = waiting.token + pickle.dumps((function, arguments(i)), protocol=pickle.HIGHEST_PROTOCOL)
+                    self._sender.sendto(message, waiting.address)
+                except (OSError, pickle.PicklingError):
+                    continue  # not listening (yet, or any more), or too large
+                started[i] = waiting.future
+                with self._lock:
+                    self._waiting.pop(slot, None)
+                break
+            else:
+                break  # no standby left: the caller submits the rest
         return started
 
     def close(self) -> None:
         """Stand down every standby."""
         with self._lock:
-            waiting, self._waiting = self._waiting, []
+            waiting, self._waiting = list(self._waiting.values()), {}
         self._stand_down(waiting)
         self._sender.close()
 
-    def _stand_down(self, waiting: list[tuple[str, Future]]) -> None:
+    def _stand_down(self, waiting: list[_Waiting]) -> None:
         """End these standbys now (an empty message) and forget their tasks."""
-        for address, _ in waiting:
+        for standby in waiting:
             try:
-                self._sender.sendto(b"", address)
+                self._sender.sendto(b"", standby.address)
             except OSError:
                 pass  # not listening: it ends on its own
         if waiting and self.client.status == "running":
-            self.client.cancel([future for _, future in waiting])
+            self.client.cancel([standby.future for standby in waiting])
 
 
 def _stand_by(address: str, token: bytes, seconds: float) -> Any:

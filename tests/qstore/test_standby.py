@@ -43,8 +43,8 @@ def bound(address: str) -> bool:
 def listening(standby: Standby, timeout: float = 30.0) -> None:
     """Wait until every standby of ``standby`` is waiting on its worker (bound to its address)."""
     deadline = time.monotonic() + timeout
-    for address, _ in standby._waiting:
-        while not bound(address):
+    for waiting in standby._waiting.values():
+        while not bound(waiting.address):
             assert time.monotonic() < deadline, "standby never started"
             time.sleep(0.01)
 
@@ -64,12 +64,29 @@ def test_standbys_run_the_tasks_handed_to_them_one_per_worker_and_dask_reports_t
         standby.close()
 
 
+def test_posting_again_tops_up_only_the_slots_whose_standby_was_taken(client):
+    standby = Standby(client)
+    try:
+        standby.post(workers(client))
+        listening(standby)
+        first = {slot: waiting.future.key for slot, waiting in standby._waiting.items()}
+        standby.post(workers(client))
+        assert {slot: waiting.future.key for slot, waiting in standby._waiting.items()} == first
+        started = standby.start(range(1), where, lambda i: ("one task",))
+        assert started[0].result(timeout=30)[0] == "one task"
+        standby.post(workers(client))
+        now = {slot: waiting.future.key for slot, waiting in standby._waiting.items()}
+        assert len(now) == 2 and len(set(now.values()) & set(first.values())) == 1  # the other one stayed
+    finally:
+        standby.close()
+
+
 def test_a_task_with_no_standby_left_is_for_the_caller_to_submit(client):
     standby = Standby(client, seconds=0.2)
     try:
         standby.post(dict(list(workers(client).items())[:1]))
         listening(standby)
-        future = standby._waiting[0][1]
+        future = next(iter(standby._waiting.values())).future
         assert future.result(timeout=30) is None  # no call came: it ended on its own
         assert standby.start(range(1), where, lambda i: ("late",)) == {}
         assert standby.start(range(1), where, lambda i: ("none posted",)) == {}
@@ -82,7 +99,7 @@ def test_closing_stands_the_standbys_down_at_once_and_they_leave_the_slots_free(
     try:
         standby.post(workers(client))
         listening(standby)
-        addresses = [address for address, _ in standby._waiting]
+        addresses = [waiting.address for waiting in standby._waiting.values()]
         # out of the thread pools: the one-thread workers run other tasks meanwhile
         assert client.submit(where, "meanwhile", pure=False).result(timeout=30)[0] == "meanwhile"
     finally:
@@ -98,7 +115,8 @@ def test_a_message_without_the_token_runs_nothing(client):
     try:
         standby.post(dict(list(workers(client).items())[:1]))
         listening(standby)
-        address, future = standby._waiting[0]
+        waiting = next(iter(standby._waiting.values()))
+        address, future = waiting.address, waiting.future
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as intruder:
             intruder.sendto(b"\x00" * 16 + b"not a pickle of ours", address)
         assert future.result(timeout=30) is None
