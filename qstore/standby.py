@@ -16,15 +16,18 @@ Anything that goes wrong falls back on plain submission: a standby not
 listening (still on its way, timed out, its worker gone) refuses the message
 and the caller submits that task instead; a message that arrives as its
 standby times out is lost, and the caller, which watches its tasks end,
-submits another. A standby rerun by Dask after its worker died finds nobody
-sending to it any more (each generation of standbys has addresses of its
-own) and times out. Messages start with a token drawn per generation, known
-only to the client and its standbys (through Dask), so no other local
-process can make a worker run code.
+submits another. A standby whose worker dies while it runs its task is
+rerun by Dask elsewhere; the rerun finds the marker file the standby kept
+in ``/dev/shm`` while it ran and ends at once, and the caller, which sees
+the task end with its rows not done, gives them to another task. Messages
+start with a token drawn per standby, known only to the client and the
+standby (through Dask), so no other local process can make a worker run
+code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 import secrets
@@ -36,6 +39,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from distributed import Client, Future, rejoin, secede
+
+from qstore.sharedmem import SHM_DIR
 
 #: seconds a standby task waits for the next call before it ends
 STANDBY_SECONDS = 5.0
@@ -142,6 +147,12 @@ class Standby:
 def _stand_by(address: str, token: bytes, seconds: float) -> Any:
     """Worker side: out of the thread pool, wait up to ``seconds`` at ``address`` for a message starting with
     ``token``; run the task it carries back in the pool, and return its result (None if no task came)."""
+    # While it runs its task, a standby keeps a marker file: Dask's rerun of a standby whose worker died
+    # in its task finds it and ends at once, so that the caller hears of the lost task now, not in ``seconds``.
+    marker = SHM_DIR / f"{address.lstrip(chr(0))}.running"
+    if marker.exists():
+        marker.unlink(missing_ok=True)
+        return None
     secede()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as inbox:
         try:
@@ -156,8 +167,13 @@ def _stand_by(address: str, token: bytes, seconds: float) -> Any:
     if len(message) <= len(token) or not secrets.compare_digest(message[:len(token)], token):
         return None  # stood down (or not a message of this client's)
     function, arguments = pickle.loads(message[len(token):])
-    rejoin()
-    return function(*arguments)
+    with contextlib.suppress(OSError):  # without the marker, a rerun waits its ``seconds`` instead
+        marker.touch()
+    try:
+        rejoin()
+        return function(*arguments)
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 __all__ = ["STANDBY_SECONDS", "Standby"]
