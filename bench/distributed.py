@@ -17,9 +17,9 @@ a shared VM slow each other down). Reported: circuits/s, the speed-up over
 one worker (process) and the scaling efficiency (speed-up / workers), the
 Dask's speed-up as a fraction of the bare processes' (how close to the
 ceiling), the time against the in-process engine on as many threads, the
-measured per-task overhead and the chunking the executor chose. Goals (issue 7, case
-8Z): 2 workers at least 1.7x 1 worker; 1 worker within 15 % of the
-in-process engine on 1 thread.
+measured per-task overhead, and the tasks and blocks of rows the executor's
+last call ran. Goals (issue 7, case 8Z): 2 workers at least 1.7x 1 worker;
+1 worker within 15 % of the in-process engine on 1 thread.
 
 Usage: ``python bench/distributed.py [--quick] [--circuits N] [--json PATH]``
 """
@@ -134,7 +134,7 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
             calls: dict[tuple[str, int], Callable[[], object]] = {}
             for (kind, count), target in setups.items():
                 call = functools.partial(run, target, theta)
-                call()  # on Dask, the first call measures the cost per row, which sizes the chunks of the next
+                call()  # on Dask, the first call measures the cost per row, which sizes the blocks of the next
                 if kind == "dask" and not np.array_equal(call(), reference):
                     print(f"ERROR: {case}, {count} worker(s): results differ from the in-process engine's; dropped")
                     continue
@@ -159,14 +159,14 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
                 stats = target.last_run
                 records.append(record(timing, case, f"dask ({target.engine})", len(theta), count,
                                       f"LocalCluster, {count} process(es) x 1 thread, rows by {stats.transport}",
-                                      task_overhead_ms=target.task_overhead * 1e3, chunks=stats.chunks,
-                                      rows_per_chunk=stats.rows_per_chunk))
+                                      task_overhead_ms=target.task_overhead * 1e3, tasks=stats.tasks,
+                                      chunks=stats.chunks, rows_per_chunk=stats.rows_per_chunk))
     return records
 
 
 def summary(records: list[Record]) -> list[list[Any]]:
     """Table rows: case, setup, workers, circuits/s, speed-up over 1 of the same, efficiency, Dask's speed-up as a
-    fraction of the bare processes' (the ceiling), time / in-process, Dask's task overhead and chunking."""
+    fraction of the bare processes' (the ceiling), time / in-process, Dask's task overhead, tasks and blocks."""
     rows = []
     for case in CASES:
         ours = [r for r in records if r.case == case]
@@ -180,8 +180,8 @@ def summary(records: list[Record]) -> list[list[Any]]:
             vs_local = r.seconds / local[r.threads].seconds if dask else float("nan")
             rows.append([case, r.backend, r.threads, r.circuits_per_s, speedup[r.backend, r.threads],
                          speedup[r.backend, r.threads] / r.threads, of_ceiling, vs_local,
-                         r.extra.get("task_overhead_ms", float("nan")), int(r.extra.get("chunks", 0)),
-                         int(r.extra.get("rows_per_chunk", 0))])
+                         r.extra.get("task_overhead_ms", float("nan")), int(r.extra.get("tasks", 0)),
+                         int(r.extra.get("chunks", 0)), int(r.extra.get("rows_per_chunk", 0))])
     return rows
 
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     theta = parameters(batch)
     records = measure(theta, repeat)
     print_table(["case", "setup", "workers/threads", "circuits/s", "x one", "efficiency", "of ceiling",
-                 "time / in-process", "task overhead ms", "chunks", "rows/chunk"], summary(records),
+                 "time / in-process", "task overhead ms", "tasks", "blocks", "largest block"], summary(records),
                 title=f"{batch:,} seed circuits, one call, median of repeats (goals for 8Z: 2 workers >= "
                       f"{SCALING_GOAL}x 1 worker; 1 worker <= {1 + OVERHEAD_GOAL:.2f}x in-process on 1 thread)")
     write_json(records, args.json, BENCHMARK)

@@ -1,17 +1,18 @@
-"""Notices of finished chunks straight from workers on the client's machine.
+"""Notices of finished blocks of rows straight from workers on the client's machine.
 
 Dask tells a client that a task finished in two hops (worker to scheduler,
 scheduler to client), each through a stream that batches messages: 3-5 ms
-after the task's end on an idle machine, and a call waits for its last
-chunk's notice. A worker that runs on the client's machine (it maps the
-client's shared memory) also sends the client a datagram the moment a chunk's
-results are in place: a Unix datagram socket in Linux's abstract namespace,
-one per call (:class:`Inbox`), so no file is left behind and a notice for a
-call that has ended finds nobody (:func:`notify` drops it).
+after the task's end on an idle machine. A worker that runs on the client's
+machine (it maps the client's shared memory) instead sends the client a
+datagram the moment a block's results are in place: a Unix datagram socket
+in Linux's abstract namespace, one per call (:class:`Inbox`), so no file is
+left behind and a notice for a call that has ended finds nobody
+(:func:`notify` drops it).
 
-Notices are only a shortcut. A datagram can be dropped (the inbox's queue is
-full, or the worker is in another network namespace), so the caller also
-watches Dask's own reports, and a chunk is finished at whichever comes first.
+Notices only wake the client. A datagram can be dropped (the inbox's queue
+is full, or the worker is in another network namespace), so the caller also
+looks at the call's board (:mod:`qstore.blocks`) and Dask's reports every
+few milliseconds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import socket
 import struct
 import threading
 
-#: a notice: the chunk's index
+#: a notice: the block's index (its claim on the call's board)
 _NOTICE = struct.Struct("<q")
 
 
@@ -42,16 +43,16 @@ class Inbox:
             raise
 
     def receive(self, timeout: float) -> list[int]:
-        """The chunks notified since the last call, waiting at most ``timeout`` seconds for the first (then an
+        """The blocks notified since the last call, waiting at most ``timeout`` seconds for the first (then an
         empty list)."""
-        chunks: list[int] = []
+        blocks: list[int] = []
         self._socket.settimeout(timeout)
         while True:
             try:
                 data = self._socket.recv(_NOTICE.size)
             except (TimeoutError, BlockingIOError):
-                return chunks
-            chunks.append(_NOTICE.unpack(data)[0])
+                return blocks
+            blocks.append(_NOTICE.unpack(data)[0])
             self._socket.settimeout(0.0)  # and the others already there
 
     def close(self) -> None:
@@ -69,8 +70,8 @@ _sender: socket.socket | None = None
 _sender_lock = threading.Lock()
 
 
-def notify(address: str, chunk: int) -> None:
-    """Worker side: tell the inbox at ``address`` that ``chunk`` is finished; never blocks, never raises
+def notify(address: str, block: int) -> None:
+    """Worker side: tell the inbox at ``address`` that ``block`` is finished; never blocks, never raises
     (a notice that cannot be delivered is dropped: Dask's report follows)."""
     global _sender
     with _sender_lock:
@@ -78,7 +79,7 @@ def notify(address: str, chunk: int) -> None:
             _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             _sender.setblocking(False)
         try:
-            _sender.sendto(_NOTICE.pack(chunk), address)
+            _sender.sendto(_NOTICE.pack(block), address)
         except OSError:
             pass
 
