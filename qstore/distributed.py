@@ -580,7 +580,7 @@ class _ClusterBackend:
 
         def arguments(k: int) -> tuple:
             rows = slice(k * size, min((k + 1) * size, job.batch))
-            return (*call.task_arguments(), rows.start, rows.stop, _job_fields(_rows(job, rows)),
+            return (*call.task_arguments(), rows.start, _job_fields(_rows(job, rows)),
                     tuple(array[rows] for array in batched))
 
         # A window of chunks in flight, the next one submitted as one finishes: the first chunks reach the
@@ -862,9 +862,10 @@ def _call(backend: Any, method: str, job: Job, args: tuple, batched: Sequence[np
     return getattr(backend, method)(job, *args, key, offset)  # rows draw the streams of their rows in the batch
 
 
-def _run_chunk(circuit: str, engine: str, method: str, args: tuple, key: int | None, first: int, stop: int,
+def _run_chunk(circuit: str, engine: str, method: str, args: tuple, key: int | None, first: int,
                fields: dict[str, Any], batched: tuple) -> tuple[Any, float]:
-    """Worker side: ``method`` of the engine on the rows ``first..stop`` in ``fields``; returns (result, seconds)."""
+    """Worker side: ``method`` of the engine on the rows in ``fields``, the first of them row ``first`` of the
+    call; returns (result, seconds)."""
     job = Job(circuit=_installed[circuit], **fields)
     start = time.perf_counter()
     result = _call(get_backend(engine), method, job, args, batched, key, first)
