@@ -631,6 +631,7 @@ class _ClusterBackend:
         written = [None if ref is None else target.array(ref) for ref in output_refs]
         state = progress(plan, board, target.array)
         tasks = _Tasks(self.executor.client, call.method, results=False)
+        standing: dict[int, Future] = {}  # the tasks handed to standbys
         redone = 0
         try:
             target.stamp(stamp_ref, stamp)
@@ -694,6 +695,7 @@ class _ClusterBackend:
             staged.clear()
             written.clear()
             del state
+            self.standby.ended(standing)
             source.ready_all()
             self.inputs.release(source)
             self.outputs.release(target)

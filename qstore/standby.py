@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from distributed import Client, Future, rejoin, secede
@@ -126,6 +127,13 @@ class Standby:
                 break  # no standby left: the caller submits the rest
         return started
 
+    @staticmethod
+    def ended(started: dict[int, Future]) -> None:
+        """The call that took these standbys has ended: remove their markers (a standby whose worker died, and
+        that Dask has not rerun, leaves its marker behind)."""
+        for future in started.values():
+            _marker(f"\0{future.key}").unlink(missing_ok=True)
+
     def close(self) -> None:
         """Stand down every standby."""
         with self._lock:
@@ -149,7 +157,7 @@ def _stand_by(address: str, token: bytes, seconds: float) -> Any:
     ``token``; run the task it carries back in the pool, and return its result (None if no task came)."""
     # While it runs its task, a standby keeps a marker file: Dask's rerun of a standby whose worker died
     # in its task finds it and ends at once, so that the caller hears of the lost task now, not in ``seconds``.
-    marker = SHM_DIR / f"{address.lstrip(chr(0))}.running"
+    marker = _marker(address)
     if marker.exists():
         marker.unlink(missing_ok=True)
         return None
@@ -174,6 +182,11 @@ def _stand_by(address: str, token: bytes, seconds: float) -> Any:
         return function(*arguments)
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _marker(address: str) -> Path:
+    """The file a standby listening at ``address`` keeps while it runs its task."""
+    return SHM_DIR / f"{address.lstrip(chr(0))}.running"
 
 
 __all__ = ["STANDBY_SECONDS", "Standby"]
