@@ -75,9 +75,8 @@ are put back in row order.
   :data:`MIN_BLOCK_SECONDS` of work; in messages it sizes its chunks so that
   the overhead is at most ``max_overhead`` of a chunk's work, in whole rounds
   over the worker slots (:func:`chunk_size`). Tasks that go out together go
-  in one message (Dask holds a client message sent within 10 ms of the
-  previous one until those 10 ms are up, which made the second worker start
-  10 ms late).
+  in one message (Dask's client batches messages: with its default 10 ms,
+  the second worker of a call started 10 ms late).
 * **Same results.** A row's expectations, probabilities, state and gradients
   do not depend on which rows share its call, so they equal the in-process
   engine's bit for bit (for circuits wider than ``block_qubits``, numba's
@@ -124,7 +123,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import numpy as np
@@ -260,11 +259,11 @@ def share(client: Client, value: Any, name: str) -> Future:
 
 def worker_slots(client: Client) -> int:
     """Worker threads of the cluster (at least 1, so a cluster between worker restarts still plans work)."""
-    return _slots(client.scheduler_info())
+    return _slots(_threads(client.scheduler_info()))
 
 
-def _slots(scheduler_info: dict[str, Any]) -> int:
-    return max(1, sum(_threads(scheduler_info).values()))
+def _slots(threads: dict[str, int]) -> int:
+    return max(1, sum(threads.values()))
 
 
 def _threads(scheduler_info: dict[str, Any]) -> dict[str, int]:
@@ -400,7 +399,7 @@ class DaskExecutor(qc.Simulator):
     @property
     def slots(self) -> int:
         """Worker threads of the cluster (at least 1, so a cluster between worker restarts still plans work)."""
-        return max(1, sum(self.worker_threads().values()))
+        return _slots(self.worker_threads())
 
     def worker_threads(self) -> dict[str, int]:
         """Threads of each worker, by address (asked of the scheduler at most once every :data:`SLOTS_MAX_AGE`
@@ -528,7 +527,7 @@ class _ClusterBackend:
         circuit = self._shared(job.circuit, structure)
         call = _CallSpec(circuit, self.engine, method, args, key, job, batched)
         row_bytes = sum(array[0].nbytes for array in (*_batch_arrays(job).values(), *batched))
-        run = None
+        run: _Run | None = None
         if executor.shared_memory and self.engine != "reference":
             try:
                 run = self._through_shared_memory(call, self._plan(job.batch, row_bytes, cost), row_bytes)
@@ -542,19 +541,18 @@ class _ClusterBackend:
             if executor.chunk_rows is None:  # rows travel inside the task messages: bound their size
                 size = min(size, max(1, CHUNK_BYTES // row_bytes))
             run = self._in_messages(call, size)
-        result, tasks, chunks, largest, engine_seconds, redone, transport = run
         # A small call's time is mostly one-off cost (compilation, the first touch of a program), which
         # would make the next large batch look expensive and be cut into thousands of tiny tasks: learn
         # only from calls of some size, and keep the cheapest rate seen (one-off costs only ever add).
         if job.batch >= _MIN_ROWS_TO_LEARN:
-            rate = engine_seconds / job.batch
+            rate = run.engine_seconds / job.batch
             self.row_seconds[cost] = min(rate, self.row_seconds.get(cost, rate))
             self.row_seconds.move_to_end(cost)
         if len(self.row_seconds) > _COSTS:
             self.row_seconds.popitem(last=False)
-        self.last_run = RunStats(method, job.batch, tasks, chunks, largest, time.perf_counter() - started,
-                                 engine_seconds, redone, transport)
-        return result
+        self.last_run = RunStats(method, job.batch, run.tasks, run.chunks, run.rows_per_chunk,
+                                 time.perf_counter() - started, run.engine_seconds, run.redone, run.transport)
+        return run.result
 
     def _plan(self, batch: int, row_bytes: int, cost: tuple) -> Plan:
         """How a call through shared memory shares its rows out among tasks (see :mod:`qstore.blocks`)."""
@@ -571,9 +569,9 @@ class _ClusterBackend:
             min_rows = max(1, math.ceil(MIN_BLOCK_SECONDS / row_seconds))
         return Plan(batch, min(tasks, -(-batch // min_rows)), min_rows, max(min_rows, BLOCK_BYTES // row_bytes))
 
-    def _in_messages(self, call: _CallSpec, size: int) -> tuple:
+    def _in_messages(self, call: _CallSpec, size: int) -> _Run:
         """Chunks of ``size`` rows, each chunk's rows inside its task message, its results gathered from the
-        worker; returns ``_map``'s run tuple."""
+        worker."""
         job, batched = call.job, call.batched
         count = -(-job.batch // size)
         tasks = _Tasks(self.executor.client, call.method)
@@ -597,11 +595,11 @@ class _ClusterBackend:
             successor = next(following, None)
             if successor is not None:
                 tasks.submit([successor], _run_chunk, arguments)
-        return _merge(parts), count, count, size, engine_seconds, 0, "messages"
+        return _Run(_merge(parts), count, count, size, engine_seconds, 0, "messages")
 
-    def _through_shared_memory(self, call: _CallSpec, plan: Plan, row_bytes: int) -> tuple:
+    def _through_shared_memory(self, call: _CallSpec, plan: Plan, row_bytes: int) -> _Run:
         """Rows copied into an input segment, shared out in blocks among ``plan.tasks`` tasks that write their
-        results into an output segment (:mod:`qstore.blocks`); returns ``_map``'s run tuple.
+        results into an output segment (:mod:`qstore.blocks`).
 
         Both segments are pooled, so their pages are mapped once. A call stamps its output segment with a
         number of its own, and workers claim rows and write only while it bears their call's: a task that
@@ -701,7 +699,7 @@ class _ClusterBackend:
             self.outputs.release(target)
         result = results if isinstance(empty, tuple) else results[0]
         largest = max(rows.stop - rows.start for rows in claims)
-        return result, tasks.submitted, len(claims), largest, engine_seconds, redone, "shared memory"
+        return _Run(result, tasks.submitted, len(claims), largest, engine_seconds, redone, "shared memory")
 
     def _shared(self, circuit: Circuit, structure: tuple) -> str:
         """The name under which every worker holds circuits of this structure (installed on first use)."""
@@ -747,6 +745,18 @@ _installed: dict[str, Circuit] = {}
 
 def _identity(value: Any) -> Any:
     return value
+
+
+class _Run(NamedTuple):
+    """A call's results and how it ran (the fields of :class:`RunStats` it sets, by the same names)."""
+
+    result: Any
+    tasks: int
+    chunks: int
+    rows_per_chunk: int
+    engine_seconds: float
+    redone: int
+    transport: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -795,9 +805,9 @@ class _Tasks:
     def submit(self, ids: Sequence[int], task: Any, arguments: Any) -> None:
         """Tasks ``task(*arguments(i))`` for ``i`` in ``ids``, in one message.
 
-        One message, because the client sends a message submitted within 10 ms of the previous one only when
-        those 10 ms are up (Dask's batching of client messages): tasks submitted one by one would start 10 ms
-        apart.
+        One message, because Dask's client holds a message sent soon after the previous one until its
+        batching interval is up (10 ms by default, :data:`CLIENT_BATCH_SECONDS` for clients of
+        :func:`connect`): tasks submitted one by one would start that far apart.
         """
         if not ids:
             return

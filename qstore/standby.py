@@ -113,11 +113,14 @@ class Standby:
             candidates = list(self._waiting.items())
         remaining = iter(candidates)
         for i in tasks:
+            try:
+                task = pickle.dumps((function, arguments(i)), protocol=pickle.HIGHEST_PROTOCOL)
+            except pickle.PicklingError:
+                break  # the caller submits it (and the rest) through Dask, which says what cannot be pickled
             for slot, waiting in remaining:
                 try:
-                    message = waiting.token + pickle.dumps((function, arguments(i)), protocol=pickle.HIGHEST_PROTOCOL)
-                    self._sender.sendto(message, waiting.address)
-                except (OSError, pickle.PicklingError):
+                    self._sender.sendto(waiting.token + task, waiting.address)
+                except OSError:
                     continue  # not listening (yet, or any more), or too large
                 started[i] = waiting.future
                 with self._lock:
