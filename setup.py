@@ -1,7 +1,7 @@
 """Build of the Cython kernels; everything else about the package is in pyproject.toml.
 
 ``pip install .`` (or ``pip install -e .``) compiles
-``qsim_core/backends/_cython_kernels.pyx`` into the extension that the
+``qsim_core/backends/cython/_kernels.pyx`` into the extension that the
 ``cython`` backend imports. Flags: ``-O3`` lets gcc vectorise the kernels'
 inner loops; ``-funroll-loops`` cuts the loop overhead of the short,
 load/store-bound gate loops (about 8% on the seed circuit); OpenMP runs them
@@ -34,8 +34,8 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension(
-        "qsim_core.backends._cython_kernels",
-        ["qsim_core/backends/_cython_kernels.pyx"],
+        "qsim_core.backends.cython._kernels",
+        ["qsim_core/backends/cython/_kernels.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -1,7 +1,7 @@
 """The engine on a local Dask cluster: 100,000 seed circuits, 8 Z expectations, 1 and 2 workers against in-process.
 
 One call ``expectation(seed_circuit, [Z0..Z7], theta[100000, 40])`` (case
-**8Z**) is timed on :class:`qstore.distributed.DaskExecutor` with a local
+**8Z**) is timed on :class:`qstore.distributed.DaskSimulator` with a local
 cluster of 1 and of 2 worker processes (one engine thread each), and on the
 in-process engine (``qsim_core.Simulator``) with 1 and 2 threads, after
 checking that every distributed result equals the in-process one bit for bit;
@@ -48,14 +48,14 @@ from _runner import Record, announce, make_parser, measured, print_table, time_i
 
 # isort: split
 import qsim_core as qc  # noqa: E402  (after _runner, which puts the checkout on sys.path)
-from qsim_core.workloads import seed_circuit  # noqa: E402
-from qstore.distributed import DaskExecutor  # noqa: E402
+from qsim_core import seed_circuit  # noqa: E402
+from qstore.distributed import DaskSimulator  # noqa: E402
 
 BENCHMARK = "distributed"
 NUM_QUBITS = 8
 OBSERVABLES = [f"Z{q}" for q in range(NUM_QUBITS)]
 COTANGENT = np.ones(NUM_QUBITS)
-#: what one call computes, on a Simulator or a DaskExecutor; the goals apply to the first
+#: what one call computes, on a Simulator or a DaskSimulator; the goals apply to the first
 CASES: dict[str, Callable[[qc.Simulator, np.ndarray], np.ndarray]] = {
     "8Z": lambda sim, theta: sim.expectation(seed_circuit(), OBSERVABLES, theta),
     "vjp": lambda sim, theta: sim.vjp(seed_circuit(), OBSERVABLES, theta, COTANGENT),
@@ -125,7 +125,7 @@ def measure(theta: np.ndarray, repeat: int) -> list[Record]:
     came. A Dask result that differs from the in-process engine's drops its setup.
     """
     records = []
-    with DaskExecutor(workers=1) as one, DaskExecutor(workers=2) as two:
+    with DaskSimulator(workers=1) as one, DaskSimulator(workers=2) as two:
         setups: dict[tuple[str, int], qc.Simulator] = {("in-process", 1): qc.Simulator(threads=1),
                                                        ("in-process", 2): qc.Simulator(threads=2),
                                                        ("dask", 1): one, ("dask", 2): two}

@@ -29,7 +29,7 @@ from _runner import Record, announce, call_with_threads, finish, make_parser, me
 
 # isort: split
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
-from qsim_core.workloads import seed_circuit
+from qsim_core import seed_circuit
 
 BENCHMARK = "gradients"
 NUM_QUBITS = 8

@@ -42,8 +42,9 @@ from _runner import (
 )
 
 # isort: split
+from workloads import layered_circuit
+
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
-from qsim_core.workloads import layered_circuit
 
 BENCHMARK = "large_n"
 THREADS = (1, 2)

@@ -42,7 +42,7 @@ from _runner import (
 
 # isort: split
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
-from qsim_core.workloads import seed_circuit
+from qsim_core import seed_circuit
 
 BENCHMARK = "seed_circuit"
 NUM_QUBITS = 8

@@ -1,12 +1,12 @@
 """The local IonQ-compatible server end to end: circuits/s and job latency over HTTP, against in-process simulation.
 
 The seed circuit (8 qubits, 40 angles) on random inputs, 1,024 shots per
-circuit, run through :class:`qstore.executor.AsyncQuantumExecutor` (cache off):
+circuit, run through :class:`qstore.execution.executor.AsyncQuantumExecutor` (cache off):
 
 * ``in-process``: the executor on a ``qsim_core.Simulator`` in this process,
   jobs of 10 circuits (the baseline the HTTP path is compared with);
 * ``round trip``: one 10-circuit job at a time through the server, job latency
-  p50/p99 and the mean time per phase (``qstore.executor.JobTiming``).
+  p50/p99 and the mean time per phase (``qstore.execution.executor.JobTiming``).
   Goal: p50 < 20 ms;
 * ``throughput``: a batch of circuits at concurrency 1, 10 and 50 (jobs in
   flight), with batching on (10 circuits per job) and off (1): circuits/s,
@@ -46,8 +46,8 @@ from _runner import REPO_ROOT, Record, announce, make_parser, measured, print_ta
 
 # isort: split
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
-from qsim_core.workloads import seed_circuit
-from qstore.executor import AsyncQuantumExecutor, JobTiming
+from qsim_core import seed_circuit
+from qstore.execution import AsyncQuantumExecutor, JobTiming
 from qstore.ionq.serialize import counts_from_ionq, job_body, parse_job_body, probabilities_to_ionq
 from qstore.ionq.server import execute
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
          "job p99 ms", *[f"{name} ms" for name in JobTiming.PHASES]],
         [[r.case, r.backend, r.extra["concurrency"], r.extra["circuits_per_job"], r.batch, r.extra["jobs"],
           r.circuits_per_s, *[r.extra.get(f"{name}_ms", float("nan")) for name in columns]] for r in records],
-        title=f"Seed circuit, {SHOTS:,} shots, through qstore.executor (server: profile none, own process)",
+        title=f"Seed circuit, {SHOTS:,} shots, through qstore.execution.executor (server: profile none, own process)",
     )
     p50 = trip.extra["job_p50_ms"]
     print_table(["10 seed circuits, 1,024 shots each", "ms"], [

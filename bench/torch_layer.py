@@ -1,7 +1,7 @@
 """The seed circuit as a PyTorch layer: forward and forward+backward per batch of 32, against PennyLane's TorchLayer.
 
 The layer is what a hybrid torch model calls each training step: 8 input
-angles and 32 trainable weights (``qsim_core.workloads.seed_circuit()``,
+angles and 32 trainable weights (``qsim_core.seed_circuit()``,
 40 parameters) to the 8 expectations <Z_q>, for a mini-batch of B = 32 rows.
 Timed per batch, float64 throughout:
 
@@ -11,7 +11,7 @@ Timed per batch, float64 throughout:
   grad, as behind a trainable front-end) and of the weights, grads cleared
   before each call as ``optimizer.zero_grad()`` would.
 
-Ours: ``qstore.torch.QuantumLayer`` (one engine call forward, one batched
+Ours: ``qstore.ml.torch_layer.TorchQuantumLayer`` (one engine call forward, one batched
 adjoint ``Simulator.vjp`` backward) on each compiled backend. Peer:
 ``qml.qnn.TorchLayer`` on a QNode on ``lightning.qubit`` with
 ``diff_method="adjoint"`` (inputs broadcast over the batch, as TorchLayer
@@ -35,7 +35,7 @@ from _runner import Record, announce, call_with_threads, finish, make_parser, me
 
 # isort: split
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
-from qsim_core.workloads import seed_circuit
+from qsim_core import seed_circuit
 
 BENCHMARK = "torch_layer"
 NUM_QUBITS = 8
@@ -66,11 +66,11 @@ def reference() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _our_layer(backend: str, threads: int) -> tuple[Any, str]:
-    from qstore.torch import QuantumLayer
+    from qstore.ml.torch_layer import TorchQuantumLayer
 
-    layer = QuantumLayer(seed_circuit(), OBSERVABLES, n_inputs=NUM_QUBITS,
+    layer = TorchQuantumLayer(seed_circuit(), OBSERVABLES, n_inputs=NUM_QUBITS,
                          simulator=qc.Simulator(backend=backend, threads=threads))
-    return layer, "qstore.torch.QuantumLayer, adjoint vjp"
+    return layer, "qstore.ml.torch_layer.TorchQuantumLayer, adjoint vjp"
 
 
 def _lightning_layer(backend: str, threads: int) -> tuple[Any, str]:

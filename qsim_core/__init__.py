@@ -8,7 +8,8 @@ Public API::
     sim.probabilities(c)               # (4,) float64; qubit k is bit k of the index
 
 See :class:`Circuit` (one builder method per gate of :data:`GATES`),
-:class:`Param`, :class:`ParamSum`, :class:`Simulator` and :func:`available_backends`.
+:class:`Param`, :class:`ParamSum`, :class:`Simulator`, :func:`to_native`,
+:func:`seed_circuit` (the reference run's circuit) and :func:`available_backends`.
 """
 
 from .backends import available_backends
@@ -23,6 +24,7 @@ from .errors import (
 )
 from .gates import GATES, Gate
 from .native import to_native
+from .seed import seed_circuit
 from .simulator import Simulator
 
 __all__ = [
@@ -40,5 +42,6 @@ __all__ = [
     "QsimError",
     "Simulator",
     "available_backends",
+    "seed_circuit",
     "to_native",
 ]

@@ -14,8 +14,7 @@ import time
 
 import numpy as np
 
-from . import Simulator, available_backends
-from .workloads import seed_circuit
+from . import Simulator, available_backends, seed_circuit
 
 REFERENCE_SECONDS = 2288.4
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compiler import Program
 from .gates import GATES, Gate
-from .program import Program
 
 
 def shift_rule(omega: float, terms: int) -> tuple[np.ndarray, np.ndarray]:

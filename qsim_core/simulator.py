@@ -8,14 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import memory
-from .backends import get_backend
-from .backends.base import Job
+from .backends import Backend, Job, get_backend
 from .circuit import Circuit, is_symbolic
+from .compiler import DEFAULT_BLOCK_QUBITS
 from .errors import CircuitError, ParameterError
 from .gradients import Estimator, parameter_shift, spsa
 from .measurement import Executor, expectations_from_counts
 from .observables import PauliStrings, parse_observables
-from .program import DEFAULT_BLOCK_QUBITS
 
 _PRECISIONS = {"double": np.complex128, "single": np.complex64}
 #: what :meth:`Simulator.gradient` accepts as ``method``
@@ -34,7 +33,10 @@ class Simulator:
 
     Args:
         backend: ``"numba"``, ``"cython"``, ``"reference"`` or ``"auto"``
-            (the fastest available, see :func:`qsim_core.available_backends`).
+            (the fastest available, see :func:`qsim_core.available_backends`),
+            or an object that implements the backend contract
+            (:class:`qsim_core.backends.Backend`), such as one that runs the
+            batches elsewhere (``qstore.distributed.DaskSimulator``).
         precision: ``"double"`` (complex128) or ``"single"`` (complex64).
         seed: seed for every sampled result; the same seed gives the same
             samples call by call. None draws a fresh seed.
@@ -53,7 +55,7 @@ class Simulator:
         [0.5, 0.0, 0.0, 0.5]
     """
 
-    def __init__(self, backend: str = "auto", precision: str = "double", seed: int | None = None,
+    def __init__(self, backend: str | Backend = "auto", precision: str = "double", seed: int | None = None,
                  threads: int | None = None, block_qubits: int = DEFAULT_BLOCK_QUBITS) -> None:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be 'double' or 'single', got {precision!r}")
@@ -61,7 +63,7 @@ class Simulator:
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         if not isinstance(block_qubits, int) or not 4 <= block_qubits <= 24:
             raise ValueError(f"block_qubits must be an integer in 4..24, got {block_qubits!r}")
-        self._backend = get_backend(backend)
+        self._backend = get_backend(backend) if isinstance(backend, str) else backend
         self.precision = precision
         self.dtype = _PRECISIONS[precision]
         self.threads = threads or os.cpu_count() or 1

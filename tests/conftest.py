@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import qsim_core as qc
-from qsim_core.workloads import seed_circuit
+from qsim_core import seed_circuit
 
 settings.register_profile(
     "qsim", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -1,4 +1,10 @@
-"""Backend registry: names to backend objects, and which ones work here."""
+"""Backend registry: names to backend objects, and which ones work here.
+
+Public: :func:`get_backend`, :func:`available_backends` and the contract
+(:class:`Job`, :class:`Backend`, see :mod:`qsim_core.backends.contract`).
+Each compiled backend is the shared driver (:mod:`.driver`) over one kernel
+module (:mod:`.numba`, :mod:`.cython`); :mod:`.reference` is the numpy oracle.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,26 @@ from collections.abc import Callable
 from functools import cache
 
 from ..errors import BackendUnavailableError
-from .base import Backend, CompiledBackend, Job
+from .contract import Backend, Job
+from .driver import CompiledBackend
 
 
 def _numba() -> Backend:
-    from . import numba_adjoint, numba_kernels
+    from . import numba
 
-    return CompiledBackend("numba", numba_kernels, numba_adjoint)
+    return CompiledBackend("numba", numba)
 
 
 def _cython() -> Backend:
     try:
-        from . import cython_kernels
+        from . import cython
     except ImportError as error:
         raise BackendUnavailableError(
             "the cython backend is not built on this installation (its compiled extension "
-            f"qsim_core.backends._cython_kernels could not be imported: {error}); reinstall with "
+            f"qsim_core.backends.cython._kernels could not be imported: {error}); reinstall with "
             "`pip install .` on a machine with a C compiler, or use backend='numba'"
         ) from error
-    return CompiledBackend("cython", cython_kernels, cython_kernels)
+    return CompiledBackend("cython", cython)
 
 
 def _reference() -> Backend:
@@ -73,4 +80,4 @@ def available_backends() -> list[str]:
     return names
 
 
-__all__ = ["Backend", "Job", "available_backends", "get_backend"]
+__all__ = ["PREFERENCE", "Backend", "Job", "available_backends", "get_backend"]

@@ -14,7 +14,7 @@ from ..circuit import is_symbolic
 from ..derivatives import derivative_matrix
 from ..gates import GATES
 from ..observables import PauliStrings
-from .base import Job
+from .contract import Job
 
 _PAULI = {
     "X": np.array([[0, 1], [1, 0]], np.complex128),
@@ -62,7 +62,7 @@ def _apply_pauli(states: np.ndarray, observables: PauliStrings, k: int) -> np.nd
 
 
 class ReferenceBackend:
-    """Dense numpy oracle implementing :class:`~qsim_core.backends.base.Backend`."""
+    """Dense numpy oracle implementing :class:`~qsim_core.backends.contract.Backend`."""
 
     name = "reference"
 

@@ -8,7 +8,7 @@
 * :mod:`qstore.ionq.cost`: dry-run cost estimates from ``pricing.json``.
 * :mod:`qstore.ionq.server`: the local server (``serve``, ``main`` for the
   command line, ``running_server`` for tests), with its SQLite job store
-  (:mod:`qstore.ionq.jobstore`) and latency profiles (:mod:`qstore.ionq.latency`).
+  (:mod:`qstore.ionq.server.jobstore`) and latency profiles (:mod:`qstore.ionq.server.latency`).
   Imported on demand (it loads starlette and uvicorn).
 """
 

@@ -1,0 +1,1328 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, language_level=3
+# cython: initializedcheck=False, nonecheck=False, embedsignature=True
+"""Cython kernels: the C translation of :mod:`qsim_core.backends.numba.kernels`.
+
+Same functions, same arguments, same results: the public ``def`` functions
+take exactly the arrays ``qsim_core.backends.numba`` takes, so
+:class:`~qsim_core.backends.driver.CompiledBackend` drives either module. Read
+the numba module for the algorithms; this one documents what differs in how
+they are written.
+
+Bit order: qubit k is bit k of a basis index. Inside a block, qubit indices
+are *local* and ``psi`` is the block's gathered amplitudes. Two-qubit
+matrices are indexed ``2 * bit(q0) + bit(q1)``; the structured steps
+``U2X`` (pair-mixing) and ``U2D`` (diagonal) read only the entries their
+structure allows from the same bound 4x4.
+
+Precision: the state may be complex128 or complex64. The ``def`` functions
+take typed memoryviews over the fused complex type ``cplx`` (so one call
+checks dtype, rank and contiguity) and hand raw pointers to ``cdef`` kernels
+fused over the *real* type ``real``: every complex array is handled as its
+interleaved ``(re, im)`` real view. Writing complex arithmetic out on real
+components keeps the inner loops plain C that gcc vectorises at -O3 without
+-march, and avoids C99 ``_Complex`` multiplication, which without fast-math
+calls ``__muldc3`` (a NaN-rescuing library routine) for every product. The
+components are combined exactly as numba multiplies complex numbers,
+``(a + ib)(c + id) = (ac - bd) + i(ad + bc)``, in the state's precision, so
+both backends agree bit for bit wherever the summation order is the same.
+Probabilities and expectations are formed from the components converted to
+float64, and accumulate in float64, whatever the state's precision.
+
+Threads: OpenMP. ``run_small`` parallelises over the batch; ``evolve_large``
+and ``expectations_large`` over slices of one big state
+(``probabilities_in_place`` must run in index order, like numba's). The
+thread count is the module-level one :func:`set_threads` chooses. Per-thread
+scratch buffers are malloc'ed once per thread inside each parallel region
+(never per iteration); an allocation failure is reported through a shared
+flag and raised as MemoryError after the region, since a nogil parallel
+region cannot raise. Built without OpenMP the module still works,
+single-threaded.
+
+Random numbers: SplitMix64 streams, one per parameter set, derived from the
+call's 64-bit key and the set's global batch index, with the same constants,
+the same alias-table sampler and the same sorted-uniform large-state sampler
+as numba, so both backends draw the same samples for the same key whenever
+their probabilities agree to the bit. (An alias table is sensitive to the
+last bits: a probability within an ulp of 1/N can change which columns pair
+up. The samples then differ, both correctly distributed.)
+"""
+
+cimport cython
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
+from libc.math cimport fabs
+from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memcpy
+
+import numpy as np
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int qsim_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int qsim_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int qsim_omp_max_threads() noexcept nogil
+
+# Step kinds (qsim_core.compiler) and tasks (contract.TASK_*); the loader (__init__.py)
+# checks at import that these still match the Python-side values.
+cdef enum:
+    U1 = 0
+    U2 = 1
+    CNOT = 2
+    SWAP = 3
+    PERM = 4
+    U2X = 5
+    U2D = 6
+
+cdef enum:
+    TASK_STATE = 0
+    TASK_PROBS = 1
+    TASK_EXPVAL = 2
+    TASK_SAMPLES = 3
+    TASK_SHOT_EXPVAL = 4
+
+STEP_KINDS = (U1, U2, CNOT, SWAP, PERM, U2X, U2D)
+TASKS = (TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL)
+
+# SplitMix64 constants, identical to the numba kernels; compile-time C constants so
+# gcc folds them into the loops (a module-level cdef variable would be reloaded).
+cdef extern from *:
+    """
+    #define QSIM_GOLDEN UINT64_C(0x9E3779B97F4A7C15)
+    #define QSIM_MIX1 UINT64_C(0xBF58476D1CE4E5B9)
+    #define QSIM_MIX2 UINT64_C(0x94D049BB133111EB)
+    #define QSIM_STREAM UINT64_C(0xD1B54A32D192ED03)
+    #define QSIM_LOW53 UINT64_C(0x1FFFFFFFFFFFFF)
+    #define QSIM_TO_UNIT (1.0 / 9007199254740992.0)
+    """
+    const uint64_t _GOLDEN "QSIM_GOLDEN"
+    const uint64_t _MIX1 "QSIM_MIX1"
+    const uint64_t _MIX2 "QSIM_MIX2"
+    const uint64_t _STREAM "QSIM_STREAM"
+    const uint64_t _LOW53 "QSIM_LOW53"  # the 53 bits of a uniform double
+    const double _TO_UNIT "QSIM_TO_UNIT"  # 2**-53
+
+ctypedef fused cplx:
+    float complex
+    double complex
+
+ctypedef fused real:
+    float
+    double
+
+cdef int _max_threads = max(1, qsim_omp_max_threads())
+cdef int _threads = _max_threads
+
+
+def set_threads(threads):
+    """Use ``threads`` worker threads (capped at the OpenMP maximum) for the next kernel calls."""
+    global _threads
+    _threads = max(1, min(int(threads), _max_threads))
+
+
+def max_threads():
+    """Most threads a kernel uses: OpenMP's maximum when this module loaded (``OMP_NUM_THREADS``)."""
+    return _max_threads
+
+
+cdef inline void _check_allocated(int failed) except *:
+    if failed:
+        raise MemoryError("the cython kernels could not allocate their per-thread scratch buffers")
+
+
+# ---------------------------------------------------------------- random numbers and bits
+
+cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * _MIX1
+    z = (z ^ (z >> 27)) * _MIX2
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t _stream_state(uint64_t key, uint64_t index) noexcept nogil:
+    return _mix64(key ^ (index * _STREAM))
+
+
+def stream_state(uint64_t key, uint64_t index):
+    """Initial RNG state of the stream for batch element ``index`` under ``key`` (a Python int)."""
+    return _stream_state(key, index)
+
+
+cdef inline double next_uniform(uint64_t* state) noexcept nogil:
+    """Advance a SplitMix64 state in place; returns a uniform double in [0, 1) (53 random bits)."""
+    state[0] = state[0] + _GOLDEN
+    return <double><int64_t>(_mix64(state[0]) >> 11) * _TO_UNIT  # < 2**53: exact through int64
+
+
+cdef inline int64_t parity(uint64_t x) noexcept nogil:
+    """Parity of the set bits of ``x`` (0 or 1); branch-free so loops over it vectorise."""
+    x ^= x >> 32
+    x ^= x >> 16
+    x ^= x >> 8
+    x ^= x >> 4
+    x &= 0xF
+    return (0x6996 >> x) & 1
+
+
+cdef inline int64_t _insert_zero(int64_t p, int64_t q) noexcept nogil:
+    return ((p >> q) << (q + 1)) | (p & ((<int64_t>1 << q) - 1))
+
+
+# ---------------------------------------------------------------- gates on a (local) state
+#
+# Complex arrays are real arrays of (re, im) pairs: amplitude j is v[2j], v[2j+1].
+# A 2x2 matrix is 8 reals (row-major), a 4x4 matrix 32 reals.
+
+cdef inline real _negligible(real like) noexcept nogil:
+    """Largest gate-entry magnitude the fast-path tests treat as zero: 8 ulps of the state's precision
+    (numba's ``_negligible``; compile-time constants leave rounding noise where an entry is exactly 0)."""
+    if real is float:
+        return 1e-6
+    return 2e-15
+
+
+cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                          real* m) noexcept nogil:
+    """Product of a fused run's 2x2 matrices (first gate rightmost), written to ``m[8]``."""
+    cdef int64_t k
+    cdef int row, col
+    cdef const real* a
+    cdef real r[8]
+    cdef real re0, im0, re1, im1
+    memcpy(m, u1 + 8 * run_gate[run_start[run]], 8 * sizeof(real))
+    for k in range(run_start[run] + 1, run_start[run + 1]):
+        a = u1 + 8 * run_gate[k]
+        for row in range(2):
+            for col in range(2):
+                # a[row, 0] * m[0, col] + a[row, 1] * m[1, col], products as numba forms them
+                re0 = a[4 * row] * m[2 * col] - a[4 * row + 1] * m[2 * col + 1]
+                im0 = a[4 * row] * m[2 * col + 1] + a[4 * row + 1] * m[2 * col]
+                re1 = a[4 * row + 2] * m[4 + 2 * col] - a[4 * row + 3] * m[5 + 2 * col]
+                im1 = a[4 * row + 2] * m[5 + 2 * col] + a[4 * row + 3] * m[4 + 2 * col]
+                r[4 * row + 2 * col] = re0 + re1
+                r[4 * row + 2 * col + 1] = im0 + im1
+        memcpy(m, r, 8 * sizeof(real))
+
+
+cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
+    """Apply the 2x2 matrix ``m`` to qubit ``q`` of the ``n`` amplitudes ``v`` in place.
+
+    Three paths like numba's: diagonal (two scalings), real (4 real
+    multiply-adds per component, the common RY/H case), general complex.
+    Qubit 0 has its own loops: its pairs are adjacent, and a loop over pairs
+    vectorises where the generic two-level loop would run inner loops of
+    length one.
+    """
+    cdef int64_t s = <int64_t>1 << q
+    cdef int64_t i0, j, f, s2
+    cdef real a, b, c, d, ar, ai, br, bi, cr, ci, dr, di, xr, xi, yr, yi
+    cdef real tiny = _negligible(m[0])
+    if fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny:
+        ar = m[0]
+        ai = m[1]
+        dr = m[6]
+        di = m[7]
+        if q == 0:
+            for j in range(0, 4 * (n >> 1), 4):
+                xr = v[j]
+                xi = v[j + 1]
+                yr = v[j + 2]
+                yi = v[j + 3]
+                v[j] = xr * ar - xi * ai
+                v[j + 1] = xr * ai + xi * ar
+                v[j + 2] = yr * dr - yi * di
+                v[j + 3] = yr * di + yi * dr
+            return
+        i0 = 0
+        while i0 < 2 * n:
+            for f in range(i0, i0 + 2 * s, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                v[f] = xr * ar - xi * ai
+                v[f + 1] = xr * ai + xi * ar
+            for f in range(i0 + 2 * s, i0 + 4 * s, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                v[f] = xr * dr - xi * di
+                v[f + 1] = xr * di + xi * dr
+            i0 += 4 * s
+    elif fabs(m[1]) <= tiny and fabs(m[3]) <= tiny and fabs(m[5]) <= tiny and fabs(m[7]) <= tiny:
+        # real matrix: the same 2x2 acts on the real and the imaginary parts alike
+        a = m[0]
+        b = m[2]
+        c = m[4]
+        d = m[6]
+        s2 = 2 * s
+        if q == 0:
+            for j in range(0, 4 * (n >> 1), 4):
+                xr = v[j]
+                xi = v[j + 1]
+                yr = v[j + 2]
+                yi = v[j + 3]
+                v[j] = a * xr + b * yr
+                v[j + 1] = a * xi + b * yi
+                v[j + 2] = c * xr + d * yr
+                v[j + 3] = c * xi + d * yi
+            return
+        if q == 1:
+            # two adjacent amplitudes of each half per group of 8 reals: a fixed-length body, no inner loop
+            for j in range(0, 8 * (n >> 2), 8):
+                for f in range(j, j + 4):
+                    xr = v[f]
+                    yr = v[f + 4]
+                    v[f] = a * xr + b * yr
+                    v[f + 4] = c * xr + d * yr
+            return
+        i0 = 0
+        while i0 < 2 * n:
+            for f in range(i0, i0 + s2):
+                xr = v[f]
+                yr = v[f + s2]
+                v[f] = a * xr + b * yr
+                v[f + s2] = c * xr + d * yr
+            i0 += 2 * s2
+    else:
+        ar = m[0]
+        ai = m[1]
+        br = m[2]
+        bi = m[3]
+        cr = m[4]
+        ci = m[5]
+        dr = m[6]
+        di = m[7]
+        if q == 0:
+            for j in range(0, 4 * (n >> 1), 4):
+                xr = v[j]
+                xi = v[j + 1]
+                yr = v[j + 2]
+                yi = v[j + 3]
+                v[j] = (ar * xr - ai * xi) + (br * yr - bi * yi)
+                v[j + 1] = (ar * xi + ai * xr) + (br * yi + bi * yr)
+                v[j + 2] = (cr * xr - ci * xi) + (dr * yr - di * yi)
+                v[j + 3] = (cr * xi + ci * xr) + (dr * yi + di * yr)
+            return
+        s2 = 2 * s
+        i0 = 0
+        while i0 < 2 * n:
+            for f in range(i0, i0 + s2, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                yr = v[f + s2]
+                yi = v[f + s2 + 1]
+                v[f] = (ar * xr - ai * xi) + (br * yr - bi * yi)
+                v[f + 1] = (ar * xi + ai * xr) + (br * yi + bi * yr)
+                v[f + s2] = (cr * xr - ci * xi) + (dr * yr - di * yi)
+                v[f + s2 + 1] = (cr * xi + ci * xr) + (dr * yi + di * yr)
+            i0 += 2 * s2
+
+
+cdef void apply_u2(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) noexcept nogil:
+    """Apply a 4x4 matrix ``m`` (index 2*bit(qa)+bit(qb)) to qubits qa, qb."""
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    cdef int64_t sa = <int64_t>1 << qa
+    cdef int64_t sb = <int64_t>1 << qb
+    cdef int64_t p, r, c
+    cdef int64_t idx[4]
+    cdef real xr[4]
+    cdef real xi[4]
+    cdef real accr, acci
+    for p in range(n >> 2):
+        idx[0] = 2 * _insert_zero(_insert_zero(p, lo), hi)
+        idx[1] = idx[0] + 2 * sb
+        idx[2] = idx[0] + 2 * sa
+        idx[3] = idx[0] + 2 * (sa + sb)
+        for c in range(4):
+            xr[c] = v[idx[c]]
+            xi[c] = v[idx[c] + 1]
+        for r in range(4):
+            # m[r, 0] * v0 + m[r, 1] * v1 + m[r, 2] * v2 + m[r, 3] * v3, summed left to right as numba does
+            accr = m[8 * r] * xr[0] - m[8 * r + 1] * xi[0]
+            acci = m[8 * r] * xi[0] + m[8 * r + 1] * xr[0]
+            for c in range(1, 4):
+                accr = accr + (m[8 * r + 2 * c] * xr[c] - m[8 * r + 2 * c + 1] * xi[c])
+                acci = acci + (m[8 * r + 2 * c] * xi[c] + m[8 * r + 2 * c + 1] * xr[c])
+            v[idx[r]] = accr
+            v[idx[r] + 1] = acci
+
+
+cdef void apply_u2x(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) noexcept nogil:
+    """Apply a pair-mixing 4x4 ``m`` (index 2*bit(qa)+bit(qb)): non-zero only where it couples
+    |00> with |11> and |01> with |10> (MS, XX, YY). Two 2x2 mixes per amplitude quartet, half a
+    4x4's work; a real matrix acts on re and im alike (numba's real path).
+    """
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    # strides in reals: amplitude j is v[2j], v[2j+1]
+    cdef int64_t s01 = 2 * (<int64_t>1 << qb)
+    cdef int64_t s10 = 2 * (<int64_t>1 << qa)
+    cdef int64_t s11 = s01 + s10
+    cdef int64_t slo = 2 * (<int64_t>1 << lo)
+    cdef int64_t shi = 2 * (<int64_t>1 << hi)
+    cdef int64_t i0, i1, f
+    # entries (r, c) of the 4x4 sit at m[8r + 2c] (re), m[8r + 2c + 1] (im)
+    cdef real a00r = m[0], a00i = m[1], a03r = m[6], a03i = m[7]
+    cdef real a30r = m[24], a30i = m[25], a33r = m[30], a33i = m[31]
+    cdef real b11r = m[10], b11i = m[11], b12r = m[12], b12i = m[13]
+    cdef real b21r = m[18], b21i = m[19], b22r = m[20], b22i = m[21]
+    cdef real xr, xi, yr, yi
+    cdef real tiny = _negligible(m[0])
+    if (fabs(a00i) <= tiny and fabs(a03i) <= tiny and fabs(a30i) <= tiny and fabs(a33i) <= tiny
+            and fabs(b11i) <= tiny and fabs(b12i) <= tiny and fabs(b21i) <= tiny and fabs(b22i) <= tiny):
+        i0 = 0
+        while i0 < 2 * n:
+            i1 = i0
+            while i1 < i0 + shi:
+                for f in range(i1, i1 + slo):
+                    xr = v[f]
+                    yr = v[f + s11]
+                    v[f] = a00r * xr + a03r * yr
+                    v[f + s11] = a30r * xr + a33r * yr
+                    xr = v[f + s01]
+                    yr = v[f + s10]
+                    v[f + s01] = b11r * xr + b12r * yr
+                    v[f + s10] = b21r * xr + b22r * yr
+                i1 += 2 * slo
+            i0 += 2 * shi
+        return
+    i0 = 0
+    while i0 < 2 * n:
+        i1 = i0
+        while i1 < i0 + shi:
+            for f in range(i1, i1 + slo, 2):
+                xr = v[f]
+                xi = v[f + 1]
+                yr = v[f + s11]
+                yi = v[f + s11 + 1]
+                v[f] = (a00r * xr - a00i * xi) + (a03r * yr - a03i * yi)
+                v[f + 1] = (a00r * xi + a00i * xr) + (a03r * yi + a03i * yr)
+                v[f + s11] = (a30r * xr - a30i * xi) + (a33r * yr - a33i * yi)
+                v[f + s11 + 1] = (a30r * xi + a30i * xr) + (a33r * yi + a33i * yr)
+                xr = v[f + s01]
+                xi = v[f + s01 + 1]
+                yr = v[f + s10]
+                yi = v[f + s10 + 1]
+                v[f + s01] = (b11r * xr - b11i * xi) + (b12r * yr - b12i * yi)
+                v[f + s01 + 1] = (b11r * xi + b11i * xr) + (b12r * yi + b12i * yr)
+                v[f + s10] = (b21r * xr - b21i * xi) + (b22r * yr - b22i * yi)
+                v[f + s10 + 1] = (b21r * xi + b21i * xr) + (b22r * yi + b22i * yr)
+            i1 += 2 * slo
+        i0 += 2 * shi
+
+
+cdef inline void _scale(real* v, int64_t f, real dr, real di) noexcept nogil:
+    cdef real xr = v[f]
+    cdef real xi = v[f + 1]
+    v[f] = xr * dr - xi * di
+    v[f + 1] = xr * di + xi * dr
+
+
+cdef void apply_u2d(real* v, int64_t n, int64_t qa, int64_t qb, const real* m) noexcept nogil:
+    """Apply a diagonal 4x4 ``m`` (index 2*bit(qa)+bit(qb)): one phase per amplitude (ZZ, native ZZ)."""
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    cdef int64_t s01 = 2 * (<int64_t>1 << qb)
+    cdef int64_t s10 = 2 * (<int64_t>1 << qa)
+    cdef int64_t slo = 2 * (<int64_t>1 << lo)
+    cdef int64_t shi = 2 * (<int64_t>1 << hi)
+    cdef int64_t i0, i1, f
+    cdef real d0r = m[0], d0i = m[1], d1r = m[10], d1i = m[11]
+    cdef real d2r = m[20], d2i = m[21], d3r = m[30], d3i = m[31]
+    i0 = 0
+    while i0 < 2 * n:
+        i1 = i0
+        while i1 < i0 + shi:
+            for f in range(i1, i1 + slo, 2):
+                _scale(v, f, d0r, d0i)
+                _scale(v, f + s01, d1r, d1i)
+                _scale(v, f + s10, d2r, d2i)
+                _scale(v, f + s01 + s10, d3r, d3i)
+            i1 += 2 * slo
+        i0 += 2 * shi
+
+
+cdef void apply_swap_pairs(real* v, int64_t n, int64_t qa, int64_t qb, bint control_only) noexcept nogil:
+    """CNOT(qa -> qb) when ``control_only`` else SWAP(qa, qb), by pair swaps."""
+    cdef int64_t lo = qa if qa < qb else qb
+    cdef int64_t hi = qb if qa < qb else qa
+    cdef int64_t sa = <int64_t>1 << qa
+    cdef int64_t sb = <int64_t>1 << qb
+    cdef int64_t p, base, i, j
+    cdef real tr, ti
+    for p in range(n >> 2):
+        base = _insert_zero(_insert_zero(p, lo), hi)
+        if control_only:
+            i = 2 * (base | sa)
+            j = 2 * (base | sa | sb)
+        else:
+            i = 2 * (base | sa)
+            j = 2 * (base | sb)
+        tr = v[i]
+        ti = v[i + 1]
+        v[i] = v[j]
+        v[i + 1] = v[j + 1]
+        v[j] = tr
+        v[j + 1] = ti
+
+
+cdef inline void apply_permutation(real* dest, const real* src, int64_t n, const int64_t* table) noexcept nogil:
+    """``dest[i] = src[table[i]]``; the caller swaps the buffers instead of copying back."""
+    cdef int64_t i
+    for i in range(n):
+        # one fixed-size copy per amplitude: a single 16-byte (8-byte) move, not two scalar ones
+        memcpy(dest + 2 * i, src + 2 * table[i], 2 * sizeof(real))
+
+
+cdef real* apply_steps(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
+                       const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1, const real* u2,
+                       const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
+                       const int64_t* perm_table) noexcept nogil:
+    """Apply program steps ``first:last`` to the (local) state; returns the buffer now holding it.
+
+    A permutation gathers ``psi`` into ``scratch`` and the two buffers trade
+    roles, which saves numba's copy back: so the result is in ``psi`` or in
+    ``scratch``, and callers must use the returned pointer.
+    """
+    cdef int64_t k
+    cdef int8_t op
+    cdef real m[8]
+    cdef real* tmp
+    for k in range(first, last):
+        op = kind[k]
+        if op == U1:
+            fused_u1(u1, run_start, run_gate, arg[k], m)
+            apply_u1(psi, n, q0[k], m)
+        elif op == PERM:
+            apply_permutation(scratch, psi, n, perm_table + perm_start[arg[k]])
+            tmp = psi
+            psi = scratch
+            scratch = tmp
+        elif op == CNOT:
+            apply_swap_pairs(psi, n, q0[k], q1[k], True)
+        elif op == SWAP:
+            apply_swap_pairs(psi, n, q0[k], q1[k], False)
+        elif op == U2X:
+            apply_u2x(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
+        elif op == U2D:
+            apply_u2d(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
+        elif op == U2:
+            apply_u2(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
+    return psi
+
+
+cdef inline void _initial_column(const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                                 const int32_t* init_u1, int64_t q, real* column) noexcept nogil:
+    """First column (c0, c1) of qubit q's initial run, as 4 reals; |0> when it has none."""
+    cdef real m[8]
+    if init_u1[q] < 0:
+        column[0] = 1
+        column[1] = 0
+        column[2] = 0
+        column[3] = 0
+        return
+    fused_u1(u1, run_start, run_gate, init_u1[q], m)
+    column[0] = m[0]
+    column[1] = m[1]
+    column[2] = m[4]
+    column[3] = m[5]
+
+
+cdef void init_product(real* v, const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                       const int32_t* init_u1, int64_t first_qubit, int64_t last_qubit) noexcept nogil:
+    """Write the product state of qubits first..last-1 into ``v[: 2**(last-first)]``."""
+    cdef int64_t q, i, size
+    cdef real col[4]
+    cdef real xr, xi
+    v[0] = 1
+    v[1] = 0
+    for q in range(first_qubit, last_qubit):
+        _initial_column(u1, run_start, run_gate, init_u1, q, col)
+        size = <int64_t>1 << (q - first_qubit)
+        for i in range(size):
+            xr = v[2 * i]
+            xi = v[2 * i + 1]
+            v[2 * (i + size)] = xr * col[2] - xi * col[3]
+            v[2 * (i + size) + 1] = xr * col[3] + xi * col[2]
+            v[2 * i] = xr * col[0] - xi * col[1]
+            v[2 * i + 1] = xr * col[1] + xi * col[0]
+
+
+# ---------------------------------------------------------------- observables
+
+cdef double z_expectation(const real* v, int64_t first, int64_t last, int64_t zmask) noexcept nogil:
+    """Sum over indices first..last-1 of |psi_i|^2 * (-1)^popcount(i & zmask), in float64."""
+    cdef double acc = 0.0
+    cdef double p, re, im
+    cdef int64_t i
+    for i in range(first, last):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        p = re * re + im * im
+        acc += p - 2.0 * p * parity(i & zmask)
+    return acc
+
+
+cdef double pauli_expectation(const real* v, int64_t first, int64_t last, int64_t xmask, int64_t zmask,
+                              int64_t ny) noexcept nogil:
+    """Partial <psi|P|psi> over indices first..last-1 for P = i^ny X^xmask Z^zmask."""
+    cdef double acc = 0.0
+    cdef double ar, ai, br, bi, re, im, sign
+    cdef int64_t i, j
+    cdef int64_t phase = ny & 3
+    for i in range(first, last):
+        j = i ^ xmask
+        ar = v[2 * i]
+        ai = v[2 * i + 1]
+        br = v[2 * j]
+        bi = v[2 * j + 1]
+        re = br * ar + bi * ai
+        im = br * ai - bi * ar
+        sign = 1.0 - 2.0 * parity(i & zmask)
+        if phase == 0:
+            acc += sign * re
+        elif phase == 1:
+            acc -= sign * im
+        elif phase == 2:
+            acc -= sign * re
+        else:
+            acc += sign * im
+    return acc
+
+
+cdef inline void probabilities_into(const real* v, int64_t first, int64_t last, double* out) noexcept nogil:
+    """out[i - first] = |psi_i|^2 in float64 for i in first..last-1."""
+    cdef int64_t i
+    cdef double re, im
+    for i in range(first, last):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        out[i - first] = re * re + im * im
+
+
+cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num_qubits) noexcept nogil:
+    """ones[q] = P(qubit q = 1) for every qubit; destroys ``probs`` (folds it in half n times).
+
+    numba compiles this with fastmath (reassociation); here four partial sums
+    give gcc the same freedom to vectorise without any fast-math flag.
+    """
+    cdef int64_t q = num_qubits - 1
+    cdef int64_t half, i
+    cdef double a0, a1, a2, a3
+    while size > 1:
+        half = size >> 1
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        i = 0
+        while i + 4 <= half:
+            a0 += probs[half + i]
+            a1 += probs[half + i + 1]
+            a2 += probs[half + i + 2]
+            a3 += probs[half + i + 3]
+            i += 4
+        while i < half:
+            a0 += probs[half + i]
+            i += 1
+        for i in range(half):
+            probs[i] += probs[half + i]
+        ones[q] = (a0 + a1) + (a2 + a3)
+        q -= 1
+        size = half
+
+
+cdef void z_expectations_from_probabilities(double* probs, int64_t n, const int64_t* xmask, const int64_t* zmask,
+                                            int64_t count, double* out) noexcept nogil:
+    """Fill ``out[k]`` for every Z string (xmask[k] == 0) from the ``n`` basis probabilities.
+
+    Multi-qubit Z strings sum signed probabilities; single-qubit Z strings
+    come from the marginals, which one halving pass computes for all qubits.
+    Destroys ``probs``.
+    """
+    cdef int64_t num_qubits = 0
+    cdef int64_t single = 0
+    cdef int64_t i, k, q, z
+    cdef double acc
+    cdef double ones[64]
+    while (<int64_t>1 << num_qubits) < n:
+        num_qubits += 1
+    for k in range(count):
+        if xmask[k] != 0:
+            continue
+        z = zmask[k]
+        if z & (z - 1) != 0:
+            acc = 0.0
+            for i in range(n):
+                acc += probs[i] - 2.0 * probs[i] * parity(i & z)
+            out[k] = acc
+        else:
+            single += 1
+    if single:
+        _fold_marginals(probs, n, ones, num_qubits)
+        for k in range(count):
+            z = zmask[k]
+            if xmask[k] == 0 and z & (z - 1) == 0:
+                if z == 0:
+                    out[k] = probs[0]
+                else:
+                    q = 0
+                    while z >> q != 1:
+                        q += 1
+                    out[k] = probs[0] - 2.0 * ones[q]
+
+
+cdef void expectations_into(const real* v, int64_t n, double* probs, const int64_t* xmask, const int64_t* zmask,
+                            const int64_t* ny, int64_t count, double* out) noexcept nogil:
+    """All ``count`` observables' exact expectations for one whole state; ``probs`` is float64[n] scratch."""
+    cdef int64_t k
+    for k in range(count):
+        if xmask[k] != 0:
+            out[k] = pauli_expectation(v, 0, n, xmask[k], zmask[k], ny[k])
+    probabilities_into(v, 0, n, probs)
+    z_expectations_from_probabilities(probs, n, xmask, zmask, count, out)
+
+
+# ---------------------------------------------------------------- sampling
+
+cdef inline uint64_t next_u64(uint64_t* state) noexcept nogil:
+    """Advance a SplitMix64 state in place; returns 64 random bits."""
+    state[0] = state[0] + _GOLDEN
+    return _mix64(state[0])
+
+
+cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t* alias,
+                      int64_t* order) noexcept nogil:
+    """Walker/Vose alias table of ``probs`` (float64[n], need not be normalised).
+
+    After the call, drawing column j uniformly and keeping j with probability
+    ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
+    ``probs[i] / sum(probs)``. ``order`` is int64[n] scratch: small columns
+    grow from its front, large ones from its back.
+    """
+    cdef double total = 0.0
+    cdef int64_t small_top = 0
+    cdef int64_t large_bottom = n
+    cdef int64_t last_positive = 0
+    cdef int64_t i, k, lo, hi, small
+    for i in range(n):
+        total += probs[i]
+    # The small/large tests are coin flips for the branch predictor, so both
+    # loops below are written branch-free: the index goes to both candidate
+    # slots (they stay disjoint: small_top < large_bottom until the end) and
+    # the 0/1 test result moves the stack tops. Same table as numba's branches.
+    for i in range(n):
+        threshold[i] = probs[i] * <double>n / total
+        small = threshold[i] < 1.0
+        order[small_top] = i
+        order[large_bottom - 1] = i
+        small_top += small
+        large_bottom -= 1 - small
+    for i in range(n):
+        alias[i] = i
+        if probs[i] > 0.0:
+            last_positive = i
+    while small_top > 0 and large_bottom < n:
+        small_top -= 1
+        lo = order[small_top]
+        hi = order[large_bottom]
+        alias[lo] = hi
+        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
+        small = threshold[hi] < 1.0  # then hi moves from the large stack to the small one
+        large_bottom += small
+        order[small_top] = hi  # slot small_top was just popped: harmless when hi stays large
+        small_top += small
+    for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
+        i = order[k]
+        if probs[i] > 0.0:
+            threshold[i] = 1.0
+        else:
+            threshold[i] = 0.0
+            alias[i] = last_positive
+    for k in range(large_bottom, n):
+        threshold[order[k]] = 1.0
+
+
+cdef inline int64_t alias_pick(const double* threshold, const int64_t* alias, int64_t bits, uint64_t column_bits,
+                               uint64_t coin_bits) noexcept nogil:
+    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin.
+
+    Branch-free: the coin is a fair 50/50 guess for the branch predictor, so
+    ``alias[column]`` is loaded unconditionally and the choice is a select
+    (cmov). The 53-bit value goes through int64, which converts to double
+    in one instruction (uint64 needs a branchy sequence on x86-64).
+    """
+    cdef int64_t column = <int64_t>(column_bits >> (64 - bits))
+    cdef double coin = <double><int64_t>(coin_bits & _LOW53) * _TO_UNIT
+    cdef int64_t other = alias[column]
+    cdef int64_t keep = -<int64_t>(coin < threshold[column])  # all ones or zero: gcc keeps a mask, not a branch
+    return (column & keep) | (other & ~keep)
+
+
+cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept nogil:
+    """Fill ``buffer[:count]`` with random bits, advancing ``rng``; a loop of its own so it pipelines."""
+    cdef uint64_t state = rng[0]
+    cdef int64_t s
+    for s in range(count):
+        state = state + _GOLDEN
+        buffer[s] = _mix64(state)
+    rng[0] = state
+
+
+cdef void alias_draws(const double* threshold, const int64_t* alias, int64_t bits, uint64_t* rng, int64_t* out,
+                      int64_t count) noexcept nogil:
+    """Fill ``out[:count]`` with draws from an alias table over 2**bits entries, advancing ``rng``.
+
+    Up to 11 bits one 64-bit number serves both the column (top bits) and
+    the coin (low 53 bits), independent bits of one draw; wider tables take
+    a second number for the coin. The raw bits are staged in ``out`` itself.
+    """
+    cdef uint64_t* raw = <uint64_t*>out
+    cdef uint64_t x, state
+    cdef int64_t s
+    fill_random(raw, count, rng)
+    if bits <= 11:
+        for s in range(count):
+            x = raw[s]
+            out[s] = alias_pick(threshold, alias, bits, x, x)
+    else:
+        state = rng[0]  # a local copy: stores through ``out`` cannot alias it
+        for s in range(count):
+            x = raw[s]
+            out[s] = alias_pick(threshold, alias, bits, x, next_u64(&state))
+        rng[0] = state
+
+
+cdef inline int64_t _log2(int64_t n) noexcept nogil:
+    cdef int64_t bits = 0
+    while (<int64_t>1 << bits) < n:
+        bits += 1
+    return bits
+
+
+cdef void samples_into(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias, int64_t* order,
+                       uint64_t* rng, int64_t* out, int64_t count) noexcept nogil:
+    """Draw ``count`` basis indices from |psi|^2 with an alias table, advancing ``rng``."""
+    probabilities_into(v, 0, n, probs)
+    alias_table(probs, n, threshold, alias, order)
+    alias_draws(threshold, alias, _log2(n), rng, out, count)
+
+
+cdef double binomial_estimate(double exact, int64_t shots, uint64_t* rng) noexcept nogil:
+    """Mean of ``shots`` +-1 outcomes that are +1 with probability (1 + exact) / 2, advancing ``rng``."""
+    cdef double plus = 0.5 * (1.0 + exact)
+    cdef double total = 0.0
+    cdef uint64_t state = rng[0]
+    cdef int64_t _
+    for _ in range(shots):
+        # 2k - 1 for k in {0, 1} is exactly -1.0 or +1.0: the same sum as numba's branch, without the branch
+        total += 2.0 * <double>(next_uniform(&state) < plus) - 1.0
+    rng[0] = state
+    return total / <double>shots
+
+
+cdef void _shot_estimates(const int64_t* samples, int64_t shots, const int64_t* xmask, const int64_t* zmask,
+                          const double* exact, int64_t count, uint64_t* rng, double* out) noexcept nogil:
+    """Body of :func:`shot_estimates_into` on raw pointers, advancing ``rng``."""
+    cdef int64_t k, s
+    cdef double total
+    for k in range(count):
+        if xmask[k] == 0:
+            total = 0.0
+            for s in range(shots):
+                total += 1.0 - 2.0 * parity(samples[s] & zmask[k])
+            out[k] = total / <double>shots
+        else:
+            out[k] = binomial_estimate(exact[k], shots, rng)
+
+
+def shot_estimates_into(const int64_t[::1] samples, const int64_t[::1] xmask, const int64_t[::1] zmask,
+                        const double[::1] exact, uint64_t rng, double[::1] out):
+    """Shot estimates from Z-basis ``samples`` (one parity per shot; the large-state path); returns rng.
+
+    Z strings share the samples (one measurement in the Z basis). A string
+    with X or Y needs its own basis, so it is estimated from its own
+    ``samples.size`` outcomes drawn on ``exact[k]`` (see binomial_estimate).
+    """
+    _check_observables(xmask, zmask, zmask, out.shape[0])
+    if exact.shape[0] < out.shape[0]:
+        raise ValueError("exact must have one entry per observable")
+    if samples.shape[0] == 0:
+        raise ValueError("no samples")
+    if out.shape[0] == 0:
+        return rng
+    with nogil:
+        _shot_estimates(&samples[0], samples.shape[0], &xmask[0], &zmask[0], &exact[0], out.shape[0], &rng,
+                        &out[0])
+    return rng
+
+
+cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias,
+                                int64_t* order, int64_t* drawn, const int64_t* xmask, const int64_t* zmask,
+                                const int64_t* ny, int64_t count, int64_t shots, uint64_t* rng,
+                                double* out) noexcept nogil:
+    """Shot estimates for a small state: Z strings from the histogram of one set of shots.
+
+    ``drawn`` is int64[shots] scratch, the others as in :func:`samples_into`.
+    """
+    cdef int64_t i, k, s
+    cdef double* histogram = probs  # the probabilities are in the table now; reuse their buffer
+    samples_into(v, n, probs, threshold, alias, order, rng, drawn, shots)
+    for i in range(n):
+        histogram[i] = 0.0
+    for s in range(shots):
+        histogram[drawn[s]] += 1.0
+    for i in range(n):
+        histogram[i] /= <double>shots
+    z_expectations_from_probabilities(histogram, n, xmask, zmask, count, out)
+    for k in range(count):
+        if xmask[k] != 0:
+            out[k] = binomial_estimate(pauli_expectation(v, 0, n, xmask[k], zmask[k], ny[k]), shots, rng)
+
+
+# ---------------------------------------------------------------- the batch of small states
+
+cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_out, int64_t* samples_out,
+                     int64_t batch, int64_t num_qubits, const real* u1, int64_t u1_stride, const real* u2,
+                     int64_t u2_stride, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
+                     const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
+                     const int32_t* run_gate, const int64_t* perm_start, bint has_perm, const int64_t* perm_table,
+                     const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots,
+                     uint64_t key, int64_t batch_offset, const real* initial, bint has_initial, int num_threads,
+                     int* failed) noexcept nogil:
+    """Body of :func:`run_small`: one parallel region, per-thread buffers, a static loop over the batch."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t b
+    cdef uint64_t rng
+    cdef bint sampling = task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL
+    cdef bint ok = False
+    # NULL-initialised: Cython makes these firstprivate in the parallel region
+    cdef real* own = NULL
+    cdef real* scratch = NULL
+    cdef real* psi = NULL
+    cdef real* row = NULL
+    cdef double* probs = NULL
+    cdef double* threshold = NULL
+    cdef int64_t* alias = NULL
+    cdef int64_t* order = NULL
+    cdef int64_t* drawn = NULL
+    with parallel(num_threads=num_threads):
+        # one set of buffers per thread, reused by all its parameter sets
+        # (a final state is built in its output row, so it only needs ``own`` as permutation scratch)
+        own = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE or has_perm else NULL
+        scratch = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE and has_perm else NULL
+        probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
+        threshold = <double*>malloc(size * sizeof(double)) if sampling else NULL
+        alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+        order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+        drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
+        ok = not ((own == NULL and (task != TASK_STATE or has_perm))
+                  or (scratch == NULL and task != TASK_STATE and has_perm)
+                  or (probs == NULL and task >= TASK_EXPVAL)
+                  or ((threshold == NULL or alias == NULL or order == NULL) and sampling)
+                  or (drawn == NULL and task == TASK_SHOT_EXPVAL))
+        # every thread must reach the worksharing loop (OpenMP), so a thread
+        # without buffers runs it too and only flags its iterations as failed
+        for b in prange(batch, schedule="static"):
+            if not ok:
+                failed[0] = 1
+            else:
+                # final states are built in place in their output row, like numba does
+                row = psi_out + 2 * size * b if task == TASK_STATE else own
+                if has_initial:
+                    memcpy(row, initial + 2 * size * b, 2 * size * sizeof(real))
+                else:
+                    init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
+                psi = apply_steps(row, own if row != own else scratch, size, 0, steps, kind, q0, q1, arg,
+                                  u1 + u1_stride * b, u2 + u2_stride * b, run_start, run_gate, perm_start,
+                                  perm_table)
+                if task == TASK_STATE:
+                    if psi != row:
+                        memcpy(row, psi, 2 * size * sizeof(real))
+                elif task == TASK_PROBS:
+                    probabilities_into(psi, 0, size, probs_out + size * b)
+                elif task == TASK_EXPVAL:
+                    expectations_into(psi, size, probs, xmask, zmask, ny, count, values_out + count * b)
+                elif task == TASK_SAMPLES:
+                    rng = _stream_state(key, <uint64_t>(batch_offset + b))
+                    samples_into(psi, size, probs, threshold, alias, order, &rng, samples_out + shots * b, shots)
+                else:
+                    rng = _stream_state(key, <uint64_t>(batch_offset + b))
+                    _shot_estimates_small(psi, size, probs, threshold, alias, order, drawn, xmask, zmask, ny, count,
+                                          shots, &rng, values_out + count * b)
+        free(own)
+        free(scratch)
+        free(probs)
+        free(threshold)
+        free(alias)
+        free(order)
+        free(drawn)
+
+
+cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny,
+                             Py_ssize_t count) except *:
+    if xmask.shape[0] < count or zmask.shape[0] < count or ny.shape[0] < count:
+        raise ValueError("xmask, zmask and ny must have one entry per observable")
+
+
+def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:, ::1] values_out,
+              int64_t[:, ::1] samples_out, int num_qubits, const cplx[:, :, :, ::1] u1,
+              const cplx[:, :, :, ::1] u2, const int32_t[::1] init_u1, const int8_t[::1] kind,
+              const int32_t[::1] q0, const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
+              const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
+              const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny, int64_t shots,
+              uint64_t key, int64_t batch_offset, const cplx[:, ::1] initial):
+    """Run a whole batch of a single-block program, one parameter set per iteration (OpenMP over the batch).
+
+    Args:
+        task: TASK_* constant selecting what is written.
+        psi_out: dtype[B, 2**n] final states (TASK_STATE), else unused.
+        probs_out: float64[B, 2**n] probabilities (TASK_PROBS), else unused.
+        values_out: float64[B, n_obs] expectations (TASK_EXPVAL, TASK_SHOT_EXPVAL).
+        samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
+        u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``, the state's dtype.
+        key: uint64 RNG key of this call; batch_offset: global index of row 0.
+        initial: [B, 2**n] initial states (program compiled with ``from_zero=False``), or [0, 0].
+
+    Raises:
+        ValueError: an output array is too small for the task.
+        MemoryError: the per-thread scratch buffers could not be allocated.
+    """
+    cdef int64_t batch = u1.shape[0]
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t count = xmask.shape[0]
+    cdef int failed = 0
+    # the kernels index without bounds checks: validate every shape they rely on once, here
+    if not 0 <= num_qubits <= 40 or not 0 <= task <= TASK_SHOT_EXPVAL:
+        raise ValueError(f"bad task {task} or num_qubits {num_qubits}")
+    if u2.shape[0] != batch and u2.shape[1] != 0:
+        raise ValueError("u1 and u2 must have the same batch size")
+    if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0]:
+        raise ValueError("kind, q0, q1 and arg must have one entry per step")
+    if init_u1.shape[0] < num_qubits:
+        raise ValueError("init_u1 needs one entry per qubit")
+    if task == TASK_STATE and (psi_out.shape[0] < batch or psi_out.shape[1] != size):
+        raise ValueError(f"psi_out must be [{batch}, {size}]")
+    if task == TASK_PROBS and (probs_out.shape[0] < batch or probs_out.shape[1] != size):
+        raise ValueError(f"probs_out must be [{batch}, {size}]")
+    if task in (TASK_EXPVAL, TASK_SHOT_EXPVAL) and (values_out.shape[0] < batch or values_out.shape[1] != count):
+        raise ValueError(f"values_out must be [{batch}, {count}]")
+    if task == TASK_SAMPLES and (samples_out.shape[0] < batch or samples_out.shape[1] != shots):
+        raise ValueError(f"samples_out must be [{batch}, {shots}]")
+    if task in (TASK_SAMPLES, TASK_SHOT_EXPVAL) and shots < 1:
+        raise ValueError("shots must be positive")
+    _check_observables(xmask, zmask, ny, count)
+    cdef bint has_initial = initial.shape[0] > 0
+    if has_initial and (initial.shape[0] < batch or initial.shape[1] != size):
+        raise ValueError(f"initial must be [{batch}, {size}]")
+    if batch == 0:
+        return
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _run_small(task, <float*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
+                       batch, num_qubits, <const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
+                       <const float*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
+                       &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
+                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset,
+                       <const float*>&initial[0, 0] if has_initial else NULL, has_initial, _threads, &failed)
+    else:
+        with nogil:
+            _run_small(task, <double*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
+                       batch, num_qubits, <const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
+                       <const double*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
+                       &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
+                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset,
+                       <const double*>&initial[0, 0] if has_initial else NULL, has_initial, _threads, &failed)
+    _check_allocated(failed)
+
+
+# ---------------------------------------------------------------- one large state
+
+cdef inline int64_t _deposit(int64_t value, const int64_t* positions, int64_t count) noexcept nogil:
+    """Scatter the low bits of ``value`` to the bit ``positions`` (software PDEP)."""
+    cdef int64_t out = 0
+    cdef int64_t k
+    for k in range(count):
+        out |= ((value >> k) & 1) << positions[k]
+    return out
+
+
+cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_qubits, const int32_t* init_u1,
+                        const int64_t* block_start, const int64_t* block_qubit_start, const int32_t* block_qubits,
+                        int64_t num_blocks, const int8_t* kind, const int32_t* q0, const int32_t* q1,
+                        const int32_t* arg, const int64_t* run_start, const int32_t* run_gate,
+                        const int64_t* perm_start, bint has_perm, const int64_t* perm_table, int num_threads,
+                        int* failed) noexcept nogil:
+    """Body of :func:`evolve_large`; ``failed[0]`` is set when a buffer cannot be allocated."""
+    cdef int64_t low = num_qubits // 2
+    cdef int64_t low_size = <int64_t>1 << low
+    cdef int64_t high_size = <int64_t>1 << (num_qubits - low)
+    cdef int64_t h, i, k, q, blk, chunk, base, local, num_local, num_others
+    cdef real hr, hi, lr, li
+    cdef real* low_table = <real*>malloc(2 * low_size * sizeof(real))
+    cdef real* high_table = <real*>malloc(2 * high_size * sizeof(real))
+    cdef int64_t qubits[64]
+    cdef int64_t others[64]
+    cdef bint in_block[64]
+    cdef int64_t* offsets
+    cdef real* buf = NULL
+    cdef real* scratch = NULL
+    cdef real* out = NULL
+    cdef bint ok = False
+    if low_table == NULL or high_table == NULL:
+        free(low_table)
+        free(high_table)
+        failed[0] = 1
+        return
+    # product initialisation: psi = high (x) low, each factor a product state of half the qubits
+    init_product(low_table, u1, run_start, run_gate, init_u1, 0, low)
+    init_product(high_table, u1, run_start, run_gate, init_u1, low, num_qubits)
+    for h in prange(high_size, num_threads=num_threads, schedule="static"):
+        hr = high_table[2 * h]
+        hi = high_table[2 * h + 1]
+        for i in range(low_size):
+            lr = low_table[2 * i]
+            li = low_table[2 * i + 1]
+            psi[2 * ((h << low) + i)] = hr * lr - hi * li
+            psi[2 * ((h << low) + i) + 1] = hr * li + hi * lr
+    free(low_table)
+    free(high_table)
+    for blk in range(num_blocks):
+        num_local = block_qubit_start[blk + 1] - block_qubit_start[blk]
+        for q in range(num_qubits):
+            in_block[q] = False
+        for k in range(num_local):
+            qubits[k] = block_qubits[block_qubit_start[blk] + k]
+            in_block[qubits[k]] = True
+        num_others = 0
+        for q in range(num_qubits):
+            if not in_block[q]:
+                others[num_others] = q
+                num_others += 1
+        local = <int64_t>1 << num_local
+        offsets = <int64_t*>malloc(local * sizeof(int64_t))
+        if offsets == NULL:
+            failed[0] = 1
+            return
+        for i in range(local):
+            offsets[i] = 2 * _deposit(i, qubits, num_local)
+        with parallel(num_threads=num_threads):
+            # per-thread gather buffers, allocated once per block pass
+            buf = <real*>malloc(2 * local * sizeof(real))
+            scratch = <real*>malloc(2 * local * sizeof(real)) if has_perm else NULL
+            ok = not (buf == NULL or (has_perm and scratch == NULL))
+            for chunk in prange(<int64_t>1 << num_others, schedule="static"):  # reached by every thread
+                if not ok:
+                    failed[0] = 1
+                else:
+                    base = 2 * _deposit(chunk, others, num_others)
+                    for i in range(local):
+                        memcpy(buf + 2 * i, psi + base + offsets[i], 2 * sizeof(real))
+                    out = apply_steps(buf, scratch, local, block_start[blk], block_start[blk + 1], kind, q0, q1,
+                                      arg, u1, u2, run_start, run_gate, perm_start, perm_table)
+                    for i in range(local):
+                        memcpy(psi + base + offsets[i], out + 2 * i, 2 * sizeof(real))
+            free(buf)
+            free(scratch)
+        free(offsets)
+        if failed[0]:
+            return
+
+
+def evolve_large(cplx[::1] psi, const cplx[:, :, ::1] u1, const cplx[:, :, ::1] u2, int num_qubits,
+                 const int32_t[::1] init_u1, const int64_t[::1] block_start, const int64_t[::1] block_qubit_start,
+                 const int32_t[::1] block_qubits, const int8_t[::1] kind, const int32_t[::1] q0,
+                 const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
+                 const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
+                 int num_threads):
+    """Evolve one large state in place: parallel product init, then one gathered pass per block.
+
+    ``num_threads`` (numba sizes its per-thread buffers with it) caps the
+    thread count here; buffers are allocated per thread inside each pass.
+    """
+    cdef int failed = 0
+    cdef int64_t k
+    cdef int64_t num_blocks = block_start.shape[0] - 1
+    cdef int threads = max(1, min(_threads, num_threads))
+    if not 1 <= num_qubits <= 63 or psi.shape[0] != (<int64_t>1 << num_qubits):
+        raise ValueError(f"psi must hold 2**{num_qubits} amplitudes")
+    if block_qubit_start.shape[0] != num_blocks + 1 or num_blocks < 0:
+        raise ValueError("block_start and block_qubit_start must both have one entry per block plus one")
+    if init_u1.shape[0] < num_qubits:
+        raise ValueError("init_u1 needs one entry per qubit")
+    if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0]:
+        raise ValueError("kind, q0, q1 and arg must have one entry per step")
+    for k in range(num_blocks):
+        if not 0 <= block_qubit_start[k + 1] - block_qubit_start[k] <= num_qubits:
+            raise ValueError("a block has more qubits than the register")
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _evolve_large(<float*>&psi[0], <const float*>&u1[0, 0, 0], <const float*>&u2[0, 0, 0], num_qubits,
+                          &init_u1[0], &block_start[0], &block_qubit_start[0], &block_qubits[0], num_blocks,
+                          &kind[0], &q0[0], &q1[0], &arg[0], &run_start[0], &run_gate[0], &perm_start[0],
+                          perm_start.shape[0] > 1, &perm_table[0], threads, &failed)
+    else:
+        with nogil:
+            _evolve_large(<double*>&psi[0], <const double*>&u1[0, 0, 0], <const double*>&u2[0, 0, 0], num_qubits,
+                          &init_u1[0], &block_start[0], &block_qubit_start[0], &block_qubits[0], num_blocks,
+                          &kind[0], &q0[0], &q1[0], &arg[0], &run_start[0], &run_gate[0], &perm_start[0],
+                          perm_start.shape[0] > 1, &perm_table[0], threads, &failed)
+    _check_allocated(failed)
+
+
+cdef void _expectations_large(const real* v, int64_t n, const int64_t* xmask, const int64_t* zmask,
+                              const int64_t* ny, int64_t count, double* partial, int64_t slices,
+                              int num_threads) noexcept nogil:
+    """Body of :func:`expectations_large`: partial sums per (slice, observable) in ``partial``."""
+    cdef int64_t width = n // slices
+    cdef int64_t c, k
+    for c in prange(slices, num_threads=num_threads, schedule="static"):
+        for k in range(count):
+            if xmask[k] == 0:
+                partial[c * count + k] = z_expectation(v, c * width, (c + 1) * width, zmask[k])
+            else:
+                partial[c * count + k] = pauli_expectation(v, c * width, (c + 1) * width, xmask[k], zmask[k], ny[k])
+
+
+def expectations_large(const cplx[::1] psi, const int64_t[::1] xmask, const int64_t[::1] zmask,
+                       const int64_t[::1] ny, double[::1] out):
+    """Exact expectations of one large state, parallel over slices (256, fewer for tiny states)."""
+    cdef int64_t n = psi.shape[0]
+    cdef int64_t count = out.shape[0]
+    # as numba: at most n slices, or a state under 256 amplitudes would get empty ones
+    cdef int64_t slices = min(<int64_t>256, n)
+    cdef int64_t c, k
+    cdef double acc
+    cdef double* partial
+    _check_observables(xmask, zmask, ny, count)
+    if n == 0 or n & (n - 1):
+        raise ValueError("psi must hold a power of two amplitudes")
+    if count == 0:
+        return
+    partial = <double*>malloc(slices * count * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _expectations_large(<const float*>&psi[0], n, &xmask[0], &zmask[0], &ny[0], count, partial, slices,
+                                _threads)
+    else:
+        with nogil:
+            _expectations_large(<const double*>&psi[0], n, &xmask[0], &zmask[0], &ny[0], count, partial, slices,
+                                _threads)
+    for k in range(count):
+        acc = 0.0
+        for c in range(slices):
+            acc += partial[c * count + k]
+        out[k] = acc
+    free(partial)
+
+
+cdef void _probabilities_in_place(real* v, int64_t n) noexcept nogil:
+    """Body of :func:`probabilities_in_place`: in index order, which is what makes it safe.
+
+    Each write lands on bytes this or an earlier iteration has read (the
+    same bytes for complex64), so no reordering the compiler may do across
+    the float/double views can read a value this loop has overwritten.
+    """
+    cdef double* out = <double*>v
+    cdef int64_t i
+    cdef double re, im
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        out[i] = re * re + im * im
+
+
+def probabilities_in_place(cplx[::1] psi):
+    """|psi_i|^2 written over the state's own memory; returns the float64[2**n] view.
+
+    No second state-sized buffer: float64 i lies inside complex element i
+    (complex64) or i // 2 (complex128), which this sequential loop has
+    already read when it writes there.
+    """
+    cdef int64_t n = psi.shape[0]
+    if n:
+        if cplx is cython.floatcomplex:
+            with nogil:
+                _probabilities_in_place(<float*>&psi[0], n)
+        else:
+            with nogil:
+                _probabilities_in_place(<double*>&psi[0], n)
+    return np.asarray(psi).view(np.float64)[:n]
+
+
+cdef int _compare_doubles(const void* a, const void* b) noexcept nogil:
+    cdef double x = (<const double*>a)[0]
+    cdef double y = (<const double*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef void _samples_large(const real* v, int64_t n, uint64_t* rng, int64_t* out, int64_t count,
+                         double* targets) noexcept nogil:
+    """Body of :func:`samples_large`; ``targets`` is float64[count] scratch."""
+    cdef double total = 0.0
+    cdef double cumulative = 0.0
+    cdef double p, re, im
+    cdef int64_t i, j, s, last, tmp
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        total += re * re + im * im
+    for s in range(count):
+        targets[s] = next_uniform(rng)
+    # sorting values gives one array whatever the algorithm, so numba's np.sort and qsort agree
+    qsort(targets, count, sizeof(double), _compare_doubles)
+    for s in range(count):
+        targets[s] = targets[s] * total
+    s = 0
+    last = 0
+    for i in range(n):
+        re = v[2 * i]
+        im = v[2 * i + 1]
+        p = re * re + im * im
+        if p > 0.0:
+            last = i
+        cumulative += p
+        while s < count and targets[s] < cumulative:
+            out[s] = i
+            s += 1
+    while s < count:
+        out[s] = last
+        s += 1
+    # Fisher-Yates, so the order of the draws is exchangeable
+    for s in range(count - 1, 0, -1):
+        j = <int64_t>(next_uniform(rng) * <double>(s + 1))
+        tmp = out[s]
+        out[s] = out[j]
+        out[j] = tmp
+
+
+def samples_large(const cplx[::1] psi, uint64_t rng, int64_t[::1] out):
+    """Draw ``out.size`` samples from a large state with O(shots) extra memory; returns the advanced rng.
+
+    Sorted uniforms are matched against one running sum over the state, then
+    the draws are shuffled (Fisher-Yates) so their order is exchangeable.
+    """
+    cdef int64_t count = out.shape[0]
+    cdef double* targets
+    if count == 0:
+        return rng
+    targets = <double*>malloc(count * sizeof(double))
+    if targets == NULL:
+        raise MemoryError()
+    if cplx is cython.floatcomplex:
+        with nogil:
+            _samples_large(<const float*>&psi[0], psi.shape[0], &rng, &out[0], count, targets)
+    else:
+        with nogil:
+            _samples_large(<const double*>&psi[0], psi.shape[0], &rng, &out[0], count, targets)
+    free(targets)
+    return rng
+
+
+# ---------------------------------------------------------------- adjoint differentiation
+
+include "_adjoint.pxi"

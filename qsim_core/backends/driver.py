@@ -1,0 +1,211 @@
+"""The shared driver of the compiled backends, forward and adjoint.
+
+The compiled backends differ only in their kernel modules: numba's
+(:mod:`qsim_core.backends.numba`) and Cython's (:mod:`qsim_core.backends.cython`)
+export the same functions (``run_small``, ``evolve_large``,
+``expectations_large``, ``probabilities_in_place``, ``samples_large``,
+``shot_estimates_into``, ``stream_state``, ``set_threads``, ``max_threads``,
+and for adjoint differentiation ``adjoint_small``) with the same arguments,
+so one driver, :class:`CompiledBackend`, serves both. It compiles the circuit
+once per structure, binds gate matrices per chunk of the batch and makes one
+kernel call per chunk; :func:`run_adjoint` does the same for the adjoint
+sweep and applies the chain rule from gate-slot uses to the parameter vector.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+from .. import memory
+from ..compiler import Program
+from ..derivatives import AdjointPlan, adjoint_plan
+from ..observables import PauliStrings
+from .contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE, Job
+
+#: parameter sets bound and run per kernel call; bounds the bound-matrix memory
+BATCH_CHUNK = 4096
+#: a single-block batch gets one thread per this many parameter sets: waking a
+#: second thread for a few microseconds of work costs more than it saves, and
+#: far more when another process holds the other core
+SETS_PER_THREAD = 16
+
+
+class CompiledBackend:
+    """Drives a kernel module: compile once, bind per chunk of the batch, one kernel call per chunk."""
+
+    def __init__(self, name: str, kernels: ModuleType) -> None:
+        self.name = name
+        self.kernels = kernels
+
+    def statevector(self, job: Job) -> np.ndarray:
+        """See :class:`Backend`."""
+        what = f"{job.batch} state(s) of {job.circuit.num_qubits} qubits"
+        out = self._allocate((job.batch, job.size), job.dtype, what)
+        return self._run(job, TASK_STATE, zbasis=False, psi_out=out)
+
+    def probabilities(self, job: Job) -> np.ndarray:
+        """See :class:`Backend`. One large state's probabilities reuse the state's memory."""
+        program = job.program(zbasis=True)
+        if job.batch == 1 and not program.single_block:
+            psi = self._evolve_large(job, program, 0)
+            return self.kernels.probabilities_in_place(psi)[np.newaxis]
+        out = self._allocate((job.batch, job.size), np.float64, f"{job.batch} probability vector(s)")
+        return self._run(job, TASK_PROBS, zbasis=True, probs_out=out)
+
+    def expectation(self, job: Job, observables: PauliStrings) -> np.ndarray:
+        """See :class:`Backend`."""
+        out = np.zeros((job.batch, len(observables)))
+        return self._run(job, TASK_EXPVAL, zbasis=observables.z_only, values_out=out, observables=observables)
+
+    def sample(self, job: Job, shots: int, key: int, offset: int = 0) -> np.ndarray:
+        """See :class:`Backend`."""
+        out = self._allocate((job.batch, shots), np.int64, f"{job.batch} x {shots} samples")
+        return self._run(job, TASK_SAMPLES, zbasis=True, samples_out=out, shots=shots, key=key, offset=offset)
+
+    def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int,
+                         offset: int = 0) -> np.ndarray:
+        """See :class:`Backend`."""
+        out = np.zeros((job.batch, len(observables)))
+        return self._run(job, TASK_SHOT_EXPVAL, zbasis=observables.z_only, values_out=out,
+                         observables=observables, shots=shots, key=key, offset=offset)
+
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """See :class:`Backend`; the work is done by :func:`run_adjoint`."""
+        return run_adjoint(self.kernels, job, observables, weights)
+
+    @staticmethod
+    def _allocate(shape: tuple[int, int], dtype: type, what: str) -> np.ndarray:
+        memory.require(shape[0] * shape[1] * np.dtype(dtype).itemsize, what)
+        return np.empty(shape, dtype)
+
+    def _run(self, job: Job, task: int, *, zbasis: bool, psi_out=None, probs_out=None, values_out=None,
+             samples_out=None, observables: PauliStrings | None = None, shots: int = 0, key: int = 0,
+             offset: int = 0) -> np.ndarray:
+        """Run ``task`` into the given output; sampling row ``b`` draws from the stream of global row ``offset + b``."""
+        program = job.program(zbasis)
+        threads = job.threads if not program.single_block else min(job.threads, -(-job.batch // SETS_PER_THREAD))
+        self.kernels.set_threads(threads)
+        empty_obs = np.zeros(0, np.int64)
+        xmask, zmask, ny = (observables.xmask, observables.zmask, observables.ny) if observables else (empty_obs,) * 3
+        result = next(a for a in (psi_out, probs_out, values_out, samples_out) if a is not None)
+        if not program.single_block:
+            self._run_large(job, program, task, result, xmask, zmask, ny, shots, key, offset)
+            return result
+        psi_out = psi_out if psi_out is not None else np.empty((0, 0), job.dtype)
+        probs_out = probs_out if probs_out is not None else np.empty((0, 0))
+        values_out = values_out if values_out is not None else np.empty((0, 0))
+        samples_out = samples_out if samples_out is not None else np.empty((0, 0), np.int64)
+        initial = job.initial if job.initial is not None else np.empty((0, 0), job.dtype)
+        for start in range(0, job.batch, BATCH_CHUNK):
+            rows = slice(start, start + BATCH_CHUNK)
+            u1, u2 = program.bind(job.params[rows], job.dtype, threads)
+            self.kernels.run_small(
+                task, psi_out[rows] if task == TASK_STATE else psi_out,
+                probs_out[rows] if task == TASK_PROBS else probs_out,
+                values_out[rows] if task in (TASK_EXPVAL, TASK_SHOT_EXPVAL) else values_out,
+                samples_out[rows] if task == TASK_SAMPLES else samples_out,
+                program.num_qubits, u1, u2, program.init_u1, program.kind, program.q0, program.q1, program.arg,
+                program.run_start, program.run_gate, program.perm_start, program.perm_table,
+                xmask, zmask, ny, shots, np.uint64(key), offset + start, initial[rows],
+            )
+        return result
+
+    def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:
+        """Final state of parameter set ``row``, in ``psi`` or in a new array (memory checked first)."""
+        if psi is None:
+            what = f"a {program.num_qubits}-qubit {np.dtype(job.dtype).name} state"
+            memory.require(job.size * np.dtype(job.dtype).itemsize, what)
+            psi = np.empty(job.size, job.dtype)
+        k = self.kernels
+        k.set_threads(job.threads)  # a large state uses every thread, whatever the batch size
+        u1, u2 = program.bind(job.params[row:row + 1], job.dtype, job.threads)
+        k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
+                       program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,
+                       program.arg, program.run_start, program.run_gate, program.perm_start,
+                       program.perm_table, k.max_threads())
+        return psi
+
+    def _run_large(self, job: Job, program: Program, task: int, result: np.ndarray, xmask, zmask, ny,
+                   shots: int, key: int, offset: int) -> None:
+        """One parameter set at a time; the kernels parallelise over the state; row ``b`` samples as ``offset + b``."""
+        k = self.kernels
+        for b in range(job.batch):
+            psi = self._evolve_large(job, program, b, result[b] if task == TASK_STATE else None)
+            if task == TASK_PROBS:
+                result[b] = k.probabilities_in_place(psi)
+            elif task == TASK_EXPVAL:
+                k.expectations_large(psi, xmask, zmask, ny, result[b])
+            elif task in (TASK_SAMPLES, TASK_SHOT_EXPVAL):
+                # np.uint64 keeps one compiled signature: a bare Python int would be typed
+                # int64 or uint64 depending on its value
+                rng = np.uint64(k.stream_state(np.uint64(key), offset + b))
+                drawn = result[b] if task == TASK_SAMPLES else np.empty(shots, np.int64)
+                rng = np.uint64(k.samples_large(psi, rng, drawn))
+                if task == TASK_SHOT_EXPVAL:
+                    exact = np.zeros(len(xmask))
+                    if xmask.any():
+                        k.expectations_large(psi, xmask, zmask, ny, exact)
+                    k.shot_estimates_into(drawn, xmask, zmask, exact, rng, result[b])
+            del psi
+
+
+def plan_for(job: Job, zbasis: bool) -> AdjointPlan:
+    """The job circuit's adjoint plan (cached on the circuit): one block over all qubits."""
+    width = max(job.block_qubits, job.circuit.num_qubits)
+    key = ("adjoint", zbasis, width, job.initial is None)
+    plan = job.circuit.memo.get(key)
+    if plan is None:
+        plan = adjoint_plan(job.program(zbasis, width))
+        job.circuit.memo[key] = plan
+    return plan
+
+
+def run_adjoint(kernels: ModuleType, job: Job, observables: PauliStrings,
+                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Expectations and weighted adjoint gradients.
+
+    Args:
+        kernels: the backend's kernel module (``set_threads`` and ``adjoint_small``).
+        job: circuit and float64[B, P] parameters.
+        observables: the K Pauli strings.
+        weights: float64[B, L, K]; lane l differentiates ``sum_k weights[b, l, k] <O_k>``.
+
+    Returns:
+        ``(values, gradient, state_gradient)``: float64[B, K], float64[B, L, P], and for jobs
+        with initial states ``d f / d Re psi_0 + i d f / d Im psi_0`` as complex[B, L, 2**n] (else None).
+    """
+    plan = plan_for(job, observables.z_only)
+    program = plan.program
+    lanes = weights.shape[1]
+    threads = min(job.threads, -(-job.batch // SETS_PER_THREAD))
+    itemsize = np.dtype(job.dtype).itemsize
+    # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs)
+    memory.require(threads * (lanes + 2) * job.size * itemsize,
+                   f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
+    kernels.set_threads(threads)
+    values = np.zeros((job.batch, len(observables)))
+    gradient = np.empty((job.batch, lanes, program.num_params))
+    with_states = job.initial is not None
+    state_gradient = np.empty((job.batch, lanes, job.size) if with_states else (0, 0, 0), job.dtype)
+    initial = job.initial if with_states else np.empty((0, 0), job.dtype)
+    uses = plan.jacobian.shape[0]
+    for start in range(0, job.batch, BATCH_CHUNK):
+        rows = slice(start, start + BATCH_CHUNK)
+        params = job.params[rows]
+        u1, u2 = program.bind(params, job.dtype, threads)
+        du1, du2 = plan.derivatives(params, job.dtype)
+        u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2)))
+        per_use = np.zeros((params.shape[0], lanes, uses))
+        kernels.adjoint_small(
+            u1, u2, u2_dagger, du1, du2, plan.slope1, plan.rotation1, plan.slope2, plan.rotation2,
+            program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
+            program.run_start, program.run_gate, program.perm_start, plan.inverse_table, program.perm_table,
+            plan.u1_use_start, plan.u2_use_start, observables.xmask, observables.zmask, observables.ny,
+            np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows], state_gradient[rows],
+        )
+        gradient[rows] = per_use @ plan.jacobian
+    # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
+    return values, gradient, 2 * state_gradient if with_states else None

@@ -1,0 +1,741 @@
+"""Numba kernels: free functions over flat arrays, no Python objects.
+
+Bit order: qubit k is bit k of a basis index (see :mod:`qsim_core.circuit`).
+Inside a block, qubit indices are *local* (positions in the block's sorted
+qubit list) and ``psi`` is the block's gathered amplitudes. Two-qubit
+matrices are indexed ``2 * bit(q0) + bit(q1)``; the structured two-qubit
+steps (``U2X`` pair-mixing, ``U2D`` diagonal, see :mod:`qsim_core.compiler`)
+read only the entries their structure allows from the same bound 4x4.
+
+Helpers without ``parallel`` run inside the per-parameter-set loop of
+``run_small`` (a ``prange`` over the batch); ``run_large`` parallelises over
+slices of one big state instead. Everything accumulates in float64 whatever
+the state's precision (``np.float64(x)``: numba's ``float(x)`` of a float32
+stays float32).
+
+Random numbers: SplitMix64 streams, one per parameter set, derived from the
+call's 64-bit key and the set's global batch index, so results do not depend
+on the thread count or on how the batch is chunked.
+"""
+
+import numba
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from ...compiler import CNOT, PERM, SWAP, U1, U2, U2D, U2X
+from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_STREAM = np.uint64(0xD1B54A32D192ED03)
+_TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
+
+
+def set_threads(threads):
+    """Use ``threads`` worker threads (capped at numba's pool size) for the next kernel calls."""
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def max_threads():
+    """Size of numba's thread pool; thread ids are below it."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+@njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def stream_state(key, index):
+    """Initial RNG state of the stream for batch element ``index`` under ``key``."""
+    return _mix64(key ^ (np.uint64(index) * _STREAM))
+
+
+@njit(cache=True, inline="always")
+def next_u64(state):
+    """Advance a SplitMix64 state; returns (new state, 64 random bits).
+
+    The cast matters: a state that went through Python comes back as int64,
+    and int64 mixed with uint64 would silently become float64 in numba.
+    """
+    state = np.uint64(state) + _GOLDEN
+    return state, _mix64(state)
+
+
+@njit(cache=True, inline="always")
+def next_uniform(state):
+    """Advance a SplitMix64 state; returns (new state, uniform float in [0, 1) with 53 random bits)."""
+    state, bits = next_u64(state)
+    return state, float(bits >> np.uint64(11)) * _TO_UNIT
+
+
+@njit(cache=True, inline="always")
+def parity(x):
+    """Parity of the set bits of a non-negative int64 (0 or 1)."""
+    x ^= x >> 32
+    x ^= x >> 16
+    x ^= x >> 8
+    x ^= x >> 4
+    x &= 0xF
+    return (0x6996 >> x) & 1
+
+
+@njit(cache=True, inline="always")
+def _insert_zero(p, q):
+    return ((p >> q) << (q + 1)) | (p & ((1 << q) - 1))
+
+
+@njit(cache=True)
+def fused_u1(u1, run_start, run_gate, run):
+    """Product of a fused run's 2x2 matrices (first gate rightmost) as 4 scalars."""
+    g = run_gate[run_start[run]]
+    m00, m01, m10, m11 = u1[g, 0, 0], u1[g, 0, 1], u1[g, 1, 0], u1[g, 1, 1]
+    for k in range(run_start[run] + 1, run_start[run + 1]):
+        g = run_gate[k]
+        a00, a01, a10, a11 = u1[g, 0, 0], u1[g, 0, 1], u1[g, 1, 0], u1[g, 1, 1]
+        m00, m01, m10, m11 = (a00 * m00 + a01 * m10, a00 * m01 + a01 * m11,
+                              a10 * m00 + a11 * m10, a10 * m01 + a11 * m11)
+    return m00, m01, m10, m11
+
+
+# Real matrices (RY, H, X, CNOT-free fused runs) are the common case: they act on
+# the float view of the state, re and im alike. The loops take the two halves of
+# the amplitude pairs as separate slices: with distinct pointers LLVM can prove
+# there are no dependences and vectorises (on one array indexed at f and f + s
+# it cannot). 'contract' allows FMA; results stay within a few ulps.
+_FMA = {"contract"}
+
+
+@njit(cache=True, fastmath=_FMA)
+def _real_pairs(lo, hi, a, b, c, d):
+    for k in range(lo.size):
+        x = lo[k]
+        y = hi[k]
+        lo[k] = a * x + b * y
+        hi[k] = c * x + d * y
+
+
+@njit(cache=True, fastmath=_FMA)
+def _real_qubit0(v, a, b, c, d):
+    """Qubit 0: each pair is floats (4p, 4p+1 | 4p+2, 4p+3); written out so it vectorises in-iteration."""
+    for i in range(0, v.size, 4):
+        xr, xi, yr, yi = v[i], v[i + 1], v[i + 2], v[i + 3]
+        v[i] = a * xr + b * yr
+        v[i + 1] = a * xi + b * yi
+        v[i + 2] = c * xr + d * yr
+        v[i + 3] = c * xi + d * yi
+
+
+@njit(cache=True, fastmath=_FMA)
+def _real_qubit1(v, a, b, c, d):
+    """Qubit 1: two pairs per 8 floats (8p..8p+3 | 8p+4..8p+7)."""
+    for i in range(0, v.size, 8):
+        x0, x1, x2, x3 = v[i], v[i + 1], v[i + 2], v[i + 3]
+        y0, y1, y2, y3 = v[i + 4], v[i + 5], v[i + 6], v[i + 7]
+        v[i] = a * x0 + b * y0
+        v[i + 1] = a * x1 + b * y1
+        v[i + 2] = a * x2 + b * y2
+        v[i + 3] = a * x3 + b * y3
+        v[i + 4] = c * x0 + d * y0
+        v[i + 5] = c * x1 + d * y1
+        v[i + 6] = c * x2 + d * y2
+        v[i + 7] = c * x3 + d * y3
+
+
+@njit(cache=True, inline="always")
+def _negligible(psi):
+    """Largest gate-entry magnitude the fast-path tests treat as zero: 8 ulps of the state's precision.
+
+    Compile-time constants multiplied in float64 leave rounding noise where an
+    entry is exactly 0; dropping it changes a result by less than one more rounding.
+    """
+    return 2e-15 if psi.itemsize == 16 else 1e-6
+
+
+@njit(cache=True)
+def apply_u1(psi, q, m00, m01, m10, m11):
+    """Apply a 2x2 matrix to qubit ``q`` of ``psi`` in place (diagonal and real fast paths)."""
+    n = psi.size
+    s = 1 << q
+    tiny = _negligible(psi)
+    if abs(m01.real) + abs(m01.imag) <= tiny and abs(m10.real) + abs(m10.imag) <= tiny:
+        for i0 in range(0, n, 2 * s):
+            for j in range(i0, i0 + s):
+                psi[j] *= m00
+            for j in range(i0 + s, i0 + 2 * s):
+                psi[j] *= m11
+    elif abs(m00.imag) <= tiny and abs(m01.imag) <= tiny and abs(m10.imag) <= tiny and abs(m11.imag) <= tiny:
+        v = psi.view(psi.real.dtype)
+        a, b, c, d = m00.real, m01.real, m10.real, m11.real
+        if q == 0:
+            _real_qubit0(v, a, b, c, d)
+        elif q == 1:
+            _real_qubit1(v, a, b, c, d)
+        else:
+            run = 2 * s
+            for i0 in range(0, 2 * n, 2 * run):
+                _real_pairs(v[i0:i0 + run], v[i0 + run:i0 + 2 * run], a, b, c, d)
+    else:
+        for i0 in range(0, n, 2 * s):
+            for j in range(i0, i0 + s):
+                x = psi[j]
+                y = psi[j + s]
+                psi[j] = m00 * x + m01 * y
+                psi[j + s] = m10 * x + m11 * y
+
+
+@njit(cache=True)
+def apply_u2(psi, qa, qb, m):
+    """Apply a 4x4 matrix ``m`` (index 2*bit(qa)+bit(qb)) to qubits qa, qb."""
+    lo, hi = min(qa, qb), max(qa, qb)
+    sa, sb = 1 << qa, 1 << qb
+    for p in range(psi.size >> 2):
+        i00 = _insert_zero(_insert_zero(p, lo), hi)
+        i01, i10, i11 = i00 | sb, i00 | sa, i00 | sa | sb
+        v0, v1, v2, v3 = psi[i00], psi[i01], psi[i10], psi[i11]
+        psi[i00] = m[0, 0] * v0 + m[0, 1] * v1 + m[0, 2] * v2 + m[0, 3] * v3
+        psi[i01] = m[1, 0] * v0 + m[1, 1] * v1 + m[1, 2] * v2 + m[1, 3] * v3
+        psi[i10] = m[2, 0] * v0 + m[2, 1] * v1 + m[2, 2] * v2 + m[2, 3] * v3
+        psi[i11] = m[3, 0] * v0 + m[3, 1] * v1 + m[3, 2] * v2 + m[3, 3] * v3
+
+
+@njit(cache=True)
+def apply_u2x(psi, qa, qb, m):
+    """Apply a pair-mixing 4x4 ``m`` (index 2*bit(qa)+bit(qb)): non-zero only where it couples
+    |00> with |11> and |01> with |10> (MS, XX, YY). Two 2x2 mixes per amplitude quartet, half a
+    4x4's work; a real matrix (e.g. MS with phases summing to a quarter turn) acts on the float view.
+    """
+    lo, hi = min(qa, qb), max(qa, qb)
+    sa, sb = 1 << qa, 1 << qb
+    slo, shi = 1 << lo, 1 << hi
+    a00, a03, a30, a33 = m[0, 0], m[0, 3], m[3, 0], m[3, 3]
+    b11, b12, b21, b22 = m[1, 1], m[1, 2], m[2, 1], m[2, 2]
+    tiny = _negligible(psi)
+    if (abs(a00.imag) <= tiny and abs(a03.imag) <= tiny and abs(a30.imag) <= tiny and abs(a33.imag) <= tiny
+            and abs(b11.imag) <= tiny and abs(b12.imag) <= tiny and abs(b21.imag) <= tiny
+            and abs(b22.imag) <= tiny):
+        v = psi.view(psi.real.dtype)
+        _real_pair_mix(v, 2 * slo, 2 * shi, 2 * (sa + sb), 2 * sb, 2 * sa, a00.real, a03.real, a30.real, a33.real,
+                       b11.real, b12.real, b21.real, b22.real)
+        return
+    for i0 in range(0, psi.size, 2 * shi):
+        for i1 in range(i0, i0 + shi, 2 * slo):
+            for j in range(i1, i1 + slo):
+                x0 = psi[j]
+                x3 = psi[j + sa + sb]
+                psi[j] = a00 * x0 + a03 * x3
+                psi[j + sa + sb] = a30 * x0 + a33 * x3
+                x1 = psi[j + sb]
+                x2 = psi[j + sa]
+                psi[j + sb] = b11 * x1 + b12 * x2
+                psi[j + sa] = b21 * x1 + b22 * x2
+
+
+@njit(cache=True, fastmath=_FMA)
+def _real_pair_mix(v, slo, shi, s11, s01, s10, a00, a03, a30, a33, b11, b12, b21, b22):
+    """:func:`apply_u2x` with real entries on the float view: strides in floats, re and im alike."""
+    for i0 in range(0, v.size, 2 * shi):
+        for i1 in range(i0, i0 + shi, 2 * slo):
+            for f in range(i1, i1 + slo):
+                x0 = v[f]
+                x3 = v[f + s11]
+                v[f] = a00 * x0 + a03 * x3
+                v[f + s11] = a30 * x0 + a33 * x3
+                x1 = v[f + s01]
+                x2 = v[f + s10]
+                v[f + s01] = b11 * x1 + b12 * x2
+                v[f + s10] = b21 * x1 + b22 * x2
+
+
+@njit(cache=True)
+def apply_u2d(psi, qa, qb, m):
+    """Apply a diagonal 4x4 ``m`` (index 2*bit(qa)+bit(qb)): one phase per amplitude (ZZ, native ZZ)."""
+    lo, hi = min(qa, qb), max(qa, qb)
+    sa, sb = 1 << qa, 1 << qb
+    slo, shi = 1 << lo, 1 << hi
+    d0, d1, d2, d3 = m[0, 0], m[1, 1], m[2, 2], m[3, 3]
+    for i0 in range(0, psi.size, 2 * shi):
+        for i1 in range(i0, i0 + shi, 2 * slo):
+            for j in range(i1, i1 + slo):
+                psi[j] *= d0
+                psi[j + sb] *= d1
+                psi[j + sa] *= d2
+                psi[j + sa + sb] *= d3
+
+
+@njit(cache=True)
+def apply_swap_pairs(psi, qa, qb, control_only):
+    """CNOT(qa -> qb) when ``control_only`` else SWAP(qa, qb), by pair swaps."""
+    lo, hi = min(qa, qb), max(qa, qb)
+    sa, sb = 1 << qa, 1 << qb
+    for p in range(psi.size >> 2):
+        base = _insert_zero(_insert_zero(p, lo), hi)
+        if control_only:
+            i, j = base | sa, base | sa | sb
+        else:
+            i, j = base | sa, base | sb
+        psi[i], psi[j] = psi[j], psi[i]
+
+
+@njit(cache=True)
+def apply_permutation(psi, scratch, table):
+    """``psi[i] = psi_old[table[i]]`` through ``scratch``."""
+    for i in range(psi.size):
+        scratch[i] = psi[table[i]]
+    psi[:] = scratch[: psi.size]
+
+
+@njit(cache=True)
+def apply_steps(psi, scratch, first, last, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table):
+    """Apply program steps ``first:last`` to the (local) state ``psi``."""
+    for k in range(first, last):
+        op = kind[k]
+        if op == U1:
+            m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, arg[k])
+            apply_u1(psi, q0[k], m00, m01, m10, m11)
+        elif op == PERM:
+            apply_permutation(psi, scratch, perm_table[perm_start[arg[k]]:perm_start[arg[k] + 1]])
+        elif op == CNOT:
+            apply_swap_pairs(psi, q0[k], q1[k], True)
+        elif op == SWAP:
+            apply_swap_pairs(psi, q0[k], q1[k], False)
+        elif op == U2X:
+            apply_u2x(psi, q0[k], q1[k], u2[arg[k]])
+        elif op == U2D:
+            apply_u2d(psi, q0[k], q1[k], u2[arg[k]])
+        elif op == U2:
+            apply_u2(psi, q0[k], q1[k], u2[arg[k]])
+
+
+@njit(cache=True)
+def _initial_column(u1, run_start, run_gate, init_u1, q, dtype_one):
+    if init_u1[q] < 0:
+        return dtype_one, dtype_one - dtype_one
+    m00, _, m10, _ = fused_u1(u1, run_start, run_gate, init_u1[q])
+    return m00, m10
+
+
+@njit(cache=True)
+def init_product(psi, u1, run_start, run_gate, init_u1, first_qubit, last_qubit):
+    """Write the product state of qubits first..last-1 into ``psi[: 2**(last-first)]``."""
+    one = psi.dtype.type(1)
+    psi[0] = one
+    for q in range(first_qubit, last_qubit):
+        c0, c1 = _initial_column(u1, run_start, run_gate, init_u1, q, one)
+        size = 1 << (q - first_qubit)
+        for i in range(size):
+            psi[i + size] = psi[i] * c1
+            psi[i] = psi[i] * c0
+
+
+@njit(cache=True)
+def z_expectation(psi, first, last, zmask):
+    """Sum over indices first..last-1 of |psi_i|^2 * (-1)^popcount(i & zmask), in float64."""
+    acc = 0.0
+    for i in range(first, last):
+        a = psi[i]
+        p = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+        acc += p - 2.0 * p * parity(i & zmask)
+    return acc
+
+
+@njit(cache=True)
+def pauli_expectation(psi, first, last, xmask, zmask, ny):
+    """Partial <psi|P|psi> over indices first..last-1 for P = i^ny X^xmask Z^zmask."""
+    acc = 0.0
+    for i in range(first, last):
+        a = psi[i]
+        b = psi[i ^ xmask]
+        re = np.float64(b.real) * np.float64(a.real) + np.float64(b.imag) * np.float64(a.imag)
+        im = np.float64(b.real) * np.float64(a.imag) - np.float64(b.imag) * np.float64(a.real)
+        sign = 1.0 - 2.0 * parity(i & zmask)
+        phase = ny & 3
+        if phase == 0:
+            acc += sign * re
+        elif phase == 1:
+            acc -= sign * im
+        elif phase == 2:
+            acc -= sign * re
+        else:
+            acc += sign * im
+    return acc
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _fold_marginals(probs, ones):
+    """ones[q] = P(qubit q = 1) for every qubit; destroys ``probs`` (folds it in half n times)."""
+    size = probs.size
+    q = ones.size - 1
+    while size > 1:
+        half = size >> 1
+        acc = 0.0
+        for i in range(half):
+            acc += probs[half + i]
+            probs[i] += probs[half + i]
+        ones[q] = acc
+        q -= 1
+        size = half
+
+
+@njit(cache=True)
+def z_expectations_from_probabilities(probs, xmask, zmask, out):
+    """Fill ``out[k]`` for every Z string (xmask[k] == 0) from basis probabilities.
+
+    Multi-qubit Z strings sum signed probabilities; single-qubit Z strings
+    come from the marginals, which one halving pass computes for all qubits.
+    Destroys ``probs`` (float64[2**n]).
+    """
+    n = 0
+    while (1 << n) < probs.size:
+        n += 1
+    single = 0
+    for k in range(xmask.size):
+        if xmask[k] != 0:
+            continue
+        if zmask[k] & (zmask[k] - 1) != 0:
+            acc = 0.0
+            for i in range(probs.size):
+                acc += probs[i] - 2.0 * probs[i] * parity(i & zmask[k])
+            out[k] = acc
+        else:
+            single += 1
+    if single:
+        ones = np.empty(n)
+        _fold_marginals(probs, ones)
+        for k in range(xmask.size):
+            if xmask[k] == 0 and zmask[k] & (zmask[k] - 1) == 0:
+                if zmask[k] == 0:
+                    out[k] = probs[0]
+                else:
+                    q = 0
+                    while zmask[k] >> q != 1:
+                        q += 1
+                    out[k] = probs[0] - 2.0 * ones[q]
+
+
+@njit(cache=True)
+def expectations_into(psi, probs, xmask, zmask, ny, out):
+    """All observables' exact expectations for one whole state; ``probs`` is float64[2**n] scratch."""
+    for k in range(xmask.size):
+        if xmask[k] != 0:
+            out[k] = pauli_expectation(psi, 0, psi.size, xmask[k], zmask[k], ny[k])
+    for i in range(psi.size):
+        a = psi[i]
+        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+    z_expectations_from_probabilities(probs, xmask, zmask, out)
+
+
+@njit(cache=True)
+def alias_table(probs, threshold, alias):
+    """Walker/Vose alias table of ``probs`` (float64[N], need not be normalised).
+
+    After the call, drawing column j uniformly and keeping j with probability
+    ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
+    ``probs[i] / sum(probs)``. Uses ``alias`` as its work list while building.
+    """
+    n = probs.size
+    total = 0.0
+    for i in range(n):
+        total += probs[i]
+    small_top = 0  # small entries grow from the front of `order`, large from the back
+    large_bottom = n
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        threshold[i] = probs[i] * n / total
+        if threshold[i] < 1.0:
+            order[small_top] = i
+            small_top += 1
+        else:
+            large_bottom -= 1
+            order[large_bottom] = i
+    last_positive = 0
+    for i in range(n):
+        alias[i] = i
+        if probs[i] > 0.0:
+            last_positive = i
+    while small_top > 0 and large_bottom < n:
+        small_top -= 1
+        lo = order[small_top]
+        hi = order[large_bottom]
+        alias[lo] = hi
+        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
+        if threshold[hi] < 1.0:
+            large_bottom += 1
+            order[small_top] = hi
+            small_top += 1
+    for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
+        i = order[k]
+        if probs[i] > 0.0:
+            threshold[i] = 1.0
+        else:
+            threshold[i] = 0.0
+            alias[i] = last_positive
+    for k in range(large_bottom, n):
+        threshold[order[k]] = 1.0
+
+
+_LOW53 = np.uint64(0x1FFFFFFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def alias_pick(threshold, alias, bits, column_bits, coin_bits):
+    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin."""
+    column = np.int64(column_bits >> np.uint64(64 - bits))
+    coin = float(coin_bits & _LOW53) * _TO_UNIT
+    return column if coin < threshold[column] else alias[column]
+
+
+@njit(cache=True)
+def fill_random(buffer, rng):
+    """Fill a uint64 buffer with random bits; returns rng. A separate loop so it vectorises."""
+    for s in range(buffer.size):
+        rng, buffer[s] = next_u64(rng)
+    return rng
+
+
+@njit(cache=True)
+def alias_draws(threshold, alias, bits, rng, out):
+    """Fill int64 ``out`` with draws from an alias table over 2**bits entries; returns rng.
+
+    Up to 11 bits one 64-bit number serves both the column (top bits) and
+    the coin (low 53 bits), independent bits of one draw; wider tables take
+    a second number for the coin.
+    """
+    raw = out.view(np.uint64)
+    rng = fill_random(raw, rng)
+    if bits <= 11:
+        for s in range(out.size):
+            x = raw[s]
+            out[s] = alias_pick(threshold, alias, bits, x, x)
+    else:
+        for s in range(out.size):
+            rng, coin = next_u64(rng)
+            out[s] = alias_pick(threshold, alias, bits, raw[s], coin)
+    return rng
+
+
+@njit(cache=True)
+def samples_into(psi, probs, threshold, alias, rng, out):
+    """Draw ``out.size`` basis indices from |psi|^2 with an alias table; returns rng."""
+    bits = 0
+    while (1 << bits) < psi.size:
+        bits += 1
+    for i in range(psi.size):
+        a = psi[i]
+        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+    alias_table(probs, threshold, alias)
+    return alias_draws(threshold, alias, bits, rng, out)
+
+
+@njit(cache=True)
+def binomial_estimate(exact, shots, rng):
+    """Mean of ``shots`` +-1 outcomes that are +1 with probability (1 + exact) / 2; returns (rng, mean)."""
+    plus = 0.5 * (1.0 + exact)
+    total = 0.0
+    for _ in range(shots):
+        rng, u = next_uniform(rng)
+        total += 1.0 if u < plus else -1.0
+    return rng, total / shots
+
+
+@njit(cache=True)
+def shot_estimates_into(samples, xmask, zmask, exact, rng, out):
+    """Shot estimates from Z-basis ``samples`` (one parity per shot; the large-state path); returns rng.
+
+    Z strings share the samples (one measurement in the Z basis). A string
+    with X or Y needs its own basis, so it is estimated from its own
+    ``samples.size`` outcomes drawn on ``exact[k]`` (see binomial_estimate).
+    """
+    shots = samples.size
+    for k in range(out.size):
+        if xmask[k] == 0:
+            total = 0.0
+            for s in range(shots):
+                total += 1.0 - 2.0 * parity(samples[s] & zmask[k])
+            out[k] = total / shots
+        else:
+            rng, out[k] = binomial_estimate(exact[k], shots, rng)
+    return rng
+
+
+@njit(cache=True)
+def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots, rng, out):
+    """Shot estimates for a small state: Z strings from the histogram of one set of shots."""
+    drawn = np.empty(shots, np.int64)
+    rng = samples_into(psi, probs, threshold, alias, rng, drawn)
+    histogram = probs  # the probabilities are in the table now; reuse their buffer
+    histogram[:] = 0.0
+    for s in range(shots):
+        histogram[drawn[s]] += 1.0
+    for i in range(psi.size):
+        histogram[i] /= shots
+    z_expectations_from_probabilities(histogram, xmask, zmask, out)
+    for k in range(xmask.size):
+        if xmask[k] != 0:
+            exact = pauli_expectation(psi, 0, psi.size, xmask[k], zmask[k], ny[k])
+            rng, out[k] = binomial_estimate(exact, shots, rng)
+
+
+@njit(cache=True, parallel=True)
+def run_small(task, psi_out, probs_out, values_out, samples_out,
+              num_qubits, u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table,
+              xmask, zmask, ny, shots, key, batch_offset, initial):
+    """Run a whole batch of a single-block program, one parameter set per iteration.
+
+    Args:
+        task: TASK_* constant selecting what is written.
+        psi_out: dtype[B, 2**n] final states (TASK_STATE), else unused.
+        probs_out: float64[B, 2**n] probabilities (TASK_PROBS), else unused.
+        values_out: float64[B, n_obs] expectations (TASK_EXPVAL, TASK_SHOT_EXPVAL).
+        samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
+        u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``.
+        key: uint64 RNG key of this call; batch_offset: global index of row 0.
+        initial: dtype[B, 2**n] initial states for a program compiled with
+            ``from_zero=False``, or an empty [0, 0] array to start from the program's product state.
+    """
+    batch = u1.shape[0]
+    size = 1 << num_qubits
+    steps = kind.size
+    for b in prange(batch):
+        if task == TASK_STATE:
+            psi = psi_out[b]
+        else:
+            psi = np.empty(size, u1.dtype)
+        scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
+        if initial.shape[0] > 0:
+            psi[:] = initial[b]
+        else:
+            init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
+        apply_steps(psi, scratch, 0, steps, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
+                    perm_start, perm_table)
+        if task == TASK_PROBS:
+            for i in range(size):
+                a = psi[i]
+                probs_out[b, i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+        elif task == TASK_EXPVAL:
+            expectations_into(psi, np.empty(size), xmask, zmask, ny, values_out[b])
+        elif task == TASK_SAMPLES:
+            samples_into(psi, np.empty(size), np.empty(size), np.empty(size, np.int64),
+                         stream_state(key, batch_offset + b), samples_out[b])
+        elif task == TASK_SHOT_EXPVAL:
+            _shot_estimates_small(psi, np.empty(size), np.empty(size), np.empty(size, np.int64), xmask, zmask, ny,
+                                  shots, stream_state(key, batch_offset + b), values_out[b])
+
+
+@njit(cache=True)
+def _deposit(value, positions):
+    """Scatter the low bits of ``value`` to the bit ``positions`` (software PDEP)."""
+    out = 0
+    for k in range(positions.size):
+        out |= ((value >> k) & 1) << positions[k]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_start, block_qubits,
+                 kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table, num_threads):
+    """Evolve one large state in place: parallel product init, then one gathered pass per block."""
+    low = num_qubits // 2
+    low_table = np.empty(1 << low, psi.dtype)
+    high_table = np.empty(1 << (num_qubits - low), psi.dtype)
+    init_product(low_table, u1, run_start, run_gate, init_u1, 0, low)
+    init_product(high_table, u1, run_start, run_gate, init_u1, low, num_qubits)
+    for h in prange(high_table.size):
+        base = h << low
+        for i in range(low_table.size):
+            psi[base + i] = high_table[h] * low_table[i]
+    all_qubits = np.arange(num_qubits)
+    for blk in range(block_start.size - 1):
+        qubits = block_qubits[block_qubit_start[blk]:block_qubit_start[blk + 1]]
+        in_block = np.zeros(num_qubits, np.bool_)
+        for q in qubits:
+            in_block[q] = True
+        others = all_qubits[~in_block]
+        local = 1 << qubits.size
+        offsets = np.empty(local, np.int64)
+        for i in range(local):
+            offsets[i] = _deposit(i, qubits)
+        buffers = np.empty((num_threads, local), psi.dtype)
+        scratch = np.empty((num_threads, local), psi.dtype)
+        for chunk in prange(1 << others.size):
+            tid = get_thread_id()
+            buf = buffers[tid]
+            base = _deposit(chunk, others)
+            for i in range(local):
+                buf[i] = psi[base + offsets[i]]
+            apply_steps(buf, scratch[tid], block_start[blk], block_start[blk + 1], kind, q0, q1, arg, u1, u2,
+                        run_start, run_gate, perm_start, perm_table)
+            for i in range(local):
+                psi[base + offsets[i]] = buf[i]
+
+
+@njit(cache=True, parallel=True)
+def expectations_large(psi, xmask, zmask, ny, out):
+    """Exact expectations of one large state, parallel over slices."""
+    slices = min(256, psi.size)
+    width = psi.size // slices
+    partial = np.zeros((slices, xmask.size))
+    for c in prange(slices):
+        for k in range(xmask.size):
+            if xmask[k] == 0:
+                partial[c, k] = z_expectation(psi, c * width, (c + 1) * width, zmask[k])
+            else:
+                partial[c, k] = pauli_expectation(psi, c * width, (c + 1) * width, xmask[k], zmask[k], ny[k])
+    for k in range(xmask.size):
+        out[k] = partial[:, k].sum()
+
+
+@njit(cache=True)
+def probabilities_in_place(psi):
+    """|psi_i|^2 written over the state's own memory; returns the float64[2**n] view.
+
+    No second state-sized buffer: float64 i lies inside complex element i
+    (complex64) or i // 2 (complex128), which this sequential loop has
+    already read when it writes there.
+    """
+    out = psi.view(np.float64)
+    for i in range(psi.size):
+        a = psi[i]
+        out[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+    return out[:psi.size]
+
+
+@njit(cache=True)
+def samples_large(psi, rng, out):
+    """Draw ``out.size`` samples from a large state with O(shots) extra memory.
+
+    Sorted uniforms are matched against one running sum over the state, then
+    the draws are shuffled (Fisher-Yates) so their order is exchangeable.
+    """
+    total = 0.0
+    for i in range(psi.size):
+        a = psi[i]
+        total += np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+    targets = np.empty(out.size)
+    for s in range(out.size):
+        rng, targets[s] = next_uniform(rng)
+    targets = np.sort(targets) * total
+    cumulative = 0.0
+    s = 0
+    last = 0
+    for i in range(psi.size):
+        a = psi[i]
+        p = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+        if p > 0.0:
+            last = i
+        cumulative += p
+        while s < out.size and targets[s] < cumulative:
+            out[s] = i
+            s += 1
+    while s < out.size:
+        out[s] = last
+        s += 1
+    for s in range(out.size - 1, 0, -1):
+        rng, u = next_uniform(rng)
+        j = int(u * (s + 1))
+        out[s], out[j] = out[j], out[s]
+    return rng

@@ -1,0 +1,12 @@
+"""The compiler: a :class:`~qsim_core.Circuit` in, a :class:`Program` of flat arrays out.
+
+Public (what the backends, the derivatives and code outside qsim_core may use):
+:func:`compile_circuit`, :class:`Program`, :data:`DEFAULT_BLOCK_QUBITS` and the
+step kinds the kernels understand (``U1``, ``U2``, ``CNOT``, ``SWAP``, ``PERM``,
+``U2X``, ``U2D``). The passes and the order they run in are described in
+:mod:`qsim_core.compiler.program`.
+"""
+
+from .program import CNOT, DEFAULT_BLOCK_QUBITS, PERM, SWAP, U1, U2, U2D, U2X, Program, compile_circuit
+
+__all__ = ["CNOT", "DEFAULT_BLOCK_QUBITS", "PERM", "SWAP", "U1", "U2", "U2D", "U2X", "Program", "compile_circuit"]

@@ -1,0 +1,510 @@
+"""A local IonQ-compatible REST server backed by :mod:`qsim_core`.
+
+It implements the subset of IonQ's API that the official clients (qiskit-ionq,
+cirq-ionq, pennylane-ionq) and :mod:`qstore.ionq.client` call, under
+``/v0.4`` (current), ``/v0.3`` (legacy shapes) and un-versioned paths (as
+v0.4; qiskit reaches them when its base URL has no version):
+
+=========================================  ==========================================================
+``POST   /jobs``                            create a single- or multi-circuit job (v0.4 or v0.3 body)
+``GET    /jobs``                            list the caller's jobs (``status``, ``limit``, ``next``)
+``GET    /jobs/{id}``                       status, echoed metadata, stats, result URL, children
+``GET    /jobs/{id}/results/probabilities`` ``{"<basis index>": p}`` (v0.4)
+``GET    /jobs/{id}/results/probabilities/aggregated``  ``{child_id: {...}}`` of a multi-circuit job
+``GET    /jobs/{id}/results``               v0.3: either of the two forms above
+``PUT    /jobs/{id}/status/cancel``         cancel a pending job (a no-op on a finished one)
+``GET    /jobs/estimate``                   price of a job from gate counts (``qstore/ionq/pricing.json``)
+``DELETE /jobs/{id}``                       delete a job; later requests for it get 404
+``GET    /backends``, ``/backends/{name}``  no API key needed (qiskit-ionq probes it without one)
+=========================================  ==========================================================
+
+Requests carry ``Authorization: apiKey <key>``; keys come from a file (one per
+line, ``#`` comments) and/or ``QSTORE_API_KEYS`` (comma or whitespace
+separated). An unknown key gets 401; a key never sees another key's jobs
+(404, as if they did not exist). Errors have IonQ's shape
+``{"error": "<HTTP phrase>", "message": "...", "statusCode": <int>}``.
+
+Jobs persist in SQLite (:mod:`qstore.ionq.server.jobstore`). A job's body is parsed
+once, on ``POST``, into its circuits grouped by gate sequence: each group is
+one template compiled once (and kept compiled for later jobs) and run as one
+batched engine call. Jobs run in a thread pool (the compiled kernels release
+the GIL), except small ones, which run on the event loop: for them the thread
+hand-offs cost as much as the job (see :func:`runs_inline`).
+``metadata.idempotency_key`` (a string) makes ``POST /jobs`` idempotent per
+API key: a resubmission returns the first job.
+Simulator jobs return the exact probabilities; ``qpu.*`` backends and noise
+models other than ``ideal`` are emulated by sampling ``shots`` outcomes from
+the noiseless state (a warning on the job says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from ..cost import CostError, PricingTable
+from ..serialize import (
+    IDEMPOTENCY_FIELD,
+    MULTI_CIRCUIT,
+    SINGLE_CIRCUIT,
+    IonQFormatError,
+    JobRequest,
+    gate_counts,
+    parse_job_body,
+)
+from .jobstore import PENDING, JobRow, JobStore
+from .latency import LatencyProfile
+from .runner import Runner
+
+log = logging.getLogger("qstore.ionq.server")
+
+API_KEYS_ENV = "QSTORE_API_KEYS"
+#: qubits of the QPUs IonQ lists (reported capped by the server's own limit; jobs on them are emulated)
+DEVICE_QUBITS = {"qpu.aria-1": 25, "qpu.aria-2": 25, "qpu.forte-1": 36, "qpu.forte-enterprise-1": 36}
+#: also accepted as a job's backend: cirq-ionq's bare QPU target
+_QPU_ALIASES = ("qpu",)
+#: how each API version spells a status (v0.3 said "running" where v0.4 says "started")
+_STATUS_NAMES = {"v0.3": {"started": "running"}, "v0.4": {}}
+_JSON = "application/json"
+#: bodies up to this size (about 3 ms to validate) are parsed on the event loop, larger ones in a thread
+_INLINE_BODY_BYTES = 2**16
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server instance needs.
+
+    Attributes:
+        db: SQLite database file of the job store.
+        api_keys: the accepted API keys (never stored or shown; jobs record their SHA-256 digests).
+        profile: injected latency (:class:`~qstore.ionq.server.latency.LatencyProfile`).
+        workers: simulation threads (jobs that run at once).
+        max_qubits: widest ``input.qubits`` accepted. A running job holds a 2**n complex128
+            state, and a dense result lists up to 2**n states as JSON (about 30 MB at 20 qubits).
+        max_shots: largest ``shots`` accepted.
+        max_circuits: most circuits in one multi-circuit job.
+        max_body_bytes: largest request body accepted, bytes.
+        pricing: prices ``GET /jobs/estimate`` quotes.
+    """
+
+    db: Path
+    api_keys: frozenset[str] = field(repr=False)
+    profile: LatencyProfile
+    workers: int = 2
+    max_qubits: int = 20
+    max_shots: int = 1_000_000
+    max_circuits: int = 1_000
+    max_body_bytes: int = 10 * 2**20
+    pricing: PricingTable = field(default_factory=PricingTable.load)
+
+    def __post_init__(self) -> None:
+        if not self.api_keys:
+            raise ValueError(f"no API keys: pass an api keys file or set {API_KEYS_ENV}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+def _digest(key: str) -> str:
+    """How the server knows a key: its SHA-256 hex digest (also the owner recorded on its jobs)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def read_api_keys(api_keys_file: str | os.PathLike | None, environ: dict[str, str] | None = None) -> frozenset[str]:
+    """Keys from ``api_keys_file`` (one per line; blank lines and ``#`` comments skipped) and ``QSTORE_API_KEYS``."""
+    keys: set[str] = set()
+    if api_keys_file is not None:
+        for line in Path(api_keys_file).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.add(line)
+    keys.update((environ if environ is not None else os.environ).get(API_KEYS_ENV, "").replace(",", " ").split())
+    return frozenset(keys)
+
+
+class ApiError(Exception):
+    """An error answered in IonQ's shape with this HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """IonQ's error body: ``{"error": <HTTP phrase>, "message": ..., "statusCode": status}``."""
+    body = {"error": HTTPStatus(status).phrase, "message": message, "statusCode": status}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _circuit_gate_counts(job: JobRequest) -> list[tuple[int, int]]:
+    """``(one-qubit, two-qubit)`` gate counts of each circuit, in job order (counted once per batch)."""
+    counts = [(0, 0)] * len(job.names)
+    for batch in job.batches:
+        shared = gate_counts([batch.template])
+        for position in batch.positions:
+            counts[position] = shared
+    return counts
+
+
+def _stats(counts: Sequence[tuple[int, int]], qubits: int) -> dict[str, Any]:
+    """IonQ's ``stats`` of circuits with these ``(one-qubit, two-qubit)`` gate counts."""
+    return {"qubits": qubits, "circuits": len(counts),
+            "gate_counts": {"1q": sum(one for one, _ in counts), "2q": sum(two for _, two in counts)}}
+
+
+def _same_body(body: Any, stored: str | bytes) -> bool:
+    """Whether a resubmitted body is the stored one up to key order and spacing.
+
+    Only idempotent resubmissions (retries) compare bodies, so new jobs
+    store theirs as received instead of paying for a canonical form each.
+    """
+    return json.dumps(body, sort_keys=True) == json.dumps(json.loads(stored), sort_keys=True)
+
+
+class IonQApi:
+    """The endpoints of one API version (``"v0.4"`` or ``"v0.3"``); see the module docstring."""
+
+    def __init__(self, state: _State, version: str) -> None:
+        self.state = state
+        self.version = version
+        self.statuses = _STATUS_NAMES[version]
+
+    def routes(self) -> list[Route]:
+        """The routes, relative to the version prefix."""
+        return [
+            Route("/jobs", self.create_job, methods=["POST"]),
+            Route("/jobs", self.list_jobs, methods=["GET"]),
+            Route("/jobs/estimate", self.estimate, methods=["GET"]),  # before /jobs/{job_id}, which would take it
+            Route("/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/jobs/{job_id}", self.delete_job, methods=["DELETE"]),
+            Route("/jobs/{job_id}/status/cancel", self.cancel_job, methods=["PUT"]),
+            Route("/jobs/{job_id}/results", self.results, methods=["GET"]),
+            Route("/jobs/{job_id}/results/probabilities", self.probabilities, methods=["GET"]),
+            Route("/jobs/{job_id}/results/probabilities/aggregated", self.aggregated, methods=["GET"]),
+            Route("/backends", self.list_backends, methods=["GET"]),
+            Route("/backends/{name:path}", self.get_backend, methods=["GET"]),
+        ]
+
+    # -------------------------------------------------------------- helpers
+
+    def _owner(self, request: Request) -> str:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        digest = _digest(key.strip()) if scheme == "apiKey" and key.strip() else None
+        if digest not in self.state.key_digests:
+            raise ApiError(401, "missing or unknown API key (send 'Authorization: apiKey <key>')")
+        return digest
+
+    def _job(self, request: Request) -> tuple[str, JobRow]:
+        owner = self._owner(request)
+        job_id = request.path_params["job_id"]
+        row = self.state.store.get(owner, job_id)
+        if row is None:  # also for another key's job: its existence is not revealed
+            raise ApiError(404, f"job {job_id} not found")
+        return owner, row
+
+    def _top_level(self, row: JobRow, action: str) -> None:
+        if row.parent is not None:
+            raise ApiError(400, f"job {row.id} is circuit {row.position} of job {row.parent}; {action} the parent")
+
+    async def _body(self, request: Request) -> tuple[Any, bytes]:
+        """The request body decoded from JSON (None if empty), and as received."""
+        limit = self.state.config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(400, f"request body of {declared} bytes exceeds this server's limit of {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(400, f"request body exceeds this server's limit of {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            return (json.loads(raw) if size else None), raw
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ApiError(400, f"request body is not valid JSON: {error}") from None
+
+    def _url(self, job_id: str, tail: str) -> str:
+        return f"/{self.version}/jobs/{job_id}/{tail}"
+
+    def _view(self, row: JobRow) -> dict[str, Any]:
+        """What GET /jobs/{id} answers, in this version's shape."""
+        summary = row.summary
+        children = self.state.store.child_ids(row.id) if row.parent is None else []
+        status = self.statuses.get(row.status, row.status)
+        if self.version == "v0.3":
+            view = {"id": row.id, "status": status, "name": summary["name"], "target": summary["backend"],
+                    "shots": summary["shots"], "noise": summary["noise"], "metadata": summary["metadata"],
+                    "qubits": summary["stats"]["qubits"], "circuits": summary["stats"]["circuits"],
+                    "request": int(row.submitted_at), "start": row.started_at and int(row.started_at),
+                    "response": row.completed_at and int(row.completed_at)}
+            if children:
+                view["children"] = children
+            if row.status == "completed":
+                view.update({"execution_time": row.execution_ms, "results_url": self._url(row.id, "results")})
+        else:
+            view = {"id": row.id, "type": summary["type"], "name": summary["name"], "status": status,
+                    "backend": summary["backend"], "shots": summary["shots"], "noise": summary["noise"],
+                    "settings": summary["settings"], "metadata": summary["metadata"],
+                    "session_id": summary["session_id"], "dry_run": False, "stats": summary["stats"],
+                    "submitted_at": _iso(row.submitted_at), "started_at": _iso(row.started_at),
+                    "completed_at": _iso(row.completed_at)}
+            if row.parent is not None:
+                view["parent_job_id"] = row.parent
+            if children:
+                view["child_job_ids"] = children
+            if row.status == "completed":
+                tail = "results/probabilities/aggregated" if children else "results/probabilities"
+                view.update({"results": {"probabilities": {"url": self._url(row.id, tail)}},
+                             "execution_duration_ms": row.execution_ms})
+        if row.failure:
+            view["failure"] = row.failure
+        if row.warnings:
+            view["warning"] = {"messages": row.warnings}
+        return view
+
+    def _check_limits(self, job: JobRequest) -> None:
+        config = self.state.config
+        backends = {"simulator", *DEVICE_QUBITS, *_QPU_ALIASES}
+        if job.backend not in backends:
+            raise ApiError(400, f"unknown backend {job.backend!r}; this server runs {', '.join(sorted(backends))}")
+        if job.qubits > config.max_qubits:
+            raise ApiError(400, f"input.qubits = {job.qubits} exceeds this server's limit of {config.max_qubits}")
+        if job.shots > config.max_shots:
+            raise ApiError(400, f"shots = {job.shots} exceeds this server's limit of {config.max_shots}")
+        if len(job.names) > config.max_circuits:
+            raise ApiError(400, f"{len(job.names)} circuits exceed this server's limit of {config.max_circuits}")
+
+    # -------------------------------------------------------------- jobs
+
+    async def create_job(self, request: Request) -> Response:
+        """``POST /jobs``: validate, store durably, schedule; ``{"id", "status": "submitted"}``."""
+        owner = self._owner(request)
+        body, raw = await self._body(request)
+        try:  # a large body in a thread: it takes a while to validate, and the loop keeps answering meanwhile
+            job = (parse_job_body(body) if len(raw) <= _INLINE_BODY_BYTES
+                   else await asyncio.to_thread(parse_job_body, body))
+        except IonQFormatError as error:
+            raise ApiError(400, str(error)) from None
+        self._check_limits(job)
+        key = job.metadata.get(IDEMPOTENCY_FIELD)
+        key = key if isinstance(key, str) and key else None
+        existing = self.state.store.by_idempotency_key(owner, key) if key else None
+        if existing is not None:
+            if not _same_body(body, self.state.store.request(existing.id)):
+                raise ApiError(409, f"{IDEMPOTENCY_FIELD} {key!r} was already used for a different job")
+            return JSONResponse({"id": existing.id, "status": self.statuses.get(existing.status, existing.status),
+                                 "session_id": None})
+        job_id = str(uuid.uuid4())
+        shared = {"backend": job.backend, "shots": job.shots, "noise": job.noise, "settings": job.settings,
+                  "session_id": job.session_id}
+        counts = _circuit_gate_counts(job)
+        summary = {**shared, "type": MULTI_CIRCUIT if job.multi else SINGLE_CIRCUIT, "name": job.name,
+                   "metadata": job.metadata, "stats": _stats(counts, job.qubits)}
+        children = [(str(uuid.uuid4()), {**shared, "type": SINGLE_CIRCUIT, "name": name, "metadata": {},
+                                         "stats": _stats([count], job.qubits)})
+                    for name, count in zip(job.names, counts, strict=True)] if job.multi else []
+        self.state.store.create(owner, job_id, summary, raw, key, children)
+        self.state.runner.submit(job_id, job)
+        await asyncio.sleep(self.state.runner.latency("network", 0.5))
+        return JSONResponse({"id": job_id, "status": "submitted", "session_id": None})
+
+    async def get_job(self, request: Request) -> Response:
+        """``GET /jobs/{id}``."""
+        _, row = self._job(request)
+        return JSONResponse(self._view(row))
+
+    async def list_jobs(self, request: Request) -> Response:
+        """``GET /jobs?status=&limit=&next=`` (cirq-ionq sends ``limit`` in a JSON body), newest first."""
+        owner = self._owner(request)
+        body, _ = await self._body(request)
+        query = request.query_params
+        limit = query.get("limit", body.get("limit") if isinstance(body, dict) else None) or 100
+        cursor = query.get("next")
+        try:
+            limit, cursor = min(int(limit), 1000), None if cursor is None else int(cursor)
+        except ValueError:
+            raise ApiError(400, "'limit' and 'next' must be integers") from None
+        if limit < 1:
+            raise ApiError(400, "'limit' must be >= 1")
+        status = query.get("status")
+        stored = {wire: name for name, wire in self.statuses.items()}.get(status, status)
+        rows = self.state.store.jobs(owner, stored, limit, cursor)
+        answer: dict[str, Any] = {"jobs": [self._view(row) for row in rows]}
+        if len(rows) == limit:
+            answer["next"] = str(rows[-1].seq)
+        return JSONResponse(answer)
+
+    async def estimate(self, request: Request) -> Response:
+        """``GET /jobs/estimate?backend=&1q_gates=&2q_gates=&shots=[&error_mitigation=][&type=&qubits=&session=]``.
+
+        Answers as qiskit-ionq's ``JobEstimate`` reads it: ``estimated_cost``,
+        ``cost_unit`` and the echoed ``input_values``. Error mitigation
+        defaults to on for QPUs, as for real jobs.
+        """
+        self._owner(request)
+        query = request.query_params
+        try:
+            one, two, shots, qubits = (int(query.get(name, "0"))
+                                       for name in ("1q_gates", "2q_gates", "shots", "qubits"))
+        except ValueError:
+            raise ApiError(400, "'1q_gates', '2q_gates', 'shots' and 'qubits' must be integers") from None
+        if min(one, two, shots, qubits) < 0:
+            raise ApiError(400, "gate counts, shots and qubits must be >= 0")
+        backend = query.get("backend", "")
+        try:
+            price = self.state.config.pricing.price(backend)
+        except CostError as error:
+            raise ApiError(400, str(error)) from None
+        mitigation = query.get("error_mitigation", str(backend.startswith("qpu"))).lower() == "true"
+        return JSONResponse({
+            "estimated_cost": price.cost(1, shots, one, two, mitigation),
+            "cost_unit": self.state.config.pricing.currency,
+            "input_values": {"backend": backend, "1q_gates": one, "2q_gates": two, "shots": shots, "qubits": qubits,
+                             "error_mitigation": mitigation, "session": query.get("session", "false").lower() == "true",
+                             "type": query.get("type", SINGLE_CIRCUIT)},
+            "estimated_at": _iso(time.time()),
+        })
+
+    async def cancel_job(self, request: Request) -> Response:
+        """``PUT /jobs/{id}/status/cancel``: pending jobs become ``canceled``; finished ones are unchanged."""
+        owner, row = self._job(request)
+        self._top_level(row, "cancel")
+        self.state.store.cancel(owner, row.id)
+        status = self.state.store.get(owner, row.id).status
+        return JSONResponse({"id": row.id, "status": self.statuses.get(status, status)})
+
+    async def delete_job(self, request: Request) -> Response:
+        """``DELETE /jobs/{id}``: the job and its children are gone (404 afterwards)."""
+        owner, row = self._job(request)
+        self._top_level(row, "delete")
+        self.state.store.delete(owner, row.id)
+        return JSONResponse({"id": row.id, "status": "deleted"})
+
+    # -------------------------------------------------------------- results
+
+    def _completed(self, row: JobRow) -> None:
+        if row.status != "completed":
+            status = self.statuses.get(row.status, row.status)
+            pending = " (not finished yet)" if row.status in PENDING else ""
+            raise ApiError(400, f"job {row.id} has no results: its status is {status}{pending}")
+
+    async def _answer(self, text: str) -> Response:
+        await asyncio.sleep(self.state.runner.latency("network", 0.5))
+        return Response(text, media_type=_JSON)
+
+    def _aggregated_text(self, row: JobRow) -> str:
+        """``{child_id: probabilities}`` in circuit order (a single job: ``{id: probabilities}``)."""
+        pairs = self.state.store.child_results(row.id) or [(row.id, row.result)]
+        return "{" + ", ".join(f"{json.dumps(job_id)}: {result}" for job_id, result in pairs) + "}"
+
+    async def probabilities(self, request: Request) -> Response:
+        """``GET /jobs/{id}/results/probabilities``: one circuit's ``{"<index>": p}``."""
+        _, row = self._job(request)
+        self._completed(row)
+        if row.result is None:
+            raise ApiError(400, f"job {row.id} is a multi-circuit job; its results are at "
+                                f"{self._url(row.id, 'results/probabilities/aggregated')}")
+        return await self._answer(row.result)
+
+    async def aggregated(self, request: Request) -> Response:
+        """``GET /jobs/{id}/results/probabilities/aggregated``: ``{child_id: {"<index>": p}}``."""
+        _, row = self._job(request)
+        self._completed(row)
+        return await self._answer(self._aggregated_text(row))
+
+    async def results(self, request: Request) -> Response:
+        """v0.3 ``GET /jobs/{id}/results``: probabilities, nested by child for a multi-circuit job."""
+        _, row = self._job(request)
+        self._completed(row)
+        return await self._answer(row.result if row.result is not None else self._aggregated_text(row))
+
+    # -------------------------------------------------------------- backends (no key needed)
+
+    def _backends(self) -> list[dict[str, Any]]:
+        limit = self.state.config.max_qubits
+        now = _iso(time.time())
+        return [{"backend": name, "status": "available", "qubits": min(qubits, limit), "average_queue_time": 0,
+                 "last_updated": now, "has_access": True, "degraded": False}
+                for name, qubits in {"simulator": limit, **DEVICE_QUBITS}.items()]
+
+    async def list_backends(self, request: Request) -> Response:
+        """``GET /backends``."""
+        return JSONResponse(self._backends())
+
+    async def get_backend(self, request: Request) -> Response:
+        """``GET /backends/{name}`` (qiskit-ionq reads ``qubits`` from it, without a key)."""
+        name = request.path_params["name"]
+        for backend in self._backends():
+            if backend["backend"] == name:
+                return JSONResponse(backend)
+        raise ApiError(404, f"backend {name!r} not found")
+
+
+@dataclass
+class _State:
+    """What the endpoints share; the store and runner exist while the app runs (lifespan)."""
+
+    config: ServerConfig
+    key_digests: frozenset[str]
+    store: JobStore = field(init=False)
+    runner: Runner = field(init=False)
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.message)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return error_response(error.status_code, str(error.detail), error.headers)
+
+
+async def _internal_error(request: Request, error: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, f"internal server error: {type(error).__name__}")
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """The ASGI app. The job store opens, and unfinished jobs resume, when the app starts (lifespan)."""
+    state = _State(config, frozenset(_digest(key) for key in config.api_keys))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        state.store = JobStore(config.db)
+        state.runner = Runner(state.store, config.profile, config.workers)
+        for job_id in state.store.recover():
+            state.runner.submit(job_id)
+        try:
+            yield
+        finally:
+            await state.runner.close()
+            state.store.close()
+
+    v04, v03 = IonQApi(state, "v0.4"), IonQApi(state, "v0.3")
+    routes = [Mount("/v0.4", routes=v04.routes()), Mount("/v0.3", routes=v03.routes()), *v04.routes()]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error})

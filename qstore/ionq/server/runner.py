@@ -1,0 +1,189 @@
+"""Running the local server's jobs: the engine calls, the worker pool, the order jobs run in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import qsim_core as qc
+
+from ..serialize import (
+    IonQFormatError,
+    JobRequest,
+    parse_job_body,
+    probabilities_to_ionq,
+)
+from .jobstore import Claim, JobStore
+from .latency import LatencyProfile
+
+log = logging.getLogger("qstore.ionq.server")
+
+#: amplitudes one engine call may hold (a batch of B states of 2**n): 16 MiB of complex128, so a
+#: 1,000-circuit job of 20 qubits runs a state at a time instead of allocating 16 GiB at once
+_BATCH_AMPLITUDES = 2**20
+#: jobs up to this many amplitudes (circuits x 2**qubits; simulating and writing the results
+#: takes about 0.5 us each) and gates to compile run on the event loop, see :func:`runs_inline`
+_INLINE_AMPLITUDES = 2**12
+_INLINE_GATES = 512
+
+
+def runs_inline(request: JobRequest) -> bool:
+    """Whether a job is small enough to run on the event loop rather than in a worker thread.
+
+    For a job of a few milliseconds, two thread hand-offs and the contention
+    for the interpreter lock cost about as much as the job (the work is
+    Python-bound: the engine needs 0.03 ms for ten 8-qubit circuits, writing
+    their results as JSON 1.5 ms), and a status poll that arrives meanwhile
+    sees the job completed instead of waiting for the client's next poll.
+    Bounded by amplitudes (simulation, sampling, JSON) and by the gates of
+    its distinct gate sequences (compiling one not seen before: ~1.5 ms per
+    100 gates), so the loop is never blocked for long.
+    """
+    return (len(request.names) << request.qubits <= _INLINE_AMPLITUDES
+            and sum(len(batch.template) for batch in request.batches) <= _INLINE_GATES)
+
+
+def _seed(request: JobRequest, job_id: str) -> int:
+    """The sampling seed: ``noise.seed`` if the client set one, else derived from the job id (reproducible)."""
+    seed = (request.noise or {}).get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+        return seed
+    return uuid.UUID(job_id).int & (2**63 - 1)
+
+
+def execute(request: JobRequest, job_id: str, threads: int) -> tuple[list[str], list[str], int]:
+    """Run a job: one result (JSON text) per circuit, warnings, and simulation time in ms.
+
+    Runs in a worker thread (or, for a small job, on the event loop), one
+    engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.serialize.CircuitBatch`). Exact
+    probabilities for the ideal simulator; ``shots`` sampled outcomes (as
+    frequencies) for emulated QPUs and noise models, drawn per circuit from a
+    stream seeded by the job's seed and the circuit's position (so how the
+    circuits are batched does not change them).
+    """
+    noise_model = (request.noise or {}).get("model", "ideal")
+    sampled = request.backend.startswith("qpu") or noise_model != "ideal"
+    warnings = []
+    if sampled:
+        what = request.backend if request.backend.startswith("qpu") else f"noise model {noise_model!r}"
+        warnings.append(f"{what} is emulated by this local server: noiseless simulation, "
+                        f"{request.shots} shots sampled per circuit")
+    if request.dry_run:
+        warnings.append("dry_run has no effect on this local server; the job was run")
+    start = time.perf_counter()
+    simulator = qc.Simulator(threads=threads)
+    seed = _seed(request, job_id)
+    results: list[str] = [""] * len(request.names)
+    rows_per_call = max(1, _BATCH_AMPLITUDES >> request.qubits)
+    for batch in request.batches:
+        for first in range(0, len(batch.positions), rows_per_call):
+            rows = batch.params[first:first + rows_per_call]
+            # a circuit without parameters takes none: its one state stands for every row
+            probabilities = simulator.probabilities(batch.template, rows if rows.shape[1] else None)
+            probabilities = np.broadcast_to(probabilities, (len(rows), probabilities.shape[-1]))
+            for position, vector in zip(batch.positions[first:first + rows_per_call], probabilities, strict=True):
+                if sampled:
+                    rng = np.random.default_rng((seed, position))
+                    vector = rng.multinomial(request.shots, vector / vector.sum()) / request.shots
+                results[position] = json.dumps(probabilities_to_ionq(vector))
+    return results, warnings, round(1000 * (time.perf_counter() - start))
+
+
+def _execute_claim(claim: Claim, request: JobRequest | None, threads: int) -> tuple[list[str], list[str], int]:
+    """:func:`execute` a claimed job, parsing its stored body first if this process did not accept it."""
+    return execute(request or parse_job_body(json.loads(claim.request)), claim.job_id, threads)
+
+
+def _failure_code(error: BaseException) -> str:
+    """IonQ's failure code for an exception raised while running a job."""
+    if isinstance(error, IonQFormatError):
+        return "CompilationError"
+    if isinstance(error, qc.CircuitTooLargeError):
+        return "CircuitTooLarge"
+    if isinstance(error, qc.QsimError):
+        return "SimulationError"
+    return "InternalError"
+
+
+class Runner:
+    """Moves jobs through ``submitted -> ready -> started -> completed|failed`` with bounded concurrency.
+
+    The event loop owns the store; ``workers`` consumer tasks run one job
+    each: in a thread pool of as many threads, or on the loop itself when
+    the job is small (:func:`runs_inline`). A job submitted by this process
+    runs from the :class:`~qstore.ionq.serialize.JobRequest` its ``POST``
+    parsed; one recovered at start-up is parsed again (in a thread) from its
+    stored body.
+    """
+
+    def __init__(self, store: JobStore, profile: LatencyProfile, workers: int) -> None:
+        self._store = store
+        self._profile = profile
+        self._rng = np.random.default_rng()
+        self._queue: asyncio.Queue[tuple[str, JobRequest | None]] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="qstore-ionq-sim")
+        self._threads = max(1, (os.cpu_count() or 1) // workers)
+        self._tasks = {asyncio.create_task(self._consume()) for _ in range(workers)}
+
+    def latency(self, phase: str, fraction: float = 1.0) -> float:
+        """Seconds of injected latency for a phase (see :mod:`qstore.ionq.server.latency`)."""
+        return self._profile.draw(phase, self._rng, fraction)
+
+    def submit(self, job_id: str, parsed: JobRequest | None = None) -> None:
+        """Schedule a stored job: a new one with its parsed body, or one unfinished at start-up."""
+        task = asyncio.create_task(self._admit(job_id, parsed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, job_id: str, parsed: JobRequest | None) -> None:
+        await asyncio.sleep(self.latency("serialization"))
+        self._store.mark_ready(job_id)
+        await asyncio.sleep(self.latency("queue"))
+        await self._queue.put((job_id, parsed))
+
+    async def _consume(self) -> None:
+        while True:
+            job_id, parsed = await self._queue.get()
+            try:
+                claim = self._store.claim(job_id)  # None: canceled or deleted while queued
+                if claim is not None:
+                    await self._run(claim, parsed)
+            except Exception:  # e.g. a full disk: log it, keep serving; the job resumes at the next start
+                log.exception("job %s could not be run", job_id)
+
+    async def _run(self, claim: Claim, parsed: JobRequest | None) -> None:
+        started = time.monotonic()
+        minimum = self.latency("simulation")
+        try:
+            if parsed is not None and runs_inline(parsed):
+                results, warnings, execution_ms = execute(parsed, claim.job_id, self._threads)
+            else:
+                results, warnings, execution_ms = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _execute_claim, claim, parsed, self._threads)
+        except Exception as error:  # a failed job must never take its worker down
+            log.warning("job %s failed: %r", claim.job_id, error)
+            self._store.fail(claim, _failure_code(error), str(error) or type(error).__name__)
+            return
+        if minimum:  # else complete at once: a poll served in between would only see "started"
+            await asyncio.sleep(max(0.0, minimum - (time.monotonic() - started)))
+        if not self._store.complete(claim, results, execution_ms, warnings):
+            log.info("job %s was canceled or deleted while running; result discarded", claim.job_id)
+
+    async def close(self) -> None:
+        """Stop consuming; running simulations are abandoned (their jobs resume on the next start)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+

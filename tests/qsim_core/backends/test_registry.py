@@ -1,0 +1,35 @@
+"""Backend selection and the 'compiled part missing' path."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import qsim_core as qc
+from qsim_core import backends
+
+
+def test_available_backends_lists_working_ones_fastest_first():
+    names = qc.available_backends()
+    assert "reference" in names and "numba" in names
+    assert names == [n for n in backends.PREFERENCE if n in names]
+    for name in names:
+        assert qc.Simulator(backend=name).backend == name
+
+
+def test_auto_picks_the_first_available():
+    assert qc.Simulator().backend == qc.available_backends()[0]
+
+
+def test_missing_cython_extension_gives_a_clear_message(monkeypatch):
+    backends.get_backend.cache_clear()
+    monkeypatch.setitem(sys.modules, "qsim_core.backends.cython._kernels", None)
+    monkeypatch.delitem(sys.modules, "qsim_core.backends.cython", raising=False)
+    monkeypatch.delattr(backends, "cython", raising=False)
+    try:
+        with pytest.raises(qc.BackendUnavailableError, match=r"cython backend is not built.*pip install \."):
+            qc.Simulator(backend="cython")
+        assert "cython" not in qc.available_backends()
+    finally:
+        backends.get_backend.cache_clear()

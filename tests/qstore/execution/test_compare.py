@@ -1,0 +1,76 @@
+"""``qstore compare`` end to end at small sizes (no injected latency), its agreement test, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qstore.cli import main
+from qstore.execution.compare import tvd_against_noise
+from qstore.ionq.server import ServerConfig, running_server
+from qstore.ionq.server.latency import LatencyProfile
+
+SMALL = ["compare", "--circuits", "6", "--shots", "256", "--circuits-per-job", "4"]
+
+
+def test_compare_against_a_local_server_prints_tables_and_writes_json_and_png(tmp_path, capsys):
+    assert main(SMALL + ["--profile", "none", "--output", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    assert "6 seed circuits (8 qubits" in report and "256 shots each; jobs of up to 4 circuits" in report
+    for text in ("circuits/s", "p50 ms", "serialization", "download", "TVD mean", "shot noise",
+                 "local server (none profile)", "less wall time"):
+        assert text in report
+    assert report.count("consistent with shot noise") == 2
+    summary = json.loads((tmp_path / "compare.json").read_text())
+    assert summary["settings"]["profile"] == "none" and summary["settings"]["circuits"] == 6
+    local, remote = summary["runs"]
+    assert local["label"] == "in-process" and remote["target"].endswith("/v0.4 simulator")
+    for run in (local, remote):
+        assert run["circuits"] == 6 and run["jobs"] == 2 and len(run["job_timings"]) == 2
+        assert run["agreement"]["consistent"] and len(run["agreement"]["tvd"]) == 6
+        assert set(run["phase_means_s"]) == {"serialization", "network", "queue", "simulation", "download", "total"}
+        assert 0 < run["latency_s"]["p50"] <= run["latency_s"]["p95"]
+    assert all(t["job_id"] for t in remote["job_timings"]) and remote["phase_means_s"]["serialization"] > 0
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_against_an_existing_server(tmp_path, capsys):
+    config = ServerConfig(db=tmp_path / "jobs.sqlite", api_keys=frozenset({"k1"}), profile=LatencyProfile.load("none"))
+    with running_server(config) as root:
+        assert main(SMALL + ["--target", root, "--api-key", "k1", "--output", str(tmp_path / "out")]) == 0
+        assert main(SMALL + ["--target", root, "--api-key", "wrong", "--output", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert f"{root}  " in out  # the remote row is labelled with its URL
+    assert err.count("\n") == 1 and err.startswith("qstore compare: HTTP 401") and "missing or unknown API key" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--target", "ionq"], "target 'ionq' (IonQ's cloud) needs an API key: set IONQ_API_KEY or pass --api-key"),
+        (["--profile", "slow-ish"], "unknown latency profile 'slow-ish'"),
+        (["--target", "http://127.0.0.1:1", "--profile", "none"], "applies to the local server only"),
+        (["--circuits", "0"], "circuits must be a positive integer, got 0"),
+        (["--shots", "0", "--profile", "none"], "shots must be a positive integer, got 0"),
+        (["--max-concurrent", "0", "--profile", "none"], "max_concurrent must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.delenv("IONQ_API_KEY", raising=False)
+    assert main(["compare", "--output", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("qstore compare: ") and message in err
+    assert not (tmp_path / "compare.json").exists()
+
+
+def test_agreement_separates_shot_noise_from_a_wrong_distribution():
+    rng = np.random.default_rng(0)
+    p = np.array([[0.5, 0.25, 0.125, 0.125]] * 5)
+    sampled = [dict(enumerate(rng.multinomial(1000, row).tolist())) for row in p]
+    fair = tvd_against_noise(sampled, p, 1000, rng)
+    assert fair.consistent and abs(fair.z) < 4 and len(fair.tvd) == 5
+    assert np.allclose(fair.expected, fair.expected[0], rtol=0.1)  # same distribution, same noise level
+    skewed = tvd_against_noise([{0: 600, 1: 200, 2: 100, 3: 100}] * 5, p, 1000, rng)
+    assert skewed.tvd == pytest.approx([0.1] * 5) and not skewed.consistent and skewed.z > 4
