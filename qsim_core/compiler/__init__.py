@@ -4,9 +4,10 @@ Public (what the backends, the derivatives and code outside qsim_core may use):
 :func:`compile_circuit`, :class:`Program`, :data:`DEFAULT_BLOCK_QUBITS` and the
 step kinds the kernels understand (``U1``, ``U2``, ``CNOT``, ``SWAP``, ``PERM``,
 ``U2X``, ``U2D``). The passes and the order they run in are described in
-:mod:`qsim_core.compiler.program`.
+:mod:`qsim_core.compiler.program`, which names the module of each.
 """
 
-from .program import CNOT, DEFAULT_BLOCK_QUBITS, PERM, SWAP, U1, U2, U2D, U2X, Program, compile_circuit
+from .compile import compile_circuit
+from .program import CNOT, DEFAULT_BLOCK_QUBITS, PERM, SWAP, U1, U2, U2D, U2X, Program
 
 __all__ = ["CNOT", "DEFAULT_BLOCK_QUBITS", "PERM", "SWAP", "U1", "U2", "U2D", "U2X", "Program", "compile_circuit"]

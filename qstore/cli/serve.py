@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from .._extras import MissingExtraError
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``qstore serve``'s command line: ``--host --port --api-keys-file --db --profile`` (and limits)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``qstore serve``'s command line: ``--host --port --api-keys-file --db --profile`` (and limits).
+
+    Returns the exit status once the server stops: 0, or 2 for bad input (one line on stderr).
+    """
     try:
         from ..ionq.server import API_KEYS_ENV, serve
     except MissingExtraError as error:
-        raise SystemExit(f"qstore serve: error: {error}") from None
+        print(f"qstore serve: error: {error}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="qstore serve", description="Run a local IonQ-compatible API server.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one and prints it (default)")
@@ -31,3 +36,4 @@ def main(argv: Sequence[str] | None = None) -> None:
               max_qubits=args.max_qubits, max_shots=args.max_shots, max_body_bytes=args.max_body_bytes)
     except (ValueError, OSError) as error:
         parser.exit(2, f"qstore serve: error: {error}\n")
+    return 0

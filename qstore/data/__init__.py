@@ -4,7 +4,8 @@ Every source returns a :class:`Split` of two :class:`Dataset` objects (train
 and validation) with the same interface: ``len``, ``labels [N]``,
 ``load(indices)``, ``batches(rng, batch_size=32)`` (one reshuffled epoch) and
 ``arrays(transform)``. :class:`Preprocessor` turns images into circuit angles,
-fitted on the training split only.
+fitted on the training split only; :class:`DataConfig`, :func:`load_dataset` and
+:func:`prepare_data` (:mod:`qstore.data.prepare`) take a run's data settings to the model's inputs.
 
 Example:
     >>> import numpy as np
@@ -18,6 +19,7 @@ Example:
 
 from .base import BATCH_SIZE, IMAGE_DTYPES, SEED_IMAGE_SIZE, ArrayDataset, DataError, Dataset, Split, stratified_split
 from .petimages import ImageFiles, decode_image, index_folder, load_petimages
+from .prepare import DataConfig, load_dataset, prepare_data
 from .preprocess import Preprocessor
 from .sklearn_digits import digits
 from .synthetic_images import SyntheticImages, synthetic
@@ -27,6 +29,7 @@ __all__ = [
     "IMAGE_DTYPES",
     "SEED_IMAGE_SIZE",
     "ArrayDataset",
+    "DataConfig",
     "DataError",
     "Dataset",
     "ImageFiles",
@@ -36,7 +39,9 @@ __all__ = [
     "decode_image",
     "digits",
     "index_folder",
+    "load_dataset",
     "load_petimages",
+    "prepare_data",
     "stratified_split",
     "synthetic",
 ]

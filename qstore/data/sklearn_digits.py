@@ -1,9 +1,10 @@
-"""Real data that ships with a dependency: binary tasks on scikit-learn's 8x8 handwritten digits."""
+"""Real data that ships with a dependency: binary tasks on scikit-learn's 8x8 handwritten digits (extra ``digits``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._extras import MissingExtraError
 from .base import ArrayDataset, DataError, Split, check_image_dtype, stratified_split, to_image_dtype
 
 #: the digits' ink scale: pixel values are 0..16
@@ -42,7 +43,10 @@ def digits(negative: int = 3, positive: int = 8, n_train: int | None = None, n_v
     pair = (negative, positive)
     if negative == positive or not all(isinstance(d, int) and 0 <= d <= 9 for d in pair):
         raise DataError(f"need two distinct digits in 0..9, got {pair!r}")
-    from sklearn.datasets import load_digits  # here: importing scikit-learn takes most of a second
+    try:  # here, not at the top: importing scikit-learn takes most of a second
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise MissingExtraError("digits", "the digits dataset", error) from error
 
     source = load_digits()
     keep = np.isin(source.target, pair)

@@ -2,6 +2,8 @@
 
 * :mod:`.simulator`: :class:`DaskSimulator`, :func:`connect` (a cluster by address, or a local one),
   :func:`share` (data scattered to every worker), chunk sizing from measured costs.
+* ``as_completed``: Dask's, re-exported so that code using this package needs no import of Dask's own
+  (which would fail without the ``dask`` extra before this package could say so).
 * :mod:`.sharedmem`, :mod:`.blocks`, :mod:`.standby`, :mod:`.notices`: the same-machine transport
   (rows and results in shared memory, rows claimed in blocks, pre-dispatched tasks, completion notices).
 """
@@ -9,8 +11,8 @@
 from .._extras import MissingExtraError
 
 try:
-    import dask  # noqa: F401  (both are needed by the modules below)
-    import distributed  # noqa: F401
+    import dask  # noqa: F401  (needed by the modules below)
+    from distributed import as_completed
 except ImportError as error:
     raise MissingExtraError("dask", "qstore.distributed (and qstore sweep)", error) from error
 
@@ -31,6 +33,7 @@ from .simulator import (
 
 __all__ = [
     "BLOCK_BYTES",
+    "as_completed",
     "CHUNK_BYTES",
     "CLIENT_BATCH_SECONDS",
     "MIN_BLOCK_SECONDS",

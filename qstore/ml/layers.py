@@ -19,6 +19,8 @@ from qsim_core import Circuit, Param
 from qsim_core.gradients import shift_plan
 from qsim_core.measurement import Executor, expectations_from_counts
 
+from ..settings import choice, integer, setting, subset, switch, validate
+
 ENTANGLEMENTS = ("linear", "circular", "full")
 ENCODINGS = ("angle", "amplitude")
 BASES = ("X", "Y", "Z")
@@ -79,12 +81,15 @@ class Tanh(Layer):
 class QuantumLayerConfig:
     """The quantum feature extractor, configured like the reference system's.
 
+    Each field is a setting (:mod:`qstore.settings`): its name in sweep configs and on the
+    command line, its help and its check are declared with it.
+
     Attributes:
         n_qubits: register size; the layer takes ``n_qubits`` input angles (radians).
         depth: number of trainable layers, each [RY every qubit, RZ every qubit, CNOT entangler].
         entanglement: ``"linear"`` (CNOT(q, q+1)), ``"circular"`` (linear plus
             CNOT(n-1, 0)) or ``"full"`` (CNOT(i, j) for all i < j). ``full`` with 8
-            qubits and depth 2 is exactly the seed circuit.
+            qubits and depth 2 is exactly the seed circuit (:func:`qsim_core.seed_circuit`).
         encoding: ``"angle"``: RY(x_q) on each qubit, ``n_qubits`` inputs (radians);
             ``"amplitude"``: the input, a real vector of ``2**n_qubits`` numbers,
             normalised, is the initial state (the engine takes a batch of them).
@@ -92,24 +97,17 @@ class QuantumLayerConfig:
         bases: measurement bases; the outputs are <P_q> for each basis P and qubit q.
     """
 
-    n_qubits: int = 8
-    depth: int = 2
-    entanglement: str = "full"
-    encoding: str = "angle"
-    reupload: bool = False
-    bases: tuple[str, ...] = ("Z",)
+    n_qubits: int = setting(8, "qubits", "qubits of the quantum layer", integer(1, 24), int)
+    depth: int = setting(2, "depth", "trainable layers", integer(1), int)
+    entanglement: str = setting("full", "entanglement", "CNOT pattern of each layer", choice(ENTANGLEMENTS), str,
+                                choices=ENTANGLEMENTS)
+    encoding: str = setting("angle", "encoding", "angle: one RY per qubit; amplitude: 2**qubits amplitudes as the "
+                            "initial state", choice(ENCODINGS), str, choices=ENCODINGS)
+    reupload: bool = setting(False, "reupload", "re-encode the data before every layer", switch, bool)
+    bases: tuple[str, ...] = setting(("Z",), "bases", "measurement bases", subset(BASES), tuple, choices=BASES)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_qubits, int) or not 1 <= self.n_qubits <= 24:
-            raise ValueError(f"n_qubits must be an integer in 1..24, got {self.n_qubits!r}")
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth must be a positive integer, got {self.depth!r}")
-        if self.entanglement not in ENTANGLEMENTS:
-            raise ValueError(f"entanglement must be one of {ENTANGLEMENTS}, got {self.entanglement!r}")
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if not self.bases or any(b not in BASES for b in self.bases):
-            raise ValueError(f"bases must be a non-empty subset of {BASES}, got {self.bases!r}")
+        validate(self)
         if self.reupload and self.encoding == "amplitude":
             raise ValueError("reupload applies to angle encoding; an amplitude-encoded state is prepared once")
 

@@ -43,14 +43,13 @@ optional except ``space``. In TOML::
     lr = [0.01, 0.05]        # random search also takes {uniform = [a, b]} or {log_uniform = [a, b]}
     seed = [0, 1]
 
-The settings (in ``fixed`` or ``space``, not both) and their defaults:
-``qubits`` (8, 1..24), ``depth`` (2, >= 1), ``entanglement`` ("full";
-linear, circular, full), ``encoding`` ("angle"), ``reupload`` (false),
-``bases`` (["Z"], a list of X, Y, Z), ``gradient`` ("adjoint";
-parameter-shift, spsa), ``shots`` (none: exact expectations; >= 1),
-``lr`` (0.05, > 0), ``lr_decay`` (0.95, in (0, 1]), ``epochs`` (5),
-``batch_size`` (32), ``seed`` (0: weight initialisation, batch order, shots)
-and ``backend`` ("auto"). A ``bases`` value in ``space`` is a list of lists.
+The settings (in ``fixed`` or ``space``, not both) are ``qstore train``'s, under
+the same names (``batch_size`` for ``--batch-size``, ``gradient`` for ``--grad``)
+and with the same defaults and checks: both are derived from the declarations
+of :class:`~qstore.ml.TrainConfig` and :class:`~qstore.ml.QuantumLayerConfig`
+(``qstore train --help`` lists them; :data:`SETTINGS` holds them). The
+``data`` section takes :class:`~qstore.data.DataConfig`'s (:data:`DATA`). A
+``bases`` value in ``space`` is a list of lists.
 
 Anything else (an unknown key, a value of the wrong type or out of range, an
 empty list, a range in a grid, a dataset that cannot be loaded) is rejected
@@ -64,97 +63,40 @@ import hashlib
 import itertools
 import json
 import math
-import sys
 import time
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distributed import as_completed
 
 from qsim_core import BackendUnavailableError
 from qsim_core.backends import get_backend
 
-from ..data import DataError
-from ..distributed import connect, share
+from ..data import DataConfig, DataError, load_dataset, prepare_data
+from ..distributed import as_completed, connect, share
+from ..settings import Check, build, declared, integer, plain
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .layers import BASES, ENCODINGS, ENTANGLEMENTS, GRADIENT_METHODS, QuantumLayerConfig
+from .layers import GRADIENT_METHODS
 from .train import TrainConfig, TrainState, build_model, train
 
 SEARCHES = ("grid", "random")
 DISTRIBUTIONS = ("uniform", "log_uniform")
-BACKENDS = ("auto", "numba", "cython", "reference")
 #: metadata tag of a sweep run's checkpoint
 RUN_KIND = "sweep-run"
+#: every run setting, from the declarations of TrainConfig and QuantumLayerConfig: (check, default)
+SETTINGS: dict[str, tuple[Check, Any]] = {spec.name: (spec.check, plain(default))
+                                          for spec, default in declared(TrainConfig)}
+#: the data section, from DataConfig's declarations: (check, default)
+DATA: dict[str, tuple[Check, Any]] = {spec.name: (spec.check, plain(default))
+                                      for spec, default in declared(DataConfig)}
 
 
 class SweepConfigError(ValueError):
     """A sweep config that cannot run; the message names the key."""
 
 
-def _integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or high is not None and value > high:
-            return f"must be an integer {'>= ' + str(low) if high is None else f'in {low}..{high}'}"
-        return None
-
-    return check
-
-
-def _number(low: float, high: float, *, closed_high: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low < value < high \
-                and not (closed_high and value == high):
-            return f"must be a number in ({low}, {high}{']' if closed_high else ')'}"
-        return None
-
-    return check
-
-
-def _choice(options: Sequence[str]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in options else f"must be one of {', '.join(options)}"
-
-    return check
-
-
-def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-def _bases(value: Any) -> str | None:
-    if not isinstance(value, list) or not value or any(b not in BASES for b in value) or len(set(value)) < len(value):
-        return f"must be a non-empty list of distinct bases from {', '.join(BASES)}"
-    return None
-
-
-#: every run setting: (check returning an error or None, default)
-SETTINGS: dict[str, tuple[Callable[[Any], str | None], Any]] = {
-    "qubits": (_integer(1, 24), 8),
-    "depth": (_integer(1), 2),
-    "entanglement": (_choice(ENTANGLEMENTS), "full"),
-    "encoding": (_choice(ENCODINGS), "angle"),
-    "reupload": (_flag, False),
-    "bases": (_bases, ["Z"]),
-    "gradient": (_choice(GRADIENT_METHODS), "adjoint"),
-    "shots": (_integer(1), None),
-    "lr": (_number(0, math.inf), 0.05),
-    "lr_decay": (_number(0, 1, closed_high=True), 0.95),
-    "epochs": (_integer(1), 5),
-    "batch_size": (_integer(1), 32),
-    "seed": (_integer(0), 0),
-    "backend": (_choice(BACKENDS), "auto"),
-}
-#: the data section: (check, default)
-DATA: dict[str, tuple[Callable[[Any], str | None], Any]] = {
-    "dataset": (lambda v: None if isinstance(v, str) and v else "must be a dataset name", "synthetic"),
-    "n_train": (_integer(1), None),
-    "n_val": (_integer(1), None),
-    "features": (_integer(1), 16),
-    "seed": (_integer(0), 0),
-}
 _TOP = ("search", "runs", "seed", "data", "fixed", "space")
 
 
@@ -238,10 +180,10 @@ def parse_config(raw: Any) -> SweepConfig:
             if name in raw:
                 raise SweepConfigError(f"{name}: applies to search = \"random\" (a grid runs every combination; "
                                        "the runs' own seed is fixed.seed or space.seed)")
-    elif _integer(1)(runs):
+    elif integer(1)(runs):
         raise SweepConfigError(f"runs: random search needs the number of runs, a positive integer, got {runs!r}")
-    if _integer(0)(seed):
-        raise SweepConfigError(f"seed: {_integer(0)(seed)}, got {seed!r}")
+    if integer(0)(seed):
+        raise SweepConfigError(f"seed: {integer(0)(seed)}, got {seed!r}")
     data = _section(raw, "data", DATA)
     fixed = _section(raw, "fixed", SETTINGS)
     data = {name: default for name, (_, default) in DATA.items()} | data
@@ -273,7 +215,7 @@ def _known(table: Mapping, names: Sequence[str] | Mapping, prefix: str) -> None:
             raise SweepConfigError(f"{prefix}{name}: unknown key; known: {', '.join(names)}")
 
 
-def _section(raw: Mapping, section: str, spec: Mapping[str, tuple[Callable[[Any], str | None], Any]]) -> dict:
+def _section(raw: Mapping, section: str, spec: Mapping[str, tuple[Check, Any]]) -> dict:
     table = raw.get(section, {})
     if not isinstance(table, Mapping):
         raise SweepConfigError(f"{section}: must be a table of keys, got {table!r}")
@@ -310,13 +252,7 @@ def _check_values(name: str, values: Any, search: str) -> None:
 
 def train_config(settings: Mapping[str, Any]) -> TrainConfig:
     """The :class:`TrainConfig` of one run's settings (shots apply to parameter-shift and spsa only)."""
-    quantum = QuantumLayerConfig(n_qubits=settings["qubits"], depth=settings["depth"],
-                                 entanglement=settings["entanglement"], encoding=settings["encoding"],
-                                 reupload=settings["reupload"], bases=tuple(settings["bases"]))
-    return TrainConfig(quantum=quantum, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                       lr=float(settings["lr"]), lr_decay=float(settings["lr_decay"]), gradient=settings["gradient"],
-                       shots=None if settings["gradient"] == "adjoint" else settings["shots"],
-                       backend=settings["backend"], seed=settings["seed"])
+    return TrainConfig.from_settings(settings)
 
 
 def run_id(settings: Mapping[str, Any], data: Mapping[str, Any]) -> str:
@@ -325,8 +261,8 @@ def run_id(settings: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def prepare_data(data: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], dict[str, dict[str, np.ndarray]]]:
-    """The split as ``qstore train`` prepares it: standardized features and labels, plus the fitted preprocessing.
+def prepare(data: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], dict[str, dict[str, np.ndarray]]]:
+    """The split as ``qstore train`` prepares it (:mod:`qstore.data.prepare`): arrays and the fitted preprocessing.
 
     Returns:
         ``((x_train [N, F], y_train [N], x_val [M, F], y_val [M]), extras)``.
@@ -334,13 +270,12 @@ def prepare_data(data: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], dict[
     Raises:
         SweepConfigError: the dataset cannot be loaded (naming ``data.dataset`` and the reason).
     """
-    from . import cli  # the same datasets and preprocessing as qstore train
-
+    config = build(DataConfig, data)
     try:
-        split, block = cli.load_dataset(data["dataset"], data["n_train"], data["n_val"], data["seed"])
-    except (DataError, cli.UsageError, OSError) as error:
+        split, block = load_dataset(config)
+    except (DataError, OSError, ImportError) as error:
         raise SweepConfigError(f"data.dataset: {error}") from None
-    return cli.prepare_data(split, block, data["features"])
+    return prepare_data(split, block, config.features)
 
 
 def train_run(settings: Mapping[str, Any], arrays: tuple[np.ndarray, ...]) -> dict[str, Any]:
@@ -397,7 +332,7 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
     pending = [(rid, settings) for rid, settings in zip(ids, all_settings, strict=True) if done[rid] is None]
     failures: list[str] = []
     if pending:
-        arrays, extras = prepare_data(config.data)
+        arrays, extras = prepare(config.data)
         folder.mkdir(parents=True, exist_ok=True)
         client, cluster = connect(scheduler, workers)
         try:
@@ -505,18 +440,3 @@ def plot(result: SweepResult, path: Path) -> None:
                     wrap=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def command(args: Any) -> int:
-    """``qstore sweep``: validate the config, run it, print the table; exit status 1 if runs failed."""
-    config = load_config(args.config)
-    result = run_sweep(config, args.output, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet)
-    print(f"sweep: {len(result.rows)} runs ({result.ran} trained now, {result.skipped} finished before)")
-    print(format_table(result))
-    output = Path(args.output)
-    print(f"results: {output / 'runs'}/<run>.h5; summary: {output / 'summary.json'}; plot: {output / 'sweep.png'}")
-    if result.failures:
-        print(f"qstore sweep: {len(result.failures)} run(s) failed (run the sweep again to retry them); first: "
-              f"{result.failures[0]}", file=sys.stderr)
-        return 1
-    return 0

@@ -10,24 +10,32 @@ quantum layer replaced by a classical layer of the same width.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 import qsim_core as qc
+from qsim_core.backends import PREFERENCE
 from qsim_core.measurement import Executor
 
-from .layers import Dense, QuantumLayer, QuantumLayerConfig, Tanh
+from ..settings import build, choice, integer, number, setting, validate
+from .layers import GRADIENT_METHODS, Dense, QuantumLayer, QuantumLayerConfig, Tanh
 from .model import Sequential, accuracy, binary_cross_entropy
 from .optim import Adam, exponential_decay
 
 MODEL_KINDS = ("quantum", "classical")
+#: what ``backend`` may be: a qsim_core backend, or auto (the fastest that loads here)
+BACKENDS = ("auto", *PREFERENCE)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (saved with every checkpoint).
+
+    Each field is a setting (:mod:`qstore.settings`): ``qstore train``'s options and the keys of
+    a ``qstore sweep`` config are derived from these declarations.
 
     Attributes:
         quantum: the quantum layer's shape.
@@ -40,24 +48,30 @@ class TrainConfig:
     """
 
     quantum: QuantumLayerConfig = field(default_factory=QuantumLayerConfig)
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 0.05
-    lr_decay: float = 0.95
-    gradient: str = "adjoint"
-    shots: int | None = None
-    backend: str = "auto"
-    seed: int = 0
+    epochs: int = setting(5, "epochs", "training epochs", integer(1), int)
+    batch_size: int = setting(32, "batch_size", "samples per training step", integer(1), int)
+    lr: float = setting(0.05, "lr", "Adam step size", number(0), float)
+    lr_decay: float = setting(0.95, "lr_decay", "step size factor per epoch", number(0, 1, closed_high=True), float)
+    gradient: str = setting("adjoint", "gradient", "gradient method of the quantum layer", choice(GRADIENT_METHODS),
+                            str, choices=GRADIENT_METHODS, flag="--grad")
+    shots: int | None = setting(None, "shots", "shots per circuit for parameter-shift and spsa (none: exact)",
+                                integer(1, optional=True), int)
+    backend: str = setting("auto", "backend", "qsim_core backend (auto: the fastest here)", choice(BACKENDS), str,
+                           choices=BACKENDS)
+    seed: int = setting(0, "seed", "seeds weight initialisation, batch order and shots", integer(0), int)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 < self.lr < np.inf or not 0 < self.lr_decay <= 1:
-            raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr!r}, lr_decay={self.lr_decay!r}")
-        if self.shots is not None and (not isinstance(self.shots, int) or self.shots < 1):
-            raise ValueError(f"shots must be a positive integer or None, got {self.shots!r}")
+        validate(self)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """The config of settings by name (``qubits``, ``lr``, ...; as in a sweep config), defaults for the rest.
+
+        ``shots`` apply to parameter-shift and spsa; an adjoint run is exact and ignores them.
+        """
+        if values.get("gradient", cls.gradient) == "adjoint":
+            values = {**values, "shots": None}
+        return build(cls, values)
 
 
 @dataclass

@@ -54,7 +54,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, capsys):
         (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["train", "--dataset", "digits:3,3"], "3"),
         (["train", "--dataset", "digits:3,8", "--n-train", "5000"], "5000"),
-        (["train", "--epochs", "0"], "epochs must be a positive integer"),
+        (["train", "--epochs", "0"], "epochs must be an integer >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, argv, message):

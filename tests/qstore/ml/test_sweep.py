@@ -132,7 +132,7 @@ def test_json_configs_load_like_toml(tmp_path):
         ("runs = 3\n[space]\nlr = [0.1]", "runs: applies to search"),
         ("seed = 3\n[space]\nlr = [0.1]", "seed: applies to search"),
         ("[fixed]\nlr = 0.1\n[space]\nlr = [0.1]", "space.lr: also set in fixed"),
-        ("[fixed]\nshots = 0\n[space]\nlr = [0.1]", "fixed.shots: must be an integer >= 1, got 0"),
+        ("[fixed]\nshots = 0\n[space]\nlr = [0.1]", "fixed.shots: must be an integer >= 1 or none, got 0"),
         ('[fixed]\nbases = ["Z", "W"]\n[space]\nlr = [0.1]', "fixed.bases: must be a non-empty list"),
         ("[data]\nn_train = 10", "space: needs at least one swept setting"),
         ('[fixed]\nbackend = "gpu"\n[space]\nlr = [0.1]', "fixed.backend: must be one of auto"),

@@ -129,9 +129,9 @@ def test_resumed_training_reaches_the_same_weights(digits_task):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": 0}, "epochs must be a positive integer"),
-        ({"lr": -1.0}, "need lr > 0"),
-        ({"shots": 0}, "shots must be a positive integer"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"lr": -1.0}, r"lr must be a number in \(0, inf\)"),
+        ({"shots": 0}, "shots must be an integer >= 1 or none"),
     ],
 )
 def test_bad_training_settings_are_rejected(kwargs, message):

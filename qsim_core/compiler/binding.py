@@ -1,0 +1,158 @@
+"""Gate matrices: what :meth:`Program.bind <qsim_core.compiler.program.Program.bind>` fills, and how.
+
+The compiler lays the gate instances of a program out as :class:`GateGroup`
+slices (:func:`groups`, at compile time); :func:`fill` turns a batch of
+parameter vectors into their matrices (RX/RY/RZ through the numba kernel of
+:mod:`qsim_core.compiler.rotations`). The compiler's own single-qubit gates
+with a fixed matrix (:class:`ConstantOp`) and the compile-time matrix of an
+operation (:func:`constant_matrix`) are here too, so that every pass can use them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..circuit import Operation, is_symbolic
+from ..gates import GATES
+from .rotations import fill_rotations
+
+
+@dataclass(frozen=True, eq=False)
+class ConstantOp:
+    """A compiler-made single-qubit gate with a fixed matrix (folded Cliffords, merged constants).
+
+    It stands in the operation list beside the gate table's :class:`Operation`
+    objects; its matrix is bound as is (the ``"constant"`` gate group).
+    """
+
+    qubits: tuple[int, ...]
+    matrix: np.ndarray  # complex128[2, 2]
+    name: str = field(default="constant", init=False)
+    params: tuple = field(default=(), init=False)
+
+
+AnyOp = Operation | ConstantOp
+
+
+@dataclass(frozen=True)
+class GateGroup:
+    """All instances of one gate in a program: a contiguous slice of the matrix array.
+
+    A parameter slot's value is ``offset + sum_t scale[.., t] * params[index[.., t]]``
+    (T terms; constants have all scales 0, a :class:`Param` one term, a
+    :class:`ParamSum` several). When no slot refers to a parameter, the
+    matrices are computed once, at compile time (``matrices``).
+    """
+
+    name: str
+    start: int
+    stop: int
+    index: np.ndarray  # int64[num_params, count, T]: parameter columns (0 where unused)
+    scale: np.ndarray  # float64[num_params, count, T]: 0 for constants and padding
+    offset: np.ndarray  # float64[num_params, count]: the constant, or the reference's offset
+    generator: np.ndarray | None  # rotation gates: the Pauli matrix P of exp(-i a P / 2)
+    matrices: np.ndarray | None = None  # complex128[count, d, d] when no slot refers to a parameter
+
+    def values(self, params: np.ndarray) -> list[np.ndarray]:
+        """Each slot's value for every instance and parameter set: float64[B, count] per slot.
+
+        For rotation gates the values are in radians (the unit is folded in).
+        """
+        batch = params.shape[0]
+        out = []
+        for slot in range(self.index.shape[0]):
+            value = np.broadcast_to(self.offset[slot], (batch, self.stop - self.start)).copy()
+            for t in range(self.index.shape[2]):
+                if self.scale[slot, :, t].any():
+                    value += params[:, self.index[slot, :, t]] * self.scale[slot, :, t]
+            out.append(value)
+        return out
+
+
+def groups(ops: Sequence[AnyOp]) -> tuple[list[AnyOp], tuple[GateGroup, ...], list[int]]:
+    """Order ``ops`` by gate name; returns (ordered ops, groups, new position of each op).
+
+    Compiler-made constants come last, as one ``"constant"`` group. A group
+    whose parameters are all constants gets its matrices computed here, once.
+    """
+    order = sorted(range(len(ops)), key=lambda k: (_opcode(ops[k]), k))
+    ordered = [ops[k] for k in order]
+    position = [0] * len(ops)
+    for new, old in enumerate(order):
+        position[old] = new
+    groups = []
+    start = 0
+    while start < len(ordered):
+        name = ordered[start].name
+        stop = start
+        while stop < len(ordered) and ordered[stop].name == name:
+            stop += 1
+        members = ordered[start:stop]
+        if name == ConstantOp.name:
+            count = len(members)
+            groups.append(GateGroup(name, start, stop, np.zeros((0, count, 1), np.int64), np.zeros((0, count, 1)),
+                                     np.zeros((0, count)), None, np.stack([op.matrix for op in members])))
+            start = stop
+            continue
+        slots = GATES[name].num_params
+        width = max([len(v.terms) for op in members for v in op.params if is_symbolic(v)] + [1])
+        index = np.zeros((slots, len(members), width), np.int64)
+        scale = np.zeros((slots, len(members), width))
+        offset = np.zeros((slots, len(members)))
+        for k, op in enumerate(members):
+            for slot, value in enumerate(op.params):
+                if is_symbolic(value):
+                    for t, (column, factor) in enumerate(value.terms):
+                        index[slot, k, t], scale[slot, k, t] = column, factor
+                    offset[slot, k] = value.offset
+                else:
+                    offset[slot, k] = value
+        spec = GATES[name]
+        matrices = None
+        if not scale.any():  # constants: the same matrices for every parameter set
+            matrices = spec.matrix(*offset) if slots else np.broadcast_to(spec.matrix(), (len(members),) * 1
+                                                                          + spec.matrix().shape)
+        if spec.generator:  # fold the unit into the angle: a = radians_per_unit * value
+            scale, offset = scale * spec.radians_per_unit, offset * spec.radians_per_unit
+        groups.append(GateGroup(name, start, stop, index, scale, offset, spec.generator_matrix, matrices))
+        start = stop
+    return ordered, tuple(groups), position
+
+
+def _opcode(op: AnyOp) -> int:
+    return len(GATES) if isinstance(op, ConstantOp) else op.gate.opcode
+
+
+def fill(groups: Sequence[GateGroup], params: np.ndarray, dim: int, dtype: np.dtype, threads: int) -> np.ndarray:
+    """Matrices of every gate instance: one vectorised matrix call per parametrised gate name."""
+    batch = params.shape[0]
+    count = groups[-1].stop if groups else 0
+    out = np.empty((batch, count, dim, dim), dtype)
+    for group in groups:
+        if group.matrices is not None:
+            out[:, group.start:group.stop] = group.matrices
+        elif group.generator is not None:
+            fill_rotations(params, group.index[0], group.scale[0], group.offset[0], group.generator,
+                           out[:, group.start:group.stop], threads)
+        else:
+            GATES[group.name].matrix(*group.values(params), out=out[:, group.start:group.stop])
+    return out
+
+
+def constant_matrix(op: AnyOp) -> np.ndarray:
+    """The matrix of an operation without parameter references."""
+    if isinstance(op, ConstantOp):
+        return op.matrix
+    return table_matrix(op.name, op.params)
+
+
+@functools.lru_cache(maxsize=4096)
+def table_matrix(name: str, params: tuple[float, ...]) -> np.ndarray:
+    spec = GATES[name]
+    matrix = np.array(spec.matrix(*params) if params else spec.matrix())
+    matrix.setflags(write=False)
+    return matrix

@@ -1,0 +1,173 @@
+"""``qstore reproduce`` and ``qstore train``: train the quantum model and its classical baseline, print the report.
+
+``qstore reproduce`` is the reference workload of shared/seed-benchmark.md run locally and done
+properly: 1,000 images (synthetic by default, or a PetImages folder with ``--data``), split
+800/200, batch 32, 5 epochs, the 8-qubit seed circuit with the image features really encoded and
+every angle really trained, 1,024-shot parameter-shift gradients (``--grad adjoint`` for exact
+ones), and the matched classical baseline trained on the same split. ``qstore train`` exposes the
+same machinery with every setting of :class:`~qstore.ml.TrainConfig` and
+:class:`~qstore.data.DataConfig` as an option (derived from their declarations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import DataConfig, load_dataset, prepare_data
+from ..ml import TrainConfig, TrainResult, TrainState, build_model, load_checkpoint, save_checkpoint, train
+from ..settings import Setting, add_options, build, declared
+
+#: the reference run's wall time on IonQ's cloud simulator (seconds)
+REFERENCE_SECONDS = 2288.4
+#: ``qstore reproduce``: the reference's gradients, 1,024-shot parameter shift; every other setting at its default
+REPRODUCE_DEFAULTS = {"gradient": "parameter-shift", "shots": 1024}
+#: the settings ``qstore reproduce`` lets a user change (the rest define the reference workload)
+REPRODUCE_OPTIONS = ("gradient", "shots", "epochs", "lr", "features", "backend", "seed")
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used."""
+
+
+def settings() -> list[tuple[Setting, Any]]:
+    """Every data and training setting once, with its default.
+
+    A name both configs declare (``seed``) is one option that sets both; its help joins theirs.
+    """
+    unique: dict[str, tuple[Setting, Any]] = {}
+    for spec, default in [*declared(DataConfig), *declared(TrainConfig)]:
+        if spec.name in unique:
+            first, first_default = unique[spec.name]
+            if first_default != default:
+                raise TypeError(f"the setting {spec.name} has two defaults, {first_default!r} and {default!r}")
+            spec = dataclasses.replace(first, help=f"{first.help}; {spec.help}")
+        unique[spec.name] = (spec, default)
+    return list(unique.values())
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """The ``reproduce`` and ``train`` subcommands."""
+    reproduce = commands.add_parser("reproduce", help="the reference training run, locally (the main job)")
+    reproduce.add_argument("--data", metavar="PATH", help="a PetImages folder (Cat/, Dog/), not synthetic images")
+    add_options(reproduce, [(spec, REPRODUCE_DEFAULTS.get(spec.name, default)) for spec, default in settings()
+                            if spec.name in REPRODUCE_OPTIONS])
+    _output_options(reproduce)
+    training = commands.add_parser("train", help="train a hybrid model with any settings")
+    add_options(training, settings())
+    _output_options(training)
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="qstore-output", help="folder for checkpoints and the plot")
+    parser.add_argument("--json", metavar="PATH", help="write a summary (accuracies, wall time, circuits) here")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
+    """The data and training configs of a parsed ``reproduce`` or ``train`` command line."""
+    values = {spec.name: getattr(args, spec.name) for spec, _ in settings() if hasattr(args, spec.name)}
+    if getattr(args, "data", None):
+        values["dataset"] = f"petimages:{args.data}"
+    return build(DataConfig, values), TrainConfig.from_settings(values)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train the quantum model and its classical baseline as ``args`` say; print the report; return the summary."""
+    data, config = configs(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    split, block = load_dataset(data)
+    arrays, extras = prepare_data(split, block, data.features)
+    data_seconds = time.perf_counter() - start
+    results = {kind: _run_model(kind, config, arrays, output, extras, args.resume, not args.quiet)
+               for kind in ("quantum", "classical")}
+    quantum, baseline = results["quantum"], results["classical"]
+    wall = time.perf_counter() - start
+    print(f"data: {data.dataset}, {len(split.train)} train / {len(split.val)} validation"
+          + (f", {len(split.skipped)} unreadable file(s) skipped" if split.skipped else ""))
+    shots = f" with {config.shots} shots" if config.shots else ""
+    print(f"model: {config.quantum.n_qubits} qubits, {config.quantum.encoding} encoding, depth "
+          f"{config.quantum.depth}, {config.quantum.entanglement} entanglement, gradients {config.gradient}{shots}")
+    print(_table(quantum.history, "\nquantum model"))
+    print(_table(baseline.history, "\nclassical baseline (the quantum layer replaced by a dense layer of equal width)"))
+    print(f"\ncircuits executed: {quantum.circuits:,}")
+    print(f"wall time: {wall:.2f} s = data preparation {data_seconds:.2f} s + circuit simulation "
+          f"{quantum.simulation_s:.2f} s + classical work {quantum.classical_s + baseline.total_s:.2f} s")
+    print(f"reference run on IonQ's cloud simulator: {REFERENCE_SECONDS:,.0f} s; this run: "
+          f"{REFERENCE_SECONDS / wall:,.0f}x faster")
+    _plot(results, output / "curves.png")
+    print(f"checkpoints and metrics: {output / 'quantum.h5'}, {output / 'classical.h5'}; plot: {output / 'curves.png'}")
+    summary = {
+        "val_acc": quantum.history[-1]["val_acc"], "train_acc": quantum.history[-1]["train_acc"],
+        "baseline_val_acc": baseline.history[-1]["val_acc"], "wall_s": wall, "circuits": quantum.circuits,
+        "seconds": {"data": data_seconds, "simulation": quantum.simulation_s,
+                    "classical": quantum.classical_s + baseline.total_s},
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _table(history: list[dict[str, float]], title: str) -> str:
+    lines = [title, f"{'epoch':>5}  {'train loss':>10}  {'train acc':>9}  {'val loss':>8}  {'val acc':>7}  {'lr':>8}"]
+    for row in history:
+        lines.append(f"{row['epoch']:>5}  {row['train_loss']:>10.3f}  {row['train_acc']:>9.3f}  "
+                     f"{row['val_loss']:>8.3f}  {row['val_acc']:>7.3f}  {row['lr']:>8.5f}")
+    return "\n".join(lines)
+
+
+def _plot(results: dict[str, TrainResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, result in results.items():
+        epochs = [row["epoch"] for row in result.history]
+        for axis, metric in ((loss_axis, "loss"), (acc_axis, "acc")):
+            axis.plot(epochs, [row[f"train_{metric}"] for row in result.history], "--", label=f"{name} train")
+            axis.plot(epochs, [row[f"val_{metric}"] for row in result.history], "-o", label=f"{name} val")
+    loss_axis.set(xlabel="epoch", ylabel="binary cross-entropy", title="loss")
+    acc_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    acc_axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _run_model(kind: str, config: TrainConfig, arrays: tuple[np.ndarray, ...], output: Path,
+               extras: dict[str, dict[str, np.ndarray]], resume: bool, progress: bool) -> TrainResult:
+    """Train one model, checkpointing every epoch to ``output/{kind}.h5`` (and resuming from it)."""
+    from tqdm import tqdm
+
+    path = output / f"{kind}.h5"
+    metadata = {"kind": kind, "config": dataclasses.asdict(config)}
+    state = None
+    if resume and path.exists():
+        saved = load_checkpoint(path)
+        if saved.metadata.get("config") != json.loads(json.dumps(metadata["config"])):
+            raise UsageError(f"{path} was written with different settings; remove it or drop --resume")
+        state = TrainState(saved.epoch, saved.weights, saved.optimizer, saved.rng_state, saved.metrics)
+
+    def checkpoint(current: TrainState) -> None:
+        save_checkpoint(path, weights=current.params, optimizer=current.optimizer, rng_state=current.rng,
+                        epoch=current.epoch, metrics=current.history, metadata=metadata,
+                        extras=extras)
+
+    model = build_model(kind, arrays[0].shape[1], config)
+    with tqdm(total=1, desc=f"{kind:>9}", unit="batch", disable=not progress, leave=False) as bar:
+        def step(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return train(model, config, *arrays, resume=state, on_epoch=checkpoint, on_step=step)
