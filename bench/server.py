@@ -48,7 +48,7 @@ from _runner import REPO_ROOT, Record, announce, make_parser, measured, print_ta
 import qsim_core as qc  # after _runner, which puts the checkout on sys.path
 from qsim_core import seed_circuit
 from qstore.execution import AsyncQuantumExecutor, JobTiming
-from qstore.ionq.serialize import counts_from_ionq, job_body, parse_job_body, probabilities_to_ionq
+from qstore.ionq import counts_from_ionq, job_body, parse_job_body, probabilities_to_ionq
 from qstore.ionq.server import execute
 
 BENCHMARK = "server"

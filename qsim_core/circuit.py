@@ -9,6 +9,10 @@ Parameters are either plain floats (constants), :class:`Param` references
 ``scale * theta[index] + offset`` into the parameter vector given at run
 time, or :class:`ParamSum` affine combinations of several entries, so data
 encodings, trainable weights and compiler-merged angles are one mechanism.
+
+Public (``__all__``): :class:`Circuit`, :class:`Operation`, :class:`Param`,
+:class:`ParamSum` (all four also ``qsim_core.<name>``), :data:`ParamValue`
+(what a gate parameter may be) and :func:`is_symbolic`.
 """
 
 from __future__ import annotations
@@ -148,6 +152,7 @@ class ParamSum:
 
 
 ParamValue = float | Param | ParamSum
+"""A gate parameter: a constant (float, in the gate's unit) or a run-time reference."""
 
 
 def is_symbolic(value: object) -> bool:
@@ -319,3 +324,6 @@ def _builder(spec: Gate):
 
 for _spec in GATES.values():
     setattr(Circuit, _spec.name, _builder(_spec))
+
+
+__all__ = ["Circuit", "Operation", "Param", "ParamSum", "ParamValue", "is_symbolic"]

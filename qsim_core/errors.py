@@ -3,6 +3,8 @@
 Every error a user can provoke is a :class:`QsimError`; the subclasses also
 derive from the matching built-in exception so ``except ValueError`` keeps
 working in user code.
+
+Public (``__all__``, all also ``qsim_core.<name>``): every class here.
 """
 
 
@@ -28,3 +30,13 @@ class BackendUnavailableError(QsimError, RuntimeError):
 
 class CircuitTooLargeError(QsimError, MemoryError):
     """The state (or batch of states) needs more memory than is available."""
+
+
+__all__ = [
+    "BackendUnavailableError",
+    "CircuitError",
+    "CircuitTooLargeError",
+    "ObservableError",
+    "ParameterError",
+    "QsimError",
+]

@@ -18,6 +18,11 @@ Conventions
 * Matrix functions are vectorised: each parameter may be an array and the
   result has shape ``broadcast(params).shape + (2**k, 2**k)``, complex128;
   parametrised ones accept ``out=`` (any complex dtype) to fill in place.
+
+Public (``__all__``): :class:`Gate`, :data:`GATES` (both also
+``qsim_core.<name>``), :data:`GATE_BY_OPCODE`, :func:`gate` (lookup by name
+with a helpful error), :data:`PAULI` and :data:`MatrixFunction` (the type of
+:attr:`Gate.matrix`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import CircuitError
+
 _SQRT1_2 = 1.0 / np.sqrt(2.0)
 _TWO_PI = 2.0 * np.pi
 
 MatrixFunction = Callable[..., np.ndarray]
+"""``matrix(*params, out=None) -> complex[..., 2**k, 2**k]``: a gate's vectorised matrix (module docstring)."""
 
 #: single-qubit Pauli matrices, the building blocks of rotation generators
 PAULI = {
@@ -266,9 +274,10 @@ def gate(name: str) -> Gate:
     Raises:
         CircuitError: if no gate has that name (the message lists the known ones).
     """
-    from .errors import CircuitError
-
     try:
         return GATES[name]
     except KeyError:
         raise CircuitError(f"unknown gate {name!r}; known gates: {', '.join(GATES)}") from None
+
+
+__all__ = ["GATES", "GATE_BY_OPCODE", "PAULI", "Gate", "MatrixFunction", "gate"]

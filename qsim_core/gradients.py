@@ -4,12 +4,16 @@ Both work through an *estimator*: any function ``estimate(circuit, rows)``
 returning expectation values ``float64[N, K]`` for parameter rows
 ``float64[N, P]``. The simulator's exact values, its shot estimates, and
 counts from any executor (a QPU, IonQ's cloud: see
-:func:`qsim_core.measurement.counts_estimator`) all fit, so a gradient that a
-remote device can compute is computed here the same way. Every shifted or
-perturbed circuit of a batch goes to the estimator in one call.
+:func:`qsim_core.measurement.expectations_from_counts`) all fit, so a gradient
+that a remote device can compute is computed here the same way. Every shifted
+or perturbed circuit of a batch goes to the estimator in one call.
 
 Adjoint differentiation, which needs the state itself, lives in the
 backends (:meth:`qsim_core.Simulator.gradient` with ``method="adjoint"``).
+
+Public (``__all__``): :data:`Estimator`, :func:`parameter_shift`, :func:`spsa`,
+and :func:`shift_plan` with its :class:`ShiftPlan` (how many shifted circuits
+a gradient costs, and which).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import numpy as np
 from .circuit import Circuit, Param, is_symbolic
 from .derivatives import shift_rule
 
-#: ``estimate(circuit, rows[N, P]) -> values[N, K]``
 Estimator = Callable[[Circuit, np.ndarray], np.ndarray]
+"""``estimate(circuit, rows[N, P]) -> values[N, K]``: expectation values for each parameter row."""
 
 
 @dataclass(frozen=True)
@@ -135,3 +139,6 @@ def spsa(estimate: Estimator, circuit: Circuit, params: np.ndarray, perturbation
     values = values.reshape(batch, 1 + 2 * samples, -1)
     difference = (values[:, 1:1 + samples] - values[:, 1 + samples:]) / (2 * perturbation)  # [B, S, K]
     return values[:, 0], np.einsum("bsk,bsp->bkp", difference, delta) / samples
+
+
+__all__ = ["Estimator", "ShiftPlan", "parameter_shift", "shift_plan", "spsa"]

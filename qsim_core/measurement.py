@@ -11,6 +11,9 @@ returning one counts mapping per parameter row, keyed by basis index (qubit
 k is bit k, IonQ's order) with counts summing to ``shots``.
 :meth:`qsim_core.Simulator.counts` is one (see :func:`simulator_executor`);
 the IonQ client is another.
+
+Public (``__all__``): :data:`Executor`, :func:`expectations_from_counts`,
+:func:`measurement_groups` and :func:`simulator_executor`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .circuit import Circuit
 from .observables import PauliStrings, parse_observables
 
 Executor = Callable[[Circuit, np.ndarray, int], Sequence[Mapping[int, int]]]
+"""``executor(circuit, params[N, P], shots) -> [counts by basis index] * N`` (see the module docstring)."""
 
 
 def measurement_groups(observables: PauliStrings) -> list[tuple[dict[int, str], list[int]]]:
@@ -91,3 +95,6 @@ def simulator_executor(simulator) -> Executor:
         return simulator.counts(circuit, shots, np.asarray(params, np.float64).reshape(len(params), -1))
 
     return run
+
+
+__all__ = ["Executor", "expectations_from_counts", "measurement_groups", "simulator_executor"]

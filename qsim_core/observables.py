@@ -5,6 +5,10 @@ A string is a product of single-qubit Paulis written as letter + qubit index
 is the identity. Internally a string becomes ``P = i**ny X^xmask Z^zmask``
 (bit k of a mask refers to qubit k, the engine's bit order), which kernels
 evaluate without building matrices.
+
+Public (``__all__``): :func:`parse_observables` and the parsed form it
+returns, :class:`PauliStrings` (what backends take; see
+:mod:`qsim_core.backends.contract`).
 """
 
 from __future__ import annotations
@@ -104,3 +108,6 @@ def _parse(labels: tuple, num_qubits: int) -> PauliStrings:
                 f"(letters I, X, Y, Z followed by a qubit index), stuck at {compact[consumed:]!r}"
             )
     return PauliStrings(labels, xmask, zmask, ny)
+
+
+__all__ = ["PauliStrings", "parse_observables"]

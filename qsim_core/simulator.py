@@ -1,4 +1,7 @@
-"""The user-facing simulator: validates input, picks a backend, shapes results."""
+"""The user-facing simulator: validates input, picks a backend, shapes results.
+
+Public (``__all__``): :class:`Simulator`, also ``qsim_core.Simulator``.
+"""
 
 from __future__ import annotations
 

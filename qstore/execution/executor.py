@@ -93,7 +93,9 @@ import requests
 import qsim_core as qc
 
 from ..ionq.client import DEFAULT_BASE_URL, IonQClient, IonQError, IonQJobError, IonQTimeoutError
-from ..ionq.serialize import QIS, IonQFormatError, counts_from_ionq, job_body
+from ..ionq.results import counts_from_ionq
+from ..ionq.serialize import job_body
+from ..ionq.wire import QIS, IonQFormatError
 
 log = logging.getLogger("qstore.execution.executor")
 

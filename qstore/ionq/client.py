@@ -45,7 +45,9 @@ import requests
 import qsim_core as qc
 
 from .cost import CostEstimate, PricingTable, estimate_cost
-from .serialize import IDEMPOTENCY_FIELD, QIS, job_body, probabilities_from_ionq
+from .results import probabilities_from_ionq
+from .serialize import job_body
+from .wire import IDEMPOTENCY_FIELD, QIS
 
 log = logging.getLogger("qstore.ionq.client")
 

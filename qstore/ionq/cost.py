@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .serialize import gate_counts, parse_job_body
+from .parse import gate_counts, parse_job_body
 
 DEFAULT_PRICING = Path(__file__).with_name("pricing.json")
 

@@ -61,15 +61,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from ..cost import CostError, PricingTable
-from ..serialize import (
-    IDEMPOTENCY_FIELD,
-    MULTI_CIRCUIT,
-    SINGLE_CIRCUIT,
-    IonQFormatError,
-    JobRequest,
-    gate_counts,
-    parse_job_body,
-)
+from ..parse import JobRequest, gate_counts, parse_job_body
+from ..wire import IDEMPOTENCY_FIELD, MULTI_CIRCUIT, SINGLE_CIRCUIT, IonQFormatError
 from .jobstore import PENDING, JobRow, JobStore
 from .latency import LatencyProfile
 from .runner import Runner

@@ -14,12 +14,9 @@ import numpy as np
 
 import qsim_core as qc
 
-from ..serialize import (
-    IonQFormatError,
-    JobRequest,
-    parse_job_body,
-    probabilities_to_ionq,
-)
+from ..parse import JobRequest, parse_job_body
+from ..results import probabilities_to_ionq
+from ..wire import IonQFormatError
 from .jobstore import Claim, JobStore
 from .latency import LatencyProfile
 
@@ -62,7 +59,7 @@ def execute(request: JobRequest, job_id: str, threads: int) -> tuple[list[str], 
     """Run a job: one result (JSON text) per circuit, warnings, and simulation time in ms.
 
     Runs in a worker thread (or, for a small job, on the event loop), one
-    engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.serialize.CircuitBatch`). Exact
+    engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.parse.CircuitBatch`). Exact
     probabilities for the ideal simulator; ``shots`` sampled outcomes (as
     frequencies) for emulated QPUs and noise models, drawn per circuit from a
     stream seeded by the job's seed and the circuit's position (so how the
@@ -118,7 +115,7 @@ class Runner:
     The event loop owns the store; ``workers`` consumer tasks run one job
     each: in a thread pool of as many threads, or on the loop itself when
     the job is small (:func:`runs_inline`). A job submitted by this process
-    runs from the :class:`~qstore.ionq.serialize.JobRequest` its ``POST``
+    runs from the :class:`~qstore.ionq.parse.JobRequest` its ``POST``
     parsed; one recovered at start-up is parsed again (in a thread) from its
     stored body.
     """

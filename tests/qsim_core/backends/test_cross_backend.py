@@ -130,7 +130,8 @@ def test_native_clifford_circuits_match_reference_through_gathered_blocks(backen
 
 @pytest.mark.parametrize("drop_final_phases", [False, True])
 def test_native_seed_circuit_matches_reference(backend, precision, drop_final_phases):
-    # its 56 MS gates compile back to two permutations (tests/test_program.py): the values must not change
+    # its 56 MS gates compile back to two permutations (tests/qsim_core/compiler/test_compile.py):
+    # the values must not change
     native = qc.to_native(seed_circuit(), drop_final_phases=drop_final_phases)
     check_against_reference(native, backend, precision, batch=20)
     params = random_params(native, batch=20)

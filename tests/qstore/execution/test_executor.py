@@ -16,6 +16,7 @@ import requests
 import qsim_core as qc
 from qsim_core import seed_circuit
 from qstore.execution.executor import AsyncQuantumExecutor, CacheInfo, ExecutorClosedError, JobTiming, _server_phases
+from qstore.ionq import IonQFormatError
 from qstore.ionq.client import (
     IonQAuthenticationError,
     IonQBadRequestError,
@@ -24,7 +25,6 @@ from qstore.ionq.client import (
     IonQJobError,
     IonQTimeoutError,
 )
-from qstore.ionq.serialize import IonQFormatError
 from qstore.ionq.server import ServerConfig, running_server
 from qstore.ionq.server.latency import LatencyProfile
 

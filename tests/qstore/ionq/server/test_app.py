@@ -386,7 +386,7 @@ def start_process(tmp_path: Path, *options: str) -> tuple[subprocess.Popen, Api]
     keys = tmp_path / "keys"
     keys.write_text(f"{ALICE}\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "qstore.ionq.server", "--host", "127.0.0.1", "--port", "0", "--api-keys-file",
+        [sys.executable, "-m", "qstore.cli", "serve", "--host", "127.0.0.1", "--port", "0", "--api-keys-file",
          str(keys), "--db", str(tmp_path / "jobs.sqlite"), *options],
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     line = process.stdout.readline()
