@@ -4,7 +4,7 @@
 ``qsim_core/backends/cython/_kernels.pyx`` into the extension that the
 ``cython`` backend imports. Flags: ``-O3`` lets gcc vectorise the kernels'
 inner loops; ``-funroll-loops`` cuts the loop overhead of the short,
-load/store-bound gate loops (about 8% on the seed circuit); OpenMP runs them
+load/store-bound gate loops (a modest gain on the seed circuit); OpenMP runs them
 in parallel. No ``-march``: the wheel must run on any x86-64 CPU. No
 fast-math: it breaks NaN, infinity and denormal semantics.
 """

@@ -1,6 +1,6 @@
 """The user-facing simulator: validates input, picks a backend, shapes results.
 
-Public (``__all__``): :class:`Simulator`, also ``qsim_core.Simulator``.
+Public (``__all__``): :class:`Simulator` (also ``qsim_core.Simulator``) and :data:`GRADIENT_METHODS`.
 """
 
 from __future__ import annotations
@@ -343,4 +343,4 @@ def _validate_params(circuit: Circuit, params) -> tuple[np.ndarray, bool]:
     return matrix, batched
 
 
-__all__ = ["Simulator"]
+__all__ = ["GRADIENT_METHODS", "Simulator"]

@@ -17,21 +17,21 @@ from .driver import CompiledBackend
 
 
 def _numba() -> Backend:
-    from . import numba
+    from .numba import adjoint, kernels
 
-    return CompiledBackend("numba", numba)
+    return CompiledBackend("numba", kernels, adjoint)
 
 
 def _cython() -> Backend:
     try:
-        from . import cython
+        from .cython import kernels
     except ImportError as error:
         raise BackendUnavailableError(
             "the cython backend is not built on this installation (its compiled extension "
             f"qsim_core.backends.cython._kernels could not be imported: {error}); reinstall with "
             "`pip install .` on a machine with a C compiler, or use backend='numba'"
         ) from error
-    return CompiledBackend("cython", cython)
+    return CompiledBackend("cython", kernels, kernels)
 
 
 def _reference() -> Backend:

@@ -22,6 +22,11 @@ from ..compiler import DEFAULT_BLOCK_QUBITS, Program, compile_circuit
 from ..errors import CircuitTooLargeError
 from ..observables import PauliStrings
 
+#: what the compiled backends' kernel modules export, with the same arguments in numba
+#: (:mod:`qsim_core.backends.numba`: ``adjoint_small`` in its adjoint module, the rest in its kernels) and
+#: Cython (one extension); the driver calls nothing else
+KERNEL_FUNCTIONS = ("adjoint_small", "evolve_large", "expectations_large", "max_threads", "probabilities_in_place",
+                    "run_small", "samples_large", "set_threads", "shot_estimates_into", "stream_state")
 #: what a kernel call computes (``run_small``'s first argument)
 TASK_STATE, TASK_PROBS, TASK_EXPVAL, TASK_SAMPLES, TASK_SHOT_EXPVAL = 0, 1, 2, 3, 4
 
@@ -103,4 +108,5 @@ class Backend(Protocol):
         """
 
 
-__all__ = ["TASK_EXPVAL", "TASK_PROBS", "TASK_SAMPLES", "TASK_SHOT_EXPVAL", "TASK_STATE", "Backend", "Job"]
+__all__ = ["KERNEL_FUNCTIONS", "TASK_EXPVAL", "TASK_PROBS", "TASK_SAMPLES", "TASK_SHOT_EXPVAL", "TASK_STATE", "Backend",
+           "Job"]

@@ -27,17 +27,18 @@ from .contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, T
 #: parameter sets bound and run per kernel call; bounds the bound-matrix memory
 BATCH_CHUNK = 4096
 #: a single-block batch gets one thread per this many parameter sets: waking a
-#: second thread for a few microseconds of work costs more than it saves, and
-#: far more when another process holds the other core
+#: second thread for a handful of small parameter sets costs more than it saves,
+#: and far more when another process holds the other core
 SETS_PER_THREAD = 16
 
 
 class CompiledBackend:
     """Drives a kernel module: compile once, bind per chunk of the batch, one kernel call per chunk."""
 
-    def __init__(self, name: str, kernels: ModuleType) -> None:
+    def __init__(self, name: str, kernels: ModuleType, adjoint_kernels: ModuleType) -> None:
         self.name = name
         self.kernels = kernels
+        self.adjoint_kernels = adjoint_kernels
 
     def statevector(self, job: Job) -> np.ndarray:
         """See :class:`Backend`."""
@@ -74,7 +75,7 @@ class CompiledBackend:
     def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """See :class:`Backend`; the work is done by :func:`run_adjoint`."""
-        return run_adjoint(self.kernels, job, observables, weights)
+        return run_adjoint(self.kernels, self.adjoint_kernels, job, observables, weights)
 
     @staticmethod
     def _allocate(shape: tuple[int, int], dtype: type, what: str) -> np.ndarray:
@@ -163,12 +164,13 @@ def plan_for(job: Job, zbasis: bool) -> AdjointPlan:
     return plan
 
 
-def run_adjoint(kernels: ModuleType, job: Job, observables: PauliStrings,
+def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, observables: PauliStrings,
                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Expectations and weighted adjoint gradients.
 
     Args:
-        kernels: the backend's kernel module (``set_threads`` and ``adjoint_small``).
+        kernels: the backend's kernel module (for ``set_threads``).
+        adjoint_kernels: the module with ``adjoint_small``.
         job: circuit and float64[B, P] parameters.
         observables: the K Pauli strings.
         weights: float64[B, L, K]; lane l differentiates ``sum_k weights[b, l, k] <O_k>``.
@@ -199,7 +201,7 @@ def run_adjoint(kernels: ModuleType, job: Job, observables: PauliStrings,
         du1, du2 = plan.derivatives(params, job.dtype)
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2)))
         per_use = np.zeros((params.shape[0], lanes, uses))
-        kernels.adjoint_small(
+        adjoint_kernels.adjoint_small(
             u1, u2, u2_dagger, du1, du2, plan.slope1, plan.rotation1, plan.slope2, plan.rotation2,
             program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
             program.run_start, program.run_gate, program.perm_start, plan.inverse_table, program.perm_table,

@@ -49,7 +49,7 @@ def _build(function, variant: str, **options):
 
     Numba files its cache by the function's qualified name and keys the entries by bytecode and signature,
     not by options: a parallel and a serial build of one function would load each other's machine code (a
-    checkout whose cache held the other build ran the seed batch 13 % slower).
+    checkout whose cache held the other build ran the seed batch measurably slower).
     """
     name = f"{function.__name__}_{variant}"
     renamed = types.FunctionType(function.__code__.replace(co_name=name, co_qualname=name), function.__globals__,

@@ -24,7 +24,7 @@ logistic regression on 8 principal components reaches 0.74 validation
 accuracy, on 32 components 0.77. The scene scales with the image: at 36x36
 pixels with 2x2 blocks (1,600 training images) the same gives 0.73 and 0.75.
 Images are rendered when loaded, from a few numbers per sample (a few
-milliseconds per 180x180 image).
+numpy passes over each image's pixels).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class SyntheticImages(Dataset):
         """Rendered images ``[B, height, width, 3]``; the same index always gives the same image.
 
         Chunks of samples render on a pool of threads (numpy's array
-        arithmetic releases the GIL: twice as fast on 2 cores), each converted
+        arithmetic releases the GIL, so they use every core), each converted
         to ``dtype`` at once, so no float32 copy of the whole batch is held.
         """
         indices = np.asarray(indices, dtype=np.int64)
@@ -116,7 +116,7 @@ class SyntheticImages(Dataset):
                       + column(self._phase))
         shade = (1.0 - column(self._contrast) * 0.5 * (1.0 + wave))[..., None]
         # float32 throughout: the per-sample colours are float64, and mixing them in would make every
-        # [B, H, W, 3] temporary float64 (this line was 80 % of the render time)
+        # [B, H, W, 3] temporary float64 (this line was most of the render time)
         background = self._background[rows, None, None, :].astype(np.float32)
         foreground = self._foreground[rows, None, None, :].astype(np.float32)
         rgb = background + mask * (foreground * shade - background)

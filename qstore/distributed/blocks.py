@@ -6,10 +6,10 @@ a board in the call's output segment, runs it, writes its results and claims
 again, until no rows are left. A worker that runs slower (its core shared
 with the client, a busy neighbour, a slower machine) takes fewer blocks, so
 the workers finish within a small block of each other; with equal chunks
-fixed in advance, two workers on this 2-core VM finished 3-12 ms apart on a
-120 ms call. A claim costs a few lock calls (about 50 us with the engine
-call), not a scheduler round trip (3-5 ms with the worker idle meanwhile,
-which is what more, smaller Dask tasks cost).
+fixed in advance, the faster worker sat idle for a noticeable part of the
+call while the slower one finished. A claim costs a few lock calls, far
+less than a scheduler round trip (with the worker idle meanwhile, which is
+what more, smaller Dask tasks cost).
 
 Block sizes shrink as the rows run out (guided self-scheduling): a block is
 the rows left divided by twice the tasks, within ``[min_rows, max_rows]``

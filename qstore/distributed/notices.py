@@ -1,8 +1,9 @@
 """Notices of finished blocks of rows straight from workers on the client's machine.
 
 Dask tells a client that a task finished in two hops (worker to scheduler,
-scheduler to client), each through a stream that batches messages: 3-5 ms
-after the task's end on an idle machine. A worker that runs on the client's
+scheduler to client), each through a stream that batches messages, so the
+news lags the task's end by both hops and their batching, long next to a
+small block's work. A worker that runs on the client's
 machine (it maps the client's shared memory) instead sends the client a
 datagram the moment a block's results are in place: a Unix datagram socket
 in Linux's abstract namespace, one per call (:class:`Inbox`), so no file is
@@ -11,8 +12,8 @@ left behind and a notice for a call that has ended finds nobody
 
 Notices only wake the client. A datagram can be dropped (the inbox's queue
 is full, or the worker is in another network namespace), so the caller also
-looks at the call's board (:mod:`qstore.distributed.blocks`) and Dask's reports every
-few milliseconds.
+looks at the call's board (:mod:`qstore.distributed.blocks`) and Dask's reports at a
+fixed interval.
 """
 
 from __future__ import annotations

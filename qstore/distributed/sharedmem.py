@@ -2,8 +2,8 @@
 
 A batch of 100,000 seed-circuit parameter sets is 32 MB: sent inside task
 messages it is pickled by the client, forwarded by the scheduler and unpickled
-by a worker, all on the cores the engine needs (on a 2-core machine, the
-difference between 1.2x and 1.8x for two workers). Workers on the client's
+by a worker, all on the cores the engine needs (with few cores, that work
+takes back much of what a second worker gains). Workers on the client's
 machine instead read their rows from a POSIX shared-memory segment and write
 their results into another, so a task message carries only names and row
 ranges (:class:`ArrayRef`).

@@ -1,5 +1,7 @@
 """Scale-out on Dask: the engine's batch contract on a cluster, with :class:`DaskSimulator`.
 
+Over 800 lines: the same-machine transport's call paths live here; the plain-Dask rewrite (issue 15) replaces them.
+
 When one machine is not enough, bring a Dask cluster (``dask-scheduler`` and
 ``dask-worker`` processes, or any Dask deployment whose workers have this
 package installed); with no address a :class:`~distributed.LocalCluster` of
@@ -39,22 +41,23 @@ are put back in row order.
   runs it and claims again until none are left, the blocks shrinking as the
   rows run out (:mod:`qstore.distributed.blocks`). So a worker slowed down by anything
   (a core shared with this client, a busy neighbour) takes fewer blocks, and
-  the workers finish within a millisecond or two of each other, where equal
-  chunks fixed in advance finished 3-12 ms apart on a 120 ms call; a claim
-  costs about 50 us, where each further Dask task costs a scheduler round
-  trip. The tasks go out first; the rows are copied in
-  :data:`STAGE_BYTES` parts while the tasks travel to the workers (a few
-  ms), each part released by a lock, so a block waits only for its own rows.
+  the workers finish within a small block of each other, where with equal
+  chunks fixed in advance the faster worker sat idle while the slower one
+  finished; a claim costs a few lock calls, far less than the scheduler
+  round trip each further Dask task costs. The tasks go out first; the rows
+  are copied in :data:`STAGE_BYTES` parts while the tasks travel to the
+  workers, each part released by a lock, so a block waits only for its own rows.
   A worker that has written a block tells the client at once through a
   datagram (:mod:`qstore.distributed.notices`), and the client copies each block's
   results out while the others run.
 * **Standby tasks skip Dask's dispatch.** Each such call also leaves one
   task per worker slot waiting on the workers, out of their thread pools,
   for the next call (:mod:`qstore.distributed.standby`): the next call hands its tasks
-  to them by datagram and they start in well under a millisecond, where
-  Dask's dispatch takes 5-10 ms here. With them a small call through shared
-  memory takes 4-10 ms, against 8-17 ms in task messages, which is why every
-  call goes through shared memory where the workers can map it. The
+  to them by datagram and they start at once, without Dask's dispatch
+  (client, scheduler and worker event loops), which takes most of a small
+  call's time. With them a small call through shared memory is much faster
+  than in task messages, which is why every call goes through shared memory
+  where the workers can map it. The
   client's message batching is also cut from Dask's 10 ms to
   :data:`CLIENT_BATCH_SECONDS`, so a call's tasks do not wait behind the
   previous call's messages.
@@ -76,7 +79,7 @@ are put back in row order.
   the overhead is at most ``max_overhead`` of a chunk's work, in whole rounds
   over the worker slots (:func:`chunk_size`). Tasks that go out together go
   in one message (Dask's client batches messages: with its default 10 ms,
-  the second worker of a call started 10 ms late).
+  the second worker of a call started a whole batching interval late).
 * **Same results.** A row's expectations, probabilities, state and gradients
   do not depend on which rows share its call, so they equal the in-process
   engine's bit for bit (for circuits wider than ``block_qubits``, numba's
@@ -175,7 +178,8 @@ STAGE_BYTES = 1 << 20
 #: most bytes of rows in one block of a call through shared memory (so the first blocks wait little for
 #: their rows to be copied)
 BLOCK_BYTES = 4 << 20
-#: fewest seconds of engine work in a block of a call through shared memory (a claim costs about 50 us)
+#: fewest seconds of engine work in a block of a call through shared memory (so that a claim's cost, a few lock
+#: calls, stays small next to its block's work)
 MIN_BLOCK_SECONDS = 0.001
 #: most bytes of rows one task carries: its rows travel inside its message, through the scheduler (which
 #: warns about tasks over 10 MB)
@@ -213,15 +217,15 @@ def connect(address: str | None = None, workers: int | None = None, *,
     # One engine thread per worker process: NUMBA_NUM_THREADS caps numba's pool (Dask's nanny sets
     # OMP_NUM_THREADS=1, which caps the Cython kernels), so neighbouring workers do not fight for cores. Not
     # Dask's MALLOC_TRIM_THRESHOLD_: it switches off glibc's adaptive mmap threshold, so every chunk's
-    # multi-megabyte buffers would be fresh pages (a 10 % slower engine). And one malloc arena: tasks run in a
+    # multi-megabyte buffers would be fresh pages (a slower engine). And one malloc arena: tasks run in a
     # thread of the worker, whose own arena returns freed buffers to the system, so that each task faults in
-    # megabytes of fresh pages again (the engine 3 % slower than on a main thread).
+    # megabytes of fresh pages again (the engine slower than on a main thread).
     environ = {"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_ARENA_MAX": "1"}
     settings = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in environ.items()}
     # Quiet workers: with every core running the engine, each wake-up of a worker's Dask threads preempts it;
     # the statistical profiler samples 100 times a second and the event-loop watchdog ticks 50 times. This
-    # process (scheduler, nannies, client) keeps its ticks: without them a lone worker's call took 10-20 %
-    # longer on this VM (its idle core slept between the messages of a call).
+    # process (scheduler, nannies, client) keeps its ticks: without them a lone worker's call took noticeably
+    # longer (its idle core slept between the messages of a call).
     quiet = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
              "distributed.admin.system-monitor.interval": "2s"}
     with dask.config.set(settings):
@@ -240,8 +244,8 @@ def _prompt(client: Client) -> Client:
     """``client``, sending its messages to the scheduler at most :data:`CLIENT_BATCH_SECONDS` after one another.
 
     Dask's client batches its messages: one sent within 10 ms of the previous is held until those 10 ms are
-    up, so a call's tasks waited behind the previous call's releases (a 1,000-row call took 16 ms, 9 ms with
-    1 ms). The batching stream is Dask's internals: a version without it keeps Dask's pace.
+    up, so a call's tasks waited behind the previous call's releases (for a small call, a large part of its
+    time). The batching stream is Dask's internals: a version without it keeps Dask's pace.
     """
     stream = getattr(client, "scheduler_comm", None)
     if stream is not None and isinstance(getattr(stream, "interval", None), float):
@@ -334,8 +338,9 @@ class DaskSimulator(qc.Simulator):
         address: scheduler address; None starts a local cluster (see :func:`connect`).
         workers: worker processes of the local cluster (default: one per core).
         backend: the engine the workers run: ``"numba"``, ``"cython"`` or ``"auto"``
-            (resolved here, the fastest on this machine; the workers must have it
-            too); ``"reference"``, the slow numpy oracle, for checking.
+            (resolved on the client: the first engine that loads there, in qsim_core's
+            order of preference; the workers must have it too); ``"reference"``, the
+            slow numpy oracle, for checking.
         precision, seed, block_qubits: as for :class:`~qsim_core.Simulator`; the
             same seed gives the same samples as a Simulator's.
         chunk_rows: rows per chunk in messages and per block through shared memory; None sizes them from
@@ -566,7 +571,7 @@ class _ClusterBackend:
         row_seconds = self.row_seconds.get(cost)
         if row_seconds is None:  # the first call of its kind: blocks small enough to share out evenly
             tasks, min_rows = slots, max(1, batch // (16 * slots))
-        else:  # a task for each slot that gets more work than a task's overhead; blocks of a few ms at least
+        else:  # a task for each slot that gets more work than a task's overhead; blocks of MIN_BLOCK_SECONDS at least
             tasks = max(1, min(slots, math.floor(batch * row_seconds / executor.task_overhead)))
             min_rows = max(1, math.ceil(MIN_BLOCK_SECONDS / row_seconds))
         return Plan(batch, min(tasks, -(-batch // min_rows)), min_rows, max(min_rows, BLOCK_BYTES // row_bytes))

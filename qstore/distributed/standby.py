@@ -1,16 +1,16 @@
 """Tasks that wait on the workers for the next call, so that a call soon after another skips Dask's dispatch.
 
-From a client's ``submit`` to a task's start on a local worker takes Dask
-5-10 ms on this 2-core VM (client, scheduler and worker event loops, and the
-call's own copying competing for the cores): a tenth of a 100,000-row call,
-and most of a small one. After a call through shared memory the executor
-therefore leaves one *standby* task per worker slot (:class:`Standby`). Each
+From a client's ``submit`` to a task's start on a local worker, Dask takes
+two hops through the scheduler (client, scheduler and worker event loops,
+and the call's own copying competing for the cores): a noticeable share of
+a large call, and most of a small one. After a call through shared memory the
+executor therefore leaves one *standby* task per worker slot (:class:`Standby`). Each
 leaves its worker's thread pool (``secede``, so the slot stays free for any
 other work), binds a Unix datagram socket of its own in Linux's abstract
 namespace, and waits there up to :data:`STANDBY_SECONDS` for a message. The
 next call sends each standby the task it should run (a pickled function and
-its arguments); the standby rejoins the thread pool and runs it, in well
-under a millisecond, and Dask reports its end and any error as for any task.
+its arguments); the standby rejoins the thread pool and runs it at once,
+with no scheduler round trip, and Dask reports its end and any error as for any task.
 
 Anything that goes wrong falls back on plain submission: a standby not
 listening (still on its way, timed out, its worker gone) refuses the message

@@ -18,13 +18,13 @@ import qsim_core as qc
 from qsim_core import Circuit, Param
 from qsim_core.gradients import shift_plan
 from qsim_core.measurement import Executor, expectations_from_counts
+from qsim_core.simulator import GRADIENT_METHODS
 
 from ..settings import choice, integer, setting, subset, switch, validate
 
 ENTANGLEMENTS = ("linear", "circular", "full")
 ENCODINGS = ("angle", "amplitude")
 BASES = ("X", "Y", "Z")
-GRADIENT_METHODS = ("adjoint", "parameter-shift", "spsa")
 
 
 class Layer:

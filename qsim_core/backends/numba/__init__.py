@@ -1,31 +1,6 @@
-"""The numba backend's kernel module: the functions :class:`~qsim_core.backends.driver.CompiledBackend` calls.
+"""The numba backend: :mod:`.kernels` (forward passes, measurement, sampling) and :mod:`.adjoint` (the adjoint sweep).
 
-The forward kernels are in :mod:`.kernels`, the adjoint sweep in :mod:`.adjoint`;
-both compile on first use (``cache=True`` keeps the machine code between runs).
+Both are kernel modules in the sense of :data:`qsim_core.backends.contract.KERNEL_FUNCTIONS`, driven by
+:class:`~qsim_core.backends.driver.CompiledBackend`; they compile on first use (``cache=True`` keeps the
+machine code between runs).
 """
-
-from .adjoint import adjoint_small
-from .kernels import (
-    evolve_large,
-    expectations_large,
-    max_threads,
-    probabilities_in_place,
-    run_small,
-    samples_large,
-    set_threads,
-    shot_estimates_into,
-    stream_state,
-)
-
-__all__ = [
-    "adjoint_small",
-    "evolve_large",
-    "expectations_large",
-    "max_threads",
-    "probabilities_in_place",
-    "run_small",
-    "samples_large",
-    "set_threads",
-    "shot_estimates_into",
-    "stream_state",
-]

@@ -77,7 +77,7 @@ _QPU_ALIASES = ("qpu",)
 #: how each API version spells a status (v0.3 said "running" where v0.4 says "started")
 _STATUS_NAMES = {"v0.3": {"started": "running"}, "v0.4": {}}
 _JSON = "application/json"
-#: bodies up to this size (about 3 ms to validate) are parsed on the event loop, larger ones in a thread
+#: bodies up to this size (quick to validate) are parsed on the event loop, larger ones in a thread
 _INLINE_BODY_BYTES = 2**16
 
 

@@ -12,8 +12,8 @@ Guarantees the server builds on:
   commits: jobs acknowledged just before it (which the client then sees as
   404), or a finished job's result (which only makes it run again). The
   database itself stays consistent. ``FULL`` would close that window with an
-  ``fsync`` per commit: about 1 ms on a virtual disk, often more on a laptop,
-  as much as the whole server-side work of a small job.
+  ``fsync`` per commit, which costs as much as the whole server-side work of
+  a small job, or more.
 * **Never run twice.** A run first *claims* the job (``ready -> started``,
   ``attempts + 1``) and may only finish it while it still holds that claim
   (same status and attempt), in one transaction with its children, so a

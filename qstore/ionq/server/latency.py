@@ -1,6 +1,6 @@
 """Injected latency for the local server: a job's time split into IonQ-like phases.
 
-A profile (JSON, ``qstore/ionq/profiles/<name>.json`` or any path) gives the
+A profile (JSON, ``qstore/ionq/server/profiles/<name>.json`` or any path) gives the
 distribution of a job's end-to-end time and the share of each phase::
 
     {"total_seconds": {"distribution": "uniform", "low": 2.7, "high": 4.2},

@@ -22,7 +22,8 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (``port=0``: a free port chosen by the OS)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on such sockets, and without it every
-    # keep-alive response stalls ~40 ms (Nagle's algorithm against the client's delayed ACK)
+    # keep-alive response stalls until the client's delayed-ACK timer fires (Nagle's algorithm against the
+    # client's delayed ACK)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

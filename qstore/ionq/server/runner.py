@@ -26,7 +26,7 @@ log = logging.getLogger("qstore.ionq.server")
 #: 1,000-circuit job of 20 qubits runs a state at a time instead of allocating 16 GiB at once
 _BATCH_AMPLITUDES = 2**20
 #: jobs up to this many amplitudes (circuits x 2**qubits; simulating and writing the results
-#: takes about 0.5 us each) and gates to compile run on the event loop, see :func:`runs_inline`
+#: costs time in proportion to them) and gates to compile run on the event loop, see :func:`runs_inline`
 _INLINE_AMPLITUDES = 2**12
 _INLINE_GATES = 512
 
@@ -34,14 +34,15 @@ _INLINE_GATES = 512
 def runs_inline(request: JobRequest) -> bool:
     """Whether a job is small enough to run on the event loop rather than in a worker thread.
 
-    For a job of a few milliseconds, two thread hand-offs and the contention
-    for the interpreter lock cost about as much as the job (the work is
-    Python-bound: the engine needs 0.03 ms for ten 8-qubit circuits, writing
-    their results as JSON 1.5 ms), and a status poll that arrives meanwhile
-    sees the job completed instead of waiting for the client's next poll.
-    Bounded by amplitudes (simulation, sampling, JSON) and by the gates of
-    its distinct gate sequences (compiling one not seen before: ~1.5 ms per
-    100 gates), so the loop is never blocked for long.
+    For a small job, two thread hand-offs and the contention for the
+    interpreter lock cost about as much as the job (the work is
+    Python-bound: writing the results as JSON takes far longer than the
+    engine's simulation of a few small circuits), and a status poll that
+    arrives meanwhile sees the job completed instead of waiting for the
+    client's next poll. Bounded by amplitudes (simulation, sampling, JSON)
+    and by the gates of its distinct gate sequences (compiling one not seen
+    before costs time in proportion to its gates), so the loop is never
+    blocked for long.
     """
     return (len(request.names) << request.qubits <= _INLINE_AMPLITUDES
             and sum(len(batch.template) for batch in request.batches) <= _INLINE_GATES)

@@ -33,3 +33,16 @@ def test_missing_cython_extension_gives_a_clear_message(monkeypatch):
         assert "cython" not in qc.available_backends()
     finally:
         backends.get_backend.cache_clear()
+
+
+def test_the_compiled_backends_provide_the_kernel_contract():
+    from qsim_core.backends.contract import KERNEL_FUNCTIONS
+
+    for name in qc.available_backends():
+        backend = backends.get_backend(name)
+        if name == "reference":
+            continue
+        provided = {f for module in (backend.kernels, backend.adjoint_kernels) for f in dir(module)}
+        assert set(KERNEL_FUNCTIONS) <= provided, (name, set(KERNEL_FUNCTIONS) - provided)
+        assert all(callable(getattr(backend.kernels, f, None) or getattr(backend.adjoint_kernels, f))
+                   for f in KERNEL_FUNCTIONS)
