@@ -75,7 +75,7 @@ from qsim_core import BackendUnavailableError
 from qsim_core.backends import get_backend
 
 from ..data import DataConfig, DataError, load_dataset, prepare_data
-from ..distributed import as_completed, connect, share
+from ..distributed import Client, as_completed, connect, share
 from ..settings import Check, build, declared, integer, plain
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .layers import GRADIENT_METHODS
@@ -309,14 +309,15 @@ class SweepResult:
 
 
 def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None = None, workers: int | None = None,
-              progress: bool = True) -> SweepResult:
+              client: Client | None = None, progress: bool = True) -> SweepResult:
     """Run every unfinished run of ``config`` on a Dask cluster; write results, table data, summary and plot.
 
     Args:
         config: the validated sweep.
         output: folder for ``runs/*.h5``, ``summary.json`` and ``sweep.png`` (created).
-        scheduler: a Dask scheduler's address; None starts a local cluster.
+        scheduler: a Dask scheduler's address; None (and no ``client``) starts a local cluster.
         workers: worker processes of the local cluster (default: one per core).
+        client: a Dask client to run on (left open), e.g. a :class:`~qstore.distributed.DaskSimulator`'s.
         progress: show a progress bar of runs.
 
     Raises:
@@ -334,7 +335,8 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
     if pending:
         arrays, extras = prepare(config.data)
         folder.mkdir(parents=True, exist_ok=True)
-        client, cluster = connect(scheduler, workers)
+        connection = connect(scheduler, workers, client=client)
+        client = connection.client
         try:
             data = share(client, arrays, "qstore-data")
             futures = {client.submit(train_run, settings, data, key=f"qstore-run-{rid}", pure=False): (rid, settings)
@@ -350,9 +352,7 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
                         done[rid] = _save(folder / f"{rid}.h5", rid, settings, config.data, future.result(), extras)
                     bar.update(1)
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            connection.close()
     rows = sorted((row for row in done.values() if row is not None), key=lambda r: (-r["val_acc"], r["wall_s"]))
     result = SweepResult(rows, len(pending) - len(failures), len(ids) - len(pending), list(config.space), failures)
     Path(output, "summary.json").write_text(json.dumps(dataclasses.asdict(result), indent=2))

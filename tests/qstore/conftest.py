@@ -10,7 +10,6 @@ def address():
     """The scheduler address of a local Dask cluster of two one-thread worker processes, per test module."""
     from qstore.distributed import connect
 
-    client, cluster = connect(workers=2)
-    yield cluster.scheduler_address
-    client.close()
-    cluster.close()
+    connection = connect(workers=2)
+    yield connection.cluster.scheduler_address
+    connection.close()
