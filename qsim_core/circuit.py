@@ -37,7 +37,7 @@ class Param:
     Adding two parameter references gives a :class:`ParamSum`; multiplying
     by or adding a number stays a ``Param``.
 
-    Example:
+    Examples:
         >>> Param(3, scale=2.0).resolve([0.0, 0.0, 0.0, 0.5])
         1.0
     """
@@ -199,7 +199,7 @@ class Circuit:
     Raises:
         CircuitError: for a non-positive or non-integer qubit count.
 
-    Example:
+    Examples:
         >>> c = Circuit(2).h(0).cnot(0, 1)
         >>> [op.name for op in c]
         ['h', 'cnot']

@@ -140,7 +140,7 @@ def to_native(circuit: Circuit, target: str = "aria", *, drop_final_phases: bool
         CircuitError: for an unknown target (the message lists the known
             ones), or an operation with no native rewrite.
 
-    Example:
+    Examples:
         >>> bell = Circuit(2).h(0).cnot(0, 1)   # H merges into the CNOT's own basis change
         >>> [str(op) for op in to_native(bell, drop_final_phases=True)]
         ['ms(0, 1, 0.0, 0.5, 0.25)', 'gpi2(0, 0.75)', 'gpi2(1, 0.0)']

@@ -51,7 +51,7 @@ class Simulator:
         BackendUnavailableError: the backend is unknown or not built here.
         ValueError: an unknown precision or a non-positive thread count.
 
-    Example:
+    Examples:
         >>> import qsim_core as qc
         >>> c = qc.Circuit(2).h(0).cnot(0, 1)
         >>> qc.Simulator(backend="numba", seed=1).probabilities(c).round(3).tolist()
@@ -150,7 +150,9 @@ class Simulator:
         """Expectations and their Jacobian from one batched evaluation.
 
         Args:
-            circuit, observables, params: as for :meth:`expectation`.
+            circuit: as for :meth:`expectation`.
+            observables: as for :meth:`expectation`.
+            params: as for :meth:`expectation`.
             method: ``"adjoint"``: exact, one forward pass and one backward
                 sweep per parameter set inside the compiled backend (cost
                 grows with the number of observables K, not of parameters).

@@ -7,7 +7,7 @@ and validation) with the same interface: ``len``, ``labels [N]``,
 fitted on the training split only; :class:`DataConfig`, :func:`load_dataset` and
 :func:`prepare_data` (:mod:`qstore.data.prepare`) take a run's data settings to the model's inputs.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from qstore.data import Preprocessor, synthetic
     >>> split = synthetic(40, 10, seed=0, image_size=(36, 36))

@@ -145,7 +145,8 @@ def stratified_split(labels: np.ndarray, n_train: int, n_val: int, seed: int, *,
 
     Args:
         labels: class index of every sample ``[N]`` (values ``0..K-1``).
-        n_train, n_val: split sizes (``n_train >= 1``, ``n_val >= 0``).
+        n_train: training split size, >= 1.
+        n_val: validation split size, >= 0.
         seed: selects the split; the same seed gives the same indices.
         class_names: for error messages (default: the label values).
         usable: called on a candidate index; False skips it (e.g. a corrupt file).

@@ -38,7 +38,7 @@ def decode_image(path: Path, image_size: tuple[int, int]) -> np.ndarray:
         image_size: ``(height, width)`` in pixels.
 
     Raises:
-        OSError, ValueError and the other errors Pillow raises on files it cannot decode.
+        OSError: a file Pillow cannot read or decode (ValueError and Pillow's other errors on such files too).
     """
     height, width = image_size
     with Image.open(path) as image:
@@ -142,7 +142,8 @@ def load_petimages(root: str | Path, n_train: int = 800, n_val: int = 200, seed:
 
     Args:
         root: folder with one subfolder of images per class.
-        n_train, n_val: split sizes; the seed workload uses 800 and 200.
+        n_train: training split size; the seed workload uses 800.
+        n_val: validation split size; the seed workload uses 200.
         seed: selects the split; the same seed and folder give the same split.
         image_size: ``(height, width)`` in pixels of every loaded image.
         dtype: ``"uint8"`` (0..255) or ``"float32"`` ([0, 1]).
@@ -156,7 +157,7 @@ def load_petimages(root: str | Path, n_train: int = 800, n_val: int = 200, seed:
             samples overall, or too few readable files in a class), or a bad
             ``image_size``/``dtype``; the message names the path or class.
 
-    Example:
+    Examples:
         >>> split = load_petimages("PetImages", 800, 200, seed=0)  # doctest: +SKIP
         >>> images, labels = next(split.train.batches(np.random.default_rng(0)))  # doctest: +SKIP
         >>> images.shape, labels.shape  # doctest: +SKIP

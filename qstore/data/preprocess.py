@@ -36,7 +36,7 @@ class Preprocessor:
         DataError: ``n_features`` or ``block`` is not a positive integer, or
             ``angle_range`` is not two finite increasing numbers.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> train, val = rng.random((50, 12, 12, 3)), rng.random((5, 12, 12, 3))
         >>> prep = Preprocessor(n_features=4, block=3).fit(train)

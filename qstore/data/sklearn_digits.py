@@ -19,10 +19,11 @@ def digits(negative: int = 3, positive: int = 8, n_train: int | None = None, n_v
     images, about 180 per digit (3 vs 8: 183 + 174 = 357).
 
     Args:
-        negative, positive: the two digits (0..9, distinct).
-        n_train, n_val: split sizes; by default 20 % of the images (rounded
-            down) are validation and the rest training; given one, the other
-            is the rest.
+        negative: the digit of label 0 (0..9).
+        positive: the digit of label 1 (0..9, not ``negative``).
+        n_train: training split size; by default the images not in validation.
+        n_val: validation split size; by default 20 % of the images (rounded
+            down), or, given ``n_train``, the rest.
         seed: selects the split.
         dtype: ``"uint8"`` (0..255) or ``"float32"`` ([0, 1]); the source's
             ink levels 0..16 are scaled to that range.
@@ -34,7 +35,7 @@ def digits(negative: int = 3, positive: int = 8, n_train: int | None = None, n_v
     Raises:
         DataError: a digit out of range, the same digit twice, or impossible sizes.
 
-    Example:
+    Examples:
         >>> split = digits(3, 8)
         >>> len(split.train), len(split.val), split.train.x.shape[1:], split.class_names
         (286, 71, (8, 8, 1), ('3', '8'))

@@ -141,7 +141,8 @@ def synthetic(n_train: int = 800, n_val: int = 200, seed: int = 0, *,
     The training split depends only on ``seed`` and ``n_train``, not on ``n_val``.
 
     Args:
-        n_train, n_val: split sizes (the seed workload: 800 and 200).
+        n_train: training images (the seed workload: 800).
+        n_val: validation images (the seed workload: 200).
         seed: the same seed gives the same images and labels.
         image_size: ``(height, width)`` in pixels; the scene scales with it.
         dtype: ``"uint8"`` (0..255) or ``"float32"`` ([0, 1]).
@@ -150,7 +151,7 @@ def synthetic(n_train: int = 800, n_val: int = 200, seed: int = 0, *,
         A :class:`Split` of :class:`SyntheticImages` ``[height, width, 3]``,
         class names ``("class 0", "class 1")``.
 
-    Example:
+    Examples:
         >>> split = synthetic(8, 4, seed=1, image_size=(36, 36))
         >>> images, labels = split.train.arrays()
         >>> images.shape, images.dtype, labels.tolist()

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 from distributed import Client, Future, LocalCluster
 
 
@@ -83,9 +84,11 @@ def connect(address: str | None = None, workers: int | None = None, *, client: C
     # Quiet workers: with every core running the engine, each wake-up of a worker's own threads preempts it.
     quiet = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
              "distributed.admin.system-monitor.interval": "2s"}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", env={"NUMBA_NUM_THREADS": "1"}, config=quiet,
-                           local_directory=scratch)
+    # Dask keeps its workers' folders and their lock files under its temporary directory: ours, removed on close
+    with dask.config.set({"temporary-directory": scratch}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", env={"NUMBA_NUM_THREADS": "1"}, config=quiet,
+                               local_directory=scratch)
     connection = Connection(Client(cluster, timeout=timeout), cluster, _scratch=scratch)
     _wait_for_workers(connection, len(cluster.workers), timeout, "a local cluster")
     return connection

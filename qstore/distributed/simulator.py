@@ -141,8 +141,9 @@ class DaskSimulator(qc.Simulator):
         backend: the engine the workers run: ``"numba"``, ``"cython"`` or ``"auto"`` (resolved on the
             client: the first that loads there, in qsim_core's order of preference; the workers must have
             it too); ``"reference"``, the slow numpy oracle, for checking.
-        precision, seed, block_qubits: as for :class:`~qsim_core.Simulator`; the same seed gives the same
-            samples as a Simulator's.
+        precision: as for :class:`~qsim_core.Simulator`.
+        seed: as for :class:`~qsim_core.Simulator`; the same seed gives the same samples as a Simulator's.
+        block_qubits: as for :class:`~qsim_core.Simulator`.
 
     Raises:
         BackendUnavailableError: the backend is unknown or not built here.

@@ -175,7 +175,7 @@ def to_ionq_json(circuit: qc.Circuit, gateset: str = QIS, *,
         IonQFormatError: a gate outside ``gateset``, an unbound parameter, a
             wrong ``params`` shape or a non-finite value.
 
-    Example:
+    Examples:
         >>> to_ionq_json(qc.Circuit(2).h(0).cnot(0, 1))["circuit"]
         [{'gate': 'h', 'target': 0}, {'gate': 'cnot', 'control': 0, 'target': 1}]
     """
@@ -245,7 +245,10 @@ def job_body(circuits: qc.Circuit | Sequence[qc.Circuit], *, gateset: str = QIS,
     with a 2-D ``params[B, P]``, a multi-circuit job (``"ionq.multi-circuit.v1"``).
 
     Args:
-        circuits, gateset, params, names: see :func:`to_ionq_json` and :func:`to_ionq_multi_json`.
+        circuits: see :func:`to_ionq_json` and :func:`to_ionq_multi_json`.
+        gateset: as there.
+        params: as there.
+        names: as there.
         backend: ``"simulator"``, ``"qpu.aria-1"``, ... (v0.3 calls the field ``target``).
         shots: shots per circuit, >= 1.
         name: optional job name.

@@ -114,7 +114,7 @@ def save_checkpoint(path: str | os.PathLike[str], *, weights: ArrayTree, optimiz
             naming where it is. Nothing is written then.
         OSError: the directory is missing or not writable.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> folder = tempfile.TemporaryDirectory()
         >>> rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ schedulers) and trains end to end.
 Needs the ``torch`` extra (``pip install -e ".[torch]"``). Its numpy twin,
 :class:`qstore.ml.QuantumLayer`, is the layer of qstore's own models.
 
-Example:
+Examples:
     >>> import torch
     >>> from qstore.ml import QuantumLayerConfig
     >>> from qstore.ml.torch_layer import TorchQuantumLayer

@@ -312,7 +312,8 @@ def test_bad_settings_are_refused(cli, kwargs, message):
 def test_nothing_is_left_in_shared_memory_or_temp():
     def ours() -> set[str]:
         found = {p.name for p in Path("/dev/shm").glob("*") if "qsim" in p.name or "qstore" in p.name}
-        return found | {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("qstore-dask-*")}
+        temp = Path(os.environ.get("TMPDIR", "/tmp"))
+        return found | {p.name for pattern in ("qstore-dask-*", "dask-scratch-space*") for p in temp.glob(pattern)}
 
     before = ours()
     with DaskSimulator(workers=1, backend=ENGINE) as local:
