@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data import DataConfig, load_dataset, prepare_data
+from ..data import DataConfig, Split, load_dataset, prepare_data
 from ..ml import TrainConfig, TrainResult, TrainState, build_model, load_checkpoint, save_checkpoint, train
 from ..settings import Setting, add_options, build, declared
 
@@ -30,6 +32,14 @@ REFERENCE_SECONDS = 2288.4
 REPRODUCE_DEFAULTS = {"gradient": "parameter-shift", "shots": 1024}
 #: the settings ``qstore reproduce`` lets a user change (the rest define the reference workload)
 REPRODUCE_OPTIONS = ("gradient", "shots", "epochs", "lr", "features", "backend", "seed")
+#: the reference's data: its own PetImages photos, or the synthetic images shaped like them
+REFERENCE_DATASETS = ("synthetic", "petimages")
+#: the split sizes that ``n_train`` and ``n_val`` None mean for images (:func:`qstore.data.load_dataset`)
+IMAGE_SPLIT = {"n_train": 800, "n_val": 200}
+#: settings that change neither the data's size nor the work done per sample, so the wall time stays comparable
+WORK_NEUTRAL = ("lr", "lr_decay", "backend", "seed")
+#: unreadable files the console names before "and K more" (the ``--json`` summary lists them all)
+SKIPPED_SHOWN = 5
 
 
 class UsageError(ValueError):
@@ -66,7 +76,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="qstore-output", help="folder for checkpoints and the plot")
-    parser.add_argument("--json", metavar="PATH", help="write a summary (accuracies, wall time, circuits) here")
+    parser.add_argument("--json", metavar="PATH",
+                        help="write a summary (accuracies, wall time, circuits, skipped files) here")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -79,8 +90,58 @@ def configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
     return build(DataConfig, values), TrainConfig.from_settings(values)
 
 
+def is_reference_workload(data: DataConfig, config: TrainConfig) -> bool:
+    """Whether a run does the reference's work, so that comparing its wall time with the reference's means something.
+
+    It does when its data is one of :data:`REFERENCE_DATASETS` and every other setting is the reference's,
+    which are the configs' defaults (``n_train``/``n_val`` None, i.e. the :data:`IMAGE_SPLIT` 800/200) with
+    the gradients of :data:`REPRODUCE_DEFAULTS`; the :data:`WORK_NEUTRAL` settings may differ. So
+    ``qstore reproduce`` on its defaults does, and so does ``qstore train`` with the same settings; either
+    with fewer epochs or exact gradients does not.
+    """
+    reference = {spec.name: REPRODUCE_DEFAULTS.get(spec.name, default) for spec, default in settings()} | IMAGE_SPLIT
+    values = _setting_values(data) | _setting_values(config)
+    values |= {name: values[name] or size for name, size in IMAGE_SPLIT.items()}  # None: 800/200 for images
+    return data.dataset.partition(":")[0] in REFERENCE_DATASETS and all(
+        values[name] == value for name, value in reference.items() if name not in ("dataset", *WORK_NEUTRAL))
+
+
+def _setting_values(config: Any) -> dict[str, Any]:
+    """Every declared setting's value in ``config`` (nested configs too), by setting name."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if "setting" in field.metadata:
+            values[field.metadata["setting"].name] = value
+        elif dataclasses.is_dataclass(value):
+            values |= _setting_values(value)
+    return values
+
+
+def skipped_files(data: DataConfig, split: Split) -> list[str]:
+    """The files the split found unreadable and left out, relative to the dataset's folder where they are in it."""
+    kind, _, argument = data.dataset.partition(":")
+    root = Path(argument) if kind == "petimages" else None
+    names = []
+    for path, _reason in split.skipped:
+        names.append(str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path))
+    return names
+
+
+def _skipped_note(names: list[str], shown: int = SKIPPED_SHOWN) -> str:
+    """``", 7 unreadable file(s) skipped: a, b, c, d, e and 2 more"``, or ``""`` when none was."""
+    if not names:
+        return ""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f", {len(names)} unreadable file(s) skipped: {', '.join(names[:shown])}{more}"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train the quantum model and its classical baseline as ``args`` say; print the report; return the summary."""
+    """Train the quantum model and its classical baseline as ``args`` say; print the report; return the summary.
+
+    Everything is printed while no progress bar is open: the data and model lines before training, the
+    tables and the rest after both bars are cleared (a warning raised during training is written above the bar).
+    """
     data, config = configs(args)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -88,22 +149,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     split, block = load_dataset(data)
     arrays, extras = prepare_data(split, block, data.features)
     data_seconds = time.perf_counter() - start
+    skipped = skipped_files(data, split)
+    print(f"data: {data.dataset}, {len(split.train)} train / {len(split.val)} validation{_skipped_note(skipped)}")
+    shots = f" with {config.shots} shots" if config.shots else ""
+    print(f"model: {config.quantum.n_qubits} qubits, {config.quantum.encoding} encoding, depth "
+          f"{config.quantum.depth}, {config.quantum.entanglement} entanglement, gradients {config.gradient}{shots}",
+          flush=True)  # before the bars (on stderr) start, even when stdout is a pipe
     results = {kind: _run_model(kind, config, arrays, output, extras, args.resume, not args.quiet)
                for kind in ("quantum", "classical")}
     quantum, baseline = results["quantum"], results["classical"]
     wall = time.perf_counter() - start
-    print(f"data: {data.dataset}, {len(split.train)} train / {len(split.val)} validation"
-          + (f", {len(split.skipped)} unreadable file(s) skipped" if split.skipped else ""))
-    shots = f" with {config.shots} shots" if config.shots else ""
-    print(f"model: {config.quantum.n_qubits} qubits, {config.quantum.encoding} encoding, depth "
-          f"{config.quantum.depth}, {config.quantum.entanglement} entanglement, gradients {config.gradient}{shots}")
     print(_table(quantum.history, "\nquantum model"))
     print(_table(baseline.history, "\nclassical baseline (the quantum layer replaced by a dense layer of equal width)"))
     print(f"\ncircuits executed: {quantum.circuits:,}")
     print(f"wall time: {wall:.2f} s = data preparation {data_seconds:.2f} s + circuit simulation "
           f"{quantum.simulation_s:.2f} s + classical work {quantum.classical_s + baseline.total_s:.2f} s")
-    print(f"reference run on IonQ's cloud simulator: {REFERENCE_SECONDS:,.0f} s; this run: "
-          f"{REFERENCE_SECONDS / wall:,.0f}x faster")
+    if is_reference_workload(data, config):
+        print(f"reference run on IonQ's cloud simulator: {REFERENCE_SECONDS:,.0f} s; this run: "
+              f"{REFERENCE_SECONDS / wall:,.0f}x faster")
     _plot(results, output / "curves.png")
     print(f"checkpoints and metrics: {output / 'quantum.h5'}, {output / 'classical.h5'}; plot: {output / 'curves.png'}")
     summary = {
@@ -111,6 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_val_acc": baseline.history[-1]["val_acc"], "wall_s": wall, "circuits": quantum.circuits,
         "seconds": {"data": data_seconds, "simulation": quantum.simulation_s,
                     "classical": quantum.classical_s + baseline.total_s},
+        "skipped": skipped,
     }
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
@@ -126,10 +190,20 @@ def _table(history: list[dict[str, float]], title: str) -> str:
 
 
 def _plot(results: dict[str, TrainResult], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = curves_figure(results)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def curves_figure(results: dict[str, TrainResult]) -> Any:
+    """The loss and accuracy curves of every model by epoch (a matplotlib figure, integer epoch ticks)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server or in CI
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for name, result in results.items():
@@ -139,10 +213,11 @@ def _plot(results: dict[str, TrainResult], path: Path) -> None:
             axis.plot(epochs, [row[f"val_{metric}"] for row in result.history], "-o", label=f"{name} val")
     loss_axis.set(xlabel="epoch", ylabel="binary cross-entropy", title="loss")
     acc_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for axis in (loss_axis, acc_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, 3, not 1.0, 1.5, 2.0
     acc_axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def _run_model(kind: str, config: TrainConfig, arrays: tuple[np.ndarray, ...], output: Path,
@@ -164,8 +239,17 @@ def _run_model(kind: str, config: TrainConfig, arrays: tuple[np.ndarray, ...], o
                         epoch=current.epoch, metrics=current.history, metadata=metadata,
                         extras=extras)
 
+    def above_the_bar(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+        # a warning written straight to stderr would land in the middle of the bar's line
+        tqdm.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"), file=sys.stderr)
+
     model = build_model(kind, arrays[0].shape[1], config)
-    with tqdm(total=1, desc=f"{kind:>9}", unit="batch", disable=not progress, leave=False) as bar:
+    with warnings.catch_warnings(), tqdm(total=1, desc=f"{kind:>9}", unit="batch", disable=not progress,
+                                         leave=False) as bar:
+        if progress:
+            warnings.showwarning = above_the_bar  # restored by catch_warnings
+
         def step(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
