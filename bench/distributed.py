@@ -146,20 +146,30 @@ class BareProcesses:
     The fastest this batch can run on ``count`` cores: no Dask, no data
     moving, only a pipe message to start and one to report. Its scaling is
     the ceiling for the cluster's on this machine at the time of the run (two
-    cores of a shared VM slow each other down).
+    cores of a shared VM slow each other down). Each process draws the rows
+    of :func:`parameters` itself and keeps its share, so nothing large is
+    pickled and a process that fails at start is reported, not waited for.
     """
 
-    def __init__(self, count: int, theta: np.ndarray, case: str) -> None:
+    def __init__(self, count: int, batch: int, case: str, timeout: float = 600.0) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes, self.processes = [], []
-        for part in np.array_split(theta, count):
+        for part in np.array_split(np.arange(batch), count):
             here, there = context.Pipe()
-            process = context.Process(target=_bare_process, args=(there, part, case), daemon=True)
+            process = context.Process(target=_bare_process, args=(there, batch, int(part[0]), int(part[-1]) + 1, case),
+                                      daemon=True)
             process.start()
+            there.close()
             self.pipes.append(here)
             self.processes.append(process)
-        for pipe in self.pipes:
-            pipe.recv()  # warmed up
+        try:
+            for pipe in self.pipes:
+                if not pipe.poll(timeout):
+                    raise RuntimeError(f"a bare process did not start within {timeout:g} s")
+                pipe.recv()  # warmed up (EOFError if it died)
+        except BaseException:
+            self.close()
+            raise
 
     def __call__(self) -> None:
         for pipe in self.pipes:
@@ -174,9 +184,12 @@ class BareProcesses:
             except OSError:
                 pass  # already gone
             process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
 
 
-def _bare_process(pipe: Any, theta: np.ndarray, case: str) -> None:
+def _bare_process(pipe: Any, batch: int, first: int, stop: int, case: str) -> None:
+    theta = parameters(batch)[first:stop].copy()  # the same rows as the other setups', this process's share
     sim = qc.Simulator(threads=1)
     CASES[case](sim, theta)
     pipe.send("ready")
@@ -211,7 +224,7 @@ def measure_throughput(dask: dict[int, DaskSimulator], batches: dict[str, int], 
         bare: dict[int, BareProcesses] = {}
         try:
             for count in (1, 2):
-                bare[count] = BareProcesses(count, theta, case)
+                bare[count] = BareProcesses(count, batch, case)
             calls |= {("bare", count): processes for count, processes in bare.items()}
             timings = time_interleaved(calls, repeat=repeat, warmup=False)
         finally:
