@@ -17,8 +17,9 @@ serve all three.
    engine ``qsim_core.Simulator(threads=1)`` and ``threads=2``; DaskSimulator
    on 1 and 2 workers; and the ceiling, 1 and 2 **bare processes** running the
    in-process engine on one thread on their share of the rows, already in
-   place, started and stopped by a pipe message (no Dask, no data moving: the
-   best any scale-out can do on this machine in the same minutes). Each
+   place (each draws the same rows and keeps its share), started and stopped
+   by a pipe message (no Dask, no data moving: the best any scale-out can do
+   on this machine in the same minutes). Each
    DaskSimulator makes one untimed call first (it measures the cost per row,
    which sizes the tasks of the next calls), then a second whose result must
    equal the in-process engine's bit for bit, or the setup is dropped with an
@@ -33,7 +34,12 @@ serve all three.
    ``--quick``), ``run_sweep(..., client=sim.client)`` on the 1-worker and the
    2-worker cluster, the whole call timed (data preparation, the 8 runs as
    tasks, result files, summary and plot), each time into a fresh output
-   folder so that no run is skipped as finished.
+   folder so that no run is skipped as finished, and from a run seed of its
+   own (the k-th sweep on a cluster from seed k, the same work), so that no
+   run can be answered with an earlier sweep's result that the scheduler
+   still holds under the same task key. Reported beside the median: the
+   fastest and slowest sweep, the runs' own training seconds summed, and how
+   busy that kept the workers.
 3. **Per-call overhead of a small batch**: one call of 32 seed rows, 8 <Z>, on
    ``DaskSimulator(workers=2)`` against ``qsim_core.Simulator()`` in process,
    in milliseconds per call: what a call costs on the cluster when there is
@@ -46,6 +52,11 @@ serve all three.
    the calls of a setup: the first call after another setup's block pays for
    what that one left running in this process (a Dask call's last messages, an
    idle core's wake-up), which is not the cost of a call in a loop.
+
+After each case the run prints how many cores' worth of CPU processes
+outside it used meanwhile (``/proc/stat`` less this process and its
+descendants): on a 2-core machine a neighbour's test run invalidates every
+2-worker figure, and says so there.
 
 Goals (issue 15): 8Z and vjp, 1 worker <= **1.15x** the in-process engine's
 time on 1 thread, and 2 workers >= **1.6x** 1 worker (next to the bare
@@ -61,7 +72,9 @@ from __future__ import annotations
 import functools
 import gc
 import importlib
+import math
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -117,10 +130,10 @@ SMALL_CASE = f"{SMALL_BATCH} rows 8Z"
 SMALL_BLOCK = 20
 
 
-def sweep_config(epochs: int) -> dict[str, Any]:
-    """The sweep of case 2: 8 runs (2 x 2 x 2), each training ``epochs`` epochs on the same split."""
+def sweep_config(epochs: int, seed: int = 0) -> dict[str, Any]:
+    """The sweep of case 2: 8 runs (2 x 2 x 2), each training ``epochs`` epochs on the same split from ``seed``."""
     return {"data": {"dataset": "digits:3,8", "n_train": 280, "n_val": 70, "features": 8},
-            "fixed": {"epochs": epochs, "gradient": "adjoint"},
+            "fixed": {"epochs": epochs, "gradient": "adjoint", "seed": seed},
             "space": {"qubits": [4, 6], "depth": [1, 2], "lr": [0.02, 0.05]}}
 
 
@@ -138,6 +151,57 @@ def record(timing: Any, case: str, backend: str, batch: int, threads: int, note:
 
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
+
+
+class OtherLoad:
+    """How many cores' worth of CPU the processes outside this run used since it was made (Linux; NaN elsewhere).
+
+    The machine's busy CPU time (``/proc/stat``) minus that of this process and its descendants (Dask's
+    workers, the bare processes), over the wall time: a neighbour that starts mid-run shows here, where the
+    busy-core figure taken at the start cannot see it. About: the kernel's work for our sockets counts as
+    other's.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        try:
+            tick = os.sysconf("SC_CLK_TCK")
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            busy = sum(fields[i] for i in (0, 1, 2, 5, 6)) / tick  # user nice system irq softirq
+            return busy, _tree_cpu_seconds("self", tick), time.perf_counter()
+        except (OSError, ValueError, IndexError):
+            return math.nan, math.nan, time.perf_counter()
+
+    def cores(self) -> float:
+        """Other processes' average busy cores since this object was made."""
+        end = self._sample()
+        return max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1])) / (end[2] - self.start[2])
+
+
+def _tree_cpu_seconds(pid: str, tick: int) -> float:
+    """CPU seconds of process ``pid`` with its reaped children, and of its live children, recursively."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    seconds = sum(int(x) for x in stat[stat.rindex(")") + 2:].split()[11:15]) / tick  # utime stime cutime cstime
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue  # thread gone
+        for child in children:
+            try:
+                seconds += _tree_cpu_seconds(child, tick)
+            except (OSError, ValueError):
+                pass  # exited meanwhile (its time is now its parent's)
+    return seconds
+
+
+def other_load_note(cores: float, what: str) -> str:
+    """A line saying how busy other processes kept the cores during ``what``."""
+    warning = ": WARNING, a neighbour took CPU, the timings above are not clean" if cores > 0.2 else ""
+    return f"other processes kept {cores:.2f} cores busy on average during {what}{warning}"
 
 
 class BareProcesses:
@@ -303,9 +367,11 @@ def throughput_goals(records: list[Record]) -> list[str]:
 def measure_sweep(dask: dict[int, DaskSimulator], epochs: int, repeat: int) -> list[Record]:
     """The sweep of :func:`sweep_config` on each cluster, timed in turn, into a fresh output folder each time."""
     raw = sweep_config(epochs)
-    config = parse_config(raw)
-    runs = len(config.settings())
-    # per timed sweep (the warm-up's dropped): its wall seconds, and the runs' training seconds summed
+    # The k-th sweep on a cluster trains from seed k (the same work): its runs have ids, and so Dask keys, of their
+    # own, so none can be answered by the result of an earlier sweep's run that the scheduler still holds.
+    configs = [parse_config(sweep_config(epochs, seed)) for seed in range(repeat + 1)]
+    runs = len(configs[0].settings())
+    # per sweep (the first, untimed, dropped below): its wall seconds, and the runs' training seconds summed
     walls: dict[int, list[float]] = {count: [] for count in dask}
     work: dict[int, list[float]] = {count: [] for count in dask}
     results: dict[int, Any] = {}
@@ -313,6 +379,7 @@ def measure_sweep(dask: dict[int, DaskSimulator], epochs: int, repeat: int) -> l
 
         def sweep(count: int) -> None:
             start = time.perf_counter()
+            config = configs[len(walls[count])]
             result = run_sweep(config, tempfile.mkdtemp(dir=parent), client=dask[count].client, progress=False)
             walls[count].append(time.perf_counter() - start)
             if result.failures or result.ran != runs:
@@ -425,6 +492,11 @@ def small_rows(records: list[Record]) -> list[list[Any]]:
 # ---------------------------------------------------------------------------------------------------------- main
 
 
+def _tag(records: list[Record], others: float) -> None:
+    for r in records:
+        r.extra.setdefault("others_busy_cores", others)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 1 if a measurement is missing (goals are reported, not enforced)."""
     parser = make_parser(BENCHMARK, __doc__.splitlines()[0],
@@ -444,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         dask = {1: one, 2: two}
         print(f"local clusters: {one.slots} and {two.slots} worker thread(s), engine {one.engine}")
 
+        load = OtherLoad()
         records += measure_throughput(dask, batches, repeat)
+        _tag(records, load.cores())
         print_table(["case", "rows", "setup", "workers/threads", "s/call", "circuits/s", "x in-process",
                      "2 / 1", "of ceiling", "tasks", "rows/task", "engine share"], throughput_rows(records),
                     title=f"1. throughput: one call, median of {repeat} interleaved rounds (x in-process: time over "
@@ -452,8 +526,11 @@ def main(argv: list[str] | None = None) -> int:
                           "of ceiling: Dask's 2 / 1 over the bare processes')")
         goals = throughput_goals(records)
         print("\n".join(goals))
+        print(other_load_note(records[0].extra["others_busy_cores"], "case 1"))
 
+        load = OtherLoad()
         sweep = measure_sweep(dask, epochs, sweep_repeat)
+        _tag(sweep, load.cores())
         records += sweep
         print_table(["workers", "runs", "sweep s", "fastest", "slowest", "runs' training s", "workers busy", "2 / 1",
                      "best val acc"], sweep_rows(sweep),
@@ -461,12 +538,16 @@ def main(argv: list[str] | None = None) -> int:
                           f"fresh folder, median of {sweep_repeat} interleaved rounds")
         goals += sweep_goals(sweep)
         print("\n".join(sweep_goals(sweep)))
+        print(other_load_note(sweep[0].extra["others_busy_cores"], "case 2"))
 
+        load = OtherLoad()
         small = measure_small(two, small_repeat)
+        _tag(small, load.cores())
         records += small
         print_table(["setup", "workers/threads", "rows", "ms/call", "tasks", "x in-process"], small_rows(small),
                     title=f"3. per-call cost: one call of {SMALL_BATCH} seed rows, 8 <Z>, median of {small_repeat} "
                           f"calls per setup (in turn by blocks of {SMALL_BLOCK} back-to-back calls)")
+        print(other_load_note(small[0].extra["others_busy_cores"], "case 3"))
 
     written = write_json(records, args.json, BENCHMARK)
     print("\ngoals:\n  " + "\n  ".join(goals))
