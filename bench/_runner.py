@@ -121,14 +121,16 @@ def time_call(
     return Timing(statistics.median(samples), len(samples), number)
 
 
-def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, warmup: bool = True
+def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, warmup: bool = True, block: int = 1
                      ) -> dict[Any, Timing]:
-    """Median seconds per call of each of ``fns``, sampled in turn: one call of each per round.
+    """Median seconds per call of each of ``fns``, sampled in turn: ``block`` calls of each per round, each timed.
 
     For comparing calls of 0.1 s and more on a shared machine: a slow spell
     weighs on every contender alike instead of on whichever ran during it, so
     their ratio is steadier than that of two :func:`time_call` runs one after
-    the other.
+    the other. A ``block`` of several calls keeps short calls from paying for
+    the previous contender's leftover work (another process's, a library's
+    background threads).
     """
     if warmup:
         for fn in fns.values():
@@ -139,9 +141,10 @@ def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, w
     try:
         for _ in range(repeat):
             for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - start)
+                for _ in range(block):
+                    start = time.perf_counter()
+                    fn()
+                    samples[name].append(time.perf_counter() - start)
     finally:
         if enabled:
             gc.enable()

@@ -70,7 +70,6 @@ Usage: ``python bench/distributed.py [--quick] [--circuits N] [--json PATH]``
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import math
 import multiprocessing
@@ -95,7 +94,6 @@ sys.path.insert(0, str(_BENCH))
 import numpy as np  # noqa: E402
 from _runner import (  # noqa: E402
     Record,
-    Timing,
     announce,
     make_parser,
     measured,
@@ -424,27 +422,6 @@ def sweep_goals(records: list[Record]) -> list[str]:
 # ------------------------------------------------------------------------------------------------- 3. per-call cost
 
 
-def time_blocks(fns: dict[Any, Callable[[], object]], *, rounds: int, block: int) -> dict[Any, Timing]:
-    """Median seconds per call of each of ``fns``, taking turns by blocks: per round, ``block`` back-to-back calls
-    of each, every call timed on its own (one untimed call of each first)."""
-    for fn in fns.values():
-        fn()
-    samples: dict[Any, list[float]] = {name: [] for name in fns}
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                for _ in range(block):
-                    start = time.perf_counter()
-                    fn()
-                    samples[name].append(time.perf_counter() - start)
-    finally:
-        if enabled:
-            gc.enable()
-    return {name: Timing(statistics.median(times), len(times), 1) for name, times in samples.items()}
-
-
 def measure_small(two: DaskSimulator, repeat: int) -> list[Record]:
     """One call of :data:`SMALL_BATCH` rows, 8 <Z>, in process and on the 2-worker cluster, timed in turn: as the
     DaskSimulator is after the large calls, and as a new one on the same cluster that has seen only small calls."""
@@ -462,7 +439,7 @@ def measure_small(two: DaskSimulator, repeat: int) -> list[Record]:
                 print(f"ERROR: {SMALL_CASE}, {name}: results differ from the in-process engine's; dropped")
                 continue
             calls[name] = call
-        timings = time_blocks(calls, rounds=repeat // SMALL_BLOCK, block=SMALL_BLOCK)
+        timings = time_interleaved(calls, repeat=repeat // SMALL_BLOCK, block=SMALL_BLOCK)
         stats = {"dask": two.last_run, "dask, new": fresh.last_run}
     finally:
         fresh.close()
