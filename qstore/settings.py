@@ -116,6 +116,18 @@ def add_options(parser: argparse.ArgumentParser, settings: Sequence[tuple[Settin
                                 help=help_text)
 
 
+def values(config: Any) -> dict[str, Any]:
+    """Every declared setting's value in ``config`` (a config dataclass instance, nested configs too), by name."""
+    found: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if "setting" in field.metadata:
+            found[field.metadata["setting"].name] = value
+        elif dataclasses.is_dataclass(value):
+            found |= values(value)
+    return found
+
+
 def plain(value: Any) -> Any:
     """A setting's value as JSON and TOML hold it (tuples as lists)."""
     return list(value) if isinstance(value, tuple) else value

@@ -25,6 +25,7 @@ import numpy as np
 from ..data import DataConfig, Split, load_dataset, prepare_data
 from ..ml import TrainConfig, TrainResult, TrainState, build_model, load_checkpoint, save_checkpoint, train
 from ..settings import Setting, add_options, build, declared
+from ..settings import values as settings_values
 
 #: the reference run's wall time on IonQ's cloud simulator (seconds)
 REFERENCE_SECONDS = 2288.4
@@ -100,22 +101,10 @@ def is_reference_workload(data: DataConfig, config: TrainConfig) -> bool:
     with fewer epochs or exact gradients does not.
     """
     reference = {spec.name: REPRODUCE_DEFAULTS.get(spec.name, default) for spec, default in settings()} | IMAGE_SPLIT
-    values = _setting_values(data) | _setting_values(config)
+    values = settings_values(data) | settings_values(config)
     values |= {name: values[name] or size for name, size in IMAGE_SPLIT.items()}  # None: 800/200 for images
     return data.dataset.partition(":")[0] in REFERENCE_DATASETS and all(
         values[name] == value for name, value in reference.items() if name not in ("dataset", *WORK_NEUTRAL))
-
-
-def _setting_values(config: Any) -> dict[str, Any]:
-    """Every declared setting's value in ``config`` (nested configs too), by setting name."""
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if "setting" in field.metadata:
-            values[field.metadata["setting"].name] = value
-        elif dataclasses.is_dataclass(value):
-            values |= _setting_values(value)
-    return values
 
 
 def skipped_files(data: DataConfig, split: Split) -> list[str]:

@@ -31,18 +31,6 @@ def other_value(spec: settings.Setting, default):
     return default / 2 if spec.kind is float else default + 3
 
 
-def field_values(config) -> dict:
-    """Every declared setting's value in ``config`` (nested configs too), by setting name."""
-    values = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if "setting" in field.metadata:
-            values[field.metadata["setting"].name] = value
-        else:
-            values |= field_values(value)
-    return values
-
-
 @pytest.mark.parametrize("config_class", CONFIGS, ids=lambda c: c.__name__)
 def test_every_field_is_a_declared_setting(config_class):
     for field in dataclasses.fields(config_class):
@@ -69,7 +57,7 @@ def test_every_setting_set_on_the_command_line_reaches_its_config():
         if spec.name == "shots":  # shots apply to the sampled gradient methods
             words += ["--grad", "spsa"]
         data, train = configs(parser().parse_args(["train", spec.option, *words]))
-        assert {**field_values(data), **field_values(train)}[spec.name] == value, spec.name
+        assert {**settings.values(data), **settings.values(train)}[spec.name] == value, spec.name
 
 
 def test_every_setting_is_a_sweep_key_with_the_same_default():
@@ -82,7 +70,7 @@ def test_every_setting_is_a_sweep_key_with_the_same_default():
         fixed = {spec.name: settings.plain(value)} | ({"gradient": "spsa"} if spec.name == "shots" else {})
         config = parse_config({"fixed": fixed, "space": {"epochs" if spec.name != "epochs" else "lr": [1]}})
         (run,) = config.settings()
-        assert field_values(train_config(run))[spec.name] == value, spec.name
+        assert settings.values(train_config(run))[spec.name] == value, spec.name
 
 
 def test_reproduce_exposes_its_options_with_the_reference_defaults():
