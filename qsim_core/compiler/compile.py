@@ -1,7 +1,15 @@
-"""The compiler's driver: the passes in order (:func:`_build`) and the cache of compiled programs."""
+"""The compiler's driver: the passes in order (:func:`_build`) and the cache of compiled programs.
+
+The cache (:data:`PROGRAM_CACHE`, a :class:`ProgramCache`) keeps the most
+recently used programs up to a total size in bytes (the ``nbytes`` of their
+numpy arrays, :func:`program_nbytes`), 256 MiB by default, and may be used
+from many threads at once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -105,8 +113,101 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int, from_zero: bool) -
     )
 
 
-_CACHE: OrderedDict[tuple, Program] = OrderedDict()
-_CACHE_SIZE = 256
+#: default bound of :data:`PROGRAM_CACHE`, bytes
+DEFAULT_CACHE_BYTES = 256 * 2**20
+
+
+def program_nbytes(program: Program) -> int:
+    """Bytes held by a program's numpy arrays (its own and its gate groups'), as the cache counts them."""
+    total = 0
+    for holder in (program, *program.u1_groups, *program.u2_groups):
+        for spec in dataclasses.fields(holder):
+            value = getattr(holder, spec.name)
+            if isinstance(value, np.ndarray):
+                total += value.nbytes
+    return total
+
+
+class ProgramCache:
+    """Compiled programs by key, least recently used first out, bounded by their total bytes; thread-safe.
+
+    Args:
+        max_bytes: most bytes (:func:`program_nbytes`) the cached programs may hold
+            together, >= 0; a program larger than this on its own is not cached.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[Program, int]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = self._checked(max_bytes)
+
+    @staticmethod
+    def _checked(max_bytes: int) -> int:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
+        return max_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached programs."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._entries
+
+    def get(self, key: tuple) -> Program | None:
+        """The program cached under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def insert(self, key: tuple, program: Program) -> Program:
+        """Cache ``program`` under ``key``; the program now cached there.
+
+        When another thread cached a program under ``key`` first, that one is
+        kept and returned, so every caller holds the same object for a key.
+        """
+        size = program_nbytes(program)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry[0]
+            if size <= self.max_bytes:
+                self._entries[key] = (program, size)
+                self._bytes += size
+                self._evict()
+            return program
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the bound (bytes), evicting the least recently used programs beyond it."""
+        max_bytes = self._checked(max_bytes)
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._evict()
+
+    def clear(self) -> None:
+        """Drop every cached program."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def _evict(self) -> None:
+        """Drop least recently used programs until the bound holds (the caller holds the lock)."""
+        while self._bytes > self.max_bytes:
+            _, (_, size) = self._entries.popitem(last=False)
+            self._bytes -= size
+
+
+#: the cache :func:`compile_circuit` uses (``PROGRAM_CACHE.resize(n)`` changes its bound)
+PROGRAM_CACHE = ProgramCache()
 
 
 def compile_circuit(circuit: Circuit, *, zbasis: bool = False, block_qubits: int = DEFAULT_BLOCK_QUBITS,
@@ -123,21 +224,19 @@ def compile_circuit(circuit: Circuit, *, zbasis: bool = False, block_qubits: int
             initialisation applies); False for a program run on given initial states.
 
     Returns:
-        The :class:`Program`; the same object for the same structure, so a
-        batch of any size compiles once.
+        The :class:`Program`; the same object for the same structure while it
+        stays in :data:`PROGRAM_CACHE`, so a batch of any size compiles once.
     """
     options = ("program", zbasis, block_qubits, from_zero)
     program = circuit.memo.get(options)
     if program is not None:
         return program
     key = (circuit.structure_key(), zbasis, block_qubits, from_zero)
-    program = _CACHE.get(key)
-    if program is None:
-        program = _build(circuit, zbasis, block_qubits, from_zero)
-        _CACHE[key] = program
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(key)
+    program = PROGRAM_CACHE.get(key)
+    if program is None:  # built outside the lock: other structures compile meanwhile
+        program = PROGRAM_CACHE.insert(key, _build(circuit, zbasis, block_qubits, from_zero))
     circuit.memo[options] = program
     return program
+
+
+__all__ = ["DEFAULT_CACHE_BYTES", "PROGRAM_CACHE", "ProgramCache", "compile_circuit", "program_nbytes"]

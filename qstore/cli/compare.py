@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, NoReturn
+
+
+class _RemovedApiKey(argparse.Action):
+    """``--api-key``: refused with a pointer to its replacements (without repeating the value)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        parser.error("--api-key was removed: a key on the command line shows in ps and in shell history; "
+                     "put it in a file (--api-key-file PATH) or in $IONQ_API_KEY")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -12,8 +22,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                                  "server: latency, time breakdown, agreement")
     parser.add_argument("--target", default="local",
                         help="'local' (a server started here; extra server), a server URL, or 'ionq' (IonQ's cloud, "
-                             "needs IONQ_API_KEY) (default: %(default)s)")
-    parser.add_argument("--api-key", help="API key of a --target URL (default: $IONQ_API_KEY)")
+                             "needs an API key) (default: %(default)s)")
+    parser.add_argument("--api-key-file", metavar="PATH",
+                        help="file holding the API key of a --target URL or 'ionq' (default: $IONQ_API_KEY)")
+    parser.add_argument("--api-key", action=_RemovedApiKey, help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="latency profile of the local server: ionq-cloud (default), none, or a "
                                           "profile JSON file")
     parser.add_argument("--circuits", type=int, default=20,
@@ -29,8 +41,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the comparison, print the report, write JSON and a plot."""
     from ..execution.compare import compare, format_report, save
+    from ..ionq.client import api_key_from_file
 
-    comparison = compare(args.target, api_key=args.api_key, profile=args.profile, circuits=args.circuits,
+    api_key = api_key_from_file(args.api_key_file) if args.api_key_file is not None else None
+    comparison = compare(args.target, api_key=api_key, profile=args.profile, circuits=args.circuits,
                          shots=args.shots, max_concurrent=args.max_concurrent,
                          circuits_per_job=args.circuits_per_job, seed=args.seed, timeout=args.timeout)
     print(format_report(comparison))

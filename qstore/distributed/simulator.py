@@ -14,16 +14,20 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``gather``, ``run``
 
 * **The circuit travels once.** A circuit structure seen for the first time is scattered to every worker
   (``broadcast=True``) and kept there for later calls (the last :data:`CIRCUITS` structures); a worker
-  compiles it once, as the compiled program is cached on the circuit object it holds. Workers that joined
-  since get it by ``replicate``, so the scheduler, which prefers workers that hold a task's inputs, gives
-  them chunks too.
+  compiles it once, as the compiled program is cached on the circuit object it holds. Before each call the
+  simulator asks the scheduler which workers hold it (``who_has``) and replicates it to the others:
+  workers that joined since, and workers whose copy Dask's active memory manager dropped between calls
+  (its ``ReduceReplicas`` policy keeps one replica of data no task waits for). The scheduler prefers workers
+  that hold a task's inputs, so a worker without the circuit would get no chunks.
 * **Chunks carry tens of milliseconds of work.** Every task reports the engine's seconds for its rows,
   and the simulator keeps the seconds per row of each kind of call (circuit structure, method, shots).
   A call is cut into chunks of about ``chunk_seconds`` of work, in whole rounds over the worker threads
   (:func:`chunk_rows`); a call with less work than one chunk is one task. A kind of call not measured yet
-  is cut into two chunks per worker thread.
-* **Rows go straight to the workers.** Chunks larger than :data:`INLINE_BYTES` are scattered (client to
-  worker, not through the scheduler) and the tasks mapped over them; smaller ones travel in their task.
+  is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a small call is
+  one task), and teaches the model.
+* **Rows go straight to the workers.** A call whose rows take more than :data:`INLINE_BYTES` is scattered
+  (client to workers, not through the scheduler) and the tasks mapped over its chunks; a smaller one
+  travels in its tasks.
 * **Same results.** A row's expectations, probabilities, state and gradients do not depend on which rows
   share its chunk, so they equal the in-process engine's bit for bit (for circuits wider than
   ``block_qubits``, those of ``Simulator(threads=1)``, the thread count of a task). Samples: row ``g`` of a
@@ -75,8 +79,9 @@ INLINE_BYTES = 1 << 20
 CIRCUITS = 64
 #: kinds of call (structure, method, shots) whose engine seconds per row are remembered
 _COSTS = 1024
-#: calls smaller than this do not teach the cost model (their time is mostly one-off costs: compilation)
-_MIN_ROWS_TO_LEARN = 64
+#: chunks smaller than this do not teach the cost model (their time is mostly one-off costs: compilation);
+#: a kind of call not measured yet is cut into chunks at least this large
+LEARN_ROWS = 64
 
 
 def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float) -> int:
@@ -85,7 +90,7 @@ def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds:
     Args:
         batch: rows B of the call.
         row_seconds: the engine's seconds per row for this kind of call; None if not measured yet (then
-            two tasks per worker thread).
+            up to two tasks per worker thread, of at least :data:`LEARN_ROWS` rows each).
         slots: worker threads of the cluster.
         chunk_seconds: the engine work a task should carry.
 
@@ -93,7 +98,7 @@ def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds:
     threads (so they finish together); a call with less work than one chunk is one task.
     """
     if row_seconds is None:
-        tasks = 2 * slots
+        tasks = min(2 * slots, batch // LEARN_ROWS)
     else:
         tasks = math.ceil(batch * row_seconds / chunk_seconds)
         if tasks > 1:
@@ -220,8 +225,8 @@ class _ClusterBackend:
         self.simulator = simulator
         self.engine = engine
         self.name = f"dask:{engine}"
-        #: circuit structure -> (its future, the workers it was sent to)
-        self.circuits: OrderedDict[tuple, tuple[Future, set[str]]] = OrderedDict()
+        #: circuit structure -> its future on the cluster
+        self.circuits: OrderedDict[tuple, Future] = OrderedDict()
         self.row_seconds: OrderedDict[tuple, float] = OrderedDict()
         self.last_run: RunStats | None = None
 
@@ -264,16 +269,15 @@ class _ClusterBackend:
         firsts = list(range(0, job.batch, size))
         arrays = {**_batch_arrays(job), **{f"batched{k}": array for k, array in enumerate(batched)}}
         chunks = [{name: array[first:first + size] for name, array in arrays.items()} for first in firsts]
-        scatter = sum(array.nbytes for array in chunks[0].values()) > INLINE_BYTES
+        scatter = sum(array.nbytes for array in arrays.values()) > INLINE_BYTES
         task = dict(engine=self.engine, method=method, args=args, sampling_key=key, fields=_job_fields(job),
                     batched=len(batched))
         with self._scheduler_errors():
-            results, engine_seconds, rerun = self._run(job.circuit, structure, set(workers), chunks, firsts,
-                                                       scatter, task)
-        # A small call's time is mostly one-off cost (compilation, the first touch of a program), which
-        # would make the next large batch look expensive: learn only from calls of some size, and keep the
+            results, engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task)
+        # A small chunk's time is mostly one-off cost (compilation, the first touch of a program), which
+        # would make the next large batch look expensive: learn only from chunks of some size, and keep the
         # cheapest rate seen (one-off costs only ever add).
-        if job.batch >= _MIN_ROWS_TO_LEARN:
+        if size >= LEARN_ROWS:
             rate = engine_seconds / job.batch
             self.row_seconds[cost] = min(rate, self.row_seconds.get(cost, rate))
             self.row_seconds.move_to_end(cost)
@@ -295,7 +299,7 @@ class _ClusterBackend:
             raise ConnectionError(f"lost the Dask scheduler {self.simulator.address!r} during a call: "
                                   f"{error}") from None
 
-    def _run(self, circuit: Circuit, structure: tuple, workers: set[str], chunks: list[dict[str, np.ndarray]],
+    def _run(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]],
              firsts: list[int], scatter: bool, task: dict[str, Any]) -> tuple[list[Any], float, int]:
         """Each chunk as a task; returns the results in order, the engine seconds, and the chunks run again."""
         client = self.simulator.client
@@ -304,7 +308,7 @@ class _ClusterBackend:
         pending = list(range(len(chunks)))
         rerun = 0
         for _ in range(self.simulator.retries + 1):
-            shared = self._circuit(circuit, structure, workers)
+            shared = self._circuit(circuit, structure)
             rows = client.scatter([chunks[i] for i in pending]) if scatter else [chunks[i] for i in pending]
             token = uuid.uuid4().hex[:12]
             futures = client.map(_run_chunk, [shared] * len(pending), rows, [firsts[i] for i in pending],
@@ -329,16 +333,16 @@ class _ClusterBackend:
         raise RuntimeError(f"{len(pending)} chunk(s) lost their rows with a worker {self.simulator.retries + 1} "
                            "times in a row")
 
-    def _circuit(self, circuit: Circuit, structure: tuple, workers: set[str]) -> Future:
-        """The circuit of this structure on every worker now in ``workers`` (scattered once, kept for later calls;
-        replicated to workers that joined since, so that the scheduler has no reason to prefer the older ones)."""
+    def _circuit(self, circuit: Circuit, structure: tuple) -> Future:
+        """The circuit of this structure on every worker now (scattered once and kept for later calls;
+        replicated to the workers that lack it: see the module docstring)."""
         client = self.simulator.client
-        shared, holders = self.circuits.get(structure, (None, set()))
+        shared = self.circuits.get(structure)
         if shared is None:
             shared = client.scatter(circuit, broadcast=True, hash=False)
-        elif not workers <= holders:
+        elif set(client.nthreads()) - set(client.who_has([shared]).get(shared.key, ())):
             client.replicate([shared])
-        self.circuits[structure] = (shared, workers | holders)
+        self.circuits[structure] = shared
         self.circuits.move_to_end(structure)
         if len(self.circuits) > CIRCUITS:
             self.circuits.popitem(last=False)  # dropping the future releases it on the workers
@@ -386,4 +390,4 @@ def _merge(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-__all__ = ["CIRCUITS", "INLINE_BYTES", "DaskSimulator", "RunStats", "chunk_rows"]
+__all__ = ["CIRCUITS", "INLINE_BYTES", "LEARN_ROWS", "DaskSimulator", "RunStats", "chunk_rows"]

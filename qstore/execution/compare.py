@@ -139,14 +139,23 @@ def tvd_against_noise(counts: list[dict[int, int]], probabilities: np.ndarray, s
     return Agreement(tvd, expected, spread, z)
 
 
+def _check_target(target: str, api_key: str | None, profile: str | None) -> None:
+    """Settings that only make sense for some targets, checked before any work."""
+    if target == LOCAL:
+        if api_key is not None:
+            raise ValueError("an API key applies to a remote target only: the local server makes its own")
+        return
+    if profile is not None:
+        raise ValueError("a latency profile applies to the local server only (target 'local')")
+    if target == IONQ and not (api_key or os.environ.get(API_KEY_ENV)):
+        raise ValueError(f"target 'ionq' (IonQ's cloud) needs an API key: set {API_KEY_ENV} or pass "
+                         "--api-key-file (api_key= in Python)")
+
+
 @contextmanager
 def _remote(target: str, api_key: str | None, profile: str | None) -> Iterator[tuple[str, str, str | None]]:
     """``(label, target for the executor, API key)``; for ``"local"`` a server running while the block runs."""
     if target != LOCAL:
-        if profile is not None:
-            raise ValueError("a latency profile applies to the local server only (target 'local')")
-        if target == IONQ and not (api_key or os.environ.get(API_KEY_ENV)):
-            raise ValueError(f"target 'ionq' (IonQ's cloud) needs an API key: set {API_KEY_ENV} or pass --api-key")
         yield ("IonQ cloud" if target == IONQ else target), target, api_key
         return
     from ..ionq.server import (  # starlette and uvicorn: only when a server is needed
@@ -181,7 +190,7 @@ def compare(target: str = LOCAL, *, api_key: str | None = None, profile: str | N
 
     Args:
         target: ``"local"`` (a server started here), a server URL, or ``"ionq"``.
-        api_key: key of a URL or ``"ionq"`` target (default ``$IONQ_API_KEY``).
+        api_key: key of a URL or ``"ionq"`` target (default ``$IONQ_API_KEY``); not for ``"local"``.
         profile: latency profile of the local server (a name or a JSON file;
             default ``"ionq-cloud"``); only for ``target="local"``.
         circuits: circuits in the batch (parameter rows of the seed circuit), >= 1.
@@ -195,6 +204,7 @@ def compare(target: str = LOCAL, *, api_key: str | None = None, profile: str | N
     """
     if isinstance(circuits, bool) or not isinstance(circuits, int) or circuits < 1:
         raise ValueError(f"circuits must be a positive integer, got {circuits!r}")
+    _check_target(target, api_key, profile)
     circuit = qc.seed_circuit()
     rng = np.random.default_rng(seed)
     theta = rng.uniform(-np.pi, np.pi, (circuits, circuit.num_params))

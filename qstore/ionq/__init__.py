@@ -5,8 +5,8 @@
   :func:`job_body`; :mod:`qstore.ionq.parse`: JSON to circuits: :func:`from_ionq_json`,
   :func:`parse_job_body`; :mod:`qstore.ionq.results`: IonQ result dicts <-> arrays.
 * :mod:`qstore.ionq.client`: :class:`IonQClient`, a ``requests`` client for
-  IonQ's API or the local server (retries, idempotent job creation, polling,
-  results as engine arrays, a budget guard).
+  IonQ's API or the local server (retries, a deadline, idempotent job creation and deletion,
+  polling, results as engine arrays, a budget guard; the key checked and sent to the API's origin only).
 * :mod:`qstore.ionq.cost`: dry-run cost estimates from ``pricing.json``.
 * :mod:`qstore.ionq.server`: the local server (``serve``; ``running_server`` for tests;
   ``qstore serve`` on the command line), with its SQLite job store
@@ -23,10 +23,12 @@ from .client import (
     IonQError,
     IonQJobError,
     IonQNotFoundError,
+    IonQOriginError,
     IonQPermissionError,
     IonQRetryError,
     IonQTimeoutError,
     RetryPolicy,
+    api_key_from_file,
 )
 from .cost import CostError, CostEstimate, PricingTable, estimate_cost
 from .parse import JobRequest, from_ionq_json, parse_input, parse_job_body
@@ -46,12 +48,14 @@ __all__ = [
     "IonQFormatError",
     "IonQJobError",
     "IonQNotFoundError",
+    "IonQOriginError",
     "IonQPermissionError",
     "IonQRetryError",
     "IonQTimeoutError",
     "JobRequest",
     "PricingTable",
     "RetryPolicy",
+    "api_key_from_file",
     "bind_batch",
     "counts_from_ionq",
     "estimate_cost",

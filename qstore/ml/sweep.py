@@ -65,6 +65,7 @@ import json
 import math
 import time
 import tomllib
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -339,8 +340,10 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
         client = connection.client
         try:
             data = share(client, arrays, "qstore-data")
-            futures = {client.submit(train_run, settings, data, key=f"qstore-run-{rid}", pure=False): (rid, settings)
-                       for rid, settings in pending}
+            # a key of this sweep's own: a long-lived client may still hold an earlier sweep's run of this id
+            sweep = uuid.uuid4().hex[:8]
+            futures = {client.submit(train_run, settings, data, key=f"qstore-run-{rid}-{sweep}", pure=False):
+                       (rid, settings) for rid, settings in pending}
             with tqdm(total=len(ids), initial=len(ids) - len(pending), desc="sweep", unit="run",
                       disable=not progress) as bar:
                 # a failed run stops no other

@@ -106,7 +106,9 @@ def test_circuits_wider_than_a_block_sample_the_same_streams(cli):
 def test_a_circuit_structure_travels_once_and_chunks_follow_the_measured_cost(cli):
     c, theta = circuit(), params(2000)
     with DaskSimulator(cli.address, backend=ENGINE, chunk_seconds=1e-3) as remote:
-        remote.expectation(c, OBS, theta[:64])
+        remote.expectation(c, OBS, theta[:32])
+        assert remote.last_run.tasks == 1  # not measured yet, and too small to cut
+        remote.expectation(c, OBS, theta[:256])
         assert remote.last_run.tasks == 4  # not measured yet: two chunks per worker thread
         remote.expectation(c, OBS, theta)
         rate = remote._cluster_backend.row_seconds[(c.structure_key(), "expectation", 0)]
@@ -122,6 +124,8 @@ def test_a_circuit_structure_travels_once_and_chunks_follow_the_measured_cost(cl
     ("batch", "row_seconds", "slots", "chunk_seconds", "rows"),
     [
         (1000, None, 2, 0.05, 250),  # not measured yet: two tasks per slot
+        (200, None, 2, 0.05, 67),  # not measured yet: tasks of at least LEARN_ROWS rows
+        (32, None, 2, 0.05, 32),  # not measured yet and small: one task
         (1_000_000, 2e-6, 2, 0.05, 25_000),  # 2 s of work: 40 tasks of 50 ms
         (1_000_000, 2e-6, 3, 0.05, 23_810),  # 40 tasks round up to 42, whole rounds over 3 slots
         (32, 3e-6, 2, 0.05, 32),  # a training batch: less work than one task carries
@@ -256,6 +260,24 @@ def test_a_worker_that_joins_late_takes_work(tmp_path):
         assert remote.last_run.tasks == 4  # not measured yet (the first call was too small): 2 per worker thread
         workers = {task["worker"] for task in stream.data if task["key"].startswith("qsim-sample-")}
         assert len(workers) == 2  # the late worker fetched the circuit from its peer and ran chunks too
+
+
+def test_a_circuit_copy_dropped_by_the_memory_manager_is_replicated_before_the_next_call(cli):
+    c, theta = circuit(10), params(3000, 10)
+    with DaskSimulator(cli.address, backend=ENGINE, chunk_seconds=1e-4) as remote:
+        remote.expectation(c, OBS, theta)
+        shared = remote._cluster_backend.circuits[c.structure_key()]
+        # Dask's active memory manager keeps one replica of data that no task waits for
+        remote.client.amm.run_once()
+        deadline = time.monotonic() + 10
+        while len(remote.client.who_has([shared])[shared.key]) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(remote.client.who_has([shared])[shared.key]) == 1
+        with get_task_stream(client=remote.client) as stream:
+            got = remote.expectation(c, OBS, theta)
+        np.testing.assert_array_equal(got, qc.Simulator(backend=ENGINE).expectation(c, OBS, theta))
+        assert remote.last_run.tasks > 2
+        assert len({task["worker"] for task in stream.data if task["key"].startswith("qsim-expectation-")}) == 2
 
 
 def test_with_no_address_it_runs_and_stops_a_local_cluster_of_its_own():

@@ -36,20 +36,45 @@ def test_compare_against_a_local_server_prints_tables_and_writes_json_and_png(tm
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_against_an_existing_server(tmp_path, capsys):
+def test_compare_against_an_existing_server(tmp_path, capsys, monkeypatch):
     config = ServerConfig(db=tmp_path / "jobs.sqlite", api_keys=frozenset({"k1"}), profile=LatencyProfile.load("none"))
+    key_file, wrong_file = tmp_path / "key.txt", tmp_path / "wrong.txt"
+    key_file.write_text("k1\n")  # as an editor saves it: the newline is not part of the key
+    wrong_file.write_text("wrong\n")
+    monkeypatch.delenv("IONQ_API_KEY", raising=False)
     with running_server(config) as root:
-        assert main(SMALL + ["--target", root, "--api-key", "k1", "--output", str(tmp_path / "out")]) == 0
-        assert main(SMALL + ["--target", root, "--api-key", "wrong", "--output", str(tmp_path / "out")]) == 2
+        out = ["--target", root, "--output", str(tmp_path / "out")]
+        assert main(SMALL + out + ["--api-key-file", str(key_file)]) == 0
+        assert main(SMALL + out + ["--api-key-file", str(wrong_file)]) == 2
+        monkeypatch.setenv("IONQ_API_KEY", "k1")  # or from the environment
+        assert main(SMALL + out) == 0
     out, err = capsys.readouterr()
     assert f"{root}  " in out  # the remote row is labelled with its URL
     assert err.count("\n") == 1 and err.startswith("qstore compare: HTTP 401") and "missing or unknown API key" in err
 
 
+def test_the_key_never_goes_on_the_command_line(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_status:
+        main(SMALL + ["--target", "http://127.0.0.1:1", "--api-key", "sekrit-value"])
+    err = capsys.readouterr().err
+    assert exit_status.value.code == 2 and "--api-key was removed" in err and "--api-key-file" in err
+    assert "sekrit-value" not in err
+    bad = tmp_path / "key.txt"
+    bad.write_text("sekrit value\n")  # a space inside: not a key
+    assert main(SMALL + ["--target", "http://127.0.0.1:1", "--api-key-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "character 7 of 12 is whitespace" in err and "sekrit" not in err
+    assert main(SMALL + ["--target", "http://127.0.0.1:1", "--api-key-file", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    bad.write_text("k1")
+    assert main(SMALL + ["--api-key-file", str(bad), "--output", str(tmp_path)]) == 2  # the local target makes its own
+    assert "applies to a remote target only" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--target", "ionq"], "target 'ionq' (IonQ's cloud) needs an API key: set IONQ_API_KEY or pass --api-key"),
+        (["--target", "ionq"], "needs an API key: set IONQ_API_KEY or pass --api-key-file"),
         (["--profile", "slow-ish"], "unknown latency profile 'slow-ish'"),
         (["--target", "http://127.0.0.1:1", "--profile", "none"], "applies to the local server only"),
         (["--circuits", "0"], "circuits must be a positive integer, got 0"),

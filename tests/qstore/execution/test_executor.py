@@ -270,3 +270,17 @@ def test_a_versioned_url_is_used_as_given(server):
     with AsyncQuantumExecutor(f"{server}/v0.4/", api_key=KEY) as exe:
         assert exe.target == f"{server}/v0.4 simulator"
         assert exe.execute(basis_circuit(), basis_rows([6])[0], shots=5) == {6: 5}
+
+
+def test_concurrent_jobs_never_spend_past_the_clients_budget(tmp_path):
+    from qstore.ionq import IonQBudgetError, estimate_cost, job_body
+
+    rows = basis_rows(list(range(12)))
+    job_cost = estimate_cost(job_body(basis_circuit(), params=rows[0], backend="qpu.aria-1", shots=100)).cost
+    # jobs submitted while others are still being created (injected network latency) race for the budget
+    with local_server(tmp_path, seconds=0.05) as root:
+        client = IonQClient(KEY, f"{root}/v0.4", budget=3.5 * job_cost)
+        with AsyncQuantumExecutor(client, backend="qpu.aria-1", max_concurrent=12, circuits_per_job=1) as exe:
+            with pytest.raises(IonQBudgetError):
+                exe.execute(basis_circuit(), rows, shots=100)
+        assert len(server_jobs(root)) == 3 and client.spent == pytest.approx(3 * job_cost)

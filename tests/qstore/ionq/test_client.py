@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -17,16 +21,20 @@ import requests
 import qsim_core as qc
 from qstore.ionq.client import (
     DEFAULT_BASE_URL,
+    LOOKUP_PAGE_SIZE,
+    LOOKUP_PAGES,
     IonQAuthenticationError,
     IonQBadRequestError,
     IonQClient,
     IonQError,
     IonQJobError,
     IonQNotFoundError,
+    IonQOriginError,
     IonQPermissionError,
     IonQRetryError,
     IonQTimeoutError,
     RetryPolicy,
+    api_key_from_file,
 )
 from qstore.ionq.server import ServerConfig, running_server
 from qstore.ionq.server.latency import LatencyProfile
@@ -370,3 +378,207 @@ def test_key_and_url_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("IONQ_API_URL", "http://127.0.0.1:1234/v0.4/")
     client = IonQClient()
     assert client.base_url == "http://127.0.0.1:1234/v0.4/" and "env-key" not in repr(client)
+
+
+# ---------------------------------------------------------------- hostile servers and keys
+
+
+class StubHost:
+    """A real HTTP server on 127.0.0.1 answering from ``answer(method, path) -> (status, json body[, headers])``
+    (IonQ's recorded shapes), recording every request it gets as ``(method, path, Authorization)``."""
+
+    def __init__(self, answer: Callable[[str, str], tuple]) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.release = threading.Event()  # ends answers that hang
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                host.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                status, body, *headers = host.answer(self.command, self.path)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in (headers[0] if headers else {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _reply
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> StubHost:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_result_urls_off_the_api_origin_are_refused_and_the_key_goes_nowhere_else():
+    with StubHost(lambda method, path: (200, {"0": 1.0})) as elsewhere:
+        port = elsewhere.server.server_address[1]
+        named = {"url": ""}  # the result URL the host names
+
+        def ionq(method: str, path: str) -> tuple[int, object]:
+            if path.endswith("/results/probabilities"):
+                return 200, {"1": 1.0}
+            return 200, {**completed_job({}), "results": {"probabilities": {"url": named["url"]}}}
+
+        with StubHost(ionq) as host:
+            own_port = host.server.server_address[1]
+            client = IonQClient("secret-key", f"{host.root}/v0.4", retry=FAST, sleep=Sleeps())
+            for named["url"] in (f"http://127.0.0.1:{port}/steal",  # another port
+                                f"//127.0.0.1:{port}/steal",  # scheme-relative
+                                f"http://localhost:{own_port}/v0.4/jobs",  # another host name
+                                f"https://127.0.0.1:{own_port}/v0.4/jobs",  # another scheme
+                                f"http://127.0.0.1:{own_port}@127.0.0.1:{port}/steal",  # user info
+                                f"http://127.0.0.1:{own_port}.evil.example/steal"):  # a longer host name
+                job = client.job(JOB_ID)
+                with pytest.raises(IonQOriginError, match="refusing to send the API key") as error:
+                    client.results(job)
+                assert "secret-key" not in str(error.value) and not error.value.maybe_processed
+            assert elsewhere.requests == []  # nothing, let alone the key, reached the other server
+            for named["url"] in (f"{host.root}/v0.4/jobs/{JOB_ID}/results/probabilities",  # absolute, same origin
+                                f"/v0.4/jobs/{JOB_ID}/results/probabilities"):
+                assert client.results(client.job(JOB_ID)) == {"1": 1.0}
+            assert {auth for _, _, auth in host.requests} == {"apiKey secret-key"}
+            # a redirect elsewhere is followed without the key (requests drops it when the host changes)
+            named["url"] = f"/v0.4/jobs/{JOB_ID}/results/probabilities"
+            host.answer = lambda method, path: (307, {}, {"Location": f"{elsewhere.root}/steal"})
+            assert client.results(completed_job({})) == {"0": 1.0}
+            assert elsewhere.requests == [("GET", "/steal", None)]
+
+
+@pytest.mark.parametrize(("key", "problem"), [
+    ("ab cd", "is not valid: character 3 of 5 is whitespace"),
+    ("ab\r\ncd", "is not valid: character 3 of 6 is whitespace"),
+    ("ab\x00cd", "is not valid: character 3 of 5 is a control character"),
+    ("ab\x7fcd", "is not valid: character 3 of 5 is a control character"),
+    ("abécd", "is not valid: character 3 of 5 is not ASCII"),
+    ("", "is empty"),
+    (" \n", "is empty"),
+])
+def test_bad_keys_are_refused_without_showing_them(monkeypatch, tmp_path, key, problem):
+    with pytest.raises(IonQError, match=re.escape(f"API key from api_key= {problem}")) as error:
+        IonQClient(key, "http://127.0.0.1:1/v0.4")
+    assert key.strip() == "" or key not in str(error.value)
+    if "\x00" not in key:  # an environment cannot hold a NUL
+        monkeypatch.setenv("IONQ_API_KEY", key)
+        with pytest.raises(IonQError, match=re.escape(f"API key from $IONQ_API_KEY {problem}")):
+            IonQClient(base_url="http://127.0.0.1:1/v0.4")
+    path = tmp_path / "key.txt"
+    path.write_bytes(key.encode())
+    with pytest.raises(IonQError, match="file") as error:
+        api_key_from_file(path)
+    assert key.strip() == "" or key not in str(error.value)
+
+
+def test_keys_are_stripped_and_never_in_messages_or_reprs(tmp_path, monkeypatch):
+    path = tmp_path / "key.txt"
+    path.write_text("  secret-key\n")
+    assert api_key_from_file(path) == "secret-key"
+    path.write_bytes(b"\xffsecret")
+    with pytest.raises(IonQError, match="not ASCII text") as error:
+        api_key_from_file(path)
+    assert "secret" not in str(error.value)
+    with StubHost(lambda method, path: (401, {"error": "Unauthorized", "message": "Invalid key provided",
+                                              "statusCode": 401})) as host:
+        monkeypatch.setenv("IONQ_API_KEY", "secret-key\n")  # the usual trailing newline of `export K=$(cat file)`
+        client = IonQClient(base_url=f"{host.root}/v0.4", retry=FAST)
+        with pytest.raises(IonQAuthenticationError) as error:
+            client.job(JOB_ID)
+        assert host.requests[0][2] == "apiKey secret-key"  # sent stripped
+        assert "secret-key" not in str(error.value) and "secret-key" not in repr(client)
+
+
+def test_the_deadline_bounds_a_call_across_its_retries():
+    def busy(method: str, path: str) -> tuple[int, object]:
+        time.sleep(0.15)
+        return 503, {"error": "Service Unavailable", "message": "busy", "statusCode": 503}
+
+    with StubHost(busy) as host:
+        patient = RetryPolicy(attempts=100, initial_delay=0.05, max_delay=0.05, max_total=600.0, jitter=0.0)
+        client = IonQClient("k", f"{host.root}/v0.4", retry=patient, deadline=1.0)
+        start = time.monotonic()
+        with pytest.raises(IonQTimeoutError, match="1.0 s deadline"):
+            client.backends()
+        assert 0.8 <= time.monotonic() - start <= 2.0 and 2 <= len(host.requests) <= 7
+
+    def hang(method: str, path: str) -> tuple[int, object]:
+        host.release.wait(10)
+        return 200, []
+
+    with StubHost(hang) as host:
+        client = IonQClient("k", f"{host.root}/v0.4", retry=FAST, timeout=(5.0, 60.0), deadline=0.5)
+        start = time.monotonic()
+        with pytest.raises(IonQTimeoutError, match="0.5 s deadline"):
+            client.backends()  # the 60 s read timeout is cut to what is left of the deadline
+        assert time.monotonic() - start < 2.0  # not the 60 s read timeout
+    for bad in (0, -1.0, "5"):
+        with pytest.raises(IonQError, match="deadline must be a positive number"):
+            IonQClient("k", "http://127.0.0.1:1/v0.4", deadline=bad)
+
+
+def test_a_retried_delete_whose_first_answer_was_lost_succeeds(client, server):
+    _, faults = server
+    job_id = client.submit(asymmetric())
+    client.wait(job_id)
+    faults.plan.append(Fault("DELETE", f"/jobs/{job_id}", 502, forward=True))  # deleted, then the answer is lost
+    assert client.delete(job_id) == {"id": job_id, "status": "deleted"}
+    assert [m for m, p in faults.seen].count("DELETE") == 2
+    with pytest.raises(IonQNotFoundError):  # a first answer of 404 still means "no such job"
+        client.delete(job_id)
+
+
+def test_delete_on_the_remote_host_is_idempotent():
+    url = f"https://api.ionq.co/v0.4/jobs/{JOB_ID}"
+    gone = (404, {"error": "Not Found", "message": "Job not found", "statusCode": 404}, {})
+    client, sent, sleeps = remote([("DELETE", url, requests.ConnectionError("connection reset")),
+                                   ("DELETE", url, gone)])
+    assert client.delete(JOB_ID) == {"id": JOB_ID, "status": "deleted"} and len(sleeps) == 1
+    busy = (429, {"error": "Too Many Requests", "message": "slow down", "statusCode": 429}, {"Retry-After": "0"})
+    client, sent, sleeps = remote([("DELETE", url, busy), ("DELETE", url, gone)])
+    with pytest.raises(IonQNotFoundError):  # a 429 was not processed: the 404 is the job's real state
+        client.delete(JOB_ID)
+
+
+def test_the_lost_job_lookup_pages_through_the_newest_jobs():
+    base = "https://api.ionq.co/v0.4"
+    posted: list[dict] = []
+
+    def lost(request):
+        posted.append(json.loads(request.body))
+        return requests.ConnectionError("connection reset by peer")
+
+    def page(number: int, last: bool = False) -> Callable:
+        def answer(request) -> Answer:
+            jobs = [completed_job({"idempotency_key": f"other-{number}-{k}"}) for k in range(LOOKUP_PAGE_SIZE)]
+            if last:
+                jobs[-1] = {**completed_job(posted[0]["metadata"]), "id": "found"}
+            return 200, {"jobs": jobs, "next": f"cursor{number + 1}"}, {}
+        return answer
+
+    listing = [(f"{base}/jobs?limit={LOOKUP_PAGE_SIZE}" + (f"&next=cursor{n}" if n else ""), page(n))
+               for n in range(LOOKUP_PAGES)]
+    found_on_page_3 = [("GET", url, answer) for url, answer in listing[:2]] + [
+        ("GET", listing[2][0], page(2, last=True))]
+    client, sent, _ = remote([("POST", f"{base}/jobs", lost), *found_on_page_3])
+    assert client.submit(qc.Circuit(1).h(0)) == "found" and len(posted) == 1 and not sent.script
+    # bounded: after LOOKUP_PAGES pages without the key the job is re-sent (with the same key)
+    posted.clear()
+    client, sent, _ = remote([("POST", f"{base}/jobs", lost), *[("GET", url, answer) for url, answer in listing],
+                              ("POST", f"{base}/jobs", created)])
+    assert client.submit(qc.Circuit(1).h(0)) == JOB_ID and not sent.script

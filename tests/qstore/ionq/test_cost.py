@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+
 import numpy as np
 import pytest
 import requests
 
 import qsim_core as qc
 from qstore.ionq import job_body
-from qstore.ionq.client import IonQBudgetError, IonQClient
+from qstore.ionq.client import IonQBadRequestError, IonQBudgetError, IonQClient, IonQRetryError, RetryPolicy
 from qstore.ionq.cost import CostError, PricingTable, estimate_cost
 
 ARIA = PricingTable.load().price("qpu.aria-1")
@@ -107,3 +113,78 @@ def test_the_server_quotes_estimates_to_qiskit_ionq(tmp_path):
         bad = requests.get(f"{root}/v0.4/jobs/estimate", params={"backend": "qpu.nowhere", "shots": 1},
                            headers={"Authorization": "apiKey k"}, timeout=10)
         assert bad.status_code == 400 and "no price for backend" in bad.json()["message"]
+
+
+class IonQHost(requests.adapters.BaseAdapter):
+    """The remote IonQ host for many threads at once (recorded shapes): ``POST /jobs`` answers
+    ``status`` after ``delay`` seconds (the round trip during which the threads race)."""
+
+    def __init__(self, status: int = 200, delay: float = 0.05, error: Exception | None = None) -> None:
+        super().__init__()
+        self.status, self.delay, self.error = status, delay, error
+        self.posts = 0
+        self._lock = threading.Lock()
+
+    def send(self, request, **kwargs) -> requests.Response:
+        with self._lock:
+            self.posts += request.method == "POST"
+            number = self.posts
+        time.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        response = requests.Response()
+        response.status_code = self.status
+        body = ({"id": f"job-{number}", "status": "submitted"} if self.status == 200 else
+                {"error": HTTPStatus(self.status).phrase, "message": "refused", "statusCode": self.status})
+        if request.method == "GET":  # the lost-job lookup: nothing found
+            response.status_code, body = 200, {"jobs": []}
+        response._content = json.dumps(body).encode()
+        response.headers["Content-Type"] = "application/json"
+        if self.status == 429:
+            response.headers["Retry-After"] = "0"
+        response.url, response.request = request.url, request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def budget_client(host: IonQHost, budget: float) -> IonQClient:
+    session = requests.Session()
+    session.mount("https://", host)
+    return IonQClient("key", session=session, budget=budget, sleep=lambda seconds: None,
+                      retry=RetryPolicy(attempts=3, initial_delay=0.0))
+
+
+def test_threads_racing_for_a_small_budget_never_overspend():
+    cost = estimate_cost(job_body(circuit(), backend="qpu.aria-1", shots=100)).cost
+    host = IonQHost()
+    client = budget_client(host, 3.5 * cost)  # room for three jobs
+    start = threading.Barrier(16)
+
+    def submit(_: int) -> str:
+        start.wait()
+        try:
+            return client.submit(circuit(), backend="qpu.aria-1", shots=100)
+        except IonQBudgetError:
+            return "refused"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(submit, range(16)))
+    assert sum(outcome != "refused" for outcome in outcomes) == 3 == host.posts
+    assert client.spent == pytest.approx(3 * cost) and client.spent <= client.budget
+
+
+@pytest.mark.parametrize(("host", "error", "kept"), [
+    (IonQHost(status=400, delay=0), IonQBadRequestError, False),  # refused: certainly not created
+    (IonQHost(status=429, delay=0), IonQRetryError, False),  # rate limited every time: never processed
+    (IonQHost(status=503, delay=0), IonQRetryError, True),  # maybe created: the estimate stays counted
+    (IonQHost(delay=0, error=requests.ConnectionError("reset")), IonQRetryError, True),
+], ids=["400", "429", "503", "connection-lost"])
+def test_a_failed_submission_gives_its_reservation_back_unless_the_job_may_exist(host, error, kept):
+    cost = estimate_cost(job_body(circuit(), backend="qpu.aria-1", shots=100)).cost
+    client = budget_client(host, 1.5 * cost)
+    with pytest.raises(error) as raised:
+        client.submit(circuit(), backend="qpu.aria-1", shots=100)
+    assert raised.value.maybe_processed is kept
+    assert client.spent == pytest.approx(cost if kept else 0.0)
