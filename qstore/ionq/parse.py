@@ -39,7 +39,10 @@ from .wire import (
 
 
 def _describe(entry: object) -> str:
-    text = json.dumps(entry, default=repr)
+    try:
+        text = json.dumps(entry, default=repr)
+    except ValueError:  # an integer over Python's 4,300-digit conversion limit
+        return f"<a {type(entry).__name__} holding a number too long to show>"
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -83,7 +86,11 @@ def _parameters(spec: Gate, entry: Mapping[str, Any]) -> tuple[list[float], set[
             if not isinstance(raw, list) or len(raw) != field.width:
                 raise IonQFormatError(f"{name!r} must be a list of {field.width} numbers, got {raw!r}")
             raw = raw[field.slot]
-        values.append(read_number(raw, name))
+        try:
+            values.append(read_number(raw, name))
+        except OverflowError:  # an integer beyond a float's range, e.g. 10**400
+            raise IonQFormatError(f"{name!r} must be a number in a 64-bit float's range, "
+                                  f"got an integer of about {raw.bit_length() * 0.30103:.0f} digits") from None
     return values, used
 
 
@@ -357,7 +364,8 @@ def _optional(body: Mapping[str, Any], field: str, kind: type, default: Any = No
 
 def _shots(value: object) -> int:
     """``shots`` as an int: qiskit sends an int, cirq-ionq a numeric string."""
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only ("²".isdigit() is true, but int() refuses it); 18 digits keep int() cheap
+    if isinstance(value, str) and value.isascii() and value.strip().isdecimal() and len(value.strip()) <= 18:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise IonQFormatError(f"'shots' must be a positive integer (or its decimal string), got {value!r}")

@@ -16,6 +16,7 @@ v0.4; qiskit reaches them when its base URL has no version):
 ``GET    /jobs/estimate``                   price of a job from gate counts (``qstore/ionq/pricing.json``)
 ``DELETE /jobs/{id}``                       delete a job; later requests for it get 404
 ``GET    /backends``, ``/backends/{name}``  no API key needed (qiskit-ionq probes it without one)
+``GET    /v0.4/openapi.json``               this API as an OpenAPI 3 document (:mod:`.openapi`)
 =========================================  ==========================================================
 
 Requests carry ``Authorization: apiKey <key>``; keys come from a file (one per
@@ -23,6 +24,14 @@ line, ``#`` comments) and/or ``QSTORE_API_KEYS`` (comma or whitespace
 separated). An unknown key gets 401; a key never sees another key's jobs
 (404, as if they did not exist). Errors have IonQ's shape
 ``{"error": "<HTTP phrase>", "message": "...", "statusCode": <int>}``.
+
+Nothing a client sends can cause a 5xx: bodies are strict JSON
+(:mod:`.strictjson`: no ``NaN``, no lone surrogates, bounded numbers and
+nesting), checked against the job limits (:mod:`.limits`) before any circuit
+is built; bodies over ``max_body_bytes`` get 413, slower than
+``receive_timeout`` 408, a key with ``max_queued_per_key`` unfinished jobs
+429 with ``Retry-After``. Anything unexpected is a logged 500 quoting a
+request id.
 
 Jobs persist in SQLite (:mod:`qstore.ionq.server.jobstore`). A job's body is parsed
 once, on ``POST``, into its circuits grouped by gate sequence: each group is
@@ -40,13 +49,14 @@ the noiseless state (a warning on the job says so).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,15 +67,18 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from ..cost import CostError, PricingTable
 from ..parse import JobRequest, gate_counts, parse_job_body
 from ..wire import IDEMPOTENCY_FIELD, MULTI_CIRCUIT, SINGLE_CIRCUIT, IonQFormatError
-from .jobstore import PENDING, JobRow, JobStore
+from .jobstore import PENDING, TERMINAL, JobRow, JobStore
 from .latency import LatencyProfile
+from .limits import ESTIMATE_MAXIMA, JobLimits, LimitError
+from .openapi import openapi_document
 from .runner import Runner
+from .strictjson import BodyError, loads_strict
 
 log = logging.getLogger("qstore.ionq.server")
 
@@ -79,6 +92,10 @@ _STATUS_NAMES = {"v0.3": {"started": "running"}, "v0.4": {}}
 _JSON = "application/json"
 #: bodies up to this size (quick to validate) are parsed on the event loop, larger ones in a thread
 _INLINE_BODY_BYTES = 2**16
+#: aggregated results up to this many probability entries are answered in one piece, larger ones streamed
+_INLINE_RESULT_ENTRIES = 2**16
+#: the largest integer query parameter accepted (``next`` is a SQLite rowid, a signed 64-bit integer)
+_MAX_QUERY_INT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -90,11 +107,15 @@ class ServerConfig:
         api_keys: the accepted API keys (never stored or shown; jobs record their SHA-256 digests).
         profile: injected latency (:class:`~qstore.ionq.server.latency.LatencyProfile`).
         workers: simulation threads (jobs that run at once).
-        max_qubits: widest ``input.qubits`` accepted. A running job holds a 2**n complex128
-            state, and a dense result lists up to 2**n states as JSON (about 30 MB at 20 qubits).
-        max_shots: largest ``shots`` accepted.
-        max_circuits: most circuits in one multi-circuit job.
-        max_body_bytes: largest request body accepted, bytes.
+        limits: what one job may ask for (qubits, shots, circuits, gates, work, result size; see
+            :class:`~qstore.ionq.server.limits.JobLimits`, which explains the defaults).
+        max_body_bytes: largest request body accepted, bytes (larger: 413).
+        max_queued_per_key: most unfinished (queued or running) jobs per API key (more: 429 with Retry-After).
+        max_attempts: runs of a job the server may die during before the job is marked failed.
+        retain: seconds a finished job (body, results, children) is kept; None keeps jobs forever.
+        receive_timeout: seconds a client may take to send a request body (slower: 408).
+        max_connections: connections served at once (uvicorn's ``limit_concurrency``; more get 503).
+        keep_alive: seconds an idle keep-alive connection stays open.
         pricing: prices ``GET /jobs/estimate`` quotes.
     """
 
@@ -102,17 +123,26 @@ class ServerConfig:
     api_keys: frozenset[str] = field(repr=False)
     profile: LatencyProfile
     workers: int = 2
-    max_qubits: int = 20
-    max_shots: int = 1_000_000
-    max_circuits: int = 1_000
+    limits: JobLimits = field(default_factory=JobLimits)
     max_body_bytes: int = 10 * 2**20
+    max_queued_per_key: int = 100
+    max_attempts: int = 3
+    retain: float | None = None
+    receive_timeout: float = 30.0
+    max_connections: int = 256
+    keep_alive: float = 5.0
     pricing: PricingTable = field(default_factory=PricingTable.load)
 
     def __post_init__(self) -> None:
         if not self.api_keys:
             raise ValueError(f"no API keys: pass an api keys file or set {API_KEYS_ENV}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for name in ("workers", "max_body_bytes", "max_queued_per_key", "max_attempts", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("receive_timeout", "keep_alive", "retain"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {value}")
 
 
 def _digest(key: str) -> str:
@@ -133,18 +163,36 @@ def read_api_keys(api_keys_file: str | os.PathLike | None, environ: dict[str, st
 
 
 class ApiError(Exception):
-    """An error answered in IonQ's shape with this HTTP status."""
+    """An error answered in IonQ's shape with this HTTP status (and headers, e.g. ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """IonQ's error body: ``{"error": <HTTP phrase>, "message": ..., "statusCode": status}``."""
-    body = {"error": HTTPStatus(status).phrase, "message": message, "statusCode": status}
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    """IonQ's error body: ``{"error": <HTTP phrase>, "message": ..., "statusCode": status}`` (plus ``extra``)."""
+    message = message.encode("utf-8", "backslashreplace").decode()  # whatever a message quotes, it is text
+    body = {"error": HTTPStatus(status).phrase, "message": message, "statusCode": status, **extra}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _query_int(value: object, name: str, default: int, low: int, high: int) -> int:
+    """An integer query (or JSON body) parameter in ``[low, high]``; ``default`` if absent."""
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.strip().isdecimal() and len(value.strip()) <= 19:
+        number = int(value)
+    else:
+        raise ApiError(400, f"{name!r} must be an integer from {low} to {high}, got {value!r:.60}")
+    if not low <= number <= high:
+        raise ApiError(400, f"{name!r} must be an integer from {low} to {high}, got {str(number):.40}")
+    return number
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -186,19 +234,19 @@ class IonQApi:
 
     def routes(self) -> list[Route]:
         """The routes, relative to the version prefix."""
-        return [
-            Route("/jobs", self.create_job, methods=["POST"]),
-            Route("/jobs", self.list_jobs, methods=["GET"]),
-            Route("/jobs/estimate", self.estimate, methods=["GET"]),  # before /jobs/{job_id}, which would take it
-            Route("/jobs/{job_id}", self.get_job, methods=["GET"]),
-            Route("/jobs/{job_id}", self.delete_job, methods=["DELETE"]),
-            Route("/jobs/{job_id}/status/cancel", self.cancel_job, methods=["PUT"]),
-            Route("/jobs/{job_id}/results", self.results, methods=["GET"]),
-            Route("/jobs/{job_id}/results/probabilities", self.probabilities, methods=["GET"]),
-            Route("/jobs/{job_id}/results/probabilities/aggregated", self.aggregated, methods=["GET"]),
-            Route("/backends", self.list_backends, methods=["GET"]),
-            Route("/backends/{name:path}", self.get_backend, methods=["GET"]),
-        ]
+        return [Route(path, _guarded(endpoint), methods=[method]) for path, endpoint, method in [
+            ("/jobs", self.create_job, "POST"),
+            ("/jobs", self.list_jobs, "GET"),
+            ("/jobs/estimate", self.estimate, "GET"),  # before /jobs/{job_id}, which would take it
+            ("/jobs/{job_id}", self.get_job, "GET"),
+            ("/jobs/{job_id}", self.delete_job, "DELETE"),
+            ("/jobs/{job_id}/status/cancel", self.cancel_job, "PUT"),
+            ("/jobs/{job_id}/results", self.results, "GET"),
+            ("/jobs/{job_id}/results/probabilities", self.probabilities, "GET"),
+            ("/jobs/{job_id}/results/probabilities/aggregated", self.aggregated, "GET"),
+            ("/backends", self.list_backends, "GET"),
+            ("/backends/{name:path}", self.get_backend, "GET"),
+        ]]
 
     # -------------------------------------------------------------- helpers
 
@@ -212,32 +260,44 @@ class IonQApi:
     def _job(self, request: Request) -> tuple[str, JobRow]:
         owner = self._owner(request)
         job_id = request.path_params["job_id"]
-        row = self.state.store.get(owner, job_id)
+        row = self.state.store.get(owner, job_id) if _is_uuid(job_id) else None
         if row is None:  # also for another key's job: its existence is not revealed
-            raise ApiError(404, f"job {job_id} not found")
+            raise ApiError(404, f"job {job_id:.100} not found")
         return owner, row
 
     def _top_level(self, row: JobRow, action: str) -> None:
         if row.parent is not None:
             raise ApiError(400, f"job {row.id} is circuit {row.position} of job {row.parent}; {action} the parent")
 
-    async def _body(self, request: Request) -> tuple[Any, bytes]:
-        """The request body decoded from JSON (None if empty), and as received."""
-        limit = self.state.config.max_body_bytes
+    async def _raw_body(self, request: Request) -> bytes:
+        """The request body as received: at most ``max_body_bytes`` (else 413), within ``receive_timeout`` (408)."""
+        config = self.state.config
+        limit = config.max_body_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ApiError(400, f"request body of {declared} bytes exceeds this server's limit of {limit} bytes")
+        if declared.isascii() and declared.isdecimal() and int(declared[:20]) > limit:
+            raise ApiError(413, f"request body of {declared:.20} bytes exceeds this server's limit of {limit} bytes "
+                                "(max_body_bytes)")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(400, f"request body exceeds this server's limit of {limit} bytes")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
         try:
-            return (json.loads(raw) if size else None), raw
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ApiError(400, f"request body is not valid JSON: {error}") from None
+            async with asyncio.timeout(config.receive_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError(413, f"request body exceeds this server's limit of {limit} bytes "
+                                            "(max_body_bytes)")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {config.receive_timeout:g} s") from None
+        return b"".join(chunks)
+
+    async def _body(self, request: Request) -> tuple[Any, bytes]:
+        """The request body decoded from strict JSON (None if empty), and as received."""
+        raw = await self._raw_body(request)
+        try:
+            return (loads_strict(raw) if len(raw) <= _INLINE_BODY_BYTES
+                    else await asyncio.to_thread(loads_strict, raw)), raw
+        except BodyError as error:
+            raise ApiError(400, str(error)) from None
 
     def _url(self, job_id: str, tail: str) -> str:
         return f"/{self.version}/jobs/{job_id}/{tail}"
@@ -278,30 +338,31 @@ class IonQApi:
             view["warning"] = {"messages": row.warnings}
         return view
 
-    def _check_limits(self, job: JobRequest) -> None:
-        config = self.state.config
+    def _parse(self, body: Any) -> JobRequest:
+        """A ``POST /jobs`` body checked against the limits (before any circuit is built), then parsed."""
+        try:
+            self.state.config.limits.check(body)
+            job = parse_job_body(body)
+        except (LimitError, IonQFormatError) as error:
+            raise ApiError(getattr(error, "status", 400), str(error)) from None
         backends = {"simulator", *DEVICE_QUBITS, *_QPU_ALIASES}
         if job.backend not in backends:
-            raise ApiError(400, f"unknown backend {job.backend!r}; this server runs {', '.join(sorted(backends))}")
-        if job.qubits > config.max_qubits:
-            raise ApiError(400, f"input.qubits = {job.qubits} exceeds this server's limit of {config.max_qubits}")
-        if job.shots > config.max_shots:
-            raise ApiError(400, f"shots = {job.shots} exceeds this server's limit of {config.max_shots}")
-        if len(job.names) > config.max_circuits:
-            raise ApiError(400, f"{len(job.names)} circuits exceed this server's limit of {config.max_circuits}")
+            raise ApiError(400, f"unknown backend {job.backend!r:.100}; this server runs "
+                                f"{', '.join(sorted(backends))}")
+        return job
 
     # -------------------------------------------------------------- jobs
 
     async def create_job(self, request: Request) -> Response:
         """``POST /jobs``: validate, store durably, schedule; ``{"id", "status": "submitted"}``."""
         owner = self._owner(request)
+        quota = self.state.config.max_queued_per_key
+        if self.state.runner.unfinished(owner) >= quota:  # before reading the body: refusing costs nothing
+            raise ApiError(429, f"this API key has {quota} unfinished jobs, this server's limit (max_queued_per_key); "
+                                "retry when some have finished", {"Retry-After": "1"})
         body, raw = await self._body(request)
-        try:  # a large body in a thread: it takes a while to validate, and the loop keeps answering meanwhile
-            job = (parse_job_body(body) if len(raw) <= _INLINE_BODY_BYTES
-                   else await asyncio.to_thread(parse_job_body, body))
-        except IonQFormatError as error:
-            raise ApiError(400, str(error)) from None
-        self._check_limits(job)
+        # a large body in a thread: it takes a while to validate, and the loop keeps answering meanwhile
+        job = self._parse(body) if len(raw) <= _INLINE_BODY_BYTES else await asyncio.to_thread(self._parse, body)
         key = job.metadata.get(IDEMPOTENCY_FIELD)
         key = key if isinstance(key, str) and key else None
         existing = self.state.store.by_idempotency_key(owner, key) if key else None
@@ -320,7 +381,7 @@ class IonQApi:
                                          "stats": _stats([count], job.qubits)})
                     for name, count in zip(job.names, counts, strict=True)] if job.multi else []
         self.state.store.create(owner, job_id, summary, raw, key, children)
-        self.state.runner.submit(job_id, job)
+        self.state.runner.submit(job_id, owner, job)
         await asyncio.sleep(self.state.runner.latency("network", 0.5))
         return JSONResponse({"id": job_id, "status": "submitted", "session_id": None})
 
@@ -334,16 +395,15 @@ class IonQApi:
         owner = self._owner(request)
         body, _ = await self._body(request)
         query = request.query_params
-        limit = query.get("limit", body.get("limit") if isinstance(body, dict) else None) or 100
+        limit = query.get("limit", body.get("limit") if isinstance(body, dict) else None)
+        limit = _query_int(limit, "limit", 100, 1, 1000)
         cursor = query.get("next")
-        try:
-            limit, cursor = min(int(limit), 1000), None if cursor is None else int(cursor)
-        except ValueError:
-            raise ApiError(400, "'limit' and 'next' must be integers") from None
-        if limit < 1:
-            raise ApiError(400, "'limit' must be >= 1")
+        cursor = None if cursor is None else _query_int(cursor, "next", 0, 0, _MAX_QUERY_INT)
         status = query.get("status")
         stored = {wire: name for name, wire in self.statuses.items()}.get(status, status)
+        if stored is not None and stored not in (*PENDING, *TERMINAL):
+            known = sorted(self.statuses.get(name, name) for name in (*PENDING, *TERMINAL))
+            raise ApiError(400, f"'status' must be one of {', '.join(known)}, got {status!r:.60}")
         rows = self.state.store.jobs(owner, stored, limit, cursor)
         answer: dict[str, Any] = {"jobs": [self._view(row) for row in rows]}
         if len(rows) == limit:
@@ -359,13 +419,11 @@ class IonQApi:
         """
         self._owner(request)
         query = request.query_params
-        try:
-            one, two, shots, qubits = (int(query.get(name, "0"))
-                                       for name in ("1q_gates", "2q_gates", "shots", "qubits"))
-        except ValueError:
-            raise ApiError(400, "'1q_gates', '2q_gates', 'shots' and 'qubits' must be integers") from None
-        if min(one, two, shots, qubits) < 0:
-            raise ApiError(400, "gate counts, shots and qubits must be >= 0")
+        one, two, shots, qubits = (_query_int(query.get(name), name, 0, 0, ESTIMATE_MAXIMA[name])
+                                   for name in ("1q_gates", "2q_gates", "shots", "qubits"))
+        job_type = query.get("type", SINGLE_CIRCUIT)
+        if job_type not in (SINGLE_CIRCUIT, MULTI_CIRCUIT):
+            raise ApiError(400, f"'type' must be {SINGLE_CIRCUIT!r} or {MULTI_CIRCUIT!r}, got {job_type!r:.60}")
         backend = query.get("backend", "")
         try:
             price = self.state.config.pricing.price(backend)
@@ -377,7 +435,7 @@ class IonQApi:
             "cost_unit": self.state.config.pricing.currency,
             "input_values": {"backend": backend, "1q_gates": one, "2q_gates": two, "shots": shots, "qubits": qubits,
                              "error_mitigation": mitigation, "session": query.get("session", "false").lower() == "true",
-                             "type": query.get("type", SINGLE_CIRCUIT)},
+                             "type": job_type},
             "estimated_at": _iso(time.time()),
         })
 
@@ -385,7 +443,8 @@ class IonQApi:
         """``PUT /jobs/{id}/status/cancel``: pending jobs become ``canceled``; finished ones are unchanged."""
         owner, row = self._job(request)
         self._top_level(row, "cancel")
-        self.state.store.cancel(owner, row.id)
+        if self.state.store.cancel(owner, row.id):
+            self.state.runner.forget(row.id, owner)
         status = self.state.store.get(owner, row.id).status
         return JSONResponse({"id": row.id, "status": self.statuses.get(status, status)})
 
@@ -394,6 +453,7 @@ class IonQApi:
         owner, row = self._job(request)
         self._top_level(row, "delete")
         self.state.store.delete(owner, row.id)
+        self.state.runner.forget(row.id, owner)
         return JSONResponse({"id": row.id, "status": "deleted"})
 
     # -------------------------------------------------------------- results
@@ -408,10 +468,26 @@ class IonQApi:
         await asyncio.sleep(self.state.runner.latency("network", 0.5))
         return Response(text, media_type=_JSON)
 
-    def _aggregated_text(self, row: JobRow) -> str:
-        """``{child_id: probabilities}`` in circuit order (a single job: ``{id: probabilities}``)."""
-        pairs = self.state.store.child_results(row.id) or [(row.id, row.result)]
-        return "{" + ", ".join(f"{json.dumps(job_id)}: {result}" for job_id, result in pairs) + "}"
+    async def _aggregated(self, row: JobRow) -> Response:
+        """``{child_id: probabilities}`` in circuit order (a single job: ``{id: probabilities}``).
+
+        Small results in one piece; large ones streamed a circuit at a time, never held together in memory.
+        """
+        stats = row.summary["stats"]
+        if stats["circuits"] << stats["qubits"] <= _INLINE_RESULT_ENTRIES:
+            pairs = self.state.store.child_results(row.id) or [(row.id, row.result)]
+            return await self._answer("{" + ", ".join(f"{json.dumps(job_id)}: {result}"
+                                                      for job_id, result in pairs) + "}")
+        await asyncio.sleep(self.state.runner.latency("network", 0.5))
+        store = self.state.store
+
+        async def pieces() -> AsyncIterator[str]:
+            yield "{"
+            for k, child in enumerate(store.child_ids(row.id) or [row.id]):
+                yield f"{', ' if k else ''}{json.dumps(child)}: {store.result(child)}"
+            yield "}"
+
+        return StreamingResponse(pieces(), media_type=_JSON)
 
     async def probabilities(self, request: Request) -> Response:
         """``GET /jobs/{id}/results/probabilities``: one circuit's ``{"<index>": p}``."""
@@ -426,18 +502,18 @@ class IonQApi:
         """``GET /jobs/{id}/results/probabilities/aggregated``: ``{child_id: {"<index>": p}}``."""
         _, row = self._job(request)
         self._completed(row)
-        return await self._answer(self._aggregated_text(row))
+        return await self._aggregated(row)
 
     async def results(self, request: Request) -> Response:
         """v0.3 ``GET /jobs/{id}/results``: probabilities, nested by child for a multi-circuit job."""
         _, row = self._job(request)
         self._completed(row)
-        return await self._answer(row.result if row.result is not None else self._aggregated_text(row))
+        return await self._answer(row.result) if row.result is not None else await self._aggregated(row)
 
     # -------------------------------------------------------------- backends (no key needed)
 
     def _backends(self) -> list[dict[str, Any]]:
-        limit = self.state.config.max_qubits
+        limit = self.state.config.limits.max_qubits
         now = _iso(time.time())
         return [{"backend": name, "status": "available", "qubits": min(qubits, limit), "average_queue_time": 0,
                  "last_updated": now, "has_access": True, "degraded": False}
@@ -468,7 +544,7 @@ class _State:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.message)
+    return error_response(error.status, error.message, error.headers)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -476,9 +552,47 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(error.status_code, str(error.detail), error.headers)
 
 
-async def _internal_error(request: Request, error: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(500, f"internal server error: {type(error).__name__}")
+def _internal_error(request: Request, error: Exception) -> Response:
+    """Anything unexpected: logged with a request id, which the answer quotes (and nothing else about it)."""
+    request_id = uuid.uuid4().hex
+    log.error("internal error %s on %s %s", request_id, request.method, request.url.path, exc_info=error)
+    return error_response(500, f"internal server error (request id {request_id}; the server log has the details)",
+                          {"X-Request-Id": request_id}, request_id=request_id)
+
+
+def _guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` answering any unexpected exception with :func:`_internal_error`'s 500.
+
+    Here rather than as the app's ``Exception`` handler: Starlette re-raises
+    after that handler answers, and uvicorn then drops the connection.
+    """
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except (ApiError, HTTPException):
+            raise
+        except Exception as error:
+            return _internal_error(request, error)
+
+    return guarded
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+async def _purge_finished(store: JobStore, retain: float) -> None:
+    """Forever: delete jobs that finished more than ``retain`` seconds ago, checking every ``retain / 10`` s."""
+    while True:
+        removed = store.purge(time.time() - retain)
+        if removed:
+            log.info("retention: deleted %d jobs finished over %g s ago", removed, retain)
+        await asyncio.sleep(min(retain / 10, 600))
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -488,16 +602,23 @@ def create_app(config: ServerConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         state.store = JobStore(config.db)
-        state.runner = Runner(state.store, config.profile, config.workers)
-        for job_id in state.store.recover():
-            state.runner.submit(job_id)
+        state.runner = Runner(state.store, config.profile, config.workers, config.limits)
+        for job_id, owner in state.store.recover(config.max_attempts):
+            state.runner.submit(job_id, owner)
+        retention = asyncio.create_task(_purge_finished(state.store, config.retain)) if config.retain else None
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             await state.runner.close()
             state.store.close()
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(config))
+
     v04, v03 = IonQApi(state, "v0.4"), IonQApi(state, "v0.3")
-    routes = [Mount("/v0.4", routes=v04.routes()), Mount("/v0.3", routes=v03.routes()), *v04.routes()]
+    routes = [Mount("/v0.4", routes=[Route("/openapi.json", _guarded(openapi), methods=["GET"]), *v04.routes()]),
+              Mount("/v0.3", routes=v03.routes()), *v04.routes()]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error})
+        ApiError: _api_error, HTTPException: _http_error})

@@ -21,6 +21,14 @@ Guarantees the server builds on:
   overwriting anything. One server per database file is enforced by an
   exclusive ``flock`` on ``<db>.lock`` (released by the kernel on a crash),
   which is what makes re-queueing ``started`` jobs at start-up safe.
+* **No crash loops.** A job that was ``started`` when the server died
+  ``max_attempts`` times is marked ``failed`` at the next start instead of
+  being run again (:meth:`JobStore.recover`).
+* **Results streamed.** A running job's results are written circuit by
+  circuit (:class:`ResultWriter`, each write checking the claim), so neither
+  a job nor the store ever holds all of a large job's results at once.
+* **Bounded.** :meth:`JobStore.purge` deletes jobs finished before a time
+  (the server's ``retain`` option).
 * **Isolation.** Every read and write of a client's job is filtered by its
   owner (a SHA-256 digest of its API key; keys themselves are never stored).
 
@@ -70,6 +78,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_k
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 """
+
+#: columns added after the first release, with their declarations (added to older files at open)
+_ADDED_COLUMNS = {"attempts": "INTEGER NOT NULL DEFAULT 0"}
 
 _COLUMNS = ("seq, id, owner, parent, position, status, summary, attempts, result, failure, warnings, "
             "execution_ms, submitted_at, started_at, completed_at")
@@ -155,6 +166,15 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes; see the module docstring
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an earlier version up to :data:`_SCHEMA` (columns added since)."""
+        columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(jobs)")}
+        with self._db:
+            for name, declaration in _ADDED_COLUMNS.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
     def close(self) -> None:
         """Close the database and release the lock."""
@@ -197,6 +217,11 @@ class JobStore:
         """A multi-circuit job's children's ids in circuit order ([] for any other job)."""
         rows = self._db.execute("SELECT id FROM jobs WHERE parent = ? ORDER BY position", (parent_id,))
         return [child_id for (child_id,) in rows]
+
+    def result(self, job_id: str) -> str | None:
+        """One job's (or child's) result, JSON text; None if it has none (yet)."""
+        row = self._db.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row[0] if row else None
 
     def child_results(self, parent_id: str) -> list[tuple[str, str | None]]:
         """``(id, result)`` of a multi-circuit job's children in circuit order (the JSON texts, unparsed)."""
@@ -244,25 +269,29 @@ class JobStore:
                              (time.time(), job_id))
         return Claim(job_id, row[0], row[1])
 
-    def complete(self, claim: Claim, results: Sequence[str], execution_ms: int, warnings: Sequence[str]) -> bool:
-        """Finish a claimed job with one result (JSON text) per circuit; False if the claim was lost.
+    def complete(self, claim: Claim, results: Sequence[str] | None, execution_ms: int,
+                 warnings: Sequence[str]) -> bool:
+        """Finish a claimed job; False if the claim was lost.
 
-        A single-circuit job keeps its result itself; a multi-circuit job's
+        ``results``: one result (JSON text) per circuit, or None if they were
+        already written circuit by circuit (:class:`ResultWriter`). A
+        single-circuit job keeps its result itself; a multi-circuit job's
         results go to its children, in circuit order.
         """
         now = time.time()
         with self._db:
             multi = self._db.execute("SELECT 1 FROM jobs WHERE parent = ? LIMIT 1", (claim.job_id,)).fetchone()
+            own = None if results is None or multi else results[0]  # None: keep what was written
             finished = self._db.execute(
-                "UPDATE jobs SET status = 'completed', completed_at = ?, execution_ms = ?, warnings = ?, result = ?"
-                " WHERE id = ? AND status = 'started' AND attempts = ?",
-                (now, execution_ms, json.dumps(list(warnings)), None if multi else results[0], claim.job_id,
-                 claim.attempt)).rowcount
+                "UPDATE jobs SET status = 'completed', completed_at = ?, execution_ms = ?, warnings = ?,"
+                " result = COALESCE(?, result) WHERE id = ? AND status = 'started' AND attempts = ?",
+                (now, execution_ms, json.dumps(list(warnings)), own, claim.job_id, claim.attempt)).rowcount
             if finished and multi:
-                self._db.executemany(
-                    "UPDATE jobs SET status = 'completed', completed_at = ?, execution_ms = ?, result = ?"
-                    " WHERE parent = ? AND position = ?",
-                    [(now, execution_ms, result, claim.job_id, k) for k, result in enumerate(results)])
+                self._db.execute("UPDATE jobs SET status = 'completed', completed_at = ?, execution_ms = ?"
+                                 " WHERE parent = ?", (now, execution_ms, claim.job_id))
+                if results is not None:
+                    self._db.executemany("UPDATE jobs SET result = ? WHERE parent = ? AND position = ?",
+                                         [(text, claim.job_id, k) for k, text in enumerate(results)])
         return bool(finished)
 
     def fail(self, claim: Claim, code: str, message: str) -> bool:
@@ -288,14 +317,68 @@ class JobStore:
                 self._db.execute("DELETE FROM jobs WHERE parent = ?", (job_id,))
         return bool(deleted)
 
-    def recover(self) -> list[str]:
-        """Ids of the top-level jobs left unfinished by a previous process, oldest first.
+    def recover(self, max_attempts: int = 3) -> list[tuple[str, str]]:
+        """``(id, owner)`` of the top-level jobs left unfinished by a previous process, oldest first.
 
         ``started`` ones go back to ``ready``: their run died with that
-        process (the lock guarantees no other process is running them).
+        process (the lock guarantees no other process is running them);
+        except those already claimed ``max_attempts`` times, which become
+        ``failed`` (``InternalError``): a job whose run takes the process
+        down is not retried forever.
         """
+        crashed = "parent IS NULL AND status = 'started' AND attempts >= ?"
+        failure = json.dumps({"code": "InternalError", "error": f"the server stopped while running this job "
+                                                                f"{max_attempts} times; it is not run again"})
+        now = time.time()
         with self._db:
+            self._db.execute(f"UPDATE jobs SET status = 'failed', failure = ?, completed_at = ?"
+                             f" WHERE parent IN (SELECT id FROM jobs WHERE {crashed})", (failure, now, max_attempts))
+            self._db.execute(f"UPDATE jobs SET status = 'failed', failure = ?, completed_at = ? WHERE {crashed}",
+                             (failure, now, max_attempts))
             self._db.execute("UPDATE jobs SET status = 'ready' WHERE status = 'started'")
-        rows = self._db.execute("SELECT id FROM jobs WHERE parent IS NULL AND status IN ('submitted', 'ready')"
+        rows = self._db.execute("SELECT id, owner FROM jobs WHERE parent IS NULL AND status IN ('submitted', 'ready')"
                                 " ORDER BY seq")
-        return [job_id for (job_id,) in rows]
+        return rows.fetchall()
+
+    def purge(self, finished_before: float) -> int:
+        """Delete the top-level jobs (bodies, results, children) that finished before this Unix time; how many."""
+        old = "parent IS NULL AND status IN ('completed', 'failed', 'canceled') AND completed_at < ?"
+        with self._db:
+            self._db.execute(f"DELETE FROM jobs WHERE parent IN (SELECT id FROM jobs WHERE {old})", (finished_before,))
+            return self._db.execute(f"DELETE FROM jobs WHERE {old}", (finished_before,)).rowcount
+
+    def result_writer(self) -> ResultWriter:
+        """A writer of a running job's results, for the calling thread (its own connection)."""
+        return ResultWriter(self.path)
+
+
+class ResultWriter:
+    """Writes a claimed job's results circuit by circuit, from a worker thread, while the claim holds.
+
+    Results reach the store as they are computed (one commit per circuit),
+    so a job never holds all of them in memory; :meth:`JobStore.complete`
+    with ``results=None`` then finishes the job. Use as a context manager,
+    in one thread.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, timeout=60)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._db.close()
+
+    def write(self, claim: Claim, multi: bool, position: int, result: str) -> bool:
+        """Store circuit ``position``'s result (JSON text); False if the claim was lost (canceled, deleted)."""
+        held = "EXISTS (SELECT 1 FROM jobs WHERE id = ? AND status = 'started' AND attempts = ?)"
+        with self._db:
+            if multi:
+                changed = self._db.execute(f"UPDATE jobs SET result = ? WHERE parent = ? AND position = ? AND {held}",
+                                           (result, claim.job_id, position, claim.job_id, claim.attempt)).rowcount
+            else:
+                changed = self._db.execute("UPDATE jobs SET result = ? WHERE id = ? AND status = 'started'"
+                                           " AND attempts = ?", (result, claim.job_id, claim.attempt)).rowcount
+        return bool(changed)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import ServerConfig, create_app, read_api_keys
 from .latency import LatencyProfile
@@ -31,8 +32,46 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: Any) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+def _head_deadline_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose next request head is not complete within ``seconds``.
+
+    uvicorn times out only idle keep-alive connections, and any byte received
+    resets that timer, so a client that opens a connection and sends nothing,
+    or dribbles a request head a byte at a time, would hold it (and a file
+    descriptor) forever. The deadline runs from the connection's opening and
+    from each response's end; request bodies have their own (the app's
+    ``receive_timeout``), and a request being answered is never cut.
+    """
+
+    class HeadDeadlineProtocol(H11Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def _arm(self) -> None:
+            self.loop.call_later(seconds, self._expire, self.cycle)
+
+        def _expire(self, armed: Any) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete  # no request in progress...
+            if waiting and self.cycle is armed and not self.transport.is_closing():  # ...and no new one since
+                self.transport.close()
+
+    return HeadDeadlineProtocol
+
+
+def _uvicorn(app: Any, config: ServerConfig) -> uvicorn.Server:
+    """uvicorn with the config's connection limits: at most ``max_connections`` at once (more get 503),
+    idle keep-alive connections closed after ``keep_alive`` s, request heads within ``receive_timeout`` s
+    (:func:`_head_deadline_protocol`; h11 caps their size at 16 KiB) and bodies by the app (``max_body_bytes``,
+    ``receive_timeout``)."""
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                         http=_head_deadline_protocol(config.receive_timeout),
+                                         limit_concurrency=config.max_connections,
+                                         timeout_keep_alive=config.keep_alive))
 
 
 @contextmanager
@@ -46,7 +85,7 @@ def running_server(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
     """
     sock = bind(host, port)
     app = create_app(config)
-    server = _uvicorn(wrap(app) if wrap else app)
+    server = _uvicorn(wrap(app) if wrap else app, config)
     thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True,
                               name="qstore-ionq-server")
     thread.start()
@@ -63,8 +102,7 @@ def running_server(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
 
 
 def serve(host: str, port: int, api_keys_file: str | os.PathLike | None, db: str | os.PathLike,
-          profile: str | os.PathLike = "none", *, workers: int = 2, max_qubits: int = 20,
-          max_shots: int = 1_000_000, max_body_bytes: int = 10 * 2**20) -> None:
+          profile: str | os.PathLike = "none", **settings: Any) -> None:
     """Run the server until interrupted; prints ``listening on http://HOST:PORT`` once it accepts connections.
 
     Args:
@@ -73,13 +111,13 @@ def serve(host: str, port: int, api_keys_file: str | os.PathLike | None, db: str
         api_keys_file: file with one API key per line (also read: ``QSTORE_API_KEYS``).
         db: SQLite job store; unfinished jobs in it resume at start-up.
         profile: latency profile name (``"none"``, ``"ionq-cloud"``) or a JSON file path.
-        workers, max_qubits, max_shots, max_body_bytes: see :class:`ServerConfig`.
+        settings: any other field of :class:`ServerConfig` (``workers``, ``limits``, ``retain``...).
     """
     config = ServerConfig(db=Path(db), api_keys=read_api_keys(api_keys_file), profile=LatencyProfile.load(profile),
-                          workers=workers, max_qubits=max_qubits, max_shots=max_shots, max_body_bytes=max_body_bytes)
+                          **settings)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
-    server = _uvicorn(create_app(config))
+    server = _uvicorn(create_app(config), config)
 
     async def run() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,6 +22,8 @@ from ..results import probabilities_to_ionq
 from ..wire import IonQFormatError
 from .jobstore import Claim, JobStore
 from .latency import LatencyProfile
+from .limits import JobLimits, LimitError
+from .strictjson import BodyError, loads_strict
 
 log = logging.getLogger("qstore.ionq.server")
 
@@ -56,15 +61,25 @@ def _seed(request: JobRequest, job_id: str) -> int:
     return uuid.UUID(job_id).int & (2**63 - 1)
 
 
-def execute(request: JobRequest, job_id: str, threads: int) -> tuple[list[str], list[str], int]:
+class JobStopped(Exception):
+    """A running job lost its claim (canceled or deleted): its run stops before the next circuit."""
+
+
+def execute(request: JobRequest, job_id: str, threads: int,
+            emit: Callable[[int, str], bool] | None = None) -> tuple[list[str], list[str], int]:
     """Run a job: one result (JSON text) per circuit, warnings, and simulation time in ms.
 
     Runs in a worker thread (or, for a small job, on the event loop), one
-    engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.parse.CircuitBatch`). Exact
+    engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.parse.CircuitBatch`)
+    and at most :data:`_BATCH_AMPLITUDES` amplitudes. Exact
     probabilities for the ideal simulator; ``shots`` sampled outcomes (as
     frequencies) for emulated QPUs and noise models, drawn per circuit from a
     stream seeded by the job's seed and the circuit's position (so how the
     circuits are batched does not change them).
+
+    With ``emit``, each circuit's result is handed to ``emit(position, text)``
+    as soon as it is computed instead of being returned (the list is then
+    empty); ``emit`` returning False stops the run with :class:`JobStopped`.
     """
     noise_model = (request.noise or {}).get("model", "ideal")
     sampled = request.backend.startswith("qpu") or noise_model != "ideal"
@@ -78,7 +93,7 @@ def execute(request: JobRequest, job_id: str, threads: int) -> tuple[list[str], 
     start = time.perf_counter()
     simulator = qc.Simulator(threads=threads)
     seed = _seed(request, job_id)
-    results: list[str] = [""] * len(request.names)
+    results: list[str] = [""] * len(request.names) if emit is None else []
     rows_per_call = max(1, _BATCH_AMPLITUDES >> request.qubits)
     for batch in request.batches:
         for first in range(0, len(batch.positions), rows_per_call):
@@ -90,20 +105,26 @@ def execute(request: JobRequest, job_id: str, threads: int) -> tuple[list[str], 
                 if sampled:
                     rng = np.random.default_rng((seed, position))
                     vector = rng.multinomial(request.shots, vector / vector.sum()) / request.shots
-                results[position] = json.dumps(probabilities_to_ionq(vector))
+                text = json.dumps(probabilities_to_ionq(vector))
+                if emit is None:
+                    results[position] = text
+                elif not emit(position, text):
+                    raise JobStopped(job_id)
     return results, warnings, round(1000 * (time.perf_counter() - start))
 
 
-def _execute_claim(claim: Claim, request: JobRequest | None, threads: int) -> tuple[list[str], list[str], int]:
-    """:func:`execute` a claimed job, parsing its stored body first if this process did not accept it."""
-    return execute(request or parse_job_body(json.loads(claim.request)), claim.job_id, threads)
+def parse_stored(request: bytes | str, limits: JobLimits) -> JobRequest:
+    """A stored job body parsed again, and checked against today's limits (a restart may have lowered them)."""
+    body = loads_strict(request.encode() if isinstance(request, str) else request)
+    limits.check(body)
+    return parse_job_body(body)
 
 
 def _failure_code(error: BaseException) -> str:
     """IonQ's failure code for an exception raised while running a job."""
-    if isinstance(error, IonQFormatError):
+    if isinstance(error, IonQFormatError | BodyError):
         return "CompilationError"
-    if isinstance(error, qc.CircuitTooLargeError):
+    if isinstance(error, LimitError | qc.CircuitTooLargeError):
         return "CircuitTooLarge"
     if isinstance(error, qc.QsimError):
         return "SimulationError"
@@ -114,18 +135,27 @@ class Runner:
     """Moves jobs through ``submitted -> ready -> started -> completed|failed`` with bounded concurrency.
 
     The event loop owns the store; ``workers`` consumer tasks run one job
-    each: in a thread pool of as many threads, or on the loop itself when
-    the job is small (:func:`runs_inline`). A job submitted by this process
-    runs from the :class:`~qstore.ionq.parse.JobRequest` its ``POST``
-    parsed; one recovered at start-up is parsed again (in a thread) from its
-    stored body.
+    each: in a thread pool of as many threads (writing results circuit by
+    circuit, so a canceled or deleted job stops at the next circuit), or on
+    the loop itself when the job is small (:func:`runs_inline`). Queued jobs
+    are taken round-robin across API keys (oldest first within a key), so
+    one key's burst does not delay another key's next job by more than a
+    job per key. A job submitted by this process runs from the
+    :class:`~qstore.ionq.parse.JobRequest` its ``POST`` parsed; one recovered
+    at start-up is parsed and checked against ``limits`` again, in a thread.
     """
 
-    def __init__(self, store: JobStore, profile: LatencyProfile, workers: int) -> None:
+    def __init__(self, store: JobStore, profile: LatencyProfile, workers: int, limits: JobLimits) -> None:
         self._store = store
         self._profile = profile
+        self._limits = limits
         self._rng = np.random.default_rng()
-        self._queue: asyncio.Queue[tuple[str, JobRequest | None]] = asyncio.Queue()
+        #: per owner, the jobs waiting in line; and the owners with waiting jobs, whose turn is next first
+        self._lines: dict[str, deque[tuple[str, JobRequest | None]]] = {}
+        self._turns: deque[str] = deque()
+        self._waiting = asyncio.Semaphore(0)  # one release per job in a line
+        #: per owner, its jobs submitted and not yet finished (what the per-key quota counts)
+        self._unfinished: dict[str, set[str]] = {}
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="qstore-ionq-sim")
         self._threads = max(1, (os.cpu_count() or 1) // workers)
         self._tasks = {asyncio.create_task(self._consume()) for _ in range(workers)}
@@ -134,37 +164,81 @@ class Runner:
         """Seconds of injected latency for a phase (see :mod:`qstore.ionq.server.latency`)."""
         return self._profile.draw(phase, self._rng, fraction)
 
-    def submit(self, job_id: str, parsed: JobRequest | None = None) -> None:
+    def unfinished(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
+        return len(self._unfinished.get(owner, ()))
+
+    def submit(self, job_id: str, owner: str, parsed: JobRequest | None = None) -> None:
         """Schedule a stored job: a new one with its parsed body, or one unfinished at start-up."""
-        task = asyncio.create_task(self._admit(job_id, parsed))
+        self._unfinished.setdefault(owner, set()).add(job_id)
+        task = asyncio.create_task(self._admit(job_id, owner, parsed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _admit(self, job_id: str, parsed: JobRequest | None) -> None:
+    def forget(self, job_id: str, owner: str) -> None:
+        """A job was canceled or deleted: it no longer counts against its owner's quota."""
+        jobs = self._unfinished.get(owner)
+        if jobs is not None:
+            jobs.discard(job_id)
+            if not jobs:
+                del self._unfinished[owner]
+
+    async def _admit(self, job_id: str, owner: str, parsed: JobRequest | None) -> None:
         await asyncio.sleep(self.latency("serialization"))
         self._store.mark_ready(job_id)
         await asyncio.sleep(self.latency("queue"))
-        await self._queue.put((job_id, parsed))
+        line = self._lines.get(owner)
+        if line is None:
+            line = self._lines[owner] = deque()
+            self._turns.append(owner)
+        line.append((job_id, parsed))
+        self._waiting.release()
+
+    def _next(self) -> tuple[str, str, JobRequest | None]:
+        """The next job in round-robin order of owners: ``(owner, job id, parsed body or None)``."""
+        owner = self._turns.popleft()
+        line = self._lines[owner]
+        job_id, parsed = line.popleft()
+        if line:
+            self._turns.append(owner)
+        else:
+            del self._lines[owner]
+        return owner, job_id, parsed
 
     async def _consume(self) -> None:
         while True:
-            job_id, parsed = await self._queue.get()
+            await self._waiting.acquire()
+            owner, job_id, parsed = self._next()
             try:
                 claim = self._store.claim(job_id)  # None: canceled or deleted while queued
                 if claim is not None:
                     await self._run(claim, parsed)
             except Exception:  # e.g. a full disk: log it, keep serving; the job resumes at the next start
                 log.exception("job %s could not be run", job_id)
+            finally:
+                self.forget(job_id, owner)
+
+    def _run_in_thread(self, claim: Claim, parsed: JobRequest | None) -> tuple[list[str], int]:
+        """In a worker thread: parse (if recovered) and run a job, streaming its results to the store."""
+        request = parsed or parse_stored(claim.request, self._limits)
+        with self._store.result_writer() as writer:
+            _, warnings, execution_ms = execute(request, claim.job_id, self._threads,
+                                                functools.partial(writer.write, claim, request.multi))
+        return warnings, execution_ms
 
     async def _run(self, claim: Claim, parsed: JobRequest | None) -> None:
         started = time.monotonic()
         minimum = self.latency("simulation")
+        results: list[str] | None = None
         try:
             if parsed is not None and runs_inline(parsed):
                 results, warnings, execution_ms = execute(parsed, claim.job_id, self._threads)
             else:
-                results, warnings, execution_ms = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, _execute_claim, claim, parsed, self._threads)
+                warnings, execution_ms = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run_in_thread, claim, parsed)
+        except JobStopped:
+            log.info("job %s was canceled or deleted while running; it stopped", claim.job_id)
+            return
         except Exception as error:  # a failed job must never take its worker down
             log.warning("job %s failed: %r", claim.job_id, error)
             self._store.fail(claim, _failure_code(error), str(error) or type(error).__name__)
@@ -180,8 +254,3 @@ class Runner:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
