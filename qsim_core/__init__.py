@@ -8,7 +8,8 @@ Public API::
     sim.probabilities(c)               # (4,) float64; qubit k is bit k of the index
 
 See :class:`Circuit` (one builder method per gate of :data:`GATES`),
-:class:`Param`, :class:`ParamSum`, :class:`Simulator`, :func:`to_native`,
+:class:`Param`, :class:`ParamSum`, :class:`Simulator`, :class:`NoiseModel` (IonQ's noise
+models, ``Simulator(noise=...)``), :func:`to_native`,
 :func:`seed_circuit` (the reference run's circuit) and :func:`available_backends`.
 """
 
@@ -24,6 +25,7 @@ from .errors import (
 )
 from .gates import GATES, Gate
 from .native import to_native
+from .noise import NoiseError, NoiseModel
 from .seed import seed_circuit
 from .simulator import Simulator
 
@@ -34,6 +36,8 @@ __all__ = [
     "CircuitError",
     "CircuitTooLargeError",
     "Gate",
+    "NoiseError",
+    "NoiseModel",
     "ObservableError",
     "Operation",
     "Param",

@@ -17,6 +17,15 @@ from .compiler import DEFAULT_BLOCK_QUBITS
 from .errors import CircuitError, ParameterError
 from .gradients import Estimator, parameter_shift, spsa
 from .measurement import Executor, expectations_from_counts
+from .noise import (
+    NoiseError,
+    NoiseModel,
+    noisy_expectations,
+    noisy_probabilities,
+    noisy_samples,
+    noisy_shot_expectations,
+    resolve_noise,
+)
 from .observables import PauliStrings, parse_observables
 
 _PRECISIONS = {"double": np.complex128, "single": np.complex64}
@@ -46,10 +55,16 @@ class Simulator:
         threads: worker threads for the compiled kernels; None uses all cores.
         block_qubits: for circuits wider than this, gates are fused into
             passes over at most this many qubits (cache blocking).
+        noise: None, an IonQ model name (``"aria-1"``, ``"aria-2"``, ``"forte-1"``)
+            or a :class:`~qsim_core.NoiseModel`: a depolarizing channel after every
+            gate as written. Shots then come from trajectories, probabilities and
+            shot-free expectations are exact (density matrices, up to 12 qubits),
+            gradients default to parameter-shift, and :meth:`statevector` is
+            refused. A model with both rates 0 runs the noiseless engine.
 
     Raises:
         BackendUnavailableError: the backend is unknown or not built here.
-        ValueError: an unknown precision or a non-positive thread count.
+        ValueError: an unknown precision, a non-positive thread count or an unknown noise model.
 
     Examples:
         >>> import qsim_core as qc
@@ -59,7 +74,8 @@ class Simulator:
     """
 
     def __init__(self, backend: str | Backend = "auto", precision: str = "double", seed: int | None = None,
-                 threads: int | None = None, block_qubits: int = DEFAULT_BLOCK_QUBITS) -> None:
+                 threads: int | None = None, block_qubits: int = DEFAULT_BLOCK_QUBITS,
+                 noise: str | NoiseModel | None = None) -> None:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be 'double' or 'single', got {precision!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -71,6 +87,7 @@ class Simulator:
         self.dtype = _PRECISIONS[precision]
         self.threads = threads or os.cpu_count() or 1
         self.block_qubits = block_qubits
+        self.noise = resolve_noise(noise)
         self._seed_key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self._draws = 0
 
@@ -81,7 +98,10 @@ class Simulator:
 
     def statevector(self, circuit: Circuit, params: np.ndarray | Sequence[float] | None = None, *,
                     initial_state: np.ndarray | None = None) -> np.ndarray:
-        """Final state(s): ``(2**n,)`` or ``(B, 2**n)``, complex128 or complex64."""
+        """Final state(s): ``(2**n,)`` or ``(B, 2**n)``, complex128 or complex64 (not with noise: a mixed state)."""
+        if self.noise is not None:
+            raise NoiseError("a noisy state is mixed and has no statevector; use probabilities(), expectation() "
+                             "or sample() with noise, or a Simulator without noise=")
         job, batched = self._job(circuit, params, initial_state)
         return self._shape(self._backend.statevector(job), batched)
 
@@ -89,6 +109,8 @@ class Simulator:
                       initial_state: np.ndarray | None = None) -> np.ndarray:
         """Basis-state probabilities, float64 ``(2**n,)`` or ``(B, 2**n)``; index bit k is qubit k."""
         job, batched = self._job(circuit, params, initial_state)
+        if self.noise is not None:
+            return self._shape(noisy_probabilities(job, self.noise), batched)
         return self._shape(self._backend.probabilities(job), batched)
 
     def expectation(self, circuit: Circuit, observables: str | Sequence[str],
@@ -109,15 +131,15 @@ class Simulator:
         """
         strings = parse_observables(observables, circuit.num_qubits)
         job, batched = self._job(circuit, params, initial_state)
-        if shots is None:
-            return self._shape(self._backend.expectation(job, strings), batched)
-        return self._shape(self._backend.shot_expectation(job, strings, _check_shots(shots), self._next_key()), batched)
+        return self._shape(self._expect(job, strings, shots), batched)
 
     def sample(self, circuit: Circuit, shots: int, params: np.ndarray | Sequence[float] | None = None, *,
                initial_state: np.ndarray | None = None) -> np.ndarray:
         """Measure all qubits ``shots`` times: int64 basis indices ``(shots,)`` or ``(B, shots)``."""
         shots = _check_shots(shots)
         job, batched = self._job(circuit, params, initial_state)
+        if self.noise is not None:
+            return self._shape(noisy_samples(self._backend, job, self.noise, shots, self._next_key()), batched)
         return self._shape(self._backend.sample(job, shots, self._next_key()), batched)
 
     def counts(self, circuit: Circuit, shots: int, params: np.ndarray | Sequence[float] | None = None, *,
@@ -132,7 +154,7 @@ class Simulator:
         return [tally(row) for row in samples] if samples.ndim == 2 else tally(samples)
 
     def gradient(self, circuit: Circuit, observables: str | Sequence[str],
-                 params: np.ndarray | Sequence[float] | None = None, *, method: str = "adjoint",
+                 params: np.ndarray | Sequence[float] | None = None, *, method: str | None = None,
                  shots: int | None = None, executor: Executor | None = None, perturbation: float = 0.05,
                  samples: int = 1, initial_state: np.ndarray | None = None) -> np.ndarray:
         """Jacobian ``d<O_k>/d theta_p``: float64 ``(K, P)``, or ``(B, K, P)`` for a batch.
@@ -143,7 +165,7 @@ class Simulator:
                                        perturbation=perturbation, samples=samples, initial_state=initial_state)[1]
 
     def value_and_gradient(self, circuit: Circuit, observables: str | Sequence[str],
-                           params: np.ndarray | Sequence[float] | None = None, *, method: str = "adjoint",
+                           params: np.ndarray | Sequence[float] | None = None, *, method: str | None = None,
                            shots: int | None = None, executor: Executor | None = None, perturbation: float = 0.05,
                            samples: int = 1, initial_state: np.ndarray | None = None
                            ) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +175,8 @@ class Simulator:
             circuit: as for :meth:`expectation`.
             observables: as for :meth:`expectation`.
             params: as for :meth:`expectation`.
-            method: ``"adjoint"``: exact, one forward pass and one backward
+            method: None picks ``"adjoint"`` without noise, ``"parameter-shift"`` with it.
+                ``"adjoint"``: exact, one forward pass and one backward
                 sweep per parameter set inside the compiled backend (cost
                 grows with the number of observables K, not of parameters).
                 ``"parameter-shift"``: the gate table's exact shift rules, all
@@ -182,7 +205,7 @@ class Simulator:
         return self._shape(values, batched), self._shape(jacobian, batched)
 
     def vjp(self, circuit: Circuit, observables: str | Sequence[str], params: np.ndarray | Sequence[float] | None,
-            cotangent: np.ndarray | Sequence[float], *, method: str = "adjoint", shots: int | None = None,
+            cotangent: np.ndarray | Sequence[float], *, method: str | None = None, shots: int | None = None,
             executor: Executor | None = None, perturbation: float = 0.05, samples: int = 1,
             initial_state: np.ndarray | None = None, state_gradient: bool = False
             ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -197,6 +220,7 @@ class Simulator:
         returns ``(gradient, state_gradient)``, the second complex ``(2**n,)`` or
         ``(B, 2**n)``: ``d f/d Re psi_0 + i d f/d Im psi_0`` for ``f = sum_k cotangent[k] <O_k>``.
         """
+        method = method or ("adjoint" if self.noise is None else "parameter-shift")
         if state_gradient and (initial_state is None or method != "adjoint"):
             raise ParameterError("state_gradient=True needs initial_state= and method='adjoint'")
         strings = parse_observables(observables, circuit.num_qubits)
@@ -219,9 +243,13 @@ class Simulator:
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """values[B, K], ``sum_k weights[b, l, k] d<O_k>/d theta``: [B, L, P], and (adjoint with initial
         states) the same with respect to the initial states, complex[B, L, 2**n]."""
+        method = method or ("adjoint" if self.noise is None else "parameter-shift")
         if method not in GRADIENT_METHODS:
             raise ParameterError(f"unknown gradient method {method!r}; choose one of {', '.join(GRADIENT_METHODS)}")
         if method == "adjoint":
+            if self.noise is not None:
+                raise NoiseError("method='adjoint' needs a pure state; with noise use 'parameter-shift' (exact for "
+                                 "depolarizing noise) or 'spsa'")
             if shots is not None or executor is not None:
                 raise ParameterError("method='adjoint' is exact and runs on this simulator; shots= and executor= "
                                      "apply to 'parameter-shift' and 'spsa'")
@@ -252,11 +280,20 @@ class Simulator:
             # the rows come parameter set by parameter set (see gradients.py): each set's state, repeated
             initial = None if job.initial is None else np.repeat(job.initial, len(rows) // job.batch, axis=0)
             rows_job = Job(circuit, np.ascontiguousarray(rows), job.dtype, job.threads, job.block_qubits, initial)
-            if shots is None:
-                return self._backend.expectation(rows_job, strings)
-            return self._backend.shot_expectation(rows_job, strings, _check_shots(shots), self._next_key())
+            return self._expect(rows_job, strings, shots)
 
         return estimate
+
+    def _expect(self, job: Job, strings: PauliStrings, shots: int | None) -> np.ndarray:
+        """Exact (shots None) or estimated expectations of ``strings``, float64[B, K], with the noise if any."""
+        if shots is None:
+            if self.noise is not None:
+                return noisy_expectations(job, self.noise, strings)
+            return self._backend.expectation(job, strings)
+        if self.noise is not None:
+            return noisy_shot_expectations(self._backend, job, self.noise, strings, _check_shots(shots),
+                                           self._next_key())
+        return self._backend.shot_expectation(job, strings, _check_shots(shots), self._next_key())
 
     def _next_key(self) -> int:
         self._draws += 1
