@@ -26,8 +26,9 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``gather``, ``run``
   is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a small call is
   one task), and teaches the model.
 * **Rows go straight to the workers.** A call whose rows take more than :data:`INLINE_BYTES` is scattered
-  (client to workers, not through the scheduler) and the tasks mapped over its chunks; a smaller one
-  travels in its tasks.
+  (client to workers, not through the scheduler) a chunk at a time, each chunk's task submitted as soon as
+  its rows are there, so the first chunks compute while the later ones travel; a smaller call's rows travel
+  in its tasks.
 * **Same results.** A row's expectations, probabilities, state and gradients do not depend on which rows
   share its chunk, so they equal the in-process engine's bit for bit (for circuits wider than
   ``block_qubits``, those of ``Simulator(threads=1)``, the thread count of a task). Samples: row ``g`` of a
@@ -64,6 +65,7 @@ from typing import Any
 
 import numpy as np
 from distributed import Client, Future
+from distributed.comm import CommClosedError
 
 import qsim_core as qc
 from qsim_core import Circuit
@@ -308,30 +310,48 @@ class _ClusterBackend:
         pending = list(range(len(chunks)))
         rerun = 0
         for _ in range(self.simulator.retries + 1):
-            shared = self._circuit(circuit, structure)
-            rows = client.scatter([chunks[i] for i in pending]) if scatter else [chunks[i] for i in pending]
-            token = uuid.uuid4().hex[:12]
-            futures = client.map(_run_chunk, [shared] * len(pending), rows, [firsts[i] for i in pending],
-                                 key=[f"qsim-{task['method']}-{token}-{i}" for i in pending], pure=False,
-                                 retries=self.simulator.retries, **task)
-            gathered = client.gather(futures, errors="skip")  # waits for every task; skips failed ones
-            for future in futures:
+            futures = self._submit(circuit, structure, chunks, firsts, pending, scatter, task)
+            gathered = client.gather(list(futures.values()), errors="skip")  # waits for every task; skips failures
+            for future in futures.values():
                 if future.status == "error":
                     raise future.exception()  # the engine's own error, or KilledWorker after repeated deaths
-            done = [i for i, future in zip(pending, futures, strict=True) if future.status == "finished"]
+            done = [i for i, future in futures.items() if future.status == "finished"]
             for i, (result, seconds) in zip(done, gathered, strict=True):
                 results[i] = result
                 engine_seconds += seconds
-            lost = [i for i, future in zip(pending, futures, strict=True) if future.status != "finished"]
+            lost = [i for i in pending if i not in done]
             if not lost:
                 return results, engine_seconds, rerun
             if client.status != "running":
                 raise ConnectionError(f"lost the Dask scheduler {self.simulator.address!r} during a call")
-            # rows (or the circuit) scattered to a worker that died: send them again
+            # rows (or the circuit) sent to a worker that died: send them again
             self.circuits.pop(structure, None)
             pending, rerun = lost, rerun + len(lost)
         raise RuntimeError(f"{len(pending)} chunk(s) lost their rows with a worker {self.simulator.retries + 1} "
                            "times in a row")
+
+    def _submit(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]], firsts: list[int],
+                pending: list[int], scatter: bool, task: dict[str, Any]) -> dict[int, Future]:
+        """The tasks of the ``pending`` chunks, by chunk; those not submitted because a worker died while the
+        circuit or their rows were sent to it are missing (the caller sends them again)."""
+        client = self.simulator.client
+        token = uuid.uuid4().hex[:12]
+        keys = {i: f"qsim-{task['method']}-{token}-{i}" for i in pending}
+        futures: dict[int, Future] = {}
+        with contextlib.suppress(CommClosedError):
+            shared = self._circuit(circuit, structure)
+            if not scatter:
+                mapped = client.map(_run_chunk, [shared] * len(pending), [chunks[i] for i in pending],
+                                    [firsts[i] for i in pending], key=list(keys.values()), pure=False,
+                                    retries=self.simulator.retries, **task)
+                return dict(zip(pending, mapped, strict=True))
+            # a chunk at a time, each task submitted as soon as its rows are there: the first chunks compute
+            # while the later ones travel
+            for i in pending:
+                rows = client.scatter([chunks[i]])[0]
+                futures[i] = client.submit(_run_chunk, shared, rows, firsts[i], key=keys[i], pure=False,
+                                           retries=self.simulator.retries, **task)
+        return futures
 
     def _circuit(self, circuit: Circuit, structure: tuple) -> Future:
         """The circuit of this structure on every worker now (scattered once and kept for later calls;

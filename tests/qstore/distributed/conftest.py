@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
 #: seconds a process may take to start (a cold interpreter importing Dask) or to stop
 START_SECONDS = 60
@@ -99,4 +100,7 @@ def cli_cluster(folder: Path, workers: int) -> Iterator[CliCluster]:
 def cli(tmp_path_factory) -> Iterator[CliCluster]:
     """One scheduler and two one-thread workers, started as a user would from a shell, per test module."""
     with cli_cluster(tmp_path_factory.mktemp("dask"), workers=2) as cluster:
+        # the tests count on both workers: wait until they have joined (a DaskSimulator waits for one)
+        with Client(cluster.address, timeout=START_SECONDS) as client:
+            client.wait_for_workers(2, timeout=START_SECONDS)
         yield cluster
