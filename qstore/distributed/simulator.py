@@ -151,6 +151,8 @@ class DaskSimulator(qc.Simulator):
         precision: as for :class:`~qsim_core.Simulator`.
         seed: as for :class:`~qsim_core.Simulator`; the same seed gives the same samples as a Simulator's.
         block_qubits: as for :class:`~qsim_core.Simulator`.
+        noise: as for :class:`~qsim_core.Simulator`: noisy shots run their trajectories' batches on the
+            cluster (exact noisy results are density matrices, computed on the client).
 
     Raises:
         BackendUnavailableError: the backend is unknown or not built here.
@@ -163,7 +165,7 @@ class DaskSimulator(qc.Simulator):
     def __init__(self, address: str | None = None, *, client: Client | None = None, workers: int | None = None,
                  chunk_seconds: float = 0.05, retries: int = 3, timeout: float = 60.0, backend: str = "auto",
                  precision: str = "double", seed: int | None = None,
-                 block_qubits: int = DEFAULT_BLOCK_QUBITS) -> None:
+                 block_qubits: int = DEFAULT_BLOCK_QUBITS, noise: str | qc.NoiseModel | None = None) -> None:
         engine = get_backend(backend).name
         if isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, int | float) \
                 or not 0 < chunk_seconds < math.inf:
@@ -180,7 +182,7 @@ class DaskSimulator(qc.Simulator):
         try:
             # every call goes through the Simulator's backend: here, the cluster
             super().__init__(backend=self._cluster_backend, precision=precision, seed=seed, threads=1,
-                             block_qubits=block_qubits)
+                             block_qubits=block_qubits, noise=noise)
             self.client.run(get_backend, engine)  # load the engine on every worker now, not in the first tasks
         except BaseException:
             self.close()

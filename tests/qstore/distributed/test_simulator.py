@@ -138,6 +138,14 @@ def test_chunk_rows(batch, row_seconds, slots, chunk_seconds, rows):
     assert chunk_rows(batch, row_seconds, slots, chunk_seconds) == rows
 
 
+def test_noisy_shots_run_on_the_cluster_with_the_in_process_samples(cli):
+    c, theta = circuit(), params(40)
+    with DaskSimulator(cli.address, backend=ENGINE, seed=3, noise="aria-1", chunk_seconds=1e-9) as remote:
+        got = remote.sample(c, 200, theta)
+        assert remote.last_run.method == "sample"  # the error patterns' batches ran on the cluster
+    np.testing.assert_array_equal(got, qc.Simulator(backend=ENGINE, seed=3, noise="aria-1").sample(c, 200, theta))
+
+
 def test_counts_only_executor_protocol(cli):
     c, theta = circuit(), params(6)
     with DaskSimulator(cli.address, backend=ENGINE, seed=3) as remote:
