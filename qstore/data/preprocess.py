@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 
 from .base import DataError, Dataset, check_count
 
-#: images pooled at once (bounds the float64 scratch memory: 64 x 180 x 180 x 3 x 8 B = 50 MB)
-_POOL_CHUNK = 64
 #: what :meth:`Preprocessor.state` returns and :meth:`Preprocessor.from_state` needs
 _STATE_KEYS = ("block", "angle_range", "mean", "components", "feature_min", "feature_max")
 
@@ -72,14 +71,11 @@ class Preprocessor:
         rows, cols = height // self.block, width // self.block
         if rows == 0 or cols == 0:
             raise DataError(f"images of {height}x{width} pixels are smaller than one {self.block}x{self.block} block")
-        scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-        out = np.empty((n, rows * cols * channels))
-        for start in range(0, n, _POOL_CHUNK):
-            # no float64 copy of the pixels: the mean reads them as they are and accumulates in float64
-            chunk = np.ascontiguousarray(images[start:start + _POOL_CHUNK, :rows * self.block, :cols * self.block])
-            blocks = chunk.reshape(len(chunk), rows, self.block, cols, self.block, channels)
-            out[start:start + len(chunk)] = blocks.mean(axis=(2, 4), dtype=np.float64).reshape(len(chunk), -1) * scale
-        return out
+        scale = (1.0 / 255.0 if images.dtype == np.uint8 else 1.0) / self.block ** 2
+        out = np.zeros((n, rows, cols, channels))
+        # no float copy of the pixels: one compiled pass reads them as they are and sums in float64
+        _block_sums(images, self.block, out)
+        return (out * scale).reshape(n, -1)
 
     def fit(self, train: Dataset | np.ndarray) -> Preprocessor:
         """Fit the mean, the components and the angle scaling on the training images.
@@ -177,3 +173,17 @@ class Preprocessor:
             raise DataError(f"preprocessor state shapes do not fit: mean, components, feature_min, feature_max "
                             f"have shapes {shapes}")
         return prep
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sums(images: np.ndarray, block: int, out: np.ndarray) -> None:
+    """Add each ``block x block`` pixel block of ``images [N, H, W, C]`` into ``out [N, H // block, W // block, C]``
+    (float64), reading the pixels in memory order."""
+    n, rows, cols, channels = out.shape
+    for k in range(n):
+        for y in range(rows * block):
+            r = y // block
+            for x in range(cols * block):
+                c = x // block
+                for ch in range(channels):
+                    out[k, r, c, ch] += images[k, y, x, ch]
