@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
+from qsim_core.noise import IONQ_MODELS
+
 
 class _RemovedApiKey(argparse.Action):
     """``--api-key``: refused with a pointer to its replacements (without repeating the value)."""
@@ -35,6 +37,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--circuits-per-job", type=int, default=10, help="default: %(default)s")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one job may take (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", metavar="MODEL", choices=sorted(IONQ_MODELS),
+                        help="simulate IonQ's noise model in both runs: " + ", ".join(IONQ_MODELS)
+                             + " (default: none); the report adds the distance between the two noisy histograms")
     parser.add_argument("--output", default="qstore-compare", help="folder for compare.json and compare.png")
 
 
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     api_key = api_key_from_file(args.api_key_file) if args.api_key_file is not None else None
     comparison = compare(args.target, api_key=api_key, profile=args.profile, circuits=args.circuits,
                          shots=args.shots, max_concurrent=args.max_concurrent,
-                         circuits_per_job=args.circuits_per_job, seed=args.seed, timeout=args.timeout)
+                         circuits_per_job=args.circuits_per_job, seed=args.seed, timeout=args.timeout,
+                         noise=args.noise)
     print(format_report(comparison))
     json_path, png_path = save(comparison, Path(args.output))
     print(f"wrote {json_path} and {png_path}")

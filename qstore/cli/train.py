@@ -39,6 +39,8 @@ REFERENCE_DATASETS = ("synthetic", "petimages")
 IMAGE_SPLIT = {"n_train": 800, "n_val": 200}
 #: settings that change neither the data's size nor the work done per sample, so the wall time stays comparable
 WORK_NEUTRAL = ("lr", "lr_decay", "backend", "seed")
+#: the run (and checkpoint) name of the quantum model trained without noise beside a ``--noise`` run
+NOISELESS = "noiseless"
 #: unreadable files the console names before "and K more" (the ``--json`` summary lists them all)
 SKIPPED_SHOWN = 5
 
@@ -141,33 +143,63 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     skipped = skipped_files(data, split)
     print(f"data: {data.dataset}, {len(split.train)} train / {len(split.val)} validation{_skipped_note(skipped)}")
     shots = f" with {config.shots} shots" if config.shots else ""
+    noise = f", under IonQ's {config.noise} noise model" if config.noise else ""
     print(f"model: {config.quantum.n_qubits} qubits, {config.quantum.encoding} encoding, depth "
-          f"{config.quantum.depth}, {config.quantum.entanglement} entanglement, gradients {config.gradient}{shots}",
-          flush=True)  # before the bars (on stderr) start, even when stdout is a pipe
-    results = {kind: _run_model(kind, config, arrays, output, extras, args.resume, not args.quiet)
-               for kind in ("quantum", "classical")}
+          f"{config.quantum.depth}, {config.quantum.entanglement} entanglement, gradients {config.gradient}{shots}"
+          f"{noise}", flush=True)  # before the bars (on stderr) start, even when stdout is a pipe
+    runs = {"quantum": ("quantum", config), "classical": ("classical", config)}
+    if config.noise:  # the same run without noise: what the noise costs
+        runs = {"quantum": runs["quantum"], NOISELESS: ("quantum", dataclasses.replace(config, noise=None)),
+                "classical": runs["classical"]}
+    results = {name: _run_model(name, kind, run_config, arrays, output, extras, args.resume, not args.quiet)
+               for name, (kind, run_config) in runs.items()}
     quantum, baseline = results["quantum"], results["classical"]
+    quantum_runs = [result for name, result in results.items() if name != "classical"]
+    simulation = sum(result.simulation_s for result in quantum_runs)
     wall = time.perf_counter() - start
-    print(_table(quantum.history, "\nquantum model"))
+    print(_table(quantum.history, f"\nquantum model{f' under {config.noise} noise' if config.noise else ''}"))
+    if config.noise:
+        print(_table(results[NOISELESS].history, "\nquantum model without noise (same data, seed and settings)"))
     print(_table(baseline.history, "\nclassical baseline (the quantum layer replaced by a dense layer of equal width)"))
-    print(f"\ncircuits executed: {quantum.circuits:,}")
+    if config.noise:
+        print(_noise_table(config.noise, results))
+    print(f"\ncircuits executed: {sum(result.circuits for result in quantum_runs):,}")
     print(f"wall time: {wall:.2f} s = data preparation {data_seconds:.2f} s + circuit simulation "
-          f"{quantum.simulation_s:.2f} s + classical work {quantum.classical_s + baseline.total_s:.2f} s")
+          f"{simulation:.2f} s + classical work "
+          f"{sum(result.classical_s for result in quantum_runs) + baseline.total_s:.2f} s")
     if is_reference_workload(data, config):
         print(f"reference run on IonQ's cloud simulator: {REFERENCE_SECONDS:,.0f} s; this run: "
               f"{REFERENCE_SECONDS / wall:,.0f}x faster")
     _plot(results, output / "curves.png")
-    print(f"checkpoints and metrics: {output / 'quantum.h5'}, {output / 'classical.h5'}; plot: {output / 'curves.png'}")
+    checkpoints = ", ".join(str(output / f"{name}.h5") for name in results)
+    print(f"checkpoints and metrics: {checkpoints}; plot: {output / 'curves.png'}")
     summary = {
         "val_acc": quantum.history[-1]["val_acc"], "train_acc": quantum.history[-1]["train_acc"],
-        "baseline_val_acc": baseline.history[-1]["val_acc"], "wall_s": wall, "circuits": quantum.circuits,
-        "seconds": {"data": data_seconds, "simulation": quantum.simulation_s,
-                    "classical": quantum.classical_s + baseline.total_s},
-        "skipped": skipped,
+        "baseline_val_acc": baseline.history[-1]["val_acc"], "wall_s": wall,
+        "circuits": sum(result.circuits for result in quantum_runs),
+        "seconds": {"data": data_seconds, "simulation": simulation,
+                    "classical": sum(result.classical_s for result in quantum_runs) + baseline.total_s},
+        "skipped": skipped, "noise": config.noise,
     }
+    if config.noise:
+        noiseless = results[NOISELESS].history[-1]["val_acc"]
+        summary |= {"noiseless_val_acc": noiseless, "noise_cost": noiseless - quantum.history[-1]["val_acc"]}
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _noise_table(noise: str, results: dict[str, TrainResult]) -> str:
+    """The final validation accuracy and loss of the noisy run, the noiseless run and the baseline, and the cost."""
+    rows = [(f"quantum, {noise} noise", results["quantum"]), ("quantum, noiseless", results[NOISELESS]),
+            ("classical baseline", results["classical"])]
+    lines = ["\naccuracy cost of noise (last epoch; the noiseless run has the same data, seed and settings)",
+             f"{'model':<24}  {'val acc':>7}  {'val loss':>8}"]
+    lines += [f"{label:<24}  {result.history[-1]['val_acc']:>7.3f}  {result.history[-1]['val_loss']:>8.3f}"
+              for label, result in rows]
+    cost = results[NOISELESS].history[-1]["val_acc"] - results["quantum"].history[-1]["val_acc"]
+    lines.append(f"{'cost of ' + noise + ' noise':<24}  {cost:>+7.3f}  (noiseless minus noisy val acc)")
+    return "\n".join(lines)
 
 
 def _table(history: list[dict[str, float]], title: str) -> str:
@@ -209,12 +241,12 @@ def curves_figure(results: dict[str, TrainResult]) -> Any:
     return figure
 
 
-def _run_model(kind: str, config: TrainConfig, arrays: tuple[np.ndarray, ...], output: Path,
+def _run_model(name: str, kind: str, config: TrainConfig, arrays: tuple[np.ndarray, ...], output: Path,
                extras: dict[str, dict[str, np.ndarray]], resume: bool, progress: bool) -> TrainResult:
-    """Train one model, checkpointing every epoch to ``output/{kind}.h5`` (and resuming from it)."""
+    """Train one model (``kind``), checkpointing every epoch to ``output/{name}.h5`` (and resuming from it)."""
     from tqdm import tqdm
 
-    path = output / f"{kind}.h5"
+    path = output / f"{name}.h5"
     metadata = {"kind": kind, "config": dataclasses.asdict(config)}
     state = None
     if resume and path.exists():
@@ -234,7 +266,7 @@ def _run_model(kind: str, config: TrainConfig, arrays: tuple[np.ndarray, ...], o
         tqdm.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"), file=sys.stderr)
 
     model = build_model(kind, arrays[0].shape[1], config)
-    with warnings.catch_warnings(), tqdm(total=1, desc=f"{kind:>9}", unit="batch", disable=not progress,
+    with warnings.catch_warnings(), tqdm(total=1, desc=f"{name:>9}", unit="batch", disable=not progress,
                                          leave=False) as bar:
         if progress:
             warnings.showwarning = above_the_bar  # restored by catch_warnings

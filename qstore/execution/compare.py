@@ -20,7 +20,17 @@ agreement of the counts with the engine's exact probabilities: the total
 variation distance (TVD) per circuit, next to the TVD that shot noise alone
 gives (the mean and spread over ``NOISE_DRAWS`` simulated draws of the same
 number of shots from the exact distribution). The runs agree when the summed
-TVD is within 4 standard deviations of the summed expectation.
+TVD is within 4 standard deviations of the summed expectation. It also reports
+the distance between the two runs' histograms, circuit by circuit, against
+what two independent draws of the exact distribution give.
+
+With ``noise="aria-1"`` (``aria-2``, ``forte-1``: :data:`qsim_core.noise.IONQ_MODELS`)
+both runs simulate IonQ's noise model: in process ``Simulator(noise=...)``
+(quantum trajectories, one per shot), remotely the job's ``noise`` field
+(the local server's trajectories, or IonQ's cloud noisy simulator); the
+exact reference is then the noisy distribution (density matrix,
+``Simulator(noise=...).probabilities``). The histogram distance is the figure
+of merit: two correct noisy simulators differ by shot noise only.
 """
 
 from __future__ import annotations
@@ -117,10 +127,18 @@ class TargetRun:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The result of :func:`compare`: the settings and both runs (in process first)."""
+    """The result of :func:`compare`: the settings, both runs (in process first), and their histograms' distance.
+
+    Attributes:
+        settings: what was run (workload, shots, target, noise model or None, executor settings).
+        runs: the in-process run, then the remote one.
+        histograms: the two runs' counts against each other (TVD per circuit; shot noise: that of two
+            independent draws of the exact distribution).
+    """
 
     settings: dict[str, Any]
     runs: list[TargetRun]
+    histograms: Agreement
 
 
 def tvd_against_noise(counts: list[dict[int, int]], probabilities: np.ndarray, shots: int,
@@ -135,6 +153,27 @@ def tvd_against_noise(counts: list[dict[int, int]], probabilities: np.ndarray, s
         noise = 0.5 * np.abs(rng.multinomial(shots, p, size=draws) / shots - p).sum(axis=1)
         expected.append(float(noise.mean()))
         spread.append(float(noise.std()))
+    z = (sum(tvd) - sum(expected)) / max(float(np.sqrt(np.sum(np.square(spread)))), 1e-300)
+    return Agreement(tvd, expected, spread, z)
+
+
+def tvd_between(first: list[dict[int, int]], second: list[dict[int, int]], probabilities: np.ndarray, shots: int,
+                rng: np.random.Generator, draws: int = NOISE_DRAWS) -> Agreement:
+    """The :class:`Agreement` of two runs' counts (one dict per circuit each) with each other.
+
+    The TVD per circuit is ``0.5 * sum |first / shots - second / shots|``; its shot-noise
+    expectation and spread come from pairs of independent draws of ``probabilities[N, 2**n]``.
+    """
+    tvd, expected, spread = [], [], []
+    for a, b, p in zip(first, second, probabilities, strict=True):
+        p = p / p.sum()
+        difference = np.zeros_like(p)
+        np.add.at(difference, list(a), list(a.values()))
+        np.subtract.at(difference, list(b), list(b.values()))
+        tvd.append(0.5 * float(np.abs(difference).sum()) / shots)
+        noise = 0.5 * np.abs(rng.multinomial(shots, p, size=draws) - rng.multinomial(shots, p, size=draws)).sum(1)
+        expected.append(float(noise.mean()) / shots)
+        spread.append(float(noise.std()) / shots)
     z = (sum(tvd) - sum(expected)) / max(float(np.sqrt(np.sum(np.square(spread)))), 1e-300)
     return Agreement(tvd, expected, spread, z)
 
@@ -174,18 +213,19 @@ def _remote(target: str, api_key: str | None, profile: str | None) -> Iterator[t
 
 
 def _run(label: str, target: qc.Simulator | str, api_key: str | None, circuit: qc.Circuit, theta: np.ndarray,
-         probabilities: np.ndarray, shots: int, options: dict[str, Any], rng: np.random.Generator) -> TargetRun:
+         probabilities: np.ndarray, shots: int, options: dict[str, Any],
+         rng: np.random.Generator) -> tuple[TargetRun, list[dict[int, int]]]:
     with AsyncQuantumExecutor(target, api_key=api_key, cache_size=0, **options) as executor:
         start = time.perf_counter()
         counts = executor.execute(circuit, theta, shots)
         wall = time.perf_counter() - start
         return TargetRun(label, executor.target, wall, executor.timings,
-                         tvd_against_noise(counts, probabilities, shots, rng))
+                         tvd_against_noise(counts, probabilities, shots, rng)), counts
 
 
 def compare(target: str = LOCAL, *, api_key: str | None = None, profile: str | None = None, circuits: int = 20,
             shots: int = 1024, max_concurrent: int = 10, circuits_per_job: int = 10, seed: int = 0,
-            timeout: float = 600.0) -> Comparison:
+            timeout: float = 600.0, noise: str | None = None) -> Comparison:
     """Run the workload in process and on ``target``; see the module docstring.
 
     Args:
@@ -197,33 +237,44 @@ def compare(target: str = LOCAL, *, api_key: str | None = None, profile: str | N
         shots: shots per circuit, >= 1.
         max_concurrent, circuits_per_job, timeout: executor settings, used for both runs.
         seed: seeds the inputs, the samples and the shot-noise draws.
+        noise: None, or an IonQ noise model (``"aria-1"``, ``"aria-2"``, ``"forte-1"``) both runs simulate.
 
     Raises:
-        ValueError: bad settings, an unknown profile, ``"ionq"`` without a key.
+        ValueError: bad settings, an unknown profile or noise model, ``"ionq"`` without a key.
         IonQError: the remote target refused or failed a job, or cannot be reached.
     """
     if isinstance(circuits, bool) or not isinstance(circuits, int) or circuits < 1:
         raise ValueError(f"circuits must be a positive integer, got {circuits!r}")
     _check_target(target, api_key, profile)
+    model = None if noise is None else qc.NoiseModel.ionq(noise)  # an unknown name: ValueError listing the known
     circuit = qc.seed_circuit()
     rng = np.random.default_rng(seed)
     theta = rng.uniform(-np.pi, np.pi, (circuits, circuit.num_params))
-    simulator = qc.Simulator(seed=seed)
+    simulator = qc.Simulator(seed=seed, noise=model)
     probabilities = simulator.probabilities(circuit, theta)  # the exact reference; also warms the kernels up
     simulator.counts(circuit, shots, theta[:1])  # and the sampling path, so no run pays a first-call cost
     options = {"max_concurrent": max_concurrent, "circuits_per_job": circuits_per_job, "timeout": timeout,
                "seed": seed}
-    local = _run("in-process", simulator, None, circuit, theta, probabilities, shots, options, rng)
+    local, local_counts = _run("in-process", simulator, None, circuit, theta, probabilities, shots, options, rng)
+    remote_options = options if model is None else {**options, "noise": {"model": model.name}}
     with _remote(target, api_key, profile) as (label, remote_target, key):
-        remote = _run(label, remote_target, key, circuit, theta, probabilities, shots, options, rng)
-    settings = {"workload": f"seed circuits ({circuit.num_qubits} qubits, {len(circuit)} gates), random inputs",
+        remote, remote_counts = _run(label, remote_target, key, circuit, theta, probabilities, shots,
+                                     remote_options, rng)
+    workload = f"seed circuits ({circuit.num_qubits} qubits, {len(circuit)} gates), random inputs"
+    settings = {"workload": workload if model is None else f"{workload}, noise model {model.name}",
                 "circuits": circuits, "shots": shots, "target": target,
-                "profile": (profile or DEFAULT_PROFILE) if target == LOCAL else None, **options}
-    return Comparison(settings, [local, remote])
+                "profile": (profile or DEFAULT_PROFILE) if target == LOCAL else None, "noise": noise, **options}
+    return Comparison(settings, [local, remote], tvd_between(local_counts, remote_counts, probabilities, shots, rng))
+
+
+def _agreement_line(label: str, a: Agreement, width: int) -> str:
+    noise = f"{np.mean(a.expected):.4f} +- {np.mean(a.spread):.4f}"
+    verdict = "consistent with shot noise" if a.consistent else "DISAGREE: beyond shot noise"
+    return f"{label:<{width}}  {np.mean(a.tvd):>8.4f}  {max(a.tvd):>8.4f}  {noise:>17}  {a.z:>6.2f}  {verdict}"
 
 
 def format_report(comparison: Comparison) -> str:
-    """The three tables (latency and throughput, time per job by phase, agreement) as text."""
+    """The four tables (latency and throughput, time per job by phase, agreement, histogram distance) as text."""
     s = comparison.settings
     width = max(len(run.label) for run in comparison.runs)
     lines = [f"{s['circuits']} {s['workload']}, {s['shots']:,} shots each; jobs of up to {s['circuits_per_job']} "
@@ -239,14 +290,14 @@ def format_report(comparison: Comparison) -> str:
         means = run.phase_means()
         cells = [f"{1e3 * means[name]:>9.2f} ({100 * means[name] / means['total']:>3.0f} %)" for name in phases[:-1]]
         lines.append(f"{run.label:<{width}}  " + "  ".join(cells) + f"  {1e3 * means['total']:>17.2f}")
-    lines += ["", "agreement with the exact probabilities (total variation distance per circuit)",
-              f"{'target':<{width}}  {'TVD mean':>8}  {'TVD max':>8}  {'shot noise':>17}  {'z':>6}  verdict"]
-    for run in comparison.runs:
-        a = run.agreement
-        noise = f"{np.mean(a.expected):.4f} +- {np.mean(a.spread):.4f}"
-        verdict = "consistent with shot noise" if a.consistent else "DISAGREE: beyond shot noise"
-        lines.append(f"{run.label:<{width}}  {np.mean(a.tvd):>8.4f}  {max(a.tvd):>8.4f}  {noise:>17}  {a.z:>6.2f}  "
-                     f"{verdict}")
+    exact = "exact probabilities" if s.get("noise") is None else f"exact {s['noise']} noisy probabilities"
+    header = f"{'TVD mean':>8}  {'TVD max':>8}  {'shot noise':>17}  {'z':>6}  verdict"
+    lines += ["", f"agreement with the {exact} (total variation distance per circuit)",
+              f"{'target':<{width}}  {header}"]
+    lines += [_agreement_line(run.label, run.agreement, width) for run in comparison.runs]
+    pair = "in-process vs remote"
+    lines += ["", "distance between the two runs' histograms (TVD per circuit)", f"{'runs':<{len(pair)}}  {header}",
+              _agreement_line(pair, comparison.histograms, len(pair))]
     local, remote = comparison.runs
     lines += ["", f"in process: {remote.wall_s / local.wall_s:,.0f}x less wall time, "
                   f"{remote.latency(50) / local.latency(50):,.0f}x lower p50 latency than {remote.label}"]
@@ -255,7 +306,10 @@ def format_report(comparison: Comparison) -> str:
 
 def to_json(comparison: Comparison) -> dict[str, Any]:
     """Everything :func:`format_report` shows, per circuit and per job, as JSON-ready data (seconds)."""
-    return {"settings": comparison.settings, "runs": [{
+    histograms = comparison.histograms
+    return {"settings": comparison.settings, "histogram_distance": {
+        **dataclasses.asdict(histograms), "tvd_mean": float(np.mean(histograms.tvd)),
+        "tvd_max": float(max(histograms.tvd)), "consistent": histograms.consistent}, "runs": [{
         "label": run.label, "target": run.target, "circuits": run.circuits, "jobs": len(run.timings),
         "wall_s": run.wall_s, "circuits_per_s": run.throughput,
         "latency_s": {"p50": run.latency(50), "p95": run.latency(95)}, "phase_means_s": run.phase_means(),
@@ -304,4 +358,4 @@ def save(comparison: Comparison, directory: Path) -> tuple[Path, Path]:
 
 
 __all__ = ["Agreement", "Comparison", "TargetRun", "compare", "format_report", "plot", "save", "to_json",
-           "tvd_against_noise"]
+           "tvd_against_noise", "tvd_between"]

@@ -93,6 +93,7 @@ import requests
 import qsim_core as qc
 
 from ..ionq.client import DEFAULT_BASE_URL, IonQClient, IonQError, IonQJobError, IonQTimeoutError
+from ..ionq.noise import MAX_NOISE_SEED
 from ..ionq.results import counts_from_ionq
 from ..ionq.serialize import job_body
 from ..ionq.wire import QIS, IonQFormatError
@@ -340,7 +341,7 @@ class _Remote:
         circuits, rows = ((tasks[0].circuit, tasks[0].row) if len(tasks) == 1  # a single-circuit job
                           else ([t.circuit for t in tasks], [t.row for t in tasks]))
         body = job_body(circuits, params=rows, gateset=tasks[0].gateset, backend=self._backend, shots=shots,
-                        noise=self._noise)
+                        noise=self._job_noise(tasks))
         sent = time.perf_counter()
         job_id = self.client.submit_body(body)
         with self._lock:
@@ -367,6 +368,15 @@ class _Remote:
         network = max(0.0, known - sent - queue - simulation)
         return counts, JobTiming(job_id, len(tasks), shots, (sent - start) + (end - fetched), network, queue,
                                  simulation, fetched - known, end - start)
+
+    def _job_noise(self, tasks: Sequence[_Task]) -> dict[str, Any] | None:
+        """The job's ``noise``: as given; a noise model without a seed gets one from the executor's seed and the
+        job's circuits, so noisy runs are reproducible (same seed and circuits, same counts, as for sampled
+        exact probabilities) and jobs of different circuits draw different trajectories."""
+        if self._sampled or self._noise is None or self._noise.get("seed") is not None:
+            return self._noise
+        digest = hashlib.sha256(b"".join(task.key for task in tasks)).digest()
+        return {**self._noise, "seed": (self._seed ^ int.from_bytes(digest[:8], "little")) & MAX_NOISE_SEED}
 
     def _seed_of(self, task: _Task) -> int:
         """The sampling seed of a circuit: the executor's seed mixed with the circuit's cache key."""
@@ -431,7 +441,8 @@ class AsyncQuantumExecutor:
         circuits_per_job: most circuits packed into one job, >= 1 (1: single-circuit jobs).
         cache_size: circuits whose counts are kept (LRU), >= 0; 0 disables the cache.
         backend: remote backend: ``"simulator"``, ``"qpu.aria-1"``, ...
-        noise: remote simulator noise, e.g. ``{"model": "aria-1", "seed": 1}``.
+        noise: remote simulator noise, e.g. ``{"model": "aria-1", "seed": 1}``; a model without a seed gets
+            one per job from ``seed`` and the job's circuits (a given seed is sent with every job).
         timeout: seconds a remote job may take from submission to completion;
             a slower job is canceled and raises :class:`~qstore.ionq.client.IonQTimeoutError`.
         poll: first interval between status polls, seconds; grows by half each

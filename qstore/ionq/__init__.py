@@ -3,7 +3,8 @@
 * :mod:`qstore.ionq.wire`: IonQ's JSON wire format, each gate's JSON form (from the gate table).
 * :mod:`qstore.ionq.serialize`: circuits to JSON: :func:`to_ionq_json`, multi-circuit blocks,
   :func:`job_body`; :mod:`qstore.ionq.parse`: JSON to circuits: :func:`from_ionq_json`,
-  :func:`parse_job_body`; :mod:`qstore.ionq.results`: IonQ result dicts <-> arrays.
+  :func:`parse_job_body`; :mod:`qstore.ionq.results`: IonQ result dicts <-> arrays;
+  :mod:`qstore.ionq.noise`: the simulator's ``noise`` field as :class:`qsim_core.NoiseModel` (and its 400s).
 * :mod:`qstore.ionq.client`: :class:`IonQClient`, a ``requests`` client for
   IonQ's API or the local server (retries, a deadline, idempotent job creation and deletion,
   polling, results as engine arrays, a budget guard; the key checked and sent to the API's origin only).

@@ -19,6 +19,7 @@ import numpy as np
 import qsim_core as qc
 from qsim_core.gates import Gate
 
+from .noise import NoiseRequest, read_noise
 from .wire import (
     BY_WIRE_NAME,
     CONTROL,
@@ -328,10 +329,12 @@ class JobRequest:
         batches: the circuits grouped by gate sequence (:class:`CircuitBatch`), what a simulator runs.
         name: job name or None.
         metadata: user metadata, echoed verbatim.
-        noise: the ``noise`` object or None.
+        noise: the ``noise`` object or None, as sent.
         settings: the ``settings`` object or None.
         dry_run: compile only.
         session_id: session or None.
+        noise_request: ``noise`` validated: the engine's model (None: ideal) and the seed; the server
+            simulates with it on the ``simulator`` backend only (noise is a simulator option at IonQ).
     """
 
     api_version: str
@@ -348,6 +351,7 @@ class JobRequest:
     settings: dict[str, Any] | None
     dry_run: bool
     session_id: str | None
+    noise_request: NoiseRequest = NoiseRequest(None, None)
 
     @functools.cached_property
     def circuits(self) -> tuple[tuple[str | None, qc.Circuit], ...]:
@@ -404,22 +408,30 @@ def parse_job_body(body: object) -> JobRequest:
     if not isinstance(backend, str) or not backend:
         raise IonQFormatError(f"{'target' if legacy else 'backend'!r} must be a backend name, got {backend!r}")
     metadata = _optional(body, "metadata", dict, {})
+    noise = _optional(body, "noise", dict)
+    noise_request = read_noise(noise)
     names, batches = _parse_batches(block)
+    qubits = _qubit_count(block, "input ")
+    model = noise_request.model
+    if model is not None and backend == "simulator" and qubits > model.max_qubits:
+        raise IonQFormatError(f"noise model {model.name!r} models a {model.max_qubits}-qubit QPU; this job has "
+                              f"{qubits} qubits")
     return JobRequest(
         api_version="v0.3" if legacy else "v0.4",
         multi=multi,
         backend=backend,
         shots=_shots(body.get("shots", DEFAULT_SHOTS)),
         gateset=_gateset_of(block, QIS, "input "),
-        qubits=_qubit_count(block, "input "),
+        qubits=qubits,
         names=names,
         batches=batches,
         name=_optional(body, "name", str),
         metadata=dict(metadata),
-        noise=_optional(body, "noise", dict),
+        noise=noise,
         settings=_optional(body, "settings", dict),
         dry_run=bool(_optional(body, "dry_run", bool, False)),
         session_id=_optional(body, "session_id", str),
+        noise_request=noise_request,
     )
 
 

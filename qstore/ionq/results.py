@@ -31,6 +31,17 @@ def probabilities_to_ionq(probabilities: np.ndarray, cutoff: float = 1e-14) -> d
     return dict(zip(map(str, indices.tolist()), vector[indices].tolist(), strict=True))
 
 
+def frequencies_to_ionq(samples: np.ndarray, shots: int) -> dict[str, float]:
+    """IonQ's result form of measured shots (a QPU's, or a noisy simulation's): ``{"<basis index>": count / shots}``.
+
+    Args:
+        samples: int ``(shots,)`` measured basis indices (bit k is qubit k).
+        shots: the number of shots (``len(samples)``), the denominator.
+    """
+    values, counts = np.unique(np.asarray(samples, dtype=np.int64), return_counts=True)
+    return dict(zip(map(str, values.tolist()), (counts / shots).tolist(), strict=True))
+
+
 def _result_items(result: Mapping[str, Any], num_qubits: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices int64, values float64) of an IonQ result dict, validated."""
     if not isinstance(result, Mapping):
@@ -100,4 +111,4 @@ def counts_from_ionq(result: Mapping[str, Any], num_qubits: int, shots: int, *, 
     return dict(zip(indices[drawn_at].tolist(), drawn[drawn_at].tolist(), strict=True))
 
 
-__all__ = ["counts_from_ionq", "probabilities_from_ionq", "probabilities_to_ionq"]
+__all__ = ["counts_from_ionq", "frequencies_to_ionq", "probabilities_from_ionq", "probabilities_to_ionq"]

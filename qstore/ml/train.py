@@ -19,6 +19,7 @@ import numpy as np
 import qsim_core as qc
 from qsim_core.backends import PREFERENCE
 from qsim_core.measurement import Executor
+from qsim_core.noise import IONQ_MODELS
 
 from ..settings import build, choice, integer, number, setting, validate
 from .layers import GRADIENT_METHODS, Dense, QuantumLayer, QuantumLayerConfig, Tanh
@@ -26,8 +27,15 @@ from .model import Sequential, accuracy, binary_cross_entropy
 from .optim import Adam, exponential_decay
 
 MODEL_KINDS = ("quantum", "classical")
+#: what ``noise`` may be besides None: IonQ's noise models (:data:`qsim_core.noise.IONQ_MODELS`)
+NOISE_MODELS = tuple(IONQ_MODELS)
 #: what ``backend`` may be: a qsim_core backend, or auto (the fastest that loads here)
 BACKENDS = ("auto", *PREFERENCE)
+
+
+def _noise_model(value: Any) -> str | None:
+    """The check of ``noise``: None or one of :data:`NOISE_MODELS`."""
+    return None if value is None or value in NOISE_MODELS else f"must be none or one of {', '.join(NOISE_MODELS)}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,11 @@ class TrainConfig:
         shots: None for exact expectations, N for N-shot estimates (not with adjoint).
         backend: the qsim_core backend (``"auto"`` picks the fastest here).
         seed: seeds weight initialisation, batch order and every shot.
+        noise: None, or an IonQ noise model (``"aria-1"``, ``"aria-2"``, ``"forte-1"``) the quantum layer runs
+            under (:class:`qsim_core.NoiseModel`: depolarizing channels after every gate): forward passes are
+            exact noisy expectations (density matrices, up to 12 qubits) or, with ``shots``, trajectory
+            estimates; gradients by parameter-shift (exact for depolarizing noise) or spsa. Needs angle
+            encoding (amplitude encoding differentiates the input state by adjoint, which has no noisy form).
     """
 
     quantum: QuantumLayerConfig = field(default_factory=QuantumLayerConfig)
@@ -59,16 +72,29 @@ class TrainConfig:
     backend: str = setting("auto", "backend", "qsim_core backend (auto: the fastest here)", choice(BACKENDS), str,
                            choices=BACKENDS)
     seed: int = setting(0, "seed", "seeds weight initialisation, batch order and shots", integer(0), int)
+    noise: str | None = setting(None, "noise", "IonQ noise model the quantum layer runs under "
+                                f"({', '.join(NOISE_MODELS)}; none: noiseless; needs parameter-shift or spsa)",
+                                _noise_model, str, choices=NOISE_MODELS)
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.noise is not None and self.gradient == "adjoint":
+            raise ValueError(f"noise {self.noise!r} needs gradient 'parameter-shift' (exact under depolarizing "
+                             "noise) or 'spsa': adjoint gradients need a pure state")
+        if self.noise is not None and self.quantum.encoding != "angle":
+            raise ValueError(f"noise {self.noise!r} needs angle encoding: amplitude encoding differentiates the "
+                             "input state by adjoint, which has no noisy form")
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> TrainConfig:
         """The config of settings by name (``qubits``, ``lr``, ...; as in a sweep config), defaults for the rest.
 
-        ``shots`` apply to parameter-shift and spsa; an adjoint run is exact and ignores them.
+        ``shots`` apply to parameter-shift and spsa; an adjoint run is exact and ignores them. With
+        ``noise``, adjoint (the default) becomes parameter-shift, as :class:`qsim_core.Simulator`'s
+        default gradient method does under noise.
         """
+        if values.get("noise") is not None and values.get("gradient", cls.gradient) == "adjoint":
+            values = {**values, "gradient": "parameter-shift"}
         if values.get("gradient", cls.gradient) == "adjoint":
             values = {**values, "shots": None}
         return build(cls, values)
@@ -119,8 +145,9 @@ class TrainResult:
 
 
 def simulator_for_epoch(config: TrainConfig, epoch: int) -> qc.Simulator:
-    """The engine of one epoch, seeded by (run seed, epoch) so a resumed run draws the same shots."""
-    return qc.Simulator(backend=config.backend, seed=config.seed * 1_000_003 + epoch)
+    """The engine of one epoch (under ``config.noise``), seeded by (run seed, epoch) so a resumed run draws the
+    same shots."""
+    return qc.Simulator(backend=config.backend, seed=config.seed * 1_000_003 + epoch, noise=config.noise)
 
 
 def build_model(kind: str, num_features: int, config: TrainConfig, executor: Executor | None = None) -> Sequential:

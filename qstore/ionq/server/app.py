@@ -11,6 +11,7 @@ v0.4; qiskit reaches them when its base URL has no version):
 ``GET    /jobs/{id}``                       status, echoed metadata, stats, result URL, children
 ``GET    /jobs/{id}/results/probabilities`` ``{"<basis index>": p}`` (v0.4)
 ``GET    /jobs/{id}/results/probabilities/aggregated``  ``{child_id: {...}}`` of a multi-circuit job
+``GET    /jobs/{id}/results/histogram``     ``{"<basis index>": count}`` of a sampled circuit (noise model, QPU)
 ``GET    /jobs/{id}/results``               v0.3: either of the two forms above
 ``PUT    /jobs/{id}/status/cancel``         cancel a pending job (a no-op on a finished one)
 ``GET    /jobs/estimate``                   price of a job from gate counts (``qstore/ionq/pricing.json``)
@@ -41,9 +42,12 @@ the GIL), except small ones, which run on the event loop: for them the thread
 hand-offs cost as much as the job (see :func:`runs_inline`).
 ``metadata.idempotency_key`` (a string) makes ``POST /jobs`` idempotent per
 API key: a resubmission returns the first job.
-Simulator jobs return the exact probabilities; ``qpu.*`` backends and noise
-models other than ``ideal`` are emulated by sampling ``shots`` outcomes from
-the noiseless state (a warning on the job says so).
+Simulator jobs return the exact probabilities, or with ``noise.model``
+(``aria-1``, ``aria-2``, ``forte-1``; :mod:`qstore.ionq.noise`) ``shots``
+noisy trajectories as frequencies ``count / shots``, seeded by ``noise.seed``
+(else by the job id); their job reports ``noise`` as ``{"model", "seed"}``
+with the seed used. ``qpu.*`` backends are emulated by sampling ``shots``
+outcomes from the noiseless state (a warning on the job says so).
 """
 
 from __future__ import annotations
@@ -71,13 +75,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from ..cost import CostError, PricingTable
+from ..noise import IDEAL, noise_field
 from ..parse import JobRequest, gate_counts, parse_job_body
 from ..wire import IDEMPOTENCY_FIELD, MULTI_CIRCUIT, SINGLE_CIRCUIT, IonQFormatError
 from .jobstore import PENDING, TERMINAL, JobRow, JobStore
 from .latency import LatencyProfile
 from .limits import ESTIMATE_MAXIMA, JobLimits, LimitError
 from .openapi import openapi_document
-from .runner import Runner
+from .runner import Runner, job_seed
 from .strictjson import BodyError, loads_strict
 
 log = logging.getLogger("qstore.ionq.server")
@@ -244,6 +249,7 @@ class IonQApi:
             ("/jobs/{job_id}/results", self.results, "GET"),
             ("/jobs/{job_id}/results/probabilities", self.probabilities, "GET"),
             ("/jobs/{job_id}/results/probabilities/aggregated", self.aggregated, "GET"),
+            ("/jobs/{job_id}/results/histogram", self.histogram, "GET"),
             ("/backends", self.list_backends, "GET"),
             ("/backends/{name:path}", self.get_backend, "GET"),
         ]]
@@ -330,8 +336,10 @@ class IonQApi:
                 view["child_job_ids"] = children
             if row.status == "completed":
                 tail = "results/probabilities/aggregated" if children else "results/probabilities"
-                view.update({"results": {"probabilities": {"url": self._url(row.id, tail)}},
-                             "execution_duration_ms": row.execution_ms})
+                results = {"probabilities": {"url": self._url(row.id, tail)}}
+                if _sampled(summary) and not children:
+                    results["histogram"] = {"url": self._url(row.id, "results/histogram")}
+                view.update({"results": results, "execution_duration_ms": row.execution_ms})
         if row.failure:
             view["failure"] = row.failure
         if row.warnings:
@@ -372,7 +380,8 @@ class IonQApi:
             return JSONResponse({"id": existing.id, "status": self.statuses.get(existing.status, existing.status),
                                  "session_id": None})
         job_id = str(uuid.uuid4())
-        shared = {"backend": job.backend, "shots": job.shots, "noise": job.noise, "settings": job.settings,
+        noise = noise_field(job.noise_request, job_seed(job, job_id)) if job.backend == "simulator" else job.noise
+        shared = {"backend": job.backend, "shots": job.shots, "noise": noise, "settings": job.settings,
                   "session_id": job.session_id}
         counts = _circuit_gate_counts(job)
         summary = {**shared, "type": MULTI_CIRCUIT if job.multi else SINGLE_CIRCUIT, "name": job.name,
@@ -498,6 +507,21 @@ class IonQApi:
                                 f"{self._url(row.id, 'results/probabilities/aggregated')}")
         return await self._answer(row.result)
 
+    async def histogram(self, request: Request) -> Response:
+        """``GET /jobs/{id}/results/histogram``: a sampled circuit's (noisy simulator or emulated QPU) shot counts,
+        ``{"<index>": count}`` summing to ``shots``."""
+        _, row = self._job(request)
+        self._completed(row)
+        if row.result is None:
+            raise ApiError(400, f"job {row.id} is a multi-circuit job; each child job has its histogram "
+                                f"({', '.join(self.state.store.child_ids(row.id)[:3])}...)")
+        if not _sampled(row.summary):
+            raise ApiError(400, f"job {row.id} ran on the ideal simulator: its results are exact probabilities, "
+                                "not shots; there is no histogram")
+        shots = row.summary["shots"]
+        frequencies = json.loads(row.result)
+        return await self._answer(json.dumps({key: round(value * shots) for key, value in frequencies.items()}))
+
     async def aggregated(self, request: Request) -> Response:
         """``GET /jobs/{id}/results/probabilities/aggregated``: ``{child_id: {"<index>": p}}``."""
         _, row = self._job(request)
@@ -576,6 +600,12 @@ def _guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Re
             return _internal_error(request, error)
 
     return guarded
+
+
+def _sampled(summary: dict[str, Any]) -> bool:
+    """Whether a job's results are shots (an emulated QPU, or a noise model on the simulator)."""
+    noise = summary.get("noise") if summary["backend"] == "simulator" else None
+    return summary["backend"] != "simulator" or (noise or {}).get("model", IDEAL) != IDEAL
 
 
 def _is_uuid(text: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..noise import MAX_NOISE_SEED, UNAVAILABLE_MODELS, known_noise_models
 from ..wire import BY_WIRE_NAME, GATESETS, MULTI_CIRCUIT, NAME_ALIASES, READINGS, SINGLE_CIRCUIT
 from .jobstore import PENDING, TERMINAL
 from .limits import ESTIMATE_MAXIMA, METADATA_KEY_CHARS, METADATA_KEYS, METADATA_VALUE_CHARS
@@ -88,8 +89,13 @@ def _schemas(config: ServerConfig) -> dict[str, Any]:
                                                    "qpu.forte-enterprise-1"]},
             "shots": {"type": "integer", "minimum": 1, "maximum": limits.max_shots},
             "name": _STR, "input": _ref("Input"), "metadata": metadata,
-            "noise": {"type": "object", "properties": {"model": _STR, "seed": {"type": "integer", "nullable": True,
-                                                                                  "minimum": 0}}},
+            "noise": {"type": "object", "description": (
+                "simulator only: 'ideal' (no noise) or the depolarizing model of an IonQ QPU, run as one trajectory "
+                "per shot on at most that QPU's qubits (25 Aria, 29 Forte); results are frequencies count / shots. "
+                f"{', '.join(f'{name!r}: {why}' for name, why in UNAVAILABLE_MODELS.items())}: refused (400)"),
+                "properties": {"model": {"type": "string", "enum": list(known_noise_models())},
+                               "seed": {"type": "integer", "nullable": True, "minimum": 0,
+                                        "maximum": MAX_NOISE_SEED}}},
             "settings": {"type": "object"}, "session_id": {"type": "string", "nullable": True},
             "dry_run": {"type": "boolean"}}},
         "JobCreated": {"type": "object", "required": ["id", "status"], "properties": {
@@ -97,15 +103,19 @@ def _schemas(config: ServerConfig) -> dict[str, Any]:
         "Job": {"type": "object", "required": ["id", "status", "type", "backend", "stats", "metadata"], "properties": {
             "id": _STR, "type": _STR, "name": {"type": "string", "nullable": True}, "status": status,
             "backend": _STR, "shots": _INT, "metadata": {"type": "object"},
-            "noise": {"type": "object", "nullable": True}, "settings": {"type": "object", "nullable": True},
+            "noise": {"type": "object", "nullable": True, "description": (
+                "a simulator job's model and the seed its shots were drawn with; else as submitted"),
+                "properties": {"model": _STR, "seed": {"type": "integer", "nullable": True}}},
+            "settings": {"type": "object", "nullable": True},
             "session_id": {"type": "string", "nullable": True}, "dry_run": {"type": "boolean"},
             "stats": {"type": "object", "required": ["qubits", "circuits", "gate_counts"], "properties": {
                 "qubits": _INT, "circuits": _INT,
                 "gate_counts": {"type": "object", "properties": {"1q": _INT, "2q": _INT}}}},
             "submitted_at": _STR, "started_at": nullable_time, "completed_at": nullable_time,
             "parent_job_id": _STR, "child_job_ids": {"type": "array", "items": _STR},
-            "results": {"type": "object", "properties": {"probabilities": {
-                "type": "object", "properties": {"url": _STR}}}},
+            "results": {"type": "object", "properties": {
+                "probabilities": {"type": "object", "properties": {"url": _STR}},
+                "histogram": {"type": "object", "properties": {"url": _STR}}}},
             "execution_duration_ms": _INT,
             "failure": {"type": "object", "properties": {"code": _STR, "error": _STR}},
             "warning": {"type": "object", "properties": {"messages": {"type": "array", "items": _STR}}}}},
@@ -114,6 +124,8 @@ def _schemas(config: ServerConfig) -> dict[str, Any]:
         "JobStatus": {"type": "object", "required": ["id", "status"], "properties": {"id": _STR, "status": _STR}},
         "Probabilities": {"type": "object", "description": "basis-state index (decimal string) -> probability",
                           "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
+        "Histogram": {"type": "object", "description": "basis-state index (decimal string) -> shots",
+                      "additionalProperties": {"type": "integer", "minimum": 1}},
         "AggregatedProbabilities": {"type": "object", "description": "child job id -> its probabilities",
                                     "additionalProperties": _ref("Probabilities")},
         "Estimate": {"type": "object", "required": ["estimated_cost", "cost_unit", "input_values"], "properties": {
@@ -190,6 +202,9 @@ def openapi_document(config: ServerConfig) -> dict[str, Any]:
             "/jobs/{job_id}/results/probabilities/aggregated": {"get": _operation(
                 "a multi-circuit job's probabilities per child job",
                 _json(_ref("AggregatedProbabilities"), "the results"), parameters=job_id)},
+            "/jobs/{job_id}/results/histogram": {"get": _operation(
+                "a sampled circuit's shot counts (noise model or QPU)", _json(_ref("Histogram"), "the counts"),
+                parameters=job_id)},
             "/backends": {"get": _operation("the backends", _json({"type": "array", "items": _ref("Backend")},
                                                                    "every backend"), key=False)},
             "/backends/{name}": {"get": _operation(

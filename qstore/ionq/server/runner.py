@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 import qsim_core as qc
 
 from ..parse import JobRequest, parse_job_body
-from ..results import probabilities_to_ionq
+from ..results import frequencies_to_ionq, probabilities_to_ionq
 from ..wire import IonQFormatError
 from .jobstore import Claim, JobStore
 from .latency import LatencyProfile
@@ -34,6 +34,10 @@ _BATCH_AMPLITUDES = 2**20
 #: costs time in proportion to them) and gates to compile run on the event loop, see :func:`runs_inline`
 _INLINE_AMPLITUDES = 2**12
 _INLINE_GATES = 512
+#: noisy jobs up to this many shots in all (a trajectory each) run on the event loop
+_INLINE_SAMPLES = 2**13
+#: noisy samples one engine call may hold (rows x shots int64 indices): 32 MiB
+_BATCH_SAMPLES = 2**22
 
 
 def runs_inline(request: JobRequest) -> bool:
@@ -44,21 +48,25 @@ def runs_inline(request: JobRequest) -> bool:
     Python-bound: writing the results as JSON takes far longer than the
     engine's simulation of a few small circuits), and a status poll that
     arrives meanwhile sees the job completed instead of waiting for the
-    client's next poll. Bounded by amplitudes (simulation, sampling, JSON)
+    client's next poll. Bounded by amplitudes (simulation, sampling, JSON), noisy shots (a trajectory each)
     and by the gates of its distinct gate sequences (compiling one not seen
     before costs time in proportion to its gates), so the loop is never
     blocked for long.
     """
     return (len(request.names) << request.qubits <= _INLINE_AMPLITUDES
-            and sum(len(batch.template) for batch in request.batches) <= _INLINE_GATES)
+            and sum(len(batch.template) for batch in request.batches) <= _INLINE_GATES
+            and (noise_of(request) is None or len(request.names) * request.shots <= _INLINE_SAMPLES))
 
 
-def _seed(request: JobRequest, job_id: str) -> int:
+def job_seed(request: JobRequest, job_id: str) -> int:
     """The sampling seed: ``noise.seed`` if the client set one, else derived from the job id (reproducible)."""
-    seed = (request.noise or {}).get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
-        return seed
-    return uuid.UUID(job_id).int & (2**63 - 1)
+    seed = request.noise_request.seed
+    return seed if seed is not None else uuid.UUID(job_id).int & (2**63 - 1)
+
+
+def noise_of(request: JobRequest) -> qc.NoiseModel | None:
+    """The noise model the job runs with: its ``noise.model`` on the simulator (IonQ's QPUs take none)."""
+    return request.noise_request.model if request.backend == "simulator" else None
 
 
 class JobStopped(Exception):
@@ -71,46 +79,70 @@ def execute(request: JobRequest, job_id: str, threads: int,
 
     Runs in a worker thread (or, for a small job, on the event loop), one
     engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.parse.CircuitBatch`)
-    and at most :data:`_BATCH_AMPLITUDES` amplitudes. Exact
-    probabilities for the ideal simulator; ``shots`` sampled outcomes (as
-    frequencies) for emulated QPUs and noise models, drawn per circuit from a
-    stream seeded by the job's seed and the circuit's position (so how the
-    circuits are batched does not change them).
+    and at most :data:`_BATCH_AMPLITUDES` amplitudes (and :data:`_BATCH_SAMPLES` noisy samples). Exact
+    probabilities for the ideal simulator; ``shots`` outcomes as frequencies ``count / shots`` for
+    emulated QPUs (sampled from the noiseless state, per circuit from a stream seeded by the job's seed
+    and the circuit's position) and for a noise model on the simulator (one quantum trajectory per shot,
+    as IonQ's noisy simulator; seeded by the job's seed and the engine call, so the same body and seed
+    give the same counts).
 
     With ``emit``, each circuit's result is handed to ``emit(position, text)``
     as soon as it is computed instead of being returned (the list is then
     empty); ``emit`` returning False stops the run with :class:`JobStopped`.
     """
-    noise_model = (request.noise or {}).get("model", "ideal")
-    sampled = request.backend.startswith("qpu") or noise_model != "ideal"
+    model = noise_of(request)
+    emulated = request.backend.startswith("qpu")
     warnings = []
-    if sampled:
-        what = request.backend if request.backend.startswith("qpu") else f"noise model {noise_model!r}"
-        warnings.append(f"{what} is emulated by this local server: noiseless simulation, "
+    if emulated:
+        warnings.append(f"{request.backend} is emulated by this local server: noiseless simulation, "
                         f"{request.shots} shots sampled per circuit")
     if request.dry_run:
         warnings.append("dry_run has no effect on this local server; the job was run")
     start = time.perf_counter()
-    simulator = qc.Simulator(threads=threads)
-    seed = _seed(request, job_id)
+    seed = job_seed(request, job_id)
     results: list[str] = [""] * len(request.names) if emit is None else []
     rows_per_call = max(1, _BATCH_AMPLITUDES >> request.qubits)
+    if model is not None:  # the calls also hold rows x shots samples
+        rows_per_call = max(1, min(rows_per_call, _BATCH_SAMPLES // request.shots))
     for batch in request.batches:
         for first in range(0, len(batch.positions), rows_per_call):
+            positions = batch.positions[first:first + rows_per_call]
             rows = batch.params[first:first + rows_per_call]
-            # a circuit without parameters takes none: its one state stands for every row
-            probabilities = simulator.probabilities(batch.template, rows if rows.shape[1] else None)
-            probabilities = np.broadcast_to(probabilities, (len(rows), probabilities.shape[-1]))
-            for position, vector in zip(batch.positions[first:first + rows_per_call], probabilities, strict=True):
-                if sampled:
-                    rng = np.random.default_rng((seed, position))
-                    vector = rng.multinomial(request.shots, vector / vector.sum()) / request.shots
-                text = json.dumps(probabilities_to_ionq(vector))
+            if model is not None:
+                texts = _noisy_results(batch.template, rows, request.shots, model, threads, (seed, positions[0]))
+            else:
+                texts = _results(batch.template, rows, positions, request.shots if emulated else None, threads, seed)
+            for position, text in zip(positions, texts, strict=True):
                 if emit is None:
                     results[position] = text
                 elif not emit(position, text):
                     raise JobStopped(job_id)
     return results, warnings, round(1000 * (time.perf_counter() - start))
+
+
+def _results(template: qc.Circuit, rows: np.ndarray, positions: Sequence[int], shots: int | None, threads: int,
+             seed: int) -> Iterator[str]:
+    """Noiseless results of one engine call: exact probabilities, or (``shots``) frequencies of that many
+    samples drawn per circuit from a stream seeded by the job's seed and the circuit's position."""
+    # a circuit without parameters takes none: its one state stands for every row
+    probabilities = qc.Simulator(threads=threads).probabilities(template, rows if rows.shape[1] else None)
+    probabilities = np.broadcast_to(probabilities, (len(rows), probabilities.shape[-1]))
+    for position, vector in zip(positions, probabilities, strict=True):
+        if shots is not None:
+            rng = np.random.default_rng((seed, position))
+            vector = rng.multinomial(shots, vector / vector.sum()) / shots
+        yield json.dumps(probabilities_to_ionq(vector))
+
+
+def _noisy_results(template: qc.Circuit, rows: np.ndarray, shots: int, model: qc.NoiseModel, threads: int,
+                   key: tuple[int, int]) -> Iterator[str]:
+    """Noisy results of one engine call: each circuit's ``shots`` trajectories (one per shot, as IonQ's noisy
+    simulator runs them) as frequencies ``count / shots``. Seeded by ``key`` (the job's seed and the call's
+    first circuit position)."""
+    seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
+    samples = qc.Simulator(threads=threads, noise=model, seed=seed).sample(template, shots, rows)
+    for row in samples:
+        yield json.dumps(frequencies_to_ionq(row, shots))
 
 
 def parse_stored(request: bytes | str, limits: JobLimits) -> JobRequest:

@@ -30,7 +30,8 @@ def test_train_writes_checkpoints_plot_and_summary(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "quantum model" in report and "classical baseline" in report and "circuits executed" in report
     summary = json.loads(summary_path.read_text())
-    assert set(summary) == {"val_acc", "train_acc", "baseline_val_acc", "wall_s", "circuits", "seconds", "skipped"}
+    assert set(summary) == {"val_acc", "train_acc", "baseline_val_acc", "wall_s", "circuits", "seconds", "skipped",
+                            "noise"}
     assert set(summary["seconds"]) == {"data", "simulation", "classical"}
     assert summary["skipped"] == []
     assert summary["circuits"] > 0 and 0 <= summary["val_acc"] <= 1
@@ -206,3 +207,29 @@ def test_bars_never_share_a_line_with_the_report_or_a_warning(tmp_path, monkeypa
     assert text[:table].endswith("\r") and not text[:table].split("\r")[-2].strip()  # the last bar was cleared
     warning = [part for part in text.split("\r") if "UserWarning: half-way" in part]
     assert warning and all(part.startswith(__file__) for part in warning)  # on a line of its own
+
+
+def test_train_under_noise_reports_the_accuracy_cost_beside_the_noiseless_run(tmp_path, capsys):
+    assert main(SMALL + ["--output", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json")]) == 0
+    noisy = tmp_path / "noisy"
+    assert main(SMALL + ["--noise", "aria-1", "--output", str(noisy), "--json", str(tmp_path / "noisy.json")]) == 0
+    report = capsys.readouterr().out
+    assert "gradients parameter-shift, under IonQ's aria-1 noise model" in report  # adjoint has no noisy form
+    assert "quantum model under aria-1 noise" in report and "accuracy cost of noise" in report
+    plain, summary = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "noisy.json"))
+    assert summary["noise"] == "aria-1" and plain["noise"] is None
+    assert summary["noise_cost"] == pytest.approx(summary["noiseless_val_acc"] - summary["val_acc"])
+    # the noiseless run is the plain run (exact parameter-shift gradients equal adjoint ones) on the same data
+    assert summary["noiseless_val_acc"] == pytest.approx(plain["val_acc"], abs=1e-12)
+    assert summary["baseline_val_acc"] == plain["baseline_val_acc"]
+    assert load_checkpoint(noisy / "quantum.h5").metadata["config"]["noise"] == "aria-1"
+    assert load_checkpoint(noisy / "noiseless.h5").metadata["config"]["noise"] is None
+    noisy_weights = load_checkpoint(noisy / "quantum.h5").weights
+    noiseless_weights = load_checkpoint(noisy / "noiseless.h5").weights
+    assert any(not np.allclose(noisy_weights[k], noiseless_weights[k]) for k in noisy_weights)  # noise changed it
+
+
+def test_an_unknown_noise_model_is_refused_with_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(SMALL + ["--noise", "harmony"])
+    assert "aria-1" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qstore.cli import main
-from qstore.execution.compare import tvd_against_noise
+from qstore.execution.compare import tvd_against_noise, tvd_between
 from qstore.ionq.server import ServerConfig, running_server
 from qstore.ionq.server.latency import LatencyProfile
 
@@ -22,7 +22,7 @@ def test_compare_against_a_local_server_prints_tables_and_writes_json_and_png(tm
     for text in ("circuits/s", "p50 ms", "serialization", "download", "TVD mean", "shot noise",
                  "local server (none profile)", "less wall time"):
         assert text in report
-    assert report.count("consistent with shot noise") == 2
+    assert report.count("consistent with shot noise") == 3  # each run, and the two histograms against each other
     summary = json.loads((tmp_path / "compare.json").read_text())
     assert summary["settings"]["profile"] == "none" and summary["settings"]["circuits"] == 6
     local, remote = summary["runs"]
@@ -99,3 +99,38 @@ def test_agreement_separates_shot_noise_from_a_wrong_distribution():
     assert np.allclose(fair.expected, fair.expected[0], rtol=0.1)  # same distribution, same noise level
     skewed = tvd_against_noise([{0: 600, 1: 200, 2: 100, 3: 100}] * 5, p, 1000, rng)
     assert skewed.tvd == pytest.approx([0.1] * 5) and not skewed.consistent and skewed.z > 4
+
+
+def test_compare_with_a_noise_model_runs_both_sides_noisy_and_measures_their_distance(tmp_path, capsys):
+    assert main(SMALL + ["--profile", "none", "--noise", "aria-1", "--output", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    assert "noise model aria-1" in report and "exact aria-1 noisy probabilities" in report
+    assert "in-process vs remote" in report and report.count("consistent with shot noise") == 3
+    summary = json.loads((tmp_path / "compare.json").read_text())
+    assert summary["settings"]["noise"] == "aria-1"
+    distance = summary["histogram_distance"]
+    assert distance["consistent"] and len(distance["tvd"]) == 6
+    assert distance["tvd_max"] == max(distance["tvd"]) and 0 < distance["tvd_mean"] <= distance["tvd_max"]
+    assert all(run["agreement"]["consistent"] for run in summary["runs"])  # both fit the noisy distribution
+
+
+def test_compare_refuses_an_unknown_noise_model(capsys):
+    with pytest.raises(SystemExit):
+        main(SMALL + ["--noise", "harmony"])
+    assert "invalid choice: 'harmony'" in capsys.readouterr().err
+
+
+def test_histogram_distance_separates_shot_noise_from_different_distributions():
+    rng = np.random.default_rng(3)
+    p = np.array([[0.5, 0.2, 0.2, 0.1]] * 5)
+
+    def draw(q) -> list[dict[int, int]]:
+        return [dict(enumerate(rng.multinomial(1000, q).tolist())) for _ in range(5)]
+
+    same = tvd_between(draw(p[0]), draw(p[0]), p, 1000, rng)
+    assert same.consistent and all(t < 0.1 for t in same.tvd)
+    assert np.allclose(same.expected, same.expected[0], rtol=0.1)
+    other = tvd_between(draw(p[0]), draw(np.array([0.4, 0.3, 0.2, 0.1])), p, 1000, rng)
+    assert not other.consistent and other.z > 4
+    exact = tvd_between([{0: 3, 1: 1}], [{1: 2, 2: 2}], p[:1], 4, rng)
+    assert exact.tvd == [0.5 * (3 + 1 + 2) / 4]  # by hand: |3-0| + |1-2| + |0-2|, halved, over 4 shots

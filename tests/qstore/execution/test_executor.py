@@ -284,3 +284,24 @@ def test_concurrent_jobs_never_spend_past_the_clients_budget(tmp_path):
             with pytest.raises(IonQBudgetError):
                 exe.execute(basis_circuit(), rows, shots=100)
         assert len(server_jobs(root)) == 3 and client.spent == pytest.approx(3 * job_cost)
+
+
+def test_a_noise_model_without_a_seed_gets_a_reproducible_seed_per_job(server):
+    circuit = qc.Circuit(2).h(0).ry(1, qc.Param(0))
+    for _ in range(30):
+        circuit.cnot(0, 1)  # 30 CNOTs: about a third of aria-2's shots carry an error
+    rows = np.array([[0.0], [0.01], [0.02], [0.03]])
+
+    def run(seed: int) -> list[dict[int, int]]:
+        with AsyncQuantumExecutor(server, api_key=KEY, seed=seed, cache_size=0, circuits_per_job=2,
+                                  noise={"model": "aria-2"}) as exe:
+            return exe.execute(circuit, rows, shots=SHOTS)
+
+    first = run(5)
+    assert run(5) == first and run(6) != first
+    assert all(sum(counts.values()) == SHOTS for counts in first)
+    jobs = server_jobs(server)[:2]  # the last run's two jobs
+    assert {job["noise"]["model"] for job in jobs} == {"aria-2"}
+    assert jobs[0]["noise"]["seed"] != jobs[1]["noise"]["seed"]  # jobs of different circuits: their own draws
+    # without noise, CNOT**30 after H on qubit 0 keeps qubit 1 at RY(<= 0.03): states 2 and 3 are < 3e-4 likely
+    assert all(counts.get(2, 0) + counts.get(3, 0) > 20 for counts in first)  # noise puts shots there

@@ -9,6 +9,8 @@ import qsim_core as qc
 from qstore.ionq.server import ServerConfig, running_server
 from qstore.ionq.server.latency import LatencyProfile
 
+from .noisy import assert_noisy_counts, noisy_circuit
+
 KEY = "sdk-key"
 ANGLES = (0.7, 0.3, 1.9)
 SHOTS = 200_000
@@ -125,3 +127,63 @@ def test_cirq_ionq(root):
     assert job.status() == "deleted"
     with pytest.raises(cirq_ionq.IonQNotFoundException):
         service.get_job(job.job_id())
+
+
+NOISY_SHOTS = 4000
+
+
+def qiskit_noisy_circuit(qiskit, theta: float = 0.7):
+    """:func:`noisy.noisy_circuit` in qiskit."""
+    c = qiskit.QuantumCircuit(3, 3)
+    c.x(0)
+    c.ry(theta, 1)
+    for _ in range(4):
+        c.cx(1, 2)
+        c.rx(0.3, 2)
+        c.cx(0, 1)
+        c.rzz(0.4, 0, 2)
+        c.h(1)
+        c.cx(2, 0)
+    c.measure([0, 1, 2], [0, 1, 2])
+    return c
+
+
+@pytest.mark.filterwarnings("ignore:Transpiler default optimization_level")
+def test_qiskit_ionq_noise_model(root, monkeypatch):
+    qiskit = pytest.importorskip("qiskit")
+    qiskit_ionq = pytest.importorskip("qiskit_ionq")
+    monkeypatch.setenv("IONQ_API_URL", f"{root}/v0.4")
+    backend = qiskit_ionq.IonQProvider(token=KEY, url=f"{root}/v0.4").get_backend("simulator")
+    backend.set_options(noise_model="aria-2", sampler_seed=21)  # sent as {"noise": {"model", "seed"}}
+
+    def counts(job) -> np.ndarray:
+        vector = np.zeros(8, np.int64)
+        for bits, count in job.result(wait=0.02).get_counts().items():
+            vector[int(bits, 2)] = count
+        return vector
+
+    first = counts(backend.run(qiskit_noisy_circuit(qiskit), shots=NOISY_SHOTS))
+    assert first.sum() == NOISY_SHOTS  # qiskit's counts are the server's shots, not re-sampled
+    assert_noisy_counts(first, noisy_circuit(), "aria-2")
+    assert np.array_equal(counts(backend.run(qiskit_noisy_circuit(qiskit), shots=NOISY_SHOTS)), first)  # seeded
+    backend.set_options(sampler_seed=22)
+    assert not np.array_equal(counts(backend.run(qiskit_noisy_circuit(qiskit), shots=NOISY_SHOTS)), first)
+
+
+def test_cirq_ionq_noise(root):
+    cirq = pytest.importorskip("cirq")
+    cirq_ionq = pytest.importorskip("cirq_ionq")
+    service = cirq_ionq.Service(remote_host=root, api_key=KEY, default_target="simulator")
+    q = cirq.LineQubit.range(3)
+    zz = cirq.ZZPowGate(exponent=0.4 / np.pi, global_shift=-0.5)
+    layer = [cirq.CNOT(q[1], q[2]), cirq.rx(0.3)(q[2]), cirq.CNOT(q[0], q[1]), zz(q[0], q[2]), cirq.H(q[1]),
+             cirq.CNOT(q[2], q[0])]
+    circuit = cirq.Circuit([cirq.X(q[0]), cirq.ry(0.7)(q[1]), *layer * 4, cirq.measure(*q, key="m")])
+    job = service.create_job(circuit, repetitions=NOISY_SHOTS, noise={"model": "aria-2", "seed": 3})
+    result = job.results(polling_seconds=0.02)
+    counts = np.zeros(8, np.int64)
+    for index, p in result.probabilities().items():  # qubit 0 most significant in cirq's index
+        counts[int(format(index, "03b")[::-1], 2)] = round(p * NOISY_SHOTS)
+    assert counts.sum() == NOISY_SHOTS
+    assert_noisy_counts(counts, noisy_circuit(), "aria-2")
+    assert service.get_job(job.job_id()).target() == "simulator"

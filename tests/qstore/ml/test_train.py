@@ -53,19 +53,21 @@ def test_whole_model_gradients_match_finite_differences(gradient, encoding):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(4, 5)), np.array([0.0, 1.0, 1.0, 0.0])
 
-    def loss() -> float:
-        return binary_cross_entropy(model.forward(x), y)[0]
+    assert_gradients_match_finite_differences(model, x, y, 6)
 
+
+def assert_gradients_match_finite_differences(model, x: np.ndarray, y: np.ndarray, entries: int) -> None:
+    """The model's backward pass against central differences of its loss, on the first ``entries`` of each array."""
     _, grad = binary_cross_entropy(model.forward(x), y)
     model.backward(grad)
     analytic = {key: value.copy() for key, value in model.gradients().items()}
     for key, array in model.parameters().items():
-        for index in list(np.ndindex(array.shape))[:6]:
+        for index in list(np.ndindex(array.shape))[:entries]:
             saved = array[index]
             array[index] = saved + 1e-6
-            up = loss()
+            up = binary_cross_entropy(model.forward(x), y)[0]
             array[index] = saved - 1e-6
-            down = loss()
+            down = binary_cross_entropy(model.forward(x), y)[0]
             array[index] = saved
             assert analytic[key][index] == pytest.approx((up - down) / 2e-6, abs=1e-7), (key, index)
 
@@ -132,6 +134,10 @@ def test_resumed_training_reaches_the_same_weights(digits_task):
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"lr": -1.0}, r"lr must be a number in \(0, inf\)"),
         ({"shots": 0}, "shots must be an integer >= 1 or none"),
+        ({"noise": "harmony"}, "noise must be none or one of aria-1, aria-2, forte-1"),
+        ({"noise": "aria-1"}, "needs gradient 'parameter-shift'"),
+        ({"noise": "aria-1", "gradient": "parameter-shift", "quantum": QuantumLayerConfig(encoding="amplitude")},
+         "needs angle encoding"),
     ],
 )
 def test_bad_training_settings_are_rejected(kwargs, message):
@@ -153,3 +159,35 @@ def test_bad_layer_settings_are_rejected():
     with pytest.raises(ValueError, match="non-zero norm"):
         QuantumLayer(QuantumLayerConfig(n_qubits=2, encoding="amplitude"), qc.Simulator(),
                      np.random.default_rng(0)).forward(np.zeros((1, 4)))
+
+
+def test_noisy_model_gradients_match_finite_differences_of_the_exact_noisy_loss():
+    """Parameter-shift stays exact under depolarizing noise: the whole noisy model's gradient is the true one."""
+    config = TrainConfig(quantum=QuantumLayerConfig(n_qubits=3, depth=2, entanglement="circular", bases=("Z", "X")),
+                         gradient="parameter-shift", noise="aria-2")
+    model = build_model("quantum", 5, config)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(4, 5)), np.array([0.0, 1.0, 1.0, 0.0])
+    layer = next(layer for layer in model.layers if isinstance(layer, QuantumLayer))
+    assert layer.simulator.noise == qc.NoiseModel.ionq("aria-2")
+    assert_gradients_match_finite_differences(model, x, y, 4)
+
+
+def test_a_noisy_layer_computes_the_noisy_expectations():
+    config = QuantumLayerConfig(n_qubits=3, depth=3)
+    x = np.random.default_rng(5).uniform(-np.pi, np.pi, (5, 3))
+    noisy = QuantumLayer(config, qc.Simulator(noise="aria-2"), np.random.default_rng(1), "parameter-shift")
+    ideal = QuantumLayer(config, qc.Simulator(), np.random.default_rng(1), "parameter-shift")
+    values, clean = noisy.forward(x), ideal.forward(x)
+    # depolarizing noise only shrinks the Bloch vector: every <Z> moves towards 0, never past it
+    assert np.all(np.abs(values) < np.abs(clean)) and np.all(np.sign(values) == np.sign(clean))
+    assert np.abs(values - clean).max() > 1e-3
+
+
+def test_noisy_training_from_settings_switches_adjoint_to_parameter_shift_and_learns(digits_task):
+    config = TrainConfig.from_settings({"noise": "forte-1", "epochs": 3, "shots": 256, "qubits": 4})
+    assert config.gradient == "parameter-shift" and config.shots == 256
+    x_train, y_train, x_val, y_val = digits_task
+    result = train(build_model("quantum", 16, config), config, x_train[:96], y_train[:96], x_val, y_val)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.circuits > 0

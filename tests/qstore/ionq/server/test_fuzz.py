@@ -43,7 +43,8 @@ def test_the_published_document_is_valid_openapi_with_the_servers_limits(server)
     assert operations == {"POST /jobs", "GET /jobs", "GET /jobs/estimate", "GET /jobs/{job_id}",
                           "DELETE /jobs/{job_id}", "PUT /jobs/{job_id}/status/cancel",
                           "GET /jobs/{job_id}/results/probabilities",
-                          "GET /jobs/{job_id}/results/probabilities/aggregated", "GET /backends",
+                          "GET /jobs/{job_id}/results/probabilities/aggregated",
+                          "GET /jobs/{job_id}/results/histogram", "GET /backends",
                           "GET /backends/{name}"}
     inputs = document["components"]["schemas"]["Input"]["oneOf"]
     assert {variant["properties"]["qubits"]["maximum"] for variant in inputs} == {LIMITS["max_qubits"]}
