@@ -10,10 +10,12 @@ Public API::
 See :class:`Circuit` (one builder method per gate of :data:`GATES`),
 :class:`Param`, :class:`ParamSum`, :class:`Simulator`, :class:`NoiseModel` (IonQ's noise
 models, ``Simulator(noise=...)``), :func:`to_native`,
-:func:`seed_circuit` (the reference run's circuit) and :func:`available_backends`.
+:func:`seed_circuit` (the reference run's circuit), :func:`available_backends` and
+:func:`build_info` (which compiled code runs here).
 """
 
 from .backends import available_backends
+from .buildinfo import build_info
 from .circuit import Circuit, Operation, Param, ParamSum
 from .errors import (
     BackendUnavailableError,
@@ -46,6 +48,7 @@ __all__ = [
     "QsimError",
     "Simulator",
     "available_backends",
+    "build_info",
     "seed_circuit",
     "to_native",
 ]

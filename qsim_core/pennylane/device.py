@@ -13,7 +13,7 @@ Public (``__all__``): :class:`QsimQubit`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,7 +116,8 @@ class QsimQubit(Device):
     config_filepath = Path(__file__).parent / "qsim_qubit.toml"
     _device_options = ("backend", "precision", "threads")
 
-    def __init__(self, wires=None, shots=None, *, seed: int | None = None, backend: str = "auto",
+    def __init__(self, wires: int | Iterable[Hashable] | None = None, shots: int | Sequence[int] | None = None,
+                 *, seed: int | None = None, backend: str = "auto",
                  precision: str = "double", threads: int | None = None) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")

@@ -8,6 +8,7 @@ import pytest
 
 import qsim_core as qc
 from qsim_core import backends
+from qsim_core.backends import isa
 
 
 def test_available_backends_lists_working_ones_fastest_first():
@@ -24,7 +25,8 @@ def test_auto_picks_the_first_available():
 
 def test_missing_cython_extension_gives_a_clear_message(monkeypatch):
     backends.get_backend.cache_clear()
-    monkeypatch.setitem(sys.modules, "qsim_core.backends.cython._kernels", None)
+    for level in isa.LEVELS.values():  # every instruction-set build of the extension
+        monkeypatch.setitem(sys.modules, f"qsim_core.backends.cython.{level.module}", None)
     monkeypatch.delitem(sys.modules, "qsim_core.backends.cython", raising=False)
     monkeypatch.delattr(backends, "cython", raising=False)
     try:
