@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class PauliStrings:
     zmask: np.ndarray
     ny: np.ndarray
 
-    @property
+    @cached_property
     def z_only(self) -> bool:
         """True when every string is diagonal (only Z and I factors)."""
         return not self.xmask.any()

@@ -14,6 +14,8 @@ sweep and applies the chain rule from gate-slot uses to the parameter vector.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -30,6 +32,73 @@ BATCH_CHUNK = 4096
 #: second thread for a handful of small parameter sets costs more than it saves,
 #: and far more when another process holds the other core
 SETS_PER_THREAD = 16
+#: batches up to this size of circuits up to this many qubits bind into per-thread arrays kept between calls
+#: (see :func:`_bind`); larger work costs far more than the allocation it would save
+REUSE_MAX_BATCH, REUSE_MAX_QUBITS = 16, 12
+#: most (program, dtype, batch) array sets one thread keeps; beyond it the thread's set starts afresh
+REUSE_MAX_ENTRIES = 32
+
+#: run_small's output arguments (psi, probs, values, samples) by task: the position each task writes
+_OUTPUT_OF_TASK = {TASK_STATE: 0, TASK_PROBS: 1, TASK_EXPVAL: 2, TASK_SHOT_EXPVAL: 2, TASK_SAMPLES: 3}
+#: size-0 stand-ins for the outputs a task does not write (and for "no initial states"); nothing is ever
+#: written to them, so every call and thread may share them
+_PLACEHOLDERS = {dtype: (np.empty((0, 0), dtype), np.empty((0, 0)), np.empty((0, 0)), np.empty((0, 0), np.int64))
+                 for dtype in (np.complex64, np.complex128)}
+#: the C name of each state dtype, as a Cython fused type's specialisations are keyed
+_C_COMPLEX = {np.complex64: "float complex", np.complex128: "double complex"}
+_NO_OBSERVABLES = (np.zeros(0, np.int64),) * 3
+
+
+#: kernels by (kernel, state dtype), see _specialised; module-level so that backends stay picklable
+_SPECIALISED: dict[tuple[Callable, type], Callable] = {}
+
+
+def _specialised(kernel: Callable, dtype: type) -> Callable:
+    """``kernel`` for states of ``dtype``. A Cython function over a fused type picks its specialisation from the
+    arguments on every call; indexing it by the C type (its ``__signatures__``) does that once. Others as they are."""
+    found = _SPECIALISED.get((kernel, dtype))
+    if found is None:
+        signatures = getattr(kernel, "__signatures__", None) or {}
+        found = _SPECIALISED[kernel, dtype] = signatures.get(_C_COMPLEX[np.dtype(dtype).type], kernel)
+    return found
+
+
+class _Bound:
+    """A single-block program packed for repeated kernel calls on one thread: its step arrays in
+    ``run_small``'s order and refillable gate-matrix arrays for one batch size and dtype."""
+
+    def __init__(self, program: Program, batch: int, dtype: type) -> None:
+        self.program = program  # held so that id(program), the cache key, stays unique while this lives
+        self.arguments = program.small_arguments
+        self.u1, self.u2 = program.matrix_buffers(batch, dtype)
+
+
+class _ThreadBound(threading.local):
+    """Each thread's :class:`_Bound` programs by (program id, dtype, batch)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, _Bound] = {}
+
+
+_BOUND = _ThreadBound()
+
+
+def _bind(program: Program, params: np.ndarray, dtype: type, threads: int
+          ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """``program.bind(params, dtype, threads)`` and ``program.small_arguments``. Small batches reuse this thread's
+    packed arguments and gate-matrix arrays from the last call with this program, dtype and batch size instead of
+    allocating them (and rewriting the constant matrices); the arrays only go to the kernel, never to a caller."""
+    batch = params.shape[0]
+    if batch > REUSE_MAX_BATCH or program.num_qubits > REUSE_MAX_QUBITS:
+        return *program.bind(params, dtype, threads), program.small_arguments
+    entries = _BOUND.entries
+    key = (id(program), dtype, batch)
+    bound = entries.get(key)
+    if bound is None:
+        if len(entries) >= REUSE_MAX_ENTRIES:
+            entries.clear()
+        bound = entries[key] = _Bound(program, batch, dtype)
+    return bound.u1.fill(params, threads), bound.u2.fill(params, threads), bound.arguments
 
 
 class CompiledBackend:
@@ -44,7 +113,7 @@ class CompiledBackend:
         """See :class:`Backend`."""
         what = f"{job.batch} state(s) of {job.circuit.num_qubits} qubits"
         out = self._allocate((job.batch, job.size), job.dtype, what)
-        return self._run(job, TASK_STATE, zbasis=False, psi_out=out)
+        return self._run(job, TASK_STATE, out, zbasis=False)
 
     def probabilities(self, job: Job) -> np.ndarray:
         """See :class:`Backend`. One large state's probabilities reuse the state's memory."""
@@ -53,24 +122,24 @@ class CompiledBackend:
             psi = self._evolve_large(job, program, 0)
             return self.kernels.probabilities_in_place(psi)[np.newaxis]
         out = self._allocate((job.batch, job.size), np.float64, f"{job.batch} probability vector(s)")
-        return self._run(job, TASK_PROBS, zbasis=True, probs_out=out)
+        return self._run(job, TASK_PROBS, out, zbasis=True)
 
     def expectation(self, job: Job, observables: PauliStrings) -> np.ndarray:
         """See :class:`Backend`."""
         out = np.zeros((job.batch, len(observables)))
-        return self._run(job, TASK_EXPVAL, zbasis=observables.z_only, values_out=out, observables=observables)
+        return self._run(job, TASK_EXPVAL, out, zbasis=observables.z_only, observables=observables)
 
     def sample(self, job: Job, shots: int, key: int, offset: int = 0) -> np.ndarray:
         """See :class:`Backend`."""
         out = self._allocate((job.batch, shots), np.int64, f"{job.batch} x {shots} samples")
-        return self._run(job, TASK_SAMPLES, zbasis=True, samples_out=out, shots=shots, key=key, offset=offset)
+        return self._run(job, TASK_SAMPLES, out, zbasis=True, shots=shots, key=key, offset=offset)
 
     def shot_expectation(self, job: Job, observables: PauliStrings, shots: int, key: int,
                          offset: int = 0) -> np.ndarray:
         """See :class:`Backend`."""
         out = np.zeros((job.batch, len(observables)))
-        return self._run(job, TASK_SHOT_EXPVAL, zbasis=observables.z_only, values_out=out,
-                         observables=observables, shots=shots, key=key, offset=offset)
+        return self._run(job, TASK_SHOT_EXPVAL, out, zbasis=observables.z_only, observables=observables,
+                         shots=shots, key=key, offset=offset)
 
     def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -82,36 +151,33 @@ class CompiledBackend:
         memory.require(shape[0] * shape[1] * np.dtype(dtype).itemsize, what)
         return np.empty(shape, dtype)
 
-    def _run(self, job: Job, task: int, *, zbasis: bool, psi_out=None, probs_out=None, values_out=None,
-             samples_out=None, observables: PauliStrings | None = None, shots: int = 0, key: int = 0,
-             offset: int = 0) -> np.ndarray:
-        """Run ``task`` into the given output; sampling row ``b`` draws from the stream of global row ``offset + b``."""
+    def _run(self, job: Job, task: int, result: np.ndarray, *, zbasis: bool, observables: PauliStrings | None = None,
+             shots: int = 0, key: int = 0, offset: int = 0) -> np.ndarray:
+        """Run ``task`` into ``result`` (the task's output array, batch first, which is returned); sampling row ``b``
+        draws from the stream of global row ``offset + b``."""
         program = job.program(zbasis)
-        threads = job.threads if not program.single_block else min(job.threads, -(-job.batch // SETS_PER_THREAD))
-        self.kernels.set_threads(threads)
-        empty_obs = np.zeros(0, np.int64)
-        xmask, zmask, ny = (observables.xmask, observables.zmask, observables.ny) if observables else (empty_obs,) * 3
-        result = next(a for a in (psi_out, probs_out, values_out, samples_out) if a is not None)
+        xmask, zmask, ny = (observables.xmask, observables.zmask, observables.ny) if observables else _NO_OBSERVABLES
         if not program.single_block:
+            self.kernels.set_threads(job.threads)
             self._run_large(job, program, task, result, xmask, zmask, ny, shots, key, offset)
             return result
-        psi_out = psi_out if psi_out is not None else np.empty((0, 0), job.dtype)
-        probs_out = probs_out if probs_out is not None else np.empty((0, 0))
-        values_out = values_out if values_out is not None else np.empty((0, 0))
-        samples_out = samples_out if samples_out is not None else np.empty((0, 0), np.int64)
-        initial = job.initial if job.initial is not None else np.empty((0, 0), job.dtype)
-        for start in range(0, job.batch, BATCH_CHUNK):
+        batch = job.batch
+        threads = min(job.threads, -(-batch // SETS_PER_THREAD))
+        self.kernels.set_threads(threads)
+        # the task's output in its place, size-0 placeholders (never written) in the others
+        placeholders = _PLACEHOLDERS.get(job.dtype) or _PLACEHOLDERS[np.dtype(job.dtype).type]
+        outputs = list(placeholders)
+        outputs[_OUTPUT_OF_TASK[task]] = result
+        initial = job.initial if job.initial is not None else placeholders[0]
+        run_small = _specialised(self.kernels.run_small, job.dtype)
+        chunked = batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
+        for start in range(0, batch, BATCH_CHUNK):
             rows = slice(start, start + BATCH_CHUNK)
-            u1, u2 = program.bind(job.params[rows], job.dtype, threads)
-            self.kernels.run_small(
-                task, psi_out[rows] if task == TASK_STATE else psi_out,
-                probs_out[rows] if task == TASK_PROBS else probs_out,
-                values_out[rows] if task in (TASK_EXPVAL, TASK_SHOT_EXPVAL) else values_out,
-                samples_out[rows] if task == TASK_SAMPLES else samples_out,
-                program.num_qubits, u1, u2, program.init_u1, program.kind, program.q0, program.q1, program.arg,
-                program.run_start, program.run_gate, program.perm_start, program.perm_table,
-                xmask, zmask, ny, shots, np.uint64(key), offset + start, initial[rows],
-            )
+            if chunked:
+                outputs[_OUTPUT_OF_TASK[task]] = result[rows]
+            u1, u2, arguments = _bind(program, job.params[rows] if chunked else job.params, job.dtype, threads)
+            run_small(task, *outputs, program.num_qubits, u1, u2, *arguments, xmask, zmask, ny, shots, np.uint64(key),
+                      offset + start, initial[rows] if chunked else initial)
         return result
 
     def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:

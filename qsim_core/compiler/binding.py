@@ -127,20 +127,50 @@ def _opcode(op: AnyOp) -> int:
     return len(GATES) if isinstance(op, ConstantOp) else op.gate.opcode
 
 
+class GateMatrices:
+    """The gate matrices of one group list for a fixed batch size, in an array that is refilled call by call.
+
+    Constant groups are written once, here; :meth:`fill` rewrites only the
+    parametrised ones. The array is overwritten by every :meth:`fill`, so an
+    instance belongs to one thread and its array must not be handed to a caller
+    who keeps it (:mod:`qsim_core.backends.driver` keeps one per thread for small batches).
+
+    Args:
+        groups: the program's :class:`GateGroup` slices (``u1_groups`` or ``u2_groups``).
+        batch: parameter sets B per fill.
+        dim: matrix size d (2 or 4).
+        dtype: complex64 or complex128.
+    """
+
+    def __init__(self, groups: Sequence[GateGroup], batch: int, dim: int, dtype: np.dtype) -> None:
+        count = groups[-1].stop if groups else 0
+        self.out = np.empty((batch, count, dim, dim), dtype)
+        self._rotations = []
+        self._tabled = []
+        for group in groups:
+            view = self.out[:, group.start:group.stop]
+            if group.matrices is not None:
+                view[...] = group.matrices
+            elif group.generator is not None:
+                self._rotations.append((group.index[0], group.scale[0], group.offset[0], group.generator, view))
+            else:
+                self._tabled.append((GATES[group.name].matrix, group, view))
+
+    def fill(self, params: np.ndarray, threads: int) -> np.ndarray:
+        """The matrices for ``params`` (float64[B, P]): one vectorised call per parametrised gate name.
+
+        Returns the instance's array ``[B, count, d, d]``, overwritten by the next call.
+        """
+        for index, scale, offset, generator, view in self._rotations:
+            fill_rotations(params, index, scale, offset, generator, view, threads)
+        for matrix, group, view in self._tabled:
+            matrix(*group.values(params), out=view)
+        return self.out
+
+
 def fill(groups: Sequence[GateGroup], params: np.ndarray, dim: int, dtype: np.dtype, threads: int) -> np.ndarray:
-    """Matrices of every gate instance: one vectorised matrix call per parametrised gate name."""
-    batch = params.shape[0]
-    count = groups[-1].stop if groups else 0
-    out = np.empty((batch, count, dim, dim), dtype)
-    for group in groups:
-        if group.matrices is not None:
-            out[:, group.start:group.stop] = group.matrices
-        elif group.generator is not None:
-            fill_rotations(params, group.index[0], group.scale[0], group.offset[0], group.generator,
-                           out[:, group.start:group.stop], threads)
-        else:
-            GATES[group.name].matrix(*group.values(params), out=out[:, group.start:group.stop])
-    return out
+    """Matrices of every gate instance, in a new array ``[B, count, dim, dim]`` (see :class:`GateMatrices`)."""
+    return GateMatrices(groups, params.shape[0], dim, dtype).fill(params, threads)
 
 
 def constant_matrix(op: AnyOp) -> np.ndarray:

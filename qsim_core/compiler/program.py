@@ -72,10 +72,11 @@ per circuit structure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .binding import AnyOp, GateGroup, fill
+from .binding import AnyOp, GateGroup, GateMatrices, fill
 
 #: step kinds understood by the kernels (U2X: pair-mixing 4x4, U2D: diagonal 4x4; both read ``u2[arg]``)
 U1, U2, CNOT, SWAP, PERM, U2X, U2D = 0, 1, 2, 3, 4, 5, 6
@@ -153,7 +154,18 @@ class Program:
     @property
     def single_block(self) -> bool:
         """True when the program is one block over all qubits (kernels work in place)."""
+        return self._single_block
+
+    @cached_property
+    def _single_block(self) -> bool:
         return len(self.block_start) == 2 and len(self.block_qubits) == self.num_qubits
+
+    @property
+    def small_arguments(self) -> tuple[np.ndarray, ...]:
+        """The step arrays in the order a single-block kernel (``run_small``) takes them:
+        ``(init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table)``."""
+        return (self.init_u1, self.kind, self.q0, self.q1, self.arg, self.run_start, self.run_gate,
+                self.perm_start, self.perm_table)
 
     @property
     def num_steps(self) -> int:
@@ -174,3 +186,9 @@ class Program:
             ``u2[B, G2, 4, 4]`` two-qubit matrices (first qubit most significant).
         """
         return fill(self.u1_groups, params, 2, dtype, threads), fill(self.u2_groups, params, 4, dtype, threads)
+
+    def matrix_buffers(self, batch: int, dtype: np.dtype) -> tuple[GateMatrices, GateMatrices]:
+        """Refillable ``u1`` and ``u2`` arrays for ``batch`` parameter sets: what :meth:`bind` returns, without
+        allocating or rewriting the constant matrices on every call (one owner thread each, see
+        :class:`~qsim_core.compiler.binding.GateMatrices`)."""
+        return GateMatrices(self.u1_groups, batch, 2, dtype), GateMatrices(self.u2_groups, batch, 4, dtype)

@@ -19,12 +19,15 @@ take typed memoryviews over the fused complex type ``cplx`` (so one call
 checks dtype, rank and contiguity) and hand raw pointers to ``cdef`` kernels
 fused over the *real* type ``real``: every complex array is handled as its
 interleaved ``(re, im)`` real view. Writing complex arithmetic out on real
-components keeps the inner loops plain C that gcc vectorises at -O3 without
--march, and avoids C99 ``_Complex`` multiplication, which without fast-math
+components keeps the inner loops plain C that gcc vectorises at -O3 (setup.py also
+builds x86-64-v3 and -v4 copies, see backends/isa.py), and avoids C99 ``_Complex`` multiplication, which without fast-math
 calls ``__muldc3`` (a NaN-rescuing library routine) for every product. The
 components are combined exactly as numba multiplies complex numbers,
 ``(a + ib)(c + id) = (ac - bd) + i(ad + bc)``, in the state's precision, so
-both backends agree bit for bit wherever the summation order is the same.
+the baseline build agrees with numba bit for bit wherever the summation order
+is the same; the x86-64-v3/v4 builds contract products into FMAs and differ in
+the last bit (within every tolerance; samples for the same seed can then differ
+where a draw falls exactly on a table threshold).
 Probabilities and expectations are formed from the components converted to
 float64, and accumulate in float64, whatever the state's precision.
 
@@ -98,6 +101,7 @@ cdef extern from *:
     #define QSIM_STREAM UINT64_C(0xD1B54A32D192ED03)
     #define QSIM_LOW53 UINT64_C(0x1FFFFFFFFFFFFF)
     #define QSIM_TO_UNIT (1.0 / 9007199254740992.0)
+    #define QSIM_TWO53 9007199254740992.0
     """
     const uint64_t _GOLDEN "QSIM_GOLDEN"
     const uint64_t _MIX1 "QSIM_MIX1"
@@ -105,6 +109,7 @@ cdef extern from *:
     const uint64_t _STREAM "QSIM_STREAM"
     const uint64_t _LOW53 "QSIM_LOW53"  # the 53 bits of a uniform double
     const double _TO_UNIT "QSIM_TO_UNIT"  # 2**-53
+    const double _TWO53 "QSIM_TWO53"  # 2**53
 
 ctypedef fused cplx:
     float complex
@@ -745,20 +750,33 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
         threshold[order[k]] = 1.0
 
 
-cdef inline int64_t alias_pick(const double* threshold, const int64_t* alias, int64_t bits, uint64_t column_bits,
-                               uint64_t coin_bits) noexcept nogil:
-    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin.
+cdef enum:
+    PACKED_BITS = 11  # up to 2**11 columns, one 64-bit number serves column and coin, and a table entry packs both
+    _ALIAS_MASK = (1 << PACKED_BITS) - 1
 
-    Branch-free: the coin is a fair 50/50 guess for the branch predictor, so
-    ``alias[column]`` is loaded unconditionally and the choice is a select
-    (cmov). The 53-bit value goes through int64, which converts to double
-    in one instruction (uint64 needs a branchy sequence on x86-64).
+
+cdef uint64_t* coin_cuts(double* threshold, const int64_t* alias, int64_t n, int64_t bits) noexcept nogil:
+    """Turn ``threshold[:n]`` (in [0, 1]) in place into integer cuts; returns the same memory as uint64.
+
+    A 53-bit coin c keeps its column when ``c * 2**-53 < threshold``, that is
+    when ``c < ceil(threshold * 2**53)`` (the scaling is exact): the pick is
+    one integer comparison with the very same outcome as the float one. Up
+    to PACKED_BITS bits each entry is ``cut << 11 | alias``, one load per
+    pick; the cut is capped at 2**53 - 1, which changes nothing, as a full
+    column is its own alias. Same cuts as numba's ``coin_cuts``.
     """
-    cdef int64_t column = <int64_t>(column_bits >> (64 - bits))
-    cdef double coin = <double><int64_t>(coin_bits & _LOW53) * _TO_UNIT
-    cdef int64_t other = alias[column]
-    cdef int64_t keep = -<int64_t>(coin < threshold[column])  # all ones or zero: gcc keeps a mask, not a branch
-    return (column & keep) | (other & ~keep)
+    cdef uint64_t* table = <uint64_t*>threshold
+    cdef double scaled
+    cdef int64_t j, cut
+    for j in range(n):
+        scaled = threshold[j] * _TWO53 if threshold[j] > 0.0 else 0.0  # not fmax() or ceil(): library calls
+        cut = <int64_t>scaled
+        cut += <double>cut < scaled
+        if bits <= PACKED_BITS:
+            table[j] = (<uint64_t>(cut - (cut >> 53)) << PACKED_BITS) | <uint64_t>alias[j]
+        else:
+            table[j] = <uint64_t>cut
+    return table
 
 
 cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept nogil:
@@ -771,27 +789,35 @@ cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept n
     rng[0] = state
 
 
-cdef void alias_draws(const double* threshold, const int64_t* alias, int64_t bits, uint64_t* rng, int64_t* out,
+cdef void alias_draws(const uint64_t* table, const int64_t* alias, int64_t bits, uint64_t* rng, int64_t* out,
                       int64_t count) noexcept nogil:
-    """Fill ``out[:count]`` with draws from an alias table over 2**bits entries, advancing ``rng``.
+    """Fill ``out[:count]`` with draws from an alias table over 2**bits entries (bits >= 1), advancing ``rng``.
 
-    Up to 11 bits one 64-bit number serves both the column (top bits) and
-    the coin (low 53 bits), independent bits of one draw; wider tables take
-    a second number for the coin. The raw bits are staged in ``out`` itself.
+    ``table`` is the table's cuts as :func:`coin_cuts` makes them. Up to
+    PACKED_BITS bits one 64-bit number serves both the column (top bits) and
+    the coin (low 53 bits), independent bits of one draw, and the choice is
+    a branch-free select on one loaded entry (the coin is a 50/50 guess for
+    the branch predictor); wider tables take a second number for the coin.
+    The raw bits are staged in ``out`` itself. Same draws as numba's.
     """
     cdef uint64_t* raw = <uint64_t*>out
-    cdef uint64_t x, state
-    cdef int64_t s
+    cdef uint64_t x, entry, state
+    cdef int64_t s, column, keep
+    cdef int shift = 64 - bits
     fill_random(raw, count, rng)
-    if bits <= 11:
+    if bits <= PACKED_BITS:
         for s in range(count):
             x = raw[s]
-            out[s] = alias_pick(threshold, alias, bits, x, x)
+            column = <int64_t>(x >> shift)
+            entry = table[column]
+            keep = -<int64_t>((x & _LOW53) < (entry >> PACKED_BITS))  # all ones or zero: a mask, not a branch
+            out[s] = (column & keep) | (<int64_t>(entry & _ALIAS_MASK) & ~keep)
     else:
         state = rng[0]  # a local copy: stores through ``out`` cannot alias it
         for s in range(count):
-            x = raw[s]
-            out[s] = alias_pick(threshold, alias, bits, x, next_u64(&state))
+            column = <int64_t>(raw[s] >> shift)
+            keep = -<int64_t>((next_u64(&state) & _LOW53) < table[column])
+            out[s] = (column & keep) | (alias[column] & ~keep)
         rng[0] = state
 
 
@@ -805,9 +831,10 @@ cdef inline int64_t _log2(int64_t n) noexcept nogil:
 cdef void samples_into(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias, int64_t* order,
                        uint64_t* rng, int64_t* out, int64_t count) noexcept nogil:
     """Draw ``count`` basis indices from |psi|^2 with an alias table, advancing ``rng``."""
+    cdef int64_t bits = _log2(n)
     probabilities_into(v, 0, n, probs)
     alias_table(probs, n, threshold, alias, order)
-    alias_draws(threshold, alias, _log2(n), rng, out, count)
+    alias_draws(coin_cuts(threshold, alias, n, bits), alias, bits, rng, out, count)
 
 
 cdef double binomial_estimate(double exact, int64_t shots, uint64_t* rng) noexcept nogil:

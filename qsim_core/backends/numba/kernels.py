@@ -435,23 +435,27 @@ def alias_table(probs, threshold, alias):
 
     After the call, drawing column j uniformly and keeping j with probability
     ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
-    ``probs[i] / sum(probs)``. Uses ``alias`` as its work list while building.
+    ``probs[i] / sum(probs)``. Same table as the Cython twin's, bit for bit.
     """
     n = probs.size
     total = 0.0
     for i in range(n):
         total += probs[i]
+    for i in range(n):  # a loop of its own so it vectorises
+        threshold[i] = probs[i] * n / total
     small_top = 0  # small entries grow from the front of `order`, large from the back
     large_bottom = n
     order = np.empty(n, np.int64)
+    # The small/large tests are coin flips for the branch predictor (the
+    # distribution changes with every parameter set), so both loops below are
+    # branch-free as in the Cython twin: the index goes to both candidate slots
+    # (disjoint until the end) and the 0/1 test result moves the stack tops.
     for i in range(n):
-        threshold[i] = probs[i] * n / total
-        if threshold[i] < 1.0:
-            order[small_top] = i
-            small_top += 1
-        else:
-            large_bottom -= 1
-            order[large_bottom] = i
+        small = np.int64(threshold[i] < 1.0)
+        order[small_top] = i
+        order[large_bottom - 1] = i
+        small_top += small
+        large_bottom -= 1 - small
     last_positive = 0
     for i in range(n):
         alias[i] = i
@@ -463,10 +467,10 @@ def alias_table(probs, threshold, alias):
         hi = order[large_bottom]
         alias[lo] = hi
         threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
-        if threshold[hi] < 1.0:
-            large_bottom += 1
-            order[small_top] = hi
-            small_top += 1
+        small = np.int64(threshold[hi] < 1.0)  # then hi moves from the large stack to the small one
+        large_bottom += small
+        order[small_top] = hi  # slot small_top was just popped: harmless when hi stays large
+        small_top += small
     for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
         i = order[k]
         if probs[i] > 0.0:
@@ -479,14 +483,33 @@ def alias_table(probs, threshold, alias):
 
 
 _LOW53 = np.uint64(0x1FFFFFFFFFFFFF)
+_TWO53 = 9007199254740992.0  # 2**53
+_PACKED_BITS = 11  # up to 2**11 columns, one 64-bit number serves column and coin, and a table entry packs both
+_ALIAS_MASK = np.uint64((1 << _PACKED_BITS) - 1)
+_CUT_SHIFT = np.uint64(_PACKED_BITS)
 
 
-@njit(cache=True, inline="always")
-def alias_pick(threshold, alias, bits, column_bits, coin_bits):
-    """Index chosen by ``column_bits`` (top ``bits`` bits used) and a 53-bit coin."""
-    column = np.int64(column_bits >> np.uint64(64 - bits))
-    coin = float(coin_bits & _LOW53) * _TO_UNIT
-    return column if coin < threshold[column] else alias[column]
+@njit(cache=True)
+def coin_cuts(threshold, alias, bits):
+    """Turn ``threshold`` (float64[2**bits] in [0, 1]) in place into integer cuts; returns its uint64 view.
+
+    A 53-bit coin c keeps its column when ``c * 2**-53 < threshold``, that is
+    when ``c < ceil(threshold * 2**53)`` (the scaling is exact): the pick is
+    one integer comparison with the very same outcome as the float one. Up
+    to 11 bits each entry is ``cut << 11 | alias``, one load per
+    pick; the cut is capped at 2**53 - 1, which changes nothing, as a full
+    column is its own alias.
+    """
+    table = threshold.view(np.uint64)
+    for j in range(threshold.size):
+        scaled = threshold[j] * _TWO53 if threshold[j] > 0.0 else 0.0
+        cut = np.int64(scaled)
+        cut += np.int64(np.float64(cut) < scaled)  # rounded up (what the Cython twin does without ceil())
+        if bits <= _PACKED_BITS:
+            table[j] = (np.uint64(cut - (cut >> 53)) << _CUT_SHIFT) | np.uint64(alias[j])
+        else:
+            table[j] = np.uint64(cut)
+    return table
 
 
 @njit(cache=True)
@@ -498,23 +521,31 @@ def fill_random(buffer, rng):
 
 
 @njit(cache=True)
-def alias_draws(threshold, alias, bits, rng, out):
-    """Fill int64 ``out`` with draws from an alias table over 2**bits entries; returns rng.
+def alias_draws(table, alias, bits, rng, out):
+    """Fill int64 ``out`` with draws from an alias table over 2**bits entries (bits >= 1); returns rng.
 
-    Up to 11 bits one 64-bit number serves both the column (top bits) and
-    the coin (low 53 bits), independent bits of one draw; wider tables take
-    a second number for the coin.
+    ``table`` is the table's cuts as :func:`coin_cuts` makes them. Up to
+    11 bits one 64-bit number serves both the column (top bits) and
+    the coin (low 53 bits), independent bits of one draw, and the choice is
+    a select on one loaded entry; wider tables take a second number for the
+    coin and read the alias from ``alias``.
     """
     raw = out.view(np.uint64)
     rng = fill_random(raw, rng)
-    if bits <= 11:
+    shift = np.uint64(64 - bits)
+    if bits <= _PACKED_BITS:
         for s in range(out.size):
             x = raw[s]
-            out[s] = alias_pick(threshold, alias, bits, x, x)
+            column = np.int64(x >> shift)
+            entry = table[column]
+            # both candidates are in the one loaded entry, so this compiles to a select, not a
+            # branch that would mispredict on every other coin
+            out[s] = column if (x & _LOW53) < (entry >> _CUT_SHIFT) else np.int64(entry & _ALIAS_MASK)
     else:
         for s in range(out.size):
             rng, coin = next_u64(rng)
-            out[s] = alias_pick(threshold, alias, bits, raw[s], coin)
+            column = np.int64(raw[s] >> shift)
+            out[s] = column if (coin & _LOW53) < table[column] else alias[column]
     return rng
 
 
@@ -528,7 +559,7 @@ def samples_into(psi, probs, threshold, alias, rng, out):
         a = psi[i]
         probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
     alias_table(probs, threshold, alias)
-    return alias_draws(threshold, alias, bits, rng, out)
+    return alias_draws(coin_cuts(threshold, alias, bits), alias, bits, rng, out)
 
 
 @njit(cache=True)
