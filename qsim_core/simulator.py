@@ -14,7 +14,7 @@ import numpy as np
 from . import memory
 from .backends import Backend, Job, get_backend
 from .circuit import Circuit, is_symbolic
-from .compiler import DEFAULT_BLOCK_QUBITS
+from .compiler import DEFAULT_BLOCK_QUBITS, MAX_BLOCK_QUBITS
 from .errors import CircuitError, ParameterError
 from .gradients import Estimator, parameter_shift, spsa
 from .measurement import Executor, expectations_from_counts
@@ -83,8 +83,8 @@ class Simulator:
             raise ValueError(f"precision must be 'double' or 'single', got {precision!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-        if not isinstance(block_qubits, int) or not 4 <= block_qubits <= 24:
-            raise ValueError(f"block_qubits must be an integer in 4..24, got {block_qubits!r}")
+        if not isinstance(block_qubits, int) or not 4 <= block_qubits <= MAX_BLOCK_QUBITS:
+            raise ValueError(f"block_qubits must be an integer in 4..{MAX_BLOCK_QUBITS}, got {block_qubits!r}")
         self._backend = get_backend(backend) if isinstance(backend, str) else backend
         self.precision = precision
         self.dtype = _PRECISIONS[precision]

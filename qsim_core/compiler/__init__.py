@@ -9,9 +9,9 @@ step kinds the kernels understand (``U1``, ``U2``, ``CNOT``, ``SWAP``, ``PERM``,
 """
 
 from .compile import PROGRAM_CACHE, ProgramCache, compile_circuit
-from .program import CNOT, DEFAULT_BLOCK_QUBITS, PERM, SWAP, U1, U2, U2D, U2X, Program
+from .program import CNOT, DEFAULT_BLOCK_QUBITS, MAX_BLOCK_QUBITS, PERM, SWAP, U1, U2, U2D, U2X, Program
 
 __all__ = [
-    "CNOT", "DEFAULT_BLOCK_QUBITS", "PERM", "PROGRAM_CACHE", "SWAP", "U1", "U2", "U2D", "U2X", "Program",
-    "ProgramCache", "compile_circuit",
+    "CNOT", "DEFAULT_BLOCK_QUBITS", "MAX_BLOCK_QUBITS", "PERM", "PROGRAM_CACHE", "SWAP", "U1", "U2", "U2D", "U2X",
+    "Program", "ProgramCache", "compile_circuit",
 ]

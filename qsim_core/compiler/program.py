@@ -87,6 +87,8 @@ U1, U2, CNOT, SWAP, PERM, U2X, U2D = 0, 1, 2, 3, 4, 5, 6
 TOL = 1e-12
 
 DEFAULT_BLOCK_QUBITS = 14
+#: the widest cache block a Simulator accepts (``block_qubits``), which also bounds its initial states
+MAX_BLOCK_QUBITS = 24
 
 
 @dataclass(frozen=True)

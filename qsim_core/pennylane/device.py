@@ -36,15 +36,13 @@ from pennylane.operation import Operator
 from pennylane.tape import QuantumScript
 from pennylane.transforms import broadcast_expand, defer_measurements
 
-from ..compiler import DEFAULT_BLOCK_QUBITS
+from ..compiler import DEFAULT_BLOCK_QUBITS, MAX_BLOCK_QUBITS
 from ..simulator import Simulator
 from . import derivatives
 from .measure import measure_tape
 from .translate import supports_operation
 
 _GRADIENT_METHODS = ("adjoint", "device", "best")
-#: the engine's widest block (Simulator's block_qubits), which bounds its initial states
-MAX_BLOCK_QUBITS = 24
 
 
 def _adjoint_operation(op: Operator) -> bool:
