@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,21 +25,32 @@ class Connection:
         client: the Dask client.
         cluster: the local cluster started for it, or None for an existing scheduler.
         owns_client: whether :meth:`close` closes the client (False for a client the caller gave).
+        timeout: seconds the client tries to reconnect to a lost scheduler before it closes itself.
     """
 
     client: Client
     cluster: LocalCluster | None = None
     owns_client: bool = True
+    timeout: float = 60.0
     _scratch: str | None = field(default=None, repr=False)
 
     def close(self) -> None:
         """Close the client (if it was opened here), then the local cluster and its scratch folder."""
         if self.owns_client:
+            self._settle()
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _settle(self) -> None:
+        # A client that lost its scheduler reconnects for `timeout` seconds, then closes itself. Closing it
+        # from here meanwhile runs two closes of its connection pool at once, and distributed's second
+        # one raises "Cannot change state of expiring Timeout": wait for its own close instead.
+        deadline = time.monotonic() + self.timeout + 5.0
+        while self.client.status in ("connecting", "closing") and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def connect(address: str | None = None, workers: int | None = None, *, client: Client | None = None,
@@ -75,7 +87,7 @@ def connect(address: str | None = None, workers: int | None = None, *, client: C
             remote = Client(address, timeout=timeout)
         except (OSError, TimeoutError) as error:
             raise OSError(f"cannot reach a Dask scheduler at {address!r} within {timeout:g} s: {error}") from None
-        connection = Connection(remote)
+        connection = Connection(remote, timeout=timeout)
         _wait_for_workers(connection, 1, timeout, address)
         return connection
     scratch = tempfile.mkdtemp(prefix="qstore-dask-")
@@ -89,7 +101,7 @@ def connect(address: str | None = None, workers: int | None = None, *, client: C
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", env={"NUMBA_NUM_THREADS": "1"}, config=quiet,
                                local_directory=scratch)
-    connection = Connection(Client(cluster, timeout=timeout), cluster, _scratch=scratch)
+    connection = Connection(Client(cluster, timeout=timeout), cluster, timeout=timeout, _scratch=scratch)
     _wait_for_workers(connection, len(cluster.workers), timeout, "a local cluster")
     return connection
 
