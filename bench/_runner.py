@@ -252,7 +252,11 @@ def warn_if_busy(threshold: float = 0.3) -> float:
 
 @functools.cache
 def machine_tags() -> dict[str, Any]:
-    """Git commit, hostname, CPU model, core count and load before the run."""
+    """Git commit, hostname, CPU model, core count, load before the run and OpenMP's wait policy.
+
+    ``import qsim_core`` defaults ``OMP_WAIT_POLICY`` to PASSIVE for every OpenMP runtime loaded after it,
+    peers' included (Aer's); the tag says which policy this run's peers and ours ran under.
+    """
 
     def git(*args: str) -> str:
         result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False)
@@ -270,13 +274,14 @@ def machine_tags() -> dict[str, Any]:
     except OSError:
         pass
     return {"commit": commit, "hostname": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(),
-            "busy_cores_at_start": warn_if_busy()}
+            "busy_cores_at_start": warn_if_busy(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def announce() -> None:
     """Print the machine line (and the busy warning) at the start of a run, before our own load."""
     tags = machine_tags()
-    print(f"{tags['cpu']}, {tags['cpus']} cores, host {tags['hostname']}, commit {tags['commit']}")
+    print(f"{tags['cpu']}, {tags['cpus']} cores, host {tags['hostname']}, commit {tags['commit']}, "
+          f"OMP_WAIT_POLICY={tags['omp_wait_policy']}")
 
 
 def write_json(records: Sequence[Record], path: Path | str, benchmark: str) -> Path:

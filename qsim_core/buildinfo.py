@@ -27,7 +27,9 @@ def build_info() -> dict[str, object]:
         ``cython`` (``isa``: the level that runs, None when the backend does not load;
         ``built``: the levels built, best first; ``max_threads``: its OpenMP maximum;
         ``error``: why it does not load, else None) and ``numba`` (``version``, ``target_cpu``:
-        the LLVM CPU name its kernels are compiled for, ``max_threads``).
+        the LLVM CPU name its kernels are compiled for, ``max_threads``), and
+        ``openmp_wait_policy`` (``OMP_WAIT_POLICY`` as the OpenMP runtime read it, see
+        :mod:`qsim_core._openmp`).
 
     Example:
         >>> import qsim_core as qc
@@ -54,6 +56,7 @@ def build_info() -> dict[str, object]:
         "numba": {"version": numba.__version__,
                   "target_cpu": numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
                   "max_threads": numba.config.NUMBA_NUM_THREADS},
+        "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

@@ -1,0 +1,32 @@
+"""OpenMP's wait policy for the compiled kernels, set before any OpenMP runtime loads.
+
+The Cython kernels and numba's ``omp`` threading layer share the system's libgomp, which by default
+lets an idle team thread spin for a while before it sleeps. On a machine whose cores are busy with
+other work, those spinning threads take the time slices the working thread needs: a 2.3 ms batch of
+seed circuits took 55-65 ms at two threads with other processes holding the cores, and 2.3 ms with
+``OMP_WAIT_POLICY=PASSIVE`` (measured in one session, one process each, same load). On an idle
+machine a passive team costs a futex wake per parallel region, microseconds against calls of
+milliseconds. The runtime reads the variable once, when it loads, so importing this module (the first
+thing ``import qsim_core`` does) sets it; a value the user set is kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["WAIT_POLICY", "set_wait_policy_default"]
+
+#: the policy qsim_core asks for when the environment names none
+WAIT_POLICY = "PASSIVE"
+
+
+def set_wait_policy_default() -> str:
+    """``OMP_WAIT_POLICY`` after defaulting it to :data:`WAIT_POLICY` (an existing value is kept).
+
+    Has an effect only on OpenMP runtimes that load after it runs (one already loaded by another
+    library keeps the policy it read then).
+    """
+    return os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+
+
+set_wait_policy_default()

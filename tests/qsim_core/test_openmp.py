@@ -1,0 +1,46 @@
+"""The OpenMP runtime under the compiled kernels runs with a passive wait policy unless the user chose one."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import qsim_core as qc
+
+# load the kernels' OpenMP runtime (a Cython call) and let libgomp print the settings it read
+PROGRAM = "import qsim_core as qc; qc.Simulator(backend='{backend}').expectation(qc.Circuit(1).h(0), 'Z0')"
+
+
+def runtime_setting(backend: str, policy: str | None, name: str) -> str:
+    """The value of ``name`` libgomp displays in a fresh process that ran ``backend`` (policy unset if None)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["OMP_DISPLAY_ENV"] = "VERBOSE"
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    done = subprocess.run([sys.executable, "-c", PROGRAM.format(backend=backend)], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+    found = re.search(rf"{name} = '(\w+)'", done.stdout + done.stderr)
+    if found is None:
+        pytest.skip(f"this OpenMP runtime does not display {name} (libgomp does)")
+    return found.group(1)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_idle_team_threads_do_not_spin_by_default(backend):
+    if backend not in qc.available_backends():
+        pytest.skip(f"{backend} is not built here")
+    # libgomp displays PASSIVE for an unset policy too; what differs is the spin count (300000 when unset)
+    assert runtime_setting(backend, None, "GOMP_SPINCOUNT") == "0"
+
+
+def test_a_policy_the_user_set_is_kept():
+    assert runtime_setting("numba", "ACTIVE", "OMP_WAIT_POLICY") == "ACTIVE"
+    assert int(runtime_setting("numba", "ACTIVE", "GOMP_SPINCOUNT")) > 0
+
+
+def test_build_info_reports_the_policy():
+    assert qc.build_info()["openmp_wait_policy"] == os.environ["OMP_WAIT_POLICY"]
