@@ -277,7 +277,8 @@ class _ClusterBackend:
         task = dict(engine=self.engine, method=method, args=args, sampling_key=key, fields=_job_fields(job),
                     batched=len(batched))
         with self._scheduler_errors():
-            results, engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task)
+            results, engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task,
+                                                       frozenset(workers))
         # A small chunk's time is mostly one-off cost (compilation, the first touch of a program), which
         # would make the next large batch look expensive: learn only from chunks of some size, and keep the
         # cheapest rate seen (one-off costs only ever add).
@@ -304,15 +305,18 @@ class _ClusterBackend:
                                   f"{error}") from None
 
     def _run(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]],
-             firsts: list[int], scatter: bool, task: dict[str, Any]) -> tuple[list[Any], float, int]:
-        """Each chunk as a task; returns the results in order, the engine seconds, and the chunks run again."""
+             firsts: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str]
+             ) -> tuple[list[Any], float, int]:
+        """Each chunk as a task; returns the results in order, the engine seconds, and the chunks run again.
+
+        ``workers`` are the worker addresses the call began with; a retry asks the scheduler again."""
         client = self.simulator.client
         results: list[Any] = [None] * len(chunks)
         engine_seconds = 0.0
         pending = list(range(len(chunks)))
         rerun = 0
         for _ in range(self.simulator.retries + 1):
-            futures = self._submit(circuit, structure, chunks, firsts, pending, scatter, task)
+            futures = self._submit(circuit, structure, chunks, firsts, pending, scatter, task, workers)
             gathered = client.gather(list(futures.values()), errors="skip")  # waits for every task; skips failures
             for future in futures.values():
                 if future.status == "error":
@@ -329,11 +333,13 @@ class _ClusterBackend:
             # rows (or the circuit) sent to a worker that died: send them again
             self.circuits.pop(structure, None)
             pending, rerun = lost, rerun + len(lost)
+            workers = frozenset(client.nthreads())
         raise RuntimeError(f"{len(pending)} chunk(s) lost their rows with a worker {self.simulator.retries + 1} "
                            "times in a row")
 
     def _submit(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]], firsts: list[int],
-                pending: list[int], scatter: bool, task: dict[str, Any]) -> dict[int, Future]:
+                pending: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str]
+                ) -> dict[int, Future]:
         """The tasks of the ``pending`` chunks, by chunk; those not submitted because a worker died while the
         circuit or their rows were sent to it are missing (the caller sends them again)."""
         client = self.simulator.client
@@ -341,7 +347,7 @@ class _ClusterBackend:
         keys = {i: f"qsim-{task['method']}-{token}-{i}" for i in pending}
         futures: dict[int, Future] = {}
         with contextlib.suppress(CommClosedError):
-            shared = self._circuit(circuit, structure)
+            shared = self._circuit(circuit, structure, workers)
             if not scatter:
                 mapped = client.map(_run_chunk, [shared] * len(pending), [chunks[i] for i in pending],
                                     [firsts[i] for i in pending], key=list(keys.values()), pure=False,
@@ -355,14 +361,15 @@ class _ClusterBackend:
                                            retries=self.simulator.retries, **task)
         return futures
 
-    def _circuit(self, circuit: Circuit, structure: tuple) -> Future:
-        """The circuit of this structure on every worker now (scattered once and kept for later calls;
-        replicated to the workers that lack it: see the module docstring)."""
+    def _circuit(self, circuit: Circuit, structure: tuple, workers: frozenset[str]) -> Future:
+        """The circuit of this structure on every one of ``workers`` (the cluster's worker addresses now):
+        scattered once and kept for later calls, replicated to the workers that lack it (see the module
+        docstring)."""
         client = self.simulator.client
         shared = self.circuits.get(structure)
         if shared is None:
             shared = client.scatter(circuit, broadcast=True, hash=False)
-        elif set(client.nthreads()) - set(client.who_has([shared]).get(shared.key, ())):
+        elif workers - set(client.who_has([shared]).get(shared.key, ())):
             client.replicate([shared])
         self.circuits[structure] = shared
         self.circuits.move_to_end(structure)
