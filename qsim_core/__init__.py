@@ -14,7 +14,7 @@ models, ``Simulator(noise=...)``), :func:`to_native`,
 :func:`build_info` (which compiled code runs here).
 """
 
-from . import _openmp  # noqa: F401  (first: sets OpenMP's wait policy before a runtime loads)
+from . import threads  # noqa: F401  (first: sets OpenMP's wait policy before a runtime loads)
 from .backends import available_backends
 from .buildinfo import build_info
 from .circuit import Circuit, Operation, Param, ParamSum

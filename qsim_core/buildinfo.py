@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from .backends import isa
+from .threads import usable_cores
 
 
 def build_info() -> dict[str, object]:
@@ -29,7 +30,7 @@ def build_info() -> dict[str, object]:
         ``error``: why it does not load, else None) and ``numba`` (``version``, ``target_cpu``:
         the LLVM CPU name its kernels are compiled for, ``max_threads``), and
         ``openmp_wait_policy`` (``OMP_WAIT_POLICY`` as the OpenMP runtime read it, see
-        :mod:`qsim_core._openmp`).
+        :mod:`qsim_core.threads`).
 
     Example:
         >>> import qsim_core as qc
@@ -50,7 +51,7 @@ def build_info() -> dict[str, object]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "machine": platform.machine(),
-        "threads": os.cpu_count() or 1,
+        "threads": usable_cores(),
         "cpu_levels": isa.runnable_levels(isa.cpu_flags()),
         "cython": loaded,
         "numba": {"version": numba.__version__,

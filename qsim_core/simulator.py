@@ -6,7 +6,6 @@ Public (``__all__``): :class:`Simulator` (also ``qsim_core.Simulator``) and :dat
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from .noise import (
     resolve_noise,
 )
 from .observables import PauliStrings, parse_observables
+from .threads import usable_cores
 
 _PRECISIONS = {"double": np.complex128, "single": np.complex64}
 #: what :meth:`Simulator.gradient` accepts as ``method``
@@ -55,7 +55,8 @@ class Simulator:
         precision: ``"double"`` (complex128) or ``"single"`` (complex64).
         seed: seed for every sampled result; the same seed gives the same
             samples call by call. None draws a fresh seed.
-        threads: worker threads for the compiled kernels; None uses all cores.
+        threads: worker threads for the compiled kernels; None uses every core this
+            process may run on (:func:`qsim_core.threads.usable_cores`).
         block_qubits: for circuits wider than this, gates are fused into
             passes over at most this many qubits (cache blocking).
         noise: None, an IonQ model name (``"aria-1"``, ``"aria-2"``, ``"forte-1"``)
@@ -89,7 +90,7 @@ class Simulator:
         self.precision = precision
         self.dtype = _PRECISIONS[precision]
         self._itemsize = np.dtype(self.dtype).itemsize
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.block_qubits = block_qubits
         self.noise = resolve_noise(noise)
         self._seed_key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])

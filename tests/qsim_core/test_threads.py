@@ -1,4 +1,4 @@
-"""The OpenMP runtime under the compiled kernels runs with a passive wait policy unless the user chose one."""
+"""Threads: the cores the kernels may use, and the passive OpenMP wait policy (unless the user chose one)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,12 @@ def test_a_policy_the_user_set_is_kept():
 
 def test_build_info_reports_the_policy():
     assert qc.build_info()["openmp_wait_policy"] == os.environ["OMP_WAIT_POLICY"]
+
+
+def test_usable_cores_follow_the_affinity_mask():
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no affinity masks on this OS")
+    program = ("import os, qsim_core as qc; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+               "print(qc.threads.usable_cores(), qc.Simulator().threads, qc.build_info()['threads'])")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["1", "1", "1"]

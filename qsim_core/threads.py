@@ -1,4 +1,6 @@
-"""OpenMP's wait policy for the compiled kernels, set before any OpenMP runtime loads.
+"""Threads of the compiled kernels: the cores this process may use, and OpenMP's wait policy.
+
+The wait policy is set before any OpenMP runtime loads.
 
 The Cython kernels and numba's ``omp`` threading layer share the system's libgomp, which by default
 lets an idle team thread spin for a while before it sleeps. On a machine whose cores are busy with
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["WAIT_POLICY", "set_wait_policy_default"]
+__all__ = ["WAIT_POLICY", "set_wait_policy_default", "usable_cores"]
 
 #: the policy qsim_core asks for when the environment names none
 WAIT_POLICY = "PASSIVE"
@@ -27,6 +29,15 @@ def set_wait_policy_default() -> str:
     library keeps the policy it read then).
     """
     return os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one (a container's or
+    ``taskset``'s share), else every core (``os.cpu_count()``); at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 set_wait_policy_default()
