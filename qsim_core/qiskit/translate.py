@@ -220,9 +220,13 @@ def _fingerprint(circuit: QuantumCircuit, measurements: bool) -> tuple | None:
     standard = _standard_types()
     parts: list[tuple] = []
     for instruction in circuit.data:
-        operation = instruction.operation
-        kind = operation.name if standard.get(operation.name) is type(operation) else _Same(operation)
-        parts.append((kind, instruction.qubits, instruction.clbits, tuple(operation.params)))
+        # a standard gate's name says what it does; asking the instruction spares building its Python object
+        if instruction.is_standard_gate():
+            kind: str | _Same = instruction.name
+        else:
+            operation = instruction.operation
+            kind = operation.name if standard.get(operation.name) is type(operation) else _Same(operation)
+        parts.append((kind, instruction.qubits, instruction.clbits, tuple(instruction.params)))
     key = (measurements, tuple(circuit.qubits), tuple(circuit.clbits), tuple(circuit.parameters), tuple(parts))
     try:
         hash(key)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
-from qiskit.circuit.library import get_standard_gate_name_mapping
+from qiskit.circuit.library import RYGate, get_standard_gate_name_mapping
 from qiskit.primitives import StatevectorEstimator
 from qiskit.providers import JobStatus
 from qiskit.quantum_info import Operator, Pauli, Statevector
@@ -111,6 +111,14 @@ def test_translation_is_cached_and_a_changed_circuit_translates_again():
     second = translate(circuit, measurements=False)
     assert second is not first
     assert len(second.circuit) == len(first.circuit) + 1
+    # edits that keep the length: another angle, another qubit, another standard gate
+    for edited in (circuit.data[2].replace(params=[0.4]), circuit.data[2].replace(qubits=[circuit.qubits[0]]),
+                   circuit.data[2].replace(operation=RYGate(0.3))):
+        circuit.data[2] = edited
+        assert translate(circuit, measurements=False) is not second
+        second = translate(circuit, measurements=False)
+    np.testing.assert_allclose(evs(EstimatorV2(), circuit, ["ZI", "IX"]),
+                               evs(StatevectorEstimator(), circuit, ["ZI", "IX"]), atol=1e-12)
 
 
 def test_custom_gates_with_one_name_are_not_confused():
