@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -183,20 +182,21 @@ def translate(circuit: QuantumCircuit, *, measurements: bool) -> Translation:
     key = _fingerprint(circuit, measurements)
     if key is not None:
         with _cache_lock:
-            if key in _cache:
-                _cache.move_to_end(key)
-                return _cache[key]
+            cached = _cache.pop(key, None)  # popped and put back last: one comparison of keys, not two
+            if cached is not None:
+                _cache[key] = cached
+                return cached
     translation = _translate(circuit, measurements)
     if key is not None:
         with _cache_lock:
             _cache[key] = translation
             if len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
+                del _cache[next(iter(_cache))]
     return translation
 
 
 #: least recently used first; primitives may run in several threads at once
-_cache: OrderedDict[tuple, Translation] = OrderedDict()
+_cache: dict[_Key, Translation] = {}
 _cache_lock = threading.Lock()
 
 
@@ -215,7 +215,23 @@ class _Same:
         return isinstance(other, _Same) and other.obj is self.obj
 
 
-def _fingerprint(circuit: QuantumCircuit, measurements: bool) -> tuple | None:
+class _Key:
+    """A cache key that hashes its tuple once (a lookup hashes it again and again otherwise)."""
+
+    __slots__ = ("hash", "parts")
+
+    def __init__(self, parts: tuple) -> None:
+        self.parts = parts
+        self.hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Key) and other.hash == self.hash and other.parts == self.parts
+
+
+def _fingerprint(circuit: QuantumCircuit, measurements: bool) -> _Key | None:
     """A hashable key of everything translation reads, or None when something is unhashable."""
     standard = _standard_types()
     parts: list[tuple] = []
@@ -227,12 +243,11 @@ def _fingerprint(circuit: QuantumCircuit, measurements: bool) -> tuple | None:
             operation = instruction.operation
             kind = operation.name if standard.get(operation.name) is type(operation) else _Same(operation)
         parts.append((kind, instruction.qubits, instruction.clbits, tuple(instruction.params)))
-    key = (measurements, tuple(circuit.qubits), tuple(circuit.clbits), tuple(circuit.parameters), tuple(parts))
     try:
-        hash(key)
+        return _Key((measurements, tuple(circuit.qubits), tuple(circuit.clbits), tuple(circuit.parameters),
+                     tuple(parts)))
     except (TypeError, OverflowError):  # an array parameter; Qiskit cannot hash a negative constant expression
         return None
-    return key
 
 
 @functools.cache
