@@ -18,8 +18,10 @@ from .errors import CircuitError, ParameterError
 from .gradients import Estimator, parameter_shift, spsa
 from .measurement import Executor, expectations_from_counts
 from .noise import (
+    MAX_INVERTIBLE_RATE,
     NoiseError,
     NoiseModel,
+    noisy_adjoint,
     noisy_expectations,
     noisy_probabilities,
     noisy_samples,
@@ -180,10 +182,14 @@ class Simulator:
             circuit: as for :meth:`expectation`.
             observables: as for :meth:`expectation`.
             params: as for :meth:`expectation`.
-            method: None picks ``"adjoint"`` without noise, ``"parameter-shift"`` with it.
+            method: None picks ``"adjoint"`` for exact gradients (with noise too, when
+                its rates are at most ``noise.adjoint.MAX_INVERTIBLE_RATE``), else
+                ``"parameter-shift"``.
                 ``"adjoint"``: exact, one forward pass and one backward
                 sweep per parameter set inside the compiled backend (cost
-                grows with the number of observables K, not of parameters).
+                grows with the number of observables K, not of parameters);
+                with noise, the same sweep over density matrices
+                (:mod:`qsim_core.noise.adjoint`).
                 ``"parameter-shift"``: the gate table's exact shift rules, all
                 ``B * (1 + sum of 2R per parameter use)`` shifted circuits in
                 one batched call; with ``shots`` each is a sampled estimate,
@@ -225,9 +231,9 @@ class Simulator:
         returns ``(gradient, state_gradient)``, the second complex ``(2**n,)`` or
         ``(B, 2**n)``: ``d f/d Re psi_0 + i d f/d Im psi_0`` for ``f = sum_k cotangent[k] <O_k>``.
         """
-        method = method or ("adjoint" if self.noise is None else "parameter-shift")
-        if state_gradient and (initial_state is None or method != "adjoint"):
-            raise ParameterError("state_gradient=True needs initial_state= and method='adjoint'")
+        method = method or self._default_method(shots, executor)
+        if state_gradient and (initial_state is None or method != "adjoint" or self.noise is not None):
+            raise ParameterError("state_gradient=True needs initial_state= and method='adjoint' without noise")
         strings = parse_observables(observables, circuit.num_qubits)
         job, batched = self._job(circuit, params, initial_state)
         try:
@@ -248,16 +254,15 @@ class Simulator:
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """values[B, K], ``sum_k weights[b, l, k] d<O_k>/d theta``: [B, L, P], and (adjoint with initial
         states) the same with respect to the initial states, complex[B, L, 2**n]."""
-        method = method or ("adjoint" if self.noise is None else "parameter-shift")
+        method = method or self._default_method(shots, executor)
         if method not in GRADIENT_METHODS:
             raise ParameterError(f"unknown gradient method {method!r}; choose one of {', '.join(GRADIENT_METHODS)}")
         if method == "adjoint":
-            if self.noise is not None:
-                raise NoiseError("method='adjoint' needs a pure state; with noise use 'parameter-shift' (exact for "
-                                 "depolarizing noise) or 'spsa'")
             if shots is not None or executor is not None:
                 raise ParameterError("method='adjoint' is exact and runs on this simulator; shots= and executor= "
                                      "apply to 'parameter-shift' and 'spsa'")
+            if self.noise is not None:
+                return noisy_adjoint(job, self.noise, strings, np.ascontiguousarray(weights))
             return self._backend.adjoint(job, strings, np.ascontiguousarray(weights))
         estimate = self._estimator(job, strings, shots, executor)
         if method == "parameter-shift":
@@ -270,6 +275,13 @@ class Simulator:
             rng = np.random.default_rng(self._next_key())
             values, jacobian = spsa(estimate, job.circuit, job.params, float(perturbation), int(samples), rng)
         return values, np.einsum("blk,bkp->blp", weights, jacobian), None
+
+    def _default_method(self, shots: int | None, executor: Executor | None) -> str:
+        """Adjoint for exact gradients (noisy ones too, unless a rate is too high to un-compute), else
+        parameter-shift."""
+        exact = shots is None and executor is None
+        invertible = self.noise is None or max(self.noise.r1q, self.noise.r2q) <= MAX_INVERTIBLE_RATE
+        return "adjoint" if exact and invertible else "parameter-shift"
 
     def _estimator(self, job: Job, strings: PauliStrings, shots: int | None, executor: Executor | None) -> Estimator:
         """Expectations of ``strings`` for any circuit and parameter rows, as the method asks."""

@@ -8,6 +8,8 @@ depolarizing channel after every gate of the circuit as written; see
 * :mod:`~qsim_core.noise.density`: exact noisy probabilities and expectations
   (density matrices, up to :data:`MAX_DENSITY_QUBITS` qubits), with
   :mod:`~qsim_core.noise.density_kernels` its compiled loops;
+* :mod:`~qsim_core.noise.adjoint`: exact noisy gradients by the adjoint
+  sweep over density matrices;
 * :mod:`~qsim_core.noise.frames`: where each possible Pauli error ends up
   (Pauli frames), so trajectories share simulations;
 * :mod:`~qsim_core.noise.trajectories`: noisy shots;
@@ -16,10 +18,11 @@ depolarizing channel after every gate of the circuit as written; see
 Public (``__all__``): the names below.
 """
 
+from .adjoint import MAX_INVERTIBLE_RATE, noisy_adjoint
 from .density import MAX_DENSITY_QUBITS, noisy_expectations, noisy_probabilities
 from .estimates import noisy_shot_expectations
 from .model import IONQ_MODELS, NoiseError, NoiseModel, resolve_noise
 from .trajectories import noisy_samples
 
-__all__ = ["IONQ_MODELS", "MAX_DENSITY_QUBITS", "NoiseError", "NoiseModel", "noisy_expectations",
-           "noisy_probabilities", "noisy_samples", "noisy_shot_expectations", "resolve_noise"]
+__all__ = ["IONQ_MODELS", "MAX_DENSITY_QUBITS", "MAX_INVERTIBLE_RATE", "NoiseError", "NoiseModel", "noisy_adjoint",
+           "noisy_expectations", "noisy_probabilities", "noisy_samples", "noisy_shot_expectations", "resolve_noise"]

@@ -13,7 +13,7 @@ The density matrix has ``4**n`` complex128 entries (16 MiB at 10 qubits,
 Results are computed in double precision whatever the simulator's precision.
 
 Public (``__all__``): :data:`MAX_DENSITY_QUBITS`, :func:`density_matrices`,
-:func:`noisy_probabilities`, :func:`noisy_expectations`.
+:func:`noisy_probabilities`, :func:`noisy_expectations`, :func:`expectations_of`.
 """
 
 from __future__ import annotations
@@ -141,8 +141,11 @@ def _bind(plan: _Plan, circuit: Circuit, params: np.ndarray) -> np.ndarray:
     return mats
 
 
-def density_matrices(job: Job, model: NoiseModel):
+def density_matrices(job: Job, model: NoiseModel, *, extra_per_row: int = 0):
     """Yield ``(rows, rho)`` per chunk of rows: the noisy final states, complex128[len(rows), 2**n, 2**n].
+
+    ``extra_per_row``: matrices of the same size the caller holds per row beside each density matrix
+    (the chunks shrink so that all of them fit, and the memory check counts them).
 
     Raises:
         CircuitTooLargeError: more than :data:`MAX_DENSITY_QUBITS` qubits, or not enough memory.
@@ -152,9 +155,10 @@ def density_matrices(job: Job, model: NoiseModel):
         raise CircuitTooLargeError(
             f"exact noisy results use a density matrix (4**n entries) and support up to {MAX_DENSITY_QUBITS} "
             f"qubits; this circuit has {n}: pass shots= for trajectory estimates")
-    row_bytes = 16 << (2 * n)
+    row_bytes = (16 << (2 * n)) * (1 + extra_per_row)
     chunk = max(1, min(job.batch, _CHUNK_BYTES // row_bytes))
-    memory.require(chunk * row_bytes, f"{chunk} {n}-qubit density matrices")
+    memory.require(chunk * row_bytes, f"{chunk} {n}-qubit density matrices"
+                   + (f" and {extra_per_row} matrices of their size each" if extra_per_row else ""))
     plan = _plan(job.circuit, model)
     numba.set_num_threads(max(1, min(job.threads, numba.config.NUMBA_NUM_THREADS)))
     size = 1 << n
@@ -180,22 +184,26 @@ def noisy_probabilities(job: Job, model: NoiseModel) -> np.ndarray:
 
 
 def noisy_expectations(job: Job, model: NoiseModel, observables: PauliStrings) -> np.ndarray:
-    """Exact noisy expectations ``Tr(rho P_k)``, float64[B, K].
+    """Exact noisy expectations ``Tr(rho P_k)``, float64[B, K]."""
+    out = np.empty((job.batch, len(observables)))
+    for rows, rho in density_matrices(job, model):
+        out[rows] = expectations_of(rho, observables)
+    return out
+
+
+def expectations_of(rho: np.ndarray, observables: PauliStrings) -> np.ndarray:
+    """``Tr(rho P_k)`` of density matrices complex128[B, 2**n, 2**n]: float64[B, K].
 
     With ``P = i**ny X^x Z^z`` (see :mod:`qsim_core.observables`), ``P|j> = i**ny (-1)**|j & z| |j ^ x>``,
     so ``Tr(rho P) = sum_j i**ny (-1)**|j & z| rho[j, j ^ x]``.
     """
-    basis = np.arange(job.size)
-    signs, partners = [], []
-    for x, z, ny in zip(observables.xmask, observables.zmask, observables.ny, strict=True):
-        parity = (np.bitwise_count(basis & int(z)) & 1).astype(np.int64)
-        signs.append((1j ** int(ny)) * (1 - 2 * parity))
-        partners.append(basis ^ int(x))
-    out = np.empty((job.batch, len(observables)))
-    for rows, rho in density_matrices(job, model):
-        for k, (sign, partner) in enumerate(zip(signs, partners, strict=True)):
-            out[rows, k] = (rho[:, basis, partner] @ sign).real
+    basis = np.arange(rho.shape[1])
+    out = np.empty((rho.shape[0], len(observables)))
+    for k, (x, z, ny) in enumerate(zip(observables.xmask, observables.zmask, observables.ny, strict=True)):
+        sign = (1j ** int(ny)) * (1 - 2 * (np.bitwise_count(basis & int(z)) & 1).astype(np.int64))
+        out[:, k] = (rho[:, basis, basis ^ int(x)] @ sign).real
     return out
 
 
-__all__ = ["MAX_DENSITY_QUBITS", "density_matrices", "noisy_expectations", "noisy_probabilities"]
+__all__ = ["MAX_DENSITY_QUBITS", "density_matrices", "expectations_of", "noisy_expectations",
+           "noisy_probabilities"]

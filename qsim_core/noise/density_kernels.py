@@ -14,7 +14,7 @@ table's layout (first qubit most significant). One call runs a whole step
 program for a batch of rows, in parallel over the rows, each row's matrix
 staying in cache.
 
-Public (``__all__``): :func:`run_steps`.
+Public (``__all__``): :func:`run_steps`, :func:`adjoint_sweep` (the exact gradient's backward sweep).
 """
 
 from __future__ import annotations
@@ -140,6 +140,18 @@ def _step(v, d, row_bits, col_bits, m, lam, sorted_bits, count, offsets, cols, v
                 v[i + offsets[r * d + c]] = value
 
 
+@njit(cache=True, inline="always")
+def _step_bits(n, k, a, b):
+    """Row bits, column bits (flat-index bit positions of qubits a(, b)) and all four sorted."""
+    if k == 1:
+        row_bits = np.array([n + a])
+        col_bits = np.array([a])
+    else:
+        row_bits = np.array([n + a, n + b])
+        col_bits = np.array([a, b])
+    return row_bits, col_bits, np.sort(np.concatenate((row_bits, col_bits)))
+
+
 @njit(cache=True, parallel=True)
 def run_steps(rho, n, dims, qa, qb, index, lam, mats):
     """Run the step program on every row of ``rho`` (complex128[B, 4**n], in place).
@@ -159,16 +171,77 @@ def run_steps(rho, n, dims, qa, qb, index, lam, mats):
         half = np.empty(16, np.complex128)
         for s in range(dims.shape[0]):
             k = dims[s]
-            if k == 1:
-                row_bits = np.array([n + qa[s]])
-                col_bits = np.array([qa[s]])
-            else:
-                row_bits = np.array([n + qa[s], n + qb[s]])
-                col_bits = np.array([qa[s], qb[s]])
-            sorted_bits = np.sort(np.concatenate((row_bits, col_bits)))
+            row_bits, col_bits, sorted_bits = _step_bits(n, k, qa[s], qb[s])
             m = mats[b, index[s]] if index[s] >= 0 else identity
             _step(v, 1 << k, row_bits, col_bits, m, lam[s], sorted_bits, 2 * k, offsets, cols, vals, nnz, block,
                   half)
 
 
-__all__ = ["run_steps"]
+@njit(cache=True)
+def _trace_left(o, rho, n, k, a, b, m):
+    """``Tr(O M rho)`` for Hermitian ``O`` and ``rho`` (flat, 4**n) and ``M`` on qubits a(, b) of the row index.
+
+    ``(M rho)[j, i] = sum_c M[r(j), c] rho[j with its bits of the qubits set to c, i]``, and
+    ``O[i, j] = conj(O[j, i])`` keeps both reads contiguous in ``i``.
+    """
+    size = 1 << n
+    d = 1 << k
+    local = np.empty(4, np.int64)  # row-index offset of local pattern r (first qubit most significant)
+    for r in range(d):
+        local[r] = ((r & 1) << a) if k == 1 else ((((r >> 1) & 1) << a) | ((r & 1) << b))
+    low, high = (a, a) if k == 1 else (min(a, b), max(a, b))
+    total = 0j
+    for t in range(size >> k):
+        j0 = _insert_zero(t, low) if k == 1 else _insert_zero(_insert_zero(t, low), high)
+        for r in range(d):
+            row = (j0 + local[r]) * size
+            for c in range(d):
+                factor = m[r, c]
+                if factor == 0:
+                    continue
+                other = (j0 + local[c]) * size
+                acc = 0j
+                for i in range(size):
+                    acc += np.conj(o[row + i]) * rho[other + i]
+                total += factor * acc
+    return total
+
+
+@njit(cache=True, parallel=True)
+def adjoint_sweep(rho, obs, n, dims, qa, qb, lam, inverse_lam, mats, use_start, slopes, out):
+    """The adjoint sweep of a step program, one step per gate, backwards from the final states.
+
+    Args:
+        rho: complex128[B, 4**n], the final density matrices; un-computed in place, step by step
+            (``rho_in = D^-1(U^dagger rho_out U)``, the inverse channel being the same map with
+            ``inverse_lam[s] = -lam[s] / (1 - lam[s])``).
+        obs: complex128[B, L, 4**n], Hermitian observables after the circuit; propagated in place to
+            before it (``O_in = U^dagger D(O_out) U``: the channel is its own adjoint).
+        dims, qa, qb, lam: the steps (see :func:`run_steps`); step s's gate is ``mats[b, s]``.
+        use_start: int64[S + 1]: step s's parameter uses are ``use_start[s]:use_start[s+1]``.
+        slopes: complex128[B, U, 4, 4]: ``U^dagger dU/dx`` of use u (top-left 2x2 for one qubit).
+        out: float64[B, L, U], written: ``d Tr(O rho) / dx_u = 2 Re Tr(O_in slope_u rho_in)``.
+    """
+    for b in prange(rho.shape[0]):
+        v = rho[b]
+        offsets = np.empty(16, np.int64)
+        cols = np.empty((4, 4), np.int64)
+        vals = np.empty((4, 4), np.complex128)
+        nnz = np.empty(4, np.int64)
+        block = np.empty(16, np.complex128)
+        half = np.empty(16, np.complex128)
+        for s in range(dims.shape[0] - 1, -1, -1):
+            k = dims[s]
+            d = 1 << k
+            row_bits, col_bits, sorted_bits = _step_bits(n, k, qa[s], qb[s])
+            back = np.conj(mats[b, s]).T.copy()
+            _step(v, d, row_bits, col_bits, back, inverse_lam[s], sorted_bits, 2 * k, offsets, cols, vals, nnz,
+                  block, half)
+            for lane in range(obs.shape[1]):
+                _step(obs[b, lane], d, row_bits, col_bits, back, lam[s], sorted_bits, 2 * k, offsets, cols, vals,
+                      nnz, block, half)
+                for use in range(use_start[s], use_start[s + 1]):
+                    out[b, lane, use] = 2.0 * _trace_left(obs[b, lane], v, n, k, qa[s], qb[s], slopes[b, use]).real
+
+
+__all__ = ["adjoint_sweep", "run_steps"]

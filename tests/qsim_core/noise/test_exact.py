@@ -91,8 +91,6 @@ def test_requests_without_a_noisy_meaning_are_refused():
     circuit = qc.Circuit(2).h(0).cnot(0, 1).ry(1, qc.Param(0))
     with pytest.raises(qc.NoiseError, match="mixed"):
         sim.statevector(circuit, [0.1])
-    with pytest.raises(qc.NoiseError, match="parameter-shift"):
-        sim.gradient(circuit, "Z0", [0.1], method="adjoint")
     with pytest.raises(qc.CircuitTooLargeError, match="up to 12 qubits"):
         sim.probabilities(qc.Circuit(13).h(0))
     with pytest.raises(qc.ParameterError):
