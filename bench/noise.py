@@ -1,6 +1,6 @@
 """Noisy simulation with IonQ's aria-1 model: trajectories and exact results, against Qiskit Aer.
 
-Three measurements (``docs/guides/noise.md`` explains the methods):
+Four measurements (``docs/guides/noise.md`` explains the methods):
 
 * ``1024 shots aria-1``: the seed circuit (8 qubits, 96 gates), 100 parameter
   sets, 1,024 noisy shots each; ours (trajectories, each compiled backend)
@@ -13,6 +13,9 @@ Three measurements (``docs/guides/noise.md`` explains the methods):
 * ``8Z exact aria-1``: the 8 exact noisy <Z_q> of 1,000 parameter sets, ours
   (density matrices) against Aer's EstimatorV2 with ``method="density_matrix"``;
   the values must agree to 1e-9.
+* ``vjp exact aria-1``: the exact noisy gradient of sum <Z_q> (what a training
+  step needs), the adjoint sweep over density matrices against
+  parameter-shift over them (the two must agree to 1e-9);
 * how the trajectory cost grows with the noise rate (aria-1's rates scaled)
   and the circuit size (``seed_circuit(n)``), as the ratio to the noiseless
   sampling call on the same batch.
@@ -179,6 +182,29 @@ def exact_case(quick: bool) -> tuple[list[Record], list[list]]:
                      ["ours (density matrices)", batch, timings["ours"].seconds, ratio, f"{error:.1e}"]]
 
 
+def gradient_case(quick: bool) -> tuple[list[Record], list[list]]:
+    """The exact noisy vjp of sum <Z_q> (a training step's gradient): the adjoint sweep against parameter-shift."""
+    circuit = seed_circuit()
+    batch = 4 if quick else 16
+    theta = parameters(batch, circuit)
+    sim = qc.Simulator(noise=MODEL, threads=THREADS)
+    ones = np.ones(len(OBSERVABLES))
+    methods = ("adjoint", "parameter-shift")
+    grads = {m: sim.vjp(circuit, OBSERVABLES, theta, ones, method=m) for m in methods}
+    error = float(np.max(np.abs(grads["adjoint"] - grads["parameter-shift"])))
+    if not error <= 1e-9:
+        print(f"ERROR: the noisy adjoint differs from parameter-shift by {error:.2e}; timings dropped")
+        return [], []
+    timings = time_interleaved({m: lambda m=m: sim.vjp(circuit, OBSERVABLES, theta, ones, method=m)
+                                for m in methods}, repeat=1 if quick else 3, warmup=False)
+    fields = dict(benchmark=BENCHMARK, case=f"vjp exact {MODEL}", qubits=8, batch=batch, threads=THREADS,
+                  precision="double", gates=len(circuit), kind="ours")
+    records = [measured(timings[m], backend=f"qsim_core {m}", note="density matrices",
+                        extra={"max_abs_diff": error}, **fields) for m in methods]
+    shifted = timings["parameter-shift"].seconds
+    return records, [[m, batch, timings[m].seconds / batch, shifted / timings[m].seconds] for m in methods]
+
+
 def growth_case(quick: bool) -> tuple[list[Record], list[list]]:
     rows, records = [], []
     base = qc.NoiseModel.ionq(MODEL)
@@ -214,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     records += exact_records
     print_table(["engine", "B", "s/call", "x Aer", "max |ours - Aer|"], exact_rows,
                 title=f"Seed circuit, {MODEL}, exact noisy <Z_0..7>, {THREADS} threads, same run")
+    gradient_records, gradient_rows = gradient_case(args.quick)
+    records += gradient_records
+    print_table(["method", "B", "s per set", "x parameter-shift"], gradient_rows,
+                title=f"Seed circuit, {MODEL}, exact noisy vjp of sum <Z_q>, {THREADS} threads, same run")
     growth_records, growth_rows = growth_case(args.quick)
     records += growth_records
     print_table(["qubits", "gates", "rates", "errors/shot", "P(shot has error)", "s/call", "x noiseless"],
