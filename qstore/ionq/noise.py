@@ -9,7 +9,8 @@ modelled here: both are refused with the reason, any other name with the
 list of known ones.
 
 Public (``__all__``): :data:`IDEAL`, :data:`UNAVAILABLE_MODELS`, :data:`MAX_NOISE_SEED`,
-:func:`known_noise_models`, :func:`read_noise`, :func:`noise_field`.
+:func:`known_noise_models`, :func:`read_noise`, :func:`noise_field`, :func:`emulated_qpu_model` (the
+model this local server emulates a QPU backend with: its published rates, where IonQ has published them).
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ def read_noise(noise: Mapping[str, Any] | None) -> NoiseRequest:
     return NoiseRequest(None if name == IDEAL else NoiseModel.ionq(name), seed)
 
 
+def emulated_qpu_model(backend: str) -> NoiseModel | None:
+    """The noise model this server emulates QPU ``backend`` with (``"qpu.aria-1"`` -> aria-1's), or None for a
+    QPU IonQ publishes no rates for (``qpu.forte-enterprise-1``, a bare ``qpu``) and for the simulator."""
+    name = backend.removeprefix("qpu.") if backend.startswith("qpu.") else None
+    return NoiseModel.ionq(name) if name in IONQ_MODELS else None
+
+
 def noise_field(request: NoiseRequest, seed: int) -> dict[str, Any]:
     """How a simulator job reports its noise: the model's name and the seed its shots were drawn with.
 
@@ -84,5 +92,5 @@ def noise_field(request: NoiseRequest, seed: int) -> dict[str, Any]:
     return {"model": request.name, "seed": seed if request.seed is None else request.seed}
 
 
-__all__ = ["IDEAL", "MAX_NOISE_SEED", "UNAVAILABLE_MODELS", "NoiseRequest", "known_noise_models", "noise_field",
-           "read_noise"]
+__all__ = ["IDEAL", "MAX_NOISE_SEED", "UNAVAILABLE_MODELS", "NoiseRequest", "emulated_qpu_model", "known_noise_models",
+           "noise_field", "read_noise"]

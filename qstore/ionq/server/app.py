@@ -46,8 +46,10 @@ Simulator jobs return the exact probabilities, or with ``noise.model``
 (``aria-1``, ``aria-2``, ``forte-1``; :mod:`qstore.ionq.noise`) ``shots``
 noisy trajectories as frequencies ``count / shots``, seeded by ``noise.seed``
 (else by the job id); their job reports ``noise`` as ``{"model", "seed"}``
-with the seed used. ``qpu.*`` backends are emulated by sampling ``shots``
-outcomes from the noiseless state (a warning on the job says so).
+with the seed used. ``qpu.*`` backends are emulated (a warning on the job
+says so): ``shots`` trajectories under the QPU's published noise model
+(``qpu.aria-1``, ``qpu.aria-2``, ``qpu.forte-1``), or ``shots`` outcomes
+sampled from the noiseless state where IonQ has published no rates.
 """
 
 from __future__ import annotations

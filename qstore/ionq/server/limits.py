@@ -11,7 +11,7 @@ compiled backend):
   assumes every circuit is a new sequence, an upper bound);
 * writing results: about 2 us per probability entry as JSON (about 32 bytes
   of it), a 20-qubit dense result in 2 s and 32 MiB;
-* a noisy job (``noise.model`` on the simulator) simulates the error-free
+* a noisy job (``noise.model`` on the simulator, or an emulated QPU) simulates the error-free
   circuit once and, at worst, once more per shot that has an error: its work
   is multiplied by :func:`noisy_runs` (``1 + min(shots, shots x P(an error))``,
   with ``P = 1 - (1 - 15 r2 / 16)**gates``, every gate counted as a two-qubit one).
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from qsim_core.noise import IONQ_MODELS
+
+from ..noise import emulated_qpu_model
 
 #: gate-amplitude updates one job may cost (about a minute of one worker at 1e9 updates/s)
 DEFAULT_WORK = 60 * 10**9
@@ -175,12 +177,17 @@ def _shots(value: Any) -> int | None:
 def _two_qubit_error(body: Mapping[str, Any]) -> float:
     """The largest per-gate error probability of the job's noise model (its two-qubit one), 0 without noise.
 
-    Only a known model on the simulator counts; anything else is left to the parser.
+    A known model on the simulator counts, and an emulated QPU's own model; anything else is left to the parser.
     """
     noise = body.get("noise")
     model = noise.get("model") if isinstance(noise, Mapping) else None
     backend = body.get("backend", body.get("target", "simulator"))
-    if backend != "simulator" or not isinstance(model, str) or model not in IONQ_MODELS:
+    if isinstance(backend, str) and backend.startswith("qpu"):
+        emulated = emulated_qpu_model(backend)
+        model = None if emulated is None else emulated.name
+    elif backend != "simulator":
+        return 0.0
+    if not isinstance(model, str) or model not in IONQ_MODELS:
         return 0.0
     return 15 / 16 * IONQ_MODELS[model][1]
 

@@ -17,6 +17,7 @@ import numpy as np
 
 import qsim_core as qc
 
+from ..noise import emulated_qpu_model
 from ..parse import JobRequest, parse_job_body
 from ..results import frequencies_to_ionq, probabilities_to_ionq
 from ..wire import IonQFormatError
@@ -65,8 +66,11 @@ def job_seed(request: JobRequest, job_id: str) -> int:
 
 
 def noise_of(request: JobRequest) -> qc.NoiseModel | None:
-    """The noise model the job runs with: its ``noise.model`` on the simulator (IonQ's QPUs take none)."""
-    return request.noise_request.model if request.backend == "simulator" else None
+    """The noise model the job runs with: its ``noise.model`` on the simulator; on an emulated QPU, that QPU's
+    published model (IonQ's QPUs take no ``noise`` field), none where IonQ has published no rates."""
+    if request.backend == "simulator":
+        return request.noise_request.model
+    return emulated_qpu_model(request.backend)
 
 
 class JobStopped(Exception):
@@ -80,11 +84,11 @@ def execute(request: JobRequest, job_id: str, threads: int,
     Runs in a worker thread (or, for a small job, on the event loop), one
     engine call per batch of circuits with the same gate sequence (:class:`~qstore.ionq.parse.CircuitBatch`)
     and at most :data:`_BATCH_AMPLITUDES` amplitudes (and :data:`_BATCH_SAMPLES` noisy samples). Exact
-    probabilities for the ideal simulator; ``shots`` outcomes as frequencies ``count / shots`` for
-    emulated QPUs (sampled from the noiseless state, per circuit from a stream seeded by the job's seed
-    and the circuit's position) and for a noise model on the simulator (one quantum trajectory per shot,
-    as IonQ's noisy simulator; seeded by the job's seed and the engine call, so the same body and seed
-    give the same counts).
+    probabilities for the ideal simulator; ``shots`` outcomes as frequencies ``count / shots`` for a noise
+    model on the simulator and for emulated QPUs, which run their QPU's published model (one quantum
+    trajectory per shot, as IonQ's noisy simulator; seeded by the job's seed and the engine call, so the same
+    body and seed give the same counts); a QPU without published rates is sampled from the noiseless state
+    (per circuit from a stream seeded by the job's seed and the circuit's position).
 
     With ``emit``, each circuit's result is handed to ``emit(position, text)``
     as soon as it is computed instead of being returned (the list is then
@@ -94,8 +98,10 @@ def execute(request: JobRequest, job_id: str, threads: int,
     emulated = request.backend.startswith("qpu")
     warnings = []
     if emulated:
-        warnings.append(f"{request.backend} is emulated by this local server: noiseless simulation, "
-                        f"{request.shots} shots sampled per circuit")
+        how = (f"IonQ's published {model.name} noise model (depolarizing after every gate), one trajectory per shot"
+               if model is not None else "noiseless simulation (IonQ has published no noise rates for it)")
+        warnings.append(f"{request.backend} is emulated by this local server: {how}, {request.shots} shots per "
+                        "circuit")
     if request.dry_run:
         warnings.append("dry_run has no effect on this local server; the job was run")
     start = time.perf_counter()

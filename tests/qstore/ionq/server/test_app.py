@@ -248,7 +248,7 @@ def test_emulated_qpu_samples_shots_and_says_so(api):
     result = api.call("GET", job["results"]["probabilities"]["url"]).json()
     counts = {k: v * 200 for k, v in result.items()}
     assert all(abs(c - round(c)) < 1e-9 for c in counts.values()) and round(sum(counts.values())) == 200
-    assert "emulated" in job["warning"]["messages"][0]
+    assert "emulated" in job["warning"]["messages"][0] and "aria-1 noise model" in job["warning"]["messages"][0]
     again = api.wait(api.submit(job_body(asymmetric(), backend="qpu.aria-1", shots=200,
                                          noise={"model": "ideal", "seed": 5})))
     assert api.call("GET", again["results"]["probabilities"]["url"]).json() == result  # seeded

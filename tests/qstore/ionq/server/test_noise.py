@@ -10,7 +10,7 @@ from qstore.ionq import job_body, parse_job_body, probabilities_from_ionq
 from qstore.ionq.server import JobLimits, running_server
 from qstore.ionq.server.limits import noisy_runs
 
-from ..noisy import assert_noisy_counts, exact, noisy_circuit
+from ..noisy import P_VALUE, assert_noisy_counts, exact, fit, noisy_circuit
 from .test_app import Api, assert_ionq_error, engine, make_config
 
 SHOTS = 4000
@@ -120,3 +120,36 @@ def test_exact_reference_is_the_engines_density_matrix():
     """The reference the tests compare against is not the trajectories themselves."""
     p = exact(noisy_circuit(), "aria-2")
     assert p.sum() == pytest.approx(1.0) and 0.5 * np.abs(p - exact(noisy_circuit(), None)).sum() > 0.05
+
+
+@pytest.mark.parametrize("model", ["aria-1", "forte-1"])
+def test_an_emulated_qpu_runs_its_published_noise_model(api, model):
+    circuit = noisy_circuit(0.9)
+    job = api.wait(api.submit(job_body(circuit, backend=f"qpu.{model}", shots=SHOTS, noise={"seed": 3})))
+    assert job["status"] == "completed" and f"{model} noise model" in job["warning"]["messages"][0]
+    counts = counts_of(api, job, 3)
+    assert counts.sum() == SHOTS
+    assert_noisy_counts(counts, circuit, model)  # fits the noisy distribution, not the noiseless one
+
+
+def test_a_qpu_without_published_rates_is_emulated_noiselessly_and_says_so(api):
+    circuit = noisy_circuit(0.9)
+    job = api.wait(api.submit(job_body(circuit, backend="qpu.forte-enterprise-1", shots=SHOTS, noise={"seed": 3})))
+    assert "no noise rates" in job["warning"]["messages"][0]
+    assert fit(counts_of(api, job, 3), exact(circuit, None)) > P_VALUE
+
+
+def test_an_emulated_qpus_noisy_runs_count_against_the_work_limit(tmp_path):
+    # 12 qubits, 40 CNOTs, 1,000 shots: within a budget of twice the noiseless charge on the simulator,
+    # over it as an emulated aria-1 job, whose charge counts its noisy runs
+    circuit = qc.Circuit(12)
+    for k in range(40):
+        circuit.cnot(k % 12, (k + 1) % 12)
+    body = job_body(circuit, shots=1000)
+    noiseless = len(circuit) * 2**17
+    rate = 15 / 16 * qc.NoiseModel.ionq("aria-1").r2q
+    assert len(circuit) * 2**12 * noisy_runs(len(circuit), 1000, rate) > 2 * noiseless
+    with running_server(make_config(tmp_path, limits=JobLimits(max_work=2 * noiseless))) as root:
+        small = Api(root)
+        assert small.wait(small.submit(body))["status"] == "completed"
+        assert_ionq_error(small.call("POST", "/v0.4/jobs", json={**body, "backend": "qpu.aria-1"}), 400, "noisy runs")
