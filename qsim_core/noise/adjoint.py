@@ -28,7 +28,7 @@ from ..backends import Job
 from ..circuit import Circuit, is_symbolic
 from ..derivatives import derivative_matrix
 from ..observables import PauliStrings
-from .density import MAX_DENSITY_QUBITS, density_matrices, expectations_of
+from .density import MAX_DENSITY_QUBITS, density_matrices, expectations_of, gate_values
 from .density_kernels import adjoint_sweep
 from .model import NoiseError, NoiseModel
 
@@ -59,28 +59,14 @@ def _uses(circuit: Circuit) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarr
     return np.concatenate([[0], np.cumsum(per_gate)]).astype(np.int64), slots, jacobian
 
 
-def _values(op, params: np.ndarray) -> list[np.ndarray]:
-    """Every parameter of ``op`` in its gate's unit, float64[B] each."""
-    out = []
-    for value in op.params:
-        if is_symbolic(value):
-            total = np.full(params.shape[0], float(value.offset))
-            for index, scale in value.terms:
-                total = total + scale * params[:, index]
-            out.append(total)
-        else:
-            out.append(np.full(params.shape[0], float(value)))
-    return out
-
-
 def _bind(circuit: Circuit, slots: list[tuple[int, int]], params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gate matrices ``[B, S, 4, 4]`` and slopes ``U^dagger dU/dx`` ``[B, U, 4, 4]`` (one-qubit: top-left 2x2)."""
     batch = params.shape[0]
     mats = np.zeros((batch, len(circuit), 4, 4), np.complex128)
-    values = [_values(op, params) for op in circuit]
+    values = [gate_values(op, params) for op in circuit]
     for position, op in enumerate(circuit):
         d = 1 << op.gate.num_qubits
-        mats[:, position, :d, :d] = op.gate.matrix(*values[position]) if op.params else op.gate.matrix()
+        mats[:, position, :d, :d] = op.gate.matrix(*values[position])
     slopes = np.zeros((batch, max(len(slots), 1), 4, 4), np.complex128)
     for use, (position, slot) in enumerate(slots):
         op = circuit.operations[position]

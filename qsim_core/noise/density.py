@@ -13,7 +13,7 @@ The density matrix has ``4**n`` complex128 entries (16 MiB at 10 qubits,
 Results are computed in double precision whatever the simulator's precision.
 
 Public (``__all__``): :data:`MAX_DENSITY_QUBITS`, :func:`density_matrices`,
-:func:`noisy_probabilities`, :func:`noisy_expectations`, :func:`expectations_of`.
+:func:`noisy_probabilities`, :func:`noisy_expectations`, :func:`expectations_of`, :func:`gate_values`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class _Plan:
     recipes: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]
 
 
-def _gate_values(op: Operation, params: np.ndarray) -> list[np.ndarray | float]:
+def gate_values(op: Operation, params: np.ndarray) -> list[np.ndarray | float]:
     """The operation's parameter values in its gate's unit: float64[B] per symbolic slot, else the constant."""
     values: list[np.ndarray | float] = []
     for value in op.params:
@@ -69,7 +69,7 @@ def _gate_values(op: Operation, params: np.ndarray) -> list[np.ndarray | float]:
 
 def _matrices(op: Operation, params: np.ndarray) -> np.ndarray:
     """complex128[B, d, d] of one operation for every parameter row."""
-    matrix = op.gate.matrix(*_gate_values(op, params))
+    matrix = op.gate.matrix(*gate_values(op, params))
     d = 1 << op.gate.num_qubits
     return np.broadcast_to(matrix, (params.shape[0], d, d))
 
@@ -205,5 +205,5 @@ def expectations_of(rho: np.ndarray, observables: PauliStrings) -> np.ndarray:
     return out
 
 
-__all__ = ["MAX_DENSITY_QUBITS", "density_matrices", "expectations_of", "noisy_expectations",
+__all__ = ["MAX_DENSITY_QUBITS", "density_matrices", "expectations_of", "gate_values", "noisy_expectations",
            "noisy_probabilities"]

@@ -140,6 +140,13 @@ def _step(v, d, row_bits, col_bits, m, lam, sorted_bits, count, offsets, cols, v
                 v[i + offsets[r * d + c]] = value
 
 
+@njit(cache=True)
+def _scratch():
+    """One thread's work arrays for :func:`_step`: offsets, cols, vals, nnz, block, half."""
+    return (np.empty(16, np.int64), np.empty((4, 4), np.int64), np.empty((4, 4), np.complex128),
+            np.empty(4, np.int64), np.empty(16, np.complex128), np.empty(16, np.complex128))
+
+
 @njit(cache=True, inline="always")
 def _step_bits(n, k, a, b):
     """Row bits, column bits (flat-index bit positions of qubits a(, b)) and all four sorted."""
@@ -163,12 +170,7 @@ def run_steps(rho, n, dims, qa, qb, index, lam, mats):
     identity = np.eye(4, dtype=np.complex128)
     for b in prange(rho.shape[0]):
         v = rho[b]
-        offsets = np.empty(16, np.int64)
-        cols = np.empty((4, 4), np.int64)
-        vals = np.empty((4, 4), np.complex128)
-        nnz = np.empty(4, np.int64)
-        block = np.empty(16, np.complex128)
-        half = np.empty(16, np.complex128)
+        offsets, cols, vals, nnz, block, half = _scratch()
         for s in range(dims.shape[0]):
             k = dims[s]
             row_bits, col_bits, sorted_bits = _step_bits(n, k, qa[s], qb[s])
@@ -224,12 +226,7 @@ def adjoint_sweep(rho, obs, n, dims, qa, qb, lam, inverse_lam, mats, use_start, 
     """
     for b in prange(rho.shape[0]):
         v = rho[b]
-        offsets = np.empty(16, np.int64)
-        cols = np.empty((4, 4), np.int64)
-        vals = np.empty((4, 4), np.complex128)
-        nnz = np.empty(4, np.int64)
-        block = np.empty(16, np.complex128)
-        half = np.empty(16, np.complex128)
+        offsets, cols, vals, nnz, block, half = _scratch()
         for s in range(dims.shape[0] - 1, -1, -1):
             k = dims[s]
             d = 1 << k
