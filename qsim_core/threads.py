@@ -10,6 +10,8 @@ seed circuits took 55-65 ms at two threads with other processes holding the core
 machine a passive team costs a futex wake per parallel region, microseconds against calls of
 milliseconds. The runtime reads the variable once, when it loads, so importing this module (the first
 thing ``import qsim_core`` does) sets it; a value the user set is kept.
+
+Public (``__all__``): :func:`usable_cores`, :func:`set_wait_policy_default`, :data:`WAIT_POLICY`.
 """
 
 from __future__ import annotations

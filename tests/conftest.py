@@ -8,7 +8,10 @@ backend is the oracle and is always used for comparison.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,6 +19,11 @@ from hypothesis import HealthCheck, settings
 
 import qsim_core as qc
 from qsim_core import seed_circuit
+
+# the suite never reads or writes the user's prepared-data cache (qstore.data.cache): one scratch folder per run
+_CACHE_DIR = tempfile.mkdtemp(prefix="qstore-test-cache-")
+os.environ["QSTORE_CACHE_DIR"] = _CACHE_DIR
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 settings.register_profile(
     "qsim", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow], derandomize=True

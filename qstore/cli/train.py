@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import DataConfig, Split, load_dataset, prepare_data
+from ..data import DataConfig, PreparedCache, Split, load_dataset, prepare_data
 from ..ml import TrainConfig, TrainResult, TrainState, build_model, load_checkpoint, save_checkpoint, train
 from ..settings import Setting, add_options, build, declared
 from ..settings import values as settings_values
@@ -41,6 +41,8 @@ IMAGE_SPLIT = {"n_train": 800, "n_val": 200}
 WORK_NEUTRAL = ("lr", "lr_decay", "backend", "seed")
 #: the run (and checkpoint) name of the quantum model trained without noise beside a ``--noise`` run
 NOISELESS = "noiseless"
+#: the data line's note when the prepared data came from the cache (:class:`~qstore.data.PreparedCache`)
+CACHED_NOTE = "prepared data read from"
 #: unreadable files the console names before "and K more" (the ``--json`` summary lists them all)
 SKIPPED_SHOWN = 5
 
@@ -83,6 +85,9 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
                         help="write a summary (accuracies, wall time, circuits, skipped files) here")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-cache", dest="cache", action="store_false",
+                        help="prepare the data afresh, neither reading nor writing the prepared-data cache "
+                        "($QSTORE_CACHE_DIR/data, default ~/.cache/qstore/data)")
 
 
 def configs(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig]:
@@ -138,10 +143,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     split, block = load_dataset(data)
-    arrays, extras = prepare_data(split, block, data.features)
+    cache = PreparedCache() if args.cache else None
+    arrays, extras = prepare_data(split, block, data.features, cache)
     data_seconds = time.perf_counter() - start
+    cached = cache is not None and cache.hits > 0
     skipped = skipped_files(data, split)
-    print(f"data: {data.dataset}, {len(split.train)} train / {len(split.val)} validation{_skipped_note(skipped)}")
+    print(f"data: {data.dataset}, {len(split.train)} train / {len(split.val)} validation{_skipped_note(skipped)}"
+          f"{f' ({CACHED_NOTE} {cache.folder})' if cached else ''}")
     shots = f" with {config.shots} shots" if config.shots else ""
     noise = f", under IonQ's {config.noise} noise model" if config.noise else ""
     print(f"model: {config.quantum.n_qubits} qubits, {config.quantum.encoding} encoding, depth "

@@ -5,7 +5,8 @@ and validation) with the same interface: ``len``, ``labels [N]``,
 ``load(indices)``, ``batches(rng, batch_size=32)`` (one reshuffled epoch) and
 ``arrays(transform)``. :class:`Preprocessor` turns images into circuit angles,
 fitted on the training split only; :class:`DataConfig`, :func:`load_dataset` and
-:func:`prepare_data` (:mod:`qstore.data.prepare`) take a run's data settings to the model's inputs.
+:func:`prepare_data` (:mod:`qstore.data.prepare`) take a run's data settings to the model's inputs,
+which :class:`PreparedCache` (:mod:`qstore.data.cache`) keeps on disk for synthetic images.
 
 Examples:
     >>> import numpy as np
@@ -18,6 +19,7 @@ Examples:
 """
 
 from .base import BATCH_SIZE, IMAGE_DTYPES, SEED_IMAGE_SIZE, ArrayDataset, DataError, Dataset, Split, stratified_split
+from .cache import CACHE_ENV, CacheWarning, PreparedCache, default_cache_dir
 from .petimages import ImageFiles, decode_image, index_folder, load_petimages
 from .prepare import DataConfig, load_dataset, prepare_data
 from .preprocess import Preprocessor
@@ -26,17 +28,21 @@ from .synthetic_images import SyntheticImages, synthetic
 
 __all__ = [
     "BATCH_SIZE",
+    "CACHE_ENV",
     "IMAGE_DTYPES",
     "SEED_IMAGE_SIZE",
     "ArrayDataset",
+    "CacheWarning",
     "DataConfig",
     "DataError",
     "Dataset",
     "ImageFiles",
+    "PreparedCache",
     "Preprocessor",
     "Split",
     "SyntheticImages",
     "decode_image",
+    "default_cache_dir",
     "digits",
     "index_folder",
     "load_dataset",

@@ -45,6 +45,14 @@ class Dataset(ABC):
     def load(self, indices: np.ndarray) -> np.ndarray:
         """Samples at ``indices`` (int array ``[B]``), in that order: ``[B, ...]``."""
 
+    def fingerprint(self) -> str | None:
+        """A digest of everything that decides the samples and labels, for caches of data derived from them.
+
+        Two datasets with the same fingerprint load the same samples bit for bit. None (the default)
+        when nothing cheaper than the samples themselves identifies them (files on disk, arrays in memory).
+        """
+        return None
+
     def batches(self, rng: np.random.Generator, batch_size: int = BATCH_SIZE,
                 shuffle: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch of mini-batches ``(samples [B, ...], labels [B])``.
@@ -76,9 +84,10 @@ class Dataset(ABC):
         """All samples in order, loaded ``chunk_size`` at a time: ``(x [N, ...], labels [N])``.
 
         Args:
-            transform: applied to every chunk before it is kept, e.g.
-                :meth:`Preprocessor.transform`, so only its (small) output is
-                held in memory, never the whole set of images.
+            transform: applied to every chunk of ``chunk_size`` samples (the last one: the rest)
+                before it is kept, e.g. :meth:`Preprocessor.transform`, so only its (small) output is
+                held in memory, never the whole set of images. (The chunks are exactly these:
+                a matrix product over a chunk may round differently over another number of rows.)
             chunk_size: samples loaded at once.
         """
         check_count("chunk_size", chunk_size, minimum=1)
@@ -87,6 +96,16 @@ class Dataset(ABC):
         # at least one (maybe empty) chunk, so that an empty split still has the transform's trailing shape
         starts = range(0, max(len(self), 1), chunk_size)
         return np.concatenate([transform(self.load(rows[k:k + chunk_size])) for k in starts]), self.labels.copy()
+
+    def chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+        """The samples at ``indices`` in order, as consecutive loads of at most ``chunk_size`` samples.
+
+        For work that is the same sample by sample whatever the chunks (e.g. :meth:`Preprocessor.pool`);
+        a dataset may choose smaller chunks and load ahead while the caller works on one (synthetic
+        images render on threads).
+        """
+        for start in range(0, len(indices), chunk_size):
+            yield self.load(indices[start:start + chunk_size])
 
 
 class ArrayDataset(Dataset):

@@ -7,12 +7,12 @@ same settings give the same arrays whichever command trains on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..settings import integer, setting, text, validate
 from .base import DataError, Split
+from .cache import Prepared, PreparedCache
 from .petimages import load_petimages
 from .preprocess import Preprocessor
 from .sklearn_digits import digits
@@ -69,14 +69,16 @@ def load_dataset(config: DataConfig) -> tuple[Split, int]:
     raise DataError(f"unknown dataset {config.dataset!r}; use synthetic, petimages:PATH or digits:A,B")
 
 
-def prepare_data(split: Split, block: int, features: int
-                 ) -> tuple[tuple[np.ndarray, ...], dict[str, dict[str, Any]]]:
+def prepare_data(split: Split, block: int, features: int, cache: PreparedCache | None = None) -> Prepared:
     """The model's inputs from a split.
 
     Args:
         split: from :func:`load_dataset`.
         block: the preprocessing block size :func:`load_dataset` gives with it.
         features: the preprocessor's output width.
+        cache: keep the result on disk and reuse it (:mod:`qstore.data.cache`), for splits whose
+            datasets have a :meth:`~qstore.data.Dataset.fingerprint` (synthetic images); the
+            arrays read back are bit for bit those prepared afresh. None: always prepare afresh.
 
     Returns:
         ``((x_train [N, F], y_train [N], x_val [M, F], y_val [M]), extras)``: standardized features
@@ -85,6 +87,19 @@ def prepare_data(split: Split, block: int, features: int
     Raises:
         DataError: the split cannot be preprocessed so (an unreadable image, too few samples for ``features``).
     """
+    fingerprints = (split.train.fingerprint(), split.val.fingerprint())
+    if cache is None or None in fingerprints:
+        return _prepare(split, block, features)
+    inputs = {"train": fingerprints[0], "val": fingerprints[1], "class_names": list(split.class_names),
+              "block": block, "features": features}
+    prepared = cache.load(inputs)
+    if prepared is None:
+        prepared = _prepare(split, block, features)
+        cache.store(inputs, prepared)
+    return prepared
+
+
+def _prepare(split: Split, block: int, features: int) -> Prepared:
     preprocessor = Preprocessor(n_features=features, block=block)
     x_train = preprocessor.fit_transform(split.train)
     x_val, y_val = split.val.arrays(preprocessor.transform)

@@ -9,6 +9,8 @@ import numpy as np
 
 from .base import DataError, Dataset, check_count
 
+#: images pooled at once when fitting on a dataset (at most; it may load fewer at a time)
+_POOL_CHUNK = 256
 #: what :meth:`Preprocessor.state` returns and :meth:`Preprocessor.from_state` needs
 _STATE_KEYS = ("block", "angle_range", "mean", "components", "feature_min", "feature_max")
 
@@ -114,7 +116,12 @@ class Preprocessor:
         return self._angles(pooled)
 
     def _pooled(self, train: Dataset | np.ndarray) -> np.ndarray:
-        return train.arrays(self.pool)[0] if isinstance(train, Dataset) else self.pool(train)
+        if not isinstance(train, Dataset):
+            return self.pool(train)
+        # pooling is image by image, so any chunks give the same rows: let the dataset choose and load ahead
+        rows = np.arange(len(train))
+        return np.concatenate([self.pool(chunk) for chunk in train.chunks(rows, _POOL_CHUNK)] or [
+            self.pool(train.load(rows))])
 
     def _fit_pooled(self, pooled: np.ndarray) -> None:
         if self.n_features > min(pooled.shape):

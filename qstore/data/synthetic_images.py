@@ -29,17 +29,31 @@ compiled pass over each image's pixels).
 
 from __future__ import annotations
 
+import collections
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from .base import SEED_IMAGE_SIZE, Dataset, Split, check_count, check_image_dtype, check_image_size, to_image_dtype
+from qsim_core.threads import usable_cores
 
-#: samples rendered at once inside :meth:`SyntheticImages.load` (bounds the float32 scratch memory)
+from .base import (
+    SEED_IMAGE_SIZE,
+    Dataset,
+    Split,
+    check_count,
+    check_image_dtype,
+    check_image_size,
+    to_image_dtype,
+)
+
+#: samples rendered at once by one thread (bounds the float32 scratch memory)
 _RENDER_CHUNK = 64
+#: chunks in flight per render thread (bounds the memory of chunks rendered but not taken yet)
+_CHUNKS_PER_THREAD = 2
 #: standard deviation of the Gaussian pixel noise (unit intensity scale)
 NOISE = 0.1
 #: class-dependent shift of the object's red (+) and blue (-) channels: -TINT for class 0, +TINT for class 1
@@ -81,18 +95,43 @@ class SyntheticImages(Dataset):
         self._contrast = rng.uniform(0.3, 0.9, n)
         self._noise_seed = rng.integers(0, 2**63, n)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what the images are rendered from: size, dtype, labels and every per-sample number."""
+        digest = hashlib.sha256(repr((type(self).__name__, self.image_size, self.dtype)).encode())
+        for array in (self.labels, self._background, self._foreground, self._center, self._radii, self._tilt,
+                      self._stripe_angle, self._frequency, self._phase, self._contrast, self._noise_seed):
+            digest.update(repr((array.dtype.str, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
     def load(self, indices: np.ndarray) -> np.ndarray:
         """Rendered images ``[B, height, width, 3]``; the same index always gives the same image.
 
         Chunks of samples render on a pool of threads (the compiled pass
         and NumPy's noise draw release the GIL, so they use every core), each converted
-        to ``dtype`` at once, so no float32 copy of the whole batch is held.
+        to ``dtype`` at once, so no float32 copy of the whole batch is held (see :meth:`chunks`).
         """
         indices = np.asarray(indices, dtype=np.int64)
-        chunks = [indices[k:k + _RENDER_CHUNK] for k in range(0, len(indices), _RENDER_CHUNK)]
-        if not chunks:
+        if not len(indices):
             return to_image_dtype(np.empty((0, *self.image_size, 3), np.float32), self.dtype)
-        return np.concatenate(list(_render_pool().map(self._render_as_dtype, chunks)))
+        return np.concatenate(list(self.chunks(indices, len(indices))))
+
+    def chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+        """Rendered images at ``indices`` in order, ``min(chunk_size, 64)`` at a time.
+
+        The chunks render on the pool of threads, a bounded number ahead of the
+        caller, so the caller's work on one chunk (pooling, when a :class:`~qstore.data.Preprocessor`
+        is fitted) overlaps the rendering of the next ones and no array of all the images is built.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        step = min(chunk_size, _RENDER_CHUNK)
+        pending: collections.deque[Future[np.ndarray]] = collections.deque()
+        for start in range(0, len(indices), step):
+            pending.append(_render_pool().submit(self._render_as_dtype, indices[start:start + step]))
+            if len(pending) >= _CHUNKS_PER_THREAD * _render_threads():
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def _render_as_dtype(self, rows: np.ndarray) -> np.ndarray:
         return to_image_dtype(self._render(rows), self.dtype)
@@ -144,10 +183,15 @@ def _render_image(out: np.ndarray, scene: np.ndarray, background: np.ndarray, fo
 
 
 @functools.cache
+def _render_threads() -> int:
+    """Threads that render images: one per core, at most 8."""
+    return min(8, usable_cores())
+
+
+@functools.cache
 def _render_pool() -> ThreadPoolExecutor:
-    """The threads that render images, one per core (at most 8), started on first use and kept."""
-    return ThreadPoolExecutor(min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                  else os.cpu_count() or 1), thread_name_prefix="qstore-render")
+    """The threads that render images, started on first use and kept."""
+    return ThreadPoolExecutor(_render_threads(), thread_name_prefix="qstore-render")
 
 
 def synthetic(n_train: int = 800, n_val: int = 200, seed: int = 0, *,

@@ -222,6 +222,27 @@ def test_synthetic_is_deterministic_balanced_and_disjoint():
     assert np.abs(as_float * 255.0 - x_train).max() <= 0.5 + 1e-3
 
 
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 65, 500])
+def test_synthetic_chunks_are_the_images_one_by_one_in_order(chunk_size):
+    dataset = synthetic(150, 0, seed=5, image_size=(12, 10), dtype="float32").train
+    rows = np.random.default_rng(0).permutation(150)[:130]
+    chunks = list(dataset.chunks(rows, chunk_size))
+    assert [len(chunk) for chunk in chunks][:-1] == (len(chunks) - 1) * [min(chunk_size, 64)]
+    one_by_one = np.concatenate([dataset.load(rows[k:k + 1]) for k in range(len(rows))])
+    assert np.concatenate(chunks).tobytes() == one_by_one.tobytes() == dataset.load(rows).tobytes()
+
+
+def test_fitting_on_a_dataset_is_fitting_on_its_images_bit_for_bit():
+    split = synthetic(300, 40, seed=2, image_size=(20, 20), dtype="float32")
+    from_dataset = Preprocessor(n_features=6, block=2)
+    angles = from_dataset.fit_transform(split.train)
+    images = split.train.arrays()[0]
+    from_images = Preprocessor(n_features=6, block=2)
+    assert angles.tobytes() == from_images.fit_transform(images).tobytes()
+    for name, value in from_images.state().items():
+        assert from_dataset.state()[name].tobytes() == value.tobytes(), name
+
+
 def test_synthetic_classes_are_learnable_only_in_part():
     # measured: logistic regression on 8 principal components of 2x2-block averages of 36x36 images
     # (600 train / 400 val): 0.7425 validation accuracy with seed 0 (seeds 1, 2: 0.7275, 0.7875);
