@@ -56,8 +56,9 @@ class TrainConfig:
         noise: None, or an IonQ noise model (``"aria-1"``, ``"aria-2"``, ``"forte-1"``) the quantum layer runs
             under (:class:`qsim_core.NoiseModel`: depolarizing channels after every gate): forward passes are
             exact noisy expectations (density matrices, up to 12 qubits) or, with ``shots``, trajectory
-            estimates; gradients by parameter-shift (exact for depolarizing noise) or spsa. Needs angle
-            encoding (amplitude encoding differentiates the input state by adjoint, which has no noisy form).
+            estimates; gradients by adjoint (exact, over density matrices), parameter-shift (exact, or
+            with ``shots`` estimated) or spsa. Needs angle encoding (amplitude encoding differentiates the
+            input state, which the noisy adjoint does not).
     """
 
     quantum: QuantumLayerConfig = field(default_factory=QuantumLayerConfig)
@@ -73,28 +74,22 @@ class TrainConfig:
                            choices=BACKENDS)
     seed: int = setting(0, "seed", "seeds weight initialisation, batch order and shots", integer(0), int)
     noise: str | None = setting(None, "noise", "IonQ noise model the quantum layer runs under "
-                                f"({', '.join(NOISE_MODELS)}; none: noiseless; needs parameter-shift or spsa)",
+                                f"({', '.join(NOISE_MODELS)}; none: noiseless)",
                                 _noise_model, str, choices=NOISE_MODELS)
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.noise is not None and self.gradient == "adjoint":
-            raise ValueError(f"noise {self.noise!r} needs gradient 'parameter-shift' (exact under depolarizing "
-                             "noise) or 'spsa': adjoint gradients need a pure state")
         if self.noise is not None and self.quantum.encoding != "angle":
             raise ValueError(f"noise {self.noise!r} needs angle encoding: amplitude encoding differentiates the "
-                             "input state by adjoint, which has no noisy form")
+                             "input state, which the noisy adjoint does not")
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> TrainConfig:
         """The config of settings by name (``qubits``, ``lr``, ...; as in a sweep config), defaults for the rest.
 
-        ``shots`` apply to parameter-shift and spsa; an adjoint run is exact and ignores them. With
-        ``noise``, adjoint (the default) becomes parameter-shift, as :class:`qsim_core.Simulator`'s
-        default gradient method does under noise.
+        ``shots`` apply to parameter-shift and spsa; an adjoint run is exact and ignores them (with
+        ``noise`` too: the adjoint sweep runs over density matrices).
         """
-        if values.get("noise") is not None and values.get("gradient", cls.gradient) == "adjoint":
-            values = {**values, "gradient": "parameter-shift"}
         if values.get("gradient", cls.gradient) == "adjoint":
             values = {**values, "shots": None}
         return build(cls, values)

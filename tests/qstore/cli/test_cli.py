@@ -214,12 +214,12 @@ def test_train_under_noise_reports_the_accuracy_cost_beside_the_noiseless_run(tm
     noisy = tmp_path / "noisy"
     assert main(SMALL + ["--noise", "aria-1", "--output", str(noisy), "--json", str(tmp_path / "noisy.json")]) == 0
     report = capsys.readouterr().out
-    assert "gradients parameter-shift, under IonQ's aria-1 noise model" in report  # adjoint has no noisy form
+    assert "gradients adjoint, under IonQ's aria-1 noise model" in report  # exact, over density matrices
     assert "quantum model under aria-1 noise" in report and "accuracy cost of noise" in report
     plain, summary = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "noisy.json"))
     assert summary["noise"] == "aria-1" and plain["noise"] is None
     assert summary["noise_cost"] == pytest.approx(summary["noiseless_val_acc"] - summary["val_acc"])
-    # the noiseless run is the plain run (exact parameter-shift gradients equal adjoint ones) on the same data
+    # the noiseless run is the plain run on the same data
     assert summary["noiseless_val_acc"] == pytest.approx(plain["val_acc"], abs=1e-12)
     assert summary["baseline_val_acc"] == plain["baseline_val_acc"]
     assert load_checkpoint(noisy / "quantum.h5").metadata["config"]["noise"] == "aria-1"

@@ -135,7 +135,6 @@ def test_resumed_training_reaches_the_same_weights(digits_task):
         ({"lr": -1.0}, r"lr must be a number in \(0, inf\)"),
         ({"shots": 0}, "shots must be an integer >= 1 or none"),
         ({"noise": "harmony"}, "noise must be none or one of aria-1, aria-2, forte-1"),
-        ({"noise": "aria-1"}, "needs gradient 'parameter-shift'"),
         ({"noise": "aria-1", "gradient": "parameter-shift", "quantum": QuantumLayerConfig(encoding="amplitude")},
          "needs angle encoding"),
     ],
@@ -161,10 +160,11 @@ def test_bad_layer_settings_are_rejected():
                      np.random.default_rng(0)).forward(np.zeros((1, 4)))
 
 
-def test_noisy_model_gradients_match_finite_differences_of_the_exact_noisy_loss():
-    """Parameter-shift stays exact under depolarizing noise: the whole noisy model's gradient is the true one."""
+@pytest.mark.parametrize("gradient", ["adjoint", "parameter-shift"])
+def test_noisy_model_gradients_match_finite_differences_of_the_exact_noisy_loss(gradient):
+    """Both exact methods stay exact under depolarizing noise: the whole noisy model's gradient is the true one."""
     config = TrainConfig(quantum=QuantumLayerConfig(n_qubits=3, depth=2, entanglement="circular", bases=("Z", "X")),
-                         gradient="parameter-shift", noise="aria-2")
+                         gradient=gradient, noise="aria-2")
     model = build_model("quantum", 5, config)
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(4, 5)), np.array([0.0, 1.0, 1.0, 0.0])
@@ -184,9 +184,13 @@ def test_a_noisy_layer_computes_the_noisy_expectations():
     assert np.abs(values - clean).max() > 1e-3
 
 
-def test_noisy_training_from_settings_switches_adjoint_to_parameter_shift_and_learns(digits_task):
-    config = TrainConfig.from_settings({"noise": "forte-1", "epochs": 3, "shots": 256, "qubits": 4})
-    assert config.gradient == "parameter-shift" and config.shots == 256
+@pytest.mark.parametrize(("settings", "gradient", "shots"), [
+    ({}, "adjoint", None),  # exact: the adjoint sweep over density matrices (shots ignored, as without noise)
+    ({"gradient": "parameter-shift"}, "parameter-shift", 256),  # trajectory estimates
+])
+def test_noisy_training_from_settings_learns(digits_task, settings, gradient, shots):
+    config = TrainConfig.from_settings({"noise": "forte-1", "epochs": 3, "shots": 256, "qubits": 4, **settings})
+    assert config.gradient == gradient and config.shots == shots
     x_train, y_train, x_val, y_val = digits_task
     result = train(build_model("quantum", 16, config), config, x_train[:96], y_train[:96], x_val, y_val)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
