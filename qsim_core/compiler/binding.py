@@ -157,15 +157,19 @@ class GateMatrices:
                 self._tabled.append((GATES[group.name].matrix, group, view))
 
     def fill(self, params: np.ndarray, threads: int) -> np.ndarray:
-        """The matrices for ``params`` (float64[B, P]): one vectorised call per parametrised gate name.
+        """The matrices for ``params`` (float64[R, P], R up to the batch size B): one vectorised call per
+        parametrised gate name.
 
-        Returns the instance's array ``[B, count, d, d]``, overwritten by the next call.
+        Returns the first R rows of the instance's array, ``[R, count, d, d]``, overwritten by the next call.
         """
+        rows = params.shape[0]
+        if rows > self.out.shape[0]:
+            raise ValueError(f"{rows} parameter sets do not fit matrices for {self.out.shape[0]}")
         for index, scale, offset, generator, view in self._rotations:
-            fill_rotations(params, index, scale, offset, generator, view, threads)
+            fill_rotations(params, index, scale, offset, generator, view[:rows], threads)
         for matrix, group, view in self._tabled:
-            matrix(*group.values(params), out=view)
-        return self.out
+            matrix(*group.values(params), out=view[:rows])
+        return self.out[:rows]
 
 
 def fill(groups: Sequence[GateGroup], params: np.ndarray, dim: int, dtype: np.dtype, threads: int) -> np.ndarray:
