@@ -15,7 +15,7 @@ sweep and applies the chain rule from gate-slot uses to the parameter vector.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 import numpy as np
@@ -47,6 +47,8 @@ _PLACEHOLDERS = {dtype: (np.empty((0, 0), dtype), np.empty((0, 0)), np.empty((0,
 #: the C name of each state dtype, as a Cython fused type's specialisations are keyed
 _C_COMPLEX = {np.complex64: "float complex", np.complex128: "double complex"}
 _NO_OBSERVABLES = (np.zeros(0, np.int64),) * 3
+#: the adjoint kernel's "no state gradients" placeholder per state dtype (never written)
+_NO_STATE_GRADIENT = {dtype: np.empty((0, 0, 0), dtype) for dtype in (np.complex64, np.complex128)}
 
 
 #: kernels by (kernel, state dtype), see _specialised; module-level so that backends stay picklable
@@ -99,6 +101,24 @@ def _bind(program: Program, params: np.ndarray, dtype: type, threads: int
             entries.clear()
         bound = entries[key] = _Bound(program, batch, dtype)
     return bound.u1.fill(params, threads), bound.u2.fill(params, threads), bound.arguments
+
+
+def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
+            ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]]:
+    """``(rows, u1, u2, arguments)`` per chunk of :data:`BATCH_CHUNK` parameter sets (see :func:`_bind`).
+
+    The chunks of a larger call refill one set of matrix arrays: allocating them anew for every chunk costs
+    page faults where freed large blocks go straight back to the OS (Dask's workers set
+    ``MALLOC_TRIM_THRESHOLD_``), 10-25 % of a seed batch.
+    """
+    batch = params.shape[0]
+    if batch <= BATCH_CHUNK:
+        yield slice(0, batch), *_bind(program, params, dtype, threads)
+        return
+    u1, u2 = program.matrix_buffers(BATCH_CHUNK, dtype)
+    for start in range(0, batch, BATCH_CHUNK):
+        rows = slice(start, start + BATCH_CHUNK)
+        yield rows, u1.fill(params[rows], threads), u2.fill(params[rows], threads), program.small_arguments
 
 
 class CompiledBackend:
@@ -171,13 +191,11 @@ class CompiledBackend:
         initial = job.initial if job.initial is not None else placeholders[0]
         run_small = _specialised(self.kernels.run_small, job.dtype)
         chunked = batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-        for start in range(0, batch, BATCH_CHUNK):
-            rows = slice(start, start + BATCH_CHUNK)
+        for rows, u1, u2, arguments in _chunks(program, job.params, job.dtype, threads):
             if chunked:
                 outputs[_OUTPUT_OF_TASK[task]] = result[rows]
-            u1, u2, arguments = _bind(program, job.params[rows] if chunked else job.params, job.dtype, threads)
             run_small(task, *outputs, program.num_qubits, u1, u2, *arguments, xmask, zmask, ny, shots, np.uint64(key),
-                      offset + start, initial[rows] if chunked else initial)
+                      offset + rows.start, initial[rows] if chunked else initial)
         return result
 
     def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:
@@ -219,15 +237,50 @@ class CompiledBackend:
             del psi
 
 
-def plan_for(job: Job, zbasis: bool) -> AdjointPlan:
-    """The job circuit's adjoint plan (cached on the circuit): one block over all qubits."""
+class _AdjointProgram:
+    """A circuit's adjoint plan with what every call needs from it, worked out once.
+
+    Attributes:
+        plan: the :class:`AdjointPlan` (its program is one block over all qubits).
+        steps: ``adjoint_small``'s arguments from ``slope1`` to ``u2_use_start``, in its order.
+        uses: U1 + U2, the gradient columns before the chain rule.
+        use_counts: (U1, U2).
+        rotations_only: every use is a rotation, whose derivative the kernels form from the bound
+            gate: the derivative matrices ``du1``/``du2`` are then never read.
+    """
+
+    def __init__(self, plan: AdjointPlan) -> None:
+        program = plan.program
+        self.plan = plan
+        self.steps = (plan.slope1, plan.rotation1, plan.slope2, plan.rotation2, program.num_qubits, program.init_u1,
+                      program.kind, program.q0, program.q1, program.arg, program.run_start, program.run_gate,
+                      program.perm_start, plan.inverse_table, program.perm_table, plan.u1_use_start,
+                      plan.u2_use_start)
+        self.use_counts = (int(plan.u1_use_start[-1]), int(plan.u2_use_start[-1]))
+        self.uses = plan.jacobian.shape[0]
+        self.rotations_only = all(use.rotation for use in plan.u1_uses + plan.u2_uses)
+
+    def derivatives(self, params: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+        """``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]`` for ``params`` (left unset when only rotations)."""
+        if not self.rotations_only:
+            return self.plan.derivatives(params, dtype)
+        batch = params.shape[0]
+        return np.empty((batch, self.use_counts[0], 2, 2), dtype), np.empty((batch, self.use_counts[1], 4, 4), dtype)
+
+
+def _adjoint_program(job: Job, zbasis: bool) -> _AdjointProgram:
+    """The job circuit's :class:`_AdjointProgram` (cached on the circuit)."""
     width = max(job.block_qubits, job.circuit.num_qubits)
     key = ("adjoint", zbasis, width, job.initial is None)
-    plan = job.circuit.memo.get(key)
-    if plan is None:
-        plan = adjoint_plan(job.program(zbasis, width))
-        job.circuit.memo[key] = plan
-    return plan
+    found = job.circuit.memo.get(key)
+    if found is None:
+        found = job.circuit.memo[key] = _AdjointProgram(adjoint_plan(job.program(zbasis, width)))
+    return found
+
+
+def plan_for(job: Job, zbasis: bool) -> AdjointPlan:
+    """The job circuit's adjoint plan (cached on the circuit): one block over all qubits."""
+    return _adjoint_program(job, zbasis).plan
 
 
 def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, observables: PauliStrings,
@@ -245,35 +298,31 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
         ``(values, gradient, state_gradient)``: float64[B, K], float64[B, L, P], and for jobs
         with initial states ``d f / d Re psi_0 + i d f / d Im psi_0`` as complex[B, L, 2**n] (else None).
     """
-    plan = plan_for(job, observables.z_only)
-    program = plan.program
+    adjoint = _adjoint_program(job, observables.z_only)
+    program = adjoint.plan.program
     lanes = weights.shape[1]
     threads = min(job.threads, -(-job.batch // SETS_PER_THREAD))
-    itemsize = np.dtype(job.dtype).itemsize
+    dtype = np.dtype(job.dtype).type
     # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs)
-    memory.require(threads * (lanes + 2) * job.size * itemsize,
+    memory.require(threads * (lanes + 2) * job.size * np.dtype(dtype).itemsize,
                    f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
     kernels.set_threads(threads)
     values = np.zeros((job.batch, len(observables)))
     gradient = np.empty((job.batch, lanes, program.num_params))
     with_states = job.initial is not None
-    state_gradient = np.empty((job.batch, lanes, job.size) if with_states else (0, 0, 0), job.dtype)
-    initial = job.initial if with_states else np.empty((0, 0), job.dtype)
-    uses = plan.jacobian.shape[0]
-    for start in range(0, job.batch, BATCH_CHUNK):
-        rows = slice(start, start + BATCH_CHUNK)
+    state_gradient = np.empty((job.batch, lanes, job.size), dtype) if with_states else _NO_STATE_GRADIENT[dtype]
+    initial = job.initial if with_states else _PLACEHOLDERS[dtype][0]
+    adjoint_small = _specialised(adjoint_kernels.adjoint_small, dtype)
+    for rows, u1, u2, _ in _chunks(program, job.params, dtype, threads):
         params = job.params[rows]
-        u1, u2 = program.bind(params, job.dtype, threads)
-        du1, du2 = plan.derivatives(params, job.dtype)
-        u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2)))
-        per_use = np.zeros((params.shape[0], lanes, uses))
-        adjoint_kernels.adjoint_small(
-            u1, u2, u2_dagger, du1, du2, plan.slope1, plan.rotation1, plan.slope2, plan.rotation2,
-            program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
-            program.run_start, program.run_gate, program.perm_start, plan.inverse_table, program.perm_table,
-            plan.u1_use_start, plan.u2_use_start, observables.xmask, observables.zmask, observables.ny,
-            np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows], state_gradient[rows],
-        )
-        gradient[rows] = per_use @ plan.jacobian
+        du1, du2 = adjoint.derivatives(params, dtype)
+        u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
+        per_use = np.zeros((params.shape[0], lanes, adjoint.uses))
+        adjoint_small(u1, u2, u2_dagger, du1, du2, *adjoint.steps, observables.xmask, observables.zmask,
+                      observables.ny, np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows],
+                      state_gradient[rows])
+        # the chain rule, one small product per set: as one 2-D product BLAS would spread a small job over
+        # threads, which costs far more than the product when other processes hold the cores
+        np.matmul(per_use, adjoint.plan.jacobian, out=gradient[rows])
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
     return values, gradient, 2 * state_gradient if with_states else None

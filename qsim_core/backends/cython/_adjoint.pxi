@@ -5,6 +5,9 @@
 # numba/adjoint.py for the algorithm; the conventions here are the kernel
 # module's: complex arrays are interleaved (re, im) real arrays, matrices are
 # row-major, accumulations are in double whatever the state's precision.
+# The hot loops (the real single-qubit pass, the product-layer contraction)
+# are C with GCC/Clang vector types, in _adjoint_vector.pxi; other compilers
+# take the scalar Cython loops.
 
 
 cdef inline void _load2(const real* m, double* out) noexcept nogil:
@@ -25,24 +28,29 @@ cdef inline void _mul2(const double* a, const double* b, double* out) noexcept n
                                           + a[4 * row + 2] * b[5 + 2 * col] + a[4 * row + 3] * b[4 + 2 * col])
 
 
-cdef inline void _identity2(double* m) noexcept nogil:
-    m[0] = 1
-    m[1] = 0
-    m[2] = 0
-    m[3] = 0
-    m[4] = 0
-    m[5] = 0
-    m[6] = 1
-    m[7] = 0
+cdef inline void _adjoint2(const real* m, real* a) noexcept nogil:
+    """``a = m^dagger`` for 2x2 complex matrices as 8 reals."""
+    a[0] = m[0]
+    a[1] = -m[1]
+    a[2] = m[4]
+    a[3] = -m[5]
+    a[4] = m[2]
+    a[5] = -m[3]
+    a[6] = m[6]
+    a[7] = -m[7]
 
 
-cdef inline void _undo_loop(real* psi, real* lam, int64_t n, int64_t q, const real* a, double* cross,
-                            bint update_psi, bint real_matrix) noexcept nogil:
-    """The body of :func:`_undo_lane`; inlined with constant flags, so each variant is its own plain loop."""
+include "_adjoint_vector.pxi"
+
+
+cdef inline void _complex_pass(real* psi, real* lam, int64_t n, int64_t q, const real* a, double* cross,
+                               bint update_psi) noexcept nogil:
+    """The backward pass of any 2x2 ``a`` (see ``qsim_real_pass``), one amplitude pair at a time: the whole complex
+    cross matrix of the incoming states into ``cross[8]``, then ``a`` applied to lam (and psi when ``update_psi``)."""
     cdef int64_t s = <int64_t>1 << q
     cdef int64_t i0 = 0
     cdef int64_t j, f, g
-    cdef real xr, xi, yr, yi, ur, ui, vr, vi, tr, ti
+    cdef real xr, xi, yr, yi, ur, ui, vr, vi
     cdef double c0r = 0, c0i = 0, c1r = 0, c1i = 0, c2r = 0, c2i = 0, c3r = 0, c3i = 0
     while i0 < n:
         for j in range(i0, i0 + s):
@@ -52,24 +60,6 @@ cdef inline void _undo_loop(real* psi, real* lam, int64_t n, int64_t q, const re
             xi = psi[f + 1]
             yr = psi[g]
             yi = psi[g + 1]
-            if update_psi:
-                if real_matrix:
-                    tr = a[0] * xr + a[2] * yr
-                    ti = a[0] * xi + a[2] * yi
-                    yr = a[4] * xr + a[6] * yr
-                    yi = a[4] * xi + a[6] * yi
-                else:
-                    tr = (a[0] * xr - a[1] * xi) + (a[2] * yr - a[3] * yi)
-                    ti = (a[0] * xi + a[1] * xr) + (a[2] * yi + a[3] * yr)
-                    vr = (a[4] * xr - a[5] * xi) + (a[6] * yr - a[7] * yi)
-                    yi = (a[4] * xi + a[5] * xr) + (a[6] * yi + a[7] * yr)
-                    yr = vr
-                xr = tr
-                xi = ti
-                psi[f] = xr
-                psi[f + 1] = xi
-                psi[g] = yr
-                psi[g + 1] = yi
             ur = lam[f]
             ui = lam[f + 1]
             vr = lam[g]
@@ -82,16 +72,15 @@ cdef inline void _undo_loop(real* psi, real* lam, int64_t n, int64_t q, const re
             c2i += <double>vr * xi - <double>vi * xr
             c3r += <double>vr * yr + <double>vi * yi
             c3i += <double>vr * yi - <double>vi * yr
-            if real_matrix:
-                lam[f] = a[0] * ur + a[2] * vr
-                lam[f + 1] = a[0] * ui + a[2] * vi
-                lam[g] = a[4] * ur + a[6] * vr
-                lam[g + 1] = a[4] * ui + a[6] * vi
-            else:
-                lam[f] = (a[0] * ur - a[1] * ui) + (a[2] * vr - a[3] * vi)
-                lam[f + 1] = (a[0] * ui + a[1] * ur) + (a[2] * vi + a[3] * vr)
-                lam[g] = (a[4] * ur - a[5] * ui) + (a[6] * vr - a[7] * vi)
-                lam[g + 1] = (a[4] * ui + a[5] * ur) + (a[6] * vi + a[7] * vr)
+            if update_psi:
+                psi[f] = (a[0] * xr - a[1] * xi) + (a[2] * yr - a[3] * yi)
+                psi[f + 1] = (a[0] * xi + a[1] * xr) + (a[2] * yi + a[3] * yr)
+                psi[g] = (a[4] * xr - a[5] * xi) + (a[6] * yr - a[7] * yi)
+                psi[g + 1] = (a[4] * xi + a[5] * xr) + (a[6] * yi + a[7] * yr)
+            lam[f] = (a[0] * ur - a[1] * ui) + (a[2] * vr - a[3] * vi)
+            lam[f + 1] = (a[0] * ui + a[1] * ur) + (a[2] * vi + a[3] * vr)
+            lam[g] = (a[4] * ur - a[5] * ui) + (a[6] * vr - a[7] * vi)
+            lam[g + 1] = (a[4] * ui + a[5] * ur) + (a[6] * vi + a[7] * vr)
         i0 += 2 * s
     cross[0] = c0r
     cross[1] = c0i
@@ -103,22 +92,27 @@ cdef inline void _undo_loop(real* psi, real* lam, int64_t n, int64_t q, const re
     cross[7] = c3i
 
 
-cdef void _undo_lane(real* psi, real* lam, int64_t n, int64_t q, const real* a, bint update_psi,
+cdef void _undo_lane(real* psi, real* lam, int64_t n, int64_t q, const real* a, bint update_psi, bint imag,
                      double* cross) noexcept nogil:
-    """Apply ``a`` (2x2, U^dagger) on qubit q to ``lam`` (and first to ``psi`` when ``update_psi``).
+    """Undo ``a`` (2x2, U^dagger) on qubit q of ``lam`` (and ``psi`` when ``update_psi``).
 
-    Writes the cross matrix ``C[a, b] = sum conj(lam_before[a]) psi_after[b]``
-    to ``cross[8]`` (row-major complex as doubles).
+    Writes the cross matrix of the states as they came in,
+    ``C[a, b] = sum conj(lam[a]) psi[b]``, to ``cross[8]`` (row-major complex
+    as doubles; for a real ``a`` the imaginary parts only when ``imag``).
     """
-    cdef bint real_matrix = a[1] == 0 and a[3] == 0 and a[5] == 0 and a[7] == 0
-    if update_psi and real_matrix:
-        _undo_loop(psi, lam, n, q, a, cross, True, True)
+    if QSIM_VECTOR_PASS and a[1] == 0 and a[3] == 0 and a[5] == 0 and a[7] == 0:
+        if real is float and q == 0:
+            qsim_real_pass0_float(psi, lam, n, a, update_psi, imag, cross)
+        elif real is float:
+            qsim_real_pass_float(psi, lam, n, q, a, update_psi, imag, cross)
+        elif q == 0:
+            qsim_real_pass0_double(psi, lam, n, a, update_psi, imag, cross)
+        else:
+            qsim_real_pass_double(psi, lam, n, q, a, update_psi, imag, cross)
     elif update_psi:
-        _undo_loop(psi, lam, n, q, a, cross, True, False)
-    elif real_matrix:
-        _undo_loop(psi, lam, n, q, a, cross, False, True)
+        _complex_pass(psi, lam, n, q, a, cross, True)
     else:
-        _undo_loop(psi, lam, n, q, a, cross, False, False)
+        _complex_pass(psi, lam, n, q, a, cross, False)
 
 
 cdef inline bint _run_has_uses(const int64_t* run_start, const int32_t* run_gate, int64_t run,
@@ -131,74 +125,174 @@ cdef inline bint _run_has_uses(const int64_t* run_start, const int32_t* run_gate
     return False
 
 
-cdef void _add_run_derivatives(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
-                               const int64_t* run_start, const int32_t* run_gate, int64_t run,
-                               const int64_t* use_start, const double* cross, double* grad) noexcept nogil:
-    """``grad[u] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates.
+cdef int64_t _first_state_step(const int8_t* kind, const int32_t* arg, int64_t steps, const int64_t* run_start,
+                               const int32_t* run_gate, const int64_t* u1_use_start,
+                               const int64_t* u2_use_start) noexcept nogil:
+    """The first step whose derivatives read psi (``steps`` if none): the sweep undoes psi only above it."""
+    cdef int64_t s
+    for s in range(steps):
+        if kind[s] == U1:
+            if _run_has_uses(run_start, run_gate, arg[s], u1_use_start):
+                return s
+        elif kind[s] != PERM and kind[s] != CNOT and kind[s] != SWAP:
+            if u2_use_start[arg[s] + 1] > u2_use_start[arg[s]]:
+                return s
+    return steps
 
-    ``D_u`` is ``du1[u]``, or for a rotation use ``G slope1[u]`` with G the gate's bound matrix.
+
+cdef bint _run_slopes(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
+                      const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
+                      const double* after, double* out) noexcept nogil:
+    """``out[u] = S_j D_u P_j after`` (8 doubles each) for every use u of the run's gates, in use order.
+
+    ``D_u`` is ``du1[u]``, or for a rotation use ``G slope1[u]`` with G the gate's
+    bound matrix. With ``after`` = U^dagger of the whole run, ``2 Re sum(out[u] * C)``
+    is use u's derivative for the cross matrix C of the states *after* the run
+    (``psi_before = U^dagger psi_after``), so psi need not be undone first.
+    Returns whether any of them has an imaginary part.
     """
     cdef double prefix[8]
     cdef double suffix[8]
     cdef double gate[8]
     cdef double tmp[8]
-    cdef double full[8]
     cdef double slope[8]
     cdef int64_t k, k2, g, u
+    cdef int64_t last = run_start[run + 1] - 1
     cdef int e
-    cdef double value
-    _identity2(prefix)
-    for k in range(run_start[run], run_start[run + 1]):
+    cdef bint imag = False
+    cdef double* full = out
+    memcpy(prefix, after, 8 * sizeof(double))
+    for k in range(run_start[run], last + 1):
         g = run_gate[k]
         if use_start[g + 1] > use_start[g]:
-            _identity2(suffix)
-            for k2 in range(k + 1, run_start[run + 1]):
-                _load2(u1 + 8 * run_gate[k2], gate)
-                _mul2(gate, suffix, tmp)
-                memcpy(suffix, tmp, 8 * sizeof(double))
+            if k < last:  # the last gate's suffix is the identity: no products with it
+                _load2(u1 + 8 * run_gate[last], suffix)
+                for k2 in range(last - 1, k, -1):
+                    _load2(u1 + 8 * run_gate[k2], gate)
+                    _mul2(suffix, gate, tmp)
+                    memcpy(suffix, tmp, 8 * sizeof(double))
             for u in range(use_start[g], use_start[g + 1]):
                 if rotation1[u]:
                     _load2(u1 + 8 * g, gate)
                     _mul2(gate, slope1 + 8 * u, slope)
                 else:
                     _load2(du1 + 8 * u, slope)
-                _mul2(suffix, slope, tmp)
-                _mul2(tmp, prefix, full)
-                value = 0
+                if k < last:
+                    _mul2(suffix, slope, tmp)
+                    _mul2(tmp, prefix, full)
+                else:
+                    _mul2(slope, prefix, full)
                 for e in range(4):
-                    value += full[2 * e] * cross[2 * e] - full[2 * e + 1] * cross[2 * e + 1]
-                grad[u] += 2 * value
+                    imag = imag or full[2 * e + 1] != 0
+                full += 8
+        if k < last:
+            _load2(u1 + 8 * g, gate)
+            _mul2(gate, prefix, tmp)
+            memcpy(prefix, tmp, 8 * sizeof(double))
+    return imag
+
+
+cdef inline double _contract(const double* m, const double* cross, int entries) noexcept nogil:
+    """``Re sum_e m[e] cross[e]`` over ``entries`` complex entries (as doubles)."""
+    cdef double value = 0
+    cdef int e
+    for e in range(entries):
+        value += m[2 * e] * cross[2 * e] - m[2 * e + 1] * cross[2 * e + 1]
+    return value
+
+
+cdef void _add_slopes(const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
+                      const double* slopes, const double* cross, double* grad) noexcept nogil:
+    """``grad[u] += 2 Re sum(slopes[u] * cross)`` for the run's uses, ``slopes`` in :func:`_run_slopes`' order."""
+    cdef int64_t k, g, u
+    for k in range(run_start[run], run_start[run + 1]):
+        g = run_gate[k]
+        for u in range(use_start[g], use_start[g + 1]):
+            grad[u] += 2 * _contract(slopes, cross, 4)
+            slopes += 8
+
+
+cdef inline void _matvec2(const double* m, const double* v, double* out) noexcept nogil:
+    """``out = m v`` for a 2x2 complex matrix and a complex 2-vector (as doubles); ``out`` must not alias ``v``."""
+    cdef int row
+    for row in range(2):
+        out[2 * row] = m[4 * row] * v[0] - m[4 * row + 1] * v[1] + m[4 * row + 2] * v[2] - m[4 * row + 3] * v[3]
+        out[2 * row + 1] = m[4 * row] * v[1] + m[4 * row + 1] * v[0] + m[4 * row + 2] * v[3] + m[4 * row + 3] * v[2]
+
+
+cdef void _initial_run_derivatives(const real* u1, const real* du1, const double* slope1,
+                                   const unsigned char* rotation1, const int64_t* run_start, const int32_t* run_gate,
+                                   int64_t run, const int64_t* use_start, const double* mu, double* states,
+                                   double* grad) noexcept nogil:
+    """``grad[u] += 2 Re mu^T S_j D_u P_j |0>`` for the uses of an initial run, which acts on |0>.
+
+    ``mu`` (2 complex) is lambda contracted against every other qubit's factor. Only vectors are needed: the
+    states ``P_j |0>`` forward (into ``states``, 4 doubles per gate of the run), then the row ``mu^T S_j`` backward.
+    """
+    cdef double gate[8]
+    cdef double derivative[8]
+    cdef double row[4]
+    cdef double tmp[4]
+    cdef double slope[4]
+    cdef int64_t k, g, u
+    cdef int64_t first = run_start[run]
+    cdef double* state
+    states[0] = 1
+    states[1] = 0
+    states[2] = 0
+    states[3] = 0
+    for k in range(first, run_start[run + 1] - 1):
+        _load2(u1 + 8 * run_gate[k], gate)
+        _matvec2(gate, states + 4 * (k - first), states + 4 * (k + 1 - first))
+    memcpy(row, mu, 4 * sizeof(double))
+    for k in range(run_start[run + 1] - 1, first - 1, -1):
+        g = run_gate[k]
         _load2(u1 + 8 * g, gate)
-        _mul2(gate, prefix, tmp)
-        memcpy(prefix, tmp, 8 * sizeof(double))
+        state = states + 4 * (k - first)
+        for u in range(use_start[g], use_start[g + 1]):
+            if rotation1[u]:
+                _matvec2(slope1 + 8 * u, state, tmp)
+                _matvec2(gate, tmp, slope)
+            else:
+                _load2(du1 + 8 * u, derivative)
+                _matvec2(derivative, state, slope)
+            grad[u] += 2 * (row[0] * slope[0] - row[1] * slope[1] + row[2] * slope[2] - row[3] * slope[3])
+        tmp[0] = row[0] * gate[0] - row[1] * gate[1] + row[2] * gate[4] - row[3] * gate[5]
+        tmp[1] = row[0] * gate[1] + row[1] * gate[0] + row[2] * gate[5] + row[3] * gate[4]
+        tmp[2] = row[0] * gate[2] - row[1] * gate[3] + row[2] * gate[6] - row[3] * gate[7]
+        tmp[3] = row[0] * gate[3] + row[1] * gate[2] + row[2] * gate[7] + row[3] * gate[6]
+        memcpy(row, tmp, 4 * sizeof(double))
 
 
 cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q, const real* u1, const real* du1,
-                       const double* slope1, const unsigned char* rotation1, const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
-                       double* grad, int64_t grad_stride, double* cross) noexcept nogil:
-    """Undo fused run ``run`` on qubit q for psi and every lambda; its uses' derivatives go to grad[lane, u]."""
+                       const double* slope1, const unsigned char* rotation1, const int64_t* run_start,
+                       const int32_t* run_gate, int64_t run, const int64_t* use_start, double* grad,
+                       int64_t grad_stride, bint update_psi, double* cross, double* slopes) noexcept nogil:
+    """Undo fused run ``run`` on qubit q for every lambda (and psi when ``update_psi``); its uses' derivatives,
+    from each lane's cross matrix with the states after the run, go to grad[lane, u].
+
+    The lanes run last to first so that lane 0, the last, is the one that also moves psi.
+    """
     cdef real m[8]
     cdef real a[8]
+    cdef double after[8]
     cdef int64_t lane
+    cdef int e
+    cdef bint imag
     fused_u1(u1, run_start, run_gate, run, m)
-    # a = m^dagger
-    a[0] = m[0]
-    a[1] = -m[1]
-    a[2] = m[4]
-    a[3] = -m[5]
-    a[4] = m[2]
-    a[5] = -m[3]
-    a[6] = m[6]
-    a[7] = -m[7]
+    _adjoint2(m, a)
     if lanes == 0 or not _run_has_uses(run_start, run_gate, run, use_start):
-        apply_u1(psi, n, q, a)
+        if update_psi:
+            apply_u1(psi, n, q, a)
         for lane in range(lanes):
             apply_u1(lam + 2 * n * lane, n, q, a)
         return
-    for lane in range(lanes):
-        _undo_lane(psi, lam + 2 * n * lane, n, q, a, lane == 0, cross)
-        _add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, cross,
-                             grad + grad_stride * lane)
+    for e in range(8):
+        after[e] = a[e]
+    imag = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, slopes)
+    for lane in range(lanes - 1, -1, -1):
+        _undo_lane(psi, lam + 2 * n * lane, n, q, a, update_psi and lane == 0, imag, cross)
+        _add_slopes(run_start, run_gate, run, use_start, slopes, cross, grad + grad_stride * lane)
 
 
 cdef void _cross_u2(const real* lam, const real* psi, int64_t n, int64_t qa, int64_t qb, double* out) noexcept nogil:
@@ -227,39 +321,57 @@ cdef void _cross_u2(const real* lam, const real* psi, int64_t n, int64_t qa, int
                 out[8 * r + 2 * c + 1] += lr * pi - li * pr
 
 
+cdef void _u2_slope(const real* u_gate, const real* u_dagger, const real* du, const double* slope, bint rotation,
+                    double* out) noexcept nogil:
+    """``out = D u_dagger`` (32 doubles) with ``D = du``, or ``u_gate slope`` for a rotation use."""
+    cdef double d[32]
+    cdef int row, col, c
+    cdef double re, im
+    for row in range(4):
+        for col in range(4):
+            if rotation:
+                re = 0
+                im = 0
+                for c in range(4):
+                    re += (<double>u_gate[8 * row + 2 * c] * slope[8 * c + 2 * col]
+                           - <double>u_gate[8 * row + 2 * c + 1] * slope[8 * c + 2 * col + 1])
+                    im += (<double>u_gate[8 * row + 2 * c] * slope[8 * c + 2 * col + 1]
+                           + <double>u_gate[8 * row + 2 * c + 1] * slope[8 * c + 2 * col])
+                d[8 * row + 2 * col] = re
+                d[8 * row + 2 * col + 1] = im
+            else:
+                d[8 * row + 2 * col] = du[8 * row + 2 * col]
+                d[8 * row + 2 * col + 1] = du[8 * row + 2 * col + 1]
+    for row in range(4):
+        for col in range(4):
+            re = 0
+            im = 0
+            for c in range(4):
+                re += (d[8 * row + 2 * c] * u_dagger[8 * c + 2 * col]
+                       - d[8 * row + 2 * c + 1] * u_dagger[8 * c + 2 * col + 1])
+                im += (d[8 * row + 2 * c] * u_dagger[8 * c + 2 * col + 1]
+                       + d[8 * row + 2 * c + 1] * u_dagger[8 * c + 2 * col])
+            out[8 * row + 2 * col] = re
+            out[8 * row + 2 * col + 1] = im
+
+
 cdef void _backward_u2(real* psi, real* lam, int64_t lanes, int64_t n, int64_t qa, int64_t qb, const real* u_gate,
                        const real* u_dagger, const real* du2, const double* slope2, const unsigned char* rotation2,
-                       int64_t g, const int64_t* use_start, double* grad, int64_t grad_stride,
+                       int64_t g, const int64_t* use_start, double* grad, int64_t grad_stride, bint update_psi,
                        double* cross) noexcept nogil:
-    """Undo two-qubit gate g for psi and every lambda; its uses' derivatives go to grad[lane, u].
-
-    Rotation uses differentiate as ``u_gate @ slope2[u]``.
+    """Undo two-qubit gate g for every lambda (and psi when ``update_psi``); its uses' derivatives go to
+    grad[lane, u], from each lane's 4x4 cross matrix with the states after the gate (``cross`` holds 64 doubles).
     """
     cdef int64_t lane, u
-    cdef int e, row, col, c
-    cdef double value, re, im
-    apply_u2(psi, n, qa, qb, u_dagger)
-    for lane in range(lanes):
-        if use_start[g + 1] > use_start[g]:
+    if use_start[g + 1] > use_start[g]:
+        for lane in range(lanes):
             _cross_u2(lam + 2 * n * lane, psi, n, qa, qb, cross)
             for u in range(use_start[g], use_start[g + 1]):
-                value = 0
-                for e in range(16):
-                    if rotation2[u]:
-                        row = e // 4
-                        col = e % 4
-                        re = 0
-                        im = 0
-                        for c in range(4):
-                            re += (<double>u_gate[8 * row + 2 * c] * slope2[32 * u + 8 * c + 2 * col]
-                                   - <double>u_gate[8 * row + 2 * c + 1] * slope2[32 * u + 8 * c + 2 * col + 1])
-                            im += (<double>u_gate[8 * row + 2 * c] * slope2[32 * u + 8 * c + 2 * col + 1]
-                                   + <double>u_gate[8 * row + 2 * c + 1] * slope2[32 * u + 8 * c + 2 * col])
-                    else:
-                        re = du2[32 * u + 2 * e]
-                        im = du2[32 * u + 2 * e + 1]
-                    value += re * cross[2 * e] - im * cross[2 * e + 1]
-                grad[grad_stride * lane + u] += 2 * value
+                _u2_slope(u_gate, u_dagger, du2 + 32 * u, slope2 + 32 * u, rotation2[u], cross + 32)
+                grad[grad_stride * lane + u] += 2 * _contract(cross + 32, cross, 16)
+    if update_psi:
+        apply_u2(psi, n, qa, qb, u_dagger)
+    for lane in range(lanes):
         apply_u2(lam + 2 * n * lane, n, qa, qb, u_dagger)
 
 
@@ -280,35 +392,48 @@ cdef void _product_vector(const double* columns, int64_t first, int64_t last, do
             out[2 * i + 1] = xr * columns[4 * p + 1] + xi * columns[4 * p]
 
 
-cdef void _leave_one_out(const double* partial, int64_t size, const double* columns, int64_t first, int64_t last,
+cdef void _leave_one_out(const double* partial, int64_t bits, const double* columns, int64_t first, double* fold,
                          double* mu) noexcept nogil:
-    """``mu[q, a]`` (complex) for q in first..last-1 from ``partial`` over those qubits."""
-    cdef int64_t q, i, p, bit
-    cdef double wr, wi, tr
-    for q in range(first, last):
-        mu[4 * q] = 0
-        mu[4 * q + 1] = 0
-        mu[4 * q + 2] = 0
-        mu[4 * q + 3] = 0
-        for i in range(size):
-            wr = partial[2 * i]
-            wi = partial[2 * i + 1]
-            for p in range(first, last):
-                if p != q:
-                    bit = (i >> (p - first)) & 1
-                    tr = wr * columns[4 * p + 2 * bit] - wi * columns[4 * p + 2 * bit + 1]
-                    wi = wr * columns[4 * p + 2 * bit + 1] + wi * columns[4 * p + 2 * bit]
-                    wr = tr
-            bit = (i >> (q - first)) & 1
-            mu[4 * q + 2 * bit] += wr
-            mu[4 * q + 2 * bit + 1] += wi
+    """``mu[q, a]`` (complex) for q in first..first+bits-1 from ``partial`` (2**bits complex over those qubits).
+
+    For each q every other qubit is folded away against its column, the ones above q from the top and then the
+    ones below from the bottom, in ``fold`` (2**bits complex): about 2**bits products per qubit.
+    """
+    cdef int64_t t, p, i, size, half
+    cdef const double* src
+    cdef const double* c
+    for t in range(bits):
+        src = partial
+        size = <int64_t>1 << bits
+        for p in range(bits - 1, t, -1):  # the top qubit: fold[i] = src[i] c0 + src[i + half] c1
+            c = columns + 4 * (first + p)
+            half = size >> 1
+            for i in range(half):
+                fold[2 * i], fold[2 * i + 1] = (
+                    src[2 * i] * c[0] - src[2 * i + 1] * c[1] + src[2 * (i + half)] * c[2]
+                    - src[2 * (i + half) + 1] * c[3],
+                    src[2 * i] * c[1] + src[2 * i + 1] * c[0] + src[2 * (i + half)] * c[3]
+                    + src[2 * (i + half) + 1] * c[2])
+            src = fold
+            size = half
+        for p in range(t):  # the bottom qubit: fold[i] = src[2 i] c0 + src[2 i + 1] c1
+            c = columns + 4 * (first + p)
+            half = size >> 1
+            for i in range(half):
+                fold[2 * i], fold[2 * i + 1] = (
+                    src[4 * i] * c[0] - src[4 * i + 1] * c[1] + src[4 * i + 2] * c[2] - src[4 * i + 3] * c[3],
+                    src[4 * i] * c[1] + src[4 * i + 1] * c[0] + src[4 * i + 2] * c[3] + src[4 * i + 3] * c[2])
+            src = fold
+            size = half
+        for i in range(4):
+            mu[4 * (first + t) + i] = src[i]
 
 
 cdef void _product_contractions(const real* lam, int64_t num_qubits, const double* columns, double* work,
                                 double* mu) noexcept nogil:
     """``mu[q, a] = sum_{i: bit q = a} conj(lam[i]) prod_{p != q} columns[p, bit p of i]`` for every q.
 
-    ``work`` holds 4 * 2**ceil(n/2) complex (as doubles). Two passes over ``lam``, as in numba/adjoint.py.
+    ``work`` holds 5 * 2**ceil(n/2) complex (as doubles). Two passes over ``lam``, as in numba/adjoint.py.
     """
     cdef int64_t low = num_qubits // 2
     cdef int64_t low_size = <int64_t>1 << low
@@ -321,23 +446,29 @@ cdef void _product_contractions(const real* lam, int64_t num_qubits, const doubl
     cdef double lr, li, accr, acci
     _product_vector(columns, 0, low, low_vector)
     _product_vector(columns, low, num_qubits, high_vector)
-    for i in range(2 * low_size):
-        low_partial[i] = 0
-    for h in range(high_size):
-        accr = 0
-        acci = 0
-        for i in range(low_size):
-            f = 2 * (h * low_size + i)
-            lr = lam[f]
-            li = -lam[f + 1]
-            low_partial[2 * i] += lr * high_vector[2 * h] - li * high_vector[2 * h + 1]
-            low_partial[2 * i + 1] += lr * high_vector[2 * h + 1] + li * high_vector[2 * h]
-            accr += lr * low_vector[2 * i] - li * low_vector[2 * i + 1]
-            acci += lr * low_vector[2 * i + 1] + li * low_vector[2 * i]
-        high_partial[2 * h] = accr
-        high_partial[2 * h + 1] = acci
-    _leave_one_out(low_partial, low_size, columns, 0, low, mu)
-    _leave_one_out(high_partial, high_size, columns, low, num_qubits, mu)
+    if QSIM_VECTOR_PASS and low_size >= 2:
+        if real is float:
+            qsim_contract_float(lam, low_size, high_size, low_vector, high_vector, low_partial, high_partial)
+        else:
+            qsim_contract_double(lam, low_size, high_size, low_vector, high_vector, low_partial, high_partial)
+    else:
+        for i in range(2 * low_size):
+            low_partial[i] = 0
+        for h in range(high_size):
+            accr = 0
+            acci = 0
+            for i in range(low_size):
+                f = 2 * (h * low_size + i)
+                lr = lam[f]
+                li = -lam[f + 1]
+                low_partial[2 * i] += lr * high_vector[2 * h] - li * high_vector[2 * h + 1]
+                low_partial[2 * i + 1] += lr * high_vector[2 * h + 1] + li * high_vector[2 * h]
+                accr += lr * low_vector[2 * i] - li * low_vector[2 * i + 1]
+                acci += lr * low_vector[2 * i + 1] + li * low_vector[2 * i]
+            high_partial[2 * h] = accr
+            high_partial[2 * h + 1] = acci
+    _leave_one_out(low_partial, low, columns, 0, work + 8 * high_size, mu)
+    _leave_one_out(high_partial, num_qubits - low, columns, low, work + 8 * high_size, mu)
 
 
 cdef void _initial_columns(const real* u1, const int64_t* run_start, const int32_t* run_gate,
@@ -445,7 +576,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
     cdef real* psi = NULL
     cdef real* state = NULL
     cdef real* scratch = NULL
+    cdef real* spare = NULL
     cdef real* lam = NULL
+    cdef real* lams = NULL  # the buffer lambda is in: for one lane a permutation swaps it with a spare
     cdef double* doubles = NULL
     cdef double* diagonal = NULL
     cdef double* probs = NULL
@@ -453,15 +586,20 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
     cdef double* columns = NULL
     cdef double* mu = NULL
     cdef double* work = NULL
+    cdef double* slopes = NULL
     cdef double* grad = NULL
+    # psi is undone only above the first step whose derivatives read it (the product layer's do not)
+    cdef int64_t first_state = _first_state_step(kind, arg, steps, run_start, run_gate, u1_use_start, u2_use_start)
     for observable in range(count):
         z_only = z_only and xmask[observable] == 0
     with parallel(num_threads=num_threads):
         state = <real*>malloc(2 * size * sizeof(real))
         scratch = <real*>malloc(2 * size * sizeof(real))
         lam = <real*>malloc((2 * size * lanes + 1) * sizeof(real))
-        # diagonal[L * n], probs[n], cross[32], columns[4 n], mu[4 n], work[8 * half]
-        doubles = <double*>malloc((size * (lanes + 1) + 32 + 8 * num_qubits + 8 * half) * sizeof(double))
+        # diagonal[L * n], probs[n], cross[64], columns[4 n], mu[4 n], work[10 * half],
+        # slopes[8 * uses1 + 4 * G1] (the uses' slopes of one run, or the states along one initial run)
+        doubles = <double*>malloc((size * (lanes + 1) + 64 + 8 * num_qubits + 10 * half + 8 * uses1
+                                   + u1_stride // 2) * sizeof(double))
         ok = state != NULL and scratch != NULL and lam != NULL and doubles != NULL
         for b in prange(batch, schedule="static"):
             if not ok:
@@ -470,72 +608,69 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                 diagonal = doubles
                 probs = doubles + size * lanes
                 cross = probs + size
-                columns = cross + 32
+                columns = cross + 64
                 mu = columns + 4 * num_qubits
                 work = mu + 4 * num_qubits
+                slopes = work + 10 * half
                 grad = grad_out + uses * lanes * b
+                lams = lam
                 if initial != NULL:
                     memcpy(state, initial + 2 * size * b, 2 * size * sizeof(real))
                 else:
                     init_product(state, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
                 psi = apply_steps(state, scratch, size, 0, steps, kind, q0, q1, arg, u1 + u1_stride * b,
                                   u2 + u2_stride * b, run_start, run_gate, perm_start, forward_table)
-                if psi != state:
-                    memcpy(state, psi, 2 * size * sizeof(real))
-                    psi = state
+                spare = scratch if psi == state else state
                 if z_only:
                     _z_values_and_lambdas(psi, size, xmask, zmask, count, weights + lanes * count * b, lanes,
-                                          values_out + count * b, lam, diagonal, probs)
+                                          values_out + count * b, lams, diagonal, probs)
                 else:
                     for k in range(2 * size * lanes):
-                        lam[k] = 0
+                        lams[k] = 0
                     for k in range(count):
                         values_out[count * b + k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
                         for lane in range(lanes):
                             if weights[(b * lanes + lane) * count + k] != 0:
-                                _add_pauli(lam + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
+                                _add_pauli(lams + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
                                            weights[(b * lanes + lane) * count + k])
                 for s in range(steps - 1, -1, -1):
                     op = kind[s]
                     if op == U1:
-                        _backward_u1(psi, lam, lanes, size, q0[s], u1 + u1_stride * b, du1 + du1_stride * b,
-                                     slope1, rotation1, run_start, run_gate, arg[s], u1_use_start, grad, uses, cross)
+                        _backward_u1(psi, lams, lanes, size, q0[s], u1 + u1_stride * b, du1 + du1_stride * b,
+                                     slope1, rotation1, run_start, run_gate, arg[s], u1_use_start, grad, uses,
+                                     s > first_state, cross, slopes)
                     elif op == PERM:
-                        apply_permutation(scratch, psi, size, inverse_table + perm_start[arg[s]])
-                        memcpy(psi, scratch, 2 * size * sizeof(real))
-                        for lane in range(lanes):
-                            apply_permutation(scratch, lam + 2 * size * lane, size,
+                        if s > first_state:
+                            apply_permutation(spare, psi, size, inverse_table + perm_start[arg[s]])
+                            spare, psi = psi, spare
+                        if lanes == 1:
+                            apply_permutation(spare, lams, size, inverse_table + perm_start[arg[s]])
+                            spare, lams = lams, spare
+                        for lane in range(lanes if lanes > 1 else 0):
+                            apply_permutation(spare, lams + 2 * size * lane, size,
                                               inverse_table + perm_start[arg[s]])
-                            memcpy(lam + 2 * size * lane, scratch, 2 * size * sizeof(real))
+                            memcpy(lams + 2 * size * lane, spare, 2 * size * sizeof(real))
                     elif op == CNOT or op == SWAP:
-                        apply_swap_pairs(psi, size, q0[s], q1[s], op == CNOT)
+                        if s > first_state:
+                            apply_swap_pairs(psi, size, q0[s], q1[s], op == CNOT)
                         for lane in range(lanes):
-                            apply_swap_pairs(lam + 2 * size * lane, size, q0[s], q1[s], op == CNOT)
+                            apply_swap_pairs(lams + 2 * size * lane, size, q0[s], q1[s], op == CNOT)
                     else:  # every two-qubit matrix kind reads its bound 4x4 through arg
-                        _backward_u2(psi, lam, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
+                        _backward_u2(psi, lams, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
                                      u2_dagger + u2_stride * b + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
-                                     arg[s], u2_use_start, grad + uses1, uses, cross)
+                                     arg[s], u2_use_start, grad + uses1, uses, s > first_state, cross)
                 if state_grad_out != NULL:
-                    memcpy(state_grad_out + 2 * size * lanes * b, lam, 2 * size * lanes * sizeof(real))
-                # psi is now the initial product state: contract each lambda against its factors, every qubit at
-                # once (a program run on given initial states has no product layer)
+                    memcpy(state_grad_out + 2 * size * lanes * b, lams, 2 * size * lanes * sizeof(real))
+                # lambda is now at the initial product state: contract each lambda against its factors, every
+                # qubit at once (a program run on given initial states has no product layer)
                 _initial_columns(u1 + u1_stride * b, run_start, run_gate, init_u1, num_qubits, columns)
                 for lane in range(lanes if initial == NULL else 0):
-                    _product_contractions(lam + 2 * size * lane, num_qubits, columns, work, mu)
+                    _product_contractions(lams + 2 * size * lane, num_qubits, columns, work, mu)
                     for q in range(num_qubits):
                         if init_u1[q] >= 0 and _run_has_uses(run_start, run_gate, init_u1[q], u1_use_start):
-                            # cross matrix (mu0, 0; mu1, 0): the run acts on |0>
-                            cross[0] = mu[4 * q]
-                            cross[1] = mu[4 * q + 1]
-                            cross[2] = 0
-                            cross[3] = 0
-                            cross[4] = mu[4 * q + 2]
-                            cross[5] = mu[4 * q + 3]
-                            cross[6] = 0
-                            cross[7] = 0
-                            _add_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, slope1, rotation1,
-                                                 run_start, run_gate, init_u1[q], u1_use_start, cross,
-                                                 grad + uses * lane)
+                            _initial_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, slope1, rotation1,
+                                                     run_start, run_gate, init_u1[q], u1_use_start, mu + 4 * q,
+                                                     slopes, grad + uses * lane)
         free(state)
         free(scratch)
         free(lam)

@@ -11,11 +11,27 @@ The sweep runs over the *compiled* program (fused single-qubit runs,
 permutation steps, product-state initialisation), not over the raw gate list.
 A fused run ``U = G_m ... G_1`` on qubit q contributes, for its gate ``j``,
 ``<lambda|S_j D_j P_j|psi_before>`` with prefix ``P_j = G_{j-1}..G_1``, suffix
-``S_j = G_m..G_{j+1}`` and ``D_j = dG_j/dx``. That equals ``sum_ab (S D P)[a, b] C[a, b]``
-where ``C[a, b] = sum_rest conj(lambda[a, rest]) psi_before[b, rest]`` is the
-2x2 cross matrix of qubit q: one pass over the state per run and per
-lambda, whatever the number of parameters in the run. Two-qubit steps use the
-4x4 cross matrix the same way.
+``S_j = G_m..G_{j+1}`` and ``D_j = dG_j/dx``. Since ``psi_before = U^dagger psi_after``
+that equals ``sum_ab (S_j D_j P_j U^dagger)[a, b] C[a, b]`` where
+``C[a, b] = sum_rest conj(lambda[a, rest]) psi_after[b, rest]`` is the 2x2 cross
+matrix of qubit q of the states as the sweep meets them: one pass per run and
+per lambda, whatever the number of parameters in the run, which reads both
+states first and then undoes the run on lambda. The slope matrices
+``S_j D_j P_j U^dagger`` depend only on the gates, so they are formed once per
+run (:func:`run_slopes`). Two-qubit steps use the 4x4 cross matrix the same way.
+
+What the pass skips:
+
+* psi is undone only above the first step whose derivatives read it
+  (:func:`first_state_step`): below it, and in that step itself, only lambda
+  moves. The initial product layer needs no psi at all (it contracts lambda
+  against the layer's factors, :func:`product_contractions`).
+* A real run (RY, H, X, real fused products) acts on the real and imaginary
+  parts alike, so its pass runs on the float views as flat halves; and when
+  every slope matrix of the run is real too, only ``Re C`` is summed, since
+  ``Re sum M C = sum M Re C`` for real M.
+* The cross sums may be reassociated (``fastmath`` reassoc): partial sums
+  that vectorise, results equal to rounding.
 
 Derivative matrices ``du1``/``du2`` are per *use* (one gate slot holding a
 parameter reference); ``u1_use_start[g]:u1_use_start[g+1]`` are gate g's
@@ -66,59 +82,84 @@ def _gate(u1, g):
             np.complex128(u1[g, 1, 0]), np.complex128(u1[g, 1, 1]))
 
 
-@njit(cache=True)
-def _undo_lane(psi, lam, q, a00, a01, a10, a11, update_psi):
-    """Apply ``A = [[a00, a01], [a10, a11]]`` to ``lam`` (and first to ``psi`` if ``update_psi``) on qubit q.
+# The cross sums may be reassociated: that is what lets LLVM keep several partial sums and vectorise them.
+_REDUCE = {"reassoc", "contract"}
 
-    Returns the cross matrix ``C[a, b] = sum conj(lam_before[a]) psi_after[b]``
-    as 4 complex128 (row-major), accumulated on the way.
+
+@njit(cache=True, fastmath=_REDUCE)
+def _real_pass(x, u, a, b, c, d, update_psi, imag, cross):
+    """A real 2x2 pass over float views shaped ``[blocks, 2, 2 * 2**q]`` (the two halves of each block).
+
+    Writes ``sum conj(lam[a]) psi[b]`` of the incoming values to ``cross`` (8 floats: re/im of
+    C00, C01, C10, C11; Im only when ``imag``), then applies the matrix to u (and x when ``update_psi``).
+    """
+    r00 = r01 = r10 = r11 = i00 = i01 = i10 = i11 = 0.0
+    half = x.shape[2]
+    for blk in range(x.shape[0]):
+        for k in range(half):
+            xk, yk = np.float64(x[blk, 0, k]), np.float64(x[blk, 1, k])
+            uk, vk = np.float64(u[blk, 0, k]), np.float64(u[blk, 1, k])
+            r00 += uk * xk
+            r01 += uk * yk
+            r10 += vk * xk
+            r11 += vk * yk
+        if imag:  # Im conj(u) x = ur xi - ui xr
+            for k in range(0, half, 2):
+                ur, ui = np.float64(u[blk, 0, k]), np.float64(u[blk, 0, k + 1])
+                vr, vi = np.float64(u[blk, 1, k]), np.float64(u[blk, 1, k + 1])
+                xr, xi = np.float64(x[blk, 0, k]), np.float64(x[blk, 0, k + 1])
+                yr, yi = np.float64(x[blk, 1, k]), np.float64(x[blk, 1, k + 1])
+                i00 += ur * xi - ui * xr
+                i01 += ur * yi - ui * yr
+                i10 += vr * xi - vi * xr
+                i11 += vr * yi - vi * yr
+        if update_psi:
+            for k in range(half):
+                xk, yk = x[blk, 0, k], x[blk, 1, k]
+                x[blk, 0, k] = a * xk + b * yk
+                x[blk, 1, k] = c * xk + d * yk
+        for k in range(half):
+            uk, vk = u[blk, 0, k], u[blk, 1, k]
+            u[blk, 0, k] = a * uk + b * vk
+            u[blk, 1, k] = c * uk + d * vk
+    cross[0], cross[1], cross[2], cross[3] = r00, i00, r01, i01
+    cross[4], cross[5], cross[6], cross[7] = r10, i10, r11, i11
+
+
+@njit(cache=True)
+def _undo_lane(psi, lam, q, a00, a01, a10, a11, update_psi, imag, cross):
+    """Apply ``A = [[a00, a01], [a10, a11]]`` to ``lam`` (and to ``psi`` if ``update_psi``) on qubit q.
+
+    First writes the cross matrix of the incoming states, ``C[a, b] = sum conj(lam[a]) psi[b]``,
+    to ``cross`` (float64[8], re/im row-major; for a real A the imaginary parts only when ``imag``).
     """
     s = 1 << q
+    if a00.imag == 0 and a01.imag == 0 and a10.imag == 0 and a11.imag == 0:
+        # a real matrix acts on the float views' real and imaginary parts alike: halves of 2 s floats
+        shape = (psi.size // (2 * s), 2, 2 * s)
+        _real_pass(psi.view(psi.real.dtype).reshape(shape), lam.view(lam.real.dtype).reshape(shape), a00.real,
+                   a01.real, a10.real, a11.real, update_psi, imag, cross)
+        return
     c00 = c01 = c10 = c11 = 0j
     for i0 in range(0, psi.size, 2 * s):
         for j in range(i0, i0 + s):
             x = psi[j]
             y = psi[j + s]
-            if update_psi:
-                x, y = a00 * x + a01 * y, a10 * x + a11 * y
-                psi[j] = x
-                psi[j + s] = y
-            u = lam[j]
-            v = lam[j + s]
-            cu = np.complex128(u).conjugate()
-            cv = np.complex128(v).conjugate()
+            cu = np.complex128(lam[j]).conjugate()
+            cv = np.complex128(lam[j + s]).conjugate()
             c00 += cu * x
             c01 += cu * y
             c10 += cv * x
             c11 += cv * y
+            if update_psi:
+                psi[j] = a00 * x + a01 * y
+                psi[j + s] = a10 * x + a11 * y
+            u = lam[j]
+            v = lam[j + s]
             lam[j] = a00 * u + a01 * v
             lam[j + s] = a10 * u + a11 * v
-    return c00, c01, c10, c11
-
-
-@njit(cache=True)
-def undo_u1(psi, lam, q, m00, m01, m10, m11, cross):
-    """Apply U^dagger (U = [[m00, m01], [m10, m11]]) on qubit q to psi and every lambda.
-
-    When ``cross`` (complex128[L, 4]) has rows, lane l's cross matrix
-    ``C[a, b] = sum conj(lambda_after[a]) psi_before[b]`` is written to it: the
-    run's derivatives then cost no extra pass. The first lane's pass also
-    updates psi.
-    """
-    a00, a01, a10, a11 = m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate()
-    lanes = lam.shape[0]
-    if cross.shape[0] == 0 or lanes == 0:
-        apply_u1(psi, q, a00, a01, a10, a11)
-        for lane in range(lanes):
-            apply_u1(lam[lane], q, a00, a01, a10, a11)
-        return
-    real = a00.imag == 0 and a01.imag == 0 and a10.imag == 0 and a11.imag == 0
-    for lane in range(lanes):
-        if real:  # a float specialisation: half the multiplications
-            c = _undo_lane(psi, lam[lane], q, a00.real, a01.real, a10.real, a11.real, lane == 0)
-        else:
-            c = _undo_lane(psi, lam[lane], q, a00, a01, a10, a11, lane == 0)
-        cross[lane, 0], cross[lane, 1], cross[lane, 2], cross[lane, 3] = c
+    cross[0], cross[1], cross[2], cross[3] = c00.real, c00.imag, c01.real, c01.imag
+    cross[4], cross[5], cross[6], cross[7] = c10.real, c10.imag, c11.real, c11.imag
 
 
 @njit(cache=True)
@@ -147,14 +188,31 @@ def run_has_uses(run_start, run_gate, run, use_start):
 
 
 @njit(cache=True)
-def add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, cross, grad, use_offset):
-    """``grad[use] += 2 Re sum_ab (S_j D_u P_j)[a, b] cross[a, b]`` for every use u of the run's gates.
+def first_state_step(kind, arg, run_start, run_gate, u1_use_start, u2_use_start):
+    """The first step whose derivatives read psi (``kind.size`` if none): the sweep undoes psi only above it."""
+    for s in range(kind.size):
+        if kind[s] == U1:
+            if run_has_uses(run_start, run_gate, arg[s], u1_use_start):
+                return s
+        elif kind[s] != PERM and kind[s] != CNOT and kind[s] != SWAP:
+            if u2_use_start[arg[s] + 1] > u2_use_start[arg[s]]:
+                return s
+    return kind.size
 
-    ``D_u`` is ``du1[u]``, or for a rotation use (``rotation1[u]``) ``G slope1[u]``
-    with G the gate's bound matrix: ``d/da exp(-i a P/2) = exp(-i a P/2) (-i P/2)``.
+
+@njit(cache=True)
+def run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, out):
+    """``out[i] = S_j D_u P_j after`` (complex128[4], row-major) for the run's uses in order; whether any is complex.
+
+    ``D_u`` is ``du1[u]``, or for a rotation use (``rotation1[u]``) ``G slope1[u]`` with G the gate's
+    bound matrix: ``d/da exp(-i a P/2) = exp(-i a P/2) (-i P/2)``. With ``after`` = U^dagger of the whole
+    run, ``2 Re sum(out[i] * C)`` is the use's derivative for the cross matrix C of the states *after*
+    the run (``psi_before = U^dagger psi_after``), so psi need not be undone first.
     """
     first, last = run_start[run], run_start[run + 1]
-    prefix = (1.0 + 0j, 0j, 0j, 1.0 + 0j)
+    prefix = after
+    imag = False
+    i = 0
     for k in range(first, last):
         g = run_gate[k]
         if use_start[g + 1] > use_start[g]:
@@ -164,46 +222,81 @@ def add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, us
             for u in range(use_start[g], use_start[g + 1]):
                 slope = _mul(_gate(u1, g), _gate(slope1, u)) if rotation1[u] else _gate(du1, u)
                 full = _mul(_mul(suffix, slope), prefix)
-                value = full[0] * cross[0] + full[1] * cross[1] + full[2] * cross[2] + full[3] * cross[3]
-                grad[use_offset + u] += 2.0 * value.real
+                for e in range(4):
+                    out[i, e] = full[e]
+                    imag = imag or full[e].imag != 0
+                i += 1
         prefix = _mul(_gate(u1, g), prefix)
+    return imag
 
 
 @njit(cache=True)
-def backward_u1(psi, lam, q, u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, grad, cross):
-    """Undo fused run ``run`` on qubit q, adding its uses' derivatives to ``grad[lane, use]``."""
-    m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
-    if not run_has_uses(run_start, run_gate, run, use_start):
-        undo_u1(psi, lam, q, m00, m01, m10, m11, cross[:0])
-        return
-    undo_u1(psi, lam, q, m00, m01, m10, m11, cross)
-    for lane in range(lam.shape[0]):
-        add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, cross[lane], grad[lane],
-                            0)
+def add_slopes(run_start, run_gate, run, use_start, slopes, cross, grad):
+    """``grad[u] += 2 Re sum(slopes[i] * cross)`` for the run's uses, ``slopes`` in :func:`run_slopes`' order."""
+    i = 0
+    for k in range(run_start[run], run_start[run + 1]):
+        g = run_gate[k]
+        for u in range(use_start[g], use_start[g + 1]):
+            value = 0.0
+            for e in range(4):
+                value += slopes[i, e].real * cross[2 * e] - slopes[i, e].imag * cross[2 * e + 1]
+            grad[u] += 2.0 * value
+            i += 1
 
 
 @njit(cache=True)
-def backward_u2(psi, lam, qa, qb, u_gate, u_dagger, du2, slope2, rotation2, g, use_start, grad, use_offset, cross):
-    """Undo two-qubit gate g (``u_gate``, ``u_dagger`` its adjoint) for psi and every lambda, adding its derivatives.
+def backward_u1(psi, lam, q, u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, grad, update_psi,
+                cross, slopes):
+    """Undo fused run ``run`` on qubit q for every lambda (and psi when ``update_psi``), adding its uses'
+    derivatives, from each lane's cross matrix with the states after the run, to ``grad[lane, use]``.
 
-    Rotation uses differentiate as ``u_gate @ slope2[u]`` (see :func:`add_run_derivatives`).
+    The lanes run last to first so that lane 0, the last, is the one that also moves psi.
     """
-    apply_u2(psi, qa, qb, u_dagger)
+    m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
+    a00, a01, a10, a11 = m00.conjugate(), m10.conjugate(), m01.conjugate(), m11.conjugate()
+    lanes = lam.shape[0]
+    if lanes == 0 or not run_has_uses(run_start, run_gate, run, use_start):
+        if update_psi:
+            apply_u1(psi, q, a00, a01, a10, a11)
+        for lane in range(lanes):
+            apply_u1(lam[lane], q, a00, a01, a10, a11)
+        return
+    after = (np.complex128(a00), np.complex128(a01), np.complex128(a10), np.complex128(a11))
+    imag = run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, slopes)
+    for lane in range(lanes - 1, -1, -1):
+        _undo_lane(psi, lam[lane], q, a00, a01, a10, a11, update_psi and lane == 0, imag, cross)
+        add_slopes(run_start, run_gate, run, use_start, slopes, cross, grad[lane])
+
+
+@njit(cache=True)
+def backward_u2(psi, lam, qa, qb, u_gate, u_dagger, du2, slope2, rotation2, g, use_start, grad, use_offset,
+                update_psi, cross):
+    """Undo two-qubit gate g (``u_gate``, ``u_dagger`` its adjoint) for every lambda (and psi when
+    ``update_psi``), adding its derivatives from each lane's cross matrix with the states after the gate.
+
+    A use's derivative matrix D is ``du2[u]``, or ``u_gate @ slope2[u]`` for a rotation use (see
+    :func:`run_slopes`); against the states after the gate it is ``D u_dagger``.
+    """
     if use_start[g + 1] > use_start[g]:
         for lane in range(lam.shape[0]):
             cross_u2(lam[lane], psi, qa, qb, cross)
             for u in range(use_start[g], use_start[g + 1]):
-                value = 0j
+                value = 0.0
                 for a in range(4):
                     for b in range(4):
-                        if rotation2[u]:
-                            entry = 0j
-                            for c in range(4):
-                                entry += np.complex128(u_gate[a, c]) * slope2[u, c, b]
-                        else:
-                            entry = np.complex128(du2[u, a, b])
-                        value += entry * cross[a, b]
-                grad[lane, use_offset + u] += 2.0 * value.real
+                        entry = 0j  # (D u_dagger)[a, b]
+                        for c in range(4):
+                            if rotation2[u]:
+                                d = 0j
+                                for e in range(4):
+                                    d += np.complex128(u_gate[a, e]) * slope2[u, e, c]
+                            else:
+                                d = np.complex128(du2[u, a, c])
+                            entry += d * np.complex128(u_dagger[c, b])
+                        value += (entry * cross[a, b]).real
+                grad[lane, use_offset + u] += 2.0 * value
+    if update_psi:
+        apply_u2(psi, qa, qb, u_dagger)
     for lane in range(lam.shape[0]):
         apply_u2(lam[lane], qa, qb, u_dagger)
 
@@ -221,16 +314,26 @@ def _product_vector(columns, first, last, out):
 
 @njit(cache=True)
 def _leave_one_out(partial, columns, first, last, mu):
-    """``mu[q, a]`` for q in first..last-1 from ``partial`` over those qubits (the others contracted)."""
-    for q in range(first, last):
-        mu[q, 0] = 0
-        mu[q, 1] = 0
-        for i in range(partial.size):
-            weight = partial[i]
-            for p in range(first, last):
-                if p != q:
-                    weight *= columns[p, (i >> (p - first)) & 1]
-            mu[q, (i >> (q - first)) & 1] += weight
+    """``mu[q, a]`` for q in first..last-1 from ``partial`` over those qubits (the others contracted).
+
+    For each q every other qubit is folded away against its column, the ones above q from the top
+    and then the ones below from the bottom: about ``partial.size`` products per qubit.
+    """
+    fold = np.empty(partial.size, np.complex128)
+    for t in range(last - first):
+        src = partial
+        size = partial.size
+        for p in range(last - 1, first + t, -1):  # the top qubit: fold[i] = src[i] c0 + src[i + half] c1
+            size >>= 1
+            for i in range(size):
+                fold[i] = src[i] * columns[p, 0] + src[i + size] * columns[p, 1]
+            src = fold
+        for p in range(first, first + t):  # the bottom qubit: fold[i] = src[2 i] c0 + src[2 i + 1] c1
+            size >>= 1
+            for i in range(size):
+                fold[i] = src[2 * i] * columns[p, 0] + src[2 * i + 1] * columns[p, 1]
+            src = fold
+        mu[first + t, 0], mu[first + t, 1] = src[0], src[1]
 
 
 @njit(cache=True)
@@ -306,6 +409,38 @@ def z_values_and_lambdas(psi, xmask, zmask, weights, values, lam, diagonal, prob
 
 
 @njit(cache=True)
+def initial_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, mu0, mu1, grad,
+                            states):
+    """``grad[u] += 2 Re mu^T S_j D_u P_j |0>`` for the uses of an initial run, which acts on |0>.
+
+    ``mu`` is lambda contracted against every other qubit's factor. Only vectors are needed: the
+    states ``P_j |0>`` forward (into ``states``, complex128[>= run length, 2]), then the row
+    ``mu^T S_j`` backward.
+    """
+    first, last = run_start[run], run_start[run + 1]
+    x, y = 1.0 + 0j, 0j
+    for k in range(first, last):
+        states[k - first, 0], states[k - first, 1] = x, y
+        g00, g01, g10, g11 = _gate(u1, run_gate[k])
+        x, y = g00 * x + g01 * y, g10 * x + g11 * y
+    r0, r1 = np.complex128(mu0), np.complex128(mu1)
+    for k in range(last - 1, first - 1, -1):
+        g = run_gate[k]
+        g00, g01, g10, g11 = _gate(u1, g)
+        x, y = states[k - first, 0], states[k - first, 1]
+        for u in range(use_start[g], use_start[g + 1]):
+            if rotation1[u]:
+                s00, s01, s10, s11 = _gate(slope1, u)
+                tx, ty = s00 * x + s01 * y, s10 * x + s11 * y
+                dx, dy = g00 * tx + g01 * ty, g10 * tx + g11 * ty
+            else:
+                d00, d01, d10, d11 = _gate(du1, u)
+                dx, dy = d00 * x + d01 * y, d10 * x + d11 * y
+            grad[u] += 2.0 * (r0 * dx + r1 * dy).real
+        r0, r1 = r0 * g00 + r1 * g10, r0 * g01 + r1 * g11
+
+
+@njit(cache=True)
 def initial_layer_derivatives(lam, u1, du1, slope1, rotation1, num_qubits, init_u1, run_start, run_gate, use_start,
                               grad):
     """Derivatives of the initial product-state layer: each lambda contracted against it once for every qubit."""
@@ -317,13 +452,14 @@ def initial_layer_derivatives(lam, u1, du1, slope1, rotation1, num_qubits, init_
         else:
             columns[q, 0] = 1.0
     mu = np.empty((num_qubits, 2), np.complex128)
+    states = np.empty((run_gate.size, 2), np.complex128)
     for lane in range(lam.shape[0]):
         product_contractions(lam[lane], columns, mu)
         for q in range(num_qubits):
             run = init_u1[q]
             if run >= 0 and run_has_uses(run_start, run_gate, run, use_start):
-                add_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start,
-                                    (mu[q, 0], 0j, mu[q, 1], 0j), grad[lane], 0)
+                initial_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, mu[q, 0],
+                                        mu[q, 1], grad[lane], states)
 
 
 @njit(cache=True, parallel=True)
@@ -357,11 +493,14 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
     z_only = True
     for k in range(xmask.size):
         z_only = z_only and xmask[k] == 0
+    # psi is undone only above the first step whose derivatives read it (the product layer's do not)
+    first_state = first_state_step(kind, arg, run_start, run_gate, u1_use_start, u2_use_start)
     for b in prange(batch):
         psi = np.empty(size, u1.dtype)
         scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
-        cross = np.empty((lanes, 4), np.complex128)
+        cross = np.empty(8)
         cross2 = np.empty((4, 4), np.complex128)
+        slopes = np.empty((uses1, 4), np.complex128)
         lam = np.zeros((lanes, size), u1.dtype)
         if initial.shape[0] > 0:
             psi[:] = initial[b]
@@ -382,21 +521,21 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
             op = kind[s]
             if op == U1:
                 backward_u1(psi, lam, q0[s], u1[b], du1[b], slope1, rotation1, run_start, run_gate, arg[s],
-                            u1_use_start, grad_out[b],
-                            cross)
+                            u1_use_start, grad_out[b], s > first_state, cross, slopes)
             elif op == PERM:
                 table = inverse_table[perm_start[arg[s]]:perm_start[arg[s] + 1]]
-                apply_permutation(psi, scratch, table)
+                if s > first_state:
+                    apply_permutation(psi, scratch, table)
                 for lane in range(lanes):
                     apply_permutation(lam[lane], scratch, table)
             elif op == CNOT or op == SWAP:
-                apply_swap_pairs(psi, q0[s], q1[s], op == CNOT)
+                if s > first_state:
+                    apply_swap_pairs(psi, q0[s], q1[s], op == CNOT)
                 for lane in range(lanes):
                     apply_swap_pairs(lam[lane], q0[s], q1[s], op == CNOT)
             else:  # every two-qubit matrix kind reads its bound 4x4 through arg
                 backward_u2(psi, lam, q0[s], q1[s], u2[b, arg[s]], u2_dagger[b, arg[s]], du2[b], slope2, rotation2,
-                            arg[s], u2_use_start,
-                            grad_out[b], uses1, cross2)
+                            arg[s], u2_use_start, grad_out[b], uses1, s > first_state, cross2)
         if state_grad_out.shape[0] > 0:
             state_grad_out[b] = lam
         if initial.shape[0] == 0:

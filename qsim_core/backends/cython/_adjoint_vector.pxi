@@ -1,0 +1,175 @@
+# The adjoint sweep's vectorised loops, in C: included by _adjoint.pxi (which _kernels.pyx includes).
+#
+# The hot loop of the backward sweep in C: a real 2x2 on qubit q applied to lam (and psi), with the cross
+# matrix of the incoming states accumulated on the way. Written with GCC/Clang vector types because its sums must
+# stay four independent partial sums: as a plain loop gcc vectorises the products but adds them one at a time, in
+# order (it may not reassociate without fast-math), which left this loop no faster than the scalar one. A real matrix
+# acts on real and imaginary parts alike, so each half of a block is a flat run of 2 * 2**q reals (qubit 0 has its
+# own loop). Other compilers (MSVC) get QSIM_VECTOR_PASS 0 and the scalar complex pass.
+cdef extern from *:
+    r"""
+    #if defined(__GNUC__) || defined(__clang__)
+    #define QSIM_VECTOR_PASS 1
+    #include <string.h>
+    typedef double qsim_v4d __attribute__((vector_size(32)));
+    typedef float qsim_v4f __attribute__((vector_size(16)));
+    #define QSIM_TO_V4D_double(v) (v)
+    #define QSIM_TO_V4D_float(v) __builtin_convertvector((v), qsim_v4d)
+    /* qsim_real_pass_<T>(psi, lam, n, q, a, update_psi, imag, cross): cross[8] = sum conj(lam[a]) psi[b]
+       (row-major complex; Im only when imag) of the states as they come in, then lam = a lam (and psi = a psi). */
+    #define QSIM_REAL_PASS(T, VT)                                                                            \
+    static void qsim_real_pass_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,         \
+                                   int imag, double* cross)                                                  \
+    {                                                                                                        \
+        const int64_t half = (int64_t)2 << q;                                                                \
+        const VT m00 = {a[0], a[0], a[0], a[0]}, m01 = {a[2], a[2], a[2], a[2]};                            \
+        const VT m10 = {a[4], a[4], a[4], a[4]}, m11 = {a[6], a[6], a[6], a[6]};                            \
+        const qsim_v4d zero = {0, 0, 0, 0}, odd = {1, -1, 1, -1};                                          \
+        qsim_v4d r00 = zero, r01 = zero, r10 = zero, r11 = zero, i00 = zero, i01 = zero, i10 = zero;         \
+        qsim_v4d i11 = zero, xd, yd, ud, vd, xs, ys;                                                         \
+        VT x, y, u, v;                                                                                       \
+        for (int64_t i0 = 0; i0 < 2 * n; i0 += 2 * half) {                                                   \
+            for (int64_t r = i0; r < i0 + half; r += 4) {                                                    \
+                memcpy(&x, psi + r, sizeof x);                                                               \
+                memcpy(&y, psi + r + half, sizeof y);                                                        \
+                memcpy(&u, lam + r, sizeof u);                                                               \
+                memcpy(&v, lam + r + half, sizeof v);                                                        \
+                xd = QSIM_TO_V4D_##T(x);                                                                     \
+                yd = QSIM_TO_V4D_##T(y);                                                                     \
+                ud = QSIM_TO_V4D_##T(u);                                                                     \
+                vd = QSIM_TO_V4D_##T(v);                                                                     \
+                r00 += ud * xd;                                                                              \
+                r01 += ud * yd;                                                                              \
+                r10 += vd * xd;                                                                              \
+                r11 += vd * yd;                                                                              \
+                if (imag) { /* Im conj(u) x = ur xi - ui xr: each lane times its pair partner, odd lanes negated */ \
+                    xs = (qsim_v4d){xd[1], xd[0], xd[3], xd[2]} * odd;                                       \
+                    ys = (qsim_v4d){yd[1], yd[0], yd[3], yd[2]} * odd;                                       \
+                    i00 += ud * xs;                                                                          \
+                    i01 += ud * ys;                                                                          \
+                    i10 += vd * xs;                                                                          \
+                    i11 += vd * ys;                                                                          \
+                }                                                                                            \
+                if (update_psi) {                                                                            \
+                    VT nx = m00 * x + m01 * y, ny = m10 * x + m11 * y;                                       \
+                    memcpy(psi + r, &nx, sizeof nx);                                                         \
+                    memcpy(psi + r + half, &ny, sizeof ny);                                                  \
+                }                                                                                            \
+                VT nu = m00 * u + m01 * v, nv = m10 * u + m11 * v;                                           \
+                memcpy(lam + r, &nu, sizeof nu);                                                             \
+                memcpy(lam + r + half, &nv, sizeof nv);                                                      \
+            }                                                                                                \
+        }                                                                                                    \
+        cross[0] = (r00[0] + r00[1]) + (r00[2] + r00[3]);                                                    \
+        cross[1] = (i00[0] + i00[1]) + (i00[2] + i00[3]);                                                    \
+        cross[2] = (r01[0] + r01[1]) + (r01[2] + r01[3]);                                                    \
+        cross[3] = (i01[0] + i01[1]) + (i01[2] + i01[3]);                                                    \
+        cross[4] = (r10[0] + r10[1]) + (r10[2] + r10[3]);                                                    \
+        cross[5] = (i10[0] + i10[1]) + (i10[2] + i10[3]);                                                    \
+        cross[6] = (r11[0] + r11[1]) + (r11[2] + r11[3]);                                                    \
+        cross[7] = (i11[0] + i11[1]) + (i11[2] + i11[3]);                                                    \
+    }
+    /* Qubit 0: a block is one amplitude pair, [xr xi yr yi], and the same sums come from the block times itself
+       with its halves swapped (the off-diagonal entries) and with each pair swapped (the imaginary parts). */
+    #define QSIM_REAL_PASS0(T, VT)                                                                           \
+    static void qsim_real_pass0_##T(T* psi, T* lam, int64_t n, const T* a, int update_psi, int imag,         \
+                                    double* cross)                                                           \
+    {                                                                                                        \
+        const VT diagonal = {a[0], a[0], a[6], a[6]}, off = {a[2], a[2], a[4], a[4]};                       \
+        const qsim_v4d zero = {0, 0, 0, 0}, odd = {1, -1, 1, -1};                                          \
+        qsim_v4d rd = zero, ro = zero, id = zero, io = zero, wd, ld, sd;                                     \
+        VT w, l, ws, ls;                                                                                     \
+        for (int64_t f = 0; f < 2 * n; f += 4) {                                                             \
+            memcpy(&w, psi + f, sizeof w);                                                                   \
+            memcpy(&l, lam + f, sizeof l);                                                                   \
+            ws = (VT){w[2], w[3], w[0], w[1]};                                                               \
+            wd = QSIM_TO_V4D_##T(w);                                                                         \
+            ld = QSIM_TO_V4D_##T(l);                                                                         \
+            sd = QSIM_TO_V4D_##T(ws);                                                                        \
+            rd += ld * wd;                                                                                   \
+            ro += ld * sd;                                                                                   \
+            if (imag) {                                                                                      \
+                id += ld * ((qsim_v4d){wd[1], wd[0], wd[3], wd[2]} * odd);                                   \
+                io += ld * ((qsim_v4d){sd[1], sd[0], sd[3], sd[2]} * odd);                                   \
+            }                                                                                                \
+            if (update_psi) {                                                                                \
+                VT nw = diagonal * w + off * ws;                                                             \
+                memcpy(psi + f, &nw, sizeof nw);                                                             \
+            }                                                                                                \
+            ls = (VT){l[2], l[3], l[0], l[1]};                                                               \
+            l = diagonal * l + off * ls;                                                                     \
+            memcpy(lam + f, &l, sizeof l);                                                                   \
+        }                                                                                                    \
+        cross[0] = rd[0] + rd[1];                                                                            \
+        cross[1] = id[0] + id[1];                                                                            \
+        cross[2] = ro[0] + ro[1];                                                                            \
+        cross[3] = io[0] + io[1];                                                                            \
+        cross[4] = ro[2] + ro[3];                                                                            \
+        cross[5] = io[2] + io[3];                                                                            \
+        cross[6] = rd[2] + rd[3];                                                                            \
+        cross[7] = id[2] + id[3];                                                                            \
+    }
+    /* The two contractions of _product_contractions, lam seen as a [high, low] matrix (low >= 2 amplitudes):
+       low_partial[i] = sum_h conj(lam[h, i]) high[h] and high_partial[h] = sum_i conj(lam[h, i]) low[i]. */
+    #define QSIM_CONTRACT(T, VT)                                                                             \
+    static void qsim_contract_##T(const T* lam, int64_t low_size, int64_t high_size, const double* low,     \
+                                  const double* high, double* low_partial, double* high_partial)             \
+    {                                                                                                        \
+        const qsim_v4d zero = {0, 0, 0, 0};                                                                  \
+        qsim_v4d l, v, p, re, im, hv, hs;                                                                    \
+        VT raw;                                                                                              \
+        memset(low_partial, 0, 2 * low_size * sizeof(double));                                               \
+        for (int64_t h = 0; h < high_size; h++) {                                                            \
+            re = zero;                                                                                       \
+            im = zero;                                                                                       \
+            hv = (qsim_v4d){high[2 * h], high[2 * h + 1], high[2 * h], high[2 * h + 1]};                    \
+            hs = (qsim_v4d){high[2 * h + 1], -high[2 * h], high[2 * h + 1], -high[2 * h]};                  \
+            for (int64_t r = 0; r < 2 * low_size; r += 4) {                                                  \
+                memcpy(&raw, lam + 2 * h * low_size + r, sizeof raw);                                        \
+                l = QSIM_TO_V4D_##T(raw);                                                                    \
+                memcpy(&v, low + r, sizeof v);                                                               \
+                re += l * v;                                                                                 \
+                im += l * (qsim_v4d){v[1], -v[0], v[3], -v[2]};                                              \
+                memcpy(&p, low_partial + r, sizeof p);                                                       \
+                p += (qsim_v4d){l[0], l[0], l[2], l[2]} * hv + (qsim_v4d){l[1], l[1], l[3], l[3]} * hs;     \
+                memcpy(low_partial + r, &p, sizeof p);                                                       \
+            }                                                                                                \
+            high_partial[2 * h] = (re[0] + re[1]) + (re[2] + re[3]);                                         \
+            high_partial[2 * h + 1] = (im[0] + im[1]) + (im[2] + im[3]);                                     \
+        }                                                                                                    \
+    }
+    QSIM_REAL_PASS(double, qsim_v4d)
+    QSIM_REAL_PASS(float, qsim_v4f)
+    QSIM_REAL_PASS0(double, qsim_v4d)
+    QSIM_REAL_PASS0(float, qsim_v4f)
+    QSIM_CONTRACT(double, qsim_v4d)
+    QSIM_CONTRACT(float, qsim_v4f)
+    #else
+    #define QSIM_VECTOR_PASS 0
+    static void qsim_real_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a,
+                                      int update_psi, int imag, double* cross) {}
+    static void qsim_real_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a,
+                                     int update_psi, int imag, double* cross) {}
+    static void qsim_real_pass0_double(double* psi, double* lam, int64_t n, const double* a, int update_psi,
+                                       int imag, double* cross) {}
+    static void qsim_real_pass0_float(float* psi, float* lam, int64_t n, const float* a, int update_psi,
+                                      int imag, double* cross) {}
+    static void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
+                                     const double* high, double* low_partial, double* high_partial) {}
+    static void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
+                                    const double* high, double* low_partial, double* high_partial) {}
+    #endif
+    """
+    const bint QSIM_VECTOR_PASS
+    void qsim_real_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a, bint update_psi,
+                               bint imag, double* cross) noexcept nogil
+    void qsim_real_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a, bint update_psi,
+                              bint imag, double* cross) noexcept nogil
+    void qsim_real_pass0_double(double* psi, double* lam, int64_t n, const double* a, bint update_psi, bint imag,
+                                double* cross) noexcept nogil
+    void qsim_real_pass0_float(float* psi, float* lam, int64_t n, const float* a, bint update_psi, bint imag,
+                               double* cross) noexcept nogil
+    void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
+                              const double* high, double* low_partial, double* high_partial) noexcept nogil
+    void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
+                             const double* high, double* low_partial, double* high_partial) noexcept nogil
