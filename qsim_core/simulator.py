@@ -236,15 +236,17 @@ class Simulator:
             raise ParameterError("state_gradient=True needs initial_state= and method='adjoint' without noise")
         strings = parse_observables(observables, circuit.num_qubits)
         job, batched = self._job(circuit, params, initial_state)
+        weights = np.empty((job.batch, 1, len(strings)))  # one lane
         try:
-            weights = np.array(np.broadcast_to(np.asarray(cotangent, np.float64), (job.batch, len(strings))))
-        except ValueError:
+            cotangent = np.asarray(cotangent, np.float64)
+            weights[:, 0] = cotangent  # (K,) or (B, K), broadcast
+        except (TypeError, ValueError):
             raise ParameterError(f"cotangent must have shape ({len(strings)},) or ({job.batch}, {len(strings)}), "
                                  f"got {np.shape(cotangent)}") from None
-        if not np.isfinite(weights).all():
+        if not _sum_is_finite(cotangent) and not np.isfinite(cotangent).all():
             raise ParameterError("cotangent contains a non-finite value")
-        _, gradient, states = self._differentiate(job, strings, weights[:, np.newaxis, :], method, shots, executor,
-                                                  perturbation, samples)
+        _, gradient, states = self._differentiate(job, strings, weights, method, shots, executor, perturbation,
+                                                  samples)
         if state_gradient:
             return self._shape(gradient[:, 0], batched), self._shape(states[:, 0], batched)
         return self._shape(gradient[:, 0], batched)

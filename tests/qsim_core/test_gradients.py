@@ -208,6 +208,12 @@ def test_bad_cotangents_are_rejected():
         sim.vjp(circuit, ["Z0", "X0"], [0.1], [1.0, 2.0, 3.0])
     with pytest.raises(qc.ParameterError, match="non-finite"):
         sim.vjp(circuit, ["Z0", "X0"], [0.1], [1.0, np.nan])
+    with pytest.raises(qc.ParameterError, match="non-finite"):
+        sim.vjp(circuit, ["Z0", "X0"], [[0.1], [0.2]], [[1.0, 2.0], [np.inf, 1.0]])
+    with pytest.raises(qc.ParameterError, match=r"cotangent must have shape \(2,\) or \(2, 2\)"):
+        sim.vjp(circuit, ["Z0", "X0"], [[0.1], [0.2]], [[1.0, 2.0]] * 3)
+    with pytest.raises(qc.ParameterError, match="cotangent must have shape"):
+        sim.vjp(circuit, ["Z0", "X0"], [0.1], ["a", "b"])
 
 
 @given(labels=st.lists(st.sampled_from(["Z0", "Z1", "Z0 Z1", "X0", "Y1", "X0 Y1", "Z2", "I"]), min_size=1,
