@@ -59,8 +59,10 @@ def _build(function, variant: str, **options):
     return njit(cache=True, **options)(renamed)
 
 
-fill_rotations_parallel = _build(_fill_rotations, "parallel", parallel=True)
-fill_rotations_serial = _build(_fill_rotations, "serial")
+# nogil: a fill is up to half of a seed batch's time, and a thread that binds must not stop the process's other
+# threads (a Dask worker receiving the next chunk, the local server's event loop, a PennyLane caller's threads)
+fill_rotations_parallel = _build(_fill_rotations, "parallel_nogil", parallel=True, nogil=True)
+fill_rotations_serial = _build(_fill_rotations, "serial_nogil", nogil=True)
 #: below this many parameter sets a parallel region costs more than the fill
 PARALLEL_MIN_BATCH = 64
 

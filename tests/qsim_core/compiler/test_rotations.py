@@ -60,3 +60,9 @@ def test_a_batch_is_filled_on_the_threads_asked_for(monkeypatch, threads):
     serial = program.bind(params, np.complex128, 1)
     np.testing.assert_array_equal(u1, serial[0])
     np.testing.assert_array_equal(u2, serial[1])
+
+
+@pytest.mark.parametrize("variant", ["serial", "parallel"])
+def test_both_builds_release_the_gil(variant):
+    # a binding thread must not stop the process's other Python threads (a Dask worker's comms, a server loop)
+    assert getattr(rotations, f"fill_rotations_{variant}").targetoptions["nogil"] is True
