@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .diagonals import defer_diagonal_tails
 from .program import CNOT, SWAP, U1, Step
 
 #: how many low qubits every gathered block includes, so that each gathered
@@ -88,7 +89,14 @@ def split_initial_product(steps: list[Step], num_qubits: int) -> tuple[list[Step
 
 
 def partition_blocks(steps: list[Step], num_qubits: int, block_qubits: int) -> list[tuple[list[int], list[Step]]]:
-    """Greedy dependency-respecting grouping of steps into blocks of <= block_qubits qubits."""
+    """Greedy dependency-respecting grouping of steps into blocks of <= block_qubits qubits.
+
+    Every block includes the lowest qubits (``_LOW_QUBITS_IN_BLOCK``), so that a
+    gathered run of amplitudes fills whole cache lines. The diagonal tails of
+    a block's single-qubit runs are split off and gathered into stretches
+    (:func:`~qsim_core.compiler.diagonals.defer_diagonal_tails`); a program of
+    one block is left as it is (the adjoint sweep runs on it).
+    """
     if num_qubits <= block_qubits:
         return [(list(range(num_qubits)), steps)]
     # leave room for a two-qubit gate on two qubits outside the forced ones
@@ -96,20 +104,27 @@ def partition_blocks(steps: list[Step], num_qubits: int, block_qubits: int) -> l
     blocks = []
     remaining = steps
     while remaining:
-        active = set(forced)
-        blocked: set[int] = set()
-        taken, rest = [], []
-        for step in remaining:
-            qs = set(step.qubits)
-            if not (qs & blocked) and len(active | qs) <= block_qubits:
-                active |= qs
-                taken.append(step)
-            else:
-                blocked |= qs
-                rest.append(step)
-        blocks.append((sorted(active), taken))
+        active, taken, rest = _greedy_block(remaining, forced, block_qubits)
+        blocks.append((sorted(active), defer_diagonal_tails(taken)))
         remaining = rest
     return blocks
+
+
+def _greedy_block(steps: list[Step], forced: set[int], block_qubits: int) -> tuple[set[int], list[Step], list[Step]]:
+    """(qubits, steps taken, steps left): every step, in order, whose qubits still fit and whose earlier
+    steps on them were all taken."""
+    active = set(forced)
+    blocked: set[int] = set()
+    taken, rest = [], []
+    for step in steps:
+        qs = set(step.qubits)
+        if not (qs & blocked) and len(active | qs) <= block_qubits:
+            active |= qs
+            taken.append(step)
+        else:
+            blocked |= qs
+            rest.append(step)
+    return active, taken, rest
 
 
 def permutation_table(steps: Sequence[Step], local: dict[int, int], size: int) -> np.ndarray:

@@ -52,7 +52,13 @@ of the backend. Compilation runs these passes, in order (the module of
    at most ``block_qubits`` qubits. For ``num_qubits <= block_qubits`` there
    is one block and kernels work on the state in place; for larger circuits
    each block is one pass over the state: a cache-sized slice is gathered,
-   all the block's steps are applied to it, and it is scattered back.
+   all the block's steps are applied to it, and it is scattered back. In
+   such multi-block programs (never in one-block programs, which the adjoint
+   sweep runs on) each ``U1`` run with a real head and a diagonal tail
+   (``RZ RY``) is split in two, and the diagonal tails move later, past steps
+   on other qubits, to stand together before the next multi-qubit step
+   (:mod:`.diagonals`): the heads take the kernels' real path and the
+   kernels apply a stretch of diagonal ``U1`` steps as one phase pass.
 8. **Permutation runs** (:mod:`.blocking`, merged into steps by
    :mod:`.compile`): within a block, a run of CNOT/SWAP steps becomes one
    ``PERM`` step, a basis permutation applied with a single gather (the seed

@@ -172,6 +172,161 @@ cdef inline int64_t parity(uint64_t x) noexcept nogil:
     return (0x6996 >> x) & 1
 
 
+# Vectorised 2x2 kernels, written with GCC/clang vector extensions (32-byte AVX vectors in the v3/v4
+# builds, 16-byte SSE2 ones in the baseline). gcc does not vectorise the interleaved complex loops
+# below on its own, so these hold W reals (W / 2 amplitudes) per vector and get the imaginary-part
+# cross terms from a lane swap: for x = (re, im, re, im, ...), m00 * x is ``R * x + I * swap(x)``
+# with R = (mr, mr, ...) and I = (-mi, mi, ...). The sums are grouped as the scalar loops group them
+# ((a x) + (b y), each product ``(ar xr - ai xi) + i (ar xi + ai xr)``), so results do not change
+# (the baseline build stays bit for bit numba's). A pair of runs (x at f, y at f + 2s reals) must
+# hold whole vectors: the callers use them for 2s >= W (``_vector_mix``) and elsewhere the scalar loops.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define QSIM_VECTORS 1
+    #ifdef __AVX__
+    #define QSIM_VECTOR_BYTES 32
+    #define QSIM_LANES_d(r, i) r, i, r, i
+    #define QSIM_LANES_f(r, i) r, i, r, i, r, i, r, i
+    #define QSIM_SWAPPED_d 1, 0, 3, 2
+    #define QSIM_SWAPPED_f 1, 0, 3, 2, 5, 4, 7, 6
+    #else  /* SSE2: a wider vector type would be split through memory */
+    #define QSIM_VECTOR_BYTES 16
+    #define QSIM_LANES_d(r, i) r, i
+    #define QSIM_LANES_f(r, i) r, i, r, i
+    #define QSIM_SWAPPED_d 1, 0
+    #define QSIM_SWAPPED_f 1, 0, 3, 2
+    #endif
+    typedef double qsim_vd __attribute__((vector_size(QSIM_VECTOR_BYTES)));
+    typedef float qsim_vf __attribute__((vector_size(QSIM_VECTOR_BYTES)));
+    #ifdef __clang__
+    #define QSIM_SWAP_d(x) __builtin_shufflevector(x, x, QSIM_SWAPPED_d)
+    #define QSIM_SWAP_f(x) __builtin_shufflevector(x, x, QSIM_SWAPPED_f)
+    #else
+    typedef long long qsim_vd_index __attribute__((vector_size(QSIM_VECTOR_BYTES)));
+    typedef int qsim_vf_index __attribute__((vector_size(QSIM_VECTOR_BYTES)));
+    #define QSIM_SWAP_d(x) __builtin_shuffle(x, (qsim_vd_index){QSIM_SWAPPED_d})
+    #define QSIM_SWAP_f(x) __builtin_shuffle(x, (qsim_vf_index){QSIM_SWAPPED_f})
+    #endif
+    /* unaligned vector moves (a function returning a vector would change the ABI without AVX) */
+    #define QSIM_LOAD(x, p) memcpy(&(x), (p), sizeof(x))
+    #define QSIM_STORE(p, x) memcpy((p), &(x), sizeof(x))
+    #define QSIM_PAIRS_d(r, i) ((qsim_vd){QSIM_LANES_d(r, i)})
+    #define QSIM_PAIRS_f(r, i) ((qsim_vf){QSIM_LANES_f(r, i)})
+    /* path: 0 complex 2x2, 1 real 2x2 (re and im alike), 2 diagonal (x *= m00, y *= m11) */
+    #define QSIM_DEFINE_MIX(S, T, V)                                                            \\
+    static void qsim_mix_##S(T* v, int64_t n, int64_t s, const T* m, int path) {               \\
+        const V ar = QSIM_PAIRS_##S(m[0], m[0]), ai = QSIM_PAIRS_##S(-m[1], m[1]);             \\
+        const V br = QSIM_PAIRS_##S(m[2], m[2]), bi = QSIM_PAIRS_##S(-m[3], m[3]);             \\
+        const V cr = QSIM_PAIRS_##S(m[4], m[4]), ci = QSIM_PAIRS_##S(-m[5], m[5]);             \\
+        const V dr = QSIM_PAIRS_##S(m[6], m[6]), di = QSIM_PAIRS_##S(-m[7], m[7]);             \\
+        const int64_t w = sizeof(V) / sizeof(T), s2 = 2 * s;                                    \\
+        int64_t i0, f;                                                                          \\
+        V x, y, ox, oy;                                                                         \\
+        for (i0 = 0; i0 < 2 * n; i0 += 2 * s2) {                                                \\
+            if (path == 0) {                                                                    \\
+                for (f = i0; f < i0 + s2; f += w) {                                             \\
+                    QSIM_LOAD(x, v + f);                                                        \\
+                    QSIM_LOAD(y, v + f + s2);                                                   \\
+                    ox = (ar * x + ai * QSIM_SWAP_##S(x)) + (br * y + bi * QSIM_SWAP_##S(y));   \\
+                    oy = (cr * x + ci * QSIM_SWAP_##S(x)) + (dr * y + di * QSIM_SWAP_##S(y));   \\
+                    QSIM_STORE(v + f, ox);                                                      \\
+                    QSIM_STORE(v + f + s2, oy);                                                 \\
+                }                                                                               \\
+            } else if (path == 1) {                                                             \\
+                for (f = i0; f < i0 + s2; f += w) {                                             \\
+                    QSIM_LOAD(x, v + f);                                                        \\
+                    QSIM_LOAD(y, v + f + s2);                                                   \\
+                    ox = ar * x + br * y;                                                       \\
+                    oy = cr * x + dr * y;                                                       \\
+                    QSIM_STORE(v + f, ox);                                                      \\
+                    QSIM_STORE(v + f + s2, oy);                                                 \\
+                }                                                                               \\
+            } else {                                                                            \\
+                for (f = i0; f < i0 + s2; f += w) {                                             \\
+                    QSIM_LOAD(x, v + f);                                                        \\
+                    QSIM_LOAD(y, v + f + s2);                                                   \\
+                    ox = ar * x + ai * QSIM_SWAP_##S(x);                                        \\
+                    oy = dr * y + di * QSIM_SWAP_##S(y);                                        \\
+                    QSIM_STORE(v + f, ox);                                                      \\
+                    QSIM_STORE(v + f + s2, oy);                                                 \\
+                }                                                                               \\
+            }                                                                                   \\
+        }                                                                                       \\
+    }
+    /* v[(h, j)] *= high[h] * low[j] for h < rows, j < cols (complex; cols * 2 a multiple of the vector
+       width). The low table comes in four real forms, each 2 * cols reals: lr, li duplicated into both lanes
+       of an amplitude, and with the sign pattern (-, +): lrs = (-lr, lr), lis = (-li, li). */
+    #define QSIM_DEFINE_PHASES(S, T, V)                                                         \\
+    static void qsim_phases_##S(T* v, int64_t rows, int64_t cols, const T* high, const T* lr,   \\
+                                const T* li, const T* lrs, const T* lis) {                      \\
+        const int64_t w = sizeof(V) / sizeof(T);                                                \\
+        int64_t h, f;                                                                           \\
+        V hr, hi, a, b, c, d, x, pr, pi, ox;                                                    \\
+        for (h = 0; h < rows; h++) {                                                            \\
+            hr = QSIM_PAIRS_##S(high[2 * h], high[2 * h]);                                      \\
+            hi = QSIM_PAIRS_##S(high[2 * h + 1], high[2 * h + 1]);                              \\
+            for (f = 0; f < 2 * cols; f += w) {                                                 \\
+                QSIM_LOAD(a, lr + f);                                                           \\
+                QSIM_LOAD(b, li + f);                                                           \\
+                QSIM_LOAD(c, lrs + f);                                                          \\
+                QSIM_LOAD(d, lis + f);                                                          \\
+                QSIM_LOAD(x, v + 2 * h * cols + f);                                             \\
+                pr = hr * a - hi * b;                                                           \\
+                pi = hr * d + hi * c;                                                           \\
+                ox = pr * x + pi * QSIM_SWAP_##S(x);                                            \\
+                QSIM_STORE(v + 2 * h * cols + f, ox);                                           \\
+            }                                                                                   \\
+        }                                                                                       \\
+    }
+    QSIM_DEFINE_MIX(d, double, qsim_vd)
+    QSIM_DEFINE_MIX(f, float, qsim_vf)
+    QSIM_DEFINE_PHASES(d, double, qsim_vd)
+    QSIM_DEFINE_PHASES(f, float, qsim_vf)
+    #define QSIM_WIDTH_d (QSIM_VECTOR_BYTES / 8)
+    #define QSIM_WIDTH_f (QSIM_VECTOR_BYTES / 4)
+    #else
+    #define QSIM_VECTORS 0
+    #define QSIM_WIDTH_d 0
+    #define QSIM_WIDTH_f 0
+    static void qsim_mix_d(double* v, int64_t n, int64_t s, const double* m, int path) {}
+    static void qsim_mix_f(float* v, int64_t n, int64_t s, const float* m, int path) {}
+    static void qsim_phases_d(double* v, int64_t rows, int64_t cols, const double* high, const double* lr,
+                              const double* li, const double* lrs, const double* lis) {}
+    static void qsim_phases_f(float* v, int64_t rows, int64_t cols, const float* high, const float* lr,
+                              const float* li, const float* lrs, const float* lis) {}
+    #endif
+    """
+    const bint QSIM_VECTORS
+    const int64_t QSIM_WIDTH_d  # reals per vector; 0 without vector extensions
+    const int64_t QSIM_WIDTH_f
+    void qsim_mix_d(double* v, int64_t n, int64_t s, const double* m, int path) noexcept nogil
+    void qsim_mix_f(float* v, int64_t n, int64_t s, const float* m, int path) noexcept nogil
+    void qsim_phases_d(double* v, int64_t rows, int64_t cols, const double* high, const double* lr,
+                       const double* li, const double* lrs, const double* lis) noexcept nogil
+    void qsim_phases_f(float* v, int64_t rows, int64_t cols, const float* high, const float* lr,
+                       const float* li, const float* lrs, const float* lis) noexcept nogil
+
+cdef enum:
+    MIX_COMPLEX = 0
+    MIX_REAL = 1
+    MIX_DIAGONAL = 2
+
+
+cdef inline bint _vector_mix(real* v, int64_t n, int64_t s, const real* m, int path) noexcept nogil:
+    """Apply a 2x2 along pairs (amplitude j, j + s) with the vector kernels if a pair of runs holds whole
+    vectors (2s reals >= one vector); returns whether it did."""
+    if real is double:
+        if not QSIM_VECTORS or 2 * s < QSIM_WIDTH_d:
+            return False
+        qsim_mix_d(v, n, s, m, path)
+    else:
+        if not QSIM_VECTORS or 2 * s < QSIM_WIDTH_f:
+            return False
+        qsim_mix_f(v, n, s, m, path)
+    return True
+
+
 cdef inline int64_t _insert_zero(int64_t p, int64_t q) noexcept nogil:
     return ((p >> q) << (q + 1)) | (p & ((<int64_t>1 << q) - 1))
 
@@ -216,8 +371,9 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
     """Apply the 2x2 matrix ``m`` to qubit ``q`` of the ``n`` amplitudes ``v`` in place.
 
     Three paths like numba's: diagonal (two scalings), real (4 real
-    multiply-adds per component, the common RY/H case), general complex.
-    Qubit 0 has its own loops: its pairs are adjacent, and a loop over pairs
+    multiply-adds per component, the common RY/H case), general complex;
+    each on the vector kernels where a run of pairs holds whole vectors
+    (qubit >= 1 in complex128, >= 2 in complex64). Qubit 0 has its own loops: its pairs are adjacent, and a loop over pairs
     vectorises where the generic two-level loop would run inner loops of
     length one.
     """
@@ -225,7 +381,11 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
     cdef int64_t i0, j, f, s2
     cdef real a, b, c, d, ar, ai, br, bi, cr, ci, dr, di, xr, xi, yr, yi
     cdef real tiny = _negligible(m[0])
-    if fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny:
+    cdef bint diagonal = fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny
+    cdef bint real_matrix = fabs(m[1]) <= tiny and fabs(m[3]) <= tiny and fabs(m[5]) <= tiny and fabs(m[7]) <= tiny
+    if _vector_mix(v, n, s, m, MIX_DIAGONAL if diagonal else MIX_REAL if real_matrix else MIX_COMPLEX):
+        return
+    if diagonal:
         ar = m[0]
         ai = m[1]
         dr = m[6]
@@ -254,7 +414,7 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
                 v[f] = xr * dr - xi * di
                 v[f + 1] = xr * di + xi * dr
             i0 += 4 * s
-    elif fabs(m[1]) <= tiny and fabs(m[3]) <= tiny and fabs(m[5]) <= tiny and fabs(m[7]) <= tiny:
+    elif real_matrix:
         # real matrix: the same 2x2 acts on the real and the imaginary parts alike
         a = m[0]
         b = m[2]
@@ -481,6 +641,19 @@ cdef inline void apply_permutation(real* dest, const real* src, int64_t n, const
         memcpy(dest + 2 * i, src + 2 * table[i], 2 * sizeof(real))
 
 
+cdef enum:
+    TILE_BYTES = 16384  # a tile of the state that stays in L1 (32 KiB on current x86) while several steps run on it
+
+
+cdef inline int64_t _tiled_run_end(const int8_t* kind, const int32_t* q0, const int32_t* q1, int64_t k, int64_t last,
+                                   int64_t tile) noexcept nogil:
+    """End of the run of steps from ``k`` that act only on qubits below log2(``tile``) (a permutation ends it)."""
+    while k < last and kind[k] != PERM and (<int64_t>1 << q0[k]) < tile and (
+            kind[k] == U1 or (<int64_t>1 << q1[k]) < tile):
+        k += 1
+    return k
+
+
 cdef real* apply_steps(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
                        const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1, const real* u2,
                        const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
@@ -490,7 +663,181 @@ cdef real* apply_steps(real* psi, real* scratch, int64_t n, int64_t first, int64
     A permutation gathers ``psi`` into ``scratch`` and the two buffers trade
     roles, which saves numba's copy back: so the result is in ``psi`` or in
     ``scratch``, and callers must use the returned pointer.
+
+    A state larger than an L1 tile (``TILE_BYTES``) runs each stretch of two
+    or more steps on qubits below the tile's width tile by tile: all of them
+    on one tile, then the next, so the stretch costs one pass over the (L2)
+    state instead of one per step. Each amplitude sees the same operations in
+    the same order, so the result is the same to the bit.
     """
+    cdef int64_t tile = TILE_BYTES // (2 * sizeof(real))
+    cdef int64_t k = first
+    cdef int64_t end, t
+    cdef real* out
+    while k < last:
+        end = _tiled_run_end(kind, q0, q1, k, last, tile) if n > tile else k
+        if end - k >= 2:
+            t = 0
+            while t < n:
+                _apply_in_order(psi + 2 * t, NULL, tile, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate,
+                                perm_start, perm_table)
+                t += tile
+            k = end
+        else:
+            out = _apply_in_order(psi, scratch, n, k, k + 1, kind, q0, q1, arg, u1, u2, run_start, run_gate,
+                                  perm_start, perm_table)
+            if out != psi:  # a permutation: the buffers traded roles
+                scratch = psi
+                psi = out
+            k += 1
+    return psi
+
+
+cdef enum:
+    DIAGONAL_LAYER = 64  # most diagonal U1 steps one phase pass applies
+    PHASE_LOW_QUBITS = 8  # the phase pass's table over the low qubits has 2**8 entries
+
+
+cdef inline bint _diagonal_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                              real* m) noexcept nogil:
+    """The fused run's matrix into ``m[8]``; whether it is diagonal (as :func:`apply_u1` decides)."""
+    cdef real tiny
+    fused_u1(u1, run_start, run_gate, run, m)
+    tiny = _negligible(m[0])
+    return fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny
+
+
+cdef void _phase_table(real* table, int64_t size, int64_t shift, int64_t count, const int32_t* qubits,
+                       const real* diagonals) noexcept nogil:
+    """``table[j]`` (complex, ``size`` entries) = product over the layer's steps on qubits ``shift ..
+    shift + log2(size) - 1`` of their diagonal entry for bit ``q - shift`` of j, in step order."""
+    cdef int64_t j, s, bit
+    cdef real xr, xi, dr, di
+    for j in range(size):
+        table[2 * j] = 1
+        table[2 * j + 1] = 0
+    for s in range(count):
+        bit = qubits[s] - shift
+        if bit < 0 or (<int64_t>1 << bit) >= size:
+            continue
+        for j in range(size):
+            dr = diagonals[4 * s + 2 * ((j >> bit) & 1)]
+            di = diagonals[4 * s + 2 * ((j >> bit) & 1) + 1]
+            xr = table[2 * j]
+            xi = table[2 * j + 1]
+            table[2 * j] = xr * dr - xi * di
+            table[2 * j + 1] = xr * di + xi * dr
+
+
+cdef inline bint _vector_phases(real* v, int64_t rows, int64_t cols, const real* high, const real* low,
+                                real* forms) noexcept nogil:
+    """``v[(h, j)] *= high[h] * low[j]`` with the vector kernels when a row holds whole vectors (``forms``:
+    room for 8 * cols reals, the low table's four lane forms); returns whether it did."""
+    cdef int64_t j
+    if real is double:
+        if not QSIM_VECTORS or 2 * cols < QSIM_WIDTH_d:
+            return False
+    else:
+        if not QSIM_VECTORS or 2 * cols < QSIM_WIDTH_f:
+            return False
+    for j in range(cols):
+        forms[2 * j] = low[2 * j]  # lr lr
+        forms[2 * j + 1] = low[2 * j]
+        forms[2 * cols + 2 * j] = low[2 * j + 1]  # li li
+        forms[2 * cols + 2 * j + 1] = low[2 * j + 1]
+        forms[4 * cols + 2 * j] = -low[2 * j]  # -lr lr
+        forms[4 * cols + 2 * j + 1] = low[2 * j]
+        forms[6 * cols + 2 * j] = -low[2 * j + 1]  # -li li
+        forms[6 * cols + 2 * j + 1] = low[2 * j + 1]
+    if real is double:
+        qsim_phases_d(v, rows, cols, high, forms, forms + 2 * cols, forms + 4 * cols, forms + 6 * cols)
+    else:
+        qsim_phases_f(v, rows, cols, high, forms, forms + 2 * cols, forms + 4 * cols, forms + 6 * cols)
+    return True
+
+
+cdef void apply_diagonal_layer(real* v, int64_t n, int64_t count, const int32_t* qubits, const real* diagonals,
+                               real* tables) noexcept nogil:
+    """Apply ``count`` diagonal single-qubit matrices (qubit ``qubits[s]``, entries ``diagonals[4s:4s+4]`` =
+    d0 re, im, d1 re, im) in one pass: amplitude i is multiplied by the product of its phases, taken as
+    ``high[i >> 8] * low[i & 255]`` from two tables (``tables``: room for 10 * 256 + 2 * n / 256 reals).
+    Two complex products per amplitude, whatever ``count``."""
+    cdef int64_t bits = 0
+    cdef int64_t low_bits, low_size, high_size, h, j, f
+    cdef real* low = tables
+    cdef real* high
+    cdef real hr, hi, pr, pi, xr, xi
+    while (<int64_t>1 << bits) < n:
+        bits += 1
+    low_bits = PHASE_LOW_QUBITS if bits > PHASE_LOW_QUBITS else bits
+    low_size = <int64_t>1 << low_bits
+    high_size = n >> low_bits
+    high = tables + 2 * low_size
+    _phase_table(low, low_size, 0, count, qubits, diagonals)
+    _phase_table(high, high_size, low_bits, count, qubits, diagonals)
+    if _vector_phases(v, high_size, low_size, high, low, high + 2 * high_size):
+        return
+    for h in range(high_size):
+        hr = high[2 * h]
+        hi = high[2 * h + 1]
+        f = 2 * (h << low_bits)
+        for j in range(low_size):
+            pr = hr * low[2 * j] - hi * low[2 * j + 1]
+            pi = hr * low[2 * j + 1] + hi * low[2 * j]
+            xr = v[f + 2 * j]
+            xi = v[f + 2 * j + 1]
+            v[f + 2 * j] = xr * pr - xi * pi
+            v[f + 2 * j + 1] = xr * pi + xi * pr
+
+
+cdef real* apply_block_steps(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
+                             const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1,
+                             const real* u2, const int64_t* run_start, const int32_t* run_gate,
+                             const int64_t* perm_start, const int64_t* perm_table, real* tables) noexcept nogil:
+    """:func:`apply_steps` for a block of a multi-block program (``evolve_large``): a stretch of two or
+    more diagonal U1 steps (the compiler gathers the diagonal tails of a block's runs into such
+    stretches, :mod:`qsim_core.compiler.diagonals`) is one phase pass (:func:`apply_diagonal_layer`;
+    ``tables`` is its scratch). The rest as ``apply_steps``. The phases of a stretch are multiplied
+    together first, so results may differ from ``apply_steps`` in the last bits."""
+    cdef int64_t k = first
+    cdef int64_t end, count
+    cdef real m[8]
+    cdef real diagonals[4 * DIAGONAL_LAYER]
+    cdef int32_t qubits[DIAGONAL_LAYER]
+    cdef real* out
+    while k < last:
+        count = 0
+        end = k
+        while end < last and count < DIAGONAL_LAYER and kind[end] == U1 and _diagonal_u1(
+                u1, run_start, run_gate, arg[end], m):
+            qubits[count] = q0[end]
+            diagonals[4 * count] = m[0]
+            diagonals[4 * count + 1] = m[1]
+            diagonals[4 * count + 2] = m[6]
+            diagonals[4 * count + 3] = m[7]
+            count += 1
+            end += 1
+        if count >= 2:
+            apply_diagonal_layer(psi, n, count, qubits, diagonals, tables)
+        else:
+            while end < last and not (kind[end] == U1 and _diagonal_u1(u1, run_start, run_gate, arg[end], m)
+                                      and end + 1 < last and kind[end + 1] == U1
+                                      and _diagonal_u1(u1, run_start, run_gate, arg[end + 1], m)):
+                end += 1
+            out = apply_steps(psi, scratch, n, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
+                              perm_table)
+            if out != psi:  # a permutation: the buffers traded roles
+                scratch = psi
+                psi = out
+        k = end
+    return psi
+
+
+cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
+                           const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1, const real* u2,
+                           const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
+                           const int64_t* perm_table) noexcept nogil:
+    """:func:`apply_steps` one step after the other over the whole state (same contract)."""
     cdef int64_t k
     cdef int8_t op
     cdef real m[8]
@@ -1086,7 +1433,8 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
     cdef int64_t low = num_qubits // 2
     cdef int64_t low_size = <int64_t>1 << low
     cdef int64_t high_size = <int64_t>1 << (num_qubits - low)
-    cdef int64_t h, i, k, q, blk, chunk, base, local, num_local, num_others
+    cdef int64_t h, i, k, q, blk, chunk, base, local, num_local, num_others, run_qubits, run
+    cdef bint in_place
     cdef real hr, hi, lr, li
     cdef real* low_table = <real*>malloc(2 * low_size * sizeof(real))
     cdef real* high_table = <real*>malloc(2 * high_size * sizeof(real))
@@ -1096,6 +1444,7 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
     cdef int64_t* offsets
     cdef real* buf = NULL
     cdef real* scratch = NULL
+    cdef real* tables = NULL
     cdef real* out = NULL
     cdef bint ok = False
     if low_table == NULL or high_table == NULL:
@@ -1129,6 +1478,13 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
                 others[num_others] = q
                 num_others += 1
         local = <int64_t>1 << num_local
+        # the block's lowest qubits 0, 1, ..., r-1 make runs of 2**r amplitudes that are contiguous in psi
+        # too: gathered and scattered whole; a block of qubits 0..k-1 is one run and works in place
+        run_qubits = 0
+        while run_qubits < num_local and qubits[run_qubits] == run_qubits:
+            run_qubits += 1
+        run = <int64_t>1 << run_qubits
+        in_place = run_qubits == num_local
         offsets = <int64_t*>malloc(local * sizeof(int64_t))
         if offsets == NULL:
             failed[0] = 1
@@ -1137,22 +1493,34 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
             offsets[i] = 2 * _deposit(i, qubits, num_local)
         with parallel(num_threads=num_threads):
             # per-thread gather buffers, allocated once per block pass
-            buf = <real*>malloc(2 * local * sizeof(real))
+            buf = <real*>malloc(2 * local * sizeof(real)) if not in_place else NULL
             scratch = <real*>malloc(2 * local * sizeof(real)) if has_perm else NULL
-            ok = not (buf == NULL or (has_perm and scratch == NULL))
+            tables = <real*>malloc((10 * (1 << PHASE_LOW_QUBITS) + 2 * local + 2) * sizeof(real))
+            ok = not ((buf == NULL and not in_place) or (has_perm and scratch == NULL) or tables == NULL)
             for chunk in prange(<int64_t>1 << num_others, schedule="static"):  # reached by every thread
                 if not ok:
                     failed[0] = 1
+                elif in_place:
+                    base = 2 * _deposit(chunk, others, num_others)
+                    out = apply_block_steps(psi + base, scratch, local, block_start[blk], block_start[blk + 1], kind,
+                                            q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table, tables)
+                    if out != psi + base:
+                        memcpy(psi + base, out, 2 * local * sizeof(real))
                 else:
                     base = 2 * _deposit(chunk, others, num_others)
-                    for i in range(local):
-                        memcpy(buf + 2 * i, psi + base + offsets[i], 2 * sizeof(real))
-                    out = apply_steps(buf, scratch, local, block_start[blk], block_start[blk + 1], kind, q0, q1,
-                                      arg, u1, u2, run_start, run_gate, perm_start, perm_table)
-                    for i in range(local):
-                        memcpy(psi + base + offsets[i], out + 2 * i, 2 * sizeof(real))
+                    i = 0
+                    while i < local:
+                        memcpy(buf + 2 * i, psi + base + offsets[i], 2 * run * sizeof(real))
+                        i = i + run
+                    out = apply_block_steps(buf, scratch, local, block_start[blk], block_start[blk + 1], kind, q0,
+                                            q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table, tables)
+                    i = 0
+                    while i < local:
+                        memcpy(psi + base + offsets[i], out + 2 * i, 2 * run * sizeof(real))
+                        i = i + run
             free(buf)
             free(scratch)
+            free(tables)
         free(offsets)
         if failed[0]:
             return

@@ -24,6 +24,7 @@ from numba import get_thread_id, njit, prange
 
 from ...compiler import CNOT, PERM, SWAP, U1, U2, U2D, U2X
 from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
+from .loops import apply_diagonal_layer, real_pair_mix, real_pairs, real_qubit0, real_qubit1
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -102,50 +103,6 @@ def fused_u1(u1, run_start, run_gate, run):
     return m00, m01, m10, m11
 
 
-# Real matrices (RY, H, X, CNOT-free fused runs) are the common case: they act on
-# the float view of the state, re and im alike. The loops take the two halves of
-# the amplitude pairs as separate slices: with distinct pointers LLVM can prove
-# there are no dependences and vectorises (on one array indexed at f and f + s
-# it cannot). 'contract' allows FMA; results stay within a few ulps.
-_FMA = {"contract"}
-
-
-@njit(cache=True, fastmath=_FMA)
-def _real_pairs(lo, hi, a, b, c, d):
-    for k in range(lo.size):
-        x = lo[k]
-        y = hi[k]
-        lo[k] = a * x + b * y
-        hi[k] = c * x + d * y
-
-
-@njit(cache=True, fastmath=_FMA)
-def _real_qubit0(v, a, b, c, d):
-    """Qubit 0: each pair is floats (4p, 4p+1 | 4p+2, 4p+3); written out so it vectorises in-iteration."""
-    for i in range(0, v.size, 4):
-        xr, xi, yr, yi = v[i], v[i + 1], v[i + 2], v[i + 3]
-        v[i] = a * xr + b * yr
-        v[i + 1] = a * xi + b * yi
-        v[i + 2] = c * xr + d * yr
-        v[i + 3] = c * xi + d * yi
-
-
-@njit(cache=True, fastmath=_FMA)
-def _real_qubit1(v, a, b, c, d):
-    """Qubit 1: two pairs per 8 floats (8p..8p+3 | 8p+4..8p+7)."""
-    for i in range(0, v.size, 8):
-        x0, x1, x2, x3 = v[i], v[i + 1], v[i + 2], v[i + 3]
-        y0, y1, y2, y3 = v[i + 4], v[i + 5], v[i + 6], v[i + 7]
-        v[i] = a * x0 + b * y0
-        v[i + 1] = a * x1 + b * y1
-        v[i + 2] = a * x2 + b * y2
-        v[i + 3] = a * x3 + b * y3
-        v[i + 4] = c * x0 + d * y0
-        v[i + 5] = c * x1 + d * y1
-        v[i + 6] = c * x2 + d * y2
-        v[i + 7] = c * x3 + d * y3
-
-
 @njit(cache=True, inline="always")
 def _negligible(psi):
     """Largest gate-entry magnitude the fast-path tests treat as zero: 8 ulps of the state's precision.
@@ -172,13 +129,13 @@ def apply_u1(psi, q, m00, m01, m10, m11):
         v = psi.view(psi.real.dtype)
         a, b, c, d = m00.real, m01.real, m10.real, m11.real
         if q == 0:
-            _real_qubit0(v, a, b, c, d)
+            real_qubit0(v, a, b, c, d)
         elif q == 1:
-            _real_qubit1(v, a, b, c, d)
+            real_qubit1(v, a, b, c, d)
         else:
             run = 2 * s
             for i0 in range(0, 2 * n, 2 * run):
-                _real_pairs(v[i0:i0 + run], v[i0 + run:i0 + 2 * run], a, b, c, d)
+                real_pairs(v[i0:i0 + run], v[i0 + run:i0 + 2 * run], a, b, c, d)
     else:
         for i0 in range(0, n, 2 * s):
             for j in range(i0, i0 + s):
@@ -219,8 +176,8 @@ def apply_u2x(psi, qa, qb, m):
             and abs(b11.imag) <= tiny and abs(b12.imag) <= tiny and abs(b21.imag) <= tiny
             and abs(b22.imag) <= tiny):
         v = psi.view(psi.real.dtype)
-        _real_pair_mix(v, 2 * slo, 2 * shi, 2 * (sa + sb), 2 * sb, 2 * sa, a00.real, a03.real, a30.real, a33.real,
-                       b11.real, b12.real, b21.real, b22.real)
+        real_pair_mix(v, 2 * slo, 2 * shi, 2 * (sa + sb), 2 * sb, 2 * sa, a00.real, a03.real, a30.real, a33.real,
+                      b11.real, b12.real, b21.real, b22.real)
         return
     for i0 in range(0, psi.size, 2 * shi):
         for i1 in range(i0, i0 + shi, 2 * slo):
@@ -233,22 +190,6 @@ def apply_u2x(psi, qa, qb, m):
                 x2 = psi[j + sa]
                 psi[j + sb] = b11 * x1 + b12 * x2
                 psi[j + sa] = b21 * x1 + b22 * x2
-
-
-@njit(cache=True, fastmath=_FMA)
-def _real_pair_mix(v, slo, shi, s11, s01, s10, a00, a03, a30, a33, b11, b12, b21, b22):
-    """:func:`apply_u2x` with real entries on the float view: strides in floats, re and im alike."""
-    for i0 in range(0, v.size, 2 * shi):
-        for i1 in range(i0, i0 + shi, 2 * slo):
-            for f in range(i1, i1 + slo):
-                x0 = v[f]
-                x3 = v[f + s11]
-                v[f] = a00 * x0 + a03 * x3
-                v[f + s11] = a30 * x0 + a33 * x3
-                x1 = v[f + s01]
-                x2 = v[f + s10]
-                v[f + s01] = b11 * x1 + b12 * x2
-                v[f + s10] = b21 * x1 + b22 * x2
 
 
 @njit(cache=True)
@@ -309,6 +250,54 @@ def apply_steps(psi, scratch, first, last, kind, q0, q1, arg, u1, u2, run_start,
             apply_u2d(psi, q0[k], q1[k], u2[arg[k]])
         elif op == U2:
             apply_u2(psi, q0[k], q1[k], u2[arg[k]])
+
+
+#: most diagonal U1 steps one phase pass applies (as the Cython twin)
+_DIAGONAL_LAYER = 64
+
+
+@njit(cache=True)
+def _diagonal_u1(u1, run_start, run_gate, run, tiny):
+    """(diagonal?, m00, m11) of a fused run, diagonal as :func:`apply_u1` decides."""
+    m00, m01, m10, m11 = fused_u1(u1, run_start, run_gate, run)
+    return abs(m01.real) + abs(m01.imag) <= tiny and abs(m10.real) + abs(m10.imag) <= tiny, m00, m11
+
+
+@njit(cache=True)
+def apply_block_steps(psi, scratch, first, last, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
+                      perm_table):
+    """:func:`apply_steps` for a block of a multi-block program (``evolve_large``): a stretch of two or more
+    diagonal U1 steps (the compiler gathers the diagonal tails of a block's runs into such stretches,
+    :mod:`qsim_core.compiler.diagonals`) is one phase pass (:func:`apply_diagonal_layer`); its phases are
+    multiplied together first, so results may differ from ``apply_steps`` in the last bits."""
+    tiny = _negligible(psi)
+    qubits = np.empty(_DIAGONAL_LAYER, np.int64)
+    diagonals = np.empty((_DIAGONAL_LAYER, 2), psi.dtype)
+    k = first
+    while k < last:
+        count = 0
+        end = k
+        while end < last and count < _DIAGONAL_LAYER and kind[end] == U1:
+            diagonal, m00, m11 = _diagonal_u1(u1, run_start, run_gate, arg[end], tiny)
+            if not diagonal:
+                break
+            qubits[count] = q0[end]
+            diagonals[count, 0] = m00
+            diagonals[count, 1] = m11
+            count += 1
+            end += 1
+        if count >= 2:
+            apply_diagonal_layer(psi, qubits, diagonals, count)
+        else:
+            while end + 1 < last and not (kind[end] == U1 and kind[end + 1] == U1
+                                          and _diagonal_u1(u1, run_start, run_gate, arg[end], tiny)[0]
+                                          and _diagonal_u1(u1, run_start, run_gate, arg[end + 1], tiny)[0]):
+                end += 1
+            if end + 1 == last:
+                end = last
+            apply_steps(psi, scratch, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
+                        perm_table)
+        k = end
 
 
 @njit(cache=True)
@@ -687,19 +676,25 @@ def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_star
             in_block[q] = True
         others = all_qubits[~in_block]
         local = 1 << qubits.size
+        # a block of qubits 0..k-1 is contiguous in psi: it works in place, without a gather
+        in_place = qubits[qubits.size - 1] == qubits.size - 1
         offsets = np.empty(local, np.int64)
         for i in range(local):
             offsets[i] = _deposit(i, qubits)
-        buffers = np.empty((num_threads, local), psi.dtype)
+        buffers = np.empty((num_threads, 0 if in_place else local), psi.dtype)
         scratch = np.empty((num_threads, local), psi.dtype)
         for chunk in prange(1 << others.size):
             tid = get_thread_id()
-            buf = buffers[tid]
             base = _deposit(chunk, others)
+            if in_place:
+                apply_block_steps(psi[base:base + local], scratch[tid], block_start[blk], block_start[blk + 1],
+                                  kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table)
+                continue
+            buf = buffers[tid]
             for i in range(local):
                 buf[i] = psi[base + offsets[i]]
-            apply_steps(buf, scratch[tid], block_start[blk], block_start[blk + 1], kind, q0, q1, arg, u1, u2,
-                        run_start, run_gate, perm_start, perm_table)
+            apply_block_steps(buf, scratch[tid], block_start[blk], block_start[blk + 1], kind, q0, q1, arg, u1,
+                              u2, run_start, run_gate, perm_start, perm_table)
             for i in range(local):
                 psi[base + offsets[i]] = buf[i]
 
