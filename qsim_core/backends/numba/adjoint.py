@@ -462,7 +462,7 @@ def initial_layer_derivatives(lam, u1, du1, slope1, rotation1, num_qubits, init_
                                         mu[q, 1], grad[lane], states)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0,
                   q1, arg, run_start, run_gate, perm_start, inverse_table, forward_table, u1_use_start, u2_use_start,
                   xmask, zmask, ny, weights, values_out, grad_out, initial, state_grad_out):

@@ -7,6 +7,7 @@ matrices are indexed ``2 * bit(q0) + bit(q1)``; the structured two-qubit
 steps (``U2X`` pair-mixing, ``U2D`` diagonal, see :mod:`qsim_core.compiler`)
 read only the entries their structure allows from the same bound 4x4.
 
+The entry points (``run_small``, ``evolve_large``, ...) release the GIL, as the Cython kernels do.
 Helpers without ``parallel`` run inside the per-parameter-set loop of
 ``run_small`` (a ``prange`` over the batch); ``run_large`` parallelises over
 slices of one big state instead. Everything accumulates in float64 whatever
@@ -562,7 +563,7 @@ def binomial_estimate(exact, shots, rng):
     return rng, total / shots
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def shot_estimates_into(samples, xmask, zmask, exact, rng, out):
     """Shot estimates from Z-basis ``samples`` (one parity per shot; the large-state path); returns rng.
 
@@ -600,7 +601,7 @@ def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots,
             rng, out[k] = binomial_estimate(exact, shots, rng)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def run_small(task, psi_out, probs_out, values_out, samples_out,
               num_qubits, u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table,
               xmask, zmask, ny, shots, key, batch_offset, initial):
@@ -655,7 +656,7 @@ def _deposit(value, positions):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_start, block_qubits,
                  kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table, num_threads):
     """Evolve one large state in place: parallel product init, then one gathered pass per block."""
@@ -699,7 +700,7 @@ def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_star
                 psi[base + offsets[i]] = buf[i]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def expectations_large(psi, xmask, zmask, ny, out):
     """Exact expectations of one large state, parallel over slices."""
     slices = min(256, psi.size)
@@ -715,7 +716,7 @@ def expectations_large(psi, xmask, zmask, ny, out):
         out[k] = partial[:, k].sum()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def probabilities_in_place(psi):
     """|psi_i|^2 written over the state's own memory; returns the float64[2**n] view.
 
@@ -730,7 +731,7 @@ def probabilities_in_place(psi):
     return out[:psi.size]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def samples_large(psi, rng, out):
     """Draw ``out.size`` samples from a large state with O(shots) extra memory.
 

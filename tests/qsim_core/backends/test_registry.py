@@ -48,3 +48,12 @@ def test_the_compiled_backends_provide_the_kernel_contract():
         assert set(KERNEL_FUNCTIONS) <= provided, (name, set(KERNEL_FUNCTIONS) - provided)
         assert all(callable(getattr(backend.kernels, f, None) or getattr(backend.adjoint_kernels, f))
                    for f in KERNEL_FUNCTIONS)
+
+
+def test_the_numba_kernels_release_the_gil():
+    # as the Cython kernels do: the local server's worker threads and a Dask worker's comms run beside them
+    backend = backends.get_backend("numba")
+    compiled = [getattr(backend.kernels, f, None) or getattr(backend.adjoint_kernels, f)
+                for f in ("adjoint_small", "evolve_large", "expectations_large", "probabilities_in_place",
+                          "run_small", "samples_large", "shot_estimates_into")]
+    assert all(kernel.targetoptions["nogil"] for kernel in compiled)
