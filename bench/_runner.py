@@ -44,6 +44,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
+# Every library's OpenMP runtime under libgomp's default wait (spin 300,000 rounds, then sleep): importing
+# qsim_core would otherwise make every runtime loaded after it passive (see qsim_core.threads), which slows
+# peers that open a parallel region per gate. A policy set by whoever runs the benchmark is kept.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "300000"
+
 # The scripts run from a checkout (``python bench/x.py``) without installing qsim_core.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -254,8 +260,8 @@ def warn_if_busy(threshold: float = 0.3) -> float:
 def machine_tags() -> dict[str, Any]:
     """Git commit, hostname, CPU model, core count, load before the run and OpenMP's wait policy.
 
-    ``import qsim_core`` defaults ``OMP_WAIT_POLICY`` to PASSIVE for every OpenMP runtime loaded after it,
-    peers' included (Aer's); the tag says which policy this run's peers and ours ran under.
+    The wait policy is libgomp's default for every library unless the caller set one (see the top of this
+    module); the tag says which policy this run's peers and ours ran under.
     """
 
     def git(*args: str) -> str:
@@ -274,14 +280,15 @@ def machine_tags() -> dict[str, Any]:
     except OSError:
         pass
     return {"commit": commit, "hostname": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(),
-            "busy_cores_at_start": warn_if_busy(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+            "busy_cores_at_start": warn_if_busy(),
+            "omp_wait": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}
 
 
 def announce() -> None:
     """Print the machine line (and the busy warning) at the start of a run, before our own load."""
     tags = machine_tags()
     print(f"{tags['cpu']}, {tags['cpus']} cores, host {tags['hostname']}, commit {tags['commit']}, "
-          f"OMP_WAIT_POLICY={tags['omp_wait_policy']}")
+          "OpenMP wait: " + ", ".join(f"{k}={v}" for k, v in tags["omp_wait"].items() if v is not None))
 
 
 def write_json(records: Sequence[Record], path: Path | str, benchmark: str) -> Path:

@@ -29,8 +29,8 @@ def build_info() -> dict[str, object]:
         ``built``: the levels built, best first; ``max_threads``: its OpenMP maximum;
         ``error``: why it does not load, else None) and ``numba`` (``version``, ``target_cpu``:
         the LLVM CPU name its kernels are compiled for, ``max_threads``), and
-        ``openmp_wait_policy`` (``OMP_WAIT_POLICY`` as the OpenMP runtime read it, see
-        :mod:`qsim_core.threads`).
+        ``openmp_wait_policy`` (``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT`` as the OpenMP runtime
+        read them, see :mod:`qsim_core.threads`).
 
     Example:
         >>> import qsim_core as qc
@@ -57,7 +57,7 @@ def build_info() -> dict[str, object]:
         "numba": {"version": numba.__version__,
                   "target_cpu": numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
                   "max_threads": numba.config.NUMBA_NUM_THREADS},
-        "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "openmp_wait_policy": {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
     }
 
 

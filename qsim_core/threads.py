@@ -9,7 +9,11 @@ seed circuits took 55-65 ms at two threads with other processes holding the core
 ``OMP_WAIT_POLICY=PASSIVE`` (measured in one session, one process each, same load). On an idle
 machine a passive team costs a futex wake per parallel region, microseconds against calls of
 milliseconds. The runtime reads the variable once, when it loads, so importing this module (the first
-thing ``import qsim_core`` does) sets it; a value the user set is kept.
+thing ``import qsim_core`` does) sets it; a policy the user chose is kept: ``OMP_WAIT_POLICY``, or
+libgomp's own spin count ``GOMP_SPINCOUNT``. The variable reaches every OpenMP runtime loaded later in the
+process, other libraries' too: qulacs' 2-thread calls on 8-qubit circuits, a parallel region per gate,
+were about 4.5x slower under it on an idle machine, so the benchmarks run every library, ours included,
+under libgomp's default (``bench/_runner.py`` sets ``GOMP_SPINCOUNT=300000``).
 
 Public (``__all__``): :func:`usable_cores`, :func:`set_wait_policy_default`, :data:`WAIT_POLICY`.
 """
@@ -24,13 +28,16 @@ __all__ = ["WAIT_POLICY", "set_wait_policy_default", "usable_cores"]
 WAIT_POLICY = "PASSIVE"
 
 
-def set_wait_policy_default() -> str:
-    """``OMP_WAIT_POLICY`` after defaulting it to :data:`WAIT_POLICY` (an existing value is kept).
+def set_wait_policy_default() -> str | None:
+    """``OMP_WAIT_POLICY`` after defaulting it to :data:`WAIT_POLICY`, unless the environment already sets it
+    or ``GOMP_SPINCOUNT`` (then nothing changes; returns the policy, None when unset).
 
     Has an effect only on OpenMP runtimes that load after it runs (one already loaded by another
     library keeps the policy it read then).
     """
-    return os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    if "GOMP_SPINCOUNT" not in os.environ:
+        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    return os.environ.get("OMP_WAIT_POLICY")
 
 
 

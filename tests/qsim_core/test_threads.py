@@ -17,7 +17,7 @@ PROGRAM = "import qsim_core as qc; qc.Simulator(backend='{backend}').expectation
 
 def runtime_setting(backend: str, policy: str | None, name: str) -> str:
     """The value of ``name`` libgomp displays in a fresh process that ran ``backend`` (policy unset if None)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["OMP_DISPLAY_ENV"] = "VERBOSE"
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
@@ -42,8 +42,17 @@ def test_a_policy_the_user_set_is_kept():
     assert int(runtime_setting("numba", "ACTIVE", "GOMP_SPINCOUNT")) > 0
 
 
+def test_a_spin_count_the_user_set_is_kept_and_no_policy_added():
+    program = "import os, qsim_core; print(os.environ.get('OMP_WAIT_POLICY'), os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", program], env={**env, "GOMP_SPINCOUNT": "300000"},
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["None", "300000"]
+
+
 def test_build_info_reports_the_policy():
-    assert qc.build_info()["openmp_wait_policy"] == os.environ["OMP_WAIT_POLICY"]
+    assert qc.build_info()["openmp_wait_policy"] == {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                                                      "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT")}
 
 
 def test_usable_cores_follow_the_affinity_mask():
