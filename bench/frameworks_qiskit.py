@@ -15,7 +15,11 @@ through three ``BaseEstimatorV2`` implementations, exact (precision 0):
   parameter sets and scaled to 1,000, since the whole pub takes about a minute.
 
 Every contender's evs are checked against our ``reference`` backend first.
-Ours and Aer are timed in turn (``time_interleaved``) at each thread count.
+Ours and Aer are timed one after the other at each thread count, each in a
+block of back-to-back calls (``time_call``), not interleaved call by call: after
+each of its runs Aer's OpenMP threads spin-wait on the cores for milliseconds,
+so a 2-thread call of ours right after one waited for them (2-thread pubs took
+15-30 ms against 3.4 ms measured alone, on an idle machine).
 Goal: ours >= 20x Aer's EstimatorV2.
 """
 
@@ -36,7 +40,6 @@ from _runner import (
     measured,
     print_table,
     time_call,
-    time_interleaved,
 )
 
 # isort: split
@@ -125,7 +128,7 @@ def measure_fast(threads: int, repeat: int) -> list[Record]:
     contenders = {name: estimator(name, threads) for name in (OURS, AER)}
     runs: dict[str, Callable[[], Any]] = {name: functools.partial(run_pub, est) for name, est in contenders.items()
                                           if checked(name, est)}
-    timings = time_interleaved(runs, repeat=repeat)
+    timings = {name: time_call(run, repeat=repeat) for name, run in runs.items()}
     return [record(name, t.seconds, t.repeats, threads, "one pub, exact") for name, t in timings.items()]
 
 
