@@ -18,9 +18,9 @@ from .errors import CircuitError, ParameterError
 from .gradients import Estimator, parameter_shift, spsa
 from .measurement import Executor, expectations_from_counts
 from .noise import (
-    MAX_INVERTIBLE_RATE,
     NoiseError,
     NoiseModel,
+    adjoint_supports,
     noisy_adjoint,
     noisy_expectations,
     noisy_probabilities,
@@ -282,7 +282,7 @@ class Simulator:
         """Adjoint for exact gradients (noisy ones too, unless a rate is too high to un-compute), else
         parameter-shift."""
         exact = shots is None and executor is None
-        invertible = self.noise is None or max(self.noise.r1q, self.noise.r2q) <= MAX_INVERTIBLE_RATE
+        invertible = self.noise is None or adjoint_supports(self.noise)
         return "adjoint" if exact and invertible else "parameter-shift"
 
     def _estimator(self, job: Job, strings: PauliStrings, shots: int | None, executor: Executor | None) -> Estimator:

@@ -18,11 +18,12 @@ depolarizing channel after every gate of the circuit as written; see
 Public (``__all__``): the names below.
 """
 
-from .adjoint import MAX_INVERTIBLE_RATE, noisy_adjoint
+from .adjoint import MAX_INVERTIBLE_RATE, adjoint_supports, noisy_adjoint
 from .density import MAX_DENSITY_QUBITS, noisy_expectations, noisy_probabilities
 from .estimates import noisy_shot_expectations
 from .model import IONQ_MODELS, NoiseError, NoiseModel, resolve_noise
 from .trajectories import noisy_samples
 
-__all__ = ["IONQ_MODELS", "MAX_DENSITY_QUBITS", "MAX_INVERTIBLE_RATE", "NoiseError", "NoiseModel", "noisy_adjoint",
-           "noisy_expectations", "noisy_probabilities", "noisy_samples", "noisy_shot_expectations", "resolve_noise"]
+__all__ = ["IONQ_MODELS", "MAX_DENSITY_QUBITS", "MAX_INVERTIBLE_RATE", "NoiseError", "NoiseModel", "adjoint_supports",
+           "noisy_adjoint", "noisy_expectations", "noisy_probabilities", "noisy_samples", "noisy_shot_expectations",
+           "resolve_noise"]

@@ -16,24 +16,28 @@ refused (the inverse would amplify rounding errors), and parameter-shift is
 the exact alternative. The cost is about ``2 + L`` noisy simulations for ``L``
 weighted observables, against ``1 + 2 x uses`` for parameter-shift.
 
-Public (``__all__``): :func:`noisy_adjoint`, :data:`MAX_INVERTIBLE_RATE`.
+Public (``__all__``): :func:`noisy_adjoint`, :func:`adjoint_supports`, :data:`MAX_INVERTIBLE_RATE`.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..backends import Job
 from ..circuit import Circuit, is_symbolic
 from ..derivatives import derivative_matrix
 from ..observables import PauliStrings
-from .density import MAX_DENSITY_QUBITS, density_matrices, expectations_of, gate_values
+from .density import MAX_DENSITY_QUBITS, density_matrices, expectations_of, gate_values, pauli_entries
 from .density_kernels import adjoint_sweep
 from .model import NoiseError, NoiseModel
 
 #: largest depolarizing parameter of a step the sweep un-computes (1 / (1 - lam) per inverse step)
 MAX_INVERTIBLE_RATE = 0.5
+
+
+def adjoint_supports(model: NoiseModel) -> bool:
+    """Whether the sweep can un-compute ``model``'s channels: both rates at most :data:`MAX_INVERTIBLE_RATE`."""
+    return max(model.r1q, model.r2q) <= MAX_INVERTIBLE_RATE
 
 
 def _steps(circuit: Circuit, model: NoiseModel) -> tuple[np.ndarray, ...]:
@@ -81,11 +85,8 @@ def _observables(observables: PauliStrings, weights: np.ndarray, n: int) -> np.n
     size = 1 << n
     basis = np.arange(size)
     out = np.zeros(weights.shape[:2] + (size * size,), np.complex128)
-    for k, (x, z, ny) in enumerate(zip(observables.xmask, observables.zmask, observables.ny, strict=True)):
-        # P|j> = i**ny (-1)**|j & z| |j ^ x>: entry (j ^ x, j)
-        phase = (1j ** int(ny)) * (1 - 2 * (np.bitwise_count(basis & int(z)) & 1).astype(np.int64))
-        flat = (basis ^ int(x)) * size + basis
-        out[:, :, flat] += weights[:, :, k, np.newaxis] * phase
+    for k, (partner, phase) in enumerate(pauli_entries(observables, size)):
+        out[:, :, partner * size + basis] += weights[:, :, k, np.newaxis] * phase  # entry (j ^ x, j)
     return out
 
 
@@ -106,7 +107,7 @@ def noisy_adjoint(job: Job, model: NoiseModel, observables: PauliStrings, weight
         NoiseError: a rate above :data:`MAX_INVERTIBLE_RATE` (use parameter-shift).
         CircuitTooLargeError: more than :data:`MAX_DENSITY_QUBITS` qubits or not enough memory.
     """
-    if max(model.r1q, model.r2q) > MAX_INVERTIBLE_RATE:
+    if not adjoint_supports(model):
         raise NoiseError(f"the noisy adjoint un-computes each channel and supports rates up to "
                          f"{MAX_INVERTIBLE_RATE}; this model has r1q={model.r1q}, r2q={model.r2q}: use "
                          "method='parameter-shift' (exact for depolarizing noise)")
@@ -124,12 +125,11 @@ def noisy_adjoint(job: Job, model: NoiseModel, observables: PauliStrings, weight
         params = job.params[rows]
         mats, slopes = _bind(job.circuit, slots, params)
         obs = _observables(observables, weights[rows], n)
-        out = np.empty((len(params), lanes, len(slots)))
-        numba.set_num_threads(max(1, min(job.threads, numba.config.NUMBA_NUM_THREADS)))
+        out = np.empty((len(params), lanes, len(slots)))  # density_matrices has set numba's threads
         adjoint_sweep(rho.reshape(len(params), -1), obs, n, dims, qa, qb, lam, inverse_lam, mats, use_start,
                       slopes, out)
         gradients[rows] = out @ jacobian
     return values, gradients, None
 
 
-__all__ = ["MAX_DENSITY_QUBITS", "MAX_INVERTIBLE_RATE", "noisy_adjoint"]
+__all__ = ["MAX_DENSITY_QUBITS", "MAX_INVERTIBLE_RATE", "adjoint_supports", "noisy_adjoint"]

@@ -13,7 +13,8 @@ The density matrix has ``4**n`` complex128 entries (16 MiB at 10 qubits,
 Results are computed in double precision whatever the simulator's precision.
 
 Public (``__all__``): :data:`MAX_DENSITY_QUBITS`, :func:`density_matrices`,
-:func:`noisy_probabilities`, :func:`noisy_expectations`, :func:`expectations_of`, :func:`gate_values`.
+:func:`noisy_probabilities`, :func:`noisy_expectations`, :func:`expectations_of`, :func:`gate_values`,
+:func:`pauli_entries`.
 """
 
 from __future__ import annotations
@@ -199,11 +200,18 @@ def expectations_of(rho: np.ndarray, observables: PauliStrings) -> np.ndarray:
     """
     basis = np.arange(rho.shape[1])
     out = np.empty((rho.shape[0], len(observables)))
-    for k, (x, z, ny) in enumerate(zip(observables.xmask, observables.zmask, observables.ny, strict=True)):
-        sign = (1j ** int(ny)) * (1 - 2 * (np.bitwise_count(basis & int(z)) & 1).astype(np.int64))
-        out[:, k] = (rho[:, basis, basis ^ int(x)] @ sign).real
+    for k, (partner, phase) in enumerate(pauli_entries(observables, rho.shape[1])):
+        out[:, k] = (rho[:, basis, partner] @ phase).real
     return out
 
 
+def pauli_entries(observables: PauliStrings, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each string's non-zero entries: ``(partner, phase)``, int64[size] and complex128[size], with
+    ``P|j> = phase[j] |partner[j]>``, i.e. ``phase[j] = i**ny (-1)**|j & z|`` and ``partner[j] = j ^ x``."""
+    basis = np.arange(size)
+    return [(basis ^ int(x), (1j ** int(ny)) * (1 - 2 * (np.bitwise_count(basis & int(z)) & 1).astype(np.int64)))
+            for x, z, ny in zip(observables.xmask, observables.zmask, observables.ny, strict=True)]
+
+
 __all__ = ["MAX_DENSITY_QUBITS", "density_matrices", "expectations_of", "gate_values", "noisy_expectations",
-           "noisy_probabilities"]
+           "noisy_probabilities", "pauli_entries"]
