@@ -15,6 +15,7 @@ sweep and applies the chain rule from gate-slot uses to the parameter vector.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from types import ModuleType
 
@@ -32,11 +33,9 @@ BATCH_CHUNK = 4096
 #: second thread for a handful of small parameter sets costs more than it saves,
 #: and far more when another process holds the other core
 SETS_PER_THREAD = 16
-#: batches up to this size of circuits up to this many qubits bind into per-thread arrays kept between calls
-#: (see :func:`_bind`); larger work costs far more than the allocation it would save
-REUSE_MAX_BATCH, REUSE_MAX_QUBITS = 16, 12
-#: most (program, dtype, batch) array sets one thread keeps; beyond it the thread's set starts afresh
-REUSE_MAX_ENTRIES = 32
+#: bytes of gate-matrix arrays one thread keeps between calls (see :func:`_chunks`); the least recently used go
+#: beyond it, and a program whose arrays alone exceed it binds into fresh ones
+REUSE_MAX_BYTES = 64 << 20
 
 #: run_small's output arguments (psi, probs, values, samples) by task: the position each task writes
 _OUTPUT_OF_TASK = {TASK_STATE: 0, TASK_PROBS: 1, TASK_EXPVAL: 2, TASK_SHOT_EXPVAL: 2, TASK_SAMPLES: 3}
@@ -67,58 +66,60 @@ def _specialised(kernel: Callable, dtype: type) -> Callable:
 
 class _Bound:
     """A single-block program packed for repeated kernel calls on one thread: its step arrays in
-    ``run_small``'s order and refillable gate-matrix arrays for one batch size and dtype."""
+    ``run_small``'s order and refillable gate-matrix arrays for up to ``capacity`` parameter sets of one dtype."""
 
-    def __init__(self, program: Program, batch: int, dtype: type) -> None:
+    def __init__(self, program: Program, capacity: int, dtype: type) -> None:
         self.program = program  # held so that id(program), the cache key, stays unique while this lives
         self.arguments = program.small_arguments
-        self.u1, self.u2 = program.matrix_buffers(batch, dtype)
+        self.capacity = capacity
+        self.u1, self.u2 = program.matrix_buffers(capacity, dtype)
+        self.nbytes = self.u1.out.nbytes + self.u2.out.nbytes
 
 
 class _ThreadBound(threading.local):
-    """Each thread's :class:`_Bound` programs by (program id, dtype, batch)."""
+    """Each thread's :class:`_Bound` programs by (program id, dtype), least recently used first."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple, _Bound] = {}
+        self.entries: OrderedDict[tuple, _Bound] = OrderedDict()
+        self.nbytes = 0
+
+    def get(self, program: Program, rows: int, dtype: type) -> _Bound:
+        """The arrays for ``program`` with room for ``rows`` sets: kept ones, or new ones sized to the next
+        power of two (at most :data:`BATCH_CHUNK`), kept within :data:`REUSE_MAX_BYTES`."""
+        key = (id(program), dtype)
+        bound = self.entries.pop(key, None)
+        if bound is not None:
+            self.nbytes -= bound.nbytes
+            if bound.capacity < rows:
+                bound = None
+        if bound is None:
+            bound = _Bound(program, min(BATCH_CHUNK, 1 << (rows - 1).bit_length()), dtype)
+        if bound.nbytes <= REUSE_MAX_BYTES:
+            while self.entries and self.nbytes + bound.nbytes > REUSE_MAX_BYTES:
+                self.nbytes -= self.entries.popitem(last=False)[1].nbytes
+            self.entries[key] = bound
+            self.nbytes += bound.nbytes
+        return bound
 
 
 _BOUND = _ThreadBound()
 
 
-def _bind(program: Program, params: np.ndarray, dtype: type, threads: int
-          ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-    """``program.bind(params, dtype, threads)`` and ``program.small_arguments``. Small batches reuse this thread's
-    packed arguments and gate-matrix arrays from the last call with this program, dtype and batch size instead of
-    allocating them (and rewriting the constant matrices); the arrays only go to the kernel, never to a caller."""
-    batch = params.shape[0]
-    if batch > REUSE_MAX_BATCH or program.num_qubits > REUSE_MAX_QUBITS:
-        return *program.bind(params, dtype, threads), program.small_arguments
-    entries = _BOUND.entries
-    key = (id(program), dtype, batch)
-    bound = entries.get(key)
-    if bound is None:
-        if len(entries) >= REUSE_MAX_ENTRIES:
-            entries.clear()
-        bound = entries[key] = _Bound(program, batch, dtype)
-    return bound.u1.fill(params, threads), bound.u2.fill(params, threads), bound.arguments
-
-
 def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
             ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]]:
-    """``(rows, u1, u2, arguments)`` per chunk of :data:`BATCH_CHUNK` parameter sets (see :func:`_bind`).
+    """``(rows, u1, u2, arguments)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate
+    matrices for those rows and its step arrays in ``run_small``'s order.
 
-    The chunks of a larger call refill one set of matrix arrays: allocating them anew for every chunk costs
-    page faults where freed large blocks go straight back to the OS (Dask's workers set
-    ``MALLOC_TRIM_THRESHOLD_``), 10-25 % of a seed batch.
+    The matrices are written into arrays this thread keeps between calls (``u1``/``u2`` are overwritten by
+    the next chunk or call, and only go to the kernels, never to a caller): allocating them per call costs
+    more than filling them for small batches, and for large ones page faults wherever freed large blocks go
+    straight back to the OS (Dask's workers set ``MALLOC_TRIM_THRESHOLD_``), 10-30 % of a seed batch.
     """
     batch = params.shape[0]
-    if batch <= BATCH_CHUNK:
-        yield slice(0, batch), *_bind(program, params, dtype, threads)
-        return
-    u1, u2 = program.matrix_buffers(BATCH_CHUNK, dtype)
+    bound = _BOUND.get(program, min(batch, BATCH_CHUNK), dtype)
     for start in range(0, batch, BATCH_CHUNK):
-        rows = slice(start, start + BATCH_CHUNK)
-        yield rows, u1.fill(params[rows], threads), u2.fill(params[rows], threads), program.small_arguments
+        rows = slice(start, min(start + BATCH_CHUNK, batch))
+        yield rows, bound.u1.fill(params[rows], threads), bound.u2.fill(params[rows], threads), bound.arguments
 
 
 class CompiledBackend:

@@ -74,23 +74,30 @@ def test_a_circuit_extended_after_a_call_runs_its_new_gates(sim, oracle, precisi
 def test_alternating_batch_sizes_and_precisions(backend, oracle):
     c = seed_circuit()
     sims = {p: qc.Simulator(backend=backend, precision=p, threads=1) for p in ("double", "single")}
-    for batch in (1, 3, 1, driver.REUSE_MAX_BATCH, driver.REUSE_MAX_BATCH + 1, 3):
+    # the kept arrays grow (1, 4, 16, 32 rows) and then serve smaller batches
+    for batch in (1, 3, 1, 16, 17, 3):
         theta = random_params(c, batch=batch, seed=batch)
         want = oracle.expectation(c, Z_ALL, theta)
         for precision, sim in sims.items():
             close(sim.expectation(c, Z_ALL, theta), want, precision)
 
 
-def test_wide_circuits_bind_into_fresh_arrays_and_agree(sim, oracle, precision):
-    n = driver.REUSE_MAX_QUBITS + 1
-    c = qc.Circuit(n)
-    for q in range(n):
-        c.ry(q, qc.Param(q))
-    for q in range(n - 1):
-        c.cnot(q, q + 1)
-    theta = np.linspace(-1.0, 1.0, n)
-    close(sim.expectation(c, ["Z0", f"Z{n - 1}", "X3 X4"], theta),
-          oracle.expectation(c, ["Z0", f"Z{n - 1}", "X3 X4"], theta), precision)
+@pytest.mark.parametrize("kept_bytes", [0, 1 << 20], ids=["nothing kept", "the last few kept"])
+def test_programs_evicted_from_the_kept_arrays_bind_afresh_and_agree(sim, oracle, precision, monkeypatch,
+                                                                      kept_bytes):
+    monkeypatch.setattr(driver, "REUSE_MAX_BYTES", kept_bytes)
+    circuits = []
+    for n in (3, 13, 5):
+        c = qc.Circuit(n)
+        for q in range(n):
+            c.ry(q, qc.Param(q))
+        for q in range(n - 1):
+            c.cnot(q, q + 1)
+        circuits.append(c)
+    for c in circuits * 2:
+        theta = random_params(c, batch=40, seed=c.num_qubits)
+        observables = ["Z0", f"Z{c.num_qubits - 1}", "X1 X2"]
+        close(sim.expectation(c, observables, theta), oracle.expectation(c, observables, theta), precision)
 
 
 def test_a_chunked_batch_matches_the_whole(sim, oracle, precision, monkeypatch):

@@ -11,6 +11,8 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import qsim_core as qc
 from qsim_core.compiler import compile_circuit, rotations
@@ -66,3 +68,54 @@ def test_a_batch_is_filled_on_the_threads_asked_for(monkeypatch, threads):
 def test_both_builds_release_the_gil(variant):
     # a binding thread must not stop the process's other Python threads (a Dask worker's comms, a server loop)
     assert getattr(rotations, f"fill_rotations_{variant}").targetoptions["nogil"] is True
+
+
+def within_ulps(got: np.ndarray, want: np.ndarray, ulps: int) -> bool:
+    """Every entry of ``got`` within ``ulps`` units in the last place of libm's ``want``, or within 1e-24 of it
+    (near a zero of sin or cos, where the three-part reduction's absolute error, not the result, sets the
+    bound)."""
+    return bool(np.all(np.abs(got - want) <= np.maximum(ulps * np.spacing(np.abs(want)), 1e-24)))
+
+
+def sincos(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cosines, sines = np.empty_like(x), np.empty_like(x)
+    rotations._sincos_compiled(x, cosines, sines)
+    return cosines, sines
+
+
+@given(st.lists(st.floats(-2 * rotations.SINCOS_LIMIT, 2 * rotations.SINCOS_LIMIT), min_size=1, max_size=50))
+def test_the_vectorised_sine_and_cosine_are_within_two_ulp_of_libm(angles):
+    x = np.array(angles)
+    cosines, sines = sincos(x)
+    assert within_ulps(cosines, np.cos(x), 2) and within_ulps(sines, np.sin(x), 2)
+
+
+def test_sine_and_cosine_at_quadrant_edges_and_beyond_the_reduction():
+    # multiples of pi/4 (quadrant boundaries and the polynomials' ends), signed zeros, the smallest
+    # subnormal, and angles past SINCOS_LIMIT, which libm takes over
+    k = np.arange(-4000, 4001)
+    x = np.concatenate([k * np.pi / 4, np.nextafter(k * np.pi / 4, np.inf), [0.0, -0.0, 5e-324, -5e-324],
+                        [rotations.SINCOS_LIMIT, -rotations.SINCOS_LIMIT, 1.5e6, 1e12, -3e15, 1e300]])
+    cosines, sines = sincos(x)
+    assert within_ulps(cosines, np.cos(x), 2) and within_ulps(sines, np.sin(x), 2)
+    assert np.array_equal(cosines[-4:], np.cos(x[-4:])) and np.array_equal(sines[-4:], np.sin(x[-4:]))
+
+
+@pytest.mark.parametrize("generator", ["Y", "Z", "XX", "YZ"])
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_filled_rotations_are_exp_of_the_generator(generator, dtype):
+    # every row and term layout: two terms summed, an unused term, an offset; 150 rows span three blocks
+    paulis = {"X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]), "Z": np.diag([1, -1])}
+    pauli = np.ones((1, 1), np.complex128)
+    for letter in generator:
+        pauli = np.kron(pauli, paulis[letter])
+    rng = np.random.default_rng(len(generator))
+    params = rng.uniform(-10, 10, (150, 3))
+    index, scale, offset = np.array([[0, 2], [1, 0], [2, 1]]), np.array([[1.0, -0.5], [2.0, 0.0], [1.0, 1.0]]), \
+        np.array([0.3, 0.0, -1.0])
+    out = np.empty((150, 3, len(pauli), len(pauli)), dtype)
+    rotations.fill_rotations(params, index, scale, offset, pauli, out, threads=2)
+    angles = offset + params[:, index[:, 0]] * scale[:, 0] + params[:, index[:, 1]] * scale[:, 1]  # the kernel's order
+    want = (np.cos(angles / 2)[..., None, None] * np.eye(len(pauli))
+            - 1j * np.sin(angles / 2)[..., None, None] * pauli)
+    np.testing.assert_allclose(out, want, rtol=0, atol=4e-16 if dtype == np.complex128 else 1e-7)
