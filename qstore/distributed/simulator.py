@@ -10,7 +10,7 @@ How a call runs
 The Simulator validates the input and draws the call's sampling key as it always does; then the batch
 ``params[B, P]`` is cut into chunks of consecutive rows, each run by a Dask task with the engine (numba or
 Cython, or the reference backend for checking) on one worker thread, and the results are put back in row
-order. Only Dask's public API is used: ``scatter``, ``map``, ``gather``, ``run``.
+order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_completed``, ``gather``, ``run``.
 
 * **The circuit travels once.** A circuit structure seen for the first time is scattered to every worker
   (``broadcast=True``) and kept there for later calls (the last :data:`CIRCUITS` structures); a worker
@@ -26,9 +26,12 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``gather``, ``run``
   is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a small call is
   one task), and teaches the model.
 * **Rows go straight to the workers.** A call whose rows take more than :data:`INLINE_BYTES` is scattered
-  (client to workers, not through the scheduler) a chunk at a time, each chunk's task submitted as soon as
-  its rows are there, so the first chunks compute while the later ones travel; a smaller call's rows travel
-  in its tasks.
+  a chunk at a time, each chunk's task submitted as soon as its rows are there, so the first chunks compute
+  while the later ones travel; a smaller call's rows travel in its tasks. With ``direct`` (the default for
+  a local cluster started here) rows and results move between the client and the workers in one hop, not
+  through the scheduler, and scattered rows are not hashed (each chunk is sent once, under a fresh key).
+* **Results come back while the rest computes.** Each task's result is fetched as soon as it ends
+  (``as_completed``), not all after the last one.
 * **Same results.** A row's expectations, probabilities, state and gradients do not depend on which rows
   share its chunk, so they equal the in-process engine's bit for bit (for circuits wider than
   ``block_qubits``, those of ``Simulator(threads=1)``, the thread count of a task). Samples: row ``g`` of a
@@ -64,7 +67,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from distributed import Client, Future
+from distributed import Client, Future, as_completed
 from distributed.comm import CommClosedError
 
 import qsim_core as qc
@@ -145,6 +148,11 @@ class DaskSimulator(qc.Simulator):
         chunk_seconds: engine seconds of work per task, > 0.
         retries: how often a task that failed, or a chunk whose rows were lost, is run again (>= 0).
         timeout: seconds to wait for the scheduler and its first worker(s).
+        direct: whether rows and results travel straight between this client and the workers (Dask's
+            ``direct=`` of ``scatter`` and ``gather``) instead of through the scheduler, one hop instead of
+            two and no scheduler time per byte. None: yes for the local cluster started here, else the
+            client's own ``direct_to_workers`` setting (Dask's default: through the scheduler, for clients
+            that cannot reach the workers).
         backend: the engine the workers run: ``"numba"``, ``"cython"`` or ``"auto"`` (resolved on the
             client: the first that loads there, in qsim_core's order of preference; the workers must have
             it too); ``"reference"``, the slow numpy oracle, for checking.
@@ -163,7 +171,8 @@ class DaskSimulator(qc.Simulator):
     """
 
     def __init__(self, address: str | None = None, *, client: Client | None = None, workers: int | None = None,
-                 chunk_seconds: float = 0.05, retries: int = 3, timeout: float = 60.0, backend: str = "auto",
+                 chunk_seconds: float = 0.05, retries: int = 3, timeout: float = 60.0, direct: bool | None = None,
+                 backend: str = "auto",
                  precision: str = "double", seed: int | None = None,
                  block_qubits: int = DEFAULT_BLOCK_QUBITS, noise: str | qc.NoiseModel | None = None) -> None:
         engine = get_backend(backend).name
@@ -176,6 +185,9 @@ class DaskSimulator(qc.Simulator):
         self.retries = retries
         self._connection = connect(address, workers, client=client, timeout=timeout)
         self.client = self._connection.client
+        #: whether rows and results bypass the scheduler (see ``direct``)
+        self.direct: bool = bool(direct if direct is not None
+                                 else self._connection.cluster is not None or self.client.direct_to_workers)
         #: the scheduler's address (for messages: the client may have lost it)
         self.address: str = self.client.scheduler.address
         self._cluster_backend = _ClusterBackend(self, engine)
@@ -317,15 +329,10 @@ class _ClusterBackend:
         rerun = 0
         for _ in range(self.simulator.retries + 1):
             futures = self._submit(circuit, structure, chunks, firsts, pending, scatter, task, workers)
-            gathered = client.gather(list(futures.values()), errors="skip")  # waits for every task; skips failures
-            for future in futures.values():
-                if future.status == "error":
-                    raise future.exception()  # the engine's own error, or KilledWorker after repeated deaths
-            done = [i for i, future in futures.items() if future.status == "finished"]
-            for i, (result, seconds) in zip(done, gathered, strict=True):
+            for i, (result, seconds) in self._collect(futures).items():
                 results[i] = result
                 engine_seconds += seconds
-            lost = [i for i in pending if i not in done]
+            lost = [i for i in pending if results[i] is None]
             if not lost:
                 return results, engine_seconds, rerun
             if client.status != "running":
@@ -336,6 +343,22 @@ class _ClusterBackend:
             workers = frozenset(client.nthreads())
         raise RuntimeError(f"{len(pending)} chunk(s) lost their rows with a worker {self.simulator.retries + 1} "
                            "times in a row")
+
+    def _collect(self, futures: dict[int, Future]) -> dict[int, Any]:
+        """The results of the finished tasks by chunk, each fetched as soon as its task ends, while the others
+        still run (one gather at the end would move every result after the last task); the chunks of tasks
+        whose rows died with a worker are missing."""
+        client = self.simulator.client
+        chunk_of = {future.key: i for i, future in futures.items()}
+        collected: dict[int, Any] = {}
+        for future in as_completed(list(futures.values())):
+            if future.status == "error":
+                raise future.exception()  # the engine's own error, or KilledWorker after repeated deaths
+            if future.status == "finished":
+                result = client.gather([future], errors="skip", direct=self.simulator.direct)[0]
+                if result is not None:  # None: lost with its worker after it finished
+                    collected[chunk_of[future.key]] = result
+        return collected
 
     def _submit(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]], firsts: list[int],
                 pending: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str]
@@ -356,7 +379,7 @@ class _ClusterBackend:
             # a chunk at a time, each task submitted as soon as its rows are there: the first chunks compute
             # while the later ones travel
             for i in pending:
-                rows = client.scatter([chunks[i]])[0]
+                rows = client.scatter([chunks[i]], hash=False, direct=self.simulator.direct)[0]
                 futures[i] = client.submit(_run_chunk, shared, rows, firsts[i], key=keys[i], pure=False,
                                            retries=self.simulator.retries, **task)
         return futures

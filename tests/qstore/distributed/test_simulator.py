@@ -77,15 +77,21 @@ def every_method(sim: qc.Simulator, c: qc.Circuit, theta: np.ndarray, psi0: np.n
     ]
 
 
+#: how rows travel: in their tasks, or scattered through the scheduler, or scattered straight to the workers
+TRANSFERS = pytest.mark.parametrize(("scatter", "direct"), [(False, None), (True, False), (True, True)],
+                                    ids=["rows in tasks", "rows scattered", "rows scattered direct"])
+
+
 @pytest.mark.parametrize("backend", [*COMPILED, "reference"])
-@pytest.mark.parametrize("scatter", [False, True], ids=["rows in tasks", "rows scattered"])
-def test_every_method_equals_the_in_process_engine_bit_for_bit(cli, monkeypatch, backend, scatter):
+@TRANSFERS
+def test_every_method_equals_the_in_process_engine_bit_for_bit(cli, monkeypatch, backend, scatter, direct):
     if scatter:
         monkeypatch.setattr(simulator, "INLINE_BYTES", 0)
     c, theta, psi0 = circuit(), params(23), states(23)
     # a tiny chunk_seconds cuts every measured call into as many tasks as rows allow
-    with DaskSimulator(cli.address, backend=backend, seed=5, chunk_seconds=1e-9) as remote:
+    with DaskSimulator(cli.address, backend=backend, seed=5, chunk_seconds=1e-9, direct=direct) as remote:
         assert remote.backend == f"dask:{backend}" and remote.slots == 2
+        assert remote.direct is bool(direct)  # by address: Dask's default, through the scheduler
         got = every_method(remote, c, theta, psi0, empty=backend != "reference")
         assert remote.last_run.scattered == scatter
     assert_identical(got, every_method(qc.Simulator(backend=backend, seed=5), c, theta, psi0,
@@ -215,8 +221,8 @@ def test_a_sweep_runs_on_the_same_client_and_leaves_it_open(cli, tmp_path):
                                       qc.Simulator(backend=ENGINE).expectation(circuit(), OBS, params(3)))
 
 
-@pytest.mark.parametrize("scatter", [False, True], ids=["rows in tasks", "rows scattered"])
-def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, monkeypatch, scatter):
+@TRANSFERS
+def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, monkeypatch, scatter, direct):
     if scatter:
         monkeypatch.setattr(simulator, "INLINE_BYTES", 0)
     # 13 qubits and 1,024 shots: each of 40 chunks of 100 rows keeps a worker busy for a while, so that the kill
@@ -224,7 +230,7 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, mo
     c, theta = circuit(13), params(4000, 13)
     want = qc.Simulator(backend=ENGINE, seed=9).sample(c, 1024, theta)
     with cli_cluster(tmp_path, workers=2) as cluster, \
-            DaskSimulator(cluster.address, backend=ENGINE, seed=9, chunk_seconds=1.0) as remote:
+            DaskSimulator(cluster.address, backend=ENGINE, seed=9, chunk_seconds=1.0, direct=direct) as remote:
         remote._cluster_backend.row_seconds[(c.structure_key(), "sample", 1024)] = 0.01  # 40 chunks of 100 rows
         pids = remote.client.run(os.getpid)
         victim = next(iter(pids.values()))
@@ -293,6 +299,7 @@ def test_with_no_address_it_runs_and_stops_a_local_cluster_of_its_own():
     with DaskSimulator(workers=1, backend=ENGINE) as local:
         connection = local._connection
         assert local.slots == 1 and Path(connection._scratch).is_dir()
+        assert local.direct  # its own workers are reachable: rows and results skip the scheduler
         np.testing.assert_array_equal(local.expectation(c, OBS, theta),
                                       qc.Simulator(backend=ENGINE).expectation(c, OBS, theta))
     assert connection.cluster.status.name == "closed" and local.client.status == "closed"
