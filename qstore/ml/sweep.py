@@ -279,6 +279,16 @@ def prepare(data: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], dict[str, 
     return prepare_data(split, block, config.features)
 
 
+def work(settings: Mapping[str, Any]) -> float:
+    """A run's relative cost, for ordering runs only: epochs x layers x the state size 2**qubits x qubits
+    (gates per layer), times 2 x the layer's parameters for parameter-shift (two circuits per parameter)."""
+    config = train_config(settings)
+    layer = config.quantum
+    per_layer = layer.n_qubits * 2.0 ** layer.n_qubits
+    shifts = 2 * layer.depth * layer.n_qubits if config.gradient == "parameter-shift" else 1
+    return config.epochs * layer.depth * per_layer * shifts
+
+
 def train_run(settings: Mapping[str, Any], arrays: tuple[np.ndarray, ...]) -> dict[str, Any]:
     """One run, on a worker: train the quantum model; returns its final state, history and timings."""
     config = train_config(settings)
@@ -342,8 +352,10 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
             data = share(client, arrays, "qstore-data")
             # a key of this sweep's own: a long-lived client may still hold an earlier sweep's run of this id
             sweep = uuid.uuid4().hex[:8]
+            # the largest runs first (Dask starts tasks in the order they were submitted): the small ones
+            # then fill the workers' last gaps, so the sweep ends closer to its work / workers
             futures = {client.submit(train_run, settings, data, key=f"qstore-run-{rid}-{sweep}", pure=False):
-                       (rid, settings) for rid, settings in pending}
+                       (rid, settings) for rid, settings in sorted(pending, key=lambda run: -work(run[1]))}
             with tqdm(total=len(ids), initial=len(ids) - len(pending), desc="sweep", unit="run",
                       disable=not progress) as bar:
                 # a failed run stops no other

@@ -7,7 +7,7 @@ import math
 import tomllib
 
 import pytest
-from distributed import LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 
 from qstore.cli import main
 from qstore.ml import sweep
@@ -92,6 +92,27 @@ def test_a_failed_run_stops_no_other_and_is_reported(tmp_path, monkeypatch, caps
     assert "3 runs" not in captured.out and "2 runs (2 trained now" in captured.out
     assert captured.err.count("\n") == 1 and "1 run(s) failed" in captured.err and "diverged" in captured.err
     assert len(list((tmp_path / "out" / "runs").glob("*.h5"))) == 2
+
+
+def test_the_largest_runs_start_first(tmp_path):
+    space = '[space]\nqubits = [2, 4, 3]\ndepth = [1, 2]\ngradient = ["adjoint", "parameter-shift"]\n'
+    # one worker thread: the runs start one by one, in the order Dask was given them
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client, get_task_stream(client) as stream:
+        result = sweep.run_sweep(sweep.parse_config(tomllib.loads(SMALL + space)), tmp_path / "out", client=client,
+                                 progress=False)
+    work = {row["id"]: sweep.work(row["settings"]) for row in result.rows}
+    starts = sorted((task["startstops"][0]["start"], task["key"]) for task in stream.data
+                    if task["key"].startswith("qstore-run-"))
+    started = [work[key.split("-")[2]] for _, key in starts]
+    assert result.ran == 12 and len(started) == 12 and len(set(started)) > 6
+    assert started == sorted(started, reverse=True)
+
+
+def test_work_grows_with_every_dimension_of_a_run():
+    base = {"qubits": 4, "depth": 1, "epochs": 2, "gradient": "adjoint"}
+    for bigger in ({"qubits": 5}, {"depth": 2}, {"epochs": 3}, {"gradient": "parameter-shift"}):
+        assert sweep.work({**base, **bigger}) > sweep.work(base)
 
 
 def test_random_search_draws_reproducibly_within_the_ranges():
