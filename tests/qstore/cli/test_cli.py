@@ -174,6 +174,17 @@ def test_the_reference_comparison_is_printed_only_for_the_reference_workload(tmp
     assert ("reference run on IonQ's cloud simulator" in capsys.readouterr().out) is printed
 
 
+def test_a_resumed_reference_run_is_not_compared_with_the_reference(tmp_path, capsys, monkeypatch):
+    load = train_cli.load_dataset
+    monkeypatch.setattr(train_cli, "load_dataset", lambda data: load(dataclasses.replace(data, n_train=24, n_val=8)))
+    assert main(["reproduce", "--quiet", "--output", str(tmp_path)]) == 0
+    assert "x faster" in capsys.readouterr().out
+    # resumed after its last epoch: the wall time is a fraction of the run's, so no speed-up is claimed
+    assert main(["reproduce", "--quiet", "--output", str(tmp_path), "--resume"]) == 0
+    report = capsys.readouterr().out
+    assert "x faster" not in report and "resumed from checkpoints" in report
+
+
 def test_the_curves_have_integer_epoch_ticks():
     history = [{"epoch": e, "lr": 0.05, "train_loss": 0.7 / e, "train_acc": 0.5 + e / 10, "val_loss": 0.8 / e,
                 "val_acc": 0.5 + e / 20} for e in (1, 2)]
