@@ -304,7 +304,8 @@ def measure_throughput(dask: dict[int, DaskSimulator], batches: dict[str, int], 
                 stats = sim.last_run
                 records.append(record(timing, case, f"dask ({sim.engine})", batch, count,
                                       f"DaskSimulator(workers={count}): LocalCluster, {count} process(es) x 1 "
-                                      f"thread; rows {'scattered' if stats.scattered else 'in the tasks'}",
+                                      f"thread; rows {'scattered' if stats.scattered else 'in the tasks'}"
+                                      f"{' straight to the workers' if stats.scattered and sim.direct else ''}",
                                       tasks=stats.tasks, rows_per_task=stats.rows_per_task,
                                       call_seconds=stats.seconds, engine_seconds=stats.engine_seconds,
                                       rerun=stats.rerun))
