@@ -102,6 +102,7 @@ cdef extern from *:
     #define QSIM_LOW53 UINT64_C(0x1FFFFFFFFFFFFF)
     #define QSIM_TO_UNIT (1.0 / 9007199254740992.0)
     #define QSIM_TWO53 9007199254740992.0
+    #define QSIM_PACKED_BITS 11
     """
     const uint64_t _GOLDEN "QSIM_GOLDEN"
     const uint64_t _MIX1 "QSIM_MIX1"
@@ -1051,20 +1052,23 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
 
     After the call, drawing column j uniformly and keeping j with probability
     ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
-    ``probs[i] / sum(probs)``. ``order`` is int64[n] scratch: small columns
-    grow from its front, large ones from its back.
+    ``probs[i] / sum(probs)``. ``order`` is int64[n] scratch: the small
+    columns (threshold < 1) in its front, a stack, the large ones in its
+    back, a queue. Same table as numba's, bit for bit.
     """
     cdef double total = 0.0
     cdef int64_t small_top = 0
     cdef int64_t large_bottom = n
     cdef int64_t last_positive = 0
-    cdef int64_t i, k, lo, hi, small
+    cdef int64_t i, k, small
+    cdef int64_t cur, nxt, nxt2, low, low2, lo, hi
+    cdef double rest, nxt_t, nxt2_t, low_t, low2_t, lo_t, hi_t
+    cdef bint turned = False
     for i in range(n):
         total += probs[i]
-    # The small/large tests are coin flips for the branch predictor, so both
-    # loops below are written branch-free: the index goes to both candidate
-    # slots (they stay disjoint: small_top < large_bottom until the end) and
-    # the 0/1 test result moves the stack tops. Same table as numba's branches.
+    # The small/large test is a coin flip for the branch predictor, so this loop
+    # is branch-free: the index goes to both candidate slots (they stay disjoint:
+    # small_top < large_bottom until the end) and the 0/1 test result moves the tops.
     for i in range(n):
         threshold[i] = probs[i] * <double>n / total
         small = threshold[i] < 1.0
@@ -1076,17 +1080,39 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
         alias[i] = i
         if probs[i] > 0.0:
             last_positive = i
-    while small_top > 0 and large_bottom < n:
-        small_top -= 1
-        lo = order[small_top]
-        hi = order[large_bottom]
-        alias[lo] = hi
-        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
-        small = threshold[hi] < 1.0  # then hi moves from the large stack to the small one
-        large_bottom += small
-        order[small_top] = hi  # slot small_top was just popped: harmless when hi stays large
-        small_top += small
-    for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
+    if small_top > 0 and large_bottom < n:
+        # Vose's pairing: the top small column takes the first large one, ``cur``, as its alias and
+        # ``cur`` gives up what the small one lacks; once below 1 (``turned``) ``cur`` is the next
+        # small column itself, paired with the next large one. The rest of ``cur`` stays in a
+        # register and the candidates of the step after next are loaded a step early, so the
+        # loop-carried chain is the add and the compare, not loads and stores through memory.
+        cur = order[large_bottom]
+        rest = threshold[cur]
+        low = order[small_top - 1]
+        low_t = threshold[low]
+        nxt = order[min(large_bottom + 1, n - 1)]  # clamped lookahead: read, never used past the end
+        nxt_t = threshold[nxt]
+        while (large_bottom + 1 < n) if turned else (small_top > 0):
+            low2 = order[max(small_top - 2, 0)]
+            low2_t = threshold[low2]
+            nxt2 = order[min(large_bottom + 2, n - 1)]
+            nxt2_t = threshold[nxt2]
+            if turned:
+                lo, lo_t, hi, hi_t = cur, rest, nxt, nxt_t
+                large_bottom += 1
+                nxt, nxt_t = nxt2, nxt2_t
+            else:
+                lo, lo_t, hi, hi_t = low, low_t, cur, rest
+                small_top -= 1
+                low, low_t = low2, low2_t
+            alias[lo] = hi
+            threshold[lo] = lo_t
+            rest = (hi_t + lo_t) - 1.0
+            cur = hi
+            turned = rest < 1.0
+    # left over from rounding: order[:small_top] and order[large_bottom:] (which starts at ``cur``,
+    # turned or not) are full columns, unless impossible
+    for k in range(small_top):
         i = order[k]
         if probs[i] > 0.0:
             threshold[i] = 1.0
@@ -1099,6 +1125,7 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
 
 cdef enum:
     PACKED_BITS = 11  # up to 2**11 columns, one 64-bit number serves column and coin, and a table entry packs both
+                      # (QSIM_PACKED_BITS in C)
     _ALIAS_MASK = (1 << PACKED_BITS) - 1
 
 
@@ -1136,6 +1163,52 @@ cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept n
     rng[0] = state
 
 
+# The packed draw loop in AVX-512 (the x86-64-v4 build): eight SplitMix64 numbers at once from
+# the counter form of the stream (number k after ``state`` is mix64(state + k * GOLDEN)), a gather of
+# their table entries and a masked select; the very numbers and draws of the scalar loop. gcc
+# vectorises that loop's RNG but not its gather. Elsewhere the function draws nothing.
+cdef extern from *:
+    """
+    #if defined(__AVX512F__) && defined(__AVX512DQ__)
+    #include <immintrin.h>
+    static int64_t qsim_packed_draws(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
+                                     int64_t count) {
+        const __m512i golden = _mm512_set1_epi64((long long)QSIM_GOLDEN);
+        const __m512i step = _mm512_set1_epi64((long long)(8 * QSIM_GOLDEN));
+        const __m512i mix1 = _mm512_set1_epi64((long long)QSIM_MIX1);
+        const __m512i mix2 = _mm512_set1_epi64((long long)QSIM_MIX2);
+        const __m512i low53 = _mm512_set1_epi64((long long)QSIM_LOW53);
+        const __m512i alias_mask = _mm512_set1_epi64((1 << QSIM_PACKED_BITS) - 1);
+        const __m128i shift = _mm_cvtsi32_si128(64 - bits);
+        __m512i state = _mm512_add_epi64(_mm512_set1_epi64((long long)*rng),
+                                         _mm512_mullo_epi64(_mm512_set_epi64(8, 7, 6, 5, 4, 3, 2, 1), golden));
+        __m512i z, column, entry, pick;
+        __mmask8 keep;
+        int64_t s;
+        for (s = 0; s + 8 <= count; s += 8) {
+            z = state;
+            state = _mm512_add_epi64(state, step);
+            z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), mix1);
+            z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), mix2);
+            z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+            column = _mm512_srl_epi64(z, shift);
+            entry = _mm512_i64gather_epi64(column, (const void*)table, 8);
+            keep = _mm512_cmplt_epu64_mask(_mm512_and_si512(z, low53), _mm512_srli_epi64(entry, QSIM_PACKED_BITS));
+            pick = _mm512_mask_blend_epi64(keep, _mm512_and_si512(entry, alias_mask), column);
+            _mm512_storeu_si512((void*)(out + s), pick);
+        }
+        *rng += (uint64_t)s * QSIM_GOLDEN;
+        return s;
+    }
+    #else
+    static int64_t qsim_packed_draws(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
+                                     int64_t count) { return 0; }
+    #endif
+    """
+    int64_t qsim_packed_draws(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
+                              int64_t count) noexcept nogil
+
+
 cdef void alias_draws(const uint64_t* table, const int64_t* alias, int64_t bits, uint64_t* rng, int64_t* out,
                       int64_t count) noexcept nogil:
     """Fill ``out[:count]`` with draws from an alias table over 2**bits entries (bits >= 1), advancing ``rng``.
@@ -1144,22 +1217,27 @@ cdef void alias_draws(const uint64_t* table, const int64_t* alias, int64_t bits,
     PACKED_BITS bits one 64-bit number serves both the column (top bits) and
     the coin (low 53 bits), independent bits of one draw, and the choice is
     a branch-free select on one loaded entry (the coin is a 50/50 guess for
-    the branch predictor); wider tables take a second number for the coin.
-    The raw bits are staged in ``out`` itself. Same draws as numba's.
+    the branch predictor): eight at a time in AVX-512 (``qsim_packed_draws``),
+    the rest here. Wider tables take a second number for the coin. The raw
+    bits are staged in ``out`` itself. Same draws as numba's.
     """
-    cdef uint64_t* raw = <uint64_t*>out
+    cdef uint64_t* raw
     cdef uint64_t x, entry, state
-    cdef int64_t s, column, keep
+    cdef int64_t s, column, keep, done
     cdef int shift = 64 - bits
-    fill_random(raw, count, rng)
     if bits <= PACKED_BITS:
-        for s in range(count):
-            x = raw[s]
+        done = qsim_packed_draws(table, bits, rng, out, count)
+        raw = <uint64_t*>out + done
+        fill_random(raw, count - done, rng)
+        for s in range(done, count):
+            x = raw[s - done]
             column = <int64_t>(x >> shift)
             entry = table[column]
             keep = -<int64_t>((x & _LOW53) < (entry >> PACKED_BITS))  # all ones or zero: a mask, not a branch
             out[s] = (column & keep) | (<int64_t>(entry & _ALIAS_MASK) & ~keep)
     else:
+        raw = <uint64_t*>out
+        fill_random(raw, count, rng)
         state = rng[0]  # a local copy: stores through ``out`` cannot alias it
         for s in range(count):
             column = <int64_t>(raw[s] >> shift)

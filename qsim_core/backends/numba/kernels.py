@@ -433,13 +433,13 @@ def alias_table(probs, threshold, alias):
         total += probs[i]
     for i in range(n):  # a loop of its own so it vectorises
         threshold[i] = probs[i] * n / total
-    small_top = 0  # small entries grow from the front of `order`, large from the back
+    small_top = 0  # small columns (threshold < 1) in the front of `order`, a stack; large ones in the back, a queue
     large_bottom = n
     order = np.empty(n, np.int64)
-    # The small/large tests are coin flips for the branch predictor (the
-    # distribution changes with every parameter set), so both loops below are
+    # The small/large test is a coin flip for the branch predictor (the
+    # distribution changes with every parameter set), so this loop is
     # branch-free as in the Cython twin: the index goes to both candidate slots
-    # (disjoint until the end) and the 0/1 test result moves the stack tops.
+    # (disjoint until the end) and the 0/1 test result moves the tops.
     for i in range(n):
         small = np.int64(threshold[i] < 1.0)
         order[small_top] = i
@@ -451,17 +451,40 @@ def alias_table(probs, threshold, alias):
         alias[i] = i
         if probs[i] > 0.0:
             last_positive = i
-    while small_top > 0 and large_bottom < n:
-        small_top -= 1
-        lo = order[small_top]
-        hi = order[large_bottom]
-        alias[lo] = hi
-        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
-        small = np.int64(threshold[hi] < 1.0)  # then hi moves from the large stack to the small one
-        large_bottom += small
-        order[small_top] = hi  # slot small_top was just popped: harmless when hi stays large
-        small_top += small
-    for k in range(small_top):  # leftovers from rounding are full columns, unless impossible
+    if small_top > 0 and large_bottom < n:
+        # Vose's pairing: the top small column takes the first large one, `cur`, as its alias and
+        # `cur` gives up what the small one lacks; once below 1 (`turned`) `cur` is the next small
+        # column itself, paired with the next large one. As in the Cython twin, the rest of `cur`
+        # is carried in a variable and the candidates of the step after next are loaded a step
+        # early (the clamped lookahead is read, never used past the end).
+        turned = False
+        cur = order[large_bottom]
+        rest = threshold[cur]
+        low = order[small_top - 1]
+        low_t = threshold[low]
+        nxt = order[min(large_bottom + 1, n - 1)]
+        nxt_t = threshold[nxt]
+        while (large_bottom + 1 < n) if turned else (small_top > 0):
+            low2 = order[max(small_top - 2, 0)]
+            low2_t = threshold[low2]
+            nxt2 = order[min(large_bottom + 2, n - 1)]
+            nxt2_t = threshold[nxt2]
+            if turned:
+                lo, lo_t, hi, hi_t = cur, rest, nxt, nxt_t
+                large_bottom += 1
+                nxt, nxt_t = nxt2, nxt2_t
+            else:
+                lo, lo_t, hi, hi_t = low, low_t, cur, rest
+                small_top -= 1
+                low, low_t = low2, low2_t
+            alias[lo] = hi
+            threshold[lo] = lo_t
+            rest = (hi_t + lo_t) - 1.0
+            cur = hi
+            turned = rest < 1.0
+    # left over from rounding: order[:small_top] and order[large_bottom:] (which starts at `cur`,
+    # turned or not) are full columns, unless impossible
+    for k in range(small_top):
         i = order[k]
         if probs[i] > 0.0:
             threshold[i] = 1.0
@@ -504,10 +527,16 @@ def coin_cuts(threshold, alias, bits):
 
 @njit(cache=True)
 def fill_random(buffer, rng):
-    """Fill a uint64 buffer with random bits; returns rng. A separate loop so it vectorises."""
+    """Fill a uint64 buffer with random bits; returns rng.
+
+    The stream in its counter form, number s after ``rng`` being
+    mix64(rng + s * GOLDEN): the same numbers as calling :func:`next_u64`
+    repeatedly, but iterations independent of each other, so the loop vectorises.
+    """
+    rng = np.uint64(rng)
     for s in range(buffer.size):
-        rng, buffer[s] = next_u64(rng)
-    return rng
+        buffer[s] = _mix64(rng + np.uint64(s + 1) * _GOLDEN)
+    return rng + np.uint64(buffer.size) * _GOLDEN
 
 
 @njit(cache=True)
