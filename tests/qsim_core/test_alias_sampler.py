@@ -117,3 +117,104 @@ def test_numba_and_cython_draw_the_same_samples(num_qubits):
     np.testing.assert_array_equal(numba_sim.sample(c, 3000, params), cython_sim.sample(c, 3000, params))
     np.testing.assert_array_equal(numba_sim.expectation(c, ["Z0", "Z1 Z2", "X0"], params, shots=500),
                                   cython_sim.expectation(c, ["Z0", "Z1 Z2", "X0"], params, shots=500))
+
+
+def vose_reference(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's construction written plainly: small columns a stack, large ones taken in the kernels' order.
+
+    The kernels carry the current large column's rest in a register and load
+    ahead; this is the same sequence of float operations on explicit stacks, so
+    the table must match bit for bit.
+    """
+    n = probs.size
+    total = 0.0
+    for p in probs:
+        total += float(p)
+    threshold = [float(p) * n / total for p in probs]
+    small = [i for i in range(n) if threshold[i] < 1.0]  # popped from the end: highest index first
+    large = [i for i in range(n) if threshold[i] >= 1.0][::-1]  # taken from the front: highest index first
+    alias = list(range(n))
+    positive = [i for i in range(n) if probs[i] > 0.0]
+    while small and large:
+        lo, hi = small.pop(), large[0]
+        alias[lo] = hi
+        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
+        if threshold[hi] < 1.0:
+            small.append(large.pop(0))
+    for i in small:
+        threshold[i], alias[i] = (1.0, alias[i]) if probs[i] > 0.0 else (0.0, positive[-1])
+    for i in large:
+        threshold[i] = 1.0
+    return np.array(threshold), np.array(alias, np.int64)
+
+
+EDGE_DISTRIBUTIONS = {
+    "uneven-8bits": distribution(8, seed=3, zeros=40),
+    "uneven-12bits": distribution(12, seed=4, zeros=100),
+    "uniform": np.full(64, 1 / 64),
+    "certain": np.eye(1, 32, 17).ravel(),
+    "certain-first": np.eye(1, 2, 0).ravel(),
+    "two-outcomes": np.array([0.3, 0.7]),
+    "tiny": np.array([1e-300, 1e-20, 1e-9, 0.0, 0.5, 0.25, 0.125, 0.125 - 1e-9]),
+    "denormal": np.array([5e-324, 1.0, 0.0, 2.0]),
+    "unnormalised": distribution(6, seed=5, zeros=3) * 1e5,
+}
+
+
+@pytest.mark.parametrize("name", list(EDGE_DISTRIBUTIONS))
+def test_alias_table_is_vose_bit_for_bit(name):
+    probs = EDGE_DISTRIBUTIONS[name]
+    threshold, alias = np.empty(probs.size), np.empty(probs.size, np.int64)
+    kernels.alias_table(probs, threshold, alias)
+    expected_threshold, expected_alias = vose_reference(probs)
+    np.testing.assert_array_equal(threshold, expected_threshold)
+    np.testing.assert_array_equal(alias, expected_alias)
+    np.testing.assert_allclose(table_probabilities(threshold, alias), probs / probs.sum(), rtol=0, atol=1e-14)
+    impossible = probs == 0
+    assert (threshold[impossible] == 0).all() and (probs[alias[impossible]] > 0).all()
+
+
+def small_state_circuit(num_qubits: int, seed: int) -> qc.Circuit:
+    """Random rotations and a CNOT chain: an uneven distribution over all 2**num_qubits states."""
+    angles = np.random.default_rng(seed).uniform(0, np.pi, (num_qubits, 2))
+    c = qc.Circuit(num_qubits)
+    for q in range(num_qubits):
+        c.ry(q, angles[q, 0]).rz(q, angles[q, 1])
+    for q in range(num_qubits - 1):
+        c.cnot(q, q + 1)
+    return c
+
+
+@pytest.mark.skipif(not {"numba", "cython"} <= set(COMPILED), reason="needs both compiled backends")
+@pytest.mark.parametrize("num_qubits", [1, 3, 10, 11, 12], ids=lambda n: f"{n}q")
+def test_numba_and_cython_draw_the_same_samples_for_any_shot_count(num_qubits):
+    # The Cython draw loop takes eight shots at a time where the CPU has AVX-512 and the rest one by
+    # one: every remainder, fewer shots than one vector, and both table layouts (packed up to 11 qubits).
+    c = small_state_circuit(num_qubits, seed=num_qubits)
+    numba_sim, cython_sim = (qc.Simulator(backend=name, seed=5) for name in ("numba", "cython"))
+    for shots in (1, 7, 8, 9, 17, 1023):
+        np.testing.assert_array_equal(numba_sim.sample(c, shots), cython_sim.sample(c, shots), err_msg=f"{shots}")
+
+
+def test_one_qubit_samples_follow_the_distribution(backend):
+    c = qc.Circuit(1).ry(0, 1.0)
+    samples = qc.Simulator(backend=backend, seed=2).sample(c, shots=100_003)
+    assert stats.binomtest(int(samples.sum()), samples.size, np.sin(0.5) ** 2).pvalue > 1e-6
+    assert set(np.unique(samples)) == {0, 1}
+
+
+@pytest.mark.parametrize("num_qubits", [1, 11, 12], ids=lambda n: f"{n}q")
+def test_a_certain_outcome_is_the_only_sample(backend, num_qubits):
+    c = qc.Circuit(num_qubits).x(num_qubits - 1)
+    samples = qc.Simulator(backend=backend, seed=3).sample(c, shots=4099)
+    assert (samples == 1 << (num_qubits - 1)).all()
+
+
+def test_a_tiny_probability_is_drawn_at_its_rate_and_zero_never(backend):
+    # qubit 0 in |1> with probability sin(0.004)**2 ~ 1.6e-5; qubit 2 stays |0> (those states are impossible)
+    c = qc.Circuit(3).ry(0, 0.008).ry(1, 1.2)
+    p = np.sin(0.004) ** 2
+    shots = 2_000_001
+    samples = qc.Simulator(backend=backend, seed=6).sample(c, shots=shots)
+    assert (samples < 4).all()
+    assert stats.binomtest(int(np.count_nonzero(samples & 1)), shots, p).pvalue > 1e-6

@@ -1129,6 +1129,14 @@ cdef enum:
     _ALIAS_MASK = (1 << PACKED_BITS) - 1
 
 
+cdef inline int64_t _coin_cut(double threshold, bint capped) noexcept nogil:
+    """``ceil(threshold * 2**53)`` for a threshold in [0, 1], capped at 2**53 - 1 if ``capped``."""
+    cdef double scaled = threshold * _TWO53
+    cdef int64_t cut = <int64_t>scaled  # not ceil(): a library call in the baseline build
+    cut += <double>cut < scaled
+    return cut - (cut >> 53) if capped else cut
+
+
 cdef uint64_t* coin_cuts(double* threshold, const int64_t* alias, int64_t n, int64_t bits) noexcept nogil:
     """Turn ``threshold[:n]`` (in [0, 1]) in place into integer cuts; returns the same memory as uint64.
 
@@ -1140,16 +1148,16 @@ cdef uint64_t* coin_cuts(double* threshold, const int64_t* alias, int64_t n, int
     column is its own alias. Same cuts as numba's ``coin_cuts``.
     """
     cdef uint64_t* table = <uint64_t*>threshold
-    cdef double scaled
-    cdef int64_t j, cut
-    for j in range(n):
-        scaled = threshold[j] * _TWO53 if threshold[j] > 0.0 else 0.0  # not fmax() or ceil(): library calls
-        cut = <int64_t>scaled
-        cut += <double>cut < scaled
-        if bits <= PACKED_BITS:
-            table[j] = (<uint64_t>(cut - (cut >> 53)) << PACKED_BITS) | <uint64_t>alias[j]
-        else:
-            table[j] = <uint64_t>cut
+    cdef int64_t j
+    # Two loops, so that neither tests ``bits`` per entry, and no guard on the sign: the thresholds are
+    # never negative (a residual is (t_large + t_small) - 1 with t_large >= 1), and a guard would keep
+    # gcc from vectorising the float multiply (it may not compute a product the source skips).
+    if bits <= PACKED_BITS:
+        for j in range(n):
+            table[j] = (<uint64_t>_coin_cut(threshold[j], True) << PACKED_BITS) | <uint64_t>alias[j]
+    else:
+        for j in range(n):
+            table[j] = <uint64_t>_coin_cut(threshold[j], False)
     return table
 
 

@@ -502,6 +502,15 @@ _ALIAS_MASK = np.uint64((1 << _PACKED_BITS) - 1)
 _CUT_SHIFT = np.uint64(_PACKED_BITS)
 
 
+@njit(cache=True, inline="always")
+def _coin_cut(threshold, capped):
+    """``ceil(threshold * 2**53)`` for a threshold in [0, 1], capped at 2**53 - 1 if ``capped``."""
+    scaled = threshold * _TWO53
+    cut = np.int64(scaled)
+    cut += np.int64(np.float64(cut) < scaled)  # rounded up (what the Cython twin does without ceil())
+    return cut - (cut >> 53) if capped else cut
+
+
 @njit(cache=True)
 def coin_cuts(threshold, alias, bits):
     """Turn ``threshold`` (float64[2**bits] in [0, 1]) in place into integer cuts; returns its uint64 view.
@@ -514,14 +523,13 @@ def coin_cuts(threshold, alias, bits):
     column is its own alias.
     """
     table = threshold.view(np.uint64)
-    for j in range(threshold.size):
-        scaled = threshold[j] * _TWO53 if threshold[j] > 0.0 else 0.0
-        cut = np.int64(scaled)
-        cut += np.int64(np.float64(cut) < scaled)  # rounded up (what the Cython twin does without ceil())
-        if bits <= _PACKED_BITS:
-            table[j] = (np.uint64(cut - (cut >> 53)) << _CUT_SHIFT) | np.uint64(alias[j])
-        else:
-            table[j] = np.uint64(cut)
+    # no guard on the sign (thresholds are never negative) and one loop per layout, as in the Cython twin
+    if bits <= _PACKED_BITS:
+        for j in range(threshold.size):
+            table[j] = (np.uint64(_coin_cut(threshold[j], True)) << _CUT_SHIFT) | np.uint64(alias[j])
+    else:
+        for j in range(threshold.size):
+            table[j] = np.uint64(_coin_cut(threshold[j], False))
     return table
 
 
