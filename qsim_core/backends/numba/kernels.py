@@ -16,7 +16,13 @@ stays float32).
 
 Random numbers: SplitMix64 streams, one per parameter set, derived from the
 call's 64-bit key and the set's global batch index, so results do not depend
-on the thread count or on how the batch is chunked.
+on the thread count or on how the batch is chunked. A small state's shots
+come from a Walker/Vose alias table of its probabilities (``samples_into``):
+one 64-bit number per shot gives the column (top bits) and the coin (low 53
+bits) up to 11 qubits, two numbers above; number k of a stream after state s
+is mix64(s + k * GOLDEN), which :func:`fill_random` computes in that counter
+form so that its iterations are independent. Large states use sorted uniforms
+(``samples_large``).
 """
 
 import numba
