@@ -16,13 +16,8 @@ stays float32).
 
 Random numbers: SplitMix64 streams, one per parameter set, derived from the
 call's 64-bit key and the set's global batch index, so results do not depend
-on the thread count or on how the batch is chunked. A small state's shots
-come from a Walker/Vose alias table of its probabilities (``samples_into``):
-one 64-bit number per shot gives the column (top bits) and the coin (low 53
-bits) up to 11 qubits, two numbers above; number k of a stream after state s
-is mix64(s + k * GOLDEN), which :func:`fill_random` computes in that counter
-form so that its iterations are independent. Large states use sorted uniforms
-(``samples_large``).
+on the thread count or on how the batch is chunked. Small states draw from an
+alias table (``samples_into``), large ones from sorted uniforms (``samples_large``).
 """
 
 import numba
@@ -508,15 +503,6 @@ _ALIAS_MASK = np.uint64((1 << _PACKED_BITS) - 1)
 _CUT_SHIFT = np.uint64(_PACKED_BITS)
 
 
-@njit(cache=True, inline="always")
-def _coin_cut(threshold, capped):
-    """``ceil(threshold * 2**53)`` for a threshold in [0, 1], capped at 2**53 - 1 if ``capped``."""
-    scaled = threshold * _TWO53
-    cut = np.int64(scaled)
-    cut += np.int64(np.float64(cut) < scaled)  # rounded up (what the Cython twin does without ceil())
-    return cut - (cut >> 53) if capped else cut
-
-
 @njit(cache=True)
 def coin_cuts(threshold, alias, bits):
     """Turn ``threshold`` (float64[2**bits] in [0, 1]) in place into integer cuts; returns its uint64 view.
@@ -529,24 +515,21 @@ def coin_cuts(threshold, alias, bits):
     column is its own alias.
     """
     table = threshold.view(np.uint64)
-    # no guard on the sign (thresholds are never negative) and one loop per layout, as in the Cython twin
-    if bits <= _PACKED_BITS:
-        for j in range(threshold.size):
-            table[j] = (np.uint64(_coin_cut(threshold[j], True)) << _CUT_SHIFT) | np.uint64(alias[j])
-    else:
-        for j in range(threshold.size):
-            table[j] = np.uint64(_coin_cut(threshold[j], False))
+    for j in range(threshold.size):
+        scaled = threshold[j] * _TWO53 if threshold[j] > 0.0 else 0.0
+        cut = np.int64(scaled)
+        cut += np.int64(np.float64(cut) < scaled)  # rounded up (what the Cython twin does without ceil())
+        if bits <= _PACKED_BITS:
+            table[j] = (np.uint64(cut - (cut >> 53)) << _CUT_SHIFT) | np.uint64(alias[j])
+        else:
+            table[j] = np.uint64(cut)
     return table
 
 
 @njit(cache=True)
 def fill_random(buffer, rng):
-    """Fill a uint64 buffer with random bits; returns rng.
-
-    The stream in its counter form, number s after ``rng`` being
-    mix64(rng + s * GOLDEN): the same numbers as calling :func:`next_u64`
-    repeatedly, but iterations independent of each other, so the loop vectorises.
-    """
+    """Fill a uint64 buffer with random bits; returns rng. The numbers of repeated :func:`next_u64` calls,
+    computed in counter form (number s is mix64(rng + s * GOLDEN)) so that iterations are independent."""
     rng = np.uint64(rng)
     for s in range(buffer.size):
         buffer[s] = _mix64(rng + np.uint64(s + 1) * _GOLDEN)
