@@ -14,7 +14,7 @@ returns, :class:`PauliStrings` (what backends take; see
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -47,6 +47,22 @@ class PauliStrings:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def packed(self, pack: Callable[[np.ndarray, np.ndarray, np.ndarray], object]) -> object:
+        """``pack(xmask, zmask, ny)``, kept per ``pack`` (a kernel module's ``pack_observables``): parsed strings
+        are cached, so a caller that repeats its observables has them checked and converted once."""
+        found = self._packs.get(pack)
+        if found is None:
+            found = self._packs[pack] = pack(self.xmask, self.zmask, self.ny)
+        return found
+
+    @cached_property
+    def _packs(self) -> dict:
+        return {}
+
+    def __getstate__(self) -> dict:
+        # the packed forms are this process's kernel objects: a pickled copy (a Dask task) packs its own
+        return {name: value for name, value in self.__dict__.items() if name != "_packs"}
 
     def factors(self, k: int) -> dict[int, str]:
         """String k as ``{qubit: "X" | "Y" | "Z"}`` over the qubits it acts on (empty for the identity)."""

@@ -391,7 +391,7 @@ def _validate_params(circuit: Circuit, params) -> tuple[np.ndarray, bool]:
         raise ParameterError(f"params must be 1-D (P,) or 2-D (B, P); got shape {matrix.shape}")
     batched = matrix.ndim == 2
     if not batched:
-        matrix = matrix.reshape(1, -1)
+        matrix = matrix[np.newaxis]
     if not matrix.flags.c_contiguous:  # a contiguous float64 array (the usual input) is used as is, uncopied
         matrix = np.ascontiguousarray(matrix)
     if matrix.shape[1] != expected:

@@ -2,21 +2,26 @@
 
 The compiled backends differ only in their kernel modules: numba's
 (:mod:`qsim_core.backends.numba`) and Cython's (:mod:`qsim_core.backends.cython`)
-export the same functions (``run_small``, ``evolve_large``,
-``expectations_large``, ``probabilities_in_place``, ``samples_large``,
-``shot_estimates_into``, ``stream_state``, ``set_threads``, ``max_threads``,
-and for adjoint differentiation ``adjoint_small``) with the same arguments,
-so one driver, :class:`CompiledBackend`, serves both. It compiles the circuit
-once per structure, binds gate matrices per chunk of the batch and makes one
-kernel call per chunk; :func:`run_adjoint` does the same for the adjoint
-sweep and applies the chain rule from gate-slot uses to the parameter vector.
+export the same functions (:data:`~qsim_core.backends.contract.KERNEL_FUNCTIONS`)
+with the same arguments, so one driver, :class:`CompiledBackend`, serves both.
+It compiles the circuit once per structure, packs the program's step arrays
+for the kernels once (``pack_small``, ``pack_adjoint``), binds gate matrices
+per chunk of the batch and makes one kernel call per chunk (the kernels fill
+the rotation matrices themselves); :func:`run_adjoint` does the same for the
+adjoint sweep and applies the chain rule from gate-slot uses to the parameter
+vector.
+
+Small calls (one circuit, a few parameter sets) are dominated by what happens
+around the kernel, so each thread keeps its gate-matrix arrays and their packed
+form per (program, dtype) between calls (:func:`_chunks`), and parsed
+observables keep their packed form (:meth:`PauliStrings.packed`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from types import ModuleType
 
 import numpy as np
@@ -37,17 +42,13 @@ SETS_PER_THREAD = 16
 #: beyond it, and a program whose arrays alone exceed it binds into fresh ones
 REUSE_MAX_BYTES = 64 << 20
 
-#: run_small's output arguments (psi, probs, values, samples) by task: the position each task writes
-_OUTPUT_OF_TASK = {TASK_STATE: 0, TASK_PROBS: 1, TASK_EXPVAL: 2, TASK_SHOT_EXPVAL: 2, TASK_SAMPLES: 3}
-#: size-0 stand-ins for the outputs a task does not write (and for "no initial states"); nothing is ever
-#: written to them, so every call and thread may share them
-_PLACEHOLDERS = {dtype: (np.empty((0, 0), dtype), np.empty((0, 0)), np.empty((0, 0)), np.empty((0, 0), np.int64))
-                 for dtype in (np.complex64, np.complex128)}
+#: stand-in for "no observables" (the tasks without them)
+_NO_OBSERVABLES = PauliStrings((), *(np.zeros(0, np.int64),) * 3)
+#: the adjoint kernel's "no initial states" and "no state gradients" placeholders per state dtype (never written)
+_NO_INITIAL = {dtype: np.empty((0, 0), dtype) for dtype in (np.complex64, np.complex128)}
+_NO_STATE_GRADIENT = {dtype: np.empty((0, 0, 0), dtype) for dtype in (np.complex64, np.complex128)}
 #: the C name of each state dtype, as a Cython fused type's specialisations are keyed
 _C_COMPLEX = {np.complex64: "float complex", np.complex128: "double complex"}
-_NO_OBSERVABLES = (np.zeros(0, np.int64),) * 3
-#: the adjoint kernel's "no state gradients" placeholder per state dtype (never written)
-_NO_STATE_GRADIENT = {dtype: np.empty((0, 0, 0), dtype) for dtype in (np.complex64, np.complex128)}
 
 
 #: kernels by (kernel, state dtype), see _specialised; module-level so that backends stay picklable
@@ -64,16 +65,43 @@ def _specialised(kernel: Callable, dtype: type) -> Callable:
     return found
 
 
+#: a chunk's program packed for a kernel module: ``pack(kernels)`` is ``kernels.pack_small(...)`` over the chunk's
+#: gate matrices
+Pack = Callable[[ModuleType], object]
+
+
 class _Bound:
-    """A single-block program packed for repeated kernel calls on one thread: its step arrays in
-    ``run_small``'s order and refillable gate-matrix arrays for up to ``capacity`` parameter sets of one dtype."""
+    """A single-block program bound for repeated kernel calls on one thread: refillable gate-matrix arrays for up
+    to ``capacity`` parameter sets of one dtype, and per kernel module the program packed with them
+    (``pack_small``, once)."""
 
     def __init__(self, program: Program, capacity: int, dtype: type) -> None:
         self.program = program  # held so that id(program), the cache key, stays unique while this lives
-        self.arguments = program.small_arguments
         self.capacity = capacity
-        self.u1, self.u2 = program.matrix_buffers(capacity, dtype)
-        self.nbytes = self.u1.out.nbytes + self.u2.out.nbytes
+        self.matrices = program.matrix_buffers(capacity, dtype)
+        self.nbytes = sum(matrices.out.nbytes for matrices in self.matrices)
+        #: whether a fill without the rotations writes anything
+        self.refilled = any(matrices.refilled for matrices in self.matrices)
+        self._packed: dict[ModuleType, object] = {}
+
+    def fill(self, params: np.ndarray, threads: int, rotations: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The gate matrices of ``params`` (without the rotations', which the kernels fill, when ``rotations`` is
+        False), the first rows of this thread's arrays."""
+        u1, u2 = self.matrices
+        if not rotations and not self.refilled:  # the usual QML circuit: rotations and constants only
+            rows = params.shape[0]
+            return (u1.out, u2.out) if rows == self.capacity else (u1.out[:rows], u2.out[:rows])
+        return u1.fill(params, threads, rotations), u2.fill(params, threads, rotations)
+
+    def pack(self, kernels: ModuleType) -> object:
+        """The program packed with the whole arrays by ``kernels.pack_small``: its runs take any rows up to
+        :attr:`capacity`."""
+        found = self._packed.get(kernels)
+        if found is None:
+            u1, u2 = self.matrices
+            found = self._packed[kernels] = kernels.pack_small(self.program.num_qubits, u1.out, u2.out, u1.rotations,
+                                                               u2.rotations, *self.program.small_arguments)
+        return found
 
 
 class _ThreadBound(threading.local):
@@ -87,17 +115,18 @@ class _ThreadBound(threading.local):
         """The arrays for ``program`` with room for ``rows`` sets: kept ones, or new ones sized to the next
         power of two (at most :data:`BATCH_CHUNK`), kept within :data:`REUSE_MAX_BYTES`."""
         key = (id(program), dtype)
-        bound = self.entries.pop(key, None)
+        entries = self.entries
+        bound = entries.get(key)
+        if bound is not None and bound.capacity >= rows:
+            entries.move_to_end(key)  # the usual call: the last program again
+            return bound
         if bound is not None:
-            self.nbytes -= bound.nbytes
-            if bound.capacity < rows:
-                bound = None
-        if bound is None:
-            bound = _Bound(program, min(BATCH_CHUNK, 1 << (rows - 1).bit_length()), dtype)
+            self.nbytes -= entries.pop(key).nbytes
+        bound = _Bound(program, min(BATCH_CHUNK, 1 << (rows - 1).bit_length()), dtype)
         if bound.nbytes <= REUSE_MAX_BYTES:
-            while self.entries and self.nbytes + bound.nbytes > REUSE_MAX_BYTES:
-                self.nbytes -= self.entries.popitem(last=False)[1].nbytes
-            self.entries[key] = bound
+            while entries and self.nbytes + bound.nbytes > REUSE_MAX_BYTES:
+                self.nbytes -= entries.popitem(last=False)[1].nbytes
+            entries[key] = bound
             self.nbytes += bound.nbytes
         return bound
 
@@ -105,10 +134,11 @@ class _ThreadBound(threading.local):
 _BOUND = _ThreadBound()
 
 
-def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
-            ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]]:
-    """``(rows, u1, u2, arguments)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate
-    matrices for those rows and its step arrays in ``run_small``'s order.
+def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int, rotations: bool
+            ) -> Iterable[tuple[slice, np.ndarray, np.ndarray, Pack]]:
+    """``(rows, u1, u2, pack)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate
+    matrices for those rows (without the rotations' when ``rotations`` is False: the kernels fill them) and
+    ``pack(kernels)``, the program packed with the arrays that hold them.
 
     The matrices are written into arrays this thread keeps between calls (``u1``/``u2`` are overwritten by
     the next chunk or call, and only go to the kernels, never to a caller): allocating them per call costs
@@ -117,9 +147,10 @@ def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
     """
     batch = params.shape[0]
     bound = _BOUND.get(program, min(batch, BATCH_CHUNK), dtype)
-    for start in range(0, batch, BATCH_CHUNK):
-        rows = slice(start, min(start + BATCH_CHUNK, batch))
-        yield rows, bound.u1.fill(params[rows], threads), bound.u2.fill(params[rows], threads), bound.arguments
+    if batch <= BATCH_CHUNK:  # one chunk (the usual case): no generator to set up
+        return ((slice(0, batch), *bound.fill(params, threads, rotations), bound.pack),)
+    return ((rows, *bound.fill(params[rows], threads, rotations), bound.pack)
+            for rows in (slice(start, min(start + BATCH_CHUNK, batch)) for start in range(0, batch, BATCH_CHUNK)))
 
 
 class CompiledBackend:
@@ -177,26 +208,24 @@ class CompiledBackend:
         """Run ``task`` into ``result`` (the task's output array, batch first, which is returned); sampling row ``b``
         draws from the stream of global row ``offset + b``."""
         program = job.program(zbasis)
-        xmask, zmask, ny = (observables.xmask, observables.zmask, observables.ny) if observables else _NO_OBSERVABLES
+        if observables is None:
+            observables = _NO_OBSERVABLES
         if not program.single_block:
             self.kernels.set_threads(job.threads)
-            self._run_large(job, program, task, result, xmask, zmask, ny, shots, key, offset)
+            self._run_large(job, program, task, result, observables, shots, key, offset)
             return result
+        kernels = self.kernels
         batch = job.batch
         threads = min(job.threads, -(-batch // SETS_PER_THREAD))
-        self.kernels.set_threads(threads)
-        # the task's output in its place, size-0 placeholders (never written) in the others
-        placeholders = _PLACEHOLDERS.get(job.dtype) or _PLACEHOLDERS[np.dtype(job.dtype).type]
-        outputs = list(placeholders)
-        outputs[_OUTPUT_OF_TASK[task]] = result
-        initial = job.initial if job.initial is not None else placeholders[0]
-        run_small = _specialised(self.kernels.run_small, job.dtype)
+        kernels.set_threads(threads)
+        packed_observables = observables.packed(kernels.pack_observables)
+        initial = job.initial
         chunked = batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-        for rows, u1, u2, arguments in _chunks(program, job.params, job.dtype, threads):
-            if chunked:
-                outputs[_OUTPUT_OF_TASK[task]] = result[rows]
-            run_small(task, *outputs, program.num_qubits, u1, u2, *arguments, xmask, zmask, ny, shots, np.uint64(key),
-                      offset + rows.start, initial[rows] if chunked else initial)
+        # the kernels fill the rotation matrices themselves, from the packed tables
+        for rows, _, _, pack in _chunks(program, job.params, job.dtype, threads, rotations=False):
+            kernels.run_packed(pack(kernels), job.params[rows] if chunked else job.params, task,
+                               result[rows] if chunked else result, packed_observables, shots, key,
+                               offset + rows.start, initial[rows] if chunked and initial is not None else initial)
         return result
 
     def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:
@@ -214,10 +243,11 @@ class CompiledBackend:
                        program.perm_table, k.max_threads())
         return psi
 
-    def _run_large(self, job: Job, program: Program, task: int, result: np.ndarray, xmask, zmask, ny,
+    def _run_large(self, job: Job, program: Program, task: int, result: np.ndarray, observables: PauliStrings,
                    shots: int, key: int, offset: int) -> None:
         """One parameter set at a time; the kernels parallelise over the state; row ``b`` samples as ``offset + b``."""
         k = self.kernels
+        xmask, zmask, ny = observables.xmask, observables.zmask, observables.ny
         for b in range(job.batch):
             psi = self._evolve_large(job, program, b, result[b] if task == TASK_STATE else None)
             if task == TASK_PROBS:
@@ -243,7 +273,6 @@ class _AdjointProgram:
 
     Attributes:
         plan: the :class:`AdjointPlan` (its program is one block over all qubits).
-        steps: ``adjoint_small``'s arguments from ``slope1`` to ``u2_use_start``, in its order.
         uses: U1 + U2, the gradient columns before the chain rule.
         use_counts: (U1, U2).
         rotations_only: every use is a rotation, whose derivative the kernels form from the bound
@@ -251,15 +280,26 @@ class _AdjointProgram:
     """
 
     def __init__(self, plan: AdjointPlan) -> None:
-        program = plan.program
         self.plan = plan
-        self.steps = (plan.slope1, plan.rotation1, plan.slope2, plan.rotation2, program.num_qubits, program.init_u1,
-                      program.kind, program.q0, program.q1, program.arg, program.run_start, program.run_gate,
-                      program.perm_start, plan.inverse_table, program.perm_table, plan.u1_use_start,
-                      plan.u2_use_start)
         self.use_counts = (int(plan.u1_use_start[-1]), int(plan.u2_use_start[-1]))
         self.uses = plan.jacobian.shape[0]
         self.rotations_only = all(use.rotation for use in plan.u1_uses + plan.u2_uses)
+        self._packed: dict[ModuleType, object] = {}
+
+    def packed(self, adjoint_kernels: ModuleType) -> object:
+        """The plan's step arrays packed by ``adjoint_kernels.pack_adjoint`` (once per module)."""
+        found = self._packed.get(adjoint_kernels)
+        if found is None:
+            plan, program = self.plan, self.plan.program
+            found = self._packed[adjoint_kernels] = adjoint_kernels.pack_adjoint(
+                plan.slope1, plan.rotation1, plan.slope2, plan.rotation2, program.num_qubits, program.init_u1,
+                program.kind, program.q0, program.q1, program.arg, program.run_start, program.run_gate,
+                program.perm_start, plan.inverse_table, program.perm_table, plan.u1_use_start, plan.u2_use_start)
+        return found
+
+    def __getstate__(self) -> dict:
+        # cached on the circuit, which may be pickled (a Dask task): the packed forms are this process's objects
+        return {**self.__dict__, "_packed": {}}
 
     def derivatives(self, params: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
         """``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]`` for ``params`` (left unset when only rotations)."""
@@ -289,8 +329,8 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     """Expectations and weighted adjoint gradients.
 
     Args:
-        kernels: the backend's kernel module (for ``set_threads``).
-        adjoint_kernels: the module with ``adjoint_small``.
+        kernels: the backend's kernel module (for ``set_threads`` and ``pack_observables``).
+        adjoint_kernels: the module with ``pack_adjoint`` and ``adjoint_packed``.
         job: circuit and float64[B, P] parameters.
         observables: the K Pauli strings.
         weights: float64[B, L, K]; lane l differentiates ``sum_k weights[b, l, k] <O_k>``.
@@ -301,6 +341,7 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     """
     adjoint = _adjoint_program(job, observables.z_only)
     program = adjoint.plan.program
+    weights = np.ascontiguousarray(weights)
     lanes = weights.shape[1]
     threads = min(job.threads, -(-job.batch // SETS_PER_THREAD))
     dtype = np.dtype(job.dtype).type
@@ -312,18 +353,22 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     gradient = np.empty((job.batch, lanes, program.num_params))
     with_states = job.initial is not None
     state_gradient = np.empty((job.batch, lanes, job.size), dtype) if with_states else _NO_STATE_GRADIENT[dtype]
-    initial = job.initial if with_states else _PLACEHOLDERS[dtype][0]
-    adjoint_small = _specialised(adjoint_kernels.adjoint_small, dtype)
-    for rows, u1, u2, _ in _chunks(program, job.params, dtype, threads):
-        params = job.params[rows]
+    initial = job.initial if with_states else _NO_INITIAL[dtype]
+    adjoint_packed = _specialised(adjoint_kernels.adjoint_packed, dtype)
+    packed = adjoint.packed(adjoint_kernels)
+    packed_observables = observables.packed(kernels.pack_observables)
+    chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
+    for rows, u1, u2, _ in _chunks(program, job.params, dtype, threads, rotations=True):
+        params = job.params[rows] if chunked else job.params
         du1, du2 = adjoint.derivatives(params, dtype)
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
         per_use = np.zeros((params.shape[0], lanes, adjoint.uses))
-        adjoint_small(u1, u2, u2_dagger, du1, du2, *adjoint.steps, observables.xmask, observables.zmask,
-                      observables.ny, np.ascontiguousarray(weights[rows]), values[rows], per_use, initial[rows],
-                      state_gradient[rows])
+        adjoint_packed(packed, u1, u2, u2_dagger, du1, du2, packed_observables,
+                       weights[rows] if chunked else weights,
+                       values[rows] if chunked else values, per_use, initial[rows] if chunked else initial,
+                       state_gradient[rows] if chunked else state_gradient)
         # the chain rule, one small product per set: as one 2-D product BLAS would spread a small job over
         # threads, which costs far more than the product when other processes hold the cores
-        np.matmul(per_use, adjoint.plan.jacobian, out=gradient[rows])
+        np.matmul(per_use, adjoint.plan.jacobian, out=gradient[rows] if chunked else gradient)
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
     return values, gradient, 2 * state_gradient if with_states else None

@@ -140,36 +140,70 @@ class GateMatrices:
         batch: parameter sets B per fill.
         dim: matrix size d (2 or 4).
         dtype: complex64 or complex128.
+
+    Attributes:
+        out: ``[B, count, d, d]``, what :meth:`fill` fills (and returns, or its first rows).
+        rotations: every rotation instance of the groups as one table, what
+            :func:`~qsim_core.compiler.rotations.fill_rotations` takes before ``out``:
+            ``(index, scale, offset, pauli, slot)`` (no rows when there are no rotations).
+        refilled: whether a fill without the rotations writes anything (a parametrised gate other than a
+            rotation); else every other matrix is written once, here.
     """
 
     def __init__(self, groups: Sequence[GateGroup], batch: int, dim: int, dtype: np.dtype) -> None:
         count = groups[-1].stop if groups else 0
         self.out = np.empty((batch, count, dim, dim), dtype)
-        self._rotations = []
+        rotations = []
         self._tabled = []
         for group in groups:
             view = self.out[:, group.start:group.stop]
             if group.matrices is not None:
                 view[...] = group.matrices
             elif group.generator is not None:
-                self._rotations.append((group.index[0], group.scale[0], group.offset[0], group.generator, view))
+                rotations.append(group)
             else:
                 self._tabled.append((GATES[group.name].matrix, group, view))
+        self.rotations = _rotation_table(rotations, dim)
+        self._has_rotations = bool(rotations)
+        self.refilled = bool(self._tabled)
 
-    def fill(self, params: np.ndarray, threads: int) -> np.ndarray:
-        """The matrices for ``params`` (float64[R, P], R up to the batch size B): one vectorised call per
-        parametrised gate name.
+    def fill(self, params: np.ndarray, threads: int, rotations: bool = True) -> np.ndarray:
+        """The matrices for ``params`` (float64[R, P], R up to the batch size B): one vectorised call for all the
+        rotations (unless ``rotations`` is False: a kernel that fills them from :attr:`rotations` itself),
+        one per other parametrised gate name.
 
         Returns the first R rows of the instance's array, ``[R, count, d, d]``, overwritten by the next call.
         """
         rows = params.shape[0]
         if rows > self.out.shape[0]:
             raise ValueError(f"{rows} parameter sets do not fit matrices for {self.out.shape[0]}")
-        for index, scale, offset, generator, view in self._rotations:
-            fill_rotations(params, index, scale, offset, generator, view[:rows], threads)
+        out = self.out if rows == self.out.shape[0] else self.out[:rows]
+        if rotations and self._has_rotations:
+            fill_rotations(params, *self.rotations, out, threads)
         for matrix, group, view in self._tabled:
             matrix(*group.values(params), out=view[:rows])
-        return self.out[:rows]
+        return out
+
+
+def _rotation_table(groups: Sequence[GateGroup], dim: int) -> tuple[np.ndarray, ...]:
+    """The rotation groups' instances as one table (see :attr:`GateMatrices.rotations`), terms padded with zero
+    scales to the widest group's."""
+    width = max([group.index.shape[2] for group in groups] + [1])
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        return np.pad(array[0], ((0, 0), (0, width - array.shape[2])))
+
+    index = np.zeros((0, width), np.int64)
+    scale = np.zeros((0, width))
+    offset = np.zeros(0)
+    pauli = np.zeros((0, dim, dim), np.complex128)
+    slot = np.zeros(0, np.int64)
+    return (np.concatenate([index] + [padded(group.index) for group in groups]),
+            np.concatenate([scale] + [padded(group.scale) for group in groups]),
+            np.concatenate([offset] + [group.offset[0] for group in groups]),
+            np.concatenate([pauli] + [np.broadcast_to(group.generator, (group.stop - group.start, dim, dim))
+                                      for group in groups]),
+            np.concatenate([slot] + [np.arange(group.start, group.stop) for group in groups]))
 
 
 def fill(groups: Sequence[GateGroup], params: np.ndarray, dim: int, dtype: np.dtype, threads: int) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Rotation gates ``exp(-i a P / 2)`` (the gate table's ``generator``) are the
 bulk of a QML circuit's parameters. Their matrices ``cos(a/2) I - i sin(a/2) P``
-are filled here in one parallel pass over the batch, from the generator
-matrices the table provides, instead of a dozen numpy passes per gate name.
+are filled here in one parallel pass over the batch, every rotation gate name at
+once, from the generator matrices the table provides, instead of a dozen numpy
+passes per gate name.
 Both compiled backends consume the result, so this is backend-independent.
 """
 
@@ -58,8 +59,9 @@ def _sincos(x, cosines, sines):
             sines[i] = np.sin(x[i])
 
 
-def _fill_rotations(params, index, scale, offset, pauli, out):
-    """Write out[b, k] = cos(a/2) I - i sin(a/2) pauli for a = sum_t params[b, index[k, t]] * scale[k, t] + offset[k].
+def _fill_rotations(params, index, scale, offset, pauli, slot, out):
+    """Write out[b, slot[k]] = cos(a/2) I - i sin(a/2) pauli[k] for a = sum_t params[b, index[k, t]] * scale[k, t]
+    + offset[k].
 
     Args:
         params: float64[B, P] parameter vectors.
@@ -67,10 +69,11 @@ def _fill_rotations(params, index, scale, offset, pauli, out):
             ``scale[k, t] == 0`` marks an unused term (its ``index`` is not read,
             so P may be 0 for constants).
         offset: float64[K].
-        pauli: complex128[d, d], the generator (a Pauli string's matrix).
-        out: complex[B, K, d, d], written in place (complex64 or complex128).
+        pauli: complex128[K, d, d], each instance's generator (a Pauli string's matrix).
+        slot: int64[K], each instance's position in ``out``.
+        out: complex[B, G, d, d], written in place at the K slots (complex64 or complex128).
     """
-    batch, count = out.shape[0], out.shape[1]
+    batch, count = out.shape[0], index.shape[0]
     for block in prange((batch + _ROWS - 1) // _ROWS):
         first = block * _ROWS
         last = min(batch, first + _ROWS)
@@ -87,15 +90,15 @@ def _fill_rotations(params, index, scale, offset, pauli, out):
                 halves[j] = 0.5 * angle
                 j += 1
         _sincos_compiled(halves, cosines, sines)
-        _write_rotations_compiled(cosines, sines, pauli, out[first:last])
+        _write_rotations_compiled(cosines, sines, pauli, slot, out[first:last])
 
 
-def _write_rotations(cosines, sines, pauli, out):
-    """out[b, k] = cosines[j] I - i sines[j] pauli, j = b * K + k: -i s pauli has real part s Im(pauli) and
-    imaginary part -s Re(pauli). One-qubit generators are written unrolled (a loop over d x d entries of
+def _write_rotations(cosines, sines, pauli, slot, out):
+    """out[b, slot[k]] = cosines[j] I - i sines[j] pauli[k], j = b * K + k: -i s pauli has real part s Im(pauli)
+    and imaginary part -s Re(pauli). One-qubit generators are written unrolled (a loop over d x d entries of
     runtime size costs three times the arithmetic)."""
-    count = out.shape[1]
-    d = pauli.shape[0]
+    count = slot.shape[0]
+    d = pauli.shape[1]
     re = pauli.real.copy()
     im = pauli.imag.copy()
     if d == 2:
@@ -103,10 +106,11 @@ def _write_rotations(cosines, sines, pauli, out):
             for k in range(count):
                 c = cosines[b * count + k]
                 s = sines[b * count + k]
-                out[b, k, 0, 0] = complex(c + s * im[0, 0], -s * re[0, 0])
-                out[b, k, 0, 1] = complex(s * im[0, 1], -s * re[0, 1])
-                out[b, k, 1, 0] = complex(s * im[1, 0], -s * re[1, 0])
-                out[b, k, 1, 1] = complex(c + s * im[1, 1], -s * re[1, 1])
+                g = slot[k]
+                out[b, g, 0, 0] = complex(c + s * im[k, 0, 0], -s * re[k, 0, 0])
+                out[b, g, 0, 1] = complex(s * im[k, 0, 1], -s * re[k, 0, 1])
+                out[b, g, 1, 0] = complex(s * im[k, 1, 0], -s * re[k, 1, 0])
+                out[b, g, 1, 1] = complex(c + s * im[k, 1, 1], -s * re[k, 1, 1])
         return
     for b in range(out.shape[0]):
         for k in range(count):
@@ -114,10 +118,10 @@ def _write_rotations(cosines, sines, pauli, out):
             s = sines[b * count + k]
             for r in range(d):
                 for col in range(d):
-                    real = s * im[r, col]
+                    real = s * im[k, r, col]
                     if r == col:
                         real += c
-                    out[b, k, r, col] = complex(real, -s * re[r, col])
+                    out[b, slot[k], r, col] = complex(real, -s * re[k, r, col])
 
 
 def _build(function, variant: str, **options):
@@ -145,7 +149,7 @@ fill_rotations_serial = _build(_fill_rotations, "serial_nogil", nogil=True)
 PARALLEL_MIN_BATCH = 64
 
 
-def fill_rotations(params, index, scale, offset, pauli, out, threads: int) -> None:
+def fill_rotations(params, index, scale, offset, pauli, slot, out, threads: int) -> None:
     """Fill rotation matrices (see ``_fill_rotations``), on up to ``threads`` threads for large batches.
 
     The thread count is set here, not left to numba's default (every core): the Cython backend never sets
@@ -154,7 +158,7 @@ def fill_rotations(params, index, scale, offset, pauli, out, threads: int) -> No
     """
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
     if threads <= 1 or out.shape[0] < PARALLEL_MIN_BATCH:
-        fill_rotations_serial(params, index, scale, offset, pauli, out)
+        fill_rotations_serial(params, index, scale, offset, pauli, slot, out)
         return
     numba.set_num_threads(threads)
-    fill_rotations_parallel(params, index, scale, offset, pauli, out)
+    fill_rotations_parallel(params, index, scale, offset, pauli, slot, out)

@@ -1,4 +1,5 @@
-"""The small-call fast path: per-thread gate-matrix arrays reused between calls, parameter checks without copies.
+"""The small-call fast path: per-thread gate-matrix arrays and packed kernel arguments reused between calls,
+parameter checks without copies.
 
 Every result is compared with the reference backend (the oracle), so a stale or shared buffer shows as a
 wrong value, not only as a wrong shape.
@@ -6,6 +7,7 @@ wrong value, not only as a wrong shape.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import warnings
 
@@ -16,7 +18,8 @@ from hypothesis import strategies as st
 
 import qsim_core as qc
 from qsim_core.backends import driver, get_backend
-from qsim_core.backends.contract import Job
+from qsim_core.backends.contract import TASK_EXPVAL, TASK_SAMPLES, TASK_STATE, Job
+from qsim_core.compiler import compile_circuit, rotations
 from qsim_core.observables import parse_observables
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 
@@ -204,3 +207,78 @@ def test_z_only_follows_the_strings():
     assert parse_observables(["Z0", "Z1 Z2", "I"], 3).z_only
     assert not parse_observables(["Z0", "X1"], 3).z_only
     assert not parse_observables("Y2", 3).z_only
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_rotations_of_every_kind_and_width_filled_in_one_call_agree(sim, oracle, precision, batch):
+    # one fill call writes the RX, RY, RZ (terms: one, two, three) and XX, YY, ZZ instances at their own slots,
+    # between a tabled gate (GPi2) and the compiler's constants; each against the reference's matrices
+    c = qc.Circuit(3).rx(0, qc.Param(0)).ry(1, qc.Param(1) + qc.Param(2)).h(2).rz(2, qc.Param(0) + qc.Param(1) * 2)
+    c.xx(0, 1, qc.Param(2) * 0.5).gpi2(2, qc.Param(3)).yy(1, 2, 0.3).zz(0, 2, qc.Param(3) + qc.Param(0) + 0.1)
+    c.rz(1, qc.Param(1) + qc.Param(2) + qc.Param(3)).rx(2, 0.7).ry(0, qc.Param(3) - 0.2).cnot(2, 0)
+    theta = random_params(c, batch=batch, seed=5)
+    for observables in (["Z0", "Z1 Z2"], ["X0", "Y1 Z2", "X2"]):
+        close(sim.expectation(c, observables, theta), oracle.expectation(c, observables, theta), precision)
+    close(sim.statevector(c, theta), oracle.statevector(c, theta), precision)
+
+
+def test_packed_observables_are_left_out_of_a_pickled_copy(backend):
+    strings = parse_observables(["Z0", "X1 Y2"], 3)
+    kernels = get_backend(backend).kernels
+    assert strings.packed(kernels.pack_observables) is strings.packed(kernels.pack_observables)  # packed once
+    copy = pickle.loads(pickle.dumps(strings))
+    assert copy.labels == strings.labels and np.array_equal(copy.xmask, strings.xmask)
+    assert copy.packed(kernels.pack_observables) is not strings.packed(kernels.pack_observables)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_the_kernels_fill_the_rotations_as_the_compiler_does(backend, dtype):
+    # run_packed writes the rotation matrices into the packed arrays itself (the driver fills only the others)
+    kernels = get_backend(backend).kernels
+    c = qc.Circuit(3).rx(0, qc.Param(0)).ry(1, qc.Param(1) + qc.Param(2)).xx(0, 2, qc.Param(2) * 0.5).h(1)
+    c.zz(1, 2, 0.3).gpi2(2, qc.Param(0)).rz(0, qc.Param(1) - qc.Param(2) + 0.4)
+    program = compile_circuit(c, zbasis=False, block_qubits=12, from_zero=True)
+    theta = random_params(c, batch=3, seed=6)
+    u1, u2 = program.matrix_buffers(3, dtype)
+    packed = kernels.pack_small(program.num_qubits, u1.fill(theta, 1, rotations=False),
+                                u2.fill(theta, 1, rotations=False), u1.rotations, u2.rotations,
+                                *program.small_arguments)
+    states = np.empty((3, 8), dtype)
+    kernels.set_threads(1)
+    kernels.run_packed(packed, theta, TASK_STATE, states, parse_observables("I", 3).packed(kernels.pack_observables),
+                       0, 0, 0, None)
+    want = program.bind(theta, dtype, 1)
+    # the same reduction and polynomials: equal, up to the FMAs an x86-64-v3/v4 build contracts them into
+    atol = 4e-16 if dtype == np.complex128 else 1e-7
+    np.testing.assert_allclose(u1.out, want[0], rtol=0, atol=atol)
+    np.testing.assert_allclose(u2.out, want[1], rtol=0, atol=atol)
+    if backend == "cython":
+        assert kernels.SINCOS_LIMIT == rotations.SINCOS_LIMIT
+
+
+def test_a_packed_program_refuses_arrays_of_the_wrong_shape(backend):
+    if backend != "cython":
+        pytest.skip("numba's kernels take the driver's arrays unchecked")
+    kernels = get_backend(backend).kernels
+    c = seed_circuit()
+    program = compile_circuit(c, zbasis=True, block_qubits=12, from_zero=True)
+    theta = random_params(c, batch=2)
+    u1, u2 = program.matrix_buffers(2, np.complex128)
+    packed = kernels.pack_small(program.num_qubits, u1.out, u2.out, u1.rotations, u2.rotations,
+                                *program.small_arguments)
+    strings = parse_observables(Z_ALL, 8).packed(kernels.pack_observables)
+    with pytest.raises(ValueError, match=r"out must be \[2, 8\] for task 2, got \[1, 8\]"):
+        kernels.run_packed(packed, theta, TASK_EXPVAL, np.zeros((1, 8)), strings, 0, 0, 0, None)
+    with pytest.raises(ValueError, match=r"initial must be \[2, 256\]"):
+        kernels.run_packed(packed, theta, TASK_EXPVAL, np.zeros((2, 8)), strings, 0, 0, 0,
+                           np.zeros((2, 4), np.complex128))
+    with pytest.raises(ValueError, match="shots must be positive"):
+        kernels.run_packed(packed, theta, TASK_SAMPLES, np.zeros((2, 0), np.int64), strings, 0, 0, 0, None)
+    for params in (random_params(c, batch=3), theta[:, :20]):  # fewer rows than packed run on the first rows
+        with pytest.raises(ValueError, match="params must have at most 2 rows and a column for every parameter"):
+            kernels.run_packed(packed, np.ascontiguousarray(params), TASK_EXPVAL, np.zeros((2, 8)), strings, 0, 0,
+                               0, None)
+    with pytest.raises(ValueError, match="rotation slot 99 is outside the"):
+        index, scale, offset, pauli, slot = u1.rotations
+        kernels.pack_small(program.num_qubits, u1.out, u2.out, (index, scale, offset, pauli, slot + 99),
+                           u2.rotations, *program.small_arguments)

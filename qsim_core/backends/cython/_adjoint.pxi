@@ -565,7 +565,7 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                          int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
                          int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int num_threads,
                          int* failed) noexcept nogil:
-    """Body of :func:`adjoint_small`: one parallel region, per-thread buffers, a static loop over the batch."""
+    """Body of :func:`adjoint_packed`: one parallel region, per-thread buffers, a static loop over the batch."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
     cdef int64_t b, s, lane, k, q
@@ -677,20 +677,89 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
         free(doubles)
 
 
-def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, const cplx[:, :, :, ::1] u2_dagger,
-                  const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2,
-                  const double complex[:, :, ::1] slope1, const unsigned char[::1] rotation1,
-                  const double complex[:, :, ::1] slope2, const unsigned char[::1] rotation2, int num_qubits,
-                  const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
-                  const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
-                  const int64_t[::1] perm_start, const int64_t[::1] inverse_table, const int64_t[::1] forward_table,
-                  const int64_t[::1] u1_use_start, const int64_t[::1] u2_use_start, const int64_t[::1] xmask,
-                  const int64_t[::1] zmask, const int64_t[::1] ny, const double[:, :, ::1] weights,
-                  double[:, ::1] values_out, double[:, :, ::1] grad_out, const cplx[:, ::1] initial,
-                  cplx[:, :, ::1] state_grad_out):
+cdef class AdjointProgram:
+    """What :func:`pack_adjoint` checked once: an adjoint plan's step arrays as pointers, for repeated
+    :func:`adjoint_packed` calls (the arrays are held here)."""
+    cdef object arrays
+    cdef int64_t num_qubits, steps, uses1, uses2, gates1, gates2
+    cdef bint has_perm
+    cdef const double* slope1
+    cdef const unsigned char* rotation1
+    cdef const double* slope2
+    cdef const unsigned char* rotation2
+    cdef const int32_t* init_u1
+    cdef const int8_t* kind
+    cdef const int32_t* q0
+    cdef const int32_t* q1
+    cdef const int32_t* arg
+    cdef const int64_t* run_start
+    cdef const int32_t* run_gate
+    cdef const int64_t* perm_start
+    cdef const int64_t* inverse_table
+    cdef const int64_t* forward_table
+    cdef const int64_t* u1_use_start
+    cdef const int64_t* u2_use_start
+
+
+def pack_adjoint(const double complex[:, :, ::1] slope1, const unsigned char[::1] rotation1,
+                 const double complex[:, :, ::1] slope2, const unsigned char[::1] rotation2, int num_qubits,
+                 const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
+                 const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
+                 const int64_t[::1] perm_start, const int64_t[::1] inverse_table, const int64_t[::1] forward_table,
+                 const int64_t[::1] u1_use_start, const int64_t[::1] u2_use_start):
+    """An adjoint plan's step arrays (``adjoint_small``'s arguments from ``slope1`` to ``u2_use_start`` in
+    :func:`qsim_core.backends.numba.adjoint.adjoint_small`), checked once, for :func:`adjoint_packed`.
+
+    Raises:
+        ValueError: the arrays do not fit together.
+    """
+    if not 1 <= num_qubits <= 40:
+        raise ValueError(f"bad num_qubits {num_qubits}")
+    if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0] \
+            or init_u1.shape[0] < num_qubits:
+        raise ValueError("kind, q0, q1, arg need one entry per step and init_u1 one per qubit")
+    if rotation1.shape[0] != slope1.shape[0] or rotation2.shape[0] != slope2.shape[0]:
+        raise ValueError("slope1/rotation1 and slope2/rotation2 need one entry per use")
+    if u1_use_start.shape[0] < 1 or u2_use_start.shape[0] < 1:
+        raise ValueError("u1_use_start / u2_use_start need one entry per gate plus one")
+    cdef AdjointProgram program = AdjointProgram.__new__(AdjointProgram)
+    program.arrays = (slope1, rotation1, slope2, rotation2, init_u1, kind, q0, q1, arg, run_start, run_gate,
+                      perm_start, inverse_table, forward_table, u1_use_start, u2_use_start)
+    program.num_qubits = num_qubits
+    program.steps = kind.shape[0]
+    program.uses1 = slope1.shape[0]
+    program.uses2 = slope2.shape[0]
+    program.gates1 = u1_use_start.shape[0] - 1
+    program.gates2 = u2_use_start.shape[0] - 1
+    program.has_perm = perm_start.shape[0] > 1
+    program.slope1 = <const double*>&slope1[0, 0, 0]
+    program.rotation1 = &rotation1[0]
+    program.slope2 = <const double*>&slope2[0, 0, 0]
+    program.rotation2 = &rotation2[0]
+    program.init_u1 = &init_u1[0]
+    program.kind = &kind[0]
+    program.q0 = &q0[0]
+    program.q1 = &q1[0]
+    program.arg = &arg[0]
+    program.run_start = &run_start[0]
+    program.run_gate = &run_gate[0]
+    program.perm_start = &perm_start[0]
+    program.inverse_table = &inverse_table[0]
+    program.forward_table = &forward_table[0]
+    program.u1_use_start = &u1_use_start[0]
+    program.u2_use_start = &u2_use_start[0]
+    return program
+
+
+def adjoint_packed(AdjointProgram program not None, const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2,
+                   const cplx[:, :, :, ::1] u2_dagger, const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2,
+                   PackedObservables observables not None, const double[:, :, ::1] weights,
+                   double[:, ::1] values_out, double[:, :, ::1] grad_out, const cplx[:, ::1] initial,
+                   cplx[:, :, ::1] state_grad_out):
     """Expectations and adjoint derivatives for a batch of a single-block program (OpenMP over the batch).
 
-    Same arguments and results as :func:`qsim_core.backends.numba.adjoint.adjoint_small` (``initial`` and
+    Same arguments and results as :func:`qsim_core.backends.numba.adjoint.adjoint_small`, the plan's step arrays
+    packed by :func:`pack_adjoint` and the observables by :func:`pack_observables` (``initial`` and
     ``state_grad_out`` empty when not used).
 
     Raises:
@@ -698,29 +767,24 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
         MemoryError: the per-thread buffers could not be allocated.
     """
     cdef int64_t batch = u1.shape[0]
-    cdef int64_t count = xmask.shape[0]
+    cdef int64_t count = observables.count
     cdef int64_t lanes = weights.shape[1]
     cdef int64_t uses1 = du1.shape[1]
     cdef int64_t uses = uses1 + du2.shape[1]
     cdef int failed = 0
-    if not 1 <= num_qubits <= 40:
-        raise ValueError(f"bad num_qubits {num_qubits}")
     if weights.shape[0] < batch or weights.shape[2] != count or values_out.shape[0] < batch \
             or values_out.shape[1] != count or grad_out.shape[0] < batch or grad_out.shape[1] != lanes \
             or grad_out.shape[2] != uses:
         raise ValueError("weights, values_out and grad_out do not match the batch, observables and uses")
     if u2.shape[0] != batch and u2.shape[1] != 0 or du1.shape[0] != batch or du2.shape[0] != batch and du2.shape[1]:
         raise ValueError("u1, u2, du1 and du2 must have the same batch size")
-    if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0] \
-            or init_u1.shape[0] < num_qubits:
-        raise ValueError("kind, q0, q1, arg need one entry per step and init_u1 one per qubit")
-    if u1_use_start.shape[0] != u1.shape[1] + 1 or u2_use_start.shape[0] != u2.shape[1] + 1:
+    if u2_dagger.shape[0] != u2.shape[0] or u2_dagger.shape[1] != u2.shape[1]:
+        raise ValueError("u2_dagger must have the shape of u2")
+    if program.gates1 != u1.shape[1] or program.gates2 != u2.shape[1]:
         raise ValueError("u1_use_start / u2_use_start need one entry per gate plus one")
-    if slope1.shape[0] != uses1 or rotation1.shape[0] != uses1 or slope2.shape[0] != uses - uses1 \
-            or rotation2.shape[0] != uses - uses1:
+    if program.uses1 != uses1 or program.uses2 != uses - uses1:
         raise ValueError("slope1/rotation1 and slope2/rotation2 need one entry per use")
-    _check_observables(xmask, zmask, ny, count)
-    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t size = <int64_t>1 << program.num_qubits
     cdef bint has_initial = initial.shape[0] > 0
     cdef bint has_state_grad = state_grad_out.shape[0] > 0
     if has_initial and (initial.shape[0] < batch or initial.shape[1] != size):
@@ -735,12 +799,12 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
             _adjoint_small(<const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const float*>&u2[0, 0, 0, 0],
                            32 * u2.shape[1], <const float*>&u2_dagger[0, 0, 0, 0], <const float*>&du1[0, 0, 0, 0],
                            8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0], 32 * du2.shape[1],
-                           <const double*>&slope1[0, 0, 0], &rotation1[0], <const double*>&slope2[0, 0, 0],
-                           &rotation2[0], batch, num_qubits,
-                           &init_u1[0], &kind[0], &q0[0], &q1[0], &arg[0], kind.shape[0], &run_start[0],
-                           &run_gate[0], &perm_start[0], perm_start.shape[0] > 1, &inverse_table[0],
-                           &forward_table[0], &u1_use_start[0], &u2_use_start[0], &xmask[0], &zmask[0], &ny[0],
-                           count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
+                           program.slope1, program.rotation1, program.slope2, program.rotation2, batch,
+                           program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
+                           program.steps, program.run_start, program.run_gate, program.perm_start, program.has_perm,
+                           program.inverse_table, program.forward_table, program.u1_use_start,
+                           program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
+                           &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
                            <const float*>&initial[0, 0] if has_initial else NULL,
                            <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     else:
@@ -748,12 +812,12 @@ def adjoint_small(const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2, cons
             _adjoint_small(<const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const double*>&u2[0, 0, 0, 0],
                            32 * u2.shape[1], <const double*>&u2_dagger[0, 0, 0, 0], <const double*>&du1[0, 0, 0, 0],
                            8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0], 32 * du2.shape[1],
-                           <const double*>&slope1[0, 0, 0], &rotation1[0], <const double*>&slope2[0, 0, 0],
-                           &rotation2[0], batch, num_qubits,
-                           &init_u1[0], &kind[0], &q0[0], &q1[0], &arg[0], kind.shape[0], &run_start[0],
-                           &run_gate[0], &perm_start[0], perm_start.shape[0] > 1, &inverse_table[0],
-                           &forward_table[0], &u1_use_start[0], &u2_use_start[0], &xmask[0], &zmask[0], &ny[0],
-                           count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
+                           program.slope1, program.rotation1, program.slope2, program.rotation2, batch,
+                           program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
+                           program.steps, program.run_start, program.run_gate, program.perm_start, program.has_perm,
+                           program.inverse_table, program.forward_table, program.u1_use_start,
+                           program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
+                           &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
                            <const double*>&initial[0, 0] if has_initial else NULL,
                            <double*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     _check_allocated(failed)

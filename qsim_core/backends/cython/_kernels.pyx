@@ -31,7 +31,7 @@ where a draw falls exactly on a table threshold).
 Probabilities and expectations are formed from the components converted to
 float64, and accumulate in float64, whatever the state's precision.
 
-Threads: OpenMP. ``run_small`` parallelises over the batch; ``evolve_large``
+Threads: OpenMP. ``run_packed`` parallelises over the batch; ``evolve_large``
 and ``expectations_large`` over slices of one big state
 (``probabilities_in_place`` must run in index order, like numba's). The
 thread count is the module-level one :func:`set_threads` chooses. Per-thread
@@ -1357,7 +1357,7 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
                      const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots,
                      uint64_t key, int64_t batch_offset, const real* initial, bint has_initial, int num_threads,
                      int* failed) noexcept nogil:
-    """Body of :func:`run_small`: one parallel region, per-thread buffers, a static loop over the batch."""
+    """Body of :func:`run_packed`: one parallel region, per-thread buffers, a static loop over the batch."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t b
     cdef uint64_t rng
@@ -1432,74 +1432,370 @@ cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask,
         raise ValueError("xmask, zmask and ny must have one entry per observable")
 
 
-def run_small(int task, cplx[:, ::1] psi_out, double[:, ::1] probs_out, double[:, ::1] values_out,
-              int64_t[:, ::1] samples_out, int num_qubits, const cplx[:, :, :, ::1] u1,
-              const cplx[:, :, :, ::1] u2, const int32_t[::1] init_u1, const int8_t[::1] kind,
-              const int32_t[::1] q0, const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
-              const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
-              const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny, int64_t shots,
-              uint64_t key, int64_t batch_offset, const cplx[:, ::1] initial):
-    """Run a whole batch of a single-block program, one parameter set per iteration (OpenMP over the batch).
+from libc.math cimport cos, floor, sin
+
+
+cdef struct RotationTable:
+    # one gate-matrix array's rotation instances, as qsim_core.compiler.rotations.fill_rotations takes them
+    int64_t count, terms, dim, max_index
+    const int64_t* index
+    const double* scale
+    const double* offset
+    const double* pauli
+    const int64_t* slot
+
+
+cdef class SmallProgram:
+    """What :func:`pack_small` checked once: a single-block program's step arrays, its gate-matrix arrays and their
+    rotation tables, as pointers for repeated :func:`run_packed` calls.
+
+    The arrays are held here, so the pointers stay valid; the gate matrices may be refilled in place between
+    calls (the driver's per-thread arrays are), never replaced.
+    """
+    cdef object arrays
+    cdef RotationTable rotations1, rotations2
+    cdef bint single
+    cdef int64_t batch, num_qubits, u1_stride, u2_stride, steps
+    cdef bint has_perm
+    cdef void* u1
+    cdef void* u2
+    cdef const int32_t* init_u1
+    cdef const int8_t* kind
+    cdef const int32_t* q0
+    cdef const int32_t* q1
+    cdef const int32_t* arg
+    cdef const int64_t* run_start
+    cdef const int32_t* run_gate
+    cdef const int64_t* perm_start
+    cdef const int64_t* perm_table
+
+
+cdef class PackedObservables:
+    """What :func:`pack_observables` checked once: K Pauli strings' masks as pointers (the arrays are held here)."""
+    cdef object arrays
+    cdef int64_t count
+    cdef const int64_t* xmask
+    cdef const int64_t* zmask
+    cdef const int64_t* ny
+
+
+cdef tuple _rotations(tuple table, int64_t dim, int64_t slots, RotationTable* rotations):
+    """Point ``rotations`` at ``table``, ``(index, scale, offset, pauli, slot)``, checked against a gate-matrix
+    array of ``slots`` ``dim x dim`` matrices; returns what must be kept alive."""
+    cdef const int64_t[:, ::1] index = table[0]
+    cdef const double[:, ::1] scale = table[1]
+    cdef const double[::1] offset = table[2]
+    cdef const double complex[:, :, ::1] pauli = table[3]
+    cdef const int64_t[::1] slot = table[4]
+    cdef int64_t count = index.shape[0]
+    cdef int64_t k, t
+    if (scale.shape[0] != count or scale.shape[1] != index.shape[1] or offset.shape[0] != count
+            or pauli.shape[0] != count or slot.shape[0] != count
+            or (count and (pauli.shape[1] != dim or pauli.shape[2] != dim))):
+        raise ValueError(f"a rotation table for {dim}x{dim} matrices must have one entry per instance")
+    rotations.max_index = -1
+    for k in range(count):
+        if not 0 <= slot[k] < slots:
+            raise ValueError(f"rotation slot {slot[k]} is outside the {slots} gate matrices")
+        for t in range(index.shape[1]):
+            if scale[k, t] != 0.0:
+                if index[k, t] < 0:
+                    raise ValueError("rotation parameter indices must not be negative")
+                rotations.max_index = max(rotations.max_index, index[k, t])
+    rotations.count = count
+    rotations.terms = index.shape[1]
+    rotations.dim = dim
+    rotations.index = &index[0, 0]
+    rotations.scale = &scale[0, 0]
+    rotations.offset = &offset[0]
+    rotations.pauli = <const double*>&pauli[0, 0, 0]
+    rotations.slot = &slot[0]
+    return index, scale, offset, pauli, slot
+
+
+cdef extern from *:
+    """
+    /* qsim_core.compiler.rotations._sincos's constants: fdlibm's three-part pi/2 and minimax polynomials */
+    #define QSIM_PIO2_1 1.57079632673412561417e+00
+    #define QSIM_PIO2_2 6.07710050630396597660e-11
+    #define QSIM_PIO2_3 2.02226624871116645580e-21
+    #define QSIM_TWO_OVER_PI 6.36619772367581382433e-01
+    #define QSIM_S1 -1.66666666666666324348e-01
+    #define QSIM_S2 8.33333333332248946124e-03
+    #define QSIM_S3 -1.98412698298579493134e-04
+    #define QSIM_S4 2.75573137070700676789e-06
+    #define QSIM_S5 -2.50507602534068634195e-08
+    #define QSIM_S6 1.58969099521155010221e-10
+    #define QSIM_C1 4.16666666666666019037e-02
+    #define QSIM_C2 -1.38888888888741095749e-03
+    #define QSIM_C3 2.48015872894767294178e-05
+    #define QSIM_C4 -2.75573143513906633035e-07
+    #define QSIM_C5 2.08757232129817482790e-09
+    #define QSIM_C6 -1.13596475577881948265e-11
+    #define QSIM_SINCOS_LIMIT 1e6
+    """
+    const double _PIO2_1 "QSIM_PIO2_1"
+    const double _PIO2_2 "QSIM_PIO2_2"
+    const double _PIO2_3 "QSIM_PIO2_3"
+    const double _TWO_OVER_PI "QSIM_TWO_OVER_PI"
+    const double _S1 "QSIM_S1"
+    const double _S2 "QSIM_S2"
+    const double _S3 "QSIM_S3"
+    const double _S4 "QSIM_S4"
+    const double _S5 "QSIM_S5"
+    const double _S6 "QSIM_S6"
+    const double _C1 "QSIM_C1"
+    const double _C2 "QSIM_C2"
+    const double _C3 "QSIM_C3"
+    const double _C4 "QSIM_C4"
+    const double _C5 "QSIM_C5"
+    const double _C6 "QSIM_C6"
+    const double _SINCOS_LIMIT "QSIM_SINCOS_LIMIT"
+
+#: rotations.SINCOS_LIMIT, compiled in (a test checks that they agree)
+SINCOS_LIMIT = _SINCOS_LIMIT
+
+
+cdef inline void _sincos(double v, double* cosine, double* sine) noexcept nogil:
+    """``qsim_core.compiler.rotations._sincos`` for one angle (the same reduction and polynomials, so both
+    backends bind the same matrices; libm's cos and sin past ``SINCOS_LIMIT``)."""
+    cdef double q, r, z, s, half, w, c
+    cdef int64_t quadrant
+    if not fabs(v) <= _SINCOS_LIMIT:
+        cosine[0] = cos(v)
+        sine[0] = sin(v)
+        return
+    q = floor(v * _TWO_OVER_PI + 0.5)
+    r = ((v - q * _PIO2_1) - q * _PIO2_2) - q * _PIO2_3
+    z = r * r
+    s = r + r * z * (_S1 + z * (_S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * _S6)))))
+    half = 0.5 * z
+    w = 1.0 - half
+    c = w + (((1.0 - w) - half) + z * z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6))))))
+    quadrant = <int64_t>q  # r = v - quadrant * pi/2: rotate (c, s) by quadrant quarter turns
+    if quadrant & 1:
+        c, s = s, c
+    sine[0] = -s if quadrant & 2 else s
+    cosine[0] = -c if (quadrant + 1) & 2 else c
+
+
+cdef inline void _fill_rotation_row(const double* params, const int64_t* index, const double* scale,
+                                    const double* offset, const double* pauli, const int64_t* slot, int64_t count,
+                                    int64_t terms, int64_t dim, real* out) noexcept nogil:
+    """One parameter set's rotation matrices: ``out[slot[k]] = cos(a/2) I - i sin(a/2) pauli[k]``, the angle and
+    the entries formed as ``qsim_core.compiler.rotations`` forms them (in float64, rounded once to the state's
+    precision)."""
+    cdef int64_t k, t, i, entries = dim * dim
+    cdef double angle, c, s
+    cdef const double* p
+    cdef real* m
+    for k in range(count):
+        angle = offset[k]
+        for t in range(terms):
+            if scale[k * terms + t] != 0.0:
+                angle = angle + params[index[k * terms + t]] * scale[k * terms + t]
+        _sincos(0.5 * angle, &c, &s)
+        p = pauli + 2 * entries * k
+        m = out + 2 * entries * slot[k]
+        for i in range(entries):
+            # -i s (pr + i pi) = s pi - i s pr
+            m[2 * i] = <real>(c + s * p[2 * i + 1] if i % (dim + 1) == 0 else s * p[2 * i + 1])
+            m[2 * i + 1] = <real>(-s * p[2 * i])
+
+
+cdef void _fill_rotations(const double* params, int64_t num_params, const RotationTable* rotations, real* out,
+                          int64_t out_stride, int64_t batch, int num_threads) noexcept nogil:
+    """Every parameter set's rotation matrices, in parallel over the batch when it is large enough to pay."""
+    cdef int64_t b
+    if rotations.count == 0:
+        return
+    if num_threads > 1 and batch >= 64:
+        for b in prange(batch, num_threads=num_threads, schedule="static"):
+            _fill_rotation_row(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
+                               rotations.pauli, rotations.slot, rotations.count, rotations.terms, rotations.dim,
+                               out + out_stride * b)
+    else:
+        for b in range(batch):
+            _fill_rotation_row(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
+                               rotations.pauli, rotations.slot, rotations.count, rotations.terms, rotations.dim,
+                               out + out_stride * b)
+
+
+def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tuple rotations1, tuple rotations2,
+               const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
+               const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
+               const int64_t[::1] perm_start, const int64_t[::1] perm_table):
+    """A single-block program bound to its gate-matrix arrays, checked once, for :func:`run_packed`.
 
     Args:
-        task: TASK_* constant selecting what is written.
-        psi_out: dtype[B, 2**n] final states (TASK_STATE), else unused.
-        probs_out: float64[B, 2**n] probabilities (TASK_PROBS), else unused.
-        values_out: float64[B, n_obs] expectations (TASK_EXPVAL, TASK_SHOT_EXPVAL).
-        samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
-        u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``, the state's dtype.
-        key: uint64 RNG key of this call; batch_offset: global index of row 0.
-        initial: [B, 2**n] initial states (program compiled with ``from_zero=False``), or [0, 0].
+        num_qubits: n, the state has 2**n amplitudes.
+        u1, u2: gate matrices ``[C, G, 2, 2]`` and ``[C, G2, 4, 4]``, the state's dtype (complex64 or
+            complex128), with every matrix but the rotations' in place: a run's B parameter sets use the first
+            B <= C rows.
+        rotations1, rotations2: the rotation instances of ``u1`` and ``u2`` as
+            ``qsim_core.compiler.rotations.fill_rotations`` takes them, ``(index, scale, offset, pauli, slot)``;
+            :func:`run_packed` fills them.
+        init_u1 .. perm_table: the program's step arrays (``Program.small_arguments``).
 
     Raises:
-        ValueError: an output array is too small for the task.
-        MemoryError: the per-thread scratch buffers could not be allocated.
+        ValueError: the arrays do not fit together.
     """
-    cdef int64_t batch = u1.shape[0]
-    cdef int64_t size = <int64_t>1 << num_qubits
-    cdef int64_t count = xmask.shape[0]
-    cdef int failed = 0
     # the kernels index without bounds checks: validate every shape they rely on once, here
-    if not 0 <= num_qubits <= 40 or not 0 <= task <= TASK_SHOT_EXPVAL:
-        raise ValueError(f"bad task {task} or num_qubits {num_qubits}")
-    if u2.shape[0] != batch and u2.shape[1] != 0:
+    if not 0 <= num_qubits <= 40:
+        raise ValueError(f"bad num_qubits {num_qubits}")
+    if u2.shape[0] != u1.shape[0] and u2.shape[1] != 0:
         raise ValueError("u1 and u2 must have the same batch size")
     if q0.shape[0] < kind.shape[0] or q1.shape[0] < kind.shape[0] or arg.shape[0] < kind.shape[0]:
         raise ValueError("kind, q0, q1 and arg must have one entry per step")
     if init_u1.shape[0] < num_qubits:
         raise ValueError("init_u1 needs one entry per qubit")
-    if task == TASK_STATE and (psi_out.shape[0] < batch or psi_out.shape[1] != size):
-        raise ValueError(f"psi_out must be [{batch}, {size}]")
-    if task == TASK_PROBS and (probs_out.shape[0] < batch or probs_out.shape[1] != size):
-        raise ValueError(f"probs_out must be [{batch}, {size}]")
-    if task in (TASK_EXPVAL, TASK_SHOT_EXPVAL) and (values_out.shape[0] < batch or values_out.shape[1] != count):
-        raise ValueError(f"values_out must be [{batch}, {count}]")
-    if task == TASK_SAMPLES and (samples_out.shape[0] < batch or samples_out.shape[1] != shots):
-        raise ValueError(f"samples_out must be [{batch}, {shots}]")
+    cdef SmallProgram program = SmallProgram.__new__(SmallProgram)
+    program.arrays = (u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table,
+                      _rotations(rotations1, 2, u1.shape[1], &program.rotations1),
+                      _rotations(rotations2, 4, u2.shape[1], &program.rotations2))
+    program.single = cplx is cython.floatcomplex
+    program.batch = u1.shape[0]
+    program.num_qubits = num_qubits
+    program.u1 = &u1[0, 0, 0, 0]
+    program.u1_stride = 8 * u1.shape[1]
+    program.u2 = &u2[0, 0, 0, 0]
+    program.u2_stride = 32 * u2.shape[1]
+    program.init_u1 = &init_u1[0]
+    program.kind = &kind[0]
+    program.q0 = &q0[0]
+    program.q1 = &q1[0]
+    program.arg = &arg[0]
+    program.steps = kind.shape[0]
+    program.run_start = &run_start[0]
+    program.run_gate = &run_gate[0]
+    program.perm_start = &perm_start[0]
+    program.has_perm = perm_start.shape[0] > 1
+    program.perm_table = &perm_table[0]
+    return program
+
+
+def pack_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny):
+    """K Pauli strings (``PauliStrings``' int64[K] masks and Y counts), checked once, for :func:`run_packed`."""
+    cdef int64_t count = xmask.shape[0]
+    _check_observables(xmask, zmask, ny, count)
+    cdef PackedObservables observables = PackedObservables.__new__(PackedObservables)
+    observables.arrays = (xmask, zmask, ny)
+    observables.count = count
+    observables.xmask = &xmask[0]
+    observables.zmask = &zmask[0]
+    observables.ny = &ny[0]
+    return observables
+
+
+def run_packed(SmallProgram program not None, const double[:, ::1] params, int task, out,
+               PackedObservables observables not None, int64_t shots, uint64_t key, int64_t batch_offset, initial):
+    """Fill the rotation matrices of ``params`` into the packed gate matrices, then run the whole batch of the
+    single-block program, one parameter set per iteration (OpenMP over the batch).
+
+    Args:
+        program: :func:`pack_small`'s result; the first B rows of its gate matrices hold the batch's matrices.
+        params: float64[B, P], the batch's parameter vectors (B up to the packed arrays' rows).
+        task: TASK_* constant selecting what is written to ``out``.
+        out: the task's output, batch first: the state's dtype ``[B, 2**n]`` final states (TASK_STATE),
+            float64 ``[B, 2**n]`` probabilities (TASK_PROBS), float64 ``[B, K]`` expectations (TASK_EXPVAL,
+            TASK_SHOT_EXPVAL), int64 ``[B, shots]`` basis indices (TASK_SAMPLES).
+        observables: :func:`pack_observables`' result (K = 0 for the tasks without observables).
+        shots: measurements per parameter set (sampling tasks).
+        key: uint64 RNG key of this call; batch_offset: global index of row 0.
+        initial: the state's dtype ``[B, 2**n]`` initial states (program compiled with ``from_zero=False``),
+            or None.
+
+    Raises:
+        ValueError: a bad task, or ``params``, ``out`` or ``initial`` of the wrong shape.
+        MemoryError: the per-thread scratch buffers could not be allocated.
+    """
+    cdef int64_t batch = params.shape[0]
+    cdef int64_t size = <int64_t>1 << program.num_qubits
+    cdef int failed = 0
+    cdef float complex[:, ::1] states64
+    cdef double complex[:, ::1] states128
+    cdef double[:, ::1] reals
+    cdef int64_t[:, ::1] indices
+    cdef const float complex[:, ::1] initial64
+    cdef const double complex[:, ::1] initial128
+    # the task's output: exactly one of these is set
+    cdef void* psi_out = NULL
+    cdef double* reals_out = NULL
+    cdef int64_t* samples_out = NULL
+    cdef const void* start = NULL
+    cdef Py_ssize_t rows, columns, width
+    if not 0 <= task <= TASK_SHOT_EXPVAL:
+        raise ValueError(f"bad task {task}")
     if task in (TASK_SAMPLES, TASK_SHOT_EXPVAL) and shots < 1:
         raise ValueError("shots must be positive")
-    _check_observables(xmask, zmask, ny, count)
-    cdef bint has_initial = initial.shape[0] > 0
-    if has_initial and (initial.shape[0] < batch or initial.shape[1] != size):
-        raise ValueError(f"initial must be [{batch}, {size}]")
+    if batch > program.batch or params.shape[1] <= max(program.rotations1.max_index, program.rotations2.max_index):
+        raise ValueError(f"params must have at most {program.batch} rows and a column for every parameter the "
+                         "rotations use")
+    if task == TASK_STATE:
+        width = size
+        if program.single:
+            states64 = out
+            rows = states64.shape[0]
+            columns = states64.shape[1]
+            psi_out = &states64[0, 0]
+        else:
+            states128 = out
+            rows = states128.shape[0]
+            columns = states128.shape[1]
+            psi_out = &states128[0, 0]
+    elif task == TASK_SAMPLES:
+        width = shots
+        indices = out
+        rows = indices.shape[0]
+        columns = indices.shape[1]
+        samples_out = &indices[0, 0]
+    else:
+        width = size if task == TASK_PROBS else observables.count
+        reals = out
+        rows = reals.shape[0]
+        columns = reals.shape[1]
+        reals_out = &reals[0, 0]
+    if rows < batch or columns != width:
+        raise ValueError(f"out must be [{batch}, {width}] for task {task}, got [{rows}, {columns}]")
+    if initial is not None:
+        if program.single:
+            initial64 = initial
+            rows = initial64.shape[0]
+            columns = initial64.shape[1]
+            start = &initial64[0, 0]
+        else:
+            initial128 = initial
+            rows = initial128.shape[0]
+            columns = initial128.shape[1]
+            start = &initial128[0, 0]
+        if rows < batch or columns != size:
+            raise ValueError(f"initial must be [{batch}, {size}]")
     if batch == 0:
         return
-    if cplx is cython.floatcomplex:
+    if program.single:
         with nogil:
-            _run_small(task, <float*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
-                       batch, num_qubits, <const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
-                       <const float*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
-                       &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
-                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset,
-                       <const float*>&initial[0, 0] if has_initial else NULL, has_initial, _threads, &failed)
+            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <float*>program.u1,
+                            program.u1_stride, batch, _threads)
+            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <float*>program.u2,
+                            program.u2_stride, batch, _threads)
+            _run_small(task, <float*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
+                       <const float*>program.u1, program.u1_stride, <const float*>program.u2, program.u2_stride,
+                       program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
+                       program.run_start, program.run_gate, program.perm_start, program.has_perm,
+                       program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
+                       shots, key, batch_offset, <const float*>start, start != NULL, _threads, &failed)
     else:
         with nogil:
-            _run_small(task, <double*>&psi_out[0, 0], &probs_out[0, 0], &values_out[0, 0], &samples_out[0, 0],
-                       batch, num_qubits, <const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1],
-                       <const double*>&u2[0, 0, 0, 0], 32 * u2.shape[1], &init_u1[0], &kind[0], &q0[0], &q1[0],
-                       &arg[0], kind.shape[0], &run_start[0], &run_gate[0], &perm_start[0], perm_start.shape[0] > 1,
-                       &perm_table[0], &xmask[0], &zmask[0], &ny[0], count, shots, key, batch_offset,
-                       <const double*>&initial[0, 0] if has_initial else NULL, has_initial, _threads, &failed)
+            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <double*>program.u1,
+                            program.u1_stride, batch, _threads)
+            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <double*>program.u2,
+                            program.u2_stride, batch, _threads)
+            _run_small(task, <double*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
+                       <const double*>program.u1, program.u1_stride, <const double*>program.u2, program.u2_stride,
+                       program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
+                       program.run_start, program.run_gate, program.perm_start, program.has_perm,
+                       program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
+                       shots, key, batch_offset, <const double*>start, start != NULL, _threads, &failed)
     _check_allocated(failed)
 
 

@@ -541,3 +541,19 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         if initial.shape[0] == 0:
             initial_layer_derivatives(lam, u1[b], du1[b], slope1, rotation1, num_qubits, init_u1, run_start, run_gate,
                                       u1_use_start, grad_out[b])
+
+
+def pack_adjoint(slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
+                 perm_start, inverse_table, forward_table, u1_use_start, u2_use_start):
+    """:func:`adjoint_small`'s plan arguments, from ``slope1`` to ``u2_use_start``, for :func:`adjoint_packed`
+    (the Cython kernels check and convert the arrays here once; numba's calls take the arrays themselves)."""
+    return (slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
+            perm_start, inverse_table, forward_table, u1_use_start, u2_use_start)
+
+
+def adjoint_packed(program, u1, u2, u2_dagger, du1, du2, observables, weights, values_out, grad_out, initial,
+                   state_grad_out):
+    """:func:`adjoint_small` on a packed plan (:func:`pack_adjoint`) and packed observables (the kernels'
+    ``pack_observables``)."""
+    adjoint_small(u1, u2, u2_dagger, du1, du2, *program, *observables, weights, values_out, grad_out, initial,
+                  state_grad_out)

@@ -25,8 +25,12 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ...compiler import CNOT, PERM, SWAP, U1, U2, U2D, U2X
+from ...compiler.rotations import PARALLEL_MIN_BATCH, fill_rotations
 from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
 from .loops import apply_diagonal_layer, real_pair_mix, real_pairs, real_qubit0, real_qubit1
+from .packing import OUTPUT_OF_TASK
+from .packing import pack_observables as pack_observables  # the kernel contract's, exported here
+from .packing import pack_small as pack_small
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -37,7 +41,9 @@ _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
 def set_threads(threads):
     """Use ``threads`` worker threads (capped at numba's pool size) for the next kernel calls."""
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != threads:  # the usual case, unchanged since the last call: half the time of a set
+        numba.set_num_threads(threads)
 
 
 def max_threads():
@@ -635,14 +641,11 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
 
     Args:
         task: TASK_* constant selecting what is written.
-        psi_out: dtype[B, 2**n] final states (TASK_STATE), else unused.
-        probs_out: float64[B, 2**n] probabilities (TASK_PROBS), else unused.
-        values_out: float64[B, n_obs] expectations (TASK_EXPVAL, TASK_SHOT_EXPVAL).
-        samples_out: int64[B, shots] basis indices (TASK_SAMPLES).
+        psi_out, probs_out: dtype[B, 2**n] final states (TASK_STATE), float64[B, 2**n] probabilities (TASK_PROBS).
+        values_out, samples_out: float64[B, K] expectations (TASK_*EXPVAL), int64[B, shots] indices (TASK_SAMPLES).
         u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``.
         key: uint64 RNG key of this call; batch_offset: global index of row 0.
-        initial: dtype[B, 2**n] initial states for a program compiled with
-            ``from_zero=False``, or an empty [0, 0] array to start from the program's product state.
+        initial: dtype[B, 2**n] initial states (program compiled with ``from_zero=False``), or [0, 0].
     """
     batch = u1.shape[0]
     size = 1 << num_qubits
@@ -671,6 +674,21 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
         elif task == TASK_SHOT_EXPVAL:
             _shot_estimates_small(psi, np.empty(size), np.empty(size), np.empty(size, np.int64), xmask, zmask, ny,
                                   shots, stream_state(key, batch_offset + b), values_out[b])
+
+
+def run_packed(program, params, task, out, observables, shots, key, batch_offset, initial):
+    """As the Cython ``run_packed``: fill the rotations of ``params``, then ``run_small`` into ``out``."""
+    (num_qubits, u1, u2, *steps), placeholders, rotations = program
+    rows = len(params)
+    if rows < len(u1):  # the first rows of the packed arrays
+        u1, u2, rotations = u1[:rows], u2[:rows], [(table, matrices[:rows]) for table, matrices in rotations]
+    for table, matrices in rotations:  # numba's thread count is set_threads' choice; asked where it could matter
+        fill_rotations(params, *table, matrices, 1 if rows < PARALLEL_MIN_BATCH else numba.get_num_threads())
+    outputs = list(placeholders)
+    outputs[OUTPUT_OF_TASK[task]] = out
+    # np.uint64 keeps one compiled signature: a bare Python int would be typed int64 or uint64 depending on its value
+    run_small(task, *outputs, num_qubits, u1, u2, *steps, *observables, shots, np.uint64(key), batch_offset,
+              placeholders[0] if initial is None else initial)
 
 
 @njit(cache=True)

@@ -21,8 +21,8 @@ CALL = textwrap.dedent("""
     import numpy as np
     from qsim_core.compiler import rotations
     kernel = getattr(rotations, "fill_rotations_{variant}")
-    out, pauli = np.empty((3, 1, 2, 2), np.complex128), np.eye(2, dtype=np.complex128)
-    kernel(np.ones((3, 1)), np.zeros((1, 1), np.int64), np.ones((1, 1)), np.zeros(1), pauli, out)
+    out, pauli = np.empty((3, 1, 2, 2), np.complex128), np.eye(2, dtype=np.complex128)[np.newaxis]
+    kernel(np.ones((3, 1)), np.zeros((1, 1), np.int64), np.ones((1, 1)), np.zeros(1), pauli, np.zeros(1, np.int64), out)
     print(sum(kernel.stats.cache_hits.values()))
 """)
 
@@ -56,8 +56,9 @@ def test_a_batch_is_filled_on_the_threads_asked_for(monkeypatch, threads):
     program = compile_circuit(qc.Circuit(2).ry(0, qc.Param(0)).rz(1, qc.Param(1)).cnot(0, 1), zbasis=False)
     params = np.random.default_rng(0).uniform(-np.pi, np.pi, (4 * rotations.PARALLEL_MIN_BATCH, 2))
     u1, u2 = program.bind(params, np.complex128, threads)
-    # one thread: the serial build (numba's default would be every core, whatever the Simulator's threads)
-    assert used == ([] if threads == 1 or numba.config.NUMBA_NUM_THREADS < 2 else [2, 2])
+    # one thread: the serial build (numba's default would be every core, whatever the Simulator's threads);
+    # RY and RZ are filled in one call
+    assert used == ([] if threads == 1 or numba.config.NUMBA_NUM_THREADS < 2 else [2])
     monkeypatch.undo()
     serial = program.bind(params, np.complex128, 1)
     np.testing.assert_array_equal(u1, serial[0])
@@ -113,9 +114,11 @@ def test_filled_rotations_are_exp_of_the_generator(generator, dtype):
     params = rng.uniform(-10, 10, (150, 3))
     index, scale, offset = np.array([[0, 2], [1, 0], [2, 1]]), np.array([[1.0, -0.5], [2.0, 0.0], [1.0, 1.0]]), \
         np.array([0.3, 0.0, -1.0])
-    out = np.empty((150, 3, len(pauli), len(pauli)), dtype)
-    rotations.fill_rotations(params, index, scale, offset, pauli, out, threads=2)
+    out = np.zeros((150, 5, len(pauli), len(pauli)), dtype)
+    slot = np.array([4, 0, 2])  # written where the slots say, the other matrices left as they were
+    rotations.fill_rotations(params, index, scale, offset, np.stack([pauli] * 3), slot, out, threads=2)
     angles = offset + params[:, index[:, 0]] * scale[:, 0] + params[:, index[:, 1]] * scale[:, 1]  # the kernel's order
-    want = (np.cos(angles / 2)[..., None, None] * np.eye(len(pauli))
-            - 1j * np.sin(angles / 2)[..., None, None] * pauli)
+    want = np.zeros_like(out)
+    want[:, slot] = (np.cos(angles / 2)[..., None, None] * np.eye(len(pauli))
+                     - 1j * np.sin(angles / 2)[..., None, None] * pauli)
     np.testing.assert_allclose(out, want, rtol=0, atol=4e-16 if dtype == np.complex128 else 1e-7)

@@ -1,0 +1,32 @@
+"""What the numba kernels' ``pack_small`` and ``pack_observables`` return (see the kernel contract,
+:data:`qsim_core.backends.contract.KERNEL_FUNCTIONS`).
+
+The Cython kernels check and convert the arrays that stay the same from call to call once, into objects that
+hold pointers; numba's compiled calls take the arrays themselves, so here the packed forms are tuples of them,
+laid out for :func:`qsim_core.backends.numba.kernels.run_packed`.
+"""
+
+import numpy as np
+
+from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
+
+#: size-0 stand-ins for the outputs a task does not write and for "no initial states", per state dtype: never
+#: written, so every call and thread may share them
+PLACEHOLDERS = {dtype: (np.empty((0, 0), dtype), np.empty((0, 0)), np.empty((0, 0)), np.empty((0, 0), np.int64))
+                for dtype in (np.complex64, np.complex128)}
+#: ``run_small``'s output arguments (psi, probs, values, samples) by task: the position each task writes
+OUTPUT_OF_TASK = {TASK_STATE: 0, TASK_PROBS: 1, TASK_EXPVAL: 2, TASK_SHOT_EXPVAL: 2, TASK_SAMPLES: 3}
+
+
+def pack_small(num_qubits, u1, u2, rotations1, rotations2, init_u1, kind, q0, q1, arg, run_start, run_gate,
+               perm_start, perm_table):
+    """``run_small``'s program arguments (``num_qubits`` to ``perm_table``, in its order), the placeholders of the
+    state's dtype and the rotation tables that fill ``u1`` and ``u2`` (the Cython ``pack_small``'s arguments)."""
+    arguments = (num_qubits, u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table)
+    rotations = tuple((table, out) for table, out in ((rotations1, u1), (rotations2, u2)) if len(table[0]))
+    return arguments, PLACEHOLDERS[u1.dtype.type], rotations
+
+
+def pack_observables(xmask, zmask, ny):
+    """``run_small``'s observable arguments, in its order."""
+    return xmask, zmask, ny
