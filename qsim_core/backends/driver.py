@@ -38,6 +38,9 @@ BATCH_CHUNK = 4096
 #: second thread for a handful of small parameter sets costs more than it saves,
 #: and far more when another process holds the other core
 SETS_PER_THREAD = 16
+#: batches up to this size have their rotation matrices filled by the kernels (no numba dispatch); larger ones by
+#: the vectorised numba fill of :mod:`qsim_core.compiler.rotations`, which costs less per row
+KERNEL_FILL_MAX_ROWS = 16
 #: bytes of gate-matrix arrays one thread keeps between calls (see :func:`_chunks`); the least recently used go
 #: beyond it, and a program whose arrays alone exceed it binds into fresh ones
 REUSE_MAX_BYTES = 64 << 20
@@ -221,11 +224,12 @@ class CompiledBackend:
         packed_observables = observables.packed(kernels.pack_observables)
         initial = job.initial
         chunked = batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-        # the kernels fill the rotation matrices themselves, from the packed tables
-        for rows, _, _, pack in _chunks(program, job.params, job.dtype, threads, rotations=False):
-            kernels.run_packed(pack(kernels), job.params[rows] if chunked else job.params, task,
-                               result[rows] if chunked else result, packed_observables, shots, key,
-                               offset + rows.start, initial[rows] if chunked and initial is not None else initial)
+        rotations = batch > KERNEL_FILL_MAX_ROWS  # else the kernels fill them, from the packed tables
+        for rows, _, _, pack in _chunks(program, job.params, job.dtype, threads, rotations):
+            params = None if rotations else job.params[rows] if chunked else job.params
+            kernels.run_packed(pack(kernels), params, task, result[rows] if chunked else result, packed_observables,
+                               shots, key, offset + rows.start,
+                               initial[rows] if chunked and initial is not None else initial)
         return result
 
     def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:

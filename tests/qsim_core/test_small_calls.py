@@ -275,7 +275,7 @@ def test_a_packed_program_refuses_arrays_of_the_wrong_shape(backend):
     with pytest.raises(ValueError, match="shots must be positive"):
         kernels.run_packed(packed, theta, TASK_SAMPLES, np.zeros((2, 0), np.int64), strings, 0, 0, 0, None)
     for params in (random_params(c, batch=3), theta[:, :20]):  # fewer rows than packed run on the first rows
-        with pytest.raises(ValueError, match="params must have at most 2 rows and a column for every parameter"):
+        with pytest.raises(ValueError, match=r"must have at most 2 rows, and params a column for every parameter"):
             kernels.run_packed(packed, np.ascontiguousarray(params), TASK_EXPVAL, np.zeros((2, 8)), strings, 0, 0,
                                0, None)
     with pytest.raises(ValueError, match="rotation slot 99 is outside the"):

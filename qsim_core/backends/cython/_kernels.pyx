@@ -1556,51 +1556,77 @@ cdef extern from *:
 SINCOS_LIMIT = _SINCOS_LIMIT
 
 
-cdef inline void _sincos(double v, double* cosine, double* sine) noexcept nogil:
-    """``qsim_core.compiler.rotations._sincos`` for one angle (the same reduction and polynomials, so both
-    backends bind the same matrices; libm's cos and sin past ``SINCOS_LIMIT``)."""
-    cdef double q, r, z, s, half, w, c
-    cdef int64_t quadrant
-    if not fabs(v) <= _SINCOS_LIMIT:
-        cosine[0] = cos(v)
-        sine[0] = sin(v)
-        return
-    q = floor(v * _TWO_OVER_PI + 0.5)
-    r = ((v - q * _PIO2_1) - q * _PIO2_2) - q * _PIO2_3
-    z = r * r
-    s = r + r * z * (_S1 + z * (_S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * _S6)))))
-    half = 0.5 * z
-    w = 1.0 - half
-    c = w + (((1.0 - w) - half) + z * z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6))))))
-    quadrant = <int64_t>q  # r = v - quadrant * pi/2: rotate (c, s) by quadrant quarter turns
-    if quadrant & 1:
-        c, s = s, c
-    sine[0] = -s if quadrant & 2 else s
-    cosine[0] = -c if (quadrant + 1) & 2 else c
+cdef void _sincos(const double* x, double* cosines, double* sines, int64_t n) noexcept nogil:
+    """``qsim_core.compiler.rotations._sincos``: the same reduction and polynomials (so both backends bind the
+    same matrices), in arithmetic and selects gcc vectorises (the quadrant's bits as float64 comparisons); libm's
+    cos and sin past ``SINCOS_LIMIT``."""
+    cdef int64_t i
+    cdef double v, q, m, r, z, s, half, w, c, sine, cosine
+    cdef bint odd
+    for i in range(n):
+        v = x[i]
+        q = floor(v * _TWO_OVER_PI + 0.5)
+        r = ((v - q * _PIO2_1) - q * _PIO2_2) - q * _PIO2_3
+        z = r * r
+        s = r + r * z * (_S1 + z * (_S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * _S6)))))
+        half = 0.5 * z
+        w = 1.0 - half
+        c = w + (((1.0 - w) - half) + z * z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6))))))
+        m = q - 4.0 * floor(0.25 * q)  # the quadrant mod 4: r = v - q pi/2, (c, s) turned by m quarter turns
+        odd = (m == 1.0) | (m == 3.0)  # bitwise, not "or": no branches, so the loop vectorises
+        sine = c if odd else s
+        cosine = s if odd else c
+        sines[i] = -sine if m >= 2.0 else sine
+        cosines[i] = -cosine if (m == 1.0) | (m == 2.0) else cosine
+    for i in range(n):
+        if not fabs(x[i]) <= _SINCOS_LIMIT:
+            cosines[i] = cos(x[i])
+            sines[i] = sin(x[i])
 
 
-cdef inline void _fill_rotation_row(const double* params, const int64_t* index, const double* scale,
-                                    const double* offset, const double* pauli, const int64_t* slot, int64_t count,
-                                    int64_t terms, int64_t dim, real* out) noexcept nogil:
-    """One parameter set's rotation matrices: ``out[slot[k]] = cos(a/2) I - i sin(a/2) pauli[k]``, the angle and
+cdef void _fill_rotation_row(const double* params, const int64_t* index, const double* scale,
+                             const double* offset, const double* pauli, const int64_t* slot, int64_t count,
+                             int64_t terms, int64_t dim, real* out) noexcept nogil:
+    """One parameter set's rotation matrices: ``out[slot[k]] = cos(a/2) I - i sin(a/2) pauli[k]``, the angles and
     the entries formed as ``qsim_core.compiler.rotations`` forms them (in float64, rounded once to the state's
-    precision)."""
-    cdef int64_t k, t, i, entries = dim * dim
+    precision), 64 instances at a time."""
+    cdef double halves[64]
+    cdef double cosines[64]
+    cdef double sines[64]
+    cdef int64_t first, n, j, k, t, i, entries = dim * dim
     cdef double angle, c, s
     cdef const double* p
     cdef real* m
-    for k in range(count):
-        angle = offset[k]
-        for t in range(terms):
-            if scale[k * terms + t] != 0.0:
-                angle = angle + params[index[k * terms + t]] * scale[k * terms + t]
-        _sincos(0.5 * angle, &c, &s)
-        p = pauli + 2 * entries * k
-        m = out + 2 * entries * slot[k]
-        for i in range(entries):
-            # -i s (pr + i pi) = s pi - i s pr
-            m[2 * i] = <real>(c + s * p[2 * i + 1] if i % (dim + 1) == 0 else s * p[2 * i + 1])
-            m[2 * i + 1] = <real>(-s * p[2 * i])
+    for first in range(0, count, 64):
+        n = min(64, count - first)
+        for j in range(n):
+            k = first + j
+            angle = offset[k]
+            for t in range(terms):
+                if scale[k * terms + t] != 0.0:
+                    angle = angle + params[index[k * terms + t]] * scale[k * terms + t]
+            halves[j] = 0.5 * angle
+        _sincos(halves, cosines, sines, n)
+        for j in range(n):
+            k = first + j
+            c = cosines[j]
+            s = sines[j]
+            p = pauli + 2 * entries * k
+            m = out + 2 * entries * slot[k]
+            # -i s (pr + i pi) = s pi - i s pr; one-qubit generators unrolled, as numba writes them
+            if dim == 2:
+                m[0] = <real>(c + s * p[1])
+                m[1] = <real>(-s * p[0])
+                m[2] = <real>(s * p[3])
+                m[3] = <real>(-s * p[2])
+                m[4] = <real>(s * p[5])
+                m[5] = <real>(-s * p[4])
+                m[6] = <real>(c + s * p[7])
+                m[7] = <real>(-s * p[6])
+                continue
+            for i in range(entries):
+                m[2 * i] = <real>(c + s * p[2 * i + 1] if i % (dim + 1) == 0 else s * p[2 * i + 1])
+                m[2 * i + 1] = <real>(-s * p[2 * i])
 
 
 cdef void _fill_rotations(const double* params, int64_t num_params, const RotationTable* rotations, real* out,
@@ -1689,12 +1715,13 @@ def pack_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const i
 
 def run_packed(SmallProgram program not None, const double[:, ::1] params, int task, out,
                PackedObservables observables not None, int64_t shots, uint64_t key, int64_t batch_offset, initial):
-    """Fill the rotation matrices of ``params`` into the packed gate matrices, then run the whole batch of the
-    single-block program, one parameter set per iteration (OpenMP over the batch).
+    """Fill the rotation matrices of ``params`` into the packed gate matrices (unless None), then run the whole
+    batch of the single-block program, one parameter set per iteration (OpenMP over the batch).
 
     Args:
         program: :func:`pack_small`'s result; the first B rows of its gate matrices hold the batch's matrices.
-        params: float64[B, P], the batch's parameter vectors (B up to the packed arrays' rows).
+        params: float64[B, P], the batch's parameter vectors (B up to the packed arrays' rows), or None when
+            the gate matrices hold the batch's rotations already (B is then ``out``'s rows).
         task: TASK_* constant selecting what is written to ``out``.
         out: the task's output, batch first: the state's dtype ``[B, 2**n]`` final states (TASK_STATE),
             float64 ``[B, 2**n]`` probabilities (TASK_PROBS), float64 ``[B, K]`` expectations (TASK_EXPVAL,
@@ -1709,7 +1736,8 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         ValueError: a bad task, or ``params``, ``out`` or ``initial`` of the wrong shape.
         MemoryError: the per-thread scratch buffers could not be allocated.
     """
-    cdef int64_t batch = params.shape[0]
+    cdef bint fill = params is not None
+    cdef int64_t batch = params.shape[0] if fill else len(out)
     cdef int64_t size = <int64_t>1 << program.num_qubits
     cdef int failed = 0
     cdef float complex[:, ::1] states64
@@ -1728,9 +1756,10 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         raise ValueError(f"bad task {task}")
     if task in (TASK_SAMPLES, TASK_SHOT_EXPVAL) and shots < 1:
         raise ValueError("shots must be positive")
-    if batch > program.batch or params.shape[1] <= max(program.rotations1.max_index, program.rotations2.max_index):
-        raise ValueError(f"params must have at most {program.batch} rows and a column for every parameter the "
-                         "rotations use")
+    if batch > program.batch or fill and params.shape[1] <= max(program.rotations1.max_index,
+                                                               program.rotations2.max_index):
+        raise ValueError(f"params (or out, without params) must have at most {program.batch} rows, and params a "
+                         "column for every parameter the rotations use")
     if task == TASK_STATE:
         width = size
         if program.single:
@@ -1774,10 +1803,11 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         return
     if program.single:
         with nogil:
-            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <float*>program.u1,
-                            program.u1_stride, batch, _threads)
-            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <float*>program.u2,
-                            program.u2_stride, batch, _threads)
+            if fill:
+                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <float*>program.u1,
+                                program.u1_stride, batch, _threads)
+                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <float*>program.u2,
+                                program.u2_stride, batch, _threads)
             _run_small(task, <float*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
                        <const float*>program.u1, program.u1_stride, <const float*>program.u2, program.u2_stride,
                        program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
@@ -1786,10 +1816,11 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
                        shots, key, batch_offset, <const float*>start, start != NULL, _threads, &failed)
     else:
         with nogil:
-            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <double*>program.u1,
-                            program.u1_stride, batch, _threads)
-            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <double*>program.u2,
-                            program.u2_stride, batch, _threads)
+            if fill:
+                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <double*>program.u1,
+                                program.u1_stride, batch, _threads)
+                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <double*>program.u2,
+                                program.u2_stride, batch, _threads)
             _run_small(task, <double*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
                        <const double*>program.u1, program.u1_stride, <const double*>program.u2, program.u2_stride,
                        program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,

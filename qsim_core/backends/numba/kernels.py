@@ -677,9 +677,12 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
 
 
 def run_packed(program, params, task, out, observables, shots, key, batch_offset, initial):
-    """As the Cython ``run_packed``: fill the rotations of ``params``, then ``run_small`` into ``out``."""
+    """As the Cython ``run_packed``: fill the rotations of ``params`` (unless None), then ``run_small`` into
+    ``out``."""
     (num_qubits, u1, u2, *steps), placeholders, rotations = program
-    rows = len(params)
+    rows = len(out) if params is None else len(params)
+    if params is None:
+        rotations = ()
     if rows < len(u1):  # the first rows of the packed arrays
         u1, u2, rotations = u1[:rows], u2[:rows], [(table, matrices[:rows]) for table, matrices in rotations]
     for table, matrices in rotations:  # numba's thread count is set_threads' choice; asked where it could matter
