@@ -6,8 +6,9 @@ export the same functions (:data:`~qsim_core.backends.contract.KERNEL_FUNCTIONS`
 with the same arguments, so one driver, :class:`CompiledBackend`, serves both.
 It compiles the circuit once per structure, packs the program's step arrays
 for the kernels once (``pack_small``, ``pack_adjoint``), binds gate matrices
-per chunk of the batch and makes one kernel call per chunk (the kernels fill
-the rotation matrices themselves); :func:`run_adjoint` does the same for the
+per chunk of the batch and makes one kernel call per chunk (for small batches
+the kernels fill the rotation matrices themselves, bit for bit as numba's fill
+does); :func:`run_adjoint` does the same for the
 adjoint sweep and applies the chain rule from gate-slot uses to the parameter
 vector.
 

@@ -238,7 +238,8 @@ def test_the_kernels_fill_the_rotations_as_the_compiler_does(backend, dtype):
     c = qc.Circuit(3).rx(0, qc.Param(0)).ry(1, qc.Param(1) + qc.Param(2)).xx(0, 2, qc.Param(2) * 0.5).h(1)
     c.zz(1, 2, 0.3).gpi2(2, qc.Param(0)).rz(0, qc.Param(1) - qc.Param(2) + 0.4)
     program = compile_circuit(c, zbasis=False, block_qubits=12, from_zero=True)
-    theta = random_params(c, batch=3, seed=6)
+    theta = random_params(c, batch=3, seed=6) * 300  # angles of every quadrant, some past SINCOS_LIMIT
+    theta[0, 1] = 2e6
     u1, u2 = program.matrix_buffers(3, dtype)
     packed = kernels.pack_small(program.num_qubits, u1.fill(theta, 1, rotations=False),
                                 u2.fill(theta, 1, rotations=False), u1.rotations, u2.rotations,
@@ -248,10 +249,10 @@ def test_the_kernels_fill_the_rotations_as_the_compiler_does(backend, dtype):
     kernels.run_packed(packed, theta, TASK_STATE, states, parse_observables("I", 3).packed(kernels.pack_observables),
                        0, 0, 0, None)
     want = program.bind(theta, dtype, 1)
-    # the same reduction and polynomials: equal, up to the FMAs an x86-64-v3/v4 build contracts them into
-    atol = 4e-16 if dtype == np.complex128 else 1e-7
-    np.testing.assert_allclose(u1.out, want[0], rtol=0, atol=atol)
-    np.testing.assert_allclose(u2.out, want[1], rtol=0, atol=atol)
+    # bit for bit (the Cython build contracts nothing into FMAs here, as numba does not): a batch cut into calls,
+    # some filled by the kernels and some by numba, must give what the whole batch gives
+    np.testing.assert_array_equal(u1.out, want[0])
+    np.testing.assert_array_equal(u2.out, want[1])
     if backend == "cython":
         assert kernels.SINCOS_LIMIT == rotations.SINCOS_LIMIT
 
@@ -282,3 +283,18 @@ def test_a_packed_program_refuses_arrays_of_the_wrong_shape(backend):
         index, scale, offset, pauli, slot = u1.rotations
         kernels.pack_small(program.num_qubits, u1.out, u2.out, (index, scale, offset, pauli, slot + 99),
                            u2.rotations, *program.small_arguments)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_a_batch_cut_into_small_calls_gives_what_the_whole_gives(backend, dtype):
+    # the whole batch's rotations are filled by numba, the small parts' by the kernels: the same bits
+    c = seed_circuit()
+    theta = random_params(c, batch=2 * driver.KERNEL_FILL_MAX_ROWS + 4, seed=8) * 50
+    engine = get_backend(backend)
+    strings = parse_observables(["Z0", "X1 Y2", "Z3 Z7"], 8)
+    whole_values = engine.expectation(Job(c, theta, dtype, 1), strings)
+    whole_samples = engine.sample(Job(c, theta, dtype, 1), 64, key=11)
+    for start in range(0, len(theta), 3):
+        part = Job(c, np.ascontiguousarray(theta[start:start + 3]), dtype, 1)
+        np.testing.assert_array_equal(engine.expectation(part, strings), whole_values[start:start + 3])
+        np.testing.assert_array_equal(engine.sample(part, 64, key=11, offset=start), whole_samples[start:start + 3])

@@ -1432,7 +1432,6 @@ cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask,
         raise ValueError("xmask, zmask and ny must have one entry per observable")
 
 
-from libc.math cimport cos, floor, sin
 
 
 cdef struct RotationTable:
@@ -1515,136 +1514,112 @@ cdef tuple _rotations(tuple table, int64_t dim, int64_t slots, RotationTable* ro
 
 cdef extern from *:
     """
-    /* qsim_core.compiler.rotations._sincos's constants: fdlibm's three-part pi/2 and minimax polynomials */
-    #define QSIM_PIO2_1 1.57079632673412561417e+00
-    #define QSIM_PIO2_2 6.07710050630396597660e-11
-    #define QSIM_PIO2_3 2.02226624871116645580e-21
-    #define QSIM_TWO_OVER_PI 6.36619772367581382433e-01
-    #define QSIM_S1 -1.66666666666666324348e-01
-    #define QSIM_S2 8.33333333332248946124e-03
-    #define QSIM_S3 -1.98412698298579493134e-04
-    #define QSIM_S4 2.75573137070700676789e-06
-    #define QSIM_S5 -2.50507602534068634195e-08
-    #define QSIM_S6 1.58969099521155010221e-10
-    #define QSIM_C1 4.16666666666666019037e-02
-    #define QSIM_C2 -1.38888888888741095749e-03
-    #define QSIM_C3 2.48015872894767294178e-05
-    #define QSIM_C4 -2.75573143513906633035e-07
-    #define QSIM_C5 2.08757232129817482790e-09
-    #define QSIM_C6 -1.13596475577881948265e-11
+    /* qsim_core.compiler.rotations' fill in C, operation for operation: fdlibm's reduction and polynomials for
+       sin and cos (libm's past QSIM_SINCOS_LIMIT), then cos(a/2) I - i sin(a/2) P. Compiled without contracting
+       a * b + c into FMAs (numba does not contract), so that a batch binds the same matrices bit for bit whether
+       these kernels or numba fill them: results must not depend on how a batch is cut into calls. */
+    #include <math.h>
+    #include <stdint.h>
     #define QSIM_SINCOS_LIMIT 1e6
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize ("fp-contract=off")
+    #endif
+    static void qsim_sincos(const double* x, double* cosines, double* sines, int64_t n) {
+    #ifdef __clang__
+        #pragma clang fp contract(off)
+    #endif
+        for (int64_t i = 0; i < n; i++) {
+            double v = x[i];
+            double q = floor(v * 6.36619772367581382433e-01 + 0.5);
+            double r = ((v - q * 1.57079632673412561417e+00) - q * 6.07710050630396597660e-11)
+                       - q * 2.02226624871116645580e-21;
+            double z = r * r;
+            double s = r + r * z * (-1.66666666666666324348e-01 + z * (8.33333333332248946124e-03
+                       + z * (-1.98412698298579493134e-04 + z * (2.75573137070700676789e-06
+                       + z * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10)))));
+            double half = 0.5 * z;
+            double w = 1.0 - half;
+            double c = w + (((1.0 - w) - half) + z * z * (4.16666666666666019037e-02 + z * (-1.38888888888741095749e-03
+                       + z * (2.48015872894767294178e-05 + z * (-2.75573143513906633035e-07
+                       + z * (2.08757232129817482790e-09 + z * -1.13596475577881948265e-11))))));
+            int64_t quadrant = (int64_t)q;  /* r = v - quadrant pi/2: (c, s) turned by quadrant quarter turns */
+            double sine = (quadrant & 1) ? c : s, cosine = (quadrant & 1) ? s : c;
+            sines[i] = (quadrant & 2) ? -sine : sine;
+            cosines[i] = ((quadrant + 1) & 2) ? -cosine : cosine;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            if (!(fabs(x[i]) <= QSIM_SINCOS_LIMIT)) {
+                cosines[i] = cos(x[i]);
+                sines[i] = sin(x[i]);
+            }
+        }
+    }
+    /* one parameter set's rotations, 64 instances at a time: out[slot[k]] = cos I - i sin pauli[k], the
+       entries -i s (pr + i pi) = s pi - i s pr, rounded once to the state's precision */
+    #define QSIM_FILL_ROTATION_ROW(name, real)                                                                   \
+    static void name(const double* params, const int64_t* index, const double* scale, const double* offset,   \
+                     const double* pauli, const int64_t* slot, int64_t count, int64_t terms, int64_t dim,      \
+                     real* out) {                                                                              \
+        double halves[64], cosines[64], sines[64];                                                             \
+        int64_t entries = dim * dim;                                                                           \
+        for (int64_t first = 0; first < count; first += 64) {                                                  \
+            int64_t n = count - first < 64 ? count - first : 64;                                               \
+            for (int64_t j = 0; j < n; j++) {                                                                  \
+                int64_t k = first + j;                                                                         \
+                double angle = offset[k];                                                                      \
+                for (int64_t t = 0; t < terms; t++)                                                            \
+                    if (scale[k * terms + t] != 0.0)                                                           \
+                        angle += params[index[k * terms + t]] * scale[k * terms + t];                          \
+                halves[j] = 0.5 * angle;                                                                       \
+            }                                                                                                  \
+            qsim_sincos(halves, cosines, sines, n);                                                            \
+            for (int64_t j = 0; j < n; j++) {                                                                  \
+                int64_t k = first + j;                                                                         \
+                double c = cosines[j], s = sines[j];                                                           \
+                const double* p = pauli + 2 * entries * k;                                                     \
+                real* m = out + 2 * entries * slot[k];                                                         \
+                for (int64_t i = 0; i < entries; i++) {                                                        \
+                    double re = s * p[2 * i + 1];                                                              \
+                    if (i % (dim + 1) == 0)                                                                    \
+                        re = c + re;                                                                           \
+                    m[2 * i] = (real)re;                                                                       \
+                    m[2 * i + 1] = (real)(-s * p[2 * i]);                                                      \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+    QSIM_FILL_ROTATION_ROW(qsim_fill_rotation_row_f, float)
+    QSIM_FILL_ROTATION_ROW(qsim_fill_rotation_row_d, double)
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
     """
-    const double _PIO2_1 "QSIM_PIO2_1"
-    const double _PIO2_2 "QSIM_PIO2_2"
-    const double _PIO2_3 "QSIM_PIO2_3"
-    const double _TWO_OVER_PI "QSIM_TWO_OVER_PI"
-    const double _S1 "QSIM_S1"
-    const double _S2 "QSIM_S2"
-    const double _S3 "QSIM_S3"
-    const double _S4 "QSIM_S4"
-    const double _S5 "QSIM_S5"
-    const double _S6 "QSIM_S6"
-    const double _C1 "QSIM_C1"
-    const double _C2 "QSIM_C2"
-    const double _C3 "QSIM_C3"
-    const double _C4 "QSIM_C4"
-    const double _C5 "QSIM_C5"
-    const double _C6 "QSIM_C6"
     const double _SINCOS_LIMIT "QSIM_SINCOS_LIMIT"
+    void qsim_fill_rotation_row_f(const double* params, const int64_t* index, const double* scale,
+                                  const double* offset, const double* pauli, const int64_t* slot, int64_t count,
+                                  int64_t terms, int64_t dim, float* out) noexcept nogil
+    void qsim_fill_rotation_row_d(const double* params, const int64_t* index, const double* scale,
+                                  const double* offset, const double* pauli, const int64_t* slot, int64_t count,
+                                  int64_t terms, int64_t dim, double* out) noexcept nogil
 
 #: rotations.SINCOS_LIMIT, compiled in (a test checks that they agree)
 SINCOS_LIMIT = _SINCOS_LIMIT
 
 
-cdef void _sincos(const double* x, double* cosines, double* sines, int64_t n) noexcept nogil:
-    """``qsim_core.compiler.rotations._sincos``: the same reduction and polynomials (so both backends bind the
-    same matrices), in arithmetic and selects gcc vectorises (the quadrant's bits as float64 comparisons); libm's
-    cos and sin past ``SINCOS_LIMIT``."""
-    cdef int64_t i
-    cdef double v, q, m, r, z, s, half, w, c, sine, cosine
-    cdef bint odd
-    for i in range(n):
-        v = x[i]
-        q = floor(v * _TWO_OVER_PI + 0.5)
-        r = ((v - q * _PIO2_1) - q * _PIO2_2) - q * _PIO2_3
-        z = r * r
-        s = r + r * z * (_S1 + z * (_S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * _S6)))))
-        half = 0.5 * z
-        w = 1.0 - half
-        c = w + (((1.0 - w) - half) + z * z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6))))))
-        m = q - 4.0 * floor(0.25 * q)  # the quadrant mod 4: r = v - q pi/2, (c, s) turned by m quarter turns
-        odd = (m == 1.0) | (m == 3.0)  # bitwise, not "or": no branches, so the loop vectorises
-        sine = c if odd else s
-        cosine = s if odd else c
-        sines[i] = -sine if m >= 2.0 else sine
-        cosines[i] = -cosine if (m == 1.0) | (m == 2.0) else cosine
-    for i in range(n):
-        if not fabs(x[i]) <= _SINCOS_LIMIT:
-            cosines[i] = cos(x[i])
-            sines[i] = sin(x[i])
-
-
-cdef void _fill_rotation_row(const double* params, const int64_t* index, const double* scale,
-                             const double* offset, const double* pauli, const int64_t* slot, int64_t count,
-                             int64_t terms, int64_t dim, real* out) noexcept nogil:
-    """One parameter set's rotation matrices: ``out[slot[k]] = cos(a/2) I - i sin(a/2) pauli[k]``, the angles and
-    the entries formed as ``qsim_core.compiler.rotations`` forms them (in float64, rounded once to the state's
-    precision), 64 instances at a time."""
-    cdef double halves[64]
-    cdef double cosines[64]
-    cdef double sines[64]
-    cdef int64_t first, n, j, k, t, i, entries = dim * dim
-    cdef double angle, c, s
-    cdef const double* p
-    cdef real* m
-    for first in range(0, count, 64):
-        n = min(64, count - first)
-        for j in range(n):
-            k = first + j
-            angle = offset[k]
-            for t in range(terms):
-                if scale[k * terms + t] != 0.0:
-                    angle = angle + params[index[k * terms + t]] * scale[k * terms + t]
-            halves[j] = 0.5 * angle
-        _sincos(halves, cosines, sines, n)
-        for j in range(n):
-            k = first + j
-            c = cosines[j]
-            s = sines[j]
-            p = pauli + 2 * entries * k
-            m = out + 2 * entries * slot[k]
-            # -i s (pr + i pi) = s pi - i s pr; one-qubit generators unrolled, as numba writes them
-            if dim == 2:
-                m[0] = <real>(c + s * p[1])
-                m[1] = <real>(-s * p[0])
-                m[2] = <real>(s * p[3])
-                m[3] = <real>(-s * p[2])
-                m[4] = <real>(s * p[5])
-                m[5] = <real>(-s * p[4])
-                m[6] = <real>(c + s * p[7])
-                m[7] = <real>(-s * p[6])
-                continue
-            for i in range(entries):
-                m[2 * i] = <real>(c + s * p[2 * i + 1] if i % (dim + 1) == 0 else s * p[2 * i + 1])
-                m[2 * i + 1] = <real>(-s * p[2 * i])
-
-
 cdef void _fill_rotations(const double* params, int64_t num_params, const RotationTable* rotations, real* out,
-                          int64_t out_stride, int64_t batch, int num_threads) noexcept nogil:
-    """Every parameter set's rotation matrices, in parallel over the batch when it is large enough to pay."""
+                          int64_t out_stride, int64_t batch) noexcept nogil:
+    """Every parameter set's rotation matrices (the driver has the kernels fill small batches only)."""
     cdef int64_t b
-    if rotations.count == 0:
-        return
-    if num_threads > 1 and batch >= 64:
-        for b in prange(batch, num_threads=num_threads, schedule="static"):
-            _fill_rotation_row(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
-                               rotations.pauli, rotations.slot, rotations.count, rotations.terms, rotations.dim,
-                               out + out_stride * b)
-    else:
-        for b in range(batch):
-            _fill_rotation_row(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
-                               rotations.pauli, rotations.slot, rotations.count, rotations.terms, rotations.dim,
-                               out + out_stride * b)
+    for b in range(batch if rotations.count else 0):
+        if real is float:
+            qsim_fill_rotation_row_f(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
+                                     rotations.pauli, rotations.slot, rotations.count, rotations.terms,
+                                     rotations.dim, out + out_stride * b)
+        else:
+            qsim_fill_rotation_row_d(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
+                                     rotations.pauli, rotations.slot, rotations.count, rotations.terms,
+                                     rotations.dim, out + out_stride * b)
 
 
 def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tuple rotations1, tuple rotations2,
@@ -1805,9 +1780,9 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         with nogil:
             if fill:
                 _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <float*>program.u1,
-                                program.u1_stride, batch, _threads)
+                                program.u1_stride, batch)
                 _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <float*>program.u2,
-                                program.u2_stride, batch, _threads)
+                                program.u2_stride, batch)
             _run_small(task, <float*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
                        <const float*>program.u1, program.u1_stride, <const float*>program.u2, program.u2_stride,
                        program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
@@ -1818,9 +1793,9 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         with nogil:
             if fill:
                 _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <double*>program.u1,
-                                program.u1_stride, batch, _threads)
+                                program.u1_stride, batch)
                 _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <double*>program.u2,
-                                program.u2_stride, batch, _threads)
+                                program.u2_stride, batch)
             _run_small(task, <double*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
                        <const double*>program.u1, program.u1_stride, <const double*>program.u2, program.u2_stride,
                        program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
