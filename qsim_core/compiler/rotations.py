@@ -102,15 +102,17 @@ def _write_rotations(cosines, sines, pauli, slot, out):
     re = pauli.real.copy()
     im = pauli.imag.copy()
     if d == 2:
-        for b in range(out.shape[0]):
-            for k in range(count):
+        for k in range(count):  # instance by instance: its generator's entries stay in registers
+            g = slot[k]
+            re00, re01, re10, re11 = re[k, 0, 0], re[k, 0, 1], re[k, 1, 0], re[k, 1, 1]
+            im00, im01, im10, im11 = im[k, 0, 0], im[k, 0, 1], im[k, 1, 0], im[k, 1, 1]
+            for b in range(out.shape[0]):
                 c = cosines[b * count + k]
                 s = sines[b * count + k]
-                g = slot[k]
-                out[b, g, 0, 0] = complex(c + s * im[k, 0, 0], -s * re[k, 0, 0])
-                out[b, g, 0, 1] = complex(s * im[k, 0, 1], -s * re[k, 0, 1])
-                out[b, g, 1, 0] = complex(s * im[k, 1, 0], -s * re[k, 1, 0])
-                out[b, g, 1, 1] = complex(c + s * im[k, 1, 1], -s * re[k, 1, 1])
+                out[b, g, 0, 0] = complex(c + s * im00, -s * re00)
+                out[b, g, 0, 1] = complex(s * im01, -s * re01)
+                out[b, g, 1, 0] = complex(s * im10, -s * re10)
+                out[b, g, 1, 1] = complex(c + s * im11, -s * re11)
         return
     for b in range(out.shape[0]):
         for k in range(count):
