@@ -68,7 +68,6 @@ from typing import Any
 
 import numpy as np
 from distributed import Client, Future, as_completed
-from distributed.comm import CommClosedError
 
 import qsim_core as qc
 from qsim_core import Circuit
@@ -152,7 +151,8 @@ class DaskSimulator(qc.Simulator):
             ``direct=`` of ``scatter`` and ``gather``) instead of through the scheduler, one hop instead of
             two and no scheduler time per byte. None: yes for the local cluster started here, else the
             client's own ``direct_to_workers`` setting (Dask's default: through the scheduler, for clients
-            that cannot reach the workers).
+            that cannot reach the workers). The cost: rows on their way to a worker that dies wait up to the
+            client's connect timeout (``timeout`` for a client made here) before they are sent elsewhere.
         backend: the engine the workers run: ``"numba"``, ``"cython"`` or ``"auto"`` (resolved on the
             client: the first that loads there, in qsim_core's order of preference; the workers must have
             it too); ``"reference"``, the slow numpy oracle, for checking.
@@ -355,9 +355,10 @@ class _ClusterBackend:
             if future.status == "error":
                 raise future.exception()  # the engine's own error, or KilledWorker after repeated deaths
             if future.status == "finished":
-                result = client.gather([future], errors="skip", direct=self.simulator.direct)[0]
-                if result is not None:  # None: lost with its worker after it finished
-                    collected[chunk_of[future.key]] = result
+                # nothing comes back for a result lost with its worker after the task finished
+                for result in client.gather([future], errors="skip", direct=self.simulator.direct):
+                    if result is not None:
+                        collected[chunk_of[future.key]] = result
         return collected
 
     def _submit(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]], firsts: list[int],
@@ -369,7 +370,9 @@ class _ClusterBackend:
         token = uuid.uuid4().hex[:12]
         keys = {i: f"qsim-{task['method']}-{token}-{i}" for i in pending}
         futures: dict[int, Future] = {}
-        with contextlib.suppress(CommClosedError):
+        # a worker that died while its rows were sent: a closed comm, or with ``direct`` no connection within
+        # the client's connect timeout (the scheduler still listed it); those chunks go again on the retry
+        with contextlib.suppress(OSError):
             shared = self._circuit(circuit, structure, workers)
             if not scatter:
                 mapped = client.map(_run_chunk, [shared] * len(pending), [chunks[i] for i in pending],

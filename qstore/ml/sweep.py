@@ -352,10 +352,13 @@ def run_sweep(config: SweepConfig, output: str | Path, *, scheduler: str | None 
             data = share(client, arrays, "qstore-data")
             # a key of this sweep's own: a long-lived client may still hold an earlier sweep's run of this id
             sweep = uuid.uuid4().hex[:8]
-            # the largest runs first (Dask starts tasks in the order they were submitted): the small ones
-            # then fill the workers' last gaps, so the sweep ends closer to its work / workers
-            futures = {client.submit(train_run, settings, data, key=f"qstore-run-{rid}-{sweep}", pure=False):
-                       (rid, settings) for rid, settings in sorted(pending, key=lambda run: -work(run[1]))}
+            # the largest runs first: the small ones then fill the workers' last gaps, so the sweep ends
+            # closer to its work / workers. Submitted in that order (an idle worker starts the first one as it
+            # arrives) and with priorities to match (runs that arrive together start by priority)
+            order = sorted(pending, key=lambda run: -work(run[1]))
+            futures = {client.submit(train_run, settings, data, key=f"qstore-run-{rid}-{sweep}", pure=False,
+                                     priority=len(order) - rank): (rid, settings)
+                       for rank, (rid, settings) in enumerate(order)}
             with tqdm(total=len(ids), initial=len(ids) - len(pending), desc="sweep", unit="run",
                       disable=not progress) as bar:
                 # a failed run stops no other

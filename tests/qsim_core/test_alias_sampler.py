@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 import qsim_core as qc
-from qsim_core.backends.numba import kernels
+from qsim_core.backends.numba import sampling
 from tests.conftest import COMPILED, random_params, seed_circuit
 from tests.qsim_core.test_sampling import chi_square_p_value
 
@@ -61,15 +61,15 @@ def distribution(bits: int, seed: int, zeros: int) -> np.ndarray:
 def test_alias_table_represents_the_distribution_and_draws_follow_the_float_rule(bits):
     probs = distribution(bits, seed=bits, zeros=(1 << bits) // 4)
     threshold, alias = np.empty(probs.size), np.empty(probs.size, np.int64)
-    kernels.alias_table(probs, threshold, alias)
+    sampling.alias_table(probs, threshold, alias)
     np.testing.assert_allclose(table_probabilities(threshold, alias), probs / probs.sum(), rtol=0, atol=1e-14)
     assert (threshold[probs == 0] == 0).all()  # an impossible state is never kept
 
     state, count = 0x1234_5678_9ABC_DEF0, 50_000
     expected = reference_draws(threshold, alias, bits, state, count)
     out = np.empty(count, np.int64)
-    table = kernels.coin_cuts(threshold.copy(), alias, bits)
-    after = kernels.alias_draws(table, alias, bits, np.uint64(state), out)
+    table = sampling.coin_cuts(threshold.copy(), alias, bits)
+    after = sampling.alias_draws(table, alias, bits, np.uint64(state), out)
     np.testing.assert_array_equal(out, expected)
     # the stream advanced by exactly the numbers the draws used
     used = count if bits <= 11 else 2 * count
@@ -165,7 +165,7 @@ EDGE_DISTRIBUTIONS = {
 def test_alias_table_is_vose_bit_for_bit(name):
     probs = EDGE_DISTRIBUTIONS[name]
     threshold, alias = np.empty(probs.size), np.empty(probs.size, np.int64)
-    kernels.alias_table(probs, threshold, alias)
+    sampling.alias_table(probs, threshold, alias)
     expected_threshold, expected_alias = vose_reference(probs)
     np.testing.assert_array_equal(threshold, expected_threshold)
     np.testing.assert_array_equal(alias, expected_alias)

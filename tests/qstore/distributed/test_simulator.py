@@ -230,7 +230,8 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, mo
     c, theta = circuit(13), params(4000, 13)
     want = qc.Simulator(backend=ENGINE, seed=9).sample(c, 1024, theta)
     with cli_cluster(tmp_path, workers=2) as cluster, \
-            DaskSimulator(cluster.address, backend=ENGINE, seed=9, chunk_seconds=1.0, direct=direct) as remote:
+            DaskSimulator(cluster.address, backend=ENGINE, seed=9, chunk_seconds=1.0, direct=direct,
+                          timeout=10) as remote:
         remote._cluster_backend.row_seconds[(c.structure_key(), "sample", 1024)] = 0.01  # 40 chunks of 100 rows
         pids = remote.client.run(os.getpid)
         victim = next(iter(pids.values()))
