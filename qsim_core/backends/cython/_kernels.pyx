@@ -1688,6 +1688,25 @@ def pack_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const i
     return observables
 
 
+cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, const double[:, ::1] params,
+                        bint fill, int task, double* reals_out, int64_t* samples_out, int64_t batch,
+                        PackedObservables observables, int64_t shots, uint64_t key, int64_t batch_offset,
+                        int* failed):
+    """:func:`run_packed`'s work once its arguments are checked, in the state's precision ``real``."""
+    with nogil:
+        if fill:
+            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <real*>program.u1,
+                            program.u1_stride, batch)
+            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <real*>program.u2,
+                            program.u2_stride, batch)
+        _run_small(task, psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
+                   <const real*>program.u1, program.u1_stride, <const real*>program.u2, program.u2_stride,
+                   program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
+                   program.run_start, program.run_gate, program.perm_start, program.has_perm,
+                   program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
+                   shots, key, batch_offset, start, start != NULL, _threads, failed)
+
+
 def run_packed(SmallProgram program not None, const double[:, ::1] params, int task, out,
                PackedObservables observables not None, int64_t shots, uint64_t key, int64_t batch_offset, initial):
     """Fill the rotation matrices of ``params`` into the packed gate matrices (unless None), then run the whole
@@ -1776,32 +1795,13 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
             raise ValueError(f"initial must be [{batch}, {size}]")
     if batch == 0:
         return
+    # the state's precision picks the specialisation (complex64 states are float pairs)
     if program.single:
-        with nogil:
-            if fill:
-                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <float*>program.u1,
-                                program.u1_stride, batch)
-                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <float*>program.u2,
-                                program.u2_stride, batch)
-            _run_small(task, <float*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
-                       <const float*>program.u1, program.u1_stride, <const float*>program.u2, program.u2_stride,
-                       program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
-                       program.run_start, program.run_gate, program.perm_start, program.has_perm,
-                       program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
-                       shots, key, batch_offset, <const float*>start, start != NULL, _threads, &failed)
+        _fill_and_run(<float*>psi_out, <const float*>start, program, params, fill, task, reals_out, samples_out,
+                      batch, observables, shots, key, batch_offset, &failed)
     else:
-        with nogil:
-            if fill:
-                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <double*>program.u1,
-                                program.u1_stride, batch)
-                _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <double*>program.u2,
-                                program.u2_stride, batch)
-            _run_small(task, <double*>psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
-                       <const double*>program.u1, program.u1_stride, <const double*>program.u2, program.u2_stride,
-                       program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
-                       program.run_start, program.run_gate, program.perm_start, program.has_perm,
-                       program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
-                       shots, key, batch_offset, <const double*>start, start != NULL, _threads, &failed)
+        _fill_and_run(<double*>psi_out, <const double*>start, program, params, fill, task, reals_out, samples_out,
+                      batch, observables, shots, key, batch_offset, &failed)
     _check_allocated(failed)
 
 
