@@ -36,3 +36,28 @@ def circuits(draw, min_qubits: int = 1, max_qubits: int = 10, max_ops: int = 30,
         # pad so that params columns exist even if the draw used fewer indices
         circuit.rz(0, qc.Param(num_params - 1))
     return circuit
+
+
+@st.composite
+def rotation_layers(draw, min_qubits: int = 4, max_qubits: int = 12, max_layers: int = 4):
+    """Layers of real rotations (RY, or H) on distinct qubits in a random order, the case the grouped kernels
+    take three at a time; now and then a CNOT, an RZ (a diagonal, complex step) or a repeated qubit ends a
+    group, and a first RX layer makes the state complex."""
+    n = draw(st.integers(min_qubits, max_qubits))
+    circuit = qc.Circuit(n)
+    for q in range(n):
+        circuit.rx(q, draw(st.floats(-4.0, 4.0, allow_nan=False)))
+    for _ in range(draw(st.integers(1, max_layers))):
+        for q in draw(st.permutations(range(n))):
+            interruption = draw(st.sampled_from(["none"] * 6 + ["cnot", "rz", "repeat", "h"]))
+            if interruption == "h":
+                circuit.h(q)
+            else:
+                circuit.ry(q, qc.Param(len(circuit)))
+            if interruption == "cnot":
+                circuit.cnot(q, (q + 1) % n)
+            elif interruption == "rz":
+                circuit.rz(q, draw(st.floats(-4.0, 4.0, allow_nan=False)))
+            elif interruption == "repeat":
+                circuit.ry(q, draw(st.floats(-4.0, 4.0, allow_nan=False)))
+    return circuit

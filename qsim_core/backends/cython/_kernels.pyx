@@ -284,6 +284,79 @@ cdef extern from *:
             }                                                                                   \\
         }                                                                                       \\
     }
+    #ifdef __AVX512F__
+    /* Two or three real 2x2 matrices on distinct qubits in one sweep (AVX-512 only: its 32 registers hold the 2**k
+       gathered vectors and the matrices' 4k splats; 16 would spill). Separate passes are bound by their loads and
+       stores, not by arithmetic, so three gates in registers cost about one pass. Each gate is applied in program
+       order with the real path's expression (a x + b y), so every amplitude sees the same operations as in
+       separate passes, up to the last bit where the compiler contracts the other product into an FMA.
+       qubit[g] (program order) must have 2 << qubit[g] >= the vector's reals; m holds the NG 2x2 matrices (8
+       reals each; their real parts are read). */
+    #define QSIM_GROUPS 1
+    #define QSIM_GROUP_BYTES 64
+    typedef double qsim_vd_64 __attribute__((vector_size(64)));
+    typedef float qsim_vf_64 __attribute__((vector_size(64)));
+    #define QSIM_SPLAT_d(x) ((qsim_vd_64){x, x, x, x, x, x, x, x})
+    #define QSIM_SPLAT_f(x) ((qsim_vf_64){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x})
+    #define QSIM_GROUP_PAIR(j, k, a, b, c, d) {                                                     \\
+        V ox = a * r[k] + b * r[(k) | (1 << (j))], oy = c * r[k] + d * r[(k) | (1 << (j))];         \\
+        r[k] = ox; r[(k) | (1 << (j))] = oy; }
+    #define QSIM_GROUP_GATE(j, NG, a, b, c, d) {                                                    \\
+        for (int k = 0; k < (1 << (NG)); k++)                                                       \\
+            if (!(k & (1 << (j)))) QSIM_GROUP_PAIR(j, k, a, b, c, d) }
+    #define QSIM_GROUP(S, T, NG)                                                                    \\
+    static void qsim_group##NG##_##S(T* v, int64_t n, const int64_t* qubit, const T* m) {           \\
+        typedef qsim_v##S##_64 V;                                                                   \\
+        const int64_t w = sizeof(V) / sizeof(T);                                                    \\
+        int64_t sorted[NG], offset[1 << (NG)], run, chunk, base, f, g, h, t;                        \\
+        int bit[NG];                                                                                \\
+        V a[NG], b[NG], c[NG], d[NG], r[1 << (NG)];                                                 \\
+        for (g = 0; g < NG; g++) {                                                                  \\
+            sorted[g] = qubit[g];                                                                   \\
+            a[g] = QSIM_SPLAT_##S(m[8 * g]);                                                        \\
+            b[g] = QSIM_SPLAT_##S(m[8 * g + 2]);                                                    \\
+            c[g] = QSIM_SPLAT_##S(m[8 * g + 4]);                                                    \\
+            d[g] = QSIM_SPLAT_##S(m[8 * g + 6]);                                                    \\
+        }                                                                                           \\
+        for (g = 1; g < NG; g++)                                                                    \\
+            for (h = g; h > 0 && sorted[h - 1] > sorted[h]; h--) {                                  \\
+                t = sorted[h]; sorted[h] = sorted[h - 1]; sorted[h - 1] = t;                        \\
+            }                                                                                       \\
+        for (g = 0; g < NG; g++)                                                                    \\
+            for (h = 0; h < NG; h++)                                                                \\
+                if (sorted[h] == qubit[g]) bit[g] = (int)h;                                         \\
+        for (h = 0; h < (1 << (NG)); h++) {                                                         \\
+            offset[h] = 0;                                                                          \\
+            for (g = 0; g < NG; g++)                                                                \\
+                if (h & (1 << g)) offset[h] += (int64_t)2 << sorted[g];                             \\
+        }                                                                                           \\
+        run = (int64_t)2 << sorted[0];  /* reals below the lowest qubit: contiguous */              \\
+        for (chunk = 0; chunk < (2 * n >> (NG)); chunk += run) {                                    \\
+            base = chunk;                                                                           \\
+            for (g = 0; g < NG; g++)  /* insert a zero bit at each qubit, lowest first */           \\
+                base = ((base >> (sorted[g] + 1)) << (sorted[g] + 2)) | (base & (((int64_t)2 << sorted[g]) - 1)); \\
+            for (f = base; f < base + run; f += w) {                                                \\
+                for (h = 0; h < (1 << (NG)); h++) QSIM_LOAD(r[h], v + f + offset[h]);               \\
+                for (g = 0; g < NG; g++) {                                                          \\
+                    if (bit[g] == 0) QSIM_GROUP_GATE(0, NG, a[g], b[g], c[g], d[g])                 \\
+                    else if (bit[g] == 1) QSIM_GROUP_GATE(1, NG, a[g], b[g], c[g], d[g])            \\
+                    else QSIM_GROUP_GATE((NG) - 1, NG, a[g], b[g], c[g], d[g]) /* bit 2 */          \\
+                }                                                                                   \\
+                for (h = 0; h < (1 << (NG)); h++) QSIM_STORE(v + f + offset[h], r[h]);              \\
+            }                                                                                       \\
+        }                                                                                           \\
+    }
+    QSIM_GROUP(d, double, 2)
+    QSIM_GROUP(d, double, 3)
+    QSIM_GROUP(f, float, 2)
+    QSIM_GROUP(f, float, 3)
+    #define QSIM_GROUP_REALS_d (QSIM_GROUP_BYTES / 8)
+    #define QSIM_GROUP_REALS_f (QSIM_GROUP_BYTES / 4)
+    #else
+    #define QSIM_GROUPS 0
+    #define QSIM_GROUP_REALS_d 0
+    #define QSIM_GROUP_REALS_f 0
+    #endif
     QSIM_DEFINE_MIX(d, double, qsim_vd)
     QSIM_DEFINE_MIX(f, float, qsim_vf)
     QSIM_DEFINE_PHASES(d, double, qsim_vd)
@@ -294,6 +367,9 @@ cdef extern from *:
     #define QSIM_VECTORS 0
     #define QSIM_WIDTH_d 0
     #define QSIM_WIDTH_f 0
+    #define QSIM_GROUPS 0
+    #define QSIM_GROUP_REALS_d 0
+    #define QSIM_GROUP_REALS_f 0
     static void qsim_mix_d(double* v, int64_t n, int64_t s, const double* m, int path) {}
     static void qsim_mix_f(float* v, int64_t n, int64_t s, const float* m, int path) {}
     static void qsim_phases_d(double* v, int64_t rows, int64_t cols, const double* high, const double* lr,
@@ -301,10 +377,23 @@ cdef extern from *:
     static void qsim_phases_f(float* v, int64_t rows, int64_t cols, const float* high, const float* lr,
                               const float* li, const float* lrs, const float* lis) {}
     #endif
+    #if !QSIM_GROUPS
+    static void qsim_group2_d(double* v, int64_t n, const int64_t* qubit, const double* m) {}
+    static void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m) {}
+    static void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m) {}
+    static void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m) {}
+    #endif
     """
     const bint QSIM_VECTORS
     const int64_t QSIM_WIDTH_d  # reals per vector; 0 without vector extensions
     const int64_t QSIM_WIDTH_f
+    const bint QSIM_GROUPS
+    const int64_t QSIM_GROUP_REALS_d  # reals per vector of the grouped kernels; 0 where there are none
+    const int64_t QSIM_GROUP_REALS_f
+    void qsim_group2_d(double* v, int64_t n, const int64_t* qubit, const double* m) noexcept nogil
+    void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m) noexcept nogil
+    void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m) noexcept nogil
+    void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m) noexcept nogil
     void qsim_mix_d(double* v, int64_t n, int64_t s, const double* m, int path) noexcept nogil
     void qsim_mix_f(float* v, int64_t n, int64_t s, const float* m, int path) noexcept nogil
     void qsim_phases_d(double* v, int64_t rows, int64_t cols, const double* high, const double* lr,
@@ -679,22 +768,27 @@ cdef real* apply_steps(real* psi, real* scratch, int64_t n, int64_t first, int64
     cdef int64_t k = first
     cdef int64_t end, t
     cdef real* out
+    if n <= tile:
+        return _apply_in_order(psi, scratch, n, first, last, kind, q0, q1, arg, u1, u2, run_start, run_gate,
+                               perm_start, perm_table)
     while k < last:
-        end = _tiled_run_end(kind, q0, q1, k, last, tile) if n > tile else k
+        end = _tiled_run_end(kind, q0, q1, k, last, tile)
         if end - k >= 2:
             t = 0
             while t < n:
                 _apply_in_order(psi + 2 * t, NULL, tile, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate,
                                 perm_start, perm_table)
                 t += tile
-            k = end
-        else:
-            out = _apply_in_order(psi, scratch, n, k, k + 1, kind, q0, q1, arg, u1, u2, run_start, run_gate,
+        else:  # the steps up to the next tiled stretch, over the whole state
+            end = k + 1
+            while end < last and _tiled_run_end(kind, q0, q1, end, last, tile) - end < 2:
+                end += 1
+            out = _apply_in_order(psi, scratch, n, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate,
                                   perm_start, perm_table)
-            if out != psi:  # a permutation: the buffers traded roles
+            if out != psi:  # permutations: the buffers traded roles
                 scratch = psi
                 psi = out
-            k += 1
+        k = end
     return psi
 
 
@@ -838,18 +932,80 @@ cdef real* apply_block_steps(real* psi, real* scratch, int64_t n, int64_t first,
     return psi
 
 
+cdef enum:
+    GROUP_MAX = 3  # most U1 steps one grouped sweep applies (the AVX-512 registers hold 2**3 vectors and 12 splats)
+
+
+cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, const int8_t* kind, const int32_t* q0,
+                              const int32_t* arg, const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                              int64_t* qubits, real* m) noexcept nogil:
+    """Apply the U1 steps from ``k`` in one sweep if two or three in a row qualify (``qsim_group*``); returns how
+    many it applied (0: none, the caller applies step k itself).
+
+    A step qualifies when its fused matrix takes :func:`apply_u1`'s real path (real, not diagonal), its qubit is
+    not one already in the group and its pairs hold whole vectors of the grouped kernels (qubit >= 2 in
+    complex128, >= 3 in complex64). ``qubits[3]`` and ``m[24]`` are scratch."""
+    cdef int64_t count = 0
+    cdef int64_t j, q
+    cdef real tiny
+    cdef real* g
+    cdef bint repeated
+    cdef int64_t width = QSIM_GROUP_REALS_f
+    if real is double:
+        width = QSIM_GROUP_REALS_d
+    if not QSIM_GROUPS:
+        return 0
+    while count < GROUP_MAX and k + count < last and kind[k + count] == U1:
+        q = q0[k + count]
+        if (<int64_t>2 << q) < width:
+            break
+        repeated = False
+        for j in range(count):
+            repeated = repeated or qubits[j] == q
+        if repeated:
+            break
+        g = m + 8 * count
+        fused_u1(u1, run_start, run_gate, arg[k + count], g)
+        tiny = _negligible(g[0])
+        if (fabs(g[1]) > tiny or fabs(g[3]) > tiny or fabs(g[5]) > tiny or fabs(g[7]) > tiny
+                or fabs(g[2]) + fabs(g[3]) <= tiny and fabs(g[4]) + fabs(g[5]) <= tiny):
+            break
+        qubits[count] = q
+        count += 1
+    if count < 2:
+        return 0
+    if real is double:
+        if count == 2:
+            qsim_group2_d(psi, n, qubits, m)
+        else:
+            qsim_group3_d(psi, n, qubits, m)
+    else:
+        if count == 2:
+            qsim_group2_f(psi, n, qubits, m)
+        else:
+            qsim_group3_f(psi, n, qubits, m)
+    return count
+
+
 cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
                            const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1, const real* u2,
                            const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
                            const int64_t* perm_table) noexcept nogil:
-    """:func:`apply_steps` one step after the other over the whole state (same contract)."""
-    cdef int64_t k
+    """:func:`apply_steps` one step after the other over the whole state (same contract); where the build has
+    them (:func:`_u1_group`), up to three U1 steps in a row in one sweep, with the same result."""
+    cdef int64_t k = first
+    cdef int64_t grouped
     cdef int8_t op
-    cdef real m[8]
+    cdef real m[8 * GROUP_MAX]
+    cdef int64_t qubits[GROUP_MAX]
     cdef real* tmp
-    for k in range(first, last):
+    while k < last:
         op = kind[k]
         if op == U1:
+            grouped = _u1_group(psi, n, k, last, kind, q0, arg, u1, run_start, run_gate, qubits, m)
+            if grouped:
+                k += grouped
+                continue
             fused_u1(u1, run_start, run_gate, arg[k], m)
             apply_u1(psi, n, q0[k], m)
         elif op == PERM:
@@ -867,6 +1023,7 @@ cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, i
             apply_u2d(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
         elif op == U2:
             apply_u2(psi, n, q0[k], q1[k], u2 + 32 * arg[k])
+        k += 1
     return psi
 
 

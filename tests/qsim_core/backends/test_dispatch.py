@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qsim_core as qc
 from qsim_core import backends, compiler
@@ -16,7 +17,7 @@ from qsim_core.backends import isa
 from qsim_core.backends.driver import CompiledBackend
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.qsim_core.backends.test_cross_backend import REFERENCE, check_against_reference
-from tests.strategies import circuits
+from tests.strategies import circuits, rotation_layers
 
 PACKAGE = "qsim_core.backends.cython"
 BUILT = isa.built_levels(PACKAGE)
@@ -160,16 +161,18 @@ def level_backend(level: str) -> CompiledBackend:
     return CompiledBackend(f"cython {level}", module, module)
 
 
+# rotation layers: runs of RY on distinct qubits, which the v4 build applies up to three in one sweep (whole states,
+# L1 tiles and gathered blocks alike)
 @pytest.mark.parametrize("level", list(isa.LEVELS))
-@settings(max_examples=15)
-@given(circuit=circuits())
+@settings(max_examples=24)
+@given(circuit=st.one_of(circuits(), rotation_layers()))
 def test_every_level_matches_the_reference_on_random_circuits(level, precision, circuit):
     check_against_reference(circuit, level_backend(level), precision)
 
 
 @pytest.mark.parametrize("level", list(isa.LEVELS))
-@settings(max_examples=5)
-@given(circuit=circuits(min_qubits=7, max_qubits=9, max_ops=30))
+@settings(max_examples=8)
+@given(circuit=st.one_of(circuits(min_qubits=7, max_qubits=9, max_ops=30), rotation_layers(min_qubits=7, max_qubits=9)))
 def test_every_level_matches_the_reference_through_gathered_blocks(level, circuit):
     check_against_reference(circuit, level_backend(level), "double", batch=2, block_qubits=5)
 
