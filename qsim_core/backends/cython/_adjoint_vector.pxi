@@ -15,36 +15,49 @@ cdef extern from *:
     typedef float qsim_v4f __attribute__((vector_size(16)));
     #define QSIM_TO_V4D_double(v) (v)
     #define QSIM_TO_V4D_float(v) __builtin_convertvector((v), qsim_v4d)
+    /* Lane helpers of the W-lane real pass: W = 4 (32-byte double vectors) everywhere, W = 8 (64-byte) where the
+       build has AVX-512 and a run of pairs holds 8 reals (qubit >= 2): the pass does three times the arithmetic of a
+       forward pass per load, so the wider vectors pay here. */
+    #define QSIM_SPLAT4(V, x) ((V){x, x, x, x})
+    #define QSIM_SPLAT8(V, x) ((V){x, x, x, x, x, x, x, x})
+    #define QSIM_ODD4(V) ((V){1, -1, 1, -1})
+    #define QSIM_ODD8(V) ((V){1, -1, 1, -1, 1, -1, 1, -1})
+    #define QSIM_PAIR_SWAP4(V, x) ((V){x[1], x[0], x[3], x[2]})
+    #define QSIM_PAIR_SWAP8(V, x) ((V){x[1], x[0], x[3], x[2], x[5], x[4], x[7], x[6]})
+    #define QSIM_SUM4(x) ((x[0] + x[1]) + (x[2] + x[3]))
+    #define QSIM_SUM8(x) (((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7])))
+    #define QSIM_TO_qsim_v4d(T, v) QSIM_TO_V4D_##T(v)
+    #define QSIM_TO_qsim_v8d(T, v) QSIM_TO_V8D_##T(v)
     /* qsim_real_pass_<T>(psi, lam, n, q, a, update_psi, imag, cross): cross[8] = sum conj(lam[a]) psi[b]
        (row-major complex; Im only when imag) of the states as they come in, then lam = a lam (and psi = a psi). */
-    #define QSIM_REAL_PASS(T, VT)                                                                            \
-    static void qsim_real_pass_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,         \
+    #define QSIM_REAL_PASS(W, T, VT, VD)                                                                     \
+    static void qsim_real_pass##W##_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,   \
                                    int imag, double* cross)                                                  \
     {                                                                                                        \
         const int64_t half = (int64_t)2 << q;                                                                \
-        const VT m00 = {a[0], a[0], a[0], a[0]}, m01 = {a[2], a[2], a[2], a[2]};                            \
-        const VT m10 = {a[4], a[4], a[4], a[4]}, m11 = {a[6], a[6], a[6], a[6]};                            \
-        const qsim_v4d zero = {0, 0, 0, 0}, odd = {1, -1, 1, -1};                                          \
-        qsim_v4d r00 = zero, r01 = zero, r10 = zero, r11 = zero, i00 = zero, i01 = zero, i10 = zero;         \
-        qsim_v4d i11 = zero, xd, yd, ud, vd, xs, ys;                                                         \
+        const VT m00 = QSIM_SPLAT##W(VT, a[0]), m01 = QSIM_SPLAT##W(VT, a[2]);                               \
+        const VT m10 = QSIM_SPLAT##W(VT, a[4]), m11 = QSIM_SPLAT##W(VT, a[6]);                               \
+        const VD zero = QSIM_SPLAT##W(VD, 0), odd = QSIM_ODD##W(VD);                                         \
+        VD r00 = zero,      r01 = zero, r10 = zero, r11 = zero, i00 = zero, i01 = zero, i10 = zero;         \
+        VD i11 = zero,      xd, yd, ud, vd, xs, ys;                                                         \
         VT x, y, u, v;                                                                                       \
         for (int64_t i0 = 0; i0 < 2 * n; i0 += 2 * half) {                                                   \
-            for (int64_t r = i0; r < i0 + half; r += 4) {                                                    \
+            for (int64_t r = i0; r < i0 + half; r += W) {                                                    \
                 memcpy(&x, psi + r, sizeof x);                                                               \
                 memcpy(&y, psi + r + half, sizeof y);                                                        \
                 memcpy(&u, lam + r, sizeof u);                                                               \
                 memcpy(&v, lam + r + half, sizeof v);                                                        \
-                xd = QSIM_TO_V4D_##T(x);                                                                     \
-                yd = QSIM_TO_V4D_##T(y);                                                                     \
-                ud = QSIM_TO_V4D_##T(u);                                                                     \
-                vd = QSIM_TO_V4D_##T(v);                                                                     \
+                xd = QSIM_TO_##VD(T, x);                                                                       \
+                yd = QSIM_TO_##VD(T, y);                                                                       \
+                ud = QSIM_TO_##VD(T, u);                                                                       \
+                vd = QSIM_TO_##VD(T, v);                                                                       \
                 r00 += ud * xd;                                                                              \
                 r01 += ud * yd;                                                                              \
                 r10 += vd * xd;                                                                              \
                 r11 += vd * yd;                                                                              \
                 if (imag) { /* Im conj(u) x = ur xi - ui xr: each lane times its pair partner, odd lanes negated */ \
-                    xs = (qsim_v4d){xd[1], xd[0], xd[3], xd[2]} * odd;                                       \
-                    ys = (qsim_v4d){yd[1], yd[0], yd[3], yd[2]} * odd;                                       \
+                    xs = QSIM_PAIR_SWAP##W(VD, xd) * odd;                                                  \
+                    ys = QSIM_PAIR_SWAP##W(VD, yd) * odd;                                                  \
                     i00 += ud * xs;                                                                          \
                     i01 += ud * ys;                                                                          \
                     i10 += vd * xs;                                                                          \
@@ -60,14 +73,14 @@ cdef extern from *:
                 memcpy(lam + r + half, &nv, sizeof nv);                                                      \
             }                                                                                                \
         }                                                                                                    \
-        cross[0] = (r00[0] + r00[1]) + (r00[2] + r00[3]);                                                    \
-        cross[1] = (i00[0] + i00[1]) + (i00[2] + i00[3]);                                                    \
-        cross[2] = (r01[0] + r01[1]) + (r01[2] + r01[3]);                                                    \
-        cross[3] = (i01[0] + i01[1]) + (i01[2] + i01[3]);                                                    \
-        cross[4] = (r10[0] + r10[1]) + (r10[2] + r10[3]);                                                    \
-        cross[5] = (i10[0] + i10[1]) + (i10[2] + i10[3]);                                                    \
-        cross[6] = (r11[0] + r11[1]) + (r11[2] + r11[3]);                                                    \
-        cross[7] = (i11[0] + i11[1]) + (i11[2] + i11[3]);                                                    \
+        cross[0] = QSIM_SUM##W(r00);                                                                             \
+        cross[1] = QSIM_SUM##W(i00);                                                                             \
+        cross[2] = QSIM_SUM##W(r01);                                                                             \
+        cross[3] = QSIM_SUM##W(i01);                                                                             \
+        cross[4] = QSIM_SUM##W(r10);                                                                             \
+        cross[5] = QSIM_SUM##W(i10);                                                                             \
+        cross[6] = QSIM_SUM##W(r11);                                                                             \
+        cross[7] = QSIM_SUM##W(i11);                                                                             \
     }
     /* Qubit 0: a block is one amplitude pair, [xr xi yr yi], and the same sums come from the block times itself
        with its halves swapped (the off-diagonal entries) and with each pair swapped (the imaginary parts). */
@@ -138,8 +151,32 @@ cdef extern from *:
             high_partial[2 * h + 1] = (im[0] + im[1]) + (im[2] + im[3]);                                     \
         }                                                                                                    \
     }
-    QSIM_REAL_PASS(double, qsim_v4d)
-    QSIM_REAL_PASS(float, qsim_v4f)
+    QSIM_REAL_PASS(4, double, qsim_v4d, qsim_v4d)
+    QSIM_REAL_PASS(4, float, qsim_v4f, qsim_v4d)
+    #ifdef __AVX512F__
+    typedef double qsim_v8d __attribute__((vector_size(64)));
+    typedef float qsim_v8f __attribute__((vector_size(32)));
+    #define QSIM_TO_V8D_double(v) (v)
+    #define QSIM_TO_V8D_float(v) __builtin_convertvector((v), qsim_v8d)
+    QSIM_REAL_PASS(8, double, qsim_v8d, qsim_v8d)
+    QSIM_REAL_PASS(8, float, qsim_v8f, qsim_v8d)
+    #define QSIM_WIDE_PASS(q) (((int64_t)2 << (q)) >= 8)
+    #else
+    #define QSIM_WIDE_PASS(q) 0
+    #define qsim_real_pass8_double qsim_real_pass4_double
+    #define qsim_real_pass8_float qsim_real_pass4_float
+    #endif
+    #define QSIM_REAL_PASS_DISPATCH(T)                                                                       \
+    static void qsim_real_pass_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,         \
+                                   int imag, double* cross)                                                  \
+    {                                                                                                        \
+        if (QSIM_WIDE_PASS(q))                                                                               \
+            qsim_real_pass8_##T(psi, lam, n, q, a, update_psi, imag, cross);                                 \
+        else                                                                                                 \
+            qsim_real_pass4_##T(psi, lam, n, q, a, update_psi, imag, cross);                                 \
+    }
+    QSIM_REAL_PASS_DISPATCH(double)
+    QSIM_REAL_PASS_DISPATCH(float)
     QSIM_REAL_PASS0(double, qsim_v4d)
     QSIM_REAL_PASS0(float, qsim_v4f)
     QSIM_CONTRACT(double, qsim_v4d)
