@@ -40,18 +40,21 @@ def circuits(draw, min_qubits: int = 1, max_qubits: int = 10, max_ops: int = 30,
 
 @st.composite
 def rotation_layers(draw, min_qubits: int = 4, max_qubits: int = 12, max_layers: int = 4):
-    """Layers of real rotations (RY, or H) on distinct qubits in a random order, the case the grouped kernels
-    take three at a time; now and then a CNOT, an RZ (a diagonal, complex step) or a repeated qubit ends a
-    group, and a first RX layer makes the state complex."""
+    """Layers of single-qubit runs on distinct qubits in a random order, the case the grouped kernels take three
+    at a time: real ones (RY, H) and complex ones (RZ RY RZ, PennyLane's Rot); now and then a CNOT, a lone RZ
+    (a diagonal step) or a repeated qubit ends a group, and a first RX layer makes the state complex."""
     n = draw(st.integers(min_qubits, max_qubits))
     circuit = qc.Circuit(n)
     for q in range(n):
         circuit.rx(q, draw(st.floats(-4.0, 4.0, allow_nan=False)))
     for _ in range(draw(st.integers(1, max_layers))):
         for q in draw(st.permutations(range(n))):
-            interruption = draw(st.sampled_from(["none"] * 6 + ["cnot", "rz", "repeat", "h"]))
+            interruption = draw(st.sampled_from(["none"] * 4 + ["rot"] * 2 + ["cnot", "rz", "repeat", "h"]))
             if interruption == "h":
                 circuit.h(q)
+            elif interruption == "rot":
+                for name in ("rz", "ry", "rz"):
+                    circuit.append(name, [q], [qc.Param(len(circuit))])
             else:
                 circuit.ry(q, qc.Param(len(circuit)))
             if interruption == "cnot":

@@ -285,38 +285,60 @@ cdef extern from *:
         }                                                                                       \\
     }
     #ifdef __AVX512F__
-    /* Two or three real 2x2 matrices on distinct qubits in one sweep (AVX-512 only: its 32 registers hold the 2**k
-       gathered vectors and the matrices' 4k splats; 16 would spill). Separate passes are bound by their loads and
-       stores, not by arithmetic, so three gates in registers cost about one pass. Each gate is applied in program
-       order with the real path's expression (a x + b y), so every amplitude sees the same operations as in
-       separate passes, up to the last bit where the compiler contracts the other product into an FMA.
-       qubit[g] (program order) must have 2 << qubit[g] >= the vector's reals; m holds the NG 2x2 matrices (8
-       reals each; their real parts are read). */
+    /* Two or three 2x2 matrices on distinct qubits in one sweep (AVX-512 only: its 32 registers hold the 2**k
+       gathered vectors and most of the matrices' splats; 16 would spill). Separate passes of real matrices are
+       bound by their loads and stores, not by arithmetic, so three gates in registers cost about one pass; complex
+       ones do twice the arithmetic and gain less. Each gate is applied in program order with its path's expression
+       in qsim_mix (real: a x + b y; complex: (ar x + ai sx) + (br y + bi sy)), so every amplitude sees the same
+       operations as in separate passes, up to the last bit where the compiler contracts another product into an
+       FMA. qubit[g] (program order) must have 2 << qubit[g] >= the vector's reals; m holds the NG 2x2 matrices (8
+       reals each); real[g] says whether matrix g takes the real path (its imaginary parts are not read). */
     #define QSIM_GROUPS 1
     #define QSIM_GROUP_BYTES 64
     typedef double qsim_vd_64 __attribute__((vector_size(64)));
     typedef float qsim_vf_64 __attribute__((vector_size(64)));
-    #define QSIM_SPLAT_d(x) ((qsim_vd_64){x, x, x, x, x, x, x, x})
-    #define QSIM_SPLAT_f(x) ((qsim_vf_64){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x})
-    #define QSIM_GROUP_PAIR(j, k, a, b, c, d) {                                                     \\
-        V ox = a * r[k] + b * r[(k) | (1 << (j))], oy = c * r[k] + d * r[(k) | (1 << (j))];         \\
-        r[k] = ox; r[(k) | (1 << (j))] = oy; }
-    #define QSIM_GROUP_GATE(j, NG, a, b, c, d) {                                                    \\
-        for (int k = 0; k < (1 << (NG)); k++)                                                       \\
-            if (!(k & (1 << (j)))) QSIM_GROUP_PAIR(j, k, a, b, c, d) }
+    typedef long long qsim_vd_index_64 __attribute__((vector_size(64)));
+    typedef int qsim_vf_index_64 __attribute__((vector_size(64)));
+    #define QSIM_PAIRS64_d(r, i) ((qsim_vd_64){r, i, r, i, r, i, r, i})
+    #define QSIM_PAIRS64_f(r, i) ((qsim_vf_64){r, i, r, i, r, i, r, i, r, i, r, i, r, i, r, i})
+    #ifdef __clang__
+    #define QSIM_SWAP64_d(x) __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6)
+    #define QSIM_SWAP64_f(x) __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14)
+    #else
+    #define QSIM_SWAP64_d(x) __builtin_shuffle(x, (qsim_vd_index_64){1, 0, 3, 2, 5, 4, 7, 6})
+    #define QSIM_SWAP64_f(x) __builtin_shuffle(x, (qsim_vf_index_64){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14})
+    #endif
+    /* gate g on the pairs of vectors that differ in bit j of the group's index */
+    #define QSIM_GROUP_GATE(S, j, NG, g) {                                                          \\
+        for (int k = 0; k < (1 << (NG)); k++) {                                                     \\
+            if (k & (1 << (j))) continue;                                                           \\
+            V x = r[k], y = r[k | (1 << (j))];                                                      \\
+            if (real[g]) {                                                                          \\
+                r[k] = ar[g] * x + br[g] * y;                                                       \\
+                r[k | (1 << (j))] = cr[g] * x + dr[g] * y;                                          \\
+            } else {                                                                                \\
+                V sx = QSIM_SWAP64_##S(x), sy = QSIM_SWAP64_##S(y);                                 \\
+                r[k] = (ar[g] * x + ai[g] * sx) + (br[g] * y + bi[g] * sy);                         \\
+                r[k | (1 << (j))] = (cr[g] * x + ci[g] * sx) + (dr[g] * y + di[g] * sy);            \\
+            }                                                                                       \\
+        } }
     #define QSIM_GROUP(S, T, NG)                                                                    \\
-    static void qsim_group##NG##_##S(T* v, int64_t n, const int64_t* qubit, const T* m) {           \\
+    static void qsim_group##NG##_##S(T* v, int64_t n, const int64_t* qubit, const T* m, const int* real) { \\
         typedef qsim_v##S##_64 V;                                                                   \\
         const int64_t w = sizeof(V) / sizeof(T);                                                    \\
         int64_t sorted[NG], offset[1 << (NG)], run, chunk, base, f, g, h, t;                        \\
         int bit[NG];                                                                                \\
-        V a[NG], b[NG], c[NG], d[NG], r[1 << (NG)];                                                 \\
+        V ar[NG], ai[NG], br[NG], bi[NG], cr[NG], ci[NG], dr[NG], di[NG], r[1 << (NG)];             \\
         for (g = 0; g < NG; g++) {                                                                  \\
             sorted[g] = qubit[g];                                                                   \\
-            a[g] = QSIM_SPLAT_##S(m[8 * g]);                                                        \\
-            b[g] = QSIM_SPLAT_##S(m[8 * g + 2]);                                                    \\
-            c[g] = QSIM_SPLAT_##S(m[8 * g + 4]);                                                    \\
-            d[g] = QSIM_SPLAT_##S(m[8 * g + 6]);                                                    \\
+            ar[g] = QSIM_PAIRS64_##S(m[8 * g], m[8 * g]);                                           \\
+            ai[g] = QSIM_PAIRS64_##S(-m[8 * g + 1], m[8 * g + 1]);                                  \\
+            br[g] = QSIM_PAIRS64_##S(m[8 * g + 2], m[8 * g + 2]);                                   \\
+            bi[g] = QSIM_PAIRS64_##S(-m[8 * g + 3], m[8 * g + 3]);                                  \\
+            cr[g] = QSIM_PAIRS64_##S(m[8 * g + 4], m[8 * g + 4]);                                   \\
+            ci[g] = QSIM_PAIRS64_##S(-m[8 * g + 5], m[8 * g + 5]);                                  \\
+            dr[g] = QSIM_PAIRS64_##S(m[8 * g + 6], m[8 * g + 6]);                                   \\
+            di[g] = QSIM_PAIRS64_##S(-m[8 * g + 7], m[8 * g + 7]);                                  \\
         }                                                                                           \\
         for (g = 1; g < NG; g++)                                                                    \\
             for (h = g; h > 0 && sorted[h - 1] > sorted[h]; h--) {                                  \\
@@ -338,9 +360,9 @@ cdef extern from *:
             for (f = base; f < base + run; f += w) {                                                \\
                 for (h = 0; h < (1 << (NG)); h++) QSIM_LOAD(r[h], v + f + offset[h]);               \\
                 for (g = 0; g < NG; g++) {                                                          \\
-                    if (bit[g] == 0) QSIM_GROUP_GATE(0, NG, a[g], b[g], c[g], d[g])                 \\
-                    else if (bit[g] == 1) QSIM_GROUP_GATE(1, NG, a[g], b[g], c[g], d[g])            \\
-                    else QSIM_GROUP_GATE((NG) - 1, NG, a[g], b[g], c[g], d[g]) /* bit 2 */          \\
+                    if (bit[g] == 0) QSIM_GROUP_GATE(S, 0, NG, g)                                   \\
+                    else if (bit[g] == 1) QSIM_GROUP_GATE(S, 1, NG, g)                              \\
+                    else QSIM_GROUP_GATE(S, (NG) - 1, NG, g) /* bit 2 */                            \\
                 }                                                                                   \\
                 for (h = 0; h < (1 << (NG)); h++) QSIM_STORE(v + f + offset[h], r[h]);              \\
             }                                                                                       \\
@@ -378,10 +400,10 @@ cdef extern from *:
                               const float* li, const float* lrs, const float* lis) {}
     #endif
     #if !QSIM_GROUPS
-    static void qsim_group2_d(double* v, int64_t n, const int64_t* qubit, const double* m) {}
-    static void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m) {}
-    static void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m) {}
-    static void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m) {}
+    static void qsim_group2_d(double* v, int64_t n, const int64_t* qubit, const double* m, const int* real) {}
+    static void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m, const int* real) {}
+    static void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m, const int* real) {}
+    static void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m, const int* real) {}
     #endif
     """
     const bint QSIM_VECTORS
@@ -390,10 +412,14 @@ cdef extern from *:
     const bint QSIM_GROUPS
     const int64_t QSIM_GROUP_REALS_d  # reals per vector of the grouped kernels; 0 where there are none
     const int64_t QSIM_GROUP_REALS_f
-    void qsim_group2_d(double* v, int64_t n, const int64_t* qubit, const double* m) noexcept nogil
-    void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m) noexcept nogil
-    void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m) noexcept nogil
-    void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m) noexcept nogil
+    void qsim_group2_d(double* v, int64_t n, const int64_t* qubit, const double* m,
+                       const int* real) noexcept nogil
+    void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m,
+                       const int* real) noexcept nogil
+    void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m,
+                       const int* real) noexcept nogil
+    void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m,
+                       const int* real) noexcept nogil
     void qsim_mix_d(double* v, int64_t n, int64_t s, const double* m, int path) noexcept nogil
     void qsim_mix_f(float* v, int64_t n, int64_t s, const float* m, int path) noexcept nogil
     void qsim_phases_d(double* v, int64_t rows, int64_t cols, const double* high, const double* lr,
@@ -933,7 +959,7 @@ cdef real* apply_block_steps(real* psi, real* scratch, int64_t n, int64_t first,
 
 
 cdef enum:
-    GROUP_MAX = 3  # most U1 steps one grouped sweep applies (the AVX-512 registers hold 2**3 vectors and 12 splats)
+    GROUP_MAX = 3  # most U1 steps one grouped sweep applies (the AVX-512 registers hold 2**3 vectors)
 
 
 cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, const int8_t* kind, const int32_t* q0,
@@ -942,14 +968,15 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
     """Apply the U1 steps from ``k`` in one sweep if two or three in a row qualify (``qsim_group*``); returns how
     many it applied (0: none, the caller applies step k itself).
 
-    A step qualifies when its fused matrix takes :func:`apply_u1`'s real path (real, not diagonal), its qubit is
-    not one already in the group and its pairs hold whole vectors of the grouped kernels (qubit >= 2 in
-    complex128, >= 3 in complex64). ``qubits[3]`` and ``m[24]`` are scratch."""
+    A step qualifies when its fused matrix takes :func:`apply_u1`'s real or complex path (not the diagonal one,
+    which the phase pass serves), its qubit is not one already in the group and its pairs hold whole vectors of
+    the grouped kernels (qubit >= 2 in complex128, >= 3 in complex64). ``qubits[3]`` and ``m[24]`` are scratch."""
     cdef int64_t count = 0
     cdef int64_t j, q
     cdef real tiny
     cdef real* g
     cdef bint repeated
+    cdef int real_path[GROUP_MAX]
     cdef int64_t width = QSIM_GROUP_REALS_f
     if real is double:
         width = QSIM_GROUP_REALS_d
@@ -967,23 +994,23 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
         g = m + 8 * count
         fused_u1(u1, run_start, run_gate, arg[k + count], g)
         tiny = _negligible(g[0])
-        if (fabs(g[1]) > tiny or fabs(g[3]) > tiny or fabs(g[5]) > tiny or fabs(g[7]) > tiny
-                or fabs(g[2]) + fabs(g[3]) <= tiny and fabs(g[4]) + fabs(g[5]) <= tiny):
+        if fabs(g[2]) + fabs(g[3]) <= tiny and fabs(g[4]) + fabs(g[5]) <= tiny:  # diagonal
             break
+        real_path[count] = fabs(g[1]) <= tiny and fabs(g[3]) <= tiny and fabs(g[5]) <= tiny and fabs(g[7]) <= tiny
         qubits[count] = q
         count += 1
     if count < 2:
         return 0
     if real is double:
         if count == 2:
-            qsim_group2_d(psi, n, qubits, m)
+            qsim_group2_d(psi, n, qubits, m, real_path)
         else:
-            qsim_group3_d(psi, n, qubits, m)
+            qsim_group3_d(psi, n, qubits, m, real_path)
     else:
         if count == 2:
-            qsim_group2_f(psi, n, qubits, m)
+            qsim_group2_f(psi, n, qubits, m, real_path)
         else:
-            qsim_group3_f(psi, n, qubits, m)
+            qsim_group3_f(psi, n, qubits, m, real_path)
     return count
 
 
