@@ -109,6 +109,11 @@ cdef void _undo_lane(real* psi, real* lam, int64_t n, int64_t q, const real* a, 
             qsim_real_pass0_double(psi, lam, n, a, update_psi, imag, cross)
         else:
             qsim_real_pass_double(psi, lam, n, q, a, update_psi, imag, cross)
+    elif QSIM_VECTOR_PASS and q > 0:
+        if real is float:
+            qsim_complex_pass_float(psi, lam, n, q, a, update_psi, imag, cross)
+        else:
+            qsim_complex_pass_double(psi, lam, n, q, a, update_psi, imag, cross)
     elif update_psi:
         _complex_pass(psi, lam, n, q, a, cross, True)
     else:

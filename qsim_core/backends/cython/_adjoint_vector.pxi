@@ -1,11 +1,12 @@
 # The adjoint sweep's vectorised loops, in C: included by _adjoint.pxi (which _kernels.pyx includes).
 #
-# The hot loop of the backward sweep in C: a real 2x2 on qubit q applied to lam (and psi), with the cross
-# matrix of the incoming states accumulated on the way. Written with GCC/Clang vector types because its sums must
-# stay four independent partial sums: as a plain loop gcc vectorises the products but adds them one at a time, in
-# order (it may not reassociate without fast-math), which left this loop no faster than the scalar one. A real matrix
-# acts on real and imaginary parts alike, so each half of a block is a flat run of 2 * 2**q reals (qubit 0 has its
-# own loop). Other compilers (MSVC) get QSIM_VECTOR_PASS 0 and the scalar complex pass.
+# The hot loop of the backward sweep in C: a 2x2 on qubit q applied to lam (and psi), with the cross matrix of the
+# incoming states accumulated on the way. Written with GCC/Clang vector types because its sums must stay four
+# independent partial sums: as a plain loop gcc vectorises the products but adds them one at a time, in order (it may
+# not reassociate without fast-math), which left this loop no faster than the scalar one. Each half of a block is a
+# flat run of 2 * 2**q reals: a real matrix acts on real and imaginary parts alike (qubit 0 has its own loop), a
+# complex one takes the pair-swapped vector as qsim_mix does (qubit >= 1; qubit 0 stays scalar). Other compilers
+# (MSVC) get QSIM_VECTOR_PASS 0 and the scalar complex pass.
 cdef extern from *:
     r"""
     #if defined(__GNUC__) || defined(__clang__)
@@ -20,6 +21,8 @@ cdef extern from *:
        forward pass per load, so the wider vectors pay here. */
     #define QSIM_SPLAT4(V, x) ((V){x, x, x, x})
     #define QSIM_SPLAT8(V, x) ((V){x, x, x, x, x, x, x, x})
+    #define QSIM_PAIRS4(V, r, i) ((V){r, i, r, i})
+    #define QSIM_PAIRS8(V, r, i) ((V){r, i, r, i, r, i, r, i})
     #define QSIM_ODD4(V) ((V){1, -1, 1, -1})
     #define QSIM_ODD8(V) ((V){1, -1, 1, -1, 1, -1, 1, -1})
     #define QSIM_PAIR_SWAP4(V, x) ((V){x[1], x[0], x[3], x[2]})
@@ -28,15 +31,28 @@ cdef extern from *:
     #define QSIM_SUM8(x) (((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7])))
     #define QSIM_TO_qsim_v4d(T, v) QSIM_TO_V4D_##T(v)
     #define QSIM_TO_qsim_v8d(T, v) QSIM_TO_V8D_##T(v)
-    /* qsim_real_pass_<T>(psi, lam, n, q, a, update_psi, imag, cross): cross[8] = sum conj(lam[a]) psi[b]
-       (row-major complex; Im only when imag) of the states as they come in, then lam = a lam (and psi = a psi). */
-    #define QSIM_REAL_PASS(W, T, VT, VD)                                                                     \
-    static void qsim_real_pass##W##_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,   \
-                                   int imag, double* cross)                                                  \
+    /* qsim_<KIND>_pass_<T>(psi, lam, n, q, a, update_psi, imag, cross): cross[8] = sum conj(lam[a]) psi[b]
+       (row-major complex; Im only when imag) of the states as they come in, then lam = a lam (and psi = a psi),
+       for a real 2x2 a (KIND real: its real parts are read) or any (KIND complex: the products as qsim_mix's
+       complex path forms them, (ar x + ai sx) + (br y + bi sy) with sx the pair-swapped x). */
+    #define QSIM_IMAG_SPLATS_real(W, VT)
+    #define QSIM_IMAG_SPLATS_complex(W, VT)                                                                  \
+        const VT i00m = QSIM_PAIRS##W(VT, -a[1], a[1]), i01m = QSIM_PAIRS##W(VT, -a[3], a[3]);               \
+        const VT i10m = QSIM_PAIRS##W(VT, -a[5], a[5]), i11m = QSIM_PAIRS##W(VT, -a[7], a[7]);
+    #define QSIM_UPDATE_real(W, VT, x, y, nx, ny)                                                            \
+        VT nx = m00 * x + m01 * y, ny = m10 * x + m11 * y;
+    #define QSIM_UPDATE_complex(W, VT, x, y, nx, ny)                                                         \
+        VT sx##nx = QSIM_PAIR_SWAP##W(VT, x), sy##nx = QSIM_PAIR_SWAP##W(VT, y);                             \
+        VT nx = (m00 * x + i00m * sx##nx) + (m01 * y + i01m * sy##nx);                                       \
+        VT ny = (m10 * x + i10m * sx##nx) + (m11 * y + i11m * sy##nx);
+    #define QSIM_PASS(KIND, W, T, VT, VD)                                                                    \
+    static void qsim_##KIND##_pass##W##_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi, \
+                                            int imag, double* cross)                                         \
     {                                                                                                        \
         const int64_t half = (int64_t)2 << q;                                                                \
         const VT m00 = QSIM_SPLAT##W(VT, a[0]), m01 = QSIM_SPLAT##W(VT, a[2]);                               \
         const VT m10 = QSIM_SPLAT##W(VT, a[4]), m11 = QSIM_SPLAT##W(VT, a[6]);                               \
+        QSIM_IMAG_SPLATS_##KIND(W, VT)                                                                       \
         const VD zero = QSIM_SPLAT##W(VD, 0), odd = QSIM_ODD##W(VD);                                         \
         VD r00 = zero,      r01 = zero, r10 = zero, r11 = zero, i00 = zero, i01 = zero, i10 = zero;         \
         VD i11 = zero,      xd, yd, ud, vd, xs, ys;                                                         \
@@ -64,11 +80,11 @@ cdef extern from *:
                     i11 += vd * ys;                                                                          \
                 }                                                                                            \
                 if (update_psi) {                                                                            \
-                    VT nx = m00 * x + m01 * y, ny = m10 * x + m11 * y;                                       \
+                    QSIM_UPDATE_##KIND(W, VT, x, y, nx, ny)                                                  \
                     memcpy(psi + r, &nx, sizeof nx);                                                         \
                     memcpy(psi + r + half, &ny, sizeof ny);                                                  \
                 }                                                                                            \
-                VT nu = m00 * u + m01 * v, nv = m10 * u + m11 * v;                                           \
+                QSIM_UPDATE_##KIND(W, VT, u, v, nu, nv)                                                      \
                 memcpy(lam + r, &nu, sizeof nu);                                                             \
                 memcpy(lam + r + half, &nv, sizeof nv);                                                      \
             }                                                                                                \
@@ -151,32 +167,40 @@ cdef extern from *:
             high_partial[2 * h + 1] = (im[0] + im[1]) + (im[2] + im[3]);                                     \
         }                                                                                                    \
     }
-    QSIM_REAL_PASS(4, double, qsim_v4d, qsim_v4d)
-    QSIM_REAL_PASS(4, float, qsim_v4f, qsim_v4d)
+    #define QSIM_PASSES(W, T, VT)                                                                            \
+        QSIM_PASS(real, W, T, VT, qsim_v##W##d)                                                              \
+        QSIM_PASS(complex, W, T, VT, qsim_v##W##d)
+    QSIM_PASSES(4, double, qsim_v4d)
+    QSIM_PASSES(4, float, qsim_v4f)
     #ifdef __AVX512F__
     typedef double qsim_v8d __attribute__((vector_size(64)));
     typedef float qsim_v8f __attribute__((vector_size(32)));
     #define QSIM_TO_V8D_double(v) (v)
     #define QSIM_TO_V8D_float(v) __builtin_convertvector((v), qsim_v8d)
-    QSIM_REAL_PASS(8, double, qsim_v8d, qsim_v8d)
-    QSIM_REAL_PASS(8, float, qsim_v8f, qsim_v8d)
+    QSIM_PASSES(8, double, qsim_v8d)
+    QSIM_PASSES(8, float, qsim_v8f)
     #define QSIM_WIDE_PASS(q) (((int64_t)2 << (q)) >= 8)
     #else
     #define QSIM_WIDE_PASS(q) 0
     #define qsim_real_pass8_double qsim_real_pass4_double
     #define qsim_real_pass8_float qsim_real_pass4_float
+    #define qsim_complex_pass8_double qsim_complex_pass4_double
+    #define qsim_complex_pass8_float qsim_complex_pass4_float
     #endif
-    #define QSIM_REAL_PASS_DISPATCH(T)                                                                       \
-    static void qsim_real_pass_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,         \
-                                   int imag, double* cross)                                                  \
+    /* qubit >= 1 (a run of pairs holds a 4-lane vector); 8 lanes from qubit 2 up where the build has them */
+    #define QSIM_PASS_DISPATCH(KIND, T)                                                                      \
+    static void qsim_##KIND##_pass_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,     \
+                                       int imag, double* cross)                                              \
     {                                                                                                        \
         if (QSIM_WIDE_PASS(q))                                                                               \
-            qsim_real_pass8_##T(psi, lam, n, q, a, update_psi, imag, cross);                                 \
+            qsim_##KIND##_pass8_##T(psi, lam, n, q, a, update_psi, imag, cross);                             \
         else                                                                                                 \
-            qsim_real_pass4_##T(psi, lam, n, q, a, update_psi, imag, cross);                                 \
+            qsim_##KIND##_pass4_##T(psi, lam, n, q, a, update_psi, imag, cross);                             \
     }
-    QSIM_REAL_PASS_DISPATCH(double)
-    QSIM_REAL_PASS_DISPATCH(float)
+    QSIM_PASS_DISPATCH(real, double)
+    QSIM_PASS_DISPATCH(real, float)
+    QSIM_PASS_DISPATCH(complex, double)
+    QSIM_PASS_DISPATCH(complex, float)
     QSIM_REAL_PASS0(double, qsim_v4d)
     QSIM_REAL_PASS0(float, qsim_v4f)
     QSIM_CONTRACT(double, qsim_v4d)
@@ -187,6 +211,10 @@ cdef extern from *:
                                       int update_psi, int imag, double* cross) {}
     static void qsim_real_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a,
                                      int update_psi, int imag, double* cross) {}
+    static void qsim_complex_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a,
+                                         int update_psi, int imag, double* cross) {}
+    static void qsim_complex_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a,
+                                        int update_psi, int imag, double* cross) {}
     static void qsim_real_pass0_double(double* psi, double* lam, int64_t n, const double* a, int update_psi,
                                        int imag, double* cross) {}
     static void qsim_real_pass0_float(float* psi, float* lam, int64_t n, const float* a, int update_psi,
@@ -202,6 +230,10 @@ cdef extern from *:
                                bint imag, double* cross) noexcept nogil
     void qsim_real_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a, bint update_psi,
                               bint imag, double* cross) noexcept nogil
+    void qsim_complex_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a,
+                                  bint update_psi, bint imag, double* cross) noexcept nogil
+    void qsim_complex_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a, bint update_psi,
+                                 bint imag, double* cross) noexcept nogil
     void qsim_real_pass0_double(double* psi, double* lam, int64_t n, const double* a, bint update_psi, bint imag,
                                 double* cross) noexcept nogil
     void qsim_real_pass0_float(float* psi, float* lam, int64_t n, const float* a, bint update_psi, bint imag,
