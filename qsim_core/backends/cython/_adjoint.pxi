@@ -98,7 +98,8 @@ cdef void _undo_lane(real* psi, real* lam, int64_t n, int64_t q, const real* a, 
 
     Writes the cross matrix of the states as they came in,
     ``C[a, b] = sum conj(lam[a]) psi[b]``, to ``cross[8]`` (row-major complex
-    as doubles; for a real ``a`` the imaginary parts only when ``imag``).
+    as doubles; the vector passes write the imaginary parts only when ``imag``,
+    the scalar complex pass on qubit 0 always).
     """
     if QSIM_VECTOR_PASS and a[1] == 0 and a[3] == 0 and a[5] == 0 and a[7] == 0:
         if real is float and q == 0:

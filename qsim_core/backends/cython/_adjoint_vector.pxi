@@ -16,8 +16,8 @@ cdef extern from *:
     typedef float qsim_v4f __attribute__((vector_size(16)));
     #define QSIM_TO_V4D_double(v) (v)
     #define QSIM_TO_V4D_float(v) __builtin_convertvector((v), qsim_v4d)
-    /* Lane helpers of the W-lane real pass: W = 4 (32-byte double vectors) everywhere, W = 8 (64-byte) where the
-       build has AVX-512 and a run of pairs holds 8 reals (qubit >= 2): the pass does three times the arithmetic of a
+    /* Lane helpers of the W-lane passes: W = 4 (32-byte double vectors) everywhere, W = 8 (64-byte) where the
+       build has AVX-512 and a run of pairs holds 8 reals (qubit >= 2): a pass does three times the arithmetic of a
        forward pass per load, so the wider vectors pay here. */
     #define QSIM_SPLAT4(V, x) ((V){x, x, x, x})
     #define QSIM_SPLAT8(V, x) ((V){x, x, x, x, x, x, x, x})

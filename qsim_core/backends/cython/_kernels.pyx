@@ -487,6 +487,18 @@ cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_
         memcpy(m, r, 8 * sizeof(real))
 
 
+cdef inline int _u1_path(const real* m) noexcept nogil:
+    """Which of :func:`apply_u1`'s paths the 2x2 ``m`` takes: ``MIX_DIAGONAL`` (off-diagonal entries negligible),
+    else ``MIX_REAL`` (imaginary parts negligible), else ``MIX_COMPLEX``. The grouped sweep and the phase pass
+    decide by the same test, so a matrix sees the same expressions whichever of them applies it."""
+    cdef real tiny = _negligible(m[0])
+    if fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny:
+        return MIX_DIAGONAL
+    if fabs(m[1]) <= tiny and fabs(m[3]) <= tiny and fabs(m[5]) <= tiny and fabs(m[7]) <= tiny:
+        return MIX_REAL
+    return MIX_COMPLEX
+
+
 cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
     """Apply the 2x2 matrix ``m`` to qubit ``q`` of the ``n`` amplitudes ``v`` in place.
 
@@ -500,10 +512,10 @@ cdef void apply_u1(real* v, int64_t n, int64_t q, const real* m) noexcept nogil:
     cdef int64_t s = <int64_t>1 << q
     cdef int64_t i0, j, f, s2
     cdef real a, b, c, d, ar, ai, br, bi, cr, ci, dr, di, xr, xi, yr, yi
-    cdef real tiny = _negligible(m[0])
-    cdef bint diagonal = fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny
-    cdef bint real_matrix = fabs(m[1]) <= tiny and fabs(m[3]) <= tiny and fabs(m[5]) <= tiny and fabs(m[7]) <= tiny
-    if _vector_mix(v, n, s, m, MIX_DIAGONAL if diagonal else MIX_REAL if real_matrix else MIX_COMPLEX):
+    cdef int path = _u1_path(m)
+    cdef bint diagonal = path == MIX_DIAGONAL
+    cdef bint real_matrix = path == MIX_REAL
+    if _vector_mix(v, n, s, m, path):
         return
     if diagonal:
         ar = m[0]
@@ -826,10 +838,8 @@ cdef enum:
 cdef inline bint _diagonal_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
                               real* m) noexcept nogil:
     """The fused run's matrix into ``m[8]``; whether it is diagonal (as :func:`apply_u1` decides)."""
-    cdef real tiny
     fused_u1(u1, run_start, run_gate, run, m)
-    tiny = _negligible(m[0])
-    return fabs(m[2]) + fabs(m[3]) <= tiny and fabs(m[4]) + fabs(m[5]) <= tiny
+    return _u1_path(m) == MIX_DIAGONAL
 
 
 cdef void _phase_table(real* table, int64_t size, int64_t shift, int64_t count, const int32_t* qubits,
@@ -973,7 +983,7 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
     the grouped kernels (qubit >= 2 in complex128, >= 3 in complex64). ``qubits[3]`` and ``m[24]`` are scratch."""
     cdef int64_t count = 0
     cdef int64_t j, q
-    cdef real tiny
+    cdef int path
     cdef real* g
     cdef bint repeated
     cdef int real_path[GROUP_MAX]
@@ -993,10 +1003,10 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
             break
         g = m + 8 * count
         fused_u1(u1, run_start, run_gate, arg[k + count], g)
-        tiny = _negligible(g[0])
-        if fabs(g[2]) + fabs(g[3]) <= tiny and fabs(g[4]) + fabs(g[5]) <= tiny:  # diagonal
+        path = _u1_path(g)
+        if path == MIX_DIAGONAL:
             break
-        real_path[count] = fabs(g[1]) <= tiny and fabs(g[3]) <= tiny and fabs(g[5]) <= tiny and fabs(g[7]) <= tiny
+        real_path[count] = path == MIX_REAL
         qubits[count] = q
         count += 1
     if count < 2:
