@@ -19,7 +19,7 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
   workers that joined since, and workers whose copy Dask's active memory manager dropped between calls
   (its ``ReduceReplicas`` policy keeps one replica of data no task waits for). The scheduler prefers workers
   that hold a task's inputs, so a worker without the circuit would get no chunks.
-* **Chunks carry tens of milliseconds of work.** Every task reports the engine's seconds for its rows,
+* **Chunks carry a fifth of a second of work.** Every task reports the engine's seconds for its rows,
   and the simulator keeps the seconds per row of each kind of call (circuit structure, method, shots).
   A call is cut into chunks of about ``chunk_seconds`` of work, in whole rounds over the worker threads
   (:func:`chunk_rows`); a call with less work than one chunk is one task. A kind of call not measured yet
@@ -31,7 +31,8 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
   a local cluster started here) rows and results move between the client and the workers in one hop, not
   through the scheduler, and scattered rows are not hashed (each chunk is sent once, under a fresh key).
 * **Results come back while the rest computes.** Each task's result is fetched as soon as it ends
-  (``as_completed``), not all after the last one.
+  (``as_completed``), not all after the last one, and copied into its rows of the call's result then, so
+  no copy of the whole result is left for after the last task.
 * **Same results.** A row's expectations, probabilities, state and gradients do not depend on which rows
   share its chunk, so they equal the in-process engine's bit for bit (for circuits wider than
   ``block_qubits``, those of ``Simulator(threads=1)``, the thread count of a task). Samples: row ``g`` of a
@@ -144,7 +145,9 @@ class DaskSimulator(qc.Simulator):
             :class:`~distributed.LocalCluster` of worker processes with one thread each on this machine.
         client: an existing :class:`~distributed.Client` to use (left open by :meth:`close`).
         workers: worker processes of the local cluster (default: one per core).
-        chunk_seconds: engine seconds of work per task, > 0.
+        chunk_seconds: engine seconds of work per task, > 0. Each task costs a few milliseconds of Dask's
+            own (scheduling, its rows' round trip, the worker starting it), more when the cores are busy
+            computing: a fifth of a second of work keeps that to a few percent.
         retries: how often a task that failed, or a chunk whose rows were lost, is run again (>= 0).
         timeout: seconds to wait for the scheduler and its first worker(s).
         direct: whether rows and results travel straight between this client and the workers (Dask's
@@ -171,7 +174,7 @@ class DaskSimulator(qc.Simulator):
     """
 
     def __init__(self, address: str | None = None, *, client: Client | None = None, workers: int | None = None,
-                 chunk_seconds: float = 0.05, retries: int = 3, timeout: float = 60.0, direct: bool | None = None,
+                 chunk_seconds: float = 0.2, retries: int = 3, timeout: float = 60.0, direct: bool | None = None,
                  backend: str = "auto",
                  precision: str = "double", seed: int | None = None,
                  block_qubits: int = DEFAULT_BLOCK_QUBITS, noise: str | qc.NoiseModel | None = None) -> None:
@@ -289,8 +292,9 @@ class _ClusterBackend:
         task = dict(engine=self.engine, method=method, args=args, sampling_key=key, fields=_job_fields(job),
                     batched=len(batched))
         with self._scheduler_errors():
-            results, engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task,
-                                                       frozenset(workers))
+            result = _Assembly(job.batch)
+            engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task,
+                                              frozenset(workers), result)
         # A small chunk's time is mostly one-off cost (compilation, the first touch of a program), which
         # would make the next large batch look expensive: learn only from chunks of some size, and keep the
         # cheapest rate seen (one-off costs only ever add).
@@ -300,9 +304,9 @@ class _ClusterBackend:
             self.row_seconds.move_to_end(cost)
             if len(self.row_seconds) > _COSTS:
                 self.row_seconds.popitem(last=False)
-        self.last_run = RunStats(method, job.batch, len(chunks), size, scatter, time.perf_counter() - started,
-                                 engine_seconds, rerun)
-        return _merge(results)
+        self.last_run = RunStats(method, job.batch, len(chunks), size, scatter,
+                                 time.perf_counter() - started, engine_seconds, rerun)
+        return result.value()
 
     @contextlib.contextmanager
     def _scheduler_errors(self) -> Iterator[None]:
@@ -317,24 +321,26 @@ class _ClusterBackend:
                                   f"{error}") from None
 
     def _run(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]],
-             firsts: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str]
-             ) -> tuple[list[Any], float, int]:
-        """Each chunk as a task; returns the results in order, the engine seconds, and the chunks run again.
+             firsts: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str], result: _Assembly
+             ) -> tuple[float, int]:
+        """Each chunk as a task, its result put into ``result`` as it arrives; returns the engine seconds and
+        the chunks run again.
 
         ``workers`` are the worker addresses the call began with; a retry asks the scheduler again."""
         client = self.simulator.client
-        results: list[Any] = [None] * len(chunks)
+        done = [False] * len(chunks)
         engine_seconds = 0.0
         pending = list(range(len(chunks)))
         rerun = 0
         for _ in range(self.simulator.retries + 1):
             futures = self._submit(circuit, structure, chunks, firsts, pending, scatter, task, workers)
-            for i, (result, seconds) in self._collect(futures).items():
-                results[i] = result
+            for i, (part, seconds) in self._collect(futures):
+                result.put(firsts[i], part)
+                done[i] = True
                 engine_seconds += seconds
-            lost = [i for i in pending if results[i] is None]
+            lost = [i for i in pending if not done[i]]
             if not lost:
-                return results, engine_seconds, rerun
+                return engine_seconds, rerun
             if client.status != "running":
                 raise ConnectionError(f"lost the Dask scheduler {self.simulator.address!r} during a call")
             # rows (or the circuit) sent to a worker that died: send them again
@@ -344,13 +350,12 @@ class _ClusterBackend:
         raise RuntimeError(f"{len(pending)} chunk(s) lost their rows with a worker {self.simulator.retries + 1} "
                            "times in a row")
 
-    def _collect(self, futures: dict[int, Future]) -> dict[int, Any]:
-        """The results of the finished tasks by chunk, each fetched as soon as its task ends, while the others
+    def _collect(self, futures: dict[int, Future]) -> Iterator[tuple[int, Any]]:
+        """(chunk, task result) of the finished tasks, each fetched as soon as its task ends, while the others
         still run (one gather at the end would move every result after the last task); the chunks of tasks
         whose rows died with a worker are missing."""
         client = self.simulator.client
         chunk_of = {future.key: i for i, future in futures.items()}
-        collected: dict[int, Any] = {}
         for future in as_completed(list(futures.values())):
             if future.status == "error":
                 raise future.exception()  # the engine's own error, or KilledWorker after repeated deaths
@@ -358,8 +363,7 @@ class _ClusterBackend:
                 # nothing comes back for a result lost with its worker after the task finished
                 for result in client.gather([future], errors="skip", direct=self.simulator.direct):
                     if result is not None:
-                        collected[chunk_of[future.key]] = result
-        return collected
+                        yield chunk_of[future.key], result
 
     def _submit(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]], firsts: list[int],
                 pending: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str]
@@ -438,11 +442,31 @@ def _run_chunk(circuit: Circuit, rows: dict[str, np.ndarray], first: int, *, eng
     return result, time.perf_counter() - start
 
 
-def _merge(parts: list[Any]) -> Any:
-    """Chunk results concatenated along the batch: arrays, or tuples of arrays (None entries stay None)."""
-    if isinstance(parts[0], tuple):
-        return tuple(None if column[0] is None else np.concatenate(column) for column in zip(*parts, strict=True))
-    return np.concatenate(parts)
+class _Assembly:
+    """A call's result put together from its chunks' results as they arrive, in any order: arrays, or tuples of
+    arrays (None entries stay None), batch first. Each chunk is copied into place on arrival, while the other
+    tasks run, so no copy of the whole result is left for after the last task."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.columns: list[np.ndarray | None] | None = None
+        self.is_tuple = False
+
+    def put(self, first: int, part: Any) -> None:
+        """Rows ``first``... of the result: ``part``, an array or a tuple of arrays (or None) like the whole."""
+        self.is_tuple = isinstance(part, tuple)
+        parts = part if self.is_tuple else (part,)
+        if self.columns is None:
+            self.columns = [None if column is None else np.empty((self.batch, *column.shape[1:]), column.dtype)
+                            for column in parts]
+        for whole, column in zip(self.columns, parts, strict=True):
+            if whole is not None:
+                whole[first:first + len(column)] = column
+
+    def value(self) -> Any:
+        """The whole result, once every chunk is in."""
+        assert self.columns is not None, "no chunk arrived"
+        return tuple(self.columns) if self.is_tuple else self.columns[0]
 
 
 __all__ = ["CIRCUITS", "INLINE_BYTES", "LEARN_ROWS", "DaskSimulator", "RunStats", "chunk_rows"]
