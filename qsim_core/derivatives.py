@@ -93,6 +93,9 @@ class AdjointPlan:
             their gradient columns follow the U1 single-qubit uses).
         jacobian: float64[U1 + U2, P]; d(use value)/d(theta_k), in the unit the
             derivative matrices use (radians for rotations, else the gate's unit).
+        chain_start, chain_param, chain_scale: ``jacobian``'s non-zeros by use (compressed rows): use u's
+            are ``chain_param[chain_start[u]:chain_start[u + 1]]`` (int64) with ``chain_scale`` (float64);
+            a use is usually one parameter's, so the chain rule is a few products per use, not a dense product.
         inverse_table: int64[...]; the inverses of ``program.perm_table``'s tables,
             same ``perm_start`` slices.
         slope1, slope2: complex128 ``[U1, 2, 2]``, ``[U2, 4, 4]``: for a rotation use,
@@ -107,6 +110,9 @@ class AdjointPlan:
     u1_uses: tuple[_Uses, ...]
     u2_uses: tuple[_Uses, ...]
     jacobian: np.ndarray
+    chain_start: np.ndarray
+    chain_param: np.ndarray
+    chain_scale: np.ndarray
     inverse_table: np.ndarray
     slope1: np.ndarray
     rotation1: np.ndarray
@@ -174,8 +180,10 @@ def adjoint_plan(program: Program) -> AdjointPlan:
         inverse[start + program.perm_table[start:stop]] = np.arange(stop - start)
     slopes = [_slopes(groups, uses, int(start[-1]), dim) for groups, uses, start, dim in
               ((program.u1_groups, u1_uses, u1_use_start, 2), (program.u2_groups, u2_uses, u2_use_start, 4))]
-    return AdjointPlan(program, u1_use_start, u2_use_start, u1_uses, u2_uses, jacobian, inverse, *slopes[0],
-                       *slopes[1])
+    uses, params = np.nonzero(jacobian)  # row-major: by use, then parameter
+    chain_start = np.searchsorted(uses, np.arange(jacobian.shape[0] + 1)).astype(np.int64)
+    return AdjointPlan(program, u1_use_start, u2_use_start, u1_uses, u2_uses, jacobian, chain_start,
+                       params.astype(np.int64), jacobian[uses, params], inverse, *slopes[0], *slopes[1])
 
 
 def _slopes(groups, uses: tuple[_Uses, ...], count: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ from .. import memory
 from ..compiler import Program
 from ..derivatives import AdjointPlan, adjoint_plan
 from ..observables import PauliStrings
+from .chain import apply_chain_rule
 from .contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE, Job
 
 #: parameter sets bound and run per kernel call; bounds the bound-matrix memory
@@ -372,8 +373,8 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
                        weights[rows] if chunked else weights,
                        values[rows] if chunked else values, per_use, initial[rows] if chunked else initial,
                        state_gradient[rows] if chunked else state_gradient)
-        # the chain rule, one small product per set: as one 2-D product BLAS would spread a small job over
-        # threads, which costs far more than the product when other processes hold the cores
-        np.matmul(per_use, adjoint.plan.jacobian, out=gradient[rows] if chunked else gradient)
+        plan = adjoint.plan
+        apply_chain_rule(per_use, plan.chain_start, plan.chain_param, plan.chain_scale,
+                         gradient[rows] if chunked else gradient)
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
     return values, gradient, 2 * state_gradient if with_states else None

@@ -93,28 +93,33 @@ cdef inline void _complex_pass(real* psi, real* lam, int64_t n, int64_t q, const
 
 
 cdef void _undo_lane(real* psi, real* lam, int64_t n, int64_t q, const real* a, bint update_psi, bint imag,
-                     double* cross) noexcept nogil:
+                     bint diag, double* cross) noexcept nogil:
     """Undo ``a`` (2x2, U^dagger) on qubit q of ``lam`` (and ``psi`` when ``update_psi``).
 
     Writes the cross matrix of the states as they came in,
     ``C[a, b] = sum conj(lam[a]) psi[b]``, to ``cross[8]`` (row-major complex
-    as doubles; the vector passes write the imaginary parts only when ``imag``,
-    the scalar complex pass on qubit 0 always).
+    as doubles; the vector passes write the imaginary parts only when ``imag``
+    and the diagonal entries only when ``diag``, the scalar complex pass on
+    qubit 0 always all).
     """
     if QSIM_VECTOR_PASS and a[1] == 0 and a[3] == 0 and a[5] == 0 and a[7] == 0:
         if real is float and q == 0:
-            qsim_real_pass0_float(psi, lam, n, a, update_psi, imag, cross)
+            qsim_real_pass0_float(psi, lam, n, a, update_psi, imag, diag, cross)
+        elif real is float and q == 1:
+            qsim_real_pass1_float(psi, lam, n, a, update_psi, imag, diag, cross)
         elif real is float:
-            qsim_real_pass_float(psi, lam, n, q, a, update_psi, imag, cross)
+            qsim_real_pass_float(psi, lam, n, q, a, update_psi, imag, diag, cross)
         elif q == 0:
-            qsim_real_pass0_double(psi, lam, n, a, update_psi, imag, cross)
+            qsim_real_pass0_double(psi, lam, n, a, update_psi, imag, diag, cross)
+        elif q == 1:
+            qsim_real_pass1_double(psi, lam, n, a, update_psi, imag, diag, cross)
         else:
-            qsim_real_pass_double(psi, lam, n, q, a, update_psi, imag, cross)
+            qsim_real_pass_double(psi, lam, n, q, a, update_psi, imag, diag, cross)
     elif QSIM_VECTOR_PASS and q > 0:
         if real is float:
-            qsim_complex_pass_float(psi, lam, n, q, a, update_psi, imag, cross)
+            qsim_complex_pass_float(psi, lam, n, q, a, update_psi, imag, diag, cross)
         else:
-            qsim_complex_pass_double(psi, lam, n, q, a, update_psi, imag, cross)
+            qsim_complex_pass_double(psi, lam, n, q, a, update_psi, imag, diag, cross)
     elif update_psi:
         _complex_pass(psi, lam, n, q, a, cross, True)
     else:
@@ -146,16 +151,26 @@ cdef int64_t _first_state_step(const int8_t* kind, const int32_t* arg, int64_t s
     return steps
 
 
-cdef bint _run_slopes(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
-                      const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
-                      const double* after, double* out) noexcept nogil:
+cdef enum:  # _run_slopes' flags: some slope has an imaginary part; some has a non-zero diagonal entry
+    SLOPES_IMAG = 1
+    SLOPES_DIAG = 2
+
+
+cdef int _run_slopes(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
+                     const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
+                     const double* after, double* out) noexcept nogil:
     """``out[u] = S_j D_u P_j after`` (8 doubles each) for every use u of the run's gates, in use order.
 
     ``D_u`` is ``du1[u]``, or for a rotation use ``G slope1[u]`` with G the gate's
     bound matrix. With ``after`` = U^dagger of the whole run, ``2 Re sum(out[u] * C)``
     is use u's derivative for the cross matrix C of the states *after* the run
     (``psi_before = U^dagger psi_after``), so psi need not be undone first.
-    Returns whether any of them has an imaginary part.
+    A rotation alone in its run gets ``slope1[u]`` itself, which is exactly
+    ``G slope1[u] G^dagger`` (G commutes with its generator): the entries its
+    generator leaves at zero stay exactly zero, and the passes skip the cross
+    entries that only zeros multiply.
+    Returns SLOPES_IMAG if any of them has an imaginary part, plus SLOPES_DIAG if
+    any has a non-zero diagonal entry.
     """
     cdef double prefix[8]
     cdef double suffix[8]
@@ -164,8 +179,9 @@ cdef bint _run_slopes(const real* u1, const real* du1, const double* slope1, con
     cdef double slope[8]
     cdef int64_t k, k2, g, u
     cdef int64_t last = run_start[run + 1] - 1
+    cdef bint alone = run_start[run] == last
     cdef int e
-    cdef bint imag = False
+    cdef int flags = 0
     cdef double* full = out
     memcpy(prefix, after, 8 * sizeof(double))
     for k in range(run_start[run], last + 1):
@@ -178,24 +194,30 @@ cdef bint _run_slopes(const real* u1, const real* du1, const double* slope1, con
                     _mul2(suffix, gate, tmp)
                     memcpy(suffix, tmp, 8 * sizeof(double))
             for u in range(use_start[g], use_start[g + 1]):
-                if rotation1[u]:
-                    _load2(u1 + 8 * g, gate)
-                    _mul2(gate, slope1 + 8 * u, slope)
+                if rotation1[u] and alone:
+                    memcpy(full, slope1 + 8 * u, 8 * sizeof(double))
                 else:
-                    _load2(du1 + 8 * u, slope)
-                if k < last:
-                    _mul2(suffix, slope, tmp)
-                    _mul2(tmp, prefix, full)
-                else:
-                    _mul2(slope, prefix, full)
+                    if rotation1[u]:
+                        _load2(u1 + 8 * g, gate)
+                        _mul2(gate, slope1 + 8 * u, slope)
+                    else:
+                        _load2(du1 + 8 * u, slope)
+                    if k < last:
+                        _mul2(suffix, slope, tmp)
+                        _mul2(tmp, prefix, full)
+                    else:
+                        _mul2(slope, prefix, full)
                 for e in range(4):
-                    imag = imag or full[2 * e + 1] != 0
+                    if full[2 * e + 1] != 0:
+                        flags |= SLOPES_IMAG
+                if full[0] != 0 or full[1] != 0 or full[6] != 0 or full[7] != 0:
+                    flags |= SLOPES_DIAG
                 full += 8
         if k < last:
             _load2(u1 + 8 * g, gate)
             _mul2(gate, prefix, tmp)
             memcpy(prefix, tmp, 8 * sizeof(double))
-    return imag
+    return flags
 
 
 cdef inline double _contract(const double* m, const double* cross, int entries) noexcept nogil:
@@ -283,8 +305,7 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
     cdef real a[8]
     cdef double after[8]
     cdef int64_t lane
-    cdef int e
-    cdef bint imag
+    cdef int e, flags
     fused_u1(u1, run_start, run_gate, run, m)
     _adjoint2(m, a)
     if lanes == 0 or not _run_has_uses(run_start, run_gate, run, use_start):
@@ -295,9 +316,10 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
         return
     for e in range(8):
         after[e] = a[e]
-    imag = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, slopes)
+    flags = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, slopes)
     for lane in range(lanes - 1, -1, -1):
-        _undo_lane(psi, lam + 2 * n * lane, n, q, a, update_psi and lane == 0, imag, cross)
+        _undo_lane(psi, lam + 2 * n * lane, n, q, a, update_psi and lane == 0, flags & SLOPES_IMAG,
+                   flags & SLOPES_DIAG, cross)
         _add_slopes(run_start, run_gate, run, use_start, slopes, cross, grad + grad_stride * lane)
 
 
@@ -596,6 +618,12 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
     cdef double* grad = NULL
     # psi is undone only above the first step whose derivatives read it (the product layer's do not)
     cdef int64_t first_state = _first_state_step(kind, arg, steps, run_start, run_gate, u1_use_start, u2_use_start)
+    # the forward writes each permutation's result to the other buffer and only the permutations do: after the
+    # last one that buffer still holds the state before it, and the sweep back takes it as it is
+    cdef int64_t last_perm = -1
+    for s in range(steps):
+        if kind[s] == PERM:
+            last_perm = s
     for observable in range(count):
         z_only = z_only and xmask[observable] == 0
     with parallel(num_threads=num_threads):
@@ -647,7 +675,8 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                                      s > first_state, cross, slopes)
                     elif op == PERM:
                         if s > first_state:
-                            apply_permutation(spare, psi, size, inverse_table + perm_start[arg[s]])
+                            if s != last_perm:
+                                apply_permutation(spare, psi, size, inverse_table + perm_start[arg[s]])
                             spare, psi = psi, spare
                         if lanes == 1:
                             apply_permutation(spare, lams, size, inverse_table + perm_start[arg[s]])

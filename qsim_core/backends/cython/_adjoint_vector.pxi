@@ -47,7 +47,7 @@ cdef extern from *:
         VT ny = (m10 * x + i10m * sx##nx) + (m11 * y + i11m * sy##nx);
     #define QSIM_PASS(KIND, W, T, VT, VD)                                                                    \
     static void qsim_##KIND##_pass##W##_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi, \
-                                            int imag, double* cross)                                         \
+                                            int imag, int diag, double* cross)                               \
     {                                                                                                        \
         const int64_t half = (int64_t)2 << q;                                                                \
         const VT m00 = QSIM_SPLAT##W(VT, a[0]), m01 = QSIM_SPLAT##W(VT, a[2]);                               \
@@ -67,17 +67,21 @@ cdef extern from *:
                 yd = QSIM_TO_##VD(T, y);                                                                       \
                 ud = QSIM_TO_##VD(T, u);                                                                       \
                 vd = QSIM_TO_##VD(T, v);                                                                       \
-                r00 += ud * xd;                                                                              \
+                if (diag) {                                                                                  \
+                    r00 += ud * xd;                                                                          \
+                    r11 += vd * yd;                                                                          \
+                }                                                                                            \
                 r01 += ud * yd;                                                                              \
                 r10 += vd * xd;                                                                              \
-                r11 += vd * yd;                                                                              \
                 if (imag) { /* Im conj(u) x = ur xi - ui xr: each lane times its pair partner, odd lanes negated */ \
                     xs = QSIM_PAIR_SWAP##W(VD, xd) * odd;                                                  \
                     ys = QSIM_PAIR_SWAP##W(VD, yd) * odd;                                                  \
-                    i00 += ud * xs;                                                                          \
+                    if (diag) {                                                                              \
+                        i00 += ud * xs;                                                                      \
+                        i11 += vd * ys;                                                                      \
+                    }                                                                                        \
                     i01 += ud * ys;                                                                          \
                     i10 += vd * xs;                                                                          \
-                    i11 += vd * ys;                                                                          \
                 }                                                                                            \
                 if (update_psi) {                                                                            \
                     QSIM_UPDATE_##KIND(W, VT, x, y, nx, ny)                                                  \
@@ -98,46 +102,52 @@ cdef extern from *:
         cross[6] = QSIM_SUM##W(r11);                                                                             \
         cross[7] = QSIM_SUM##W(i11);                                                                             \
     }
-    /* Qubit 0: a block is one amplitude pair, [xr xi yr yi], and the same sums come from the block times itself
-       with its halves swapped (the off-diagonal entries) and with each pair swapped (the imaginary parts). */
-    #define QSIM_REAL_PASS0(T, VT)                                                                           \
-    static void qsim_real_pass0_##T(T* psi, T* lam, int64_t n, const T* a, int update_psi, int imag,         \
-                                    double* cross)                                                           \
+    /* Qubit 0 (and qubit 1 in 8 lanes): a vector holds whole blocks, each an x half then a y half ([xr xi yr yi]
+       for qubit 0), and the same sums come from the vector times itself with the halves swapped (the
+       off-diagonal entries) and with each complex swapped (the imaginary parts); the X mask picks the x lanes. */
+    #define QSIM_REAL_PASS_IN(NAME, W, T, VT, VD, SWAP_XY, MASK_X)                                           \
+    static void NAME(T* psi, T* lam, int64_t n, const T* a, int update_psi, int imag, int diag, double* cross) \
     {                                                                                                        \
-        const VT diagonal = {a[0], a[0], a[6], a[6]}, off = {a[2], a[2], a[4], a[4]};                       \
-        const qsim_v4d zero = {0, 0, 0, 0}, odd = {1, -1, 1, -1};                                          \
-        qsim_v4d rd = zero, ro = zero, id = zero, io = zero, wd, ld, sd;                                     \
+        const VT xt = MASK_X(VT), yt = QSIM_SPLAT##W(VT, 1) - xt;                                            \
+        const VT diagonal = a[0] * xt + a[6] * yt, off = a[2] * xt + a[4] * yt;                              \
+        const VD zero = QSIM_SPLAT##W(VD, 0), odd = QSIM_ODD##W(VD);                                         \
+        const VD xd = MASK_X(VD), yd = QSIM_SPLAT##W(VD, 1) - xd;                                            \
+        VD rd = zero, ro = zero, id = zero, io = zero, wd, ld, sd, t;                                        \
         VT w, l, ws, ls;                                                                                     \
-        for (int64_t f = 0; f < 2 * n; f += 4) {                                                             \
+        for (int64_t f = 0; f < 2 * n; f += W) {                                                             \
             memcpy(&w, psi + f, sizeof w);                                                                   \
             memcpy(&l, lam + f, sizeof l);                                                                   \
-            ws = (VT){w[2], w[3], w[0], w[1]};                                                               \
-            wd = QSIM_TO_V4D_##T(w);                                                                         \
-            ld = QSIM_TO_V4D_##T(l);                                                                         \
-            sd = QSIM_TO_V4D_##T(ws);                                                                        \
-            rd += ld * wd;                                                                                   \
+            ws = SWAP_XY(VT, w);                                                                             \
+            wd = QSIM_TO_##VD(T, w);                                                                         \
+            ld = QSIM_TO_##VD(T, l);                                                                         \
+            sd = QSIM_TO_##VD(T, ws);                                                                        \
+            if (diag)                                                                                        \
+                rd += ld * wd;                                                                               \
             ro += ld * sd;                                                                                   \
             if (imag) {                                                                                      \
-                id += ld * ((qsim_v4d){wd[1], wd[0], wd[3], wd[2]} * odd);                                   \
-                io += ld * ((qsim_v4d){sd[1], sd[0], sd[3], sd[2]} * odd);                                   \
+                if (diag)                                                                                    \
+                    id += ld * (QSIM_PAIR_SWAP##W(VD, wd) * odd);                                            \
+                io += ld * (QSIM_PAIR_SWAP##W(VD, sd) * odd);                                                \
             }                                                                                                \
             if (update_psi) {                                                                                \
                 VT nw = diagonal * w + off * ws;                                                             \
                 memcpy(psi + f, &nw, sizeof nw);                                                             \
             }                                                                                                \
-            ls = (VT){l[2], l[3], l[0], l[1]};                                                               \
+            ls = SWAP_XY(VT, l);                                                                             \
             l = diagonal * l + off * ls;                                                                     \
             memcpy(lam + f, &l, sizeof l);                                                                   \
         }                                                                                                    \
-        cross[0] = rd[0] + rd[1];                                                                            \
-        cross[1] = id[0] + id[1];                                                                            \
-        cross[2] = ro[0] + ro[1];                                                                            \
-        cross[3] = io[0] + io[1];                                                                            \
-        cross[4] = ro[2] + ro[3];                                                                            \
-        cross[5] = io[2] + io[3];                                                                            \
-        cross[6] = rd[2] + rd[3];                                                                            \
-        cross[7] = id[2] + id[3];                                                                            \
+        t = rd * xd; cross[0] = QSIM_SUM##W(t);                                                              \
+        t = id * xd; cross[1] = QSIM_SUM##W(t);                                                              \
+        t = ro * xd; cross[2] = QSIM_SUM##W(t);                                                              \
+        t = io * xd; cross[3] = QSIM_SUM##W(t);                                                              \
+        t = ro * yd; cross[4] = QSIM_SUM##W(t);                                                              \
+        t = io * yd; cross[5] = QSIM_SUM##W(t);                                                              \
+        t = rd * yd; cross[6] = QSIM_SUM##W(t);                                                              \
+        t = id * yd; cross[7] = QSIM_SUM##W(t);                                                              \
     }
+    #define QSIM_SWAP_Q0_4(V, x) ((V){x[2], x[3], x[0], x[1]})
+    #define QSIM_MASK_Q0_4(V) ((V){1, 1, 0, 0})
     /* The two contractions of _product_contractions, lam seen as a [high, low] matrix (low >= 2 amplitudes):
        low_partial[i] = sum_h conj(lam[h, i]) high[h] and high_partial[h] = sum_i conj(lam[h, i]) low[i]. */
     #define QSIM_CONTRACT(T, VT)                                                                             \
@@ -190,35 +200,61 @@ cdef extern from *:
     /* qubit >= 1 (a run of pairs holds a 4-lane vector); 8 lanes from qubit 2 up where the build has them */
     #define QSIM_PASS_DISPATCH(KIND, T)                                                                      \
     static void qsim_##KIND##_pass_##T(T* psi, T* lam, int64_t n, int64_t q, const T* a, int update_psi,     \
-                                       int imag, double* cross)                                              \
+                                       int imag, int diag, double* cross)                                    \
     {                                                                                                        \
         if (QSIM_WIDE_PASS(q))                                                                               \
-            qsim_##KIND##_pass8_##T(psi, lam, n, q, a, update_psi, imag, cross);                             \
+            qsim_##KIND##_pass8_##T(psi, lam, n, q, a, update_psi, imag, diag, cross);                       \
         else                                                                                                 \
-            qsim_##KIND##_pass4_##T(psi, lam, n, q, a, update_psi, imag, cross);                             \
+            qsim_##KIND##_pass4_##T(psi, lam, n, q, a, update_psi, imag, diag, cross);                       \
     }
     QSIM_PASS_DISPATCH(real, double)
     QSIM_PASS_DISPATCH(real, float)
     QSIM_PASS_DISPATCH(complex, double)
     QSIM_PASS_DISPATCH(complex, float)
-    QSIM_REAL_PASS0(double, qsim_v4d)
-    QSIM_REAL_PASS0(float, qsim_v4f)
+    QSIM_REAL_PASS_IN(qsim_real_pass0_4_double, 4, double, qsim_v4d, qsim_v4d, QSIM_SWAP_Q0_4, QSIM_MASK_Q0_4)
+    QSIM_REAL_PASS_IN(qsim_real_pass0_4_float, 4, float, qsim_v4f, qsim_v4d, QSIM_SWAP_Q0_4, QSIM_MASK_Q0_4)
+    #ifdef __AVX512F__
+    /* 8 lanes: two qubit-0 blocks, or one qubit-1 block (two amplitudes, then their two partners) */
+    #define QSIM_SWAP_Q0_8(V, x) ((V){x[2], x[3], x[0], x[1], x[6], x[7], x[4], x[5]})
+    #define QSIM_MASK_Q0_8(V) ((V){1, 1, 0, 0, 1, 1, 0, 0})
+    #define QSIM_SWAP_Q1_8(V, x) ((V){x[4], x[5], x[6], x[7], x[0], x[1], x[2], x[3]})
+    #define QSIM_MASK_Q1_8(V) ((V){1, 1, 1, 1, 0, 0, 0, 0})
+    QSIM_REAL_PASS_IN(qsim_real_pass0_8_double, 8, double, qsim_v8d, qsim_v8d, QSIM_SWAP_Q0_8, QSIM_MASK_Q0_8)
+    QSIM_REAL_PASS_IN(qsim_real_pass0_8_float, 8, float, qsim_v8f, qsim_v8d, QSIM_SWAP_Q0_8, QSIM_MASK_Q0_8)
+    QSIM_REAL_PASS_IN(qsim_real_pass1_8_double, 8, double, qsim_v8d, qsim_v8d, QSIM_SWAP_Q1_8, QSIM_MASK_Q1_8)
+    QSIM_REAL_PASS_IN(qsim_real_pass1_8_float, 8, float, qsim_v8f, qsim_v8d, QSIM_SWAP_Q1_8, QSIM_MASK_Q1_8)
+    /* a state of two or more qubits fills 8 lanes */
+    #define QSIM_REAL_PASS0_DISPATCH(T)                                                                          static void qsim_real_pass0_##T(T* psi, T* lam, int64_t n, const T* a, int update_psi, int imag, int diag,                                     double* cross)                                                               {                                                                                                                if (n >= 4)                                                                                                      qsim_real_pass0_8_##T(psi, lam, n, a, update_psi, imag, diag, cross);                                    else                                                                                                             qsim_real_pass0_4_##T(psi, lam, n, a, update_psi, imag, diag, cross);                                }
+    QSIM_REAL_PASS0_DISPATCH(double)
+    QSIM_REAL_PASS0_DISPATCH(float)
+    #define qsim_real_pass1_double qsim_real_pass1_8_double
+    #define qsim_real_pass1_float qsim_real_pass1_8_float
+    #else
+    #define qsim_real_pass0_double qsim_real_pass0_4_double
+    #define qsim_real_pass0_float qsim_real_pass0_4_float
+    #define qsim_real_pass1_double(psi, lam, n, a, u, i, d, c) qsim_real_pass_double(psi, lam, n, 1, a, u, i, d, c)
+    #define qsim_real_pass1_float(psi, lam, n, a, u, i, d, c) qsim_real_pass_float(psi, lam, n, 1, a, u, i, d, c)
+    #endif
     QSIM_CONTRACT(double, qsim_v4d)
     QSIM_CONTRACT(float, qsim_v4f)
     #else
     #define QSIM_VECTOR_PASS 0
     static void qsim_real_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a,
-                                      int update_psi, int imag, double* cross) {}
+                                      int update_psi, int imag, int diag, double* cross) {}
     static void qsim_real_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a,
-                                     int update_psi, int imag, double* cross) {}
+                                     int update_psi, int imag, int diag, double* cross) {}
     static void qsim_complex_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a,
-                                         int update_psi, int imag, double* cross) {}
+                                         int update_psi, int imag, int diag, double* cross) {}
     static void qsim_complex_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a,
-                                        int update_psi, int imag, double* cross) {}
+                                        int update_psi, int imag, int diag, double* cross) {}
     static void qsim_real_pass0_double(double* psi, double* lam, int64_t n, const double* a, int update_psi,
-                                       int imag, double* cross) {}
+                                       int imag, int diag, double* cross) {}
     static void qsim_real_pass0_float(float* psi, float* lam, int64_t n, const float* a, int update_psi,
-                                      int imag, double* cross) {}
+                                      int imag, int diag, double* cross) {}
+    static void qsim_real_pass1_double(double* psi, double* lam, int64_t n, const double* a, int update_psi,
+                                       int imag, int diag, double* cross) {}
+    static void qsim_real_pass1_float(float* psi, float* lam, int64_t n, const float* a, int update_psi,
+                                      int imag, int diag, double* cross) {}
     static void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                                      const double* high, double* low_partial, double* high_partial) {}
     static void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
@@ -227,17 +263,21 @@ cdef extern from *:
     """
     const bint QSIM_VECTOR_PASS
     void qsim_real_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a, bint update_psi,
-                               bint imag, double* cross) noexcept nogil
+                               bint imag, bint diag, double* cross) noexcept nogil
     void qsim_real_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a, bint update_psi,
-                              bint imag, double* cross) noexcept nogil
+                              bint imag, bint diag, double* cross) noexcept nogil
     void qsim_complex_pass_double(double* psi, double* lam, int64_t n, int64_t q, const double* a,
-                                  bint update_psi, bint imag, double* cross) noexcept nogil
+                                  bint update_psi, bint imag, bint diag, double* cross) noexcept nogil
     void qsim_complex_pass_float(float* psi, float* lam, int64_t n, int64_t q, const float* a, bint update_psi,
-                                 bint imag, double* cross) noexcept nogil
+                                 bint imag, bint diag, double* cross) noexcept nogil
     void qsim_real_pass0_double(double* psi, double* lam, int64_t n, const double* a, bint update_psi, bint imag,
-                                double* cross) noexcept nogil
+                                bint diag, double* cross) noexcept nogil
     void qsim_real_pass0_float(float* psi, float* lam, int64_t n, const float* a, bint update_psi, bint imag,
-                               double* cross) noexcept nogil
+                               bint diag, double* cross) noexcept nogil
+    void qsim_real_pass1_double(double* psi, double* lam, int64_t n, const double* a, bint update_psi, bint imag,
+                                bint diag, double* cross) noexcept nogil
+    void qsim_real_pass1_float(float* psi, float* lam, int64_t n, const float* a, bint update_psi, bint imag,
+                               bint diag, double* cross) noexcept nogil
     void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                               const double* high, double* low_partial, double* high_partial) noexcept nogil
     void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
