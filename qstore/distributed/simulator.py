@@ -19,7 +19,7 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
   workers that joined since, and workers whose copy Dask's active memory manager dropped between calls
   (its ``ReduceReplicas`` policy keeps one replica of data no task waits for). The scheduler prefers workers
   that hold a task's inputs, so a worker without the circuit would get no chunks.
-* **Chunks carry a fifth of a second of work.** Every task reports the engine's seconds for its rows,
+* **Chunks carry 0.4 s of work.** Every task reports the engine's seconds for its rows,
   and the simulator keeps the seconds per row of each kind of call (circuit structure, method, shots).
   A call is cut into chunks of about ``chunk_seconds`` of work, in whole rounds over the worker threads
   (:func:`chunk_rows`); a call with less work than one chunk is one task. A kind of call not measured yet
@@ -147,7 +147,8 @@ class DaskSimulator(qc.Simulator):
         workers: worker processes of the local cluster (default: one per core).
         chunk_seconds: engine seconds of work per task, > 0. Each task costs a few milliseconds of Dask's
             own (scheduling, its rows' round trip, the worker starting it), more when the cores are busy
-            computing: a fifth of a second of work keeps that to a few percent.
+            computing: 0.4 s of work keeps that to a few percent (a call is still cut into at least
+            one task per worker thread when it has the rows).
         retries: how often a task that failed, or a chunk whose rows were lost, is run again (>= 0).
         timeout: seconds to wait for the scheduler and its first worker(s).
         direct: whether rows and results travel straight between this client and the workers (Dask's
@@ -174,7 +175,7 @@ class DaskSimulator(qc.Simulator):
     """
 
     def __init__(self, address: str | None = None, *, client: Client | None = None, workers: int | None = None,
-                 chunk_seconds: float = 0.2, retries: int = 3, timeout: float = 60.0, direct: bool | None = None,
+                 chunk_seconds: float = 0.4, retries: int = 3, timeout: float = 60.0, direct: bool | None = None,
                  backend: str = "auto",
                  precision: str = "double", seed: int | None = None,
                  block_qubits: int = DEFAULT_BLOCK_QUBITS, noise: str | qc.NoiseModel | None = None) -> None:
