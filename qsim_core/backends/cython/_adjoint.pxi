@@ -5,9 +5,9 @@
 # numba/adjoint.py for the algorithm; the conventions here are the kernel
 # module's: complex arrays are interleaved (re, im) real arrays, matrices are
 # row-major, accumulations are in double whatever the state's precision.
-# The hot loops (the real single-qubit pass, the product-layer contraction)
-# are C with GCC/Clang vector types, in _adjoint_vector.pxi; other compilers
-# take the scalar Cython loops.
+# The hot loops (the real single-qubit pass, two real steps paired in one
+# sweep, the product-layer contraction) are C with GCC/Clang vector types, in
+# _adjoint_vector.pxi; other compilers take the scalar Cython loops.
 
 
 cdef inline void _load2(const real* m, double* out) noexcept nogil:
@@ -321,6 +321,63 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
         _undo_lane(psi, lam + 2 * n * lane, n, q, a, update_psi and lane == 0, flags & SLOPES_IMAG,
                    flags & SLOPES_DIAG, cross)
         _add_slopes(run_start, run_gate, run, use_start, slopes, cross, grad + grad_stride * lane)
+
+
+cdef int64_t _run_uses(const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                       const int64_t* use_start) noexcept nogil:
+    """How many uses the run's gates have (its slopes in :func:`_run_slopes`' output)."""
+    cdef int64_t k, count = 0
+    for k in range(run_start[run], run_start[run + 1]):
+        count += use_start[run_gate[k] + 1] - use_start[run_gate[k]]
+    return count
+
+
+cdef bint _backward_u1_pair(real* psi, real* lam, int64_t n, int64_t qa, int64_t run_a, int64_t qb, int64_t run_b,
+                            const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
+                            const int64_t* run_start, const int32_t* run_gate, const int64_t* use_start,
+                            double* grad, bint update_b, double* cross, double* slopes) noexcept nogil:
+    """Two consecutive steps of the sweep, run ``run_a`` on qubit qa then ``run_b`` on qubit qb, one lambda, in
+    one paired pass (``qsim_real_pair``) when it applies: both real with real slopes, both with uses, distinct
+    qubits >= 2, an AVX-512 build. psi moves through the first (its uses precede it), and through the second
+    when ``update_b``. Returns whether it ran (else nothing but scratch was written)."""
+    cdef real ma[8]
+    cdef real aa[8]
+    cdef real mb[8]
+    cdef real ab[8]
+    cdef double after[8]
+    cdef int flags_a, flags_b, e
+    cdef int64_t count_a
+    if not QSIM_PAIR_PASS or qa < 2 or qb < 2 or qa == qb:
+        return False
+    if not _run_has_uses(run_start, run_gate, run_a, use_start) \
+            or not _run_has_uses(run_start, run_gate, run_b, use_start):
+        return False
+    fused_u1(u1, run_start, run_gate, run_a, ma)
+    _adjoint2(ma, aa)
+    fused_u1(u1, run_start, run_gate, run_b, mb)
+    _adjoint2(mb, ab)
+    for e in range(4):
+        if aa[2 * e + 1] != 0 or ab[2 * e + 1] != 0:
+            return False
+    for e in range(8):
+        after[e] = aa[e]
+    flags_a = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_a, use_start, after, slopes)
+    count_a = _run_uses(run_start, run_gate, run_a, use_start)
+    for e in range(8):
+        after[e] = ab[e]
+    flags_b = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_b, use_start, after,
+                          slopes + 8 * count_a)
+    if (flags_a | flags_b) & SLOPES_IMAG:
+        return False
+    if real is float:
+        qsim_real_pair_float(psi, lam, n, qa, aa, qb, ab, True, update_b, flags_a & SLOPES_DIAG,
+                             flags_b & SLOPES_DIAG, cross, cross + 8)
+    else:
+        qsim_real_pair_double(psi, lam, n, qa, aa, qb, ab, True, update_b, flags_a & SLOPES_DIAG,
+                              flags_b & SLOPES_DIAG, cross, cross + 8)
+    _add_slopes(run_start, run_gate, run_a, use_start, slopes, cross, grad)
+    _add_slopes(run_start, run_gate, run_b, use_start, slopes + 8 * count_a, cross + 8, grad)
+    return True
 
 
 cdef void _cross_u2(const real* lam, const real* psi, int64_t n, int64_t qa, int64_t qb, double* out) noexcept nogil:
@@ -667,8 +724,15 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                             if weights[(b * lanes + lane) * count + k] != 0:
                                 _add_pauli(lams + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
                                            weights[(b * lanes + lane) * count + k])
-                for s in range(steps - 1, -1, -1):
+                s = steps - 1
+                while s >= 0:
                     op = kind[s]
+                    if op == U1 and lanes == 1 and s > 0 and kind[s - 1] == U1 and _backward_u1_pair(
+                            psi, lams, size, q0[s], arg[s], q0[s - 1], arg[s - 1], u1 + u1_stride * b,
+                            du1 + du1_stride * b, slope1, rotation1, run_start, run_gate, u1_use_start, grad,
+                            s - 1 > first_state, cross, slopes):
+                        s = s - 2  # not -=: in a prange body that would make s a reduction
+                        continue
                     if op == U1:
                         _backward_u1(psi, lams, lanes, size, q0[s], u1 + u1_stride * b, du1 + du1_stride * b,
                                      slope1, rotation1, run_start, run_gate, arg[s], u1_use_start, grad, uses,
@@ -694,6 +758,7 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                         _backward_u2(psi, lams, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
                                      u2_dagger + u2_stride * b + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
                                      arg[s], u2_use_start, grad + uses1, uses, s > first_state, cross)
+                    s = s - 1
                 if state_grad_out != NULL:
                     memcpy(state_grad_out + 2 * size * lanes * b, lams, 2 * size * lanes * sizeof(real))
                 # lambda is now at the initial product state: contract each lambda against its factors, every

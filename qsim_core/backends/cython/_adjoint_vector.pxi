@@ -189,9 +189,101 @@ cdef extern from *:
     #define QSIM_TO_V8D_float(v) __builtin_convertvector((v), qsim_v8d)
     QSIM_PASSES(8, double, qsim_v8d)
     QSIM_PASSES(8, float, qsim_v8f)
+    /* Two real backward steps in one sweep, qubit qa's (undone first) then qubit qb's, both >= 2 (a run of pairs
+       holds whole 8-lane vectors): each group of four vectors of psi and four of lam (both bits clear, b set, a set,
+       both set) is loaded once, the cross matrix of each step formed with the states as that step meets them, and
+       stored once (a separate pass per step loads and stores everything twice). Real matrices, real cross entries. */
+    #define QSIM_PAIR_CROSS(S, x0, x1, l0, l1, y0, y1, m0, m1)                                               \
+        if (diag_##S) {                                                                                      \
+            r##S##00 += l0 * x0 + l1 * x1;                                                                   \
+            r##S##11 += m0 * y0 + m1 * y1;                                                                   \
+        }                                                                                                    \
+        r##S##01 += l0 * y0 + l1 * y1;                                                                       \
+        r##S##10 += m0 * x0 + m1 * x1;
+    #define QSIM_PAIR_UNDO(c00, c01, c10, c11, x, y)                                                         \
+        {                                                                                                    \
+            __typeof__(x) nx = c00 * x + c01 * y;                                                            \
+            y = c10 * x + c11 * y;                                                                           \
+            x = nx;                                                                                          \
+        }
+    #define QSIM_REAL_PAIR(T, VT)                                                                            \
+    static void qsim_real_pair_##T(T* psi, T* lam, int64_t n, int64_t qa, const T* a, int64_t qb, const T* b, \
+                                   int update_a, int update_b, int diag_a, int diag_b, double* cross_a,      \
+                                   double* cross_b)                                                          \
+    {                                                                                                        \
+        const int64_t ha = (int64_t)2 << qa, hb = (int64_t)2 << qb;                                          \
+        const int64_t lo = (qa < qb ? qa : qb) - 2, hi = (qa < qb ? qb : qa) - 2;                            \
+        const VT a00 = QSIM_SPLAT8(VT, a[0]), a01 = QSIM_SPLAT8(VT, a[2]);                                   \
+        const VT a10 = QSIM_SPLAT8(VT, a[4]), a11 = QSIM_SPLAT8(VT, a[6]);                                   \
+        const VT b00 = QSIM_SPLAT8(VT, b[0]), b01 = QSIM_SPLAT8(VT, b[2]);                                   \
+        const VT b10 = QSIM_SPLAT8(VT, b[4]), b11 = QSIM_SPLAT8(VT, b[6]);                                   \
+        const qsim_v8d zero = QSIM_SPLAT8(qsim_v8d, 0);                                                      \
+        qsim_v8d ra00 = zero, ra01 = zero, ra10 = zero, ra11 = zero;                                         \
+        qsim_v8d rb00 = zero, rb01 = zero, rb10 = zero, rb11 = zero;                                         \
+        qsim_v8d x00, x01, x10, x11, l00, l01, l10, l11;                                                     \
+        VT p00, p01, p10, p11, u00, u01, u10, u11; /* first index: qubit qa's bit, second: qubit qb's */    \
+        for (int64_t g = 0; g < n / 16; g++) {                                                               \
+            int64_t r = (((g >> lo) << (lo + 1)) | (g & (((int64_t)1 << lo) - 1)));                          \
+            r = 8 * (((r >> hi) << (hi + 1)) | (r & (((int64_t)1 << hi) - 1)));                              \
+            memcpy(&p00, psi + r, sizeof p00);                                                               \
+            memcpy(&p01, psi + r + hb, sizeof p01);                                                          \
+            memcpy(&p10, psi + r + ha, sizeof p10);                                                          \
+            memcpy(&p11, psi + r + ha + hb, sizeof p11);                                                     \
+            memcpy(&u00, lam + r, sizeof u00);                                                               \
+            memcpy(&u01, lam + r + hb, sizeof u01);                                                          \
+            memcpy(&u10, lam + r + ha, sizeof u10);                                                          \
+            memcpy(&u11, lam + r + ha + hb, sizeof u11);                                                     \
+            x00 = QSIM_TO_V8D_##T(p00); x01 = QSIM_TO_V8D_##T(p01);                                          \
+            x10 = QSIM_TO_V8D_##T(p10); x11 = QSIM_TO_V8D_##T(p11);                                          \
+            l00 = QSIM_TO_V8D_##T(u00); l01 = QSIM_TO_V8D_##T(u01);                                          \
+            l10 = QSIM_TO_V8D_##T(u10); l11 = QSIM_TO_V8D_##T(u11);                                          \
+            /* qubit qa: pairs (p00, p10) and (p01, p11) */                                                  \
+            QSIM_PAIR_CROSS(a, x00, x01, l00, l01, x10, x11, l10, l11)                                       \
+            if (update_a) {                                                                                  \
+                QSIM_PAIR_UNDO(a00, a01, a10, a11, p00, p10)                                                 \
+                QSIM_PAIR_UNDO(a00, a01, a10, a11, p01, p11)                                                 \
+            }                                                                                                \
+            QSIM_PAIR_UNDO(a00, a01, a10, a11, u00, u10)                                                     \
+            QSIM_PAIR_UNDO(a00, a01, a10, a11, u01, u11)                                                     \
+            /* qubit qb: pairs (p00, p01) and (p10, p11), as qubit qa's step left them */                   \
+            x00 = QSIM_TO_V8D_##T(p00); x01 = QSIM_TO_V8D_##T(p01);                                          \
+            x10 = QSIM_TO_V8D_##T(p10); x11 = QSIM_TO_V8D_##T(p11);                                          \
+            l00 = QSIM_TO_V8D_##T(u00); l01 = QSIM_TO_V8D_##T(u01);                                          \
+            l10 = QSIM_TO_V8D_##T(u10); l11 = QSIM_TO_V8D_##T(u11);                                          \
+            QSIM_PAIR_CROSS(b, x00, x10, l00, l10, x01, x11, l01, l11)                                       \
+            if (update_b) {                                                                                  \
+                QSIM_PAIR_UNDO(b00, b01, b10, b11, p00, p01)                                                 \
+                QSIM_PAIR_UNDO(b00, b01, b10, b11, p10, p11)                                                 \
+            }                                                                                                \
+            QSIM_PAIR_UNDO(b00, b01, b10, b11, u00, u01)                                                     \
+            QSIM_PAIR_UNDO(b00, b01, b10, b11, u10, u11)                                                     \
+            if (update_a || update_b) {                                                                      \
+                memcpy(psi + r, &p00, sizeof p00);                                                           \
+                memcpy(psi + r + hb, &p01, sizeof p01);                                                      \
+                memcpy(psi + r + ha, &p10, sizeof p10);                                                      \
+                memcpy(psi + r + ha + hb, &p11, sizeof p11);                                                 \
+            }                                                                                                \
+            memcpy(lam + r, &u00, sizeof u00);                                                               \
+            memcpy(lam + r + hb, &u01, sizeof u01);                                                          \
+            memcpy(lam + r + ha, &u10, sizeof u10);                                                          \
+            memcpy(lam + r + ha + hb, &u11, sizeof u11);                                                     \
+        }                                                                                                    \
+        cross_a[0] = QSIM_SUM8(ra00); cross_a[2] = QSIM_SUM8(ra01);                                          \
+        cross_a[4] = QSIM_SUM8(ra10); cross_a[6] = QSIM_SUM8(ra11);                                          \
+        cross_b[0] = QSIM_SUM8(rb00); cross_b[2] = QSIM_SUM8(rb01);                                          \
+        cross_b[4] = QSIM_SUM8(rb10); cross_b[6] = QSIM_SUM8(rb11);                                          \
+        cross_a[1] = cross_a[3] = cross_a[5] = cross_a[7] = 0;                                               \
+        cross_b[1] = cross_b[3] = cross_b[5] = cross_b[7] = 0;                                               \
+    }
+    QSIM_REAL_PAIR(double, qsim_v8d)
+    QSIM_REAL_PAIR(float, qsim_v8f)
+    #define QSIM_PAIR_PASS 1
     #define QSIM_WIDE_PASS(q) (((int64_t)2 << (q)) >= 8)
     #else
     #define QSIM_WIDE_PASS(q) 0
+    #define QSIM_PAIR_PASS 0
+    #define qsim_real_pair_double(psi, lam, n, qa, a, qb, b, ua, ub, da, db, ca, cb)
+    #define qsim_real_pair_float(psi, lam, n, qa, a, qb, b, ua, ub, da, db, ca, cb)
     #define qsim_real_pass8_double qsim_real_pass4_double
     #define qsim_real_pass8_float qsim_real_pass4_float
     #define qsim_complex_pass8_double qsim_complex_pass4_double
@@ -255,6 +347,13 @@ cdef extern from *:
                                        int imag, int diag, double* cross) {}
     static void qsim_real_pass1_float(float* psi, float* lam, int64_t n, const float* a, int update_psi,
                                       int imag, int diag, double* cross) {}
+    #define QSIM_PAIR_PASS 0
+    static void qsim_real_pair_double(double* psi, double* lam, int64_t n, int64_t qa, const double* a, int64_t qb,
+                                      const double* b, int update_a, int update_b, int diag_a, int diag_b,
+                                      double* cross_a, double* cross_b) {}
+    static void qsim_real_pair_float(float* psi, float* lam, int64_t n, int64_t qa, const float* a, int64_t qb,
+                                     const float* b, int update_a, int update_b, int diag_a, int diag_b,
+                                     double* cross_a, double* cross_b) {}
     static void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                                      const double* high, double* low_partial, double* high_partial) {}
     static void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
@@ -278,6 +377,13 @@ cdef extern from *:
                                 bint diag, double* cross) noexcept nogil
     void qsim_real_pass1_float(float* psi, float* lam, int64_t n, const float* a, bint update_psi, bint imag,
                                bint diag, double* cross) noexcept nogil
+    const bint QSIM_PAIR_PASS
+    void qsim_real_pair_double(double* psi, double* lam, int64_t n, int64_t qa, const double* a, int64_t qb,
+                               const double* b, bint update_a, bint update_b, bint diag_a, bint diag_b,
+                               double* cross_a, double* cross_b) noexcept nogil
+    void qsim_real_pair_float(float* psi, float* lam, int64_t n, int64_t qa, const float* a, int64_t qb,
+                              const float* b, bint update_a, bint update_b, bint diag_a, bint diag_b,
+                              double* cross_a, double* cross_b) noexcept nogil
     void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                               const double* high, double* low_partial, double* high_partial) noexcept nogil
     void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
