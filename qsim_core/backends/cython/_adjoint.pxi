@@ -332,22 +332,24 @@ cdef int64_t _run_uses(const int64_t* run_start, const int32_t* run_gate, int64_
     return count
 
 
-cdef bint _backward_u1_pair(real* psi, real* lam, int64_t n, int64_t qa, int64_t run_a, int64_t qb, int64_t run_b,
-                            const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
-                            const int64_t* run_start, const int32_t* run_gate, const int64_t* use_start,
-                            double* grad, bint update_b, double* cross, double* slopes) noexcept nogil:
-    """Two consecutive steps of the sweep, run ``run_a`` on qubit qa then ``run_b`` on qubit qb, one lambda, in
-    one paired pass (``qsim_real_pair``) when it applies: both real with real slopes, both with uses, distinct
-    qubits >= 2, an AVX-512 build. psi moves through the first (its uses precede it), and through the second
-    when ``update_b``. Returns whether it ran (else nothing but scratch was written)."""
+cdef bint _backward_u1_pair(real* psi, real* lam, int64_t lanes, int64_t n, int64_t qa, int64_t run_a, int64_t qb,
+                            int64_t run_b, const real* u1, const real* du1, const double* slope1,
+                            const unsigned char* rotation1, const int64_t* run_start, const int32_t* run_gate,
+                            const int64_t* use_start, double* grad, int64_t grad_stride, bint update_b, double* cross,
+                            double* slopes) noexcept nogil:
+    """Two consecutive steps of the sweep, run ``run_a`` on qubit qa then ``run_b`` on qubit qb, in one paired pass
+    (``qsim_real_pair``) per lambda when it applies: both real with real slopes, both with uses, distinct qubits
+    >= 2, an AVX-512 build. psi moves through the first (its uses precede it), and through the second when
+    ``update_b``; the lanes run last to first, lane 0 storing psi, as in :func:`_backward_u1`. Returns whether it
+    ran (else nothing but scratch was written)."""
     cdef real ma[8]
     cdef real aa[8]
     cdef real mb[8]
     cdef real ab[8]
     cdef double after[8]
     cdef int flags_a, flags_b, e
-    cdef int64_t count_a
-    if not QSIM_PAIR_PASS or qa < 2 or qb < 2 or qa == qb:
+    cdef int64_t count_a, lane
+    if not QSIM_PAIR_PASS or lanes == 0 or qa < 2 or qb < 2 or qa == qb:
         return False
     if not _run_has_uses(run_start, run_gate, run_a, use_start) \
             or not _run_has_uses(run_start, run_gate, run_b, use_start):
@@ -369,14 +371,15 @@ cdef bint _backward_u1_pair(real* psi, real* lam, int64_t n, int64_t qa, int64_t
                           slopes + 8 * count_a)
     if (flags_a | flags_b) & SLOPES_IMAG:
         return False
-    if real is float:
-        qsim_real_pair_float(psi, lam, n, qa, aa, qb, ab, True, update_b, flags_a & SLOPES_DIAG,
-                             flags_b & SLOPES_DIAG, cross, cross + 8)
-    else:
-        qsim_real_pair_double(psi, lam, n, qa, aa, qb, ab, True, update_b, flags_a & SLOPES_DIAG,
-                              flags_b & SLOPES_DIAG, cross, cross + 8)
-    _add_slopes(run_start, run_gate, run_a, use_start, slopes, cross, grad)
-    _add_slopes(run_start, run_gate, run_b, use_start, slopes + 8 * count_a, cross + 8, grad)
+    for lane in range(lanes - 1, -1, -1):
+        if real is float:
+            qsim_real_pair_float(psi, lam + 2 * n * lane, n, qa, aa, qb, ab, lane == 0, update_b,
+                                 flags_a & SLOPES_DIAG, flags_b & SLOPES_DIAG, cross, cross + 8)
+        else:
+            qsim_real_pair_double(psi, lam + 2 * n * lane, n, qa, aa, qb, ab, lane == 0, update_b,
+                                  flags_a & SLOPES_DIAG, flags_b & SLOPES_DIAG, cross, cross + 8)
+        _add_slopes(run_start, run_gate, run_a, use_start, slopes, cross, grad + grad_stride * lane)
+        _add_slopes(run_start, run_gate, run_b, use_start, slopes + 8 * count_a, cross + 8, grad + grad_stride * lane)
     return True
 
 
@@ -727,9 +730,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                 s = steps - 1
                 while s >= 0:
                     op = kind[s]
-                    if op == U1 and lanes == 1 and s > 0 and kind[s - 1] == U1 and _backward_u1_pair(
-                            psi, lams, size, q0[s], arg[s], q0[s - 1], arg[s - 1], u1 + u1_stride * b,
-                            du1 + du1_stride * b, slope1, rotation1, run_start, run_gate, u1_use_start, grad,
+                    if op == U1 and s > 0 and kind[s - 1] == U1 and _backward_u1_pair(
+                            psi, lams, lanes, size, q0[s], arg[s], q0[s - 1], arg[s - 1], u1 + u1_stride * b,
+                            du1 + du1_stride * b, slope1, rotation1, run_start, run_gate, u1_use_start, grad, uses,
                             s - 1 > first_state, cross, slopes):
                         s = s - 2  # not -=: in a prange body that would make s a reduction
                         continue

@@ -192,7 +192,9 @@ cdef extern from *:
     /* Two real backward steps in one sweep, qubit qa's (undone first) then qubit qb's, both >= 2 (a run of pairs
        holds whole 8-lane vectors): each group of four vectors of psi and four of lam (both bits clear, b set, a set,
        both set) is loaded once, the cross matrix of each step formed with the states as that step meets them, and
-       stored once (a separate pass per step loads and stores everything twice). Real matrices, real cross entries. */
+       stored once (a separate pass per step loads and stores everything twice). Real matrices, real cross entries.
+       psi is undone through qa's step in registers for qb's cross matrix; it is stored (undone through qb's step
+       too when update_b) only when store_psi: the last lambda of a step stores it, the others leave it. */
     #define QSIM_PAIR_CROSS(S, x0, x1, l0, l1, y0, y1, m0, m1)                                               \
         if (diag_##S) {                                                                                      \
             r##S##00 += l0 * x0 + l1 * x1;                                                                   \
@@ -208,7 +210,7 @@ cdef extern from *:
         }
     #define QSIM_REAL_PAIR(T, VT)                                                                            \
     static void qsim_real_pair_##T(T* psi, T* lam, int64_t n, int64_t qa, const T* a, int64_t qb, const T* b, \
-                                   int update_a, int update_b, int diag_a, int diag_b, double* cross_a,      \
+                                   int store_psi, int update_b, int diag_a, int diag_b, double* cross_a,     \
                                    double* cross_b)                                                          \
     {                                                                                                        \
         const int64_t ha = (int64_t)2 << qa, hb = (int64_t)2 << qb;                                          \
@@ -239,10 +241,8 @@ cdef extern from *:
             l10 = QSIM_TO_V8D_##T(u10); l11 = QSIM_TO_V8D_##T(u11);                                          \
             /* qubit qa: pairs (p00, p10) and (p01, p11) */                                                  \
             QSIM_PAIR_CROSS(a, x00, x01, l00, l01, x10, x11, l10, l11)                                       \
-            if (update_a) {                                                                                  \
-                QSIM_PAIR_UNDO(a00, a01, a10, a11, p00, p10)                                                 \
-                QSIM_PAIR_UNDO(a00, a01, a10, a11, p01, p11)                                                 \
-            }                                                                                                \
+            QSIM_PAIR_UNDO(a00, a01, a10, a11, p00, p10)                                                     \
+            QSIM_PAIR_UNDO(a00, a01, a10, a11, p01, p11)                                                     \
             QSIM_PAIR_UNDO(a00, a01, a10, a11, u00, u10)                                                     \
             QSIM_PAIR_UNDO(a00, a01, a10, a11, u01, u11)                                                     \
             /* qubit qb: pairs (p00, p01) and (p10, p11), as qubit qa's step left them */                   \
@@ -251,13 +251,13 @@ cdef extern from *:
             l00 = QSIM_TO_V8D_##T(u00); l01 = QSIM_TO_V8D_##T(u01);                                          \
             l10 = QSIM_TO_V8D_##T(u10); l11 = QSIM_TO_V8D_##T(u11);                                          \
             QSIM_PAIR_CROSS(b, x00, x10, l00, l10, x01, x11, l01, l11)                                       \
-            if (update_b) {                                                                                  \
+            if (store_psi && update_b) {                                                                     \
                 QSIM_PAIR_UNDO(b00, b01, b10, b11, p00, p01)                                                 \
                 QSIM_PAIR_UNDO(b00, b01, b10, b11, p10, p11)                                                 \
             }                                                                                                \
             QSIM_PAIR_UNDO(b00, b01, b10, b11, u00, u01)                                                     \
             QSIM_PAIR_UNDO(b00, b01, b10, b11, u10, u11)                                                     \
-            if (update_a || update_b) {                                                                      \
+            if (store_psi) {                                                                                 \
                 memcpy(psi + r, &p00, sizeof p00);                                                           \
                 memcpy(psi + r + hb, &p01, sizeof p01);                                                      \
                 memcpy(psi + r + ha, &p10, sizeof p10);                                                      \
@@ -282,8 +282,8 @@ cdef extern from *:
     #else
     #define QSIM_WIDE_PASS(q) 0
     #define QSIM_PAIR_PASS 0
-    #define qsim_real_pair_double(psi, lam, n, qa, a, qb, b, ua, ub, da, db, ca, cb)
-    #define qsim_real_pair_float(psi, lam, n, qa, a, qb, b, ua, ub, da, db, ca, cb)
+    #define qsim_real_pair_double(psi, lam, n, qa, a, qb, b, sp, ub, da, db, ca, cb)
+    #define qsim_real_pair_float(psi, lam, n, qa, a, qb, b, sp, ub, da, db, ca, cb)
     #define qsim_real_pass8_double qsim_real_pass4_double
     #define qsim_real_pass8_float qsim_real_pass4_float
     #define qsim_complex_pass8_double qsim_complex_pass4_double
@@ -349,10 +349,10 @@ cdef extern from *:
                                       int imag, int diag, double* cross) {}
     #define QSIM_PAIR_PASS 0
     static void qsim_real_pair_double(double* psi, double* lam, int64_t n, int64_t qa, const double* a, int64_t qb,
-                                      const double* b, int update_a, int update_b, int diag_a, int diag_b,
+                                      const double* b, int store_psi, int update_b, int diag_a, int diag_b,
                                       double* cross_a, double* cross_b) {}
     static void qsim_real_pair_float(float* psi, float* lam, int64_t n, int64_t qa, const float* a, int64_t qb,
-                                     const float* b, int update_a, int update_b, int diag_a, int diag_b,
+                                     const float* b, int store_psi, int update_b, int diag_a, int diag_b,
                                      double* cross_a, double* cross_b) {}
     static void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                                      const double* high, double* low_partial, double* high_partial) {}
@@ -379,10 +379,10 @@ cdef extern from *:
                                bint diag, double* cross) noexcept nogil
     const bint QSIM_PAIR_PASS
     void qsim_real_pair_double(double* psi, double* lam, int64_t n, int64_t qa, const double* a, int64_t qb,
-                               const double* b, bint update_a, bint update_b, bint diag_a, bint diag_b,
+                               const double* b, bint store_psi, bint update_b, bint diag_a, bint diag_b,
                                double* cross_a, double* cross_b) noexcept nogil
     void qsim_real_pair_float(float* psi, float* lam, int64_t n, int64_t qa, const float* a, int64_t qb,
-                              const float* b, bint update_a, bint update_b, bint diag_a, bint diag_b,
+                              const float* b, bint store_psi, bint update_b, bint diag_a, bint diag_b,
                               double* cross_a, double* cross_b) noexcept nogil
     void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                               const double* high, double* low_partial, double* high_partial) noexcept nogil
