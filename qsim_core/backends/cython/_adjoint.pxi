@@ -158,7 +158,7 @@ cdef enum:  # _run_slopes' flags: some slope has an imaginary part; some has a n
 
 cdef int _run_slopes(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
                      const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
-                     const double* after, double* out) noexcept nogil:
+                     const real* after, double* out) noexcept nogil:
     """``out[u] = S_j D_u P_j after`` (8 doubles each) for every use u of the run's gates, in use order.
 
     ``D_u`` is ``du1[u]``, or for a rotation use ``G slope1[u]`` with G the gate's
@@ -183,7 +183,7 @@ cdef int _run_slopes(const real* u1, const real* du1, const double* slope1, cons
     cdef int e
     cdef int flags = 0
     cdef double* full = out
-    memcpy(prefix, after, 8 * sizeof(double))
+    _load2(after, prefix)
     for k in range(run_start[run], last + 1):
         g = run_gate[k]
         if use_start[g + 1] > use_start[g]:
@@ -303,9 +303,8 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
     """
     cdef real m[8]
     cdef real a[8]
-    cdef double after[8]
     cdef int64_t lane
-    cdef int e, flags
+    cdef int flags
     fused_u1(u1, run_start, run_gate, run, m)
     _adjoint2(m, a)
     if lanes == 0 or not _run_has_uses(run_start, run_gate, run, use_start):
@@ -314,9 +313,7 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
         for lane in range(lanes):
             apply_u1(lam + 2 * n * lane, n, q, a)
         return
-    for e in range(8):
-        after[e] = a[e]
-    flags = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, slopes)
+    flags = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, a, slopes)
     for lane in range(lanes - 1, -1, -1):
         _undo_lane(psi, lam + 2 * n * lane, n, q, a, update_psi and lane == 0, flags & SLOPES_IMAG,
                    flags & SLOPES_DIAG, cross)
@@ -332,42 +329,50 @@ cdef int64_t _run_uses(const int64_t* run_start, const int32_t* run_gate, int64_
     return count
 
 
+cdef bint _run_gates_real(const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                          int64_t run) noexcept nogil:
+    """Whether every bound 2x2 of the run is real (then so is their product); no products formed, so a complex run
+    (Rot's RZ RY RZ) is turned away at its first gate."""
+    cdef int64_t k
+    cdef const real* m
+    for k in range(run_start[run], run_start[run + 1]):
+        m = u1 + 8 * run_gate[k]
+        if m[1] != 0 or m[3] != 0 or m[5] != 0 or m[7] != 0:
+            return False
+    return True
+
+
 cdef bint _backward_u1_pair(real* psi, real* lam, int64_t lanes, int64_t n, int64_t qa, int64_t run_a, int64_t qb,
                             int64_t run_b, const real* u1, const real* du1, const double* slope1,
                             const unsigned char* rotation1, const int64_t* run_start, const int32_t* run_gate,
                             const int64_t* use_start, double* grad, int64_t grad_stride, bint update_b, double* cross,
                             double* slopes) noexcept nogil:
     """Two consecutive steps of the sweep, run ``run_a`` on qubit qa then ``run_b`` on qubit qb, in one paired pass
-    (``qsim_real_pair``) per lambda when it applies: both real with real slopes, both with uses, distinct qubits
-    >= 2, an AVX-512 build. psi moves through the first (its uses precede it), and through the second when
+    (``qsim_real_pair``) per lambda when it applies: every gate of both runs real, real slopes, both with uses,
+    distinct qubits >= 2, an AVX-512 build. psi moves through the first (its uses precede it), and through the second when
     ``update_b``; the lanes run last to first, lane 0 storing psi, as in :func:`_backward_u1`. Returns whether it
-    ran (else nothing but scratch was written)."""
+    ran (else nothing but scratch was written). The cheap tests come first: the sweep asks at every pair of U1
+    steps, and a refused pair then takes :func:`_backward_u1`, which fuses its run again."""
     cdef real ma[8]
     cdef real aa[8]
     cdef real mb[8]
     cdef real ab[8]
-    cdef double after[8]
-    cdef int flags_a, flags_b, e
+    cdef int flags_a, flags_b
     cdef int64_t count_a, lane
     if not QSIM_PAIR_PASS or lanes == 0 or qa < 2 or qb < 2 or qa == qb:
         return False
     if not _run_has_uses(run_start, run_gate, run_a, use_start) \
-            or not _run_has_uses(run_start, run_gate, run_b, use_start):
+            or not _run_has_uses(run_start, run_gate, run_b, use_start) \
+            or not _run_gates_real(u1, run_start, run_gate, run_a) \
+            or not _run_gates_real(u1, run_start, run_gate, run_b):
         return False
     fused_u1(u1, run_start, run_gate, run_a, ma)
     _adjoint2(ma, aa)
     fused_u1(u1, run_start, run_gate, run_b, mb)
     _adjoint2(mb, ab)
-    for e in range(4):
-        if aa[2 * e + 1] != 0 or ab[2 * e + 1] != 0:
-            return False
-    for e in range(8):
-        after[e] = aa[e]
-    flags_a = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_a, use_start, after, slopes)
+    flags_a = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_a, use_start, aa, slopes)
     count_a = _run_uses(run_start, run_gate, run_a, use_start)
-    for e in range(8):
-        after[e] = ab[e]
-    flags_b = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_b, use_start, after,
+    flags_b = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_b, use_start, ab,
                           slopes + 8 * count_a)
     if (flags_a | flags_b) & SLOPES_IMAG:
         return False
