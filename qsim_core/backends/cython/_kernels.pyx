@@ -980,7 +980,9 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
 
     A step qualifies when its fused matrix takes :func:`apply_u1`'s real or complex path (not the diagonal one,
     which the phase pass serves), its qubit is not one already in the group and its pairs hold whole vectors of
-    the grouped kernels (qubit >= 2 in complex128, >= 3 in complex64). ``qubits[3]`` and ``m[24]`` are scratch."""
+    the grouped kernels (qubit >= 2 in complex128, >= 3 in complex64). ``m[0:8]`` holds step k's fused matrix
+    (the caller formed it, and applies it itself when nothing is grouped); ``qubits[3]`` and the rest of
+    ``m[24]`` are scratch."""
     cdef int64_t count = 0
     cdef int64_t j, q
     cdef int path
@@ -1002,7 +1004,8 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
         if repeated:
             break
         g = m + 8 * count
-        fused_u1(u1, run_start, run_gate, arg[k + count], g)
+        if count:
+            fused_u1(u1, run_start, run_gate, arg[k + count], g)
         path = _u1_path(g)
         if path == MIX_DIAGONAL:
             break
@@ -1039,11 +1042,11 @@ cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, i
     while k < last:
         op = kind[k]
         if op == U1:
+            fused_u1(u1, run_start, run_gate, arg[k], m)
             grouped = _u1_group(psi, n, k, last, kind, q0, arg, u1, run_start, run_gate, qubits, m)
             if grouped:
                 k += grouped
                 continue
-            fused_u1(u1, run_start, run_gate, arg[k], m)
             apply_u1(psi, n, q0[k], m)
         elif op == PERM:
             apply_permutation(scratch, psi, n, perm_table + perm_start[arg[k]])
