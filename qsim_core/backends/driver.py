@@ -139,11 +139,10 @@ class _ThreadBound(threading.local):
 _BOUND = _ThreadBound()
 
 
-def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int, rotations: bool
+def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
             ) -> Iterable[tuple[slice, np.ndarray, np.ndarray, Pack]]:
     """``(rows, u1, u2, pack)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate
-    matrices for those rows (without the rotations' when ``rotations`` is False: the kernels fill them) and
-    ``pack(kernels)``, the program packed with the arrays that hold them.
+    matrices for those rows and ``pack(kernels)``, the program packed with the arrays that hold them.
 
     The matrices are written into arrays this thread keeps between calls (``u1``/``u2`` are overwritten by
     the next chunk or call, and only go to the kernels, never to a caller): allocating them per call costs
@@ -153,8 +152,8 @@ def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int, rot
     batch = params.shape[0]
     bound = _BOUND.get(program, min(batch, BATCH_CHUNK), dtype)
     if batch <= BATCH_CHUNK:  # one chunk (the usual case): no generator to set up
-        return ((slice(0, batch), *bound.fill(params, threads, rotations), bound.pack),)
-    return ((rows, *bound.fill(params[rows], threads, rotations), bound.pack)
+        return ((slice(0, batch), *bound.fill(params, threads, rotations=True), bound.pack),)
+    return ((rows, *bound.fill(params[rows], threads, rotations=True), bound.pack)
             for rows in (slice(start, min(start + BATCH_CHUNK, batch)) for start in range(0, batch, BATCH_CHUNK)))
 
 
@@ -225,11 +224,16 @@ class CompiledBackend:
         kernels.set_threads(threads)
         packed_observables = observables.packed(kernels.pack_observables)
         initial = job.initial
+        if batch <= min(KERNEL_FILL_MAX_ROWS, BATCH_CHUNK):
+            # a small call: one kernel call fills the rotations into this thread's arrays and runs the batch
+            bound = _BOUND.get(program, batch, job.dtype)
+            bound.fill(job.params, threads, rotations=False)
+            kernels.run_packed(bound.pack(kernels), job.params, task, result, packed_observables, shots, key, offset,
+                               initial)
+            return result
         chunked = batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-        rotations = batch > KERNEL_FILL_MAX_ROWS  # else the kernels fill them, from the packed tables
-        for rows, _, _, pack in _chunks(program, job.params, job.dtype, threads, rotations):
-            params = None if rotations else job.params[rows] if chunked else job.params
-            kernels.run_packed(pack(kernels), params, task, result[rows] if chunked else result, packed_observables,
+        for rows, _, _, pack in _chunks(program, job.params, job.dtype, threads):
+            kernels.run_packed(pack(kernels), None, task, result[rows] if chunked else result, packed_observables,
                                shots, key, offset + rows.start,
                                initial[rows] if chunked and initial is not None else initial)
         return result
@@ -364,7 +368,7 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     packed = adjoint.packed(adjoint_kernels)
     packed_observables = observables.packed(kernels.pack_observables)
     chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-    for rows, u1, u2, _ in _chunks(program, job.params, dtype, threads, rotations=True):
+    for rows, u1, u2, _ in _chunks(program, job.params, dtype, threads):
         params = job.params[rows] if chunked else job.params
         du1, du2 = adjoint.derivatives(params, dtype)
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2

@@ -174,7 +174,7 @@ def test_the_callers_parameter_array_is_left_as_it_was(sim):
 @given(batch=st.sampled_from([None, 1, 2, 5]), where=st.integers(0, 10_000),
        bad=st.sampled_from([np.inf, -np.inf, np.nan, "inf-inf"]))
 def test_any_non_finite_entry_is_named_small_or_large(batch, where, bad):
-    # 40 entries take the Python-float sum, 5 x 40 = 200 the numpy one (see simulator._SMALL_PARAMS)
+    # one parameter set or a batch: both are screened by one dot product (simulator._all_finite), then named
     sim = qc.Simulator(backend="reference")
     c = seed_circuit()
     theta = random_params(c, batch=batch)

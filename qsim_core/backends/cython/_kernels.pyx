@@ -1546,6 +1546,84 @@ cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, double*
 
 # ---------------------------------------------------------------- the batch of small states
 
+cdef struct SmallBuffers:
+    # one thread's buffers for the parameter sets it runs (see _small_buffers for which a task needs)
+    void* own
+    void* scratch
+    double* probs
+    double* threshold
+    int64_t* alias
+    int64_t* order
+    int64_t* drawn
+
+
+cdef bint _small_buffers(SmallBuffers* buffers, int task, int64_t size, size_t real_bytes, bint has_perm,
+                         int64_t shots) noexcept nogil:
+    """Allocate the buffers ``task`` needs into ``buffers`` (the others NULL); False if one could not be."""
+    cdef bint sampling = task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL
+    # a final state is built in its output row, so it only needs ``own`` as permutation scratch
+    buffers.own = malloc(2 * size * real_bytes) if task != TASK_STATE or has_perm else NULL
+    buffers.scratch = malloc(2 * size * real_bytes) if task != TASK_STATE and has_perm else NULL
+    buffers.probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
+    buffers.threshold = <double*>malloc(size * sizeof(double)) if sampling else NULL
+    buffers.alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+    buffers.order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+    buffers.drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
+    return not ((buffers.own == NULL and (task != TASK_STATE or has_perm))
+                or (buffers.scratch == NULL and task != TASK_STATE and has_perm)
+                or (buffers.probs == NULL and task >= TASK_EXPVAL)
+                or ((buffers.threshold == NULL or buffers.alias == NULL or buffers.order == NULL) and sampling)
+                or (buffers.drawn == NULL and task == TASK_SHOT_EXPVAL))
+
+
+cdef void _free_small_buffers(SmallBuffers* buffers) noexcept nogil:
+    free(buffers.own)
+    free(buffers.scratch)
+    free(buffers.probs)
+    free(buffers.threshold)
+    free(buffers.alias)
+    free(buffers.order)
+    free(buffers.drawn)
+
+
+cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, int task, real* psi_out, double* probs_out,
+                         double* values_out, int64_t* samples_out, int64_t num_qubits, const real* u1,
+                         int64_t u1_stride, const real* u2, int64_t u2_stride, const int32_t* init_u1,
+                         const int8_t* kind, const int32_t* q0, const int32_t* q1, const int32_t* arg, int64_t steps,
+                         const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
+                         const int64_t* perm_table, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
+                         int64_t count, int64_t shots, uint64_t key, int64_t batch_offset, const real* initial,
+                         bint has_initial) noexcept nogil:
+    """Parameter set ``b`` of :func:`_run_small`, in the calling thread's ``buffers``."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef uint64_t rng
+    cdef real* own = <real*>buffers.own
+    # final states are built in place in their output row, like numba does
+    cdef real* row = psi_out + 2 * size * b if task == TASK_STATE else own
+    cdef real* psi
+    if has_initial:
+        memcpy(row, initial + 2 * size * b, 2 * size * sizeof(real))
+    else:
+        init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
+    psi = apply_steps(row, own if row != own else <real*>buffers.scratch, size, 0, steps, kind, q0, q1, arg,
+                      u1 + u1_stride * b, u2 + u2_stride * b, run_start, run_gate, perm_start, perm_table)
+    if task == TASK_STATE:
+        if psi != row:
+            memcpy(row, psi, 2 * size * sizeof(real))
+    elif task == TASK_PROBS:
+        probabilities_into(psi, 0, size, probs_out + size * b)
+    elif task == TASK_EXPVAL:
+        expectations_into(psi, size, buffers.probs, xmask, zmask, ny, count, values_out + count * b)
+    elif task == TASK_SAMPLES:
+        rng = _stream_state(key, <uint64_t>(batch_offset + b))
+        samples_into(psi, size, buffers.probs, buffers.threshold, buffers.alias, buffers.order, &rng,
+                     samples_out + shots * b, shots)
+    else:
+        rng = _stream_state(key, <uint64_t>(batch_offset + b))
+        _shot_estimates_small(psi, size, buffers.probs, buffers.threshold, buffers.alias, buffers.order,
+                              buffers.drawn, xmask, zmask, ny, count, shots, &rng, values_out + count * b)
+
+
 cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_out, int64_t* samples_out,
                      int64_t batch, int64_t num_qubits, const real* u1, int64_t u1_stride, const real* u2,
                      int64_t u2_stride, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
@@ -1554,73 +1632,43 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
                      const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots,
                      uint64_t key, int64_t batch_offset, const real* initial, bint has_initial, int num_threads,
                      int* failed) noexcept nogil:
-    """Body of :func:`run_packed`: one parallel region, per-thread buffers, a static loop over the batch."""
+    """Body of :func:`run_packed`: per-thread buffers and a static loop over the batch, in one parallel region,
+    or on the calling thread when it is the only one (an OpenMP team of one still pays a futex wake per barrier,
+    two per call, ~0.3 us: a tenth of a one-circuit call's kernel time)."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t b
-    cdef uint64_t rng
-    cdef bint sampling = task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL
-    cdef bint ok = False
+    cdef SmallBuffers own_buffers
     # NULL-initialised: Cython makes these firstprivate in the parallel region
-    cdef real* own = NULL
-    cdef real* scratch = NULL
-    cdef real* psi = NULL
-    cdef real* row = NULL
-    cdef double* probs = NULL
-    cdef double* threshold = NULL
-    cdef int64_t* alias = NULL
-    cdef int64_t* order = NULL
-    cdef int64_t* drawn = NULL
+    cdef SmallBuffers* buffers = NULL
+    cdef bint ok = False
+    if num_threads == 1 or batch == 1:
+        if _small_buffers(&own_buffers, task, size, sizeof(real), has_perm, shots):
+            for b in range(batch):
+                _run_small_row(b, &own_buffers, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
+                               u1_stride, u2, u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
+                               perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
+                               has_initial)
+        else:
+            failed[0] = 1
+        _free_small_buffers(&own_buffers)
+        return
     with parallel(num_threads=num_threads):
         # one set of buffers per thread, reused by all its parameter sets
-        # (a final state is built in its output row, so it only needs ``own`` as permutation scratch)
-        own = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE or has_perm else NULL
-        scratch = <real*>malloc(2 * size * sizeof(real)) if task != TASK_STATE and has_perm else NULL
-        probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
-        threshold = <double*>malloc(size * sizeof(double)) if sampling else NULL
-        alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
-        order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
-        drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
-        ok = not ((own == NULL and (task != TASK_STATE or has_perm))
-                  or (scratch == NULL and task != TASK_STATE and has_perm)
-                  or (probs == NULL and task >= TASK_EXPVAL)
-                  or ((threshold == NULL or alias == NULL or order == NULL) and sampling)
-                  or (drawn == NULL and task == TASK_SHOT_EXPVAL))
+        buffers = <SmallBuffers*>malloc(sizeof(SmallBuffers))
+        ok = buffers != NULL and _small_buffers(buffers, task, size, sizeof(real), has_perm, shots)
         # every thread must reach the worksharing loop (OpenMP), so a thread
         # without buffers runs it too and only flags its iterations as failed
         for b in prange(batch, schedule="static"):
             if not ok:
                 failed[0] = 1
             else:
-                # final states are built in place in their output row, like numba does
-                row = psi_out + 2 * size * b if task == TASK_STATE else own
-                if has_initial:
-                    memcpy(row, initial + 2 * size * b, 2 * size * sizeof(real))
-                else:
-                    init_product(row, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
-                psi = apply_steps(row, own if row != own else scratch, size, 0, steps, kind, q0, q1, arg,
-                                  u1 + u1_stride * b, u2 + u2_stride * b, run_start, run_gate, perm_start,
-                                  perm_table)
-                if task == TASK_STATE:
-                    if psi != row:
-                        memcpy(row, psi, 2 * size * sizeof(real))
-                elif task == TASK_PROBS:
-                    probabilities_into(psi, 0, size, probs_out + size * b)
-                elif task == TASK_EXPVAL:
-                    expectations_into(psi, size, probs, xmask, zmask, ny, count, values_out + count * b)
-                elif task == TASK_SAMPLES:
-                    rng = _stream_state(key, <uint64_t>(batch_offset + b))
-                    samples_into(psi, size, probs, threshold, alias, order, &rng, samples_out + shots * b, shots)
-                else:
-                    rng = _stream_state(key, <uint64_t>(batch_offset + b))
-                    _shot_estimates_small(psi, size, probs, threshold, alias, order, drawn, xmask, zmask, ny, count,
-                                          shots, &rng, values_out + count * b)
-        free(own)
-        free(scratch)
-        free(probs)
-        free(threshold)
-        free(alias)
-        free(order)
-        free(drawn)
+                _run_small_row(b, buffers, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
+                               u1_stride, u2, u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
+                               perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
+                               has_initial)
+        if buffers != NULL:
+            _free_small_buffers(buffers)
+        free(buffers)
 
 
 cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny,

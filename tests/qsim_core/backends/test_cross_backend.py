@@ -73,13 +73,17 @@ def test_batches_larger_than_one_chunk(backend, monkeypatch):
 
 
 def test_threads_do_not_change_results(backend):
+    # one thread runs the batch on the calling thread, two in a parallel region: the same row code, bit for bit
     c = seed_circuit()
     params = random_params(c, batch=64)
     one = qc.Simulator(backend=backend, threads=1, seed=3)
     two = qc.Simulator(backend=backend, threads=2, seed=3)
-    np.testing.assert_allclose(one.expectation(c, ["Z0", "Z5"], params), two.expectation(c, ["Z0", "Z5"], params),
-                               atol=1e-13)
-    np.testing.assert_array_equal(one.sample(c, 100, params), two.sample(c, 100, params))
+    for task in (lambda sim: sim.expectation(c, ["Z0", "Z5", "X1 Y2"], params),
+                 lambda sim: sim.expectation(c, ["Z0", "X1 Y2"], params, shots=50),
+                 lambda sim: sim.statevector(c, params),
+                 lambda sim: sim.probabilities(c, params),
+                 lambda sim: sim.sample(c, 100, params)):
+        np.testing.assert_array_equal(task(one), task(two))
 
 
 @st.composite
