@@ -14,8 +14,10 @@ vector.
 
 Small calls (one circuit, a few parameter sets) are dominated by what happens
 around the kernel, so each thread keeps its gate-matrix arrays and their packed
-form per (program, dtype) between calls (:func:`_chunks`), and parsed
-observables keep their packed form (:meth:`PauliStrings.packed`).
+form per (program, dtype) between calls (:class:`_ThreadBound`), a batch of up
+to :data:`KERNEL_FILL_MAX_ROWS` sets is one kernel call on them with no chunk
+bookkeeping, and parsed observables keep their packed form
+(:meth:`PauliStrings.packed`).
 """
 
 from __future__ import annotations

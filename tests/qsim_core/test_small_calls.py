@@ -171,10 +171,10 @@ def test_the_callers_parameter_array_is_left_as_it_was(sim):
     np.testing.assert_array_equal(theta, kept)
 
 
-@given(batch=st.sampled_from([None, 1, 2, 5]), where=st.integers(0, 10_000),
+@given(batch=st.sampled_from([None, 1, 2, 5, 120]), where=st.integers(0, 10_000),
        bad=st.sampled_from([np.inf, -np.inf, np.nan, "inf-inf"]))
 def test_any_non_finite_entry_is_named_small_or_large(batch, where, bad):
-    # one parameter set or a batch: both are screened by one dot product (simulator._all_finite), then named
+    # 40 and 5 x 40 entries take the dot product, 120 x 40 the numpy sum (see simulator._SMALL_PARAMS)
     sim = qc.Simulator(backend="reference")
     c = seed_circuit()
     theta = random_params(c, batch=batch)
@@ -192,7 +192,7 @@ def test_any_non_finite_entry_is_named_small_or_large(batch, where, bad):
         sim.expectation(c, "Z0", theta)
 
 
-@pytest.mark.parametrize("batch", [None, 4])
+@pytest.mark.parametrize("batch", [None, 4, 120])
 def test_finite_values_whose_sum_overflows_pass_without_warnings(backend, batch):
     c = seed_circuit()
     theta = np.full((c.num_params,) if batch is None else (batch, c.num_params), 1e307)  # 40 of them: inf
