@@ -59,7 +59,9 @@ class Simulator:
         seed: seed for every sampled result; the same seed gives the same
             samples call by call. None draws a fresh seed.
         threads: worker threads for the compiled kernels; None uses every core this
-            process may run on (:func:`qsim_core.threads.usable_cores`).
+            process may run on (:func:`qsim_core.threads.usable_cores`). A batch of
+            small states wakes only as many as its work pays for
+            (``qsim_core.backends.driver.WORK_PER_THREAD``); results do not depend on it.
         block_qubits: for circuits wider than this, gates are fused into
             passes over at most this many qubits (cache blocking).
         noise: None, an IonQ model name (``"aria-1"``, ``"aria-2"``, ``"forte-1"``)

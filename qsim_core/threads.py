@@ -15,14 +15,15 @@ process, other libraries' too: qulacs' 2-thread calls on 8-qubit circuits, a par
 were about 4.5x slower under it on an idle machine, so the benchmarks run every library, ours included,
 under libgomp's default (``bench/_runner.py`` sets ``GOMP_SPINCOUNT=300000``).
 
-Public (``__all__``): :func:`usable_cores`, :func:`set_wait_policy_default`, :data:`WAIT_POLICY`.
+Public (``__all__``): :func:`usable_cores`, :func:`set_wait_policy_default`, :data:`WAIT_POLICY`,
+:data:`THREADS_SLEEP`.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["WAIT_POLICY", "set_wait_policy_default", "usable_cores"]
+__all__ = ["THREADS_SLEEP", "WAIT_POLICY", "set_wait_policy_default", "usable_cores"]
 
 #: the policy qsim_core asks for when the environment names none
 WAIT_POLICY = "PASSIVE"
@@ -40,6 +41,9 @@ def set_wait_policy_default() -> str | None:
     return os.environ.get("OMP_WAIT_POLICY")
 
 
+def _threads_sleep() -> bool:
+    return "GOMP_SPINCOUNT" not in os.environ and os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
 
 def usable_cores() -> int:
     """CPU cores this process may run on: its affinity mask where the OS has one (a container's or
@@ -50,3 +54,8 @@ def usable_cores() -> int:
 
 
 set_wait_policy_default()
+#: whether idle OpenMP threads sleep at once (``OMP_WAIT_POLICY=PASSIVE``, the default qsim_core sets) rather
+#: than spin for a while first (``ACTIVE``, or libgomp's ``GOMP_SPINCOUNT``): each parallel region then wakes
+#: its threads, a futex wake and the OS's (on a VM, the hypervisor's) wake-up: 30-200 us on a 2-core VM,
+#: against a few with spinning threads. Read once, as the OpenMP runtime reads the variables once when it loads.
+THREADS_SLEEP = _threads_sleep()

@@ -33,15 +33,19 @@ from .. import memory
 from ..compiler import Program
 from ..derivatives import AdjointPlan, adjoint_plan
 from ..observables import PauliStrings
+from ..threads import THREADS_SLEEP
 from .chain import apply_chain_rule
 from .contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE, Job
 
 #: parameter sets bound and run per kernel call; bounds the bound-matrix memory
 BATCH_CHUNK = 4096
-#: a single-block batch gets one thread per this many parameter sets: waking a
-#: second thread for a handful of small parameter sets costs more than it saves,
-#: and far more when another process holds the other core
-SETS_PER_THREAD = 16
+#: a single-block batch gets one thread per this much work, in amplitude updates (parameter sets x 2**n x
+#: (program steps + 1)): waking a thread for a little work costs more than it saves, and far more when another
+#: process holds the other core. With idle threads asleep (qsim_core's default, see
+#: :data:`qsim_core.threads.THREADS_SLEEP`) a second thread paid on a 2-core VM only from about 0.4 ms of work,
+#: some 400 seed circuits (a 2-thread call of 32-128 took 1.6-2x as long as a 1-thread one); with spinning threads
+#: from about 16
+WORK_PER_THREAD = 1_100_000 if THREADS_SLEEP else 45_000
 #: batches up to this size have their rotation matrices filled by the kernels (no numba dispatch); larger ones by
 #: the vectorised numba fill of :mod:`qsim_core.compiler.rotations`, which costs less per row
 KERNEL_FILL_MAX_ROWS = 16
@@ -70,6 +74,13 @@ def _specialised(kernel: Callable, dtype: type) -> Callable:
         signatures = getattr(kernel, "__signatures__", None) or {}
         found = _SPECIALISED[kernel, dtype] = signatures.get(_C_COMPLEX[np.dtype(dtype).type], kernel)
     return found
+
+
+def _useful_threads(threads: int, batch: int, program: Program, passes: int = 1) -> int:
+    """Threads worth waking, up to ``threads``, for ``batch`` parameter sets of the single-block ``program``
+    (``passes``: the work of a set in forward passes; the adjoint's is about 2 + its lanes)."""
+    work = batch * passes * (len(program.kind) + 1) << program.num_qubits
+    return max(1, min(threads, -(-work // WORK_PER_THREAD)))
 
 
 #: a chunk's program packed for a kernel module: ``pack(kernels)`` is ``kernels.pack_small(...)`` over the chunk's
@@ -222,7 +233,7 @@ class CompiledBackend:
             return result
         kernels = self.kernels
         batch = job.batch
-        threads = min(job.threads, -(-batch // SETS_PER_THREAD))
+        threads = _useful_threads(job.threads, batch, program)
         kernels.set_threads(threads)
         packed_observables = observables.packed(kernels.pack_observables)
         initial = job.initial
@@ -355,7 +366,7 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     program = adjoint.plan.program
     weights = np.ascontiguousarray(weights)
     lanes = weights.shape[1]
-    threads = min(job.threads, -(-job.batch // SETS_PER_THREAD))
+    threads = _useful_threads(job.threads, job.batch, program, passes=2 + lanes)
     dtype = np.dtype(job.dtype).type
     # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs)
     memory.require(threads * (lanes + 2) * job.size * np.dtype(dtype).itemsize,

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import qsim_core as qc
+from qsim_core.backends import driver
 
 # load the kernels' OpenMP runtime (a Cython call) and let libgomp print the settings it read
 PROGRAM = "import qsim_core as qc; qc.Simulator(backend='{backend}').expectation(qc.Circuit(1).h(0), 'Z0')"
@@ -62,3 +63,26 @@ def test_usable_cores_follow_the_affinity_mask():
                "print(qc.threads.usable_cores(), qc.Simulator().threads, qc.build_info()['threads'])")
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["1", "1", "1"]
+
+
+@pytest.mark.parametrize(("env", "sleep"), [({}, True), ({"OMP_WAIT_POLICY": "passive"}, True),
+                                            ({"OMP_WAIT_POLICY": "ACTIVE"}, False),
+                                            ({"GOMP_SPINCOUNT": "300000"}, False)])
+def test_threads_sleep_follows_the_policy_in_effect(env, sleep):
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run([sys.executable, "-c", "import qsim_core; print(qsim_core.threads.THREADS_SLEEP)"],
+                          env={**base, **env}, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == [str(sleep)]
+
+
+def test_a_second_thread_is_woken_only_for_enough_work(monkeypatch):
+    program = qc.compiler.compile_circuit(qc.seed_circuit(), zbasis=True)
+    per_set = (len(program.kind) + 1) << program.num_qubits
+    monkeypatch.setattr(driver, "WORK_PER_THREAD", 100 * per_set)
+    assert driver._useful_threads(2, 1, program) == 1
+    assert driver._useful_threads(2, 100, program) == 1
+    assert driver._useful_threads(2, 101, program) == 2
+    assert driver._useful_threads(2, 10**6, program) == 2  # never more than asked for
+    assert driver._useful_threads(8, 250, program) == 3
+    assert driver._useful_threads(2, 34, program, passes=3) == 2  # the adjoint's sets weigh more
+    assert driver._useful_threads(1, 10**6, program) == 1
