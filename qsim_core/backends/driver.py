@@ -228,7 +228,6 @@ class CompiledBackend:
         if observables is None:
             observables = _NO_OBSERVABLES
         if not program.single_block:
-            self.kernels.set_threads(job.threads)
             self._run_large(job, program, task, result, observables, shots, key, offset)
             return result
         kernels = self.kernels
@@ -258,7 +257,9 @@ class CompiledBackend:
             memory.require(job.size * np.dtype(job.dtype).itemsize, what)
             psi = np.empty(job.size, job.dtype)
         k = self.kernels
-        k.set_threads(job.threads)  # a large state uses every thread, whatever the batch size
+        # a large state is shared by the threads, whatever the batch size; its passes and readout (the caller's)
+        # are a parallel region each, so a state too small to pay for waking sleeping threads keeps to one
+        k.set_threads(_useful_threads(job.threads, 1, program))
         u1, u2 = program.bind(job.params[row:row + 1], job.dtype, job.threads)
         k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
                        program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,

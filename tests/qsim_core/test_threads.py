@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import qsim_core as qc
@@ -86,3 +87,36 @@ def test_a_second_thread_is_woken_only_for_enough_work(monkeypatch):
     assert driver._useful_threads(8, 250, program) == 3
     assert driver._useful_threads(2, 34, program, passes=3) == 2  # the adjoint's sets weigh more
     assert driver._useful_threads(1, 10**6, program) == 1
+
+
+class _RecordingKernels:
+    """A kernel module's functions, recording the thread counts the driver sets."""
+
+    def __init__(self, kernels):
+        self._kernels = kernels
+        self.threads = []
+
+    def __getattr__(self, name):
+        return getattr(self._kernels, name)
+
+    def set_threads(self, threads):
+        self.threads.append(threads)
+        self._kernels.set_threads(threads)
+
+
+@pytest.mark.parametrize("work_per_thread", [1, 10**12])
+def test_a_large_state_shares_its_passes_only_when_they_pay(monkeypatch, work_per_thread):
+    backend = qc.backends.get_backend(qc.available_backends()[0])
+    if not isinstance(backend, driver.CompiledBackend):
+        pytest.skip("no compiled backend here")
+    kernels = _RecordingKernels(backend.kernels)
+    monkeypatch.setattr(driver, "WORK_PER_THREAD", work_per_thread)
+    c = qc.Circuit(15)
+    for q in range(15):
+        c.ry(q, qc.Param(q))
+    sim = qc.Simulator(backend=driver.CompiledBackend("recorded", kernels, backend.adjoint_kernels), threads=2)
+    reference = qc.Simulator(backend="reference")
+    theta = np.linspace(0, 3, 15)
+    np.testing.assert_allclose(sim.expectation(c, ["Z0", "Z14"], theta), reference.expectation(c, ["Z0", "Z14"], theta),
+                               atol=1e-12)
+    assert kernels.threads == [2 if work_per_thread == 1 else 1]
