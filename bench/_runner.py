@@ -378,14 +378,17 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def call_with_threads(
-    func: Callable[..., list[Record]], threads: int, *, isolate: bool, **kwargs: Any
+    func: Callable[..., list[Record]], threads: int, *, isolate: bool, env: dict[str, str | None] | None = None,
+    **kwargs: Any
 ) -> list[Record]:
     """Call ``func(threads=threads, **kwargs)``, in a fresh interpreter if ``isolate``.
 
     Use ``isolate=True`` for libraries that size their thread pool once, when
     imported: the child starts with :func:`thread_env` set, so the pool has
-    exactly ``threads`` threads. ``func`` must be a module-level function of a
-    script in ``bench/`` taking JSON-serialisable arguments and returning records.
+    exactly ``threads`` threads, and with ``env`` over this process's environment
+    (an OpenMP wait policy, read once when the runtime loads; None unsets). ``func`` must be a
+    module-level function of a script in ``bench/`` taking JSON-serialisable
+    arguments and returning records.
 
     Returns:
         The records ``func`` returned (none if the child process failed).
@@ -396,7 +399,8 @@ def call_with_threads(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "records.json"
         command = [sys.executable, __file__, "--worker", str(script), func.__name__, str(out)]
-        env = {**os.environ, **thread_env(threads)}
+        changes = {**thread_env(threads), **(env or {})}
+        env = {name: value for name, value in {**os.environ, **changes}.items() if value is not None}
         arguments = json.dumps({"threads": threads, **kwargs})
         sys.stdout.flush()  # keep our earlier output ahead of the child's
         result = subprocess.run(command, input=arguments, text=True, env=env, check=False)

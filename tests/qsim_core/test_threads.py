@@ -120,3 +120,12 @@ def test_a_large_state_shares_its_passes_only_when_they_pay(monkeypatch, work_pe
     np.testing.assert_allclose(sim.expectation(c, ["Z0", "Z14"], theta), reference.expectation(c, ["Z0", "Z14"], theta),
                                atol=1e-12)
     assert kernels.threads == [2 if work_per_thread == 1 else 1]
+
+
+def test_shots_count_as_work(monkeypatch):
+    program = qc.compiler.compile_circuit(qc.seed_circuit(), zbasis=True)
+    per_set = (len(program.kind) + 1) << program.num_qubits
+    monkeypatch.setattr(driver, "WORK_PER_THREAD", 10 * per_set + 10 * driver.SHOT_WORK * 1024)
+    assert driver._useful_threads(2, 10, program, shots=1024) == 1
+    assert driver._useful_threads(2, 11, program, shots=1024) == 2
+    assert driver._useful_threads(2, 11, program) == 1
