@@ -39,12 +39,12 @@ from .contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, T
 
 #: parameter sets bound and run per kernel call; bounds the bound-matrix memory
 BATCH_CHUNK = 4096
-#: a single-block batch gets one thread per this much work, in amplitude updates (parameter sets x 2**n x
-#: (program steps + 1)): waking a thread for a little work costs more than it saves, and far more when another
-#: process holds the other core. With idle threads asleep (qsim_core's default, see
-#: :data:`qsim_core.threads.THREADS_SLEEP`) a second thread paid on a 2-core VM only from about 0.3 ms of work,
-#: some 300 seed circuits (a 2-thread call of 32-128 took 1.2-2x as long as a 1-thread one; ``bench/small_calls.py``);
-#: with spinning threads from about 16
+#: a batch of small states (or a large state, shared by the threads) gets one thread per this much work, in
+#: amplitude updates (parameter sets x 2**n x (program steps + 1)): waking a thread for a little work costs more
+#: than it saves, and far more when another process holds the other core. With idle threads asleep (qsim_core's
+#: default, see :data:`qsim_core.threads.THREADS_SLEEP`) a second thread paid on a 2-core VM only from about
+#: 0.3 ms of work, some 300 seed circuits (a 2-thread call of 32-128 took 1.2-2x as long as a 1-thread one;
+#: ``bench/small_calls.py``); with spinning threads from about 16
 WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
 #: the work of one shot in the same units (its draw and its share of the alias table): 1,024 shots of the seed
 #: circuit cost about twice its forward pass
@@ -80,9 +80,8 @@ def _specialised(kernel: Callable, dtype: type) -> Callable:
 
 
 def _useful_threads(threads: int, batch: int, program: Program, passes: int = 1, shots: int = 0) -> int:
-    """Threads worth waking, up to ``threads``, for ``batch`` parameter sets of the single-block ``program``
-    (``passes``: the work of a set in forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per
-    set)."""
+    """Threads worth waking, up to ``threads``, for ``batch`` parameter sets of ``program`` (``passes``: the work
+    of a set in forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per set)."""
     work = batch * ((passes * (len(program.kind) + 1) << program.num_qubits) + SHOT_WORK * shots)
     return max(1, min(threads, -(-work // WORK_PER_THREAD)))
 
