@@ -41,10 +41,6 @@ def set_wait_policy_default() -> str | None:
     return os.environ.get("OMP_WAIT_POLICY")
 
 
-def _threads_sleep() -> bool:
-    return "GOMP_SPINCOUNT" not in os.environ and os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-
-
 def usable_cores() -> int:
     """CPU cores this process may run on: its affinity mask where the OS has one (a container's or
     ``taskset``'s share), else every core (``os.cpu_count()``); at least 1."""
@@ -53,9 +49,9 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-set_wait_policy_default()
+_POLICY = set_wait_policy_default()
 #: whether idle OpenMP threads sleep at once (``OMP_WAIT_POLICY=PASSIVE``, the default qsim_core sets) rather
 #: than spin for a while first (``ACTIVE``, or libgomp's ``GOMP_SPINCOUNT``): each parallel region then wakes
-#: its threads, a futex wake and the OS's (on a VM, the hypervisor's) wake-up: 30-200 us on a 2-core VM,
-#: against a few with spinning threads. Read once, as the OpenMP runtime reads the variables once when it loads.
-THREADS_SLEEP = _threads_sleep()
+#: its threads, a futex wake and the OS's (on a VM, the hypervisor's) wake-up, which a small call cannot pay for
+#: (``bench/small_calls.py``). Read once, as the OpenMP runtime reads the variables once when it loads.
+THREADS_SLEEP = "GOMP_SPINCOUNT" not in os.environ and (_POLICY or "").upper() == "PASSIVE"

@@ -42,12 +42,11 @@ BATCH_CHUNK = 4096
 #: a batch of small states (or a large state, shared by the threads) gets one thread per this much work, in
 #: amplitude updates (parameter sets x 2**n x (program steps + 1)): waking a thread for a little work costs more
 #: than it saves, and far more when another process holds the other core. With idle threads asleep (qsim_core's
-#: default, see :data:`qsim_core.threads.THREADS_SLEEP`) a second thread paid on a 2-core VM only from about
-#: 0.3 ms of work, some 300 seed circuits (a 2-thread call of 32-128 took 1.2-2x as long as a 1-thread one;
-#: ``bench/small_calls.py``); with spinning threads from about 16
+#: default, see :data:`qsim_core.threads.THREADS_SLEEP`) a second thread pays only for some 300 seed circuits, with
+#: spinning threads for about 16 (``bench/small_calls.py``; docs/benchmarks.md has the figures)
 WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
-#: the work of one shot in the same units (its draw and its share of the alias table): 1,024 shots of the seed
-#: circuit cost about twice its forward pass
+#: the work of one shot in the same units (its draw and its share of the alias table), set so that shots weigh
+#: against the forward pass as they cost in ``bench/small_calls.py``
 SHOT_WORK = 6
 #: batches up to this size have their rotation matrices filled by the kernels (no numba dispatch); larger ones by
 #: the vectorised numba fill of :mod:`qsim_core.compiler.rotations`, which costs less per row

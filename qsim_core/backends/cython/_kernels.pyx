@@ -1633,8 +1633,8 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
                      uint64_t key, int64_t batch_offset, const real* initial, bint has_initial, int num_threads,
                      int* failed) noexcept nogil:
     """Body of :func:`run_packed`: per-thread buffers and a static loop over the batch, in one parallel region,
-    or on the calling thread when it is the only one (an OpenMP team of one still pays a futex wake per barrier,
-    two per call, ~0.3 us: a tenth of a one-circuit call's kernel time)."""
+    or on the calling thread when it is the only one (an OpenMP team of one still pays a futex wake at each of its
+    two barriers, a visible share of a one-circuit call)."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t b
     cdef SmallBuffers own_buffers
