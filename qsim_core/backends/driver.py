@@ -266,7 +266,8 @@ class CompiledBackend:
         k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
                        program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,
                        program.arg, program.run_start, program.run_gate, program.perm_start,
-                       program.perm_table, k.max_threads())
+                       program.perm_table, program.perm_control_start, program.perm_control_qubit,
+                       program.perm_control_mask, k.max_threads())
         return psi
 
     def _run_large(self, job: Job, program: Program, task: int, result: np.ndarray, observables: PauliStrings,

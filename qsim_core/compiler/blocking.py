@@ -111,26 +111,58 @@ def partition_blocks(steps: list[Step], num_qubits: int, block_qubits: int) -> l
 
 
 def _greedy_block(steps: list[Step], forced: set[int], block_qubits: int) -> tuple[set[int], list[Step], list[Step]]:
-    """(qubits, steps taken, steps left): every step, in order, whose qubits still fit and whose earlier
-    steps on them were all taken."""
+    """(qubits, steps taken, steps left): every step, in order, whose earlier steps on its qubits were all
+    taken and whose qubits still fit; a CNOT whose target fits but whose control does not is taken too, its
+    control left outside the block (an external control: fixed within each gathered slice, so the CNOT
+    flips the slice's indices or not, see :func:`control_masks`)."""
     active = set(forced)
     blocked: set[int] = set()
     taken, rest = [], []
     for step in steps:
         qs = set(step.qubits)
-        if not (qs & blocked) and len(active | qs) <= block_qubits:
+        if qs & blocked:
+            pass
+        elif len(active | qs) <= block_qubits:
             active |= qs
             taken.append(step)
-        else:
-            blocked |= qs
-            rest.append(step)
+            continue
+        elif step.kind == CNOT and len(active | {step.qubits[1]}) <= block_qubits:
+            active.add(step.qubits[1])
+            taken.append(step)
+            continue
+        blocked |= qs
+        rest.append(step)
     return active, taken, rest
 
 
 def permutation_table(steps: Sequence[Step], local: dict[int, int], size: int) -> np.ndarray:
-    """``src`` with ``new[i] = old[src[i]]`` for a run of CNOT/SWAP steps on local indices."""
-    src = np.arange(size, dtype=np.int64)
-    for step in reversed(steps):  # each gate is its own inverse: src = f1(f2(...fm(i)))
+    """``src`` with ``new[i] = old[src[i]]`` for a run of CNOT/SWAP steps on local indices; CNOTs whose control
+    is not in ``local`` (external controls) are left out, :func:`control_masks` gives their effect."""
+    return _apply_backwards(steps, local, np.arange(size, dtype=np.int64))
+
+
+def control_masks(steps: Sequence[Step], local: dict[int, int]) -> list[tuple[int, int]]:
+    """``(control, mask)`` for each CNOT of the run whose control (a global qubit) is not in ``local``.
+
+    Within a gathered slice such a control has one value; where it is 1 the CNOT flips its local target bit,
+    and the run's permutation becomes ``new[i] = old[src[i] ^ mask]`` (XOR of the masks of the controls that
+    are 1), with ``src`` from :func:`permutation_table`. The run is linear over GF(2), so a flip between
+    ``f_1 ... f_(k-1)`` and the rest reaches the source index as ``f_1(...f_(k-1)(target bit))``.
+    """
+    masks = []
+    for k, step in enumerate(steps):
+        if step.kind == CNOT and step.qubits[0] not in local:
+            flip = np.array([1 << local[step.qubits[1]]], np.int64)
+            masks.append((step.qubits[0], int(_apply_backwards(steps[:k], local, flip)[0])))
+    return masks
+
+
+def _apply_backwards(steps: Sequence[Step], local: dict[int, int], src: np.ndarray) -> np.ndarray:
+    """``f_1(f_2(...f_m(src)))`` for the run's steps ``f_1 ... f_m`` (each its own inverse) on local indices,
+    external controls skipped."""
+    for step in reversed(steps):
+        if step.kind == CNOT and step.qubits[0] not in local:
+            continue
         a, b = (local[q] for q in step.qubits)
         if step.kind == CNOT:
             src ^= ((src >> a) & 1) << b

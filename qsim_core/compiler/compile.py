@@ -16,7 +16,13 @@ import numpy as np
 
 from ..circuit import Circuit, Operation
 from .binding import AnyOp, groups
-from .blocking import group_permutation_runs, partition_blocks, permutation_table, split_initial_product
+from .blocking import (
+    control_masks,
+    group_permutation_runs,
+    partition_blocks,
+    permutation_table,
+    split_initial_product,
+)
 from .clifford import fold_clifford_regions
 from .frames import normalise_frames
 from .fusion import canonical_runs, drop_invisible_tail, fuse_single_qubit_runs
@@ -53,6 +59,7 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int, from_zero: bool) -
     kind, q0, q1, arg = [], [], [], []
     block_start, block_qubit_start, all_block_qubits = [0], [0], []
     perm_tables: list[np.ndarray] = []
+    perm_controls: list[list[tuple[int, int]]] = []
     for qubits, block_steps in partition_blocks(steps, n, block_qubits):
         local = {q: k for k, q in enumerate(qubits)}
         k = 0
@@ -61,12 +68,14 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int, from_zero: bool) -
             run_end = k
             while run_end < len(block_steps) and block_steps[run_end].kind in (CNOT, SWAP):
                 run_end += 1
-            if run_end - k >= _MIN_PERM_RUN:
+            controls = control_masks(block_steps[k:run_end], local)
+            if run_end - k >= _MIN_PERM_RUN or controls:  # only a permutation step takes external controls
                 kind.append(PERM)
                 q0.append(0)
                 q1.append(0)
                 arg.append(len(perm_tables))
                 perm_tables.append(permutation_table(block_steps[k:run_end], local, 1 << len(qubits)))
+                perm_controls.append(controls)
                 k = run_end
                 continue
             kind.append(step.kind)
@@ -92,6 +101,8 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int, from_zero: bool) -
     run_start = np.concatenate([[0], np.cumsum([len(run) for run in u1_runs])]).astype(np.int64)
     perm_start = np.concatenate([[0], np.cumsum([len(t) for t in perm_tables], dtype=np.int64)]).astype(np.int64)
     perm_table = np.concatenate(perm_tables) if perm_tables else np.zeros(0, np.int64)
+    perm_control_start = np.concatenate([[0], np.cumsum([len(c) for c in perm_controls])]).astype(np.int64)
+    flat_controls = [pair for controls in perm_controls for pair in controls]
     return Program(
         num_qubits=n,
         num_params=circuit.num_params,
@@ -106,6 +117,9 @@ def _build(circuit: Circuit, zbasis: bool, block_qubits: int, from_zero: bool) -
         arg=np.array(arg, np.int32),
         perm_start=perm_start,
         perm_table=perm_table.astype(np.int64),
+        perm_control_start=perm_control_start,
+        perm_control_qubit=np.array([q for q, _ in flat_controls], np.int32),
+        perm_control_mask=np.array([m for _, m in flat_controls], np.int64),
         run_start=run_start,
         run_gate=np.array(u1_position, np.int32),
         u1_groups=u1_groups,

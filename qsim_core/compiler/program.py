@@ -58,11 +58,16 @@ of the backend. Compilation runs these passes, in order (the module of
    (``RZ RY``) is split in two, and the diagonal tails move later, past steps
    on other qubits, to stand together before the next multi-qubit step
    (:mod:`.diagonals`): the heads take the kernels' real path and the
-   kernels apply a stretch of diagonal ``U1`` steps as one phase pass.
+   kernels apply a stretch of diagonal ``U1`` steps as one phase pass. A
+   CNOT whose target fits in a block but whose control does not joins the
+   block with an external control: constant within each gathered slice, it
+   makes the CNOT a flip of the slice's indices or nothing (a CNOT chain
+   across the register needs no pass of its own).
 8. **Permutation runs** (:mod:`.blocking`, merged into steps by
    :mod:`.compile`): within a block, a run of CNOT/SWAP steps becomes one
    ``PERM`` step, a basis permutation applied with a single gather (the seed
-   circuit's 28-CNOT cascade costs one pass over the state, not 28).
+   circuit's 28-CNOT cascade costs one pass over the state, not 28); a run
+   with external controls is always one, however short.
 
 Every pass is exact up to rounding (a gate within 1e-12 of a Clifford counts
 as one); Z-basis programs also drop what cannot change a probability (global
@@ -130,6 +135,13 @@ class Program:
             ``perm_table[perm_start[t]:perm_start[t+1]]``: ``new[i] = old[table[i]]``
             over local indices.
         perm_table: int64[...].
+        perm_control_start: int64[np + 1]; table t's external controls (CNOT
+            controls outside its block, multi-block programs only) are entries
+            ``perm_control_start[t]:perm_control_start[t+1]`` of:
+        perm_control_qubit: int32[...]; a global qubit outside the block, and
+        perm_control_mask: int64[...]; where that qubit is 1 in the gathered
+            slice's fixed bits, the table reads ``new[i] = old[table[i] ^ mask]``
+            (the masks of all such controls XORed).
         run_start: int64[S1 + 1]; fused single-qubit run r multiplies the gate
             matrices ``u1[run_gate[run_start[r]:run_start[r+1]]]`` in order
             (the kernels form the product, first gate rightmost).
@@ -154,6 +166,9 @@ class Program:
     arg: np.ndarray
     perm_start: np.ndarray
     perm_table: np.ndarray
+    perm_control_start: np.ndarray
+    perm_control_qubit: np.ndarray
+    perm_control_mask: np.ndarray
     run_start: np.ndarray
     run_gate: np.ndarray
     u1_groups: tuple[GateGroup, ...]

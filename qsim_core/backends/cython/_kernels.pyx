@@ -765,12 +765,18 @@ cdef void apply_swap_pairs(real* v, int64_t n, int64_t qa, int64_t qb, bint cont
         v[j + 1] = ti
 
 
-cdef inline void apply_permutation(real* dest, const real* src, int64_t n, const int64_t* table) noexcept nogil:
-    """``dest[i] = src[table[i]]``; the caller swaps the buffers instead of copying back."""
+cdef inline void apply_flipped_permutation(real* dest, const real* src, int64_t n, const int64_t* table,
+                                           int64_t flip) noexcept nogil:
+    """``dest[i] = src[table[i] ^ flip]``; the caller swaps the buffers instead of copying back."""
     cdef int64_t i
     for i in range(n):
         # one fixed-size copy per amplitude: a single 16-byte (8-byte) move, not two scalar ones
-        memcpy(dest + 2 * i, src + 2 * table[i], 2 * sizeof(real))
+        memcpy(dest + 2 * i, src + 2 * (table[i] ^ flip), 2 * sizeof(real))
+
+
+cdef inline void apply_permutation(real* dest, const real* src, int64_t n, const int64_t* table) noexcept nogil:
+    """``dest[i] = src[table[i]]``; the caller swaps the buffers instead of copying back."""
+    apply_flipped_permutation(dest, src, n, table, 0)
 
 
 cdef enum:
@@ -925,15 +931,31 @@ cdef void apply_diagonal_layer(real* v, int64_t n, int64_t count, const int32_t*
             v[f + 2 * j + 1] = xr * pi + xi * pr
 
 
+cdef inline int64_t _control_flip(int64_t slice_index, int64_t table, const int64_t* control_start,
+                                  const int32_t* control_qubit, const int64_t* control_mask) noexcept nogil:
+    """XOR of permutation ``table``'s external-control masks whose qubit is 1 in ``slice_index`` (the global
+    index of the gathered slice's first amplitude, whose bits outside the block are the slice's)."""
+    cdef int64_t flip = 0
+    cdef int64_t j
+    for j in range(control_start[table], control_start[table + 1]):
+        if (slice_index >> control_qubit[j]) & 1:
+            flip ^= control_mask[j]
+    return flip
+
+
 cdef real* apply_block_steps(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
                              const int32_t* q0, const int32_t* q1, const int32_t* arg, const real* u1,
                              const real* u2, const int64_t* run_start, const int32_t* run_gate,
-                             const int64_t* perm_start, const int64_t* perm_table, real* tables) noexcept nogil:
-    """:func:`apply_steps` for a block of a multi-block program (``evolve_large``): a stretch of two or
-    more diagonal U1 steps (the compiler gathers the diagonal tails of a block's runs into such
-    stretches, :mod:`qsim_core.compiler.diagonals`) is one phase pass (:func:`apply_diagonal_layer`;
-    ``tables`` is its scratch). The rest as ``apply_steps``. The phases of a stretch are multiplied
-    together first, so results may differ from ``apply_steps`` in the last bits."""
+                             const int64_t* perm_start, const int64_t* perm_table, const int64_t* control_start,
+                             const int32_t* control_qubit, const int64_t* control_mask, int64_t slice_index,
+                             real* tables) noexcept nogil:
+    """:func:`apply_steps` for the gathered slice ``slice_index`` (global index of its first amplitude) of a
+    block of a multi-block program (``evolve_large``): a stretch of two or more diagonal U1 steps (the
+    compiler gathers the diagonal tails of a block's runs into such stretches,
+    :mod:`qsim_core.compiler.diagonals`) is one phase pass (:func:`apply_diagonal_layer`; ``tables`` is its
+    scratch), and a permutation reads its external controls (``control_*``, the program's
+    ``perm_control_*``) from the slice's index. The rest as ``apply_steps``. The phases of a stretch are
+    multiplied together first, so results may differ from ``apply_steps`` in the last bits."""
     cdef int64_t k = first
     cdef int64_t end, count
     cdef real m[8]
@@ -941,6 +963,15 @@ cdef real* apply_block_steps(real* psi, real* scratch, int64_t n, int64_t first,
     cdef int32_t qubits[DIAGONAL_LAYER]
     cdef real* out
     while k < last:
+        if kind[k] == PERM:
+            apply_flipped_permutation(scratch, psi, n, perm_table + perm_start[arg[k]],
+                                      _control_flip(slice_index, arg[k], control_start, control_qubit,
+                                                    control_mask))
+            out = psi
+            psi = scratch
+            scratch = out
+            k += 1
+            continue
         count = 0
         end = k
         while end < last and count < DIAGONAL_LAYER and kind[end] == U1 and _diagonal_u1(
@@ -955,15 +986,13 @@ cdef real* apply_block_steps(real* psi, real* scratch, int64_t n, int64_t first,
         if count >= 2:
             apply_diagonal_layer(psi, n, count, qubits, diagonals, tables)
         else:
-            while end < last and not (kind[end] == U1 and _diagonal_u1(u1, run_start, run_gate, arg[end], m)
-                                      and end + 1 < last and kind[end + 1] == U1
-                                      and _diagonal_u1(u1, run_start, run_gate, arg[end + 1], m)):
+            while end < last and kind[end] != PERM and not (
+                    kind[end] == U1 and _diagonal_u1(u1, run_start, run_gate, arg[end], m) and end + 1 < last
+                    and kind[end + 1] == U1 and _diagonal_u1(u1, run_start, run_gate, arg[end + 1], m)):
                 end += 1
-            out = apply_steps(psi, scratch, n, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
-                              perm_table)
-            if out != psi:  # a permutation: the buffers traded roles
-                scratch = psi
-                psi = out
+            # no permutation in the stretch: the state stays in psi
+            apply_steps(psi, scratch, n, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
+                        perm_table)
         k = end
     return psi
 
@@ -2085,13 +2114,14 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
                         const int64_t* block_start, const int64_t* block_qubit_start, const int32_t* block_qubits,
                         int64_t num_blocks, const int8_t* kind, const int32_t* q0, const int32_t* q1,
                         const int32_t* arg, const int64_t* run_start, const int32_t* run_gate,
-                        const int64_t* perm_start, bint has_perm, const int64_t* perm_table, int num_threads,
-                        int* failed) noexcept nogil:
+                        const int64_t* perm_start, bint has_perm, const int64_t* perm_table,
+                        const int64_t* control_start, const int32_t* control_qubit, const int64_t* control_mask,
+                        int num_threads, int* failed) noexcept nogil:
     """Body of :func:`evolve_large`; ``failed[0]`` is set when a buffer cannot be allocated."""
     cdef int64_t low = num_qubits // 2
     cdef int64_t low_size = <int64_t>1 << low
     cdef int64_t high_size = <int64_t>1 << (num_qubits - low)
-    cdef int64_t h, i, k, q, blk, chunk, base, local, num_local, num_others, run_qubits, run
+    cdef int64_t h, i, k, q, blk, chunk, slice_index, base, local, num_local, num_others, run_qubits, run
     cdef bint in_place
     cdef real hr, hi, lr, li
     cdef real* low_table = <real*>malloc(2 * low_size * sizeof(real))
@@ -2159,19 +2189,23 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
                 if not ok:
                     failed[0] = 1
                 elif in_place:
-                    base = 2 * _deposit(chunk, others, num_others)
+                    slice_index = _deposit(chunk, others, num_others)
+                    base = 2 * slice_index
                     out = apply_block_steps(psi + base, scratch, local, block_start[blk], block_start[blk + 1], kind,
-                                            q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table, tables)
+                                            q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table,
+                                            control_start, control_qubit, control_mask, slice_index, tables)
                     if out != psi + base:
                         memcpy(psi + base, out, 2 * local * sizeof(real))
                 else:
-                    base = 2 * _deposit(chunk, others, num_others)
+                    slice_index = _deposit(chunk, others, num_others)
+                    base = 2 * slice_index
                     i = 0
                     while i < local:
                         _copy_run(buf + 2 * i, psi + base + offsets[i], 2 * run)
                         i = i + run
                     out = apply_block_steps(buf, scratch, local, block_start[blk], block_start[blk + 1], kind, q0,
-                                            q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table, tables)
+                                            q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table,
+                                            control_start, control_qubit, control_mask, slice_index, tables)
                     i = 0
                     while i < local:
                         _copy_run(psi + base + offsets[i], out + 2 * i, 2 * run)
@@ -2189,14 +2223,17 @@ def evolve_large(cplx[::1] psi, const cplx[:, :, ::1] u1, const cplx[:, :, ::1] 
                  const int32_t[::1] block_qubits, const int8_t[::1] kind, const int32_t[::1] q0,
                  const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start,
                  const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
-                 int num_threads):
+                 const int64_t[::1] perm_control_start, const int32_t[::1] perm_control_qubit,
+                 const int64_t[::1] perm_control_mask, int num_threads):
     """Evolve one large state in place: parallel product init, then one gathered pass per block.
 
     ``num_threads`` (numba sizes its per-thread buffers with it) caps the
     thread count here; buffers are allocated per thread inside each pass.
     """
     cdef int failed = 0
-    cdef int64_t k
+    cdef int64_t k, controls
+    cdef const int32_t* control_qubit = NULL
+    cdef const int64_t* control_mask = NULL
     cdef int64_t num_blocks = block_start.shape[0] - 1
     cdef int threads = max(1, min(_threads, num_threads))
     if not 1 <= num_qubits <= 63 or psi.shape[0] != (<int64_t>1 << num_qubits):
@@ -2210,18 +2247,31 @@ def evolve_large(cplx[::1] psi, const cplx[:, :, ::1] u1, const cplx[:, :, ::1] 
     for k in range(num_blocks):
         if not 0 <= block_qubit_start[k + 1] - block_qubit_start[k] <= num_qubits:
             raise ValueError("a block has more qubits than the register")
+    if perm_control_start.shape[0] != perm_start.shape[0]:
+        raise ValueError("perm_control_start must have one entry per permutation table plus one")
+    controls = perm_control_start[perm_control_start.shape[0] - 1]
+    if perm_control_qubit.shape[0] < controls or perm_control_mask.shape[0] < controls:
+        raise ValueError("perm_control_qubit and perm_control_mask must have one entry per external control")
+    for k in range(controls):
+        if not 0 <= perm_control_qubit[k] < num_qubits:
+            raise ValueError("an external control is not a qubit of the register")
+    if controls:
+        control_qubit = &perm_control_qubit[0]
+        control_mask = &perm_control_mask[0]
     if cplx is cython.floatcomplex:
         with nogil:
             _evolve_large(<float*>&psi[0], <const float*>&u1[0, 0, 0], <const float*>&u2[0, 0, 0], num_qubits,
                           &init_u1[0], &block_start[0], &block_qubit_start[0], &block_qubits[0], num_blocks,
                           &kind[0], &q0[0], &q1[0], &arg[0], &run_start[0], &run_gate[0], &perm_start[0],
-                          perm_start.shape[0] > 1, &perm_table[0], threads, &failed)
+                          perm_start.shape[0] > 1, &perm_table[0], &perm_control_start[0], control_qubit,
+                          control_mask, threads, &failed)
     else:
         with nogil:
             _evolve_large(<double*>&psi[0], <const double*>&u1[0, 0, 0], <const double*>&u2[0, 0, 0], num_qubits,
                           &init_u1[0], &block_start[0], &block_qubit_start[0], &block_qubits[0], num_blocks,
                           &kind[0], &q0[0], &q1[0], &arg[0], &run_start[0], &run_gate[0], &perm_start[0],
-                          perm_start.shape[0] > 1, &perm_table[0], threads, &failed)
+                          perm_start.shape[0] > 1, &perm_table[0], &perm_control_start[0], control_qubit,
+                          control_mask, threads, &failed)
     _check_allocated(failed)
 
 

@@ -193,10 +193,10 @@ def apply_swap_pairs(psi, qa, qb, control_only):
 
 
 @njit(cache=True)
-def apply_permutation(psi, scratch, table):
-    """``psi[i] = psi_old[table[i]]`` through ``scratch``."""
+def apply_permutation(psi, scratch, table, flip=0):
+    """``psi[i] = psi_old[table[i] ^ flip]`` through ``scratch``."""
     for i in range(psi.size):
-        scratch[i] = psi[table[i]]
+        scratch[i] = psi[table[i] ^ flip]
     psi[:] = scratch[: psi.size]
 
 
@@ -234,17 +234,35 @@ def _diagonal_u1(u1, run_start, run_gate, run, tiny):
 
 
 @njit(cache=True)
+def _control_flip(slice_index, table, control_start, control_qubit, control_mask):
+    """XOR of permutation ``table``'s external-control masks whose qubit is 1 in ``slice_index``."""
+    flip = 0
+    for j in range(control_start[table], control_start[table + 1]):
+        if (slice_index >> control_qubit[j]) & 1:
+            flip ^= control_mask[j]
+    return flip
+
+
+@njit(cache=True)
 def apply_block_steps(psi, scratch, first, last, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
-                      perm_table):
-    """:func:`apply_steps` for a block of a multi-block program (``evolve_large``): a stretch of two or more
-    diagonal U1 steps (the compiler gathers the diagonal tails of a block's runs into such stretches,
-    :mod:`qsim_core.compiler.diagonals`) is one phase pass (:func:`apply_diagonal_layer`); its phases are
-    multiplied together first, so results may differ from ``apply_steps`` in the last bits."""
+                      perm_table, control_start, control_qubit, control_mask, slice_index):
+    """:func:`apply_steps` for the gathered slice ``slice_index`` (global index of its first amplitude) of a
+    block of a multi-block program (``evolve_large``): a stretch of two or more diagonal U1 steps (the
+    compiler gathers the diagonal tails of a block's runs into such stretches,
+    :mod:`qsim_core.compiler.diagonals`) is one phase pass (:func:`apply_diagonal_layer`), and a permutation
+    reads its external controls (``control_*``, the program's ``perm_control_*``) from the slice's index.
+    The phases of a stretch are multiplied together first, so results may differ from ``apply_steps`` in the
+    last bits."""
     tiny = _negligible(psi)
     qubits = np.empty(_DIAGONAL_LAYER, np.int64)
     diagonals = np.empty((_DIAGONAL_LAYER, 2), psi.dtype)
     k = first
     while k < last:
+        if kind[k] == PERM:
+            flip = _control_flip(slice_index, arg[k], control_start, control_qubit, control_mask)
+            apply_permutation(psi, scratch, perm_table[perm_start[arg[k]]:perm_start[arg[k] + 1]], flip)
+            k += 1
+            continue
         count = 0
         end = k
         while end < last and count < _DIAGONAL_LAYER and kind[end] == U1:
@@ -259,12 +277,11 @@ def apply_block_steps(psi, scratch, first, last, kind, q0, q1, arg, u1, u2, run_
         if count >= 2:
             apply_diagonal_layer(psi, qubits, diagonals, count)
         else:
-            while end + 1 < last and not (kind[end] == U1 and kind[end + 1] == U1
-                                          and _diagonal_u1(u1, run_start, run_gate, arg[end], tiny)[0]
-                                          and _diagonal_u1(u1, run_start, run_gate, arg[end + 1], tiny)[0]):
+            while end < last and kind[end] != PERM and not (
+                    end + 1 < last and kind[end] == U1 and kind[end + 1] == U1
+                    and _diagonal_u1(u1, run_start, run_gate, arg[end], tiny)[0]
+                    and _diagonal_u1(u1, run_start, run_gate, arg[end + 1], tiny)[0]):
                 end += 1
-            if end + 1 == last:
-                end = last
             apply_steps(psi, scratch, k, end, kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start,
                         perm_table)
         k = end
@@ -498,7 +515,8 @@ def _deposit(value, positions):
 
 @njit(cache=True, parallel=True, nogil=True)
 def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_start, block_qubits,
-                 kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table, num_threads):
+                 kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table, perm_control_start,
+                 perm_control_qubit, perm_control_mask, num_threads):
     """Evolve one large state in place: parallel product init, then one gathered pass per block."""
     low = num_qubits // 2
     low_table = np.empty(1 << low, psi.dtype)
@@ -529,13 +547,15 @@ def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_star
             base = _deposit(chunk, others)
             if in_place:
                 apply_block_steps(psi[base:base + local], scratch[tid], block_start[blk], block_start[blk + 1],
-                                  kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table)
+                                  kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table,
+                                  perm_control_start, perm_control_qubit, perm_control_mask, base)
                 continue
             buf = buffers[tid]
             for i in range(local):
                 buf[i] = psi[base + offsets[i]]
             apply_block_steps(buf, scratch[tid], block_start[blk], block_start[blk + 1], kind, q0, q1, arg, u1,
-                              u2, run_start, run_gate, perm_start, perm_table)
+                              u2, run_start, run_gate, perm_start, perm_table, perm_control_start,
+                              perm_control_qubit, perm_control_mask, base)
             for i in range(local):
                 psi[base + offsets[i]] = buf[i]
 

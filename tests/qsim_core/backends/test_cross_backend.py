@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import qsim_core as qc
+from bench.workloads import layered_circuit
 from qsim_core.backends import driver
+from qsim_core.compiler import compile_circuit
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.strategies import circuits
 
@@ -47,6 +49,17 @@ def test_random_circuits_match_reference(backend, precision, circuit):
 def test_random_circuits_match_reference_through_gathered_blocks(backend, circuit):
     # block_qubits below n forces the cache-blocked path used for large circuits
     check_against_reference(circuit, backend, "double", batch=2, block_qubits=5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnot_chains_with_external_controls_match_reference(backend, precision, threads):
+    # blocks of 5 of the 10 qubits: most chains cross blocks, their CNOTs taking controls from outside
+    c = layered_circuit(10, 3)
+    program = compile_circuit(c, block_qubits=5)
+    assert len(program.perm_control_qubit) >= 5
+    sim = qc.Simulator(backend=backend, precision=precision, block_qubits=5, threads=threads)
+    params = random_params(c, batch=1, seed=3)
+    np.testing.assert_allclose(sim.statevector(c, params), REFERENCE.statevector(c, params), atol=TOLERANCE[precision])
 
 
 def test_seed_circuit_matches_reference(backend, precision):

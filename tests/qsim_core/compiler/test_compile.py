@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import qsim_core as qc
-from qsim_core.compiler import CNOT, PERM, U1, U2D, U2X, compile_circuit
+from bench.workloads import layered_circuit
+from qsim_core.compiler import CNOT, PERM, SWAP, U1, U2D, U2X, compile_circuit
+from qsim_core.compiler.blocking import control_masks, permutation_table
+from qsim_core.compiler.program import Step
 from tests.conftest import random_params, seed_circuit
 
 
@@ -90,6 +93,39 @@ def test_large_circuits_are_split_into_blocks_of_bounded_width():
     # every block contains the three lowest qubits (whole cache lines per gathered run)
     for b in range(len(widths)):
         assert {0, 1, 2} <= set(program.block_qubits[program.block_qubit_start[b]:program.block_qubit_start[b + 1]])
+
+
+def test_cnot_chains_across_blocks_take_their_control_from_outside_the_block():
+    # the second chain's CNOT(12, 13) joins the block of qubits 13..23 with 12 as an external control,
+    # instead of costing two more passes over the state for the chain's last 11 CNOTs
+    program = compile_circuit(layered_circuit(24, 2))
+    assert len(program.block_start) == 3
+    second = program.block_qubits[program.block_qubit_start[1]:].tolist()
+    assert 12 not in second and program.perm_control_qubit.tolist() == [12]
+    assert np.diff(program.perm_control_start).sum() == 1
+    widths = np.diff(program.block_qubit_start)
+    assert (widths <= 14).all()
+
+
+def test_control_masks_give_the_slice_permutation_for_every_value_of_the_external_controls():
+    # local qubits 0..3 (positions 0..3), external controls 4 and 5
+    local = {q: q for q in range(4)}
+    pairs = [(0, 1), (4, 2), (2, 3), (5, 0), (3, 1), (4, 3)]
+    steps = [Step(CNOT, pair, ()) for pair in pairs] + [Step(SWAP, (1, 2), ())]
+    table = permutation_table(steps, local, 16)
+    masks = control_masks(steps, local)
+    assert [q for q, _ in masks] == [4, 5, 4]
+    for outside in range(4):
+        flip = 0
+        for q, mask in masks:
+            flip ^= mask if (outside >> (q - 4)) & 1 else 0
+        for basis in range(16):
+            bits = [(basis >> q) & 1 for q in range(4)] + [outside & 1, outside >> 1]
+            for a, b in pairs:
+                bits[b] ^= bits[a]
+            bits[1], bits[2] = bits[2], bits[1]
+            image = sum(bit << q for q, bit in enumerate(bits[:4]))
+            assert table[image] ^ flip == basis  # new[image] = old[basis]
 
 
 def test_bind_shapes_and_matrices():
