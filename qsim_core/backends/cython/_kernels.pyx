@@ -1116,14 +1116,25 @@ cdef inline void _initial_column(const real* u1, const int64_t* run_start, const
 cdef void init_product(real* v, const real* u1, const int64_t* run_start, const int32_t* run_gate,
                        const int32_t* init_u1, int64_t first_qubit, int64_t last_qubit) noexcept nogil:
     """Write the product state of qubits first..last-1 into ``v[: 2**(last-first)]``."""
-    cdef int64_t q, i, size
+    cdef int64_t qubits[64]
+    cdef int64_t k
+    for k in range(last_qubit - first_qubit):
+        qubits[k] = first_qubit + k
+    product_of(v, u1, run_start, run_gate, init_u1, qubits, last_qubit - first_qubit)
+
+
+cdef void product_of(real* v, const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                     const int32_t* init_u1, const int64_t* qubits, int64_t count) noexcept nogil:
+    """Write the product state of ``qubits[0:count]`` into ``v[: 2**count]``, bit k of an index standing for
+    ``qubits[k]``."""
+    cdef int64_t k, i, size
     cdef real col[4]
     cdef real xr, xi
     v[0] = 1
     v[1] = 0
-    for q in range(first_qubit, last_qubit):
-        _initial_column(u1, run_start, run_gate, init_u1, q, col)
-        size = <int64_t>1 << (q - first_qubit)
+    for k in range(count):
+        _initial_column(u1, run_start, run_gate, init_u1, qubits[k], col)
+        size = <int64_t>1 << k
         for i in range(size):
             xr = v[2 * i]
             xi = v[2 * i + 1]
@@ -2110,6 +2121,38 @@ cdef inline void _copy_run(real* dest, const real* src, int64_t count) noexcept 
         memcpy(dest + k, src + k, (count - k) * sizeof(real))
 
 
+cdef int64_t _product_slice(real* dest, const real* product, const real* columns, int64_t chunk,
+                           int64_t num_others, int64_t local, int64_t first, int64_t last, const int8_t* kind,
+                           const int32_t* arg, const int64_t* perm_start, const int64_t* perm_table,
+                           const int64_t* control_start, const int32_t* control_qubit, const int64_t* control_mask,
+                           int64_t slice_index) noexcept nogil:
+    """Write slice ``chunk`` of the initial product state into ``dest``, as the first block's pass starts:
+    ``product`` (the factor of the block's qubits, in local order) times the factor of the others
+    (``columns``: 4 reals per other qubit, its initial column; bit k of ``chunk`` is other qubit k), read
+    through the block's leading permutation step if it has one. Returns the first block step still to apply.
+    So the product state costs no pass of its own, and the permutation no gather."""
+    cdef real hr = 1
+    cdef real hi = 0
+    cdef real cr, ci, t
+    cdef const int64_t* table = NULL
+    cdef int64_t flip = 0
+    cdef int64_t i, j, k
+    for k in range(num_others):
+        cr = columns[4 * k + 2 * ((chunk >> k) & 1)]
+        ci = columns[4 * k + 2 * ((chunk >> k) & 1) + 1]
+        t = hr * cr - hi * ci
+        hi = hr * ci + hi * cr
+        hr = t
+    if first < last and kind[first] == PERM:
+        table = perm_table + perm_start[arg[first]]
+        flip = _control_flip(slice_index, arg[first], control_start, control_qubit, control_mask)
+    for i in range(local):
+        j = i if table == NULL else table[i] ^ flip
+        dest[2 * i] = hr * product[2 * j] - hi * product[2 * j + 1]
+        dest[2 * i + 1] = hr * product[2 * j + 1] + hi * product[2 * j]
+    return first if table == NULL else first + 1
+
+
 cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_qubits, const int32_t* init_u1,
                         const int64_t* block_start, const int64_t* block_qubit_start, const int32_t* block_qubits,
                         int64_t num_blocks, const int8_t* kind, const int32_t* q0, const int32_t* q1,
@@ -2117,48 +2160,43 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
                         const int64_t* perm_start, bint has_perm, const int64_t* perm_table,
                         const int64_t* control_start, const int32_t* control_qubit, const int64_t* control_mask,
                         int num_threads, int* failed) noexcept nogil:
-    """Body of :func:`evolve_large`; ``failed[0]`` is set when a buffer cannot be allocated."""
-    cdef int64_t low = num_qubits // 2
-    cdef int64_t low_size = <int64_t>1 << low
-    cdef int64_t high_size = <int64_t>1 << (num_qubits - low)
-    cdef int64_t h, i, k, q, blk, chunk, slice_index, base, local, num_local, num_others, run_qubits, run
+    """Body of :func:`evolve_large`; ``failed[0]`` is set when a buffer cannot be allocated.
+
+    The product state is written slice by slice as the first block's pass reads it
+    (:func:`_product_slice`); a program without blocks takes one pass over an in-place block of its lower
+    half of qubits, with no steps."""
+    cdef int64_t i, k, q, blk, chunk, slice_index, base, local, num_local, num_others, run_qubits, run
+    cdef int64_t first, last, start
+    cdef int64_t passes = num_blocks if num_blocks > 0 else 1
     cdef bint in_place
-    cdef real hr, hi, lr, li
-    cdef real* low_table = <real*>malloc(2 * low_size * sizeof(real))
-    cdef real* high_table = <real*>malloc(2 * high_size * sizeof(real))
     cdef int64_t qubits[64]
     cdef int64_t others[64]
     cdef bint in_block[64]
+    cdef real columns[4 * 64]
     cdef int64_t* offsets
+    cdef real* product = NULL
     cdef real* buf = NULL
     cdef real* scratch = NULL
     cdef real* tables = NULL
+    cdef real* target = NULL
     cdef real* out = NULL
     cdef bint ok = False
-    if low_table == NULL or high_table == NULL:
-        free(low_table)
-        free(high_table)
-        failed[0] = 1
-        return
-    # product initialisation: psi = high (x) low, each factor a product state of half the qubits
-    init_product(low_table, u1, run_start, run_gate, init_u1, 0, low)
-    init_product(high_table, u1, run_start, run_gate, init_u1, low, num_qubits)
-    for h in prange(high_size, num_threads=num_threads, schedule="static"):
-        hr = high_table[2 * h]
-        hi = high_table[2 * h + 1]
-        for i in range(low_size):
-            lr = low_table[2 * i]
-            li = low_table[2 * i + 1]
-            psi[2 * ((h << low) + i)] = hr * lr - hi * li
-            psi[2 * ((h << low) + i) + 1] = hr * li + hi * lr
-    free(low_table)
-    free(high_table)
-    for blk in range(num_blocks):
-        num_local = block_qubit_start[blk + 1] - block_qubit_start[blk]
+    for blk in range(passes):
+        if num_blocks > 0:
+            num_local = block_qubit_start[blk + 1] - block_qubit_start[blk]
+            for k in range(num_local):
+                qubits[k] = block_qubits[block_qubit_start[blk] + k]
+            first = block_start[blk]
+            last = block_start[blk + 1]
+        else:
+            num_local = num_qubits // 2
+            for k in range(num_local):
+                qubits[k] = k
+            first = 0
+            last = 0
         for q in range(num_qubits):
             in_block[q] = False
         for k in range(num_local):
-            qubits[k] = block_qubits[block_qubit_start[blk] + k]
             in_block[qubits[k]] = True
         num_others = 0
         for q in range(num_qubits):
@@ -2174,7 +2212,15 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
         run = <int64_t>1 << run_qubits
         in_place = run_qubits == num_local
         offsets = <int64_t*>malloc(local * sizeof(int64_t))
-        if offsets == NULL:
+        if blk == 0:
+            product = <real*>malloc(2 * local * sizeof(real))
+            if product != NULL:
+                product_of(product, u1, run_start, run_gate, init_u1, qubits, num_local)
+            for k in range(num_others):
+                _initial_column(u1, run_start, run_gate, init_u1, others[k], columns + 4 * k)
+        if offsets == NULL or (blk == 0 and product == NULL):
+            free(offsets)
+            free(product)
             failed[0] = 1
             return
         for i in range(local):
@@ -2188,32 +2234,37 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
             for chunk in prange(<int64_t>1 << num_others, schedule="static"):  # reached by every thread
                 if not ok:
                     failed[0] = 1
-                elif in_place:
-                    slice_index = _deposit(chunk, others, num_others)
-                    base = 2 * slice_index
-                    out = apply_block_steps(psi + base, scratch, local, block_start[blk], block_start[blk + 1], kind,
-                                            q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table,
-                                            control_start, control_qubit, control_mask, slice_index, tables)
-                    if out != psi + base:
-                        memcpy(psi + base, out, 2 * local * sizeof(real))
                 else:
                     slice_index = _deposit(chunk, others, num_others)
                     base = 2 * slice_index
-                    i = 0
-                    while i < local:
-                        _copy_run(buf + 2 * i, psi + base + offsets[i], 2 * run)
-                        i = i + run
-                    out = apply_block_steps(buf, scratch, local, block_start[blk], block_start[blk + 1], kind, q0,
-                                            q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table,
-                                            control_start, control_qubit, control_mask, slice_index, tables)
-                    i = 0
-                    while i < local:
-                        _copy_run(psi + base + offsets[i], out + 2 * i, 2 * run)
-                        i = i + run
+                    target = psi + base if in_place else buf
+                    start = first
+                    if blk == 0:
+                        start = _product_slice(target, product, columns, chunk, num_others, local, first, last,
+                                               kind, arg, perm_start, perm_table, control_start, control_qubit,
+                                               control_mask, slice_index)
+                    elif not in_place:
+                        i = 0
+                        while i < local:
+                            _copy_run(buf + 2 * i, psi + base + offsets[i], 2 * run)
+                            i = i + run
+                    out = apply_block_steps(target, scratch, local, start, last, kind, q0, q1, arg, u1, u2,
+                                            run_start, run_gate, perm_start, perm_table, control_start,
+                                            control_qubit, control_mask, slice_index, tables)
+                    if in_place:
+                        if out != target:
+                            memcpy(target, out, 2 * local * sizeof(real))
+                    else:
+                        i = 0
+                        while i < local:
+                            _copy_run(psi + base + offsets[i], out + 2 * i, 2 * run)
+                            i = i + run
             free(buf)
             free(scratch)
             free(tables)
         free(offsets)
+        free(product)
+        product = NULL
         if failed[0]:
             return
 
@@ -2225,7 +2276,7 @@ def evolve_large(cplx[::1] psi, const cplx[:, :, ::1] u1, const cplx[:, :, ::1] 
                  const int32_t[::1] run_gate, const int64_t[::1] perm_start, const int64_t[::1] perm_table,
                  const int64_t[::1] perm_control_start, const int32_t[::1] perm_control_qubit,
                  const int64_t[::1] perm_control_mask, int num_threads):
-    """Evolve one large state in place: parallel product init, then one gathered pass per block.
+    """Evolve one large state in place: one gathered pass per block, the first writing the product state.
 
     ``num_threads`` (numba sizes its per-thread buffers with it) caps the
     thread count here; buffers are allocated per thread inside each pass.

@@ -296,16 +296,32 @@ def _initial_column(u1, run_start, run_gate, init_u1, q, dtype_one):
 
 
 @njit(cache=True)
+def _times_column(psi, size, c0, c1):
+    """``psi[:2 size]`` = ``psi[:size]`` (x) the column (c0, c1): one more qubit, as bit log2(size)."""
+    for i in range(size):
+        psi[i + size] = psi[i] * c1
+        psi[i] = psi[i] * c0
+
+
+@njit(cache=True)
 def init_product(psi, u1, run_start, run_gate, init_u1, first_qubit, last_qubit):
     """Write the product state of qubits first..last-1 into ``psi[: 2**(last-first)]``."""
     one = psi.dtype.type(1)
     psi[0] = one
     for q in range(first_qubit, last_qubit):
         c0, c1 = _initial_column(u1, run_start, run_gate, init_u1, q, one)
-        size = 1 << (q - first_qubit)
-        for i in range(size):
-            psi[i + size] = psi[i] * c1
-            psi[i] = psi[i] * c0
+        _times_column(psi, 1 << (q - first_qubit), c0, c1)
+
+
+@njit(cache=True)
+def product_of(psi, u1, run_start, run_gate, init_u1, qubits):
+    """Write the product state of ``qubits`` into ``psi[: 2**qubits.size]``, bit k of an index standing for
+    ``qubits[k]``."""
+    one = psi.dtype.type(1)
+    psi[0] = one
+    for k in range(qubits.size):
+        c0, c1 = _initial_column(u1, run_start, run_gate, init_u1, qubits[k], one)
+        _times_column(psi, 1 << k, c0, c1)
 
 
 @njit(cache=True)
@@ -513,23 +529,44 @@ def _deposit(value, positions):
     return out
 
 
+@njit(cache=True)
+def _product_slice(dest, product, columns, chunk, first, last, kind, arg, perm_start, perm_table, control_start,
+                   control_qubit, control_mask, slice_index):
+    """Write slice ``chunk`` of the initial product state into ``dest``, as the first block's pass starts:
+    ``product`` (the factor of the block's qubits, in local order) times the factor of the others (``columns``:
+    their initial columns, bit k of ``chunk`` choosing row k's entry), read through the block's leading
+    permutation step if it has one. Returns the first block step still to apply."""
+    factor = dest.dtype.type(1)
+    for k in range(columns.shape[0]):
+        factor *= columns[k, (chunk >> k) & 1]
+    if first < last and kind[first] == PERM:
+        table = perm_table[perm_start[arg[first]]:perm_start[arg[first] + 1]]
+        flip = _control_flip(slice_index, arg[first], control_start, control_qubit, control_mask)
+        for i in range(dest.size):
+            dest[i] = factor * product[table[i] ^ flip]
+        return first + 1
+    for i in range(dest.size):
+        dest[i] = factor * product[i]
+    return first
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_start, block_qubits,
                  kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table, perm_control_start,
                  perm_control_qubit, perm_control_mask, num_threads):
-    """Evolve one large state in place: parallel product init, then one gathered pass per block."""
-    low = num_qubits // 2
-    low_table = np.empty(1 << low, psi.dtype)
-    high_table = np.empty(1 << (num_qubits - low), psi.dtype)
-    init_product(low_table, u1, run_start, run_gate, init_u1, 0, low)
-    init_product(high_table, u1, run_start, run_gate, init_u1, low, num_qubits)
-    for h in prange(high_table.size):
-        base = h << low
-        for i in range(low_table.size):
-            psi[base + i] = high_table[h] * low_table[i]
+    """Evolve one large state in place: one gathered pass per block, the first writing the product state as
+    it reads it (:func:`_product_slice`); a program without blocks takes one pass over an in-place block of
+    its lower half of qubits, with no steps."""
+    one = psi.dtype.type(1)
+    num_blocks = block_start.size - 1
     all_qubits = np.arange(num_qubits)
-    for blk in range(block_start.size - 1):
-        qubits = block_qubits[block_qubit_start[blk]:block_qubit_start[blk + 1]]
+    for blk in range(max(num_blocks, 1)):
+        if num_blocks > 0:
+            qubits = block_qubits[block_qubit_start[blk]:block_qubit_start[blk + 1]].astype(np.int64)
+            first, last = block_start[blk], block_start[blk + 1]
+        else:
+            qubits = np.arange(num_qubits // 2)
+            first, last = 0, 0
         in_block = np.zeros(num_qubits, np.bool_)
         for q in qubits:
             in_block[q] = True
@@ -540,24 +577,31 @@ def evolve_large(psi, u1, u2, num_qubits, init_u1, block_start, block_qubit_star
         offsets = np.empty(local, np.int64)
         for i in range(local):
             offsets[i] = _deposit(i, qubits)
+        product = np.empty(local if blk == 0 else 0, psi.dtype)
+        columns = np.empty((others.size if blk == 0 else 0, 2), psi.dtype)
+        if blk == 0:
+            product_of(product, u1, run_start, run_gate, init_u1, qubits)
+            for k in range(others.size):
+                columns[k, 0], columns[k, 1] = _initial_column(u1, run_start, run_gate, init_u1, others[k], one)
         buffers = np.empty((num_threads, 0 if in_place else local), psi.dtype)
         scratch = np.empty((num_threads, local), psi.dtype)
         for chunk in prange(1 << others.size):
             tid = get_thread_id()
             base = _deposit(chunk, others)
-            if in_place:
-                apply_block_steps(psi[base:base + local], scratch[tid], block_start[blk], block_start[blk + 1],
-                                  kind, q0, q1, arg, u1, u2, run_start, run_gate, perm_start, perm_table,
-                                  perm_control_start, perm_control_qubit, perm_control_mask, base)
-                continue
-            buf = buffers[tid]
-            for i in range(local):
-                buf[i] = psi[base + offsets[i]]
-            apply_block_steps(buf, scratch[tid], block_start[blk], block_start[blk + 1], kind, q0, q1, arg, u1,
-                              u2, run_start, run_gate, perm_start, perm_table, perm_control_start,
-                              perm_control_qubit, perm_control_mask, base)
-            for i in range(local):
-                psi[base + offsets[i]] = buf[i]
+            target = psi[base:base + local] if in_place else buffers[tid]
+            start = first
+            if blk == 0:
+                start = _product_slice(target, product, columns, chunk, first, last, kind, arg, perm_start,
+                                       perm_table, perm_control_start, perm_control_qubit, perm_control_mask, base)
+            elif not in_place:
+                for i in range(local):
+                    target[i] = psi[base + offsets[i]]
+            apply_block_steps(target, scratch[tid], start, last, kind, q0, q1, arg, u1, u2, run_start, run_gate,
+                              perm_start, perm_table, perm_control_start, perm_control_qubit, perm_control_mask,
+                              base)
+            if not in_place:
+                for i in range(local):
+                    psi[base + offsets[i]] = target[i]
 
 
 @njit(cache=True, parallel=True, nogil=True)

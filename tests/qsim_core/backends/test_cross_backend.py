@@ -62,6 +62,15 @@ def test_cnot_chains_with_external_controls_match_reference(backend, precision, 
     np.testing.assert_allclose(sim.statevector(c, params), REFERENCE.statevector(c, params), atol=TOLERANCE[precision])
 
 
+def test_product_states_wider_than_a_block_match_reference(backend, precision):
+    # single-qubit gates only: the program has no block, the product state is its only pass
+    c = qc.Circuit(9)
+    for q in range(9):
+        c.ry(q, qc.Param(q)).rz(q, qc.Param(9 + q))
+    assert len(compile_circuit(c, block_qubits=4).block_start) == 1
+    check_against_reference(c, backend, precision, block_qubits=4)
+
+
 def test_seed_circuit_matches_reference(backend, precision):
     check_against_reference(seed_circuit(), backend, precision, batch=20)
 
