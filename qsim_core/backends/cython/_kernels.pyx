@@ -2103,6 +2103,8 @@ cdef inline int64_t _deposit(int64_t value, const int64_t* positions, int64_t co
 
 cdef enum:
     SHORT_RUN_BYTES = 512  # runs shorter than this are copied by inlined 64-byte moves, not a call to libc's memcpy
+    GATHER_RUN_BYTES = 512  # a gather reads neighbouring slices together until it reads this many bytes in a row
+    GATHER_GROUP_MIN_STATE = 1 << 23  # bytes of a state from which gathers read slices together
 
 
 cdef inline void _copy_run(real* dest, const real* src, int64_t count) noexcept nogil:
@@ -2121,36 +2123,43 @@ cdef inline void _copy_run(real* dest, const real* src, int64_t count) noexcept 
         memcpy(dest + k, src + k, (count - k) * sizeof(real))
 
 
-cdef int64_t _product_slice(real* dest, const real* product, const real* columns, int64_t chunk,
-                           int64_t num_others, int64_t local, int64_t first, int64_t last, const int8_t* kind,
-                           const int32_t* arg, const int64_t* perm_start, const int64_t* perm_table,
-                           const int64_t* control_start, const int32_t* control_qubit, const int64_t* control_mask,
+cdef int64_t _product_slice(real* dest, real* scratch, const real* low_part, const real* high_part,
+                           int64_t low_bits, const real* columns, int64_t chunk, int64_t num_others, int64_t local,
+                           int64_t first, int64_t last, const int8_t* kind, const int32_t* arg,
+                           const int64_t* perm_start, const int64_t* perm_table, const int64_t* control_start,
+                           const int32_t* control_qubit, const int64_t* control_mask,
                            int64_t slice_index) noexcept nogil:
     """Write slice ``chunk`` of the initial product state into ``dest``, as the first block's pass starts:
-    ``product`` (the factor of the block's qubits, in local order) times the factor of the others
-    (``columns``: 4 reals per other qubit, its initial column; bit k of ``chunk`` is other qubit k), read
-    through the block's leading permutation step if it has one. Returns the first block step still to apply.
-    So the product state costs no pass of its own, and the permutation no gather."""
+    ``high_part[i >> low_bits] * low_part[i & (2**low_bits - 1)]`` (the factor of the block's qubits, in
+    local order, from two tables of its halves: small, so a call allocates no state-sized buffer) times the
+    factor of the others (``columns``: 4 reals per other qubit, its initial column; bit k of ``chunk`` is
+    other qubit k), read through the block's leading permutation step if it has one (built in ``scratch``,
+    then gathered). Returns the first block step still to apply. So the product state costs no pass of its
+    own."""
     cdef real hr = 1
     cdef real hi = 0
     cdef real cr, ci, t
-    cdef const int64_t* table = NULL
-    cdef int64_t flip = 0
-    cdef int64_t i, j, k
+    cdef int64_t h, l, k
+    cdef int64_t low_size = <int64_t>1 << low_bits
+    cdef bint permuted = first < last and kind[first] == PERM
+    cdef real* out = scratch if permuted else dest
     for k in range(num_others):
         cr = columns[4 * k + 2 * ((chunk >> k) & 1)]
         ci = columns[4 * k + 2 * ((chunk >> k) & 1) + 1]
         t = hr * cr - hi * ci
         hi = hr * ci + hi * cr
         hr = t
-    if first < last and kind[first] == PERM:
-        table = perm_table + perm_start[arg[first]]
-        flip = _control_flip(slice_index, arg[first], control_start, control_qubit, control_mask)
-    for i in range(local):
-        j = i if table == NULL else table[i] ^ flip
-        dest[2 * i] = hr * product[2 * j] - hi * product[2 * j + 1]
-        dest[2 * i + 1] = hr * product[2 * j + 1] + hi * product[2 * j]
-    return first if table == NULL else first + 1
+    for h in range(local >> low_bits):
+        cr = hr * high_part[2 * h] - hi * high_part[2 * h + 1]
+        ci = hr * high_part[2 * h + 1] + hi * high_part[2 * h]
+        for l in range(low_size):
+            out[2 * ((h << low_bits) + l)] = cr * low_part[2 * l] - ci * low_part[2 * l + 1]
+            out[2 * ((h << low_bits) + l) + 1] = cr * low_part[2 * l + 1] + ci * low_part[2 * l]
+    if not permuted:
+        return first
+    apply_flipped_permutation(dest, scratch, local, perm_table + perm_start[arg[first]],
+                              _control_flip(slice_index, arg[first], control_start, control_qubit, control_mask))
+    return first + 1
 
 
 cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_qubits, const int32_t* init_u1,
@@ -2165,7 +2174,8 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
     The product state is written slice by slice as the first block's pass reads it
     (:func:`_product_slice`); a program without blocks takes one pass over an in-place block of its lower
     half of qubits, with no steps."""
-    cdef int64_t i, k, q, blk, chunk, slice_index, base, local, num_local, num_others, run_qubits, run
+    cdef int64_t i, k, q, blk, group, sub, slice_index, group_index, local, num_local, num_others, run_qubits, run
+    cdef int64_t spectators, group_slices, low_bits = 0
     cdef int64_t first, last, start
     cdef int64_t passes = num_blocks if num_blocks > 0 else 1
     cdef bint in_place
@@ -2174,7 +2184,7 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
     cdef bint in_block[64]
     cdef real columns[4 * 64]
     cdef int64_t* offsets
-    cdef real* product = NULL
+    cdef real* product = NULL  # the first block's product factors: its low half of qubits', then its high half's
     cdef real* buf = NULL
     cdef real* scratch = NULL
     cdef real* tables = NULL
@@ -2213,9 +2223,12 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
         in_place = run_qubits == num_local
         offsets = <int64_t*>malloc(local * sizeof(int64_t))
         if blk == 0:
-            product = <real*>malloc(2 * local * sizeof(real))
+            low_bits = num_local // 2
+            product = <real*>malloc(2 * ((<int64_t>1 << low_bits) + (local >> low_bits)) * sizeof(real))
             if product != NULL:
-                product_of(product, u1, run_start, run_gate, init_u1, qubits, num_local)
+                product_of(product, u1, run_start, run_gate, init_u1, qubits, low_bits)
+                product_of(product + (2 << low_bits), u1, run_start, run_gate, init_u1, qubits + low_bits,
+                           num_local - low_bits)
             for k in range(num_others):
                 _initial_column(u1, run_start, run_gate, init_u1, others[k], columns + 4 * k)
         if offsets == NULL or (blk == 0 and product == NULL):
@@ -2225,39 +2238,57 @@ cdef void _evolve_large(real* psi, const real* u1, const real* u2, int64_t num_q
             return
         for i in range(local):
             offsets[i] = 2 * _deposit(i, qubits, num_local)
+        # a gather reads 2**spectators slices at once, whose runs lie side by side in psi, so that it reads
+        # GATHER_RUN_BYTES in a row from memory: 128-byte runs at a 64 KiB stride made the gather and scatter
+        # of a 24-qubit state about 3x a copy. A state that the caches hold gains nothing from it, and its
+        # slices' larger buffer costs
+        spectators = 0
+        while (not in_place and blk > 0 and spectators < num_others and others[spectators] == run_qubits + spectators
+               and (run << (spectators + 1)) * 2 * <int64_t>sizeof(real) <= GATHER_RUN_BYTES
+               and (<int64_t>2 << num_qubits) * <int64_t>sizeof(real) >= GATHER_GROUP_MIN_STATE):
+            spectators += 1
+        group_slices = <int64_t>1 << spectators
         with parallel(num_threads=num_threads):
             # per-thread gather buffers, allocated once per block pass
-            buf = <real*>malloc(2 * local * sizeof(real)) if not in_place else NULL
+            buf = <real*>malloc(2 * local * group_slices * sizeof(real)) if not in_place else NULL
             scratch = <real*>malloc(2 * local * sizeof(real)) if has_perm else NULL
             tables = <real*>malloc((10 * (1 << PHASE_LOW_QUBITS) + 2 * local + 2) * sizeof(real))
             ok = not ((buf == NULL and not in_place) or (has_perm and scratch == NULL) or tables == NULL)
-            for chunk in prange(<int64_t>1 << num_others, schedule="static"):  # reached by every thread
+            for group in prange(<int64_t>1 << (num_others - spectators), schedule="static"):  # reached by every thread
                 if not ok:
                     failed[0] = 1
                 else:
-                    slice_index = _deposit(chunk, others, num_others)
-                    base = 2 * slice_index
-                    target = psi + base if in_place else buf
-                    start = first
-                    if blk == 0:
-                        start = _product_slice(target, product, columns, chunk, num_others, local, first, last,
-                                               kind, arg, perm_start, perm_table, control_start, control_qubit,
-                                               control_mask, slice_index)
-                    elif not in_place:
+                    # slice (group, sub) starts at group_index + sub * run: the spectators are qubits from run_qubits
+                    group_index = _deposit(group << spectators, others, num_others)
+                    if blk > 0 and not in_place:
                         i = 0
                         while i < local:
-                            _copy_run(buf + 2 * i, psi + base + offsets[i], 2 * run)
+                            for sub in range(group_slices):
+                                _copy_run(buf + 2 * (sub * local + i), psi + 2 * (group_index + sub * run) + offsets[i],
+                                          2 * run)
                             i = i + run
-                    out = apply_block_steps(target, scratch, local, start, last, kind, q0, q1, arg, u1, u2,
-                                            run_start, run_gate, perm_start, perm_table, control_start,
-                                            control_qubit, control_mask, slice_index, tables)
-                    if in_place:
-                        if out != target:
+                    for sub in range(group_slices):
+                        slice_index = group_index + sub * run
+                        target = psi + 2 * slice_index if in_place else buf + 2 * sub * local
+                        start = first
+                        if blk == 0:
+                            start = _product_slice(target, scratch, product, product + (2 << low_bits), low_bits,
+                                                   columns, (group << spectators) | sub, num_others, local, first,
+                                                   last, kind, arg, perm_start, perm_table, control_start,
+                                                   control_qubit, control_mask, slice_index)
+                        out = apply_block_steps(target, scratch, local, start, last, kind, q0, q1, arg, u1, u2,
+                                                run_start, run_gate, perm_start, perm_table, control_start,
+                                                control_qubit, control_mask, slice_index, tables)
+                        if out != target and (in_place or group_slices > 1):
                             memcpy(target, out, 2 * local * sizeof(real))
-                    else:
+                    if not in_place:
+                        if group_slices > 1:  # each slice's result is back in its part of buf
+                            out = buf
                         i = 0
                         while i < local:
-                            _copy_run(psi + base + offsets[i], out + 2 * i, 2 * run)
+                            for sub in range(group_slices):
+                                _copy_run(psi + 2 * (group_index + sub * run) + offsets[i], out + 2 * (sub * local + i),
+                                          2 * run)
                             i = i + run
             free(buf)
             free(scratch)

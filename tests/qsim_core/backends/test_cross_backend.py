@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -60,6 +62,21 @@ def test_cnot_chains_with_external_controls_match_reference(backend, precision, 
     sim = qc.Simulator(backend=backend, precision=precision, block_qubits=5, threads=threads)
     params = random_params(c, batch=1, seed=3)
     np.testing.assert_allclose(sim.statevector(c, params), REFERENCE.statevector(c, params), atol=TOLERANCE[precision])
+
+
+@functools.cache
+def wide_reference(num_qubits: int) -> tuple[qc.Circuit, np.ndarray, np.ndarray]:
+    circuit = layered_circuit(num_qubits, 2)
+    params = random_params(circuit, batch=1, seed=5)
+    return circuit, params, REFERENCE.statevector(circuit, params)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_states_of_many_mib_match_reference(backend, precision, threads):
+    # 16 MiB (complex128) and 8 MiB (complex64): the Cython gathers read neighbouring slices together
+    circuit, params, expected = wide_reference(20)
+    sim = qc.Simulator(backend=backend, precision=precision, threads=threads)
+    np.testing.assert_allclose(sim.statevector(circuit, params), expected, atol=TOLERANCE[precision])
 
 
 def test_product_states_wider_than_a_block_match_reference(backend, precision):
