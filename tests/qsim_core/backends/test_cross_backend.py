@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import qsim_core as qc
 from bench.workloads import layered_circuit
-from qsim_core.backends import driver
+from qsim_core.backends import driver, get_backend
 from qsim_core.compiler import compile_circuit
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.strategies import circuits
@@ -62,6 +62,30 @@ def test_cnot_chains_with_external_controls_match_reference(backend, precision, 
     sim = qc.Simulator(backend=backend, precision=precision, block_qubits=5, threads=threads)
     params = random_params(c, batch=1, seed=3)
     np.testing.assert_allclose(sim.statevector(c, params), REFERENCE.statevector(c, params), atol=TOLERANCE[precision])
+
+
+def test_evolve_large_refuses_external_controls_that_do_not_fit(backend):
+    if backend != "cython":
+        pytest.skip("numba's kernels take the driver's arrays unchecked")
+    kernels = get_backend(backend).kernels
+    c = layered_circuit(10, 3)
+    p = compile_circuit(c, block_qubits=5)
+    u1, u2 = p.bind(random_params(c, batch=1), np.complex128, 1)
+    psi = np.empty(1 << 10, np.complex128)
+
+    def evolve(start, qubit, mask):
+        kernels.evolve_large(psi, u1[0], u2[0], 10, p.init_u1, p.block_start, p.block_qubit_start, p.block_qubits,
+                             p.kind, p.q0, p.q1, p.arg, p.run_start, p.run_gate, p.perm_start, p.perm_table, start,
+                             qubit, mask, 1)
+
+    evolve(p.perm_control_start, p.perm_control_qubit, p.perm_control_mask)
+    np.testing.assert_allclose(psi, REFERENCE.statevector(c, random_params(c, batch=1))[0], atol=1e-12)
+    with pytest.raises(ValueError, match="perm_control_start must have one entry per permutation table plus one"):
+        evolve(p.perm_control_start[:-1], p.perm_control_qubit, p.perm_control_mask)
+    with pytest.raises(ValueError, match="must have one entry per external control"):
+        evolve(p.perm_control_start, p.perm_control_qubit[:-1], p.perm_control_mask)
+    with pytest.raises(ValueError, match="an external control is not a qubit of the register"):
+        evolve(p.perm_control_start, np.full_like(p.perm_control_qubit, 10), p.perm_control_mask)
 
 
 @functools.cache
