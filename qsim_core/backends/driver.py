@@ -6,16 +6,16 @@ export the same functions (:data:`~qsim_core.backends.contract.KERNEL_FUNCTIONS`
 with the same arguments, so one driver, :class:`CompiledBackend`, serves both.
 It compiles the circuit once per structure, packs the program's step arrays
 for the kernels once (``pack_small``, ``pack_adjoint``), binds gate matrices
-per chunk of the batch and makes one kernel call per chunk (for small batches
-the kernels fill the rotation matrices themselves, bit for bit as numba's fill
-does); :func:`run_adjoint` does the same for the
-adjoint sweep and applies the chain rule from gate-slot uses to the parameter
-vector.
+per chunk of the batch and makes one kernel call per chunk (the forward
+kernels fill the rotation matrices themselves, each parameter set's just
+before running it, bit for bit as the compiler's numba fill, which binds the
+adjoint sweep's, does); :func:`run_adjoint` does the same for the adjoint
+sweep and applies the chain rule from gate-slot uses to the parameter vector.
 
 Small calls (one circuit, a few parameter sets) are dominated by what happens
 around the kernel, so each thread keeps its gate-matrix arrays and their packed
 form per (program, dtype) between calls (:class:`_ThreadBound`), a batch of up
-to :data:`KERNEL_FILL_MAX_ROWS` sets is one kernel call on them with no chunk
+to :data:`BATCH_CHUNK` sets is one kernel call on them with no chunk
 bookkeeping, and parsed observables keep their packed form
 (:meth:`PauliStrings.packed`).
 """
@@ -48,9 +48,6 @@ WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
 #: the work of one shot in the same units (its draw and its share of the alias table), set so that shots weigh
 #: against the forward pass as they cost in ``bench/small_calls.py``
 SHOT_WORK = 6
-#: batches up to this size have their rotation matrices filled by the kernels (no numba dispatch); larger ones by
-#: the vectorised numba fill of :mod:`qsim_core.compiler.rotations`, which costs less per row
-KERNEL_FILL_MAX_ROWS = 16
 #: bytes of gate-matrix arrays one thread keeps between calls (see :func:`_chunks`); the least recently used go
 #: beyond it, and a program whose arrays alone exceed it binds into fresh ones
 REUSE_MAX_BYTES = 64 << 20
@@ -83,11 +80,6 @@ def _useful_threads(threads: int, batch: int, program: Program, passes: int = 1,
     of a set in forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per set)."""
     work = batch * ((passes * (len(program.kind) + 1) << program.num_qubits) + SHOT_WORK * shots)
     return max(1, min(threads, -(-work // WORK_PER_THREAD)))
-
-
-#: a chunk's program packed for a kernel module: ``pack(kernels)`` is ``kernels.pack_small(...)`` over the chunk's
-#: gate matrices
-Pack = Callable[[ModuleType], object]
 
 
 class _Bound:
@@ -155,9 +147,9 @@ _BOUND = _ThreadBound()
 
 
 def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
-            ) -> Iterable[tuple[slice, np.ndarray, np.ndarray, Pack]]:
-    """``(rows, u1, u2, pack)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate
-    matrices for those rows and ``pack(kernels)``, the program packed with the arrays that hold them.
+            ) -> Iterable[tuple[slice, np.ndarray, np.ndarray]]:
+    """``(rows, u1, u2)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate matrices for
+    those rows (the adjoint sweep's binding; the forward kernels fill their own).
 
     The matrices are written into arrays this thread keeps between calls (``u1``/``u2`` are overwritten by
     the next chunk or call, and only go to the kernels, never to a caller): allocating them per call costs
@@ -167,8 +159,8 @@ def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
     batch = params.shape[0]
     bound = _BOUND.get(program, min(batch, BATCH_CHUNK), dtype)
     if batch <= BATCH_CHUNK:  # one chunk (the usual case): no generator to set up
-        return ((slice(0, batch), *bound.fill(params, threads, rotations=True), bound.pack),)
-    return ((rows, *bound.fill(params[rows], threads, rotations=True), bound.pack)
+        return ((slice(0, batch), *bound.fill(params, threads, rotations=True)),)
+    return ((rows, *bound.fill(params[rows], threads, rotations=True))
             for rows in (slice(start, min(start + BATCH_CHUNK, batch)) for start in range(0, batch, BATCH_CHUNK)))
 
 
@@ -238,18 +230,18 @@ class CompiledBackend:
         kernels.set_threads(threads)
         packed_observables = observables.packed(kernels.pack_observables)
         initial = job.initial
-        if batch <= min(KERNEL_FILL_MAX_ROWS, BATCH_CHUNK):
-            # a small call: one kernel call fills the rotations into this thread's arrays and runs the batch
-            bound = _BOUND.get(program, batch, job.dtype)
+        bound = _BOUND.get(program, min(batch, BATCH_CHUNK), job.dtype)
+        packed = bound.pack(kernels)
+        if batch <= BATCH_CHUNK:  # one chunk (the usual case): the arrays themselves, unsliced
             bound.fill(job.params, threads, rotations=False)
-            kernels.run_packed(bound.pack(kernels), job.params, task, result, packed_observables, shots, key, offset,
-                               initial)
+            kernels.run_packed(packed, job.params, task, result, packed_observables, shots, key, offset, initial)
             return result
-        chunked = batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-        for rows, _, _, pack in _chunks(program, job.params, job.dtype, threads):
-            kernels.run_packed(pack(kernels), None, task, result[rows] if chunked else result, packed_observables,
-                               shots, key, offset + rows.start,
-                               initial[rows] if chunked and initial is not None else initial)
+        for start in range(0, batch, BATCH_CHUNK):
+            rows = slice(start, min(start + BATCH_CHUNK, batch))
+            params = job.params[rows]
+            bound.fill(params, threads, rotations=False)
+            kernels.run_packed(packed, params, task, result[rows], packed_observables, shots, key, offset + start,
+                               None if initial is None else initial[rows])
         return result
 
     def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:
@@ -385,7 +377,7 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     packed = adjoint.packed(adjoint_kernels)
     packed_observables = observables.packed(kernels.pack_observables)
     chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-    for rows, u1, u2, _ in _chunks(program, job.params, dtype, threads):
+    for rows, u1, u2 in _chunks(program, job.params, dtype, threads):
         params = job.params[rows] if chunked else job.params
         du1, du2 = adjoint.derivatives(params, dtype)
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2

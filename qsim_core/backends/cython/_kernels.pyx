@@ -1098,19 +1098,32 @@ cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, i
 
 cdef inline void _initial_column(const real* u1, const int64_t* run_start, const int32_t* run_gate,
                                  const int32_t* init_u1, int64_t q, real* column) noexcept nogil:
-    """First column (c0, c1) of qubit q's initial run, as 4 reals; |0> when it has none."""
-    cdef real m[8]
-    if init_u1[q] < 0:
+    """First column (c0, c1) of qubit q's initial run, as 4 reals; |0> when it has none.
+
+    The column of :func:`fused_u1`'s product, formed by the same expressions (bit for bit its first column)
+    without the second column, which |0> does not read: half the arithmetic."""
+    cdef int64_t run = init_u1[q]
+    cdef int64_t k
+    cdef const real* a
+    cdef real c0r, c0i, c1r, c1i
+    if run < 0:
         column[0] = 1
         column[1] = 0
         column[2] = 0
         column[3] = 0
         return
-    fused_u1(u1, run_start, run_gate, init_u1[q], m)
-    column[0] = m[0]
-    column[1] = m[1]
-    column[2] = m[4]
-    column[3] = m[5]
+    a = u1 + 8 * run_gate[run_start[run]]
+    c0r, c0i, c1r, c1i = a[0], a[1], a[4], a[5]
+    for k in range(run_start[run] + 1, run_start[run + 1]):
+        a = u1 + 8 * run_gate[k]
+        c0r, c0i, c1r, c1i = ((a[0] * c0r - a[1] * c0i) + (a[2] * c1r - a[3] * c1i),
+                              (a[0] * c0i + a[1] * c0r) + (a[2] * c1i + a[3] * c1r),
+                              (a[4] * c0r - a[5] * c0i) + (a[6] * c1r - a[7] * c1i),
+                              (a[4] * c0i + a[5] * c0r) + (a[6] * c1i + a[7] * c1r))
+    column[0] = c0r
+    column[1] = c0i
+    column[2] = c1r
+    column[3] = c1i
 
 
 cdef void init_product(real* v, const real* u1, const int64_t* run_start, const int32_t* run_gate,
@@ -1287,6 +1300,84 @@ cdef inline uint64_t next_u64(uint64_t* state) noexcept nogil:
     return _mix64(state[0])
 
 
+# Vose's pairing of alias_table in C, branch-free: which of the two moves a step makes (``turned``, whether the
+# carried column fell below 1) is a coin flip for the branch predictor, and the branches the same loop in Cython
+# compiled to made the pairing about 1.3x slower (a 256-column table; a fifth of a 1,024-shot seed circuit). Both
+# candidate sums are formed and selected by the comparison's mask, in SSE registers: the same sums in the same
+# order, so the same table bit for bit. (Selecting through integer registers instead was 2x slower than the
+# branches: the moves between register files lengthen the loop-carried chain.)
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    typedef __m128d qsim_sd;  /* a double in the low lane */
+    #define QSIM_SD(x) _mm_set_sd(x)
+    #define QSIM_SD_ADD(a, b) _mm_add_sd(a, b)
+    #define QSIM_SD_SUB(a, b) _mm_sub_sd(a, b)
+    #define QSIM_SD_SELECT(mask, a, b) _mm_or_pd(_mm_and_pd(mask, a), _mm_andnot_pd(mask, b))
+    #define QSIM_SD_LESS(a, b) _mm_cmplt_sd(a, b)
+    #define QSIM_SD_TRUE(mask) (_mm_movemask_pd(mask) & 1)
+    #define QSIM_SD_STORE(p, a) _mm_store_sd(p, a)
+    #else
+    typedef double qsim_sd;  /* elsewhere plain doubles and whatever the compiler makes of the selects */
+    #define QSIM_SD(x) (x)
+    #define QSIM_SD_ADD(a, b) ((a) + (b))
+    #define QSIM_SD_SUB(a, b) ((a) - (b))
+    #define QSIM_SD_SELECT(mask, a, b) ((mask) ? (a) : (b))
+    #define QSIM_SD_LESS(a, b) ((a) < (b))
+    #define QSIM_SD_TRUE(mask) ((mask) != 0)
+    #define QSIM_SD_STORE(p, a) (*(p) = (a))
+    #endif
+    static inline int64_t qsim_select64(int64_t mask, int64_t a, int64_t b) { return (a & mask) | (b & ~mask); }
+    /* The top small column takes the first large one, cur, as its alias and cur gives up what the small one
+       lacks; once below 1 (turned) cur is the next small column itself, paired with the next large one. The
+       rest of cur is carried, and the candidates of the step after next are loaded a step early (the clamped
+       lookahead is read, never used past the end). Needs *small_top > 0 and *large_bottom < n. */
+    static void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n,
+                                int64_t* small_top_io, int64_t* large_bottom_io) {
+        int64_t small_top = *small_top_io, large_bottom = *large_bottom_io;
+        int64_t cur = order[large_bottom];
+        int64_t low = order[small_top - 1];
+        int64_t nxt = order[large_bottom + 1 < n ? large_bottom + 1 : n - 1];
+        qsim_sd rest = QSIM_SD(threshold[cur]), low_t = QSIM_SD(threshold[low]), nxt_t = QSIM_SD(threshold[nxt]);
+        const qsim_sd one = QSIM_SD(1.0);
+        qsim_sd turned_mask = QSIM_SD_LESS(one, one);
+        int64_t turned = 0;  /* 0 or 1, as turned_mask */
+        for (;;) {
+            int64_t more = (turned & (int64_t)(large_bottom + 1 < n)) | ((1 - turned) & (int64_t)(small_top > 0));
+            if (!more)
+                break;
+            int64_t low2 = order[small_top - 2 > 0 ? small_top - 2 : 0];
+            int64_t nxt2 = order[large_bottom + 2 < n ? large_bottom + 2 : n - 1];
+            qsim_sd low2_t = QSIM_SD(threshold[low2]), nxt2_t = QSIM_SD(threshold[nxt2]);
+            /* (hi + lo) - 1 for either move: (nxt + rest) - 1 turned, (rest + low) - 1 not */
+            qsim_sd if_turned = QSIM_SD_SUB(QSIM_SD_ADD(nxt_t, rest), one);
+            qsim_sd if_not = QSIM_SD_SUB(QSIM_SD_ADD(rest, low_t), one);
+            int64_t mask = -turned;
+            int64_t lo = qsim_select64(mask, cur, low), hi = qsim_select64(mask, nxt, cur);
+            qsim_sd lo_t = QSIM_SD_SELECT(turned_mask, rest, low_t);
+            large_bottom += turned;
+            small_top -= 1 - turned;
+            nxt = qsim_select64(mask, nxt2, nxt);
+            nxt_t = QSIM_SD_SELECT(turned_mask, nxt2_t, nxt_t);
+            low = qsim_select64(mask, low, low2);
+            low_t = QSIM_SD_SELECT(turned_mask, low_t, low2_t);
+            alias[lo] = hi;
+            QSIM_SD_STORE(threshold + lo, lo_t);
+            rest = QSIM_SD_SELECT(turned_mask, if_turned, if_not);
+            cur = hi;
+            turned_mask = QSIM_SD_LESS(rest, one);
+            turned = QSIM_SD_TRUE(turned_mask);
+        }
+        *small_top_io = small_top;
+        *large_bottom_io = large_bottom;
+    }
+    """
+    void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n, int64_t* small_top,
+                         int64_t* large_bottom) noexcept nogil
+
+
 cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t* alias,
                       int64_t* order) noexcept nogil:
     """Walker/Vose alias table of ``probs`` (float64[n], need not be normalised).
@@ -1302,9 +1393,6 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
     cdef int64_t large_bottom = n
     cdef int64_t last_positive = 0
     cdef int64_t i, k, small
-    cdef int64_t cur, nxt, nxt2, low, low2, lo, hi
-    cdef double rest, nxt_t, nxt2_t, low_t, low2_t, lo_t, hi_t
-    cdef bint turned = False
     for i in range(n):
         total += probs[i]
     for i in range(n):  # a loop of its own so the divisions vectorise
@@ -1323,35 +1411,7 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
         if probs[i] > 0.0:
             last_positive = i
     if small_top > 0 and large_bottom < n:
-        # Vose's pairing: the top small column takes the first large one, ``cur``, as its alias and
-        # ``cur`` gives up what the small one lacks; once below 1 (``turned``) ``cur`` is the next
-        # small column itself, paired with the next large one. The rest of ``cur`` stays in a
-        # register and the candidates of the step after next are loaded a step early, so the
-        # loop-carried chain is the add and the compare, not loads and stores through memory.
-        cur = order[large_bottom]
-        rest = threshold[cur]
-        low = order[small_top - 1]
-        low_t = threshold[low]
-        nxt = order[min(large_bottom + 1, n - 1)]  # clamped lookahead: read, never used past the end
-        nxt_t = threshold[nxt]
-        while (large_bottom + 1 < n) if turned else (small_top > 0):
-            low2 = order[max(small_top - 2, 0)]
-            low2_t = threshold[low2]
-            nxt2 = order[min(large_bottom + 2, n - 1)]
-            nxt2_t = threshold[nxt2]
-            if turned:
-                lo, lo_t, hi, hi_t = cur, rest, nxt, nxt_t
-                large_bottom += 1
-                nxt, nxt_t = nxt2, nxt2_t
-            else:
-                lo, lo_t, hi, hi_t = low, low_t, cur, rest
-                small_top -= 1
-                low, low_t = low2, low2_t
-            alias[lo] = hi
-            threshold[lo] = lo_t
-            rest = (hi_t + lo_t) - 1.0
-            cur = hi
-            turned = rest < 1.0
+        qsim_vose_pairs(threshold, alias, order, n, &small_top, &large_bottom)
     # left over from rounding: order[:small_top] and order[large_bottom:] (which starts at ``cur``,
     # turned or not) are full columns, unless impossible
     for k in range(small_top):
@@ -1363,6 +1423,19 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
             alias[i] = last_positive
     for k in range(large_bottom, n):
         threshold[order[k]] = 1.0
+
+
+def alias_table_into(const double[::1] probs, double[::1] threshold, int64_t[::1] alias):
+    """:func:`alias_table` of ``probs`` into ``threshold`` and ``alias`` (numba's ``sampling.alias_table``, the
+    same arguments and the same table: a check of the two, not a path of the engine)."""
+    cdef int64_t n = probs.shape[0]
+    if threshold.shape[0] != n or alias.shape[0] != n or n == 0:
+        raise ValueError("probs, threshold and alias must have the same positive length")
+    cdef int64_t* order = <int64_t*>malloc(n * sizeof(int64_t))
+    if order == NULL:
+        raise MemoryError("no scratch for the alias table")
+    alias_table(&probs[0], n, &threshold[0], &alias[0], order)
+    free(order)
 
 
 cdef enum:
@@ -1586,6 +1659,25 @@ cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, double*
 
 # ---------------------------------------------------------------- the batch of small states
 
+cdef struct RotationTable:
+    # one gate-matrix array's rotation instances, as qsim_core.compiler.rotations.fill_rotations takes them
+    int64_t count, terms, dim, max_index
+    const int64_t* index
+    const double* scale
+    const double* offset
+    const double* pauli
+    const int64_t* slot
+
+
+cdef struct RowFill:
+    # the rotation matrices run_packed fills per parameter set, just before running it: params[b] (num_params
+    # float64 each) into row b of the gate-matrix arrays, through the two rotation tables
+    const double* params
+    int64_t num_params
+    const RotationTable* rotations1
+    const RotationTable* rotations2
+
+
 cdef struct SmallBuffers:
     # one thread's buffers for the parameter sets it runs (see _small_buffers for which a task needs)
     void* own
@@ -1626,21 +1718,26 @@ cdef void _free_small_buffers(SmallBuffers* buffers) noexcept nogil:
     free(buffers.drawn)
 
 
-cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, int task, real* psi_out, double* probs_out,
-                         double* values_out, int64_t* samples_out, int64_t num_qubits, const real* u1,
-                         int64_t u1_stride, const real* u2, int64_t u2_stride, const int32_t* init_u1,
+cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, const RowFill* fill, int task, real* psi_out,
+                         double* probs_out, double* values_out, int64_t* samples_out, int64_t num_qubits, real* u1,
+                         int64_t u1_stride, real* u2, int64_t u2_stride, const int32_t* init_u1,
                          const int8_t* kind, const int32_t* q0, const int32_t* q1, const int32_t* arg, int64_t steps,
                          const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start,
                          const int64_t* perm_table, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
                          int64_t count, int64_t shots, uint64_t key, int64_t batch_offset, const real* initial,
                          bint has_initial) noexcept nogil:
-    """Parameter set ``b`` of :func:`_run_small`, in the calling thread's ``buffers``."""
+    """Parameter set ``b`` of :func:`_run_small`, in the calling thread's ``buffers``; its rotation matrices are
+    filled first when ``fill`` is not NULL (in the thread that runs it, and while its row of gate matrices is
+    written to the cache that the run reads it from)."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef uint64_t rng
     cdef real* own = <real*>buffers.own
     # final states are built in place in their output row, like numba does
     cdef real* row = psi_out + 2 * size * b if task == TASK_STATE else own
     cdef real* psi
+    if fill != NULL:
+        _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations1, u1 + u1_stride * b)
+        _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations2, u2 + u2_stride * b)
     if has_initial:
         memcpy(row, initial + 2 * size * b, 2 * size * sizeof(real))
     else:
@@ -1664,8 +1761,8 @@ cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, int task, real*
                               buffers.drawn, xmask, zmask, ny, count, shots, &rng, values_out + count * b)
 
 
-cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_out, int64_t* samples_out,
-                     int64_t batch, int64_t num_qubits, const real* u1, int64_t u1_stride, const real* u2,
+cdef void _run_small(const RowFill* fill, int task, real* psi_out, double* probs_out, double* values_out,
+                     int64_t* samples_out, int64_t batch, int64_t num_qubits, real* u1, int64_t u1_stride, real* u2,
                      int64_t u2_stride, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
                      const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
                      const int32_t* run_gate, const int64_t* perm_start, bint has_perm, const int64_t* perm_table,
@@ -1684,7 +1781,7 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
     if num_threads == 1 or batch == 1:
         if _small_buffers(&own_buffers, task, size, sizeof(real), has_perm, shots):
             for b in range(batch):
-                _run_small_row(b, &own_buffers, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
+                _run_small_row(b, &own_buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
                                u1_stride, u2, u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
                                perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
                                has_initial)
@@ -1702,7 +1799,7 @@ cdef void _run_small(int task, real* psi_out, double* probs_out, double* values_
             if not ok:
                 failed[0] = 1
             else:
-                _run_small_row(b, buffers, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
+                _run_small_row(b, buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
                                u1_stride, u2, u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
                                perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
                                has_initial)
@@ -1717,16 +1814,6 @@ cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask,
         raise ValueError("xmask, zmask and ny must have one entry per observable")
 
 
-
-
-cdef struct RotationTable:
-    # one gate-matrix array's rotation instances, as qsim_core.compiler.rotations.fill_rotations takes them
-    int64_t count, terms, dim, max_index
-    const int64_t* index
-    const double* scale
-    const double* offset
-    const double* pauli
-    const int64_t* slot
 
 
 cdef class SmallProgram:
@@ -1802,13 +1889,15 @@ cdef extern from *:
     /* qsim_core.compiler.rotations' fill in C, operation for operation: fdlibm's reduction and polynomials for
        sin and cos (libm's past QSIM_SINCOS_LIMIT), then cos(a/2) I - i sin(a/2) P. Compiled without contracting
        a * b + c into FMAs (numba does not contract), so that a batch binds the same matrices bit for bit whether
-       these kernels or numba fill them: results must not depend on how a batch is cut into calls. */
+       these kernels or numba fill them: results must not depend on how a batch is cut into calls. Compiled
+       without trapping math, which changes no value (only whether a floating-point exception may be assumed
+       observable) but lets gcc vectorise floor and the float-to-integer conversion of the sincos loop. */
     #include <math.h>
     #include <stdint.h>
     #define QSIM_SINCOS_LIMIT 1e6
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC push_options
-    #pragma GCC optimize ("fp-contract=off")
+    #pragma GCC optimize ("fp-contract=off", "no-trapping-math")
     #endif
     static void qsim_sincos(const double* x, double* cosines, double* sines, int64_t n) {
     #ifdef __clang__
@@ -1864,6 +1953,17 @@ cdef extern from *:
                 double c = cosines[j], s = sines[j];                                                           \
                 const double* p = pauli + 2 * entries * k;                                                     \
                 real* m = out + 2 * entries * slot[k];                                                         \
+                if (dim == 2) {  /* unrolled: the general loop's index arithmetic costs more than the entries */ \
+                    m[0] = (real)(c + s * p[1]);                                                               \
+                    m[1] = (real)(-s * p[0]);                                                                  \
+                    m[2] = (real)(s * p[3]);                                                                   \
+                    m[3] = (real)(-s * p[2]);                                                                  \
+                    m[4] = (real)(s * p[5]);                                                                   \
+                    m[5] = (real)(-s * p[4]);                                                                  \
+                    m[6] = (real)(c + s * p[7]);                                                               \
+                    m[7] = (real)(-s * p[6]);                                                                  \
+                    continue;                                                                                  \
+                }                                                                                              \
                 for (int64_t i = 0; i < entries; i++) {                                                        \
                     double re = s * p[2 * i + 1];                                                              \
                     if (i % (dim + 1) == 0)                                                                    \
@@ -1892,19 +1992,16 @@ cdef extern from *:
 SINCOS_LIMIT = _SINCOS_LIMIT
 
 
-cdef void _fill_rotations(const double* params, int64_t num_params, const RotationTable* rotations, real* out,
-                          int64_t out_stride, int64_t batch) noexcept nogil:
-    """Every parameter set's rotation matrices (the driver has the kernels fill small batches only)."""
-    cdef int64_t b
-    for b in range(batch if rotations.count else 0):
-        if real is float:
-            qsim_fill_rotation_row_f(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
-                                     rotations.pauli, rotations.slot, rotations.count, rotations.terms,
-                                     rotations.dim, out + out_stride * b)
-        else:
-            qsim_fill_rotation_row_d(params + num_params * b, rotations.index, rotations.scale, rotations.offset,
-                                     rotations.pauli, rotations.slot, rotations.count, rotations.terms,
-                                     rotations.dim, out + out_stride * b)
+cdef void _fill_rotation_row(const double* params, const RotationTable* rotations, real* out) noexcept nogil:
+    """One parameter set's rotation matrices, written into its row ``out`` of a gate-matrix array."""
+    if not rotations.count:
+        return
+    if real is float:
+        qsim_fill_rotation_row_f(params, rotations.index, rotations.scale, rotations.offset, rotations.pauli,
+                                 rotations.slot, rotations.count, rotations.terms, rotations.dim, out)
+    else:
+        qsim_fill_rotation_row_d(params, rotations.index, rotations.scale, rotations.offset, rotations.pauli,
+                                 rotations.slot, rotations.count, rotations.terms, rotations.dim, out)
 
 
 def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tuple rotations1, tuple rotations2,
@@ -1978,14 +2075,15 @@ cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, 
                         PackedObservables observables, int64_t shots, uint64_t key, int64_t batch_offset,
                         int* failed):
     """:func:`run_packed`'s work once its arguments are checked, in the state's precision ``real``."""
+    cdef RowFill row_fill
+    if fill:
+        row_fill.params = &params[0, 0]
+        row_fill.num_params = params.shape[1]
+        row_fill.rotations1 = &program.rotations1
+        row_fill.rotations2 = &program.rotations2
     with nogil:
-        if fill:
-            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations1, <real*>program.u1,
-                            program.u1_stride, batch)
-            _fill_rotations(&params[0, 0], params.shape[1], &program.rotations2, <real*>program.u2,
-                            program.u2_stride, batch)
-        _run_small(task, psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits,
-                   <const real*>program.u1, program.u1_stride, <const real*>program.u2, program.u2_stride,
+        _run_small(&row_fill if fill else NULL, task, psi_out, reals_out, reals_out, samples_out, batch,
+                   program.num_qubits, <real*>program.u1, program.u1_stride, <real*>program.u2, program.u2_stride,
                    program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
                    program.run_start, program.run_gate, program.perm_start, program.has_perm,
                    program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
