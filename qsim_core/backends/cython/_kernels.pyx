@@ -1306,6 +1306,9 @@ cdef inline uint64_t next_u64(uint64_t* state) noexcept nogil:
 cdef extern from *:
     """
     #include <stdint.h>
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    #endif
     #if defined(__SSE2__)
     #include <emmintrin.h>
     typedef __m128d qsim_sd;  /* a double in the low lane */
@@ -1370,7 +1373,43 @@ cdef extern from *:
         *small_top_io = small_top;
         *large_bottom_io = large_bottom;
     }
+    /* The columns split as alias_table's scalar loop splits them: order[0, small) the indices with threshold
+       below 1, ascending (a stack, top last), order[small, n) the others, descending (a queue, highest index
+       first); returns small. AVX-512 splits eight columns at a time by compressing their indices (the larges
+       from the reversed lanes); the scalar loop is branch-free, the small/large test being a coin flip for the
+       branch predictor: the index goes to both candidate slots and the test's 0/1 moves the tops. */
+    static int64_t qsim_split_columns(const double* threshold, int64_t n, int64_t* order) {
+        int64_t small_top = 0, large_bottom = n, i = 0, small;
+    #if defined(__AVX512F__)
+        const __m512d one = _mm512_set1_pd(1.0);
+        const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7), eight = _mm512_set1_epi64(8);
+        __m512i index = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        for (; i + 8 <= n; i += 8) {
+            __m512d t = _mm512_loadu_pd(threshold + i);
+            __mmask8 smalls = _mm512_cmp_pd_mask(t, one, _CMP_LT_OQ);
+            /* lane k of the reversed vectors is column i + 7 - k; not below 1 includes NaN, as in the scalar test */
+            __mmask8 larges = _mm512_cmp_pd_mask(_mm512_permutexvar_pd(reverse, t), one, _CMP_NLT_UQ);
+            int count = __builtin_popcount((unsigned)smalls), rest = 8 - count;
+            _mm512_mask_storeu_epi64(order + small_top, (__mmask8)((1u << count) - 1),
+                                     _mm512_maskz_compress_epi64(smalls, index));
+            _mm512_mask_storeu_epi64(order + large_bottom - rest, (__mmask8)((1u << rest) - 1),
+                                     _mm512_maskz_compress_epi64(larges, _mm512_permutexvar_epi64(reverse, index)));
+            small_top += count;
+            large_bottom -= rest;
+            index = _mm512_add_epi64(index, eight);
+        }
+    #endif
+        for (; i < n; i++) {
+            small = threshold[i] < 1.0;
+            order[small_top] = i;
+            order[large_bottom - 1] = i;
+            small_top += small;
+            large_bottom -= 1 - small;
+        }
+        return small_top;
+    }
     """
+    int64_t qsim_split_columns(const double* threshold, int64_t n, int64_t* order) noexcept nogil
     void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n, int64_t* small_top,
                          int64_t* large_bottom) noexcept nogil
 
@@ -1386,23 +1425,15 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
     back, a queue. Same table as numba's, bit for bit.
     """
     cdef double total = 0.0
-    cdef int64_t small_top = 0
-    cdef int64_t large_bottom = n
+    cdef int64_t small_top, large_bottom
     cdef int64_t last_positive = 0
-    cdef int64_t i, k, small
+    cdef int64_t i, k
     for i in range(n):
         total += probs[i]
     for i in range(n):  # a loop of its own so the divisions vectorise
         threshold[i] = probs[i] * <double>n / total
-    # The small/large test is a coin flip for the branch predictor, so this loop
-    # is branch-free: the index goes to both candidate slots (they stay disjoint:
-    # small_top < large_bottom until the end) and the 0/1 test result moves the tops.
-    for i in range(n):
-        small = threshold[i] < 1.0
-        order[small_top] = i
-        order[large_bottom - 1] = i
-        small_top += small
-        large_bottom -= 1 - small
+    small_top = qsim_split_columns(threshold, n, order)
+    large_bottom = small_top
     for i in range(n):
         alias[i] = i
         if probs[i] > 0.0:
