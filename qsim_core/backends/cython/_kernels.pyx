@@ -464,9 +464,11 @@ cdef inline real _negligible(real like) noexcept nogil:
     return 2e-15
 
 
-cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
-                          real* m) noexcept nogil:
-    """Product of a fused run's 2x2 matrices (first gate rightmost), written to ``m[8]``."""
+cdef inline void fused_columns(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                               real* m, int columns) noexcept nogil:
+    """The first ``columns`` (1 or 2) columns of a fused run's product of 2x2 matrices (first gate rightmost),
+    written to ``m[8]``; with one, the second column is left as the first gate's (|0> reads only the first:
+    half the arithmetic, the same bits in the column formed)."""
     cdef int64_t k
     cdef int row, col
     cdef const real* a
@@ -476,7 +478,7 @@ cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_
     for k in range(run_start[run] + 1, run_start[run + 1]):
         a = u1 + 8 * run_gate[k]
         for row in range(2):
-            for col in range(2):
+            for col in range(columns):
                 # a[row, 0] * m[0, col] + a[row, 1] * m[1, col], products as numba forms them
                 re0 = a[4 * row] * m[2 * col] - a[4 * row + 1] * m[2 * col + 1]
                 im0 = a[4 * row] * m[2 * col + 1] + a[4 * row + 1] * m[2 * col]
@@ -484,7 +486,16 @@ cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_
                 im1 = a[4 * row + 2] * m[5 + 2 * col] + a[4 * row + 3] * m[4 + 2 * col]
                 r[4 * row + 2 * col] = re0 + re1
                 r[4 * row + 2 * col + 1] = im0 + im1
-        memcpy(m, r, 8 * sizeof(real))
+        for row in range(2):
+            for col in range(columns):
+                m[4 * row + 2 * col] = r[4 * row + 2 * col]
+                m[4 * row + 2 * col + 1] = r[4 * row + 2 * col + 1]
+
+
+cdef inline void fused_u1(const real* u1, const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                          real* m) noexcept nogil:
+    """Product of a fused run's 2x2 matrices (first gate rightmost), written to ``m[8]``."""
+    fused_columns(u1, run_start, run_gate, run, m, 2)
 
 
 cdef inline int _u1_path(const real* m) noexcept nogil:
@@ -1098,32 +1109,19 @@ cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, i
 
 cdef inline void _initial_column(const real* u1, const int64_t* run_start, const int32_t* run_gate,
                                  const int32_t* init_u1, int64_t q, real* column) noexcept nogil:
-    """First column (c0, c1) of qubit q's initial run, as 4 reals; |0> when it has none.
-
-    The column of :func:`fused_u1`'s product, formed by the same expressions (bit for bit its first column)
-    without the second column, which |0> does not read: half the arithmetic."""
-    cdef int64_t run = init_u1[q]
-    cdef int64_t k
-    cdef const real* a
-    cdef real c0r, c0i, c1r, c1i
-    if run < 0:
+    """First column (c0, c1) of qubit q's initial run, as 4 reals; |0> when it has none."""
+    cdef real m[8]
+    if init_u1[q] < 0:
         column[0] = 1
         column[1] = 0
         column[2] = 0
         column[3] = 0
         return
-    a = u1 + 8 * run_gate[run_start[run]]
-    c0r, c0i, c1r, c1i = a[0], a[1], a[4], a[5]
-    for k in range(run_start[run] + 1, run_start[run + 1]):
-        a = u1 + 8 * run_gate[k]
-        c0r, c0i, c1r, c1i = ((a[0] * c0r - a[1] * c0i) + (a[2] * c1r - a[3] * c1i),
-                              (a[0] * c0i + a[1] * c0r) + (a[2] * c1i + a[3] * c1r),
-                              (a[4] * c0r - a[5] * c0i) + (a[6] * c1r - a[7] * c1i),
-                              (a[4] * c0i + a[5] * c0r) + (a[6] * c1i + a[7] * c1r))
-    column[0] = c0r
-    column[1] = c0i
-    column[2] = c1r
-    column[3] = c1i
+    fused_columns(u1, run_start, run_gate, init_u1[q], m, 1)
+    column[0] = m[0]
+    column[1] = m[1]
+    column[2] = m[4]
+    column[3] = m[5]
 
 
 cdef void init_product(real* v, const real* u1, const int64_t* run_start, const int32_t* run_gate,
