@@ -377,11 +377,16 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     packed = adjoint.packed(adjoint_kernels)
     packed_observables = observables.packed(kernels.pack_observables)
     chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
+    # one buffer for every chunk's per-use gradients: a fresh one per chunk would be fresh pages to fault in
+    # where large allocations are not reused (Dask's workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map
+    # every one anew)
+    uses_buffer = np.empty((min(job.batch, BATCH_CHUNK), lanes, adjoint.uses))
     for rows, u1, u2 in _chunks(program, job.params, dtype, threads):
         params = job.params[rows] if chunked else job.params
         du1, du2 = adjoint.derivatives(params, dtype)
         u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
-        per_use = np.zeros((params.shape[0], lanes, adjoint.uses))
+        per_use = uses_buffer[:params.shape[0]]
+        per_use.fill(0.0)  # the kernels add into it
         adjoint_packed(packed, u1, u2, u2_dagger, du1, du2, packed_observables,
                        weights[rows] if chunked else weights,
                        values[rows] if chunked else values, per_use, initial[rows] if chunked else initial,

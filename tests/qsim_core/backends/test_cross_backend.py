@@ -127,12 +127,16 @@ def test_batch_equals_one_by_one(backend):
 
 
 def test_batches_larger_than_one_chunk(backend, monkeypatch):
-
-    monkeypatch.setattr(driver, "BATCH_CHUNK", 16)
     c = seed_circuit()
     params = random_params(c, batch=50)
     sim = qc.Simulator(backend=backend)
+    cotangent = np.array([0.5, -1.0, 2.0])
+    # the adjoint's chunks share one per-use buffer: a chunk must not add into the previous chunk's sums
+    whole = sim.vjp(c, ["Z0", "X1 Y2", "Z3 Z4"], params, cotangent, method="adjoint")
+    monkeypatch.setattr(driver, "BATCH_CHUNK", 16)
     np.testing.assert_allclose(sim.probabilities(c, params), REFERENCE.probabilities(c, params), atol=1e-10)
+    np.testing.assert_allclose(sim.vjp(c, ["Z0", "X1 Y2", "Z3 Z4"], params, cotangent, method="adjoint"), whole,
+                               atol=1e-12)
 
 
 def test_threads_do_not_change_results(backend):
