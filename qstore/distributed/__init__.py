@@ -1,6 +1,7 @@
 """Scale-out on Dask (extra ``dask``): :class:`DaskSimulator`, the engine's Simulator API on a cluster.
 
-* :mod:`.simulator`: :class:`DaskSimulator`, :class:`RunStats`, :func:`chunk_rows` (the cost model).
+* :mod:`.simulator`: :class:`DaskSimulator`, :class:`RunStats`, :func:`chunk_rows` and
+  :func:`chunk_starts` (the cost model: how a call's rows are cut into tasks).
 * :mod:`.cluster`: :func:`connect` (a cluster by address or client, or a local one started here),
   :func:`share` (data every task of a run may need), :func:`worker_slots`.
 * ``Client``, ``as_completed``: Dask's, re-exported so that code using this package needs no import of Dask's own
@@ -16,7 +17,7 @@ except ImportError as error:
     raise MissingExtraError("dask", "qstore.distributed (and qstore sweep)", error) from error
 
 from .cluster import Connection, connect, share, worker_slots
-from .simulator import CIRCUITS, INLINE_BYTES, DaskSimulator, RunStats, chunk_rows
+from .simulator import CIRCUITS, INLINE_BYTES, DaskSimulator, RunStats, chunk_rows, chunk_starts
 
 __all__ = [
     "CIRCUITS",
@@ -27,6 +28,7 @@ __all__ = [
     "RunStats",
     "as_completed",
     "chunk_rows",
+    "chunk_starts",
     "connect",
     "share",
     "worker_slots",

@@ -22,9 +22,12 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
 * **Chunks carry 0.4 s of work.** Every task reports the engine's seconds for its rows,
   and the simulator keeps the seconds per row of each kind of call (circuit structure, method, shots).
   A call is cut into chunks of about ``chunk_seconds`` of work, in whole rounds over the worker threads
-  (:func:`chunk_rows`); a call with less work than one chunk is one task. A kind of call not measured yet
-  is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a small call is
-  one task), and teaches the model.
+  (:func:`chunk_rows`); a call with less work than one chunk is still shared by the worker threads while
+  each share carries :data:`SHARE_SECONDS` or more, and is one task below that. A kind of call not
+  measured yet is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a
+  small call is one task), and teaches the model. A call of scattered rows (below) with two rounds or
+  more has its first and last round in chunks :data:`TAPER` times smaller (:func:`chunk_starts`): the
+  workers start after a short transfer, and end within a short chunk of each other.
 * **Rows go straight to the workers.** A call whose rows take more than :data:`INLINE_BYTES` is scattered
   a chunk at a time, each chunk's task submitted as soon as its rows are there, so the first chunks compute
   while the later ones travel; a smaller call's rows travel in its tasks. With ``direct`` (the default for
@@ -87,6 +90,10 @@ _COSTS = 1024
 #: chunks smaller than this do not teach the cost model (their time is mostly one-off costs: compilation);
 #: a kind of call not measured yet is cut into chunks at least this large
 LEARN_ROWS = 64
+#: engine seconds below which a share of a call is not worth a task of its own (a task costs Dask a few ms)
+SHARE_SECONDS = 0.02
+#: a scattered call's first and last round of chunks are this many times smaller than the rest (:func:`chunk_starts`)
+TAPER = 4
 
 
 def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float) -> int:
@@ -100,16 +107,41 @@ def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds:
         chunk_seconds: the engine work a task should carry.
 
     The number of tasks is the work over ``chunk_seconds``, rounded up to whole rounds over the worker
-    threads (so they finish together); a call with less work than one chunk is one task.
+    threads (so they finish together). A call with less work than one chunk is still shared by the worker
+    threads as long as each share carries at least :data:`SHARE_SECONDS` of it; a smaller call is one task.
     """
     if row_seconds is None:
         tasks = min(2 * slots, batch // LEARN_ROWS)
     else:
-        tasks = math.ceil(batch * row_seconds / chunk_seconds)
+        work = batch * row_seconds
+        tasks = max(math.ceil(work / chunk_seconds), min(slots, int(work / SHARE_SECONDS)))
         if tasks > 1:
             tasks = -(-tasks // slots) * slots
     tasks = max(1, min(tasks, batch))
     return max(1, -(-batch // tasks))
+
+
+def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float, *, taper: bool = False
+                 ) -> list[int]:
+    """The first row of each task's chunk for a call of ``batch`` rows, followed by ``batch``.
+
+    Args:
+        batch, row_seconds, slots, chunk_seconds: as for :func:`chunk_rows`, which sizes the chunks.
+        taper: for rows that travel apart from their tasks (scattered): a call of two rounds over the worker
+            threads or more has its first and last round cut into chunks :data:`TAPER` times smaller than the
+            others. Each worker then starts computing after a short transfer instead of a whole chunk's, the
+            later chunks travel while the first ones compute, and the workers' last chunks are short, so one
+            that ran slower keeps the others waiting less.
+    """
+    size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
+    short = size // TAPER
+    if taper and short and batch >= 2 * slots * size:
+        middle = batch - 2 * slots * short
+        tasks = -(-middle // size)
+        size = -(-middle // (-(-tasks // slots) * slots))
+        tail = batch - slots * short
+        return [*range(0, slots * short, short), *range(slots * short, tail, size), *range(tail, batch, short), batch]
+    return [*range(0, batch, size), batch]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,11 +317,14 @@ class _ClusterBackend:
         sim = self.simulator
         with self._scheduler_errors():
             workers = sim.client.nthreads()
-        size = chunk_rows(job.batch, self.row_seconds.get(cost), max(1, sum(workers.values())), sim.chunk_seconds)
-        firsts = list(range(0, job.batch, size))
         arrays = {**_batch_arrays(job), **{f"batched{k}": array for k, array in enumerate(batched)}}
-        chunks = [{name: array[first:first + size] for name, array in arrays.items()} for first in firsts]
         scatter = sum(array.nbytes for array in arrays.values()) > INLINE_BYTES
+        starts = chunk_starts(job.batch, self.row_seconds.get(cost), max(1, sum(workers.values())),
+                              sim.chunk_seconds, taper=scatter)
+        firsts = starts[:-1]
+        chunks = [{name: array[first:stop] for name, array in arrays.items()}
+                  for first, stop in zip(firsts, starts[1:], strict=True)]
+        size = max(len(next(iter(chunk.values()))) for chunk in chunks)
         task = dict(engine=self.engine, method=method, args=args, sampling_key=key, fields=_job_fields(job),
                     batched=len(batched))
         with self._scheduler_errors():
@@ -470,4 +505,5 @@ class _Assembly:
         return tuple(self.columns) if self.is_tuple else self.columns[0]
 
 
-__all__ = ["CIRCUITS", "INLINE_BYTES", "LEARN_ROWS", "DaskSimulator", "RunStats", "chunk_rows"]
+__all__ = ["CIRCUITS", "INLINE_BYTES", "LEARN_ROWS", "SHARE_SECONDS", "TAPER", "DaskSimulator", "RunStats",
+           "chunk_rows", "chunk_starts"]

@@ -14,7 +14,7 @@ from distributed import Client, get_task_stream
 
 import qsim_core as qc
 from qsim_core.measurement import simulator_executor
-from qstore.distributed import DaskSimulator, chunk_rows, simulator
+from qstore.distributed import DaskSimulator, chunk_rows, chunk_starts, simulator
 from qstore.execution import AsyncQuantumExecutor
 from qstore.ml import QuantumLayer, QuantumLayerConfig, TrainConfig, build_model, train
 from qstore.ml.sweep import parse_config, run_sweep
@@ -135,6 +135,10 @@ def test_a_circuit_structure_travels_once_and_chunks_follow_the_measured_cost(cl
         (1_000_000, 2e-6, 2, 0.05, 25_000),  # 2 s of work: 40 tasks of 50 ms
         (1_000_000, 2e-6, 3, 0.05, 23_810),  # 40 tasks round up to 42, whole rounds over 3 slots
         (32, 3e-6, 2, 0.05, 32),  # a training batch: less work than one task carries
+        (100_000, 3.7e-6, 2, 0.4, 50_000),  # less work than one task, shared: 2 x 0.185 s
+        (100_000, 3.7e-6, 3, 0.4, 33_334),  # 0.37 s over 3 slots
+        (30_000, 1.25e-6, 2, 0.4, 30_000),  # 2 x 19 ms: not worth a second task (SHARE_SECONDS)
+        (60_000, 1.25e-6, 4, 0.4, 15_000),  # 75 ms: 3 shares of 20 ms or more, rounded up to a round over 4 slots
         (100, 0.03, 2, 0.05, 2),  # 3 s: 60 tasks of 50 ms, 2 rows each
         (5, 1.0, 2, 0.05, 1),  # slow rows: never more tasks than rows
         (0, None, 2, 0.05, 1),
@@ -142,6 +146,33 @@ def test_a_circuit_structure_travels_once_and_chunks_follow_the_measured_cost(cl
 )
 def test_chunk_rows(batch, row_seconds, slots, chunk_seconds, rows):
     assert chunk_rows(batch, row_seconds, slots, chunk_seconds) == rows
+
+
+@pytest.mark.parametrize(
+    ("batch", "row_seconds", "slots", "chunk_seconds", "sizes"),
+    [
+        # 1.25 s over 1 slot: 4 chunks of 250,000 rows, the first and last a quarter of that, the rest in between
+        (1_000_000, 1.25e-6, 1, 0.4, [62_500, *[218_750] * 4, 62_500]),
+        # over 2 slots: the short first and last rounds have a chunk per slot
+        (1_000_000, 1.25e-6, 2, 0.4, [62_500] * 2 + [187_500] * 4 + [62_500] * 2),
+        # 1.25 s over 3 slots in chunks of 0.2 s: 9 of 111,112 rows; the middle in 9 (whole rounds), the last
+        # of them what is left
+        (1_000_000, 1.25e-6, 3, 0.2, [27_778] * 3 + [92_593] * 8 + [92_588] + [27_778] * 3),
+        (1_000_000, 1.25e-6, 3, 0.4, [166_667] * 5 + [166_665]),  # 6 chunks, two rounds less 2 rows: no taper
+        (100_000, 3.7e-6, 2, 0.4, [50_000] * 2),  # one round: nothing to taper
+        (100_000, 3.7e-6, 1, 0.4, [100_000]),
+        (20, 1.0, 1, 4.0, [1, 4, 4, 4, 4, 2, 1]),
+        (3, 1.0, 1, 1.0, [1, 1, 1]),  # chunks of one row: a quarter of that is no row, no taper
+    ],
+)
+def test_chunk_starts_taper_the_first_and_last_round_of_scattered_calls(batch, row_seconds, slots, chunk_seconds,
+                                                                        sizes):
+    starts = chunk_starts(batch, row_seconds, slots, chunk_seconds, taper=True)
+    assert np.diff(starts).tolist() == sizes
+    assert starts[0] == 0 and starts[-1] == batch
+    untapered = chunk_starts(batch, row_seconds, slots, chunk_seconds)
+    size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
+    assert untapered == [*range(0, batch, size), batch]
 
 
 def test_noisy_shots_run_on_the_cluster_with_the_in_process_samples(cli):
@@ -225,14 +256,15 @@ def test_a_sweep_runs_on_the_same_client_and_leaves_it_open(cli, tmp_path):
 def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, monkeypatch, scatter, direct):
     if scatter:
         monkeypatch.setattr(simulator, "INLINE_BYTES", 0)
-    # 13 qubits and 1,024 shots: each of 40 chunks of 100 rows keeps a worker busy for a while, so that the kill
-    # lands inside the batch
+    # 13 qubits and 1,024 shots: each of 44 chunks of up to 100 rows keeps a worker busy for a while, so that the
+    # kill lands inside the batch
     c, theta = circuit(13), params(4000, 13)
     want = qc.Simulator(backend=ENGINE, seed=9).sample(c, 1024, theta)
     with cli_cluster(tmp_path, workers=2) as cluster, \
             DaskSimulator(cluster.address, backend=ENGINE, seed=9, chunk_seconds=1.0, direct=direct,
                           timeout=10) as remote:
-        remote._cluster_backend.row_seconds[(c.structure_key(), "sample", 1024)] = 0.01  # 40 chunks of 100 rows
+        # 40 chunks of 100 rows; scattered, the first and last round tapered: 44
+        remote._cluster_backend.row_seconds[(c.structure_key(), "sample", 1024)] = 0.01
         pids = remote.client.run(os.getpid)
         victim = next(iter(pids.values()))
         started = threading.Event()
@@ -250,9 +282,9 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, mo
         killer.join(timeout=30)
         assert started.is_set()
         np.testing.assert_array_equal(got, want)
-        assert remote.last_run.tasks == 40
+        assert remote.last_run.tasks == len(chunk_starts(4000, 0.01, 2, 1.0, taper=remote.last_run.scattered)) - 1
         if scatter:  # the chunks whose rows were on the dead worker were scattered again
-            assert 0 < remote.last_run.rerun <= 40
+            assert 0 < remote.last_run.rerun <= remote.last_run.tasks
         # the nanny restarts the worker: the cluster is whole again and keeps giving the same results
         remote.client.wait_for_workers(2, timeout=60)
         np.testing.assert_array_equal(remote.expectation(c, OBS, theta[:50]),
