@@ -39,6 +39,7 @@ uses. The chain rule to the parameter vector happens in Python
 (:mod:`qsim_core.derivatives`).
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -465,7 +466,7 @@ def initial_layer_derivatives(lam, u1, du1, slope1, rotation1, num_qubits, init_
 @njit(cache=True, parallel=True, nogil=True)
 def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0,
                   q1, arg, run_start, run_gate, perm_start, inverse_table, forward_table, u1_use_start, u2_use_start,
-                  xmask, zmask, ny, weights, values_out, grad_out, initial, state_grad_out):
+                  xmask, zmask, ny, weights, values_out, grad_out, initial, state_grad_out, threads):
     """Expectations and adjoint derivatives for a batch of a single-block program.
 
     Args:
@@ -485,6 +486,7 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         state_grad_out: dtype[B, L, 2**n] receives each lane's adjoint state at the
             start, ``U^dagger lambda``: d f / d Re psi_0 + i d f / d Im psi_0 is twice it;
             an empty [0, 0, 0] array when not wanted.
+        threads: numba's thread count (each thread takes a block of rows and its own scratch).
     """
     batch = u1.shape[0]
     size = 1 << num_qubits
@@ -495,52 +497,57 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         z_only = z_only and xmask[k] == 0
     # psi is undone only above the first step whose derivatives read it (the product layer's do not)
     first_state = first_state_step(kind, arg, run_start, run_gate, u1_use_start, u2_use_start)
-    for b in prange(batch):
+    # scratch allocated once per thread, not per row: each thread runs a contiguous block of rows
+    block = -(-batch // threads)
+    for t in prange(threads):
         psi = np.empty(size, u1.dtype)
         scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
         cross = np.empty(8)
         cross2 = np.empty((4, 4), np.complex128)
         slopes = np.empty((uses1, 4), np.complex128)
-        lam = np.zeros((lanes, size), u1.dtype)
-        if initial.shape[0] > 0:
-            psi[:] = initial[b]
-        else:
-            init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
-        apply_steps(psi, scratch, 0, kind.size, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
-                    perm_start, forward_table)
-        if z_only:
-            z_values_and_lambdas(psi, xmask, zmask, weights[b], values_out[b], lam, np.empty((lanes, size)),
-                                 np.empty(size))
-        else:
-            for k in range(xmask.size):
-                values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
-                for lane in range(lanes):
-                    if weights[b, lane, k] != 0.0:
-                        add_pauli(lam[lane], psi, xmask[k], zmask[k], ny[k], weights[b, lane, k])
-        for s in range(kind.size - 1, -1, -1):
-            op = kind[s]
-            if op == U1:
-                backward_u1(psi, lam, q0[s], u1[b], du1[b], slope1, rotation1, run_start, run_gate, arg[s],
-                            u1_use_start, grad_out[b], s > first_state, cross, slopes)
-            elif op == PERM:
-                table = inverse_table[perm_start[arg[s]]:perm_start[arg[s] + 1]]
-                if s > first_state:
-                    apply_permutation(psi, scratch, table)
-                for lane in range(lanes):
-                    apply_permutation(lam[lane], scratch, table)
-            elif op == CNOT or op == SWAP:
-                if s > first_state:
-                    apply_swap_pairs(psi, q0[s], q1[s], op == CNOT)
-                for lane in range(lanes):
-                    apply_swap_pairs(lam[lane], q0[s], q1[s], op == CNOT)
-            else:  # every two-qubit matrix kind reads its bound 4x4 through arg
-                backward_u2(psi, lam, q0[s], q1[s], u2[b, arg[s]], u2_dagger[b, arg[s]], du2[b], slope2, rotation2,
-                            arg[s], u2_use_start, grad_out[b], uses1, s > first_state, cross2)
-        if state_grad_out.shape[0] > 0:
-            state_grad_out[b] = lam
-        if initial.shape[0] == 0:
-            initial_layer_derivatives(lam, u1[b], du1[b], slope1, rotation1, num_qubits, init_u1, run_start, run_gate,
-                                      u1_use_start, grad_out[b])
+        lam = np.empty((lanes, size), u1.dtype)
+        diagonal = np.empty((lanes, size))
+        probs = np.empty(size)
+        for b in range(t * block, min(batch, (t + 1) * block)):
+            lam[:] = 0.0
+            if initial.shape[0] > 0:
+                psi[:] = initial[b]
+            else:
+                init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
+            apply_steps(psi, scratch, 0, kind.size, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
+                        perm_start, forward_table)
+            if z_only:
+                z_values_and_lambdas(psi, xmask, zmask, weights[b], values_out[b], lam, diagonal, probs)
+            else:
+                for k in range(xmask.size):
+                    values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+                    for lane in range(lanes):
+                        if weights[b, lane, k] != 0.0:
+                            add_pauli(lam[lane], psi, xmask[k], zmask[k], ny[k], weights[b, lane, k])
+            for s in range(kind.size - 1, -1, -1):
+                op = kind[s]
+                if op == U1:
+                    backward_u1(psi, lam, q0[s], u1[b], du1[b], slope1, rotation1, run_start, run_gate, arg[s],
+                                u1_use_start, grad_out[b], s > first_state, cross, slopes)
+                elif op == PERM:
+                    table = inverse_table[perm_start[arg[s]]:perm_start[arg[s] + 1]]
+                    if s > first_state:
+                        apply_permutation(psi, scratch, table)
+                    for lane in range(lanes):
+                        apply_permutation(lam[lane], scratch, table)
+                elif op == CNOT or op == SWAP:
+                    if s > first_state:
+                        apply_swap_pairs(psi, q0[s], q1[s], op == CNOT)
+                    for lane in range(lanes):
+                        apply_swap_pairs(lam[lane], q0[s], q1[s], op == CNOT)
+                else:  # every two-qubit matrix kind reads its bound 4x4 through arg
+                    backward_u2(psi, lam, q0[s], q1[s], u2[b, arg[s]], u2_dagger[b, arg[s]], du2[b], slope2, rotation2,
+                                arg[s], u2_use_start, grad_out[b], uses1, s > first_state, cross2)
+            if state_grad_out.shape[0] > 0:
+                state_grad_out[b] = lam
+            if initial.shape[0] == 0:
+                initial_layer_derivatives(lam, u1[b], du1[b], slope1, rotation1, num_qubits, init_u1, run_start,
+                                          run_gate, u1_use_start, grad_out[b])
 
 
 def pack_adjoint(slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
@@ -555,5 +562,6 @@ def adjoint_packed(program, u1, u2, u2_dagger, du1, du2, observables, weights, v
                    state_grad_out):
     """:func:`adjoint_small` on a packed plan (:func:`pack_adjoint`) and packed observables (the kernels'
     ``pack_observables``)."""
+    # numba's thread count is passed in: asked inside the kernel, it would keep the kernel from numba's cache
     adjoint_small(u1, u2, u2_dagger, du1, du2, *program, *observables, weights, values_out, grad_out, initial,
-                  state_grad_out)
+                  state_grad_out, numba.get_num_threads())

@@ -149,7 +149,10 @@ def test_threads_do_not_change_results(backend):
                  lambda sim: sim.expectation(c, ["Z0", "X1 Y2"], params, shots=50),
                  lambda sim: sim.statevector(c, params),
                  lambda sim: sim.probabilities(c, params),
-                 lambda sim: sim.sample(c, 100, params)):
+                 lambda sim: sim.sample(c, 100, params),
+                 # the adjoint's threads take blocks of rows: an odd batch, and fewer rows than threads
+                 lambda sim: sim.vjp(c, ["Z0", "Z5", "X1 Y2"], params[:63], [1.0, -0.5, 2.0], method="adjoint"),
+                 lambda sim: sim.vjp(c, ["Z0", "Z5", "X1 Y2"], params[:1], [1.0, -0.5, 2.0], method="adjoint")):
         np.testing.assert_array_equal(task(one), task(two))
 
 
