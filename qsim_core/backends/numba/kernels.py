@@ -462,7 +462,7 @@ def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots,
 @njit(cache=True, parallel=True, nogil=True)
 def run_small(task, psi_out, probs_out, values_out, samples_out,
               num_qubits, u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table,
-              xmask, zmask, ny, shots, key, batch_offset, initial):
+              xmask, zmask, ny, shots, key, batch_offset, initial, threads):
     """Run a whole batch of a single-block program, one parameter set per iteration.
 
     Args:
@@ -472,34 +472,39 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
         u1, u2: bound gate matrices ``[B, G, 2, 2]`` and ``[B, G2, 4, 4]``.
         key: uint64 RNG key of this call; batch_offset: global index of row 0.
         initial: dtype[B, 2**n] initial states (program compiled with ``from_zero=False``), or [0, 0].
+        threads: numba's thread count (each thread takes a block of rows and its own scratch).
     """
     batch = u1.shape[0]
     size = 1 << num_qubits
     steps = kind.size
-    for b in prange(batch):
-        if task == TASK_STATE:
-            psi = psi_out[b]
-        else:
-            psi = np.empty(size, u1.dtype)
+    # scratch allocated once per thread, not per row: each thread runs a contiguous block of rows
+    block = -(-batch // threads)
+    sampling = task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL
+    for t in prange(threads):
+        own = np.empty(0 if task == TASK_STATE else size, u1.dtype)
         scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
-        if initial.shape[0] > 0:
-            psi[:] = initial[b]
-        else:
-            init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
-        apply_steps(psi, scratch, 0, steps, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
-                    perm_start, perm_table)
-        if task == TASK_PROBS:
-            for i in range(size):
-                a = psi[i]
-                probs_out[b, i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
-        elif task == TASK_EXPVAL:
-            expectations_into(psi, np.empty(size), xmask, zmask, ny, values_out[b])
-        elif task == TASK_SAMPLES:
-            samples_into(psi, np.empty(size), np.empty(size), np.empty(size, np.int64),
-                         stream_state(key, batch_offset + b), samples_out[b])
-        elif task == TASK_SHOT_EXPVAL:
-            _shot_estimates_small(psi, np.empty(size), np.empty(size), np.empty(size, np.int64), xmask, zmask, ny,
-                                  shots, stream_state(key, batch_offset + b), values_out[b])
+        probs = np.empty(size)
+        threshold = np.empty(size if sampling else 0)
+        alias = np.empty(size if sampling else 0, np.int64)
+        for b in range(t * block, min(batch, (t + 1) * block)):
+            psi = psi_out[b] if task == TASK_STATE else own
+            if initial.shape[0] > 0:
+                psi[:] = initial[b]
+            else:
+                init_product(psi, u1[b], run_start, run_gate, init_u1, 0, num_qubits)
+            apply_steps(psi, scratch, 0, steps, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
+                        perm_start, perm_table)
+            if task == TASK_PROBS:
+                for i in range(size):
+                    a = psi[i]
+                    probs_out[b, i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+            elif task == TASK_EXPVAL:
+                expectations_into(psi, probs, xmask, zmask, ny, values_out[b])
+            elif task == TASK_SAMPLES:
+                samples_into(psi, probs, threshold, alias, stream_state(key, batch_offset + b), samples_out[b])
+            elif task == TASK_SHOT_EXPVAL:
+                _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots,
+                                      stream_state(key, batch_offset + b), values_out[b])
 
 
 def run_packed(program, params, task, out, observables, shots, key, batch_offset, initial):
@@ -516,8 +521,9 @@ def run_packed(program, params, task, out, observables, shots, key, batch_offset
     outputs = list(placeholders)
     outputs[OUTPUT_OF_TASK[task]] = out
     # np.uint64 keeps one compiled signature: a bare Python int would be typed int64 or uint64 depending on its value
+    # numba's thread count is passed in: asked inside the kernel, it would keep the kernel from numba's cache
     run_small(task, *outputs, num_qubits, u1, u2, *steps, *observables, shots, np.uint64(key), batch_offset,
-              placeholders[0] if initial is None else initial)
+              placeholders[0] if initial is None else initial, numba.get_num_threads())
 
 
 @njit(cache=True)
