@@ -314,13 +314,13 @@ def _product_vector(columns, first, last, out):
 
 
 @njit(cache=True)
-def _leave_one_out(partial, columns, first, last, mu):
+def _leave_one_out(partial, columns, first, last, mu, fold):
     """``mu[q, a]`` for q in first..last-1 from ``partial`` over those qubits (the others contracted).
 
     For each q every other qubit is folded away against its column, the ones above q from the top
-    and then the ones below from the bottom: about ``partial.size`` products per qubit.
+    and then the ones below from the bottom: about ``partial.size`` products per qubit. ``fold`` is
+    scratch of at least ``partial.size``.
     """
-    fold = np.empty(partial.size, np.complex128)
     for t in range(last - first):
         src = partial
         size = partial.size
@@ -338,23 +338,22 @@ def _leave_one_out(partial, columns, first, last, mu):
 
 
 @njit(cache=True)
-def product_contractions(lam, columns, mu):
+def product_contractions(lam, columns, mu, work):
     """``mu[q, a] = sum_{i: bit q = a} conj(lam[i]) prod_{p != q} columns[p, bit p of i]``, every q.
 
     ``lam`` is contracted against the product state ``columns`` leaving one
     qubit open, for all qubits at once: two passes over ``lam`` (the low half of
     the qubits against the high half's product vector and vice versa), then
-    the same on the two small halves.
+    the same on the two small halves. ``work`` is scratch, complex128[5, >= 2**(n - n // 2)].
     """
     n = columns.shape[0]
     low = n // 2
     low_size, high_size = 1 << low, 1 << (n - low)
-    low_vector = np.empty(low_size, np.complex128)
-    high_vector = np.empty(high_size, np.complex128)
+    low_vector, high_vector = work[0, :low_size], work[1, :high_size]
     _product_vector(columns, 0, low, low_vector)
     _product_vector(columns, low, n, high_vector)
-    low_partial = np.zeros(low_size, np.complex128)
-    high_partial = np.zeros(high_size, np.complex128)
+    low_partial, high_partial = work[2, :low_size], work[3, :high_size]
+    low_partial[:] = 0.0
     for h in range(high_size):
         acc = 0j
         for i in range(low_size):
@@ -362,8 +361,8 @@ def product_contractions(lam, columns, mu):
             low_partial[i] += value * high_vector[h]
             acc += value * low_vector[i]
         high_partial[h] = acc
-    _leave_one_out(low_partial, columns, 0, low, mu)
-    _leave_one_out(high_partial, columns, low, n, mu)
+    _leave_one_out(low_partial, columns, 0, low, mu, work[4])
+    _leave_one_out(high_partial, columns, low, n, mu, work[4])
 
 
 @njit(cache=True)
@@ -443,19 +442,20 @@ def initial_run_derivatives(u1, du1, slope1, rotation1, run_start, run_gate, run
 
 @njit(cache=True)
 def initial_layer_derivatives(lam, u1, du1, slope1, rotation1, num_qubits, init_u1, run_start, run_gate, use_start,
-                              grad):
-    """Derivatives of the initial product-state layer: each lambda contracted against it once for every qubit."""
-    columns = np.zeros((num_qubits, 2), np.complex128)
+                              grad, columns, mu, states, work):
+    """Derivatives of the initial product-state layer: each lambda contracted against it once for every qubit.
+
+    Scratch: ``columns``, ``mu`` complex128[n, 2], ``states`` complex128[>= run_gate.size, 2] and ``work``
+    (see :func:`product_contractions`).
+    """
     for q in range(num_qubits):
         if init_u1[q] >= 0:
             m00, _, m10, _ = fused_u1(u1, run_start, run_gate, init_u1[q])
             columns[q, 0], columns[q, 1] = m00, m10
         else:
-            columns[q, 0] = 1.0
-    mu = np.empty((num_qubits, 2), np.complex128)
-    states = np.empty((run_gate.size, 2), np.complex128)
+            columns[q, 0], columns[q, 1] = 1.0, 0.0
     for lane in range(lam.shape[0]):
-        product_contractions(lam[lane], columns, mu)
+        product_contractions(lam[lane], columns, mu, work)
         for q in range(num_qubits):
             run = init_u1[q]
             if run >= 0 and run_has_uses(run_start, run_gate, run, use_start):
@@ -508,6 +508,10 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         lam = np.empty((lanes, size), u1.dtype)
         diagonal = np.empty((lanes, size))
         probs = np.empty(size)
+        columns = np.empty((num_qubits, 2), np.complex128)
+        mu = np.empty((num_qubits, 2), np.complex128)
+        states = np.empty((run_gate.size, 2), np.complex128)
+        work = np.empty((5, 1 << (num_qubits - num_qubits // 2)), np.complex128)
         for b in range(t * block, min(batch, (t + 1) * block)):
             lam[:] = 0.0
             if initial.shape[0] > 0:
@@ -547,7 +551,7 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
                 state_grad_out[b] = lam
             if initial.shape[0] == 0:
                 initial_layer_derivatives(lam, u1[b], du1[b], slope1, rotation1, num_qubits, init_u1, run_start,
-                                          run_gate, u1_use_start, grad_out[b])
+                                          run_gate, u1_use_start, grad_out[b], columns, mu, states, work)
 
 
 def pack_adjoint(slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, run_start, run_gate,
