@@ -324,7 +324,7 @@ class _ClusterBackend:
         firsts = starts[:-1]
         chunks = [{name: array[first:stop] for name, array in arrays.items()}
                   for first, stop in zip(firsts, starts[1:], strict=True)]
-        size = max(len(next(iter(chunk.values()))) for chunk in chunks)
+        size = max(stop - first for first, stop in zip(firsts, starts[1:], strict=True))
         task = dict(engine=self.engine, method=method, args=args, sampling_key=key, fields=_job_fields(job),
                     batched=len(batched))
         with self._scheduler_errors():

@@ -263,8 +263,9 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_of_its_chunks_only(tmp_path, mo
     with cli_cluster(tmp_path, workers=2) as cluster, \
             DaskSimulator(cluster.address, backend=ENGINE, seed=9, chunk_seconds=1.0, direct=direct,
                           timeout=10) as remote:
-        # 40 chunks of 100 rows; scattered, the first and last round tapered: 44
+        # 40 chunks of 100 rows; scattered, the first and last round (a chunk per worker) tapered: 44
         remote._cluster_backend.row_seconds[(c.structure_key(), "sample", 1024)] = 0.01
+        remote.client.wait_for_workers(2, timeout=60)  # both there before the call counts its worker threads
         pids = remote.client.run(os.getpid)
         victim = next(iter(pids.values()))
         started = threading.Event()
