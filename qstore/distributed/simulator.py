@@ -126,7 +126,10 @@ def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_second
     """The first row of each task's chunk for a call of ``batch`` rows, followed by ``batch``.
 
     Args:
-        batch, row_seconds, slots, chunk_seconds: as for :func:`chunk_rows`, which sizes the chunks.
+        batch: rows B of the call.
+        row_seconds: the engine's seconds per row, or None (as for :func:`chunk_rows`, which sizes the chunks).
+        slots: worker threads of the cluster.
+        chunk_seconds: the engine work a task should carry.
         taper: for rows that travel apart from their tasks (scattered): a call of two rounds over the worker
             threads or more has its first and last round cut into chunks :data:`TAPER` times smaller than the
             others. Each worker then starts computing after a short transfer instead of a whole chunk's, the
