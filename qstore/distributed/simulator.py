@@ -14,11 +14,13 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
 
 * **The circuit travels once.** A circuit structure seen for the first time is scattered to every worker
   (``broadcast=True``) and kept there for later calls (the last :data:`CIRCUITS` structures); a worker
-  compiles it once, as the compiled program is cached on the circuit object it holds. Before each call the
-  simulator asks the scheduler which workers hold it (``who_has``) and replicates it to the others:
-  workers that joined since, and workers whose copy Dask's active memory manager dropped between calls
-  (its ``ReduceReplicas`` policy keeps one replica of data no task waits for). The scheduler prefers workers
-  that hold a task's inputs, so a worker without the circuit would get no chunks.
+  compiles it once, as the compiled program is cached on the circuit object it holds. Before each call of
+  more than one task the simulator asks the scheduler which workers hold it (``who_has``) and replicates it
+  to the others: workers that joined since, and workers whose copy Dask's active memory manager dropped
+  between calls (its ``ReduceReplicas`` policy keeps one replica of data no task waits for). The scheduler
+  prefers workers that hold a task's inputs, so a worker without the circuit would get no chunks. A call
+  that is one task whatever the cluster's size (a training step's batch) asks nothing: it runs where a copy
+  is, one scheduler round trip after another saved.
 * **Chunks carry 0.4 s of work.** Every task reports the engine's seconds for its rows,
   and the simulator keeps the seconds per row of each kind of call (circuit structure, method, shots).
   A call is cut into chunks of about ``chunk_seconds`` of work, in whole rounds over the worker threads
@@ -318,12 +320,18 @@ class _ClusterBackend:
         structure = job.circuit.structure_key()
         cost = (structure, method, args[-1] if key is not None else 0)  # the shots, for sampling methods
         sim = self.simulator
-        with self._scheduler_errors():
-            workers = sim.client.nthreads()
+        rate = self.row_seconds.get(cost)
+        # A call that is one task however many worker threads there are asks the scheduler nothing before it
+        # goes out: not for the worker threads (to size chunks), nor where the circuit's replicas are (its one
+        # task runs where one is). Each question is a round trip; a 32-row call took 17 ms with them, 11 without.
+        workers: dict[str, int] | None = None
+        if chunk_rows(job.batch, rate, job.batch, sim.chunk_seconds) < job.batch:
+            with self._scheduler_errors():
+                workers = sim.client.nthreads()
         arrays = {**_batch_arrays(job), **{f"batched{k}": array for k, array in enumerate(batched)}}
         scatter = sum(array.nbytes for array in arrays.values()) > INLINE_BYTES
-        starts = chunk_starts(job.batch, self.row_seconds.get(cost), max(1, sum(workers.values())),
-                              sim.chunk_seconds, taper=scatter)
+        slots = max(1, sum(workers.values())) if workers else 1
+        starts = chunk_starts(job.batch, rate, slots, sim.chunk_seconds, taper=scatter)
         firsts = starts[:-1]
         chunks = [{name: array[first:stop] for name, array in arrays.items()}
                   for first, stop in zip(firsts, starts[1:], strict=True)]
@@ -333,7 +341,7 @@ class _ClusterBackend:
         with self._scheduler_errors():
             result = _Assembly(job.batch)
             engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task,
-                                              frozenset(workers), result)
+                                              None if workers is None else frozenset(workers), result)
         # A small chunk's time is mostly one-off cost (compilation, the first touch of a program), which
         # would make the next large batch look expensive: learn only from chunks of some size, and keep the
         # cheapest rate seen (one-off costs only ever add).
@@ -360,12 +368,13 @@ class _ClusterBackend:
                                   f"{error}") from None
 
     def _run(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]],
-             firsts: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str], result: _Assembly
-             ) -> tuple[float, int]:
+             firsts: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str] | None,
+             result: _Assembly) -> tuple[float, int]:
         """Each chunk as a task, its result put into ``result`` as it arrives; returns the engine seconds and
         the chunks run again.
 
-        ``workers`` are the worker addresses the call began with; a retry asks the scheduler again."""
+        ``workers`` are the worker addresses the call began with (None: not asked, for a call of one task); a
+        retry asks the scheduler again."""
         client = self.simulator.client
         done = [False] * len(chunks)
         engine_seconds = 0.0
@@ -405,7 +414,7 @@ class _ClusterBackend:
                         yield chunk_of[future.key], result
 
     def _submit(self, circuit: Circuit, structure: tuple, chunks: list[dict[str, np.ndarray]], firsts: list[int],
-                pending: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str]
+                pending: list[int], scatter: bool, task: dict[str, Any], workers: frozenset[str] | None
                 ) -> dict[int, Future]:
         """The tasks of the ``pending`` chunks, by chunk; those not submitted because a worker died while the
         circuit or their rows were sent to it are missing (the caller sends them again)."""
@@ -430,15 +439,15 @@ class _ClusterBackend:
                                            retries=self.simulator.retries, **task)
         return futures
 
-    def _circuit(self, circuit: Circuit, structure: tuple, workers: frozenset[str]) -> Future:
+    def _circuit(self, circuit: Circuit, structure: tuple, workers: frozenset[str] | None) -> Future:
         """The circuit of this structure on every one of ``workers`` (the cluster's worker addresses now):
         scattered once and kept for later calls, replicated to the workers that lack it (see the module
-        docstring)."""
+        docstring); with ``workers`` None, wherever it is kept."""
         client = self.simulator.client
         shared = self.circuits.get(structure)
         if shared is None:
             shared = client.scatter(circuit, broadcast=True, hash=False)
-        elif workers - set(client.who_has([shared]).get(shared.key, ())):
+        elif workers is not None and workers - set(client.who_has([shared]).get(shared.key, ())):
             client.replicate([shared])
         self.circuits[structure] = shared
         self.circuits.move_to_end(structure)

@@ -126,6 +126,26 @@ def test_a_circuit_structure_travels_once_and_chunks_follow_the_measured_cost(cl
         assert len(remote._cluster_backend.circuits) == 1
 
 
+def test_a_call_of_one_task_asks_the_scheduler_nothing_first(cli, monkeypatch):
+    c, theta = circuit(), params(200)
+    local = qc.Simulator(backend=ENGINE)
+    with DaskSimulator(cli.address, backend=ENGINE, chunk_seconds=0.05) as remote:
+        asked = []
+        for question in ("nthreads", "who_has"):
+            answer = getattr(remote.client, question)
+            monkeypatch.setattr(remote.client, question,
+                                lambda *a, _answer=answer, _question=question, **k: asked.append(_question)
+                                or _answer(*a, **k))
+        # not measured yet and under 2 x LEARN_ROWS rows: one task on any cluster
+        np.testing.assert_array_equal(remote.expectation(c, OBS, theta[:100]), local.expectation(c, OBS, theta[:100]))
+        assert asked == [] and remote.last_run.tasks == 1
+        # 200 rows of 1 ms, in chunks of 50 ms: 4 tasks, so the worker threads are asked for, and where the
+        # circuit's replicas are (it travelled with the first call)
+        remote._cluster_backend.row_seconds[(c.structure_key(), "expectation", 0)] = 1e-3
+        np.testing.assert_array_equal(remote.expectation(c, OBS, theta), local.expectation(c, OBS, theta))
+        assert asked == ["nthreads", "who_has"] and remote.last_run.tasks == 4
+
+
 @pytest.mark.parametrize(
     ("batch", "row_seconds", "slots", "chunk_seconds", "rows"),
     [
