@@ -70,6 +70,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import CancelledError
 from typing import Any
 
 import numpy as np
@@ -445,9 +446,19 @@ class _ClusterBackend:
         docstring); with ``workers`` None, wherever it is kept."""
         client = self.simulator.client
         shared = self.circuits.get(structure)
-        if shared is None:
+        # every copy gone with the workers that held it (the scheduler forgot the key, or lists no holder):
+        # scattered afresh, as replicating a forgotten future fails
+        if shared is not None and shared.status != "finished":
+            shared = None
+        holders = None
+        if shared is not None and workers is not None:
+            try:
+                holders = set(client.who_has([shared]).get(shared.key, ()))
+            except CancelledError:  # forgotten since
+                holders = set()
+        if shared is None or holders == set():
             shared = client.scatter(circuit, broadcast=True, hash=False)
-        elif workers is not None and workers - set(client.who_has([shared]).get(shared.key, ())):
+        elif holders is not None and workers - holders:
             client.replicate([shared])
         self.circuits[structure] = shared
         self.circuits.move_to_end(structure)

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +271,37 @@ def test_a_sweep_runs_on_the_same_client_and_leaves_it_open(cli, tmp_path):
         assert remote.client.status == "running"
         np.testing.assert_array_equal(remote.expectation(circuit(), OBS, params(3)),
                                       qc.Simulator(backend=ENGINE).expectation(circuit(), OBS, params(3)))
+
+
+def test_a_circuit_whose_every_copy_died_is_sent_again(tmp_path):
+    # every worker killed between calls (their nannies start new ones): the circuit kept for later calls is gone
+    # from the cluster; the next calls, of one task and of many, scatter it again instead of failing
+    c, theta = circuit(), params(2000)
+    local = qc.Simulator(backend=ENGINE)
+    with cli_cluster(tmp_path, workers=2) as cluster, \
+            DaskSimulator(cluster.address, backend=ENGINE, chunk_seconds=1e-3, timeout=10) as remote:
+        remote.client.wait_for_workers(2, timeout=60)
+        remote.expectation(c, OBS, theta)
+        kept = remote._cluster_backend.circuits[c.structure_key()]
+        for pid in remote.client.run(os.getpid).values():
+            os.kill(pid, signal.SIGKILL)
+
+        def new_workers_without_the_circuit() -> bool:
+            workers = set(remote.client.nthreads())
+            if len(workers) < 2:
+                return False
+            try:
+                return kept.status != "finished" or not workers & set(remote.client.who_has([kept])[kept.key])
+            except CancelledError:  # the scheduler forgot it meanwhile
+                return True
+
+        deadline = time.monotonic() + 60
+        while not new_workers_without_the_circuit():
+            assert time.monotonic() < deadline, "the workers did not come back"
+            time.sleep(0.05)
+        for rows in (theta, theta[:10]):
+            np.testing.assert_array_equal(remote.expectation(c, OBS, rows), local.expectation(c, OBS, rows))
+        assert remote.last_run.tasks == 1
 
 
 @TRANSFERS
