@@ -450,16 +450,17 @@ class _ClusterBackend:
         # scattered afresh, as replicating a forgotten future fails
         if shared is not None and shared.status != "finished":
             shared = None
-        holders = None
         if shared is not None and workers is not None:
             try:
                 holders = set(client.who_has([shared]).get(shared.key, ()))
             except CancelledError:  # forgotten since
                 holders = set()
-        if shared is None or holders == set():
+            if not holders:
+                shared = None
+            elif workers - holders:
+                client.replicate([shared])
+        if shared is None:
             shared = client.scatter(circuit, broadcast=True, hash=False)
-        elif holders is not None and workers - holders:
-            client.replicate([shared])
         self.circuits[structure] = shared
         self.circuits.move_to_end(structure)
         if len(self.circuits) > CIRCUITS:
