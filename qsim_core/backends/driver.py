@@ -6,11 +6,11 @@ export the same functions (:data:`~qsim_core.backends.contract.KERNEL_FUNCTIONS`
 with the same arguments, so one driver, :class:`CompiledBackend`, serves both.
 It compiles the circuit once per structure, packs the program's step arrays
 for the kernels once (``pack_small``, ``pack_adjoint``), binds gate matrices
-per chunk of the batch and makes one kernel call per chunk (the forward
-kernels fill the rotation matrices themselves, each parameter set's just
-before running it, bit for bit as the compiler's numba fill, which binds the
-adjoint sweep's, does); :func:`run_adjoint` does the same for the adjoint
-sweep and applies the chain rule from gate-slot uses to the parameter vector.
+per chunk of the batch and makes one kernel call per chunk (the kernels fill
+the rotation matrices themselves, bit for bit as the compiler's numba fill:
+Cython's each parameter set's just before running it, numba's the chunk's
+before its run); :func:`run_adjoint` does the same for the adjoint sweep and
+applies the chain rule from gate-slot uses to the parameter vector.
 
 Small calls (one circuit, a few parameter sets) are dominated by what happens
 around the kernel, so each thread keeps its gate-matrix arrays and their packed
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -48,7 +48,7 @@ WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
 #: the work of one shot in the same units (its draw and its share of the alias table), set so that shots weigh
 #: against the forward pass as they cost in ``bench/small_calls.py``
 SHOT_WORK = 6
-#: bytes of gate-matrix arrays one thread keeps between calls (see :func:`_chunks`); the least recently used go
+#: bytes of gate-matrix arrays one thread keeps between calls (see :class:`_ThreadBound`); the least recently used go
 #: beyond it, and a program whose arrays alone exceed it binds into fresh ones
 REUSE_MAX_BYTES = 64 << 20
 
@@ -96,14 +96,12 @@ class _Bound:
         self.refilled = any(matrices.refilled for matrices in self.matrices)
         self._packed: dict[ModuleType, object] = {}
 
-    def fill(self, params: np.ndarray, threads: int, rotations: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The gate matrices of ``params`` (without the rotations', which the kernels fill, when ``rotations`` is
-        False), the first rows of this thread's arrays."""
-        u1, u2 = self.matrices
-        if not rotations and not self.refilled:  # the usual QML circuit: rotations and constants only
-            rows = params.shape[0]
-            return (u1.out, u2.out) if rows == self.capacity else (u1.out[:rows], u2.out[:rows])
-        return u1.fill(params, threads, rotations), u2.fill(params, threads, rotations)
+    def fill(self, params: np.ndarray, threads: int) -> None:
+        """Write the gate matrices of ``params`` but the rotations' (which the kernels fill, each set's as it runs)
+        into the first rows of this thread's arrays."""
+        if self.refilled:  # the usual QML circuit has rotations and constants only: nothing to write
+            for matrices in self.matrices:
+                matrices.fill(params, threads, False)
 
     def pack(self, kernels: ModuleType) -> object:
         """The program packed with the whole arrays by ``kernels.pack_small``: its runs take any rows up to
@@ -117,7 +115,13 @@ class _Bound:
 
 
 class _ThreadBound(threading.local):
-    """Each thread's :class:`_Bound` programs by (program id, dtype), least recently used first."""
+    """Each thread's :class:`_Bound` programs by (program id, dtype), least recently used first.
+
+    The gate matrices go to the kernels only, never to a caller, so a thread's next call may overwrite them.
+    Allocating them per call costs more than filling them for small batches, and for large ones page faults
+    wherever freed large blocks go straight back to the OS (Dask's workers set ``MALLOC_TRIM_THRESHOLD_``),
+    10-30 % of a seed batch.
+    """
 
     def __init__(self) -> None:
         self.entries: OrderedDict[tuple, _Bound] = OrderedDict()
@@ -144,24 +148,6 @@ class _ThreadBound(threading.local):
 
 
 _BOUND = _ThreadBound()
-
-
-def _chunks(program: Program, params: np.ndarray, dtype: type, threads: int
-            ) -> Iterable[tuple[slice, np.ndarray, np.ndarray]]:
-    """``(rows, u1, u2)`` per chunk of :data:`BATCH_CHUNK` parameter sets: ``program``'s gate matrices for
-    those rows (the adjoint sweep's binding; the forward kernels fill their own).
-
-    The matrices are written into arrays this thread keeps between calls (``u1``/``u2`` are overwritten by
-    the next chunk or call, and only go to the kernels, never to a caller): allocating them per call costs
-    more than filling them for small batches, and for large ones page faults wherever freed large blocks go
-    straight back to the OS (Dask's workers set ``MALLOC_TRIM_THRESHOLD_``), 10-30 % of a seed batch.
-    """
-    batch = params.shape[0]
-    bound = _BOUND.get(program, min(batch, BATCH_CHUNK), dtype)
-    if batch <= BATCH_CHUNK:  # one chunk (the usual case): no generator to set up
-        return ((slice(0, batch), *bound.fill(params, threads, rotations=True)),)
-    return ((rows, *bound.fill(params[rows], threads, rotations=True))
-            for rows in (slice(start, min(start + BATCH_CHUNK, batch)) for start in range(0, batch, BATCH_CHUNK)))
 
 
 class CompiledBackend:
@@ -233,13 +219,13 @@ class CompiledBackend:
         bound = _BOUND.get(program, min(batch, BATCH_CHUNK), job.dtype)
         packed = bound.pack(kernels)
         if batch <= BATCH_CHUNK:  # one chunk (the usual case): the arrays themselves, unsliced
-            bound.fill(job.params, threads, rotations=False)
+            bound.fill(job.params, threads)
             kernels.run_packed(packed, job.params, task, result, packed_observables, shots, key, offset, initial)
             return result
         for start in range(0, batch, BATCH_CHUNK):
             rows = slice(start, min(start + BATCH_CHUNK, batch))
             params = job.params[rows]
-            bound.fill(params, threads, rotations=False)
+            bound.fill(params, threads)
             kernels.run_packed(packed, params, task, result[rows], packed_observables, shots, key, offset + start,
                                None if initial is None else initial[rows])
         return result
@@ -343,6 +329,11 @@ def plan_for(job: Job, zbasis: bool) -> AdjointPlan:
     return _adjoint_program(job, zbasis).plan
 
 
+def _rows(array: np.ndarray, rows: slice | None) -> np.ndarray:
+    """``array[rows]``, or the array itself for None."""
+    return array if rows is None else array[rows]
+
+
 def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, observables: PauliStrings,
                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Expectations and weighted adjoint gradients.
@@ -376,23 +367,23 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     adjoint_packed = _specialised(adjoint_kernels.adjoint_packed, dtype)
     packed = adjoint.packed(adjoint_kernels)
     packed_observables = observables.packed(kernels.pack_observables)
-    chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
+    bound = _BOUND.get(program, min(job.batch, BATCH_CHUNK), dtype)
+    gates = bound.pack(kernels)
     # one buffer for every chunk's per-use gradients: a fresh one per chunk would be fresh pages to fault in
     # where large allocations are not reused (Dask's workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map
     # every one anew)
     uses_buffer = np.empty((min(job.batch, BATCH_CHUNK), lanes, adjoint.uses))
-    for rows, u1, u2 in _chunks(program, job.params, dtype, threads):
-        params = job.params[rows] if chunked else job.params
+    chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
+    for start in range(0, job.batch, BATCH_CHUNK):
+        rows = slice(start, start + BATCH_CHUNK) if chunked else None
+        params = _rows(job.params, rows)
+        bound.fill(params, threads)
         du1, du2 = adjoint.derivatives(params, dtype)
-        u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
         per_use = uses_buffer[:params.shape[0]]
         per_use.fill(0.0)  # the kernels add into it
-        adjoint_packed(packed, u1, u2, u2_dagger, du1, du2, packed_observables,
-                       weights[rows] if chunked else weights,
-                       values[rows] if chunked else values, per_use, initial[rows] if chunked else initial,
-                       state_gradient[rows] if chunked else state_gradient)
+        adjoint_packed(packed, gates, params, du1, du2, packed_observables, _rows(weights, rows),
+                       _rows(values, rows), per_use, _rows(initial, rows), _rows(state_gradient, rows))
         plan = adjoint.plan
-        apply_chain_rule(per_use, plan.chain_start, plan.chain_param, plan.chain_scale,
-                         gradient[rows] if chunked else gradient)
+        apply_chain_rule(per_use, plan.chain_start, plan.chain_param, plan.chain_scale, _rows(gradient, rows))
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
     return values, gradient, 2 * state_gradient if with_states else None

@@ -646,7 +646,17 @@ cdef void _add_pauli(real* out, const real* psi, int64_t n, int64_t xmask, int64
             out[2 * i + 1] += <real>(-xr)
 
 
-cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int64_t u2_stride, const real* u2_dagger,
+cdef void _conjugate_transposes(const real* u, int64_t count, real* out) noexcept nogil:
+    """``out[g] = u[g]^dagger`` for ``count`` 4x4 complex matrices (32 reals each)."""
+    cdef int64_t g, row, col
+    for g in range(count):
+        for row in range(4):
+            for col in range(4):
+                out[32 * g + 8 * row + 2 * col] = u[32 * g + 8 * col + 2 * row]
+                out[32 * g + 8 * row + 2 * col + 1] = -u[32 * g + 8 * col + 2 * row + 1]
+
+
+cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_stride, const RowFill* fill,
                          const real* du1, int64_t du1_stride, const real* du2, int64_t du2_stride, const double* slope1,
                          const unsigned char* rotation1, const double* slope2, const unsigned char* rotation2,
                          int64_t batch,
@@ -658,7 +668,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                          int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
                          int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int num_threads,
                          int* failed) noexcept nogil:
-    """Body of :func:`adjoint_packed`: one parallel region, per-thread buffers, a static loop over the batch."""
+    """Body of :func:`adjoint_packed`: one parallel region, per-thread buffers, a static loop over the batch. Each
+    parameter set's rotation matrices are filled into its rows of ``u1``/``u2`` by ``fill`` first (as
+    :func:`_run_small_row` does), and its two-qubit gates' conjugate transposes formed in the thread's buffer."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
     cdef int64_t b, s, lane, k, q
@@ -681,6 +693,7 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
     cdef double* work = NULL
     cdef double* slopes = NULL
     cdef double* grad = NULL
+    cdef real* dagger = NULL  # the current set's U^dagger of every two-qubit gate (u2_stride reals)
     # psi is undone only above the first step whose derivatives read it (the product layer's do not)
     cdef int64_t first_state = _first_state_step(kind, arg, steps, run_start, run_gate, u1_use_start, u2_use_start)
     # the forward writes each permutation's result to the other buffer and only the permutations do: after the
@@ -699,7 +712,8 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
         # slopes[8 * uses1 + 4 * G1] (the uses' slopes of one run, or the states along one initial run)
         doubles = <double*>malloc((size * (lanes + 1) + 64 + 8 * num_qubits + 10 * half + 8 * uses1
                                    + u1_stride // 2) * sizeof(double))
-        ok = state != NULL and scratch != NULL and lam != NULL and doubles != NULL
+        dagger = <real*>malloc((u2_stride + 1) * sizeof(real))
+        ok = state != NULL and scratch != NULL and lam != NULL and doubles != NULL and dagger != NULL
         for b in prange(batch, schedule="static"):
             if not ok:
                 failed[0] = 1
@@ -713,6 +727,9 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                 slopes = work + 10 * half
                 grad = grad_out + uses * lanes * b
                 lams = lam
+                _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations1, u1 + u1_stride * b)
+                _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations2, u2 + u2_stride * b)
+                _conjugate_transposes(u2 + u2_stride * b, u2_stride // 32, dagger)
                 if initial != NULL:
                     memcpy(state, initial + 2 * size * b, 2 * size * sizeof(real))
                 else:
@@ -764,7 +781,7 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
                             apply_swap_pairs(lams + 2 * size * lane, size, q0[s], q1[s], op == CNOT)
                     else:  # every two-qubit matrix kind reads its bound 4x4 through arg
                         _backward_u2(psi, lams, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
-                                     u2_dagger + u2_stride * b + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
+                                     dagger + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
                                      arg[s], u2_use_start, grad + uses1, uses, s > first_state, cross)
                     s = s - 1
                 if state_grad_out != NULL:
@@ -783,6 +800,7 @@ cdef void _adjoint_small(const real* u1, int64_t u1_stride, const real* u2, int6
         free(scratch)
         free(lam)
         free(doubles)
+        free(dagger)
 
 
 cdef class AdjointProgram:
@@ -859,36 +877,43 @@ def pack_adjoint(const double complex[:, :, ::1] slope1, const unsigned char[::1
     return program
 
 
-def adjoint_packed(AdjointProgram program not None, const cplx[:, :, :, ::1] u1, const cplx[:, :, :, ::1] u2,
-                   const cplx[:, :, :, ::1] u2_dagger, const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2,
-                   PackedObservables observables not None, const double[:, :, ::1] weights,
-                   double[:, ::1] values_out, double[:, :, ::1] grad_out, const cplx[:, ::1] initial,
-                   cplx[:, :, ::1] state_grad_out):
+def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None, const double[:, ::1] params,
+                   const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2, PackedObservables observables not None,
+                   const double[:, :, ::1] weights, double[:, ::1] values_out, double[:, :, ::1] grad_out,
+                   const cplx[:, ::1] initial, cplx[:, :, ::1] state_grad_out):
     """Expectations and adjoint derivatives for a batch of a single-block program (OpenMP over the batch).
 
-    Same arguments and results as :func:`qsim_core.backends.numba.adjoint.adjoint_small`, the plan's step arrays
-    packed by :func:`pack_adjoint` and the observables by :func:`pack_observables` (``initial`` and
-    ``state_grad_out`` empty when not used).
+    Same arguments and results as :func:`qsim_core.backends.numba.adjoint.adjoint_packed`: the plan's step arrays
+    packed by :func:`pack_adjoint`, the program's gate-matrix arrays by :func:`pack_small` (the kernel fills the
+    rotations of ``params[b]`` into their row b, just before running it) and the observables by
+    :func:`pack_observables` (``initial`` and ``state_grad_out`` empty when not used).
 
     Raises:
         ValueError: inconsistent shapes.
         MemoryError: the per-thread buffers could not be allocated.
     """
-    cdef int64_t batch = u1.shape[0]
+    cdef int64_t batch = params.shape[0]
     cdef int64_t count = observables.count
     cdef int64_t lanes = weights.shape[1]
     cdef int64_t uses1 = du1.shape[1]
     cdef int64_t uses = uses1 + du2.shape[1]
     cdef int failed = 0
+    cdef RowFill fill
     if weights.shape[0] < batch or weights.shape[2] != count or values_out.shape[0] < batch \
             or values_out.shape[1] != count or grad_out.shape[0] < batch or grad_out.shape[1] != lanes \
             or grad_out.shape[2] != uses:
         raise ValueError("weights, values_out and grad_out do not match the batch, observables and uses")
-    if u2.shape[0] != batch and u2.shape[1] != 0 or du1.shape[0] != batch or du2.shape[0] != batch and du2.shape[1]:
-        raise ValueError("u1, u2, du1 and du2 must have the same batch size")
-    if u2_dagger.shape[0] != u2.shape[0] or u2_dagger.shape[1] != u2.shape[1]:
-        raise ValueError("u2_dagger must have the shape of u2")
-    if program.gates1 != u1.shape[1] or program.gates2 != u2.shape[1]:
+    cdef bint single = False
+    if cplx is cython.floatcomplex:  # a compile-time test: it cannot stand in an expression
+        single = True
+    if gates.single != single:
+        raise ValueError("the gate matrices and du1/du2 must have the same precision")
+    if batch > gates.batch or params.shape[1] <= max(gates.rotations1.max_index, gates.rotations2.max_index):
+        raise ValueError(f"params must have at most {gates.batch} rows (the gate matrices'), and a column for every "
+                         "parameter the rotations use")
+    if du1.shape[0] != batch or du2.shape[0] != batch and du2.shape[1]:
+        raise ValueError("params, du1 and du2 must have the same batch size")
+    if 8 * program.gates1 != gates.u1_stride or 32 * program.gates2 != gates.u2_stride:
         raise ValueError("u1_use_start / u2_use_start need one entry per gate plus one")
     if program.uses1 != uses1 or program.uses2 != uses - uses1:
         raise ValueError("slope1/rotation1 and slope2/rotation2 need one entry per use")
@@ -902,28 +927,30 @@ def adjoint_packed(AdjointProgram program not None, const cplx[:, :, :, ::1] u1,
         raise ValueError(f"state_grad_out must be [{batch}, {lanes}, {size}]")
     if batch == 0:
         return
+    fill.params = &params[0, 0]
+    fill.num_params = params.shape[1]
+    fill.rotations1 = &gates.rotations1
+    fill.rotations2 = &gates.rotations2
     if cplx is cython.floatcomplex:
         with nogil:
-            _adjoint_small(<const float*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const float*>&u2[0, 0, 0, 0],
-                           32 * u2.shape[1], <const float*>&u2_dagger[0, 0, 0, 0], <const float*>&du1[0, 0, 0, 0],
-                           8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0], 32 * du2.shape[1],
-                           program.slope1, program.rotation1, program.slope2, program.rotation2, batch,
-                           program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
-                           program.steps, program.run_start, program.run_gate, program.perm_start, program.has_perm,
-                           program.inverse_table, program.forward_table, program.u1_use_start,
+            _adjoint_small(<float*>gates.u1, gates.u1_stride, <float*>gates.u2, gates.u2_stride, &fill,
+                           <const float*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0],
+                           32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
+                           batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
+                           program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
+                           program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
                            program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
                            &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
                            <const float*>&initial[0, 0] if has_initial else NULL,
                            <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     else:
         with nogil:
-            _adjoint_small(<const double*>&u1[0, 0, 0, 0], 8 * u1.shape[1], <const double*>&u2[0, 0, 0, 0],
-                           32 * u2.shape[1], <const double*>&u2_dagger[0, 0, 0, 0], <const double*>&du1[0, 0, 0, 0],
-                           8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0], 32 * du2.shape[1],
-                           program.slope1, program.rotation1, program.slope2, program.rotation2, batch,
-                           program.num_qubits, program.init_u1, program.kind, program.q0, program.q1, program.arg,
-                           program.steps, program.run_start, program.run_gate, program.perm_start, program.has_perm,
-                           program.inverse_table, program.forward_table, program.u1_use_start,
+            _adjoint_small(<double*>gates.u1, gates.u1_stride, <double*>gates.u2, gates.u2_stride, &fill,
+                           <const double*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0],
+                           32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
+                           batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
+                           program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
+                           program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
                            program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
                            &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
                            <const double*>&initial[0, 0] if has_initial else NULL,

@@ -57,6 +57,7 @@ from .kernels import (
     pauli_expectation,
     z_expectations_from_probabilities,
 )
+from .packing import filled_rows
 
 _I_POWERS = np.array([1.0 + 0j, 1j, -1.0 + 0j, -1j])
 
@@ -562,10 +563,13 @@ def pack_adjoint(slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind
             perm_start, inverse_table, forward_table, u1_use_start, u2_use_start)
 
 
-def adjoint_packed(program, u1, u2, u2_dagger, du1, du2, observables, weights, values_out, grad_out, initial,
+def adjoint_packed(program, gates, params, du1, du2, observables, weights, values_out, grad_out, initial,
                    state_grad_out):
-    """:func:`adjoint_small` on a packed plan (:func:`pack_adjoint`) and packed observables (the kernels'
-    ``pack_observables``)."""
+    """:func:`adjoint_small` on a packed plan (:func:`pack_adjoint`), the program's gate-matrix arrays packed by the
+    kernels' ``pack_small`` (the rotations of ``params``, float64[B, P], are filled into their first B rows) and
+    packed observables (the kernels' ``pack_observables``). The other arguments are :func:`adjoint_small`'s."""
+    u1, u2 = filled_rows(gates, params)
+    u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
     # numba's thread count is passed in: asked inside the kernel, it would keep the kernel from numba's cache
     adjoint_small(u1, u2, u2_dagger, du1, du2, *program, *observables, weights, values_out, grad_out, initial,
                   state_grad_out, numba.get_num_threads())

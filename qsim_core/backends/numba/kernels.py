@@ -22,10 +22,9 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from ...compiler import CNOT, PERM, SWAP, U1, U2, U2D, U2X
-from ...compiler.rotations import PARALLEL_MIN_BATCH, fill_rotations
 from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
 from .loops import apply_diagonal_layer, real_pair_mix, real_pairs, real_qubit0, real_qubit1
-from .packing import OUTPUT_OF_TASK
+from .packing import OUTPUT_OF_TASK, filled_rows
 from .packing import pack_observables as pack_observables  # the kernel contract's, exported here
 from .packing import pack_small as pack_small
 from .sampling import binomial_estimate, samples_into, stream_state
@@ -510,14 +509,11 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
 def run_packed(program, params, task, out, observables, shots, key, batch_offset, initial):
     """As the Cython ``run_packed``: fill the rotations of ``params`` (unless None), then ``run_small`` into
     ``out``."""
-    (num_qubits, u1, u2, *steps), placeholders, rotations = program
-    rows = len(out) if params is None else len(params)
-    if params is None:
-        rotations = ()
-    if rows < len(u1):  # the first rows of the packed arrays
-        u1, u2, rotations = u1[:rows], u2[:rows], [(table, matrices[:rows]) for table, matrices in rotations]
-    for table, matrices in rotations:  # numba's thread count is set_threads' choice; asked where it could matter
-        fill_rotations(params, *table, matrices, 1 if rows < PARALLEL_MIN_BATCH else numba.get_num_threads())
+    (num_qubits, u1, u2, *steps), placeholders, _ = program
+    if params is None:  # the first rows of the packed arrays, as they are
+        u1, u2 = u1[:len(out)], u2[:len(out)]
+    else:
+        u1, u2 = filled_rows(program, params)
     outputs = list(placeholders)
     outputs[OUTPUT_OF_TASK[task]] = out
     # np.uint64 keeps one compiled signature: a bare Python int would be typed int64 or uint64 depending on its value

@@ -6,8 +6,10 @@ hold pointers; numba's compiled calls take the arrays themselves, so here the pa
 laid out for :func:`qsim_core.backends.numba.kernels.run_packed`.
 """
 
+import numba
 import numpy as np
 
+from ...compiler.rotations import PARALLEL_MIN_BATCH, fill_rotations
 from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
 
 #: size-0 stand-ins for the outputs a task does not write and for "no initial states", per state dtype: never
@@ -30,3 +32,16 @@ def pack_small(num_qubits, u1, u2, rotations1, rotations2, init_u1, kind, q0, q1
 def pack_observables(xmask, zmask, ny):
     """``run_small``'s observable arguments, in its order."""
     return xmask, zmask, ny
+
+
+def filled_rows(program, params):
+    """The gate matrices ``(u1, u2)`` of a packed program (:func:`pack_small`) for the parameter sets ``params``
+    (float64[B, P]): the first B rows of its arrays, with the rotations of ``params`` filled in (the Cython kernels
+    fill them per set, inside the run)."""
+    (_, u1, u2, *_), _, rotations = program
+    rows = len(params)
+    if rows < len(u1):
+        u1, u2, rotations = u1[:rows], u2[:rows], [(table, matrices[:rows]) for table, matrices in rotations]
+    for table, matrices in rotations:  # numba's thread count is set_threads' choice; asked where it could matter
+        fill_rotations(params, *table, matrices, 1 if rows < PARALLEL_MIN_BATCH else numba.get_num_threads())
+    return u1, u2
