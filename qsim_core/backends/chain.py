@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)  # keeps the GIL, as the driver's short adjoint runs do (see driver.GIL_RELEASE_WORK)
 def apply_chain_rule(per_use: np.ndarray, start: np.ndarray, param: np.ndarray, scale: np.ndarray,
                      out: np.ndarray) -> None:
     """``out[b, l, p] = sum_u per_use[b, l, u] * J[u, p]``, J given by its non-zeros per use.

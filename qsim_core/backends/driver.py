@@ -37,7 +37,8 @@ from ..threads import THREADS_SLEEP
 from .chain import apply_chain_rule
 from .contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE, Job
 
-#: parameter sets bound and run per kernel call; bounds the bound-matrix memory
+#: parameter sets bound and run per kernel call (the adjoint's, and the forward's when matrices other than the
+#: rotations are bound per set); bounds the bound-matrix memory
 BATCH_CHUNK = 4096
 #: a batch of small states (or a large state, shared by the threads) gets one thread per this much work, in
 #: amplitude updates (parameter sets x 2**n x (program steps + 1)): waking a thread for a little work costs more
@@ -48,6 +49,11 @@ WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
 #: the work of one shot in the same units (its draw and its share of the alias table), set so that shots weigh
 #: against the forward pass as they cost in ``bench/small_calls.py``
 SHOT_WORK = 6
+#: a kernel call keeps the GIL unless its work per thread reaches this (about 4 ms of seed circuits here, less than
+#: a switch interval): a thread that releases the GIL takes it back only once a busy Python thread reaches its switch
+#: interval (5 ms), which made a call of 32 seed circuits (50 us) 80x slower beside one (``bench/contention.py``),
+#: while a kernel this short holds the GIL no longer than Python code may between two switches
+GIL_RELEASE_WORK = 10_000_000
 #: bytes of gate-matrix arrays one thread keeps between calls (see :class:`_ThreadBound`); the least recently used go
 #: beyond it, and a program whose arrays alone exceed it binds into fresh ones
 REUSE_MAX_BYTES = 64 << 20
@@ -75,11 +81,21 @@ def _specialised(kernel: Callable, dtype: type) -> Callable:
     return found
 
 
-def _useful_threads(threads: int, batch: int, program: Program, passes: int = 1, shots: int = 0) -> int:
-    """Threads worth waking, up to ``threads``, for ``batch`` parameter sets of ``program`` (``passes``: the work
-    of a set in forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per set)."""
-    work = batch * ((passes * (len(program.kind) + 1) << program.num_qubits) + SHOT_WORK * shots)
+def _work(batch: int, program: Program, passes: int = 1, shots: int = 0) -> int:
+    """The work of ``batch`` parameter sets of ``program`` in amplitude updates (``passes``: the work of a set in
+    forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per set)."""
+    return batch * ((passes * (len(program.kind) + 1) << program.num_qubits) + SHOT_WORK * shots)
+
+
+def _useful_threads(threads: int, work: int) -> int:
+    """Threads worth waking, up to ``threads``, for ``work`` (:func:`_work`)."""
     return max(1, min(threads, -(-work // WORK_PER_THREAD)))
+
+
+def _releases_gil(work: int, threads: int) -> bool:
+    """Whether a kernel call of ``work`` (:func:`_work`) on ``threads`` threads releases the GIL (see
+    :data:`GIL_RELEASE_WORK`)."""
+    return work >= GIL_RELEASE_WORK * threads
 
 
 class _Bound:
@@ -110,7 +126,8 @@ class _Bound:
         if found is None:
             u1, u2 = self.matrices
             found = self._packed[kernels] = kernels.pack_small(self.program.num_qubits, u1.out, u2.out, u1.rotations,
-                                                               u2.rotations, *self.program.small_arguments)
+                                                               u2.rotations, self.refilled,
+                                                               *self.program.small_arguments)
         return found
 
 
@@ -212,22 +229,28 @@ class CompiledBackend:
             return result
         kernels = self.kernels
         batch = job.batch
-        threads = _useful_threads(job.threads, batch, program, shots=shots)
+        work = _work(batch, program, shots=shots)
+        threads = _useful_threads(job.threads, work)
         kernels.set_threads(threads)
         packed_observables = observables.packed(kernels.pack_observables)
         initial = job.initial
         bound = _BOUND.get(program, min(batch, BATCH_CHUNK), job.dtype)
         packed = bound.pack(kernels)
-        if batch <= BATCH_CHUNK:  # one chunk (the usual case): the arrays themselves, unsliced
+        if batch <= BATCH_CHUNK or not bound.refilled:
+            # one call: a chunk (the usual case) on the arrays themselves, unsliced, or any batch of a program whose
+            # sets differ only in their rotations, which the kernels fill; the GIL is released once, not per chunk
+            # (taking it back waits for any busy Python thread's switch interval: 5 ms per chunk of ~5 ms)
             bound.fill(job.params, threads)
-            kernels.run_packed(packed, job.params, task, result, packed_observables, shots, key, offset, initial)
+            kernels.run_packed(packed, job.params, task, result, packed_observables, shots, key, offset, initial,
+                               _releases_gil(work, threads))
             return result
+        release = _releases_gil(work * BATCH_CHUNK // batch, threads)
         for start in range(0, batch, BATCH_CHUNK):
             rows = slice(start, min(start + BATCH_CHUNK, batch))
             params = job.params[rows]
             bound.fill(params, threads)
             kernels.run_packed(packed, params, task, result[rows], packed_observables, shots, key, offset + start,
-                               None if initial is None else initial[rows])
+                               None if initial is None else initial[rows], release)
         return result
 
     def _evolve_large(self, job: Job, program: Program, row: int, psi: np.ndarray | None = None) -> np.ndarray:
@@ -239,7 +262,7 @@ class CompiledBackend:
         k = self.kernels
         # a large state is shared by the threads, whatever the batch size; its passes and readout (the caller's)
         # are a parallel region each, so a state too small to pay for waking sleeping threads keeps to one
-        k.set_threads(_useful_threads(job.threads, 1, program))
+        k.set_threads(_useful_threads(job.threads, _work(1, program)))
         u1, u2 = program.bind(job.params[row:row + 1], job.dtype, job.threads)
         k.evolve_large(psi, u1[0], u2[0], program.num_qubits, program.init_u1, program.block_start,
                        program.block_qubit_start, program.block_qubits, program.kind, program.q0, program.q1,
@@ -353,13 +376,15 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     program = adjoint.plan.program
     weights = np.ascontiguousarray(weights)
     lanes = weights.shape[1]
-    threads = _useful_threads(job.threads, job.batch, program, passes=2 + lanes)
+    work = _work(min(job.batch, BATCH_CHUNK), program, passes=2 + lanes)  # per kernel call
+    threads = _useful_threads(job.threads, work)
+    release = _releases_gil(work, threads)
     dtype = np.dtype(job.dtype).type
     # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs)
     memory.require(threads * (lanes + 2) * job.size * np.dtype(dtype).itemsize,
                    f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
     kernels.set_threads(threads)
-    values = np.zeros((job.batch, len(observables)))
+    values = np.empty((job.batch, len(observables)))
     gradient = np.empty((job.batch, lanes, program.num_params))
     with_states = job.initial is not None
     state_gradient = np.empty((job.batch, lanes, job.size), dtype) if with_states else _NO_STATE_GRADIENT[dtype]
@@ -380,9 +405,8 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
         bound.fill(params, threads)
         du1, du2 = adjoint.derivatives(params, dtype)
         per_use = uses_buffer[:params.shape[0]]
-        per_use.fill(0.0)  # the kernels add into it
         adjoint_packed(packed, gates, params, du1, du2, packed_observables, _rows(weights, rows),
-                       _rows(values, rows), per_use, _rows(initial, rows), _rows(state_gradient, rows))
+                       _rows(values, rows), per_use, _rows(initial, rows), _rows(state_gradient, rows), release)
         plan = adjoint.plan
         apply_chain_rule(per_use, plan.chain_start, plan.chain_param, plan.chain_scale, _rows(gradient, rows))
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it

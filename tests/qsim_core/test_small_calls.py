@@ -241,8 +241,9 @@ def test_the_kernels_fill_the_rotations_as_the_compiler_does(backend, dtype):
     theta = random_params(c, batch=3, seed=6) * 300  # angles of every quadrant, some past SINCOS_LIMIT
     theta[0, 1] = 2e6
     u1, u2 = program.matrix_buffers(3, dtype)
+    # refilled=True: the kernels write each set's rotations into its row of the arrays, which this reads back
     packed = kernels.pack_small(program.num_qubits, u1.fill(theta, 1, rotations=False),
-                                u2.fill(theta, 1, rotations=False), u1.rotations, u2.rotations,
+                                u2.fill(theta, 1, rotations=False), u1.rotations, u2.rotations, True,
                                 *program.small_arguments)
     states = np.empty((3, 8), dtype)
     kernels.set_threads(1)
@@ -265,7 +266,7 @@ def test_a_packed_program_refuses_arrays_of_the_wrong_shape(backend):
     program = compile_circuit(c, zbasis=True, block_qubits=12, from_zero=True)
     theta = random_params(c, batch=2)
     u1, u2 = program.matrix_buffers(2, np.complex128)
-    packed = kernels.pack_small(program.num_qubits, u1.out, u2.out, u1.rotations, u2.rotations,
+    packed = kernels.pack_small(program.num_qubits, u1.out, u2.out, u1.rotations, u2.rotations, True,
                                 *program.small_arguments)
     strings = parse_observables(Z_ALL, 8).packed(kernels.pack_observables)
     with pytest.raises(ValueError, match=r"out must be \[2, 8\] for task 2, got \[1, 8\]"):
@@ -276,13 +277,13 @@ def test_a_packed_program_refuses_arrays_of_the_wrong_shape(backend):
     with pytest.raises(ValueError, match="shots must be positive"):
         kernels.run_packed(packed, theta, TASK_SAMPLES, np.zeros((2, 0), np.int64), strings, 0, 0, 0, None)
     for params in (random_params(c, batch=3), theta[:, :20]):  # fewer rows than packed run on the first rows
-        with pytest.raises(ValueError, match=r"must have at most 2 rows, and params a column for every parameter"):
+        with pytest.raises(ValueError, match=r"at most 2 rows \(unless packed with refilled=False\), and params"):
             kernels.run_packed(packed, np.ascontiguousarray(params), TASK_EXPVAL, np.zeros((2, 8)), strings, 0, 0,
                                0, None)
     with pytest.raises(ValueError, match="rotation slot 99 is outside the"):
         index, scale, offset, pauli, slot = u1.rotations
         kernels.pack_small(program.num_qubits, u1.out, u2.out, (index, scale, offset, pauli, slot + 99),
-                           u2.rotations, *program.small_arguments)
+                           u2.rotations, False, *program.small_arguments)
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
@@ -298,3 +299,34 @@ def test_a_batch_cut_into_small_calls_gives_what_the_whole_gives(backend, dtype)
         part = Job(c, np.ascontiguousarray(theta[start:start + 3]), dtype, 1)
         np.testing.assert_array_equal(engine.expectation(part, strings), whole_values[start:start + 3])
         np.testing.assert_array_equal(engine.sample(part, 64, key=11, offset=start), whole_samples[start:start + 3])
+
+
+@pytest.mark.parametrize("refilled", [False, True])
+def test_a_batch_past_the_chunk_size_is_one_kernel_call_unless_sets_bind_other_matrices(backend, monkeypatch,
+                                                                                      refilled):
+    # sets that differ only in their rotations (which the kernels fill) go to the kernels in one call, which
+    # releases the GIL once; a circuit with other matrices bound per set (an MS angle) goes chunk by chunk. Either
+    # way the results are those of one chunk, bit for bit
+    c = seed_circuit().xx(1, 4, qc.Param(2)).ms(2, 6, 0.1, 0.2, 0.15)  # a two-qubit rotation and a constant
+    if refilled:
+        c.ms(0, 5, qc.Param(3), 0.1, qc.Param(9) * 0.1)
+    params = random_params(c, batch=50, seed=4)
+    kernels = get_backend(backend).kernels
+
+    def tasks(sim: qc.Simulator) -> list[np.ndarray]:
+        return [sim.expectation(c, ["Z0", "X1 Y2"], params), sim.sample(c, 32, params), sim.statevector(c, params),
+                sim.expectation(c, ["Z0", "Z3"], params, shots=40)]
+
+    whole = tasks(qc.Simulator(backend=backend, threads=2, seed=5))
+    calls = []
+    run_packed = kernels.run_packed
+
+    def counted(packed, params, *rest):
+        calls.append(len(params))
+        return run_packed(packed, params, *rest)
+
+    monkeypatch.setattr(driver, "BATCH_CHUNK", 16)
+    monkeypatch.setattr(kernels, "run_packed", counted)
+    for got, want in zip(tasks(qc.Simulator(backend=backend, threads=2, seed=5)), whole, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert calls == ([16, 16, 16, 2] if refilled else [50]) * 4

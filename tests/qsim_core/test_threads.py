@@ -80,13 +80,13 @@ def test_a_second_thread_is_woken_only_for_enough_work(monkeypatch):
     program = qc.compiler.compile_circuit(qc.seed_circuit(), zbasis=True)
     per_set = (len(program.kind) + 1) << program.num_qubits
     monkeypatch.setattr(driver, "WORK_PER_THREAD", 100 * per_set)
-    assert driver._useful_threads(2, 1, program) == 1
-    assert driver._useful_threads(2, 100, program) == 1
-    assert driver._useful_threads(2, 101, program) == 2
-    assert driver._useful_threads(2, 10**6, program) == 2  # never more than asked for
-    assert driver._useful_threads(8, 250, program) == 3
-    assert driver._useful_threads(2, 34, program, passes=3) == 2  # the adjoint's sets weigh more
-    assert driver._useful_threads(1, 10**6, program) == 1
+    assert driver._useful_threads(2, driver._work(1, program)) == 1
+    assert driver._useful_threads(2, driver._work(100, program)) == 1
+    assert driver._useful_threads(2, driver._work(101, program)) == 2
+    assert driver._useful_threads(2, driver._work(10**6, program)) == 2  # never more than asked for
+    assert driver._useful_threads(8, driver._work(250, program)) == 3
+    assert driver._useful_threads(2, driver._work(34, program, passes=3)) == 2  # the adjoint's sets weigh more
+    assert driver._useful_threads(1, driver._work(10**6, program)) == 1
 
 
 class _RecordingKernels:
@@ -126,6 +126,51 @@ def test_shots_count_as_work(monkeypatch):
     program = qc.compiler.compile_circuit(qc.seed_circuit(), zbasis=True)
     per_set = (len(program.kind) + 1) << program.num_qubits
     monkeypatch.setattr(driver, "WORK_PER_THREAD", 10 * per_set + 10 * driver.SHOT_WORK * 1024)
-    assert driver._useful_threads(2, 10, program, shots=1024) == 1
-    assert driver._useful_threads(2, 11, program, shots=1024) == 2
-    assert driver._useful_threads(2, 11, program) == 1
+    assert driver._useful_threads(2, driver._work(10, program, shots=1024)) == 1
+    assert driver._useful_threads(2, driver._work(11, program, shots=1024)) == 2
+    assert driver._useful_threads(2, driver._work(11, program)) == 1
+
+
+class _GilRecordingKernels(_RecordingKernels):
+    """Also records whether each forward kernel call was told to release the GIL (its last argument)."""
+
+    def __init__(self, kernels):
+        super().__init__(kernels)
+        self.releases = []
+
+    def run_packed(self, *arguments):
+        self.releases.append(arguments[-1])
+        return self._kernels.run_packed(*arguments)
+
+
+def test_a_kernel_call_releases_the_gil_only_for_enough_work(monkeypatch):
+    # taking the GIL back waits for any busy Python thread's switch interval: short calls keep it
+    backend = qc.backends.get_backend(qc.available_backends()[0])
+    if not isinstance(backend, driver.CompiledBackend):
+        pytest.skip("no compiled backend here")
+    c = qc.seed_circuit()
+    theta = np.random.default_rng(3).uniform(-np.pi, np.pi, (200, c.num_params))
+    monkeypatch.setattr(driver, "GIL_RELEASE_WORK", driver._work(100, qc.compiler.compile_circuit(c, zbasis=True)))
+    monkeypatch.setattr(driver, "WORK_PER_THREAD", 1)  # every thread asked for is woken
+    kernels = _GilRecordingKernels(backend.kernels)
+    adjoint_releases = []
+
+    class AdjointKernels:
+        pack_adjoint = staticmethod(backend.adjoint_kernels.pack_adjoint)
+
+        @staticmethod
+        def adjoint_packed(*arguments):
+            adjoint_releases.append(arguments[-1])
+            return backend.adjoint_kernels.adjoint_packed(*arguments)
+
+    recorded = driver.CompiledBackend("recorded", kernels, AdjointKernels)
+    one, two = (qc.Simulator(backend=recorded, threads=threads) for threads in (1, 2))
+    reference = qc.Simulator(backend=backend.name)
+    for sim, rows in ((one, 99), (one, 100), (two, 199), (two, 200)):
+        np.testing.assert_array_equal(sim.expectation(c, ["Z0", "Z5"], theta[:rows]),
+                                      reference.expectation(c, ["Z0", "Z5"], theta[:rows]))
+    assert kernels.releases == [False, True, False, True]
+    for rows in (33, 34):  # an adjoint set with one lane weighs three forward passes
+        np.testing.assert_array_equal(one.vjp(c, ["Z0"], theta[:rows], [1.0]),
+                                      reference.vjp(c, ["Z0"], theta[:rows], [1.0]))
+    assert adjoint_releases == [False, True]

@@ -656,6 +656,156 @@ cdef void _conjugate_transposes(const real* u, int64_t count, real* out) noexcep
                 out[32 * g + 8 * row + 2 * col + 1] = -u[32 * g + 8 * col + 2 * row + 1]
 
 
+cdef struct AdjointBuffers:
+    # one thread's buffers for the parameter sets it runs (see _adjoint_buffers)
+    void* state
+    void* scratch
+    void* lam
+    void* dagger
+    double* doubles
+
+
+cdef bint _adjoint_buffers(AdjointBuffers* buffers, int64_t num_qubits, int64_t lanes, int64_t uses1,
+                           int64_t u1_stride, int64_t u2_stride, size_t real_bytes) noexcept nogil:
+    """Allocate the buffers of :func:`_adjoint_row` into ``buffers``; False if one could not be."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
+    buffers.state = malloc(2 * size * real_bytes)
+    buffers.scratch = malloc(2 * size * real_bytes)
+    buffers.lam = malloc((2 * size * lanes + 1) * real_bytes)
+    # the current set's U^dagger of every two-qubit gate (u2_stride reals)
+    buffers.dagger = malloc((u2_stride + 1) * real_bytes)
+    # diagonal[L * n], probs[n], cross[64], columns[4 n], mu[4 n], work[10 * half],
+    # slopes[8 * uses1 + 4 * G1] (the uses' slopes of one run, or the states along one initial run)
+    buffers.doubles = <double*>malloc((size * (lanes + 1) + 64 + 8 * num_qubits + 10 * half + 8 * uses1
+                                       + u1_stride // 2) * sizeof(double))
+    return not (buffers.state == NULL or buffers.scratch == NULL or buffers.lam == NULL or buffers.dagger == NULL
+                or buffers.doubles == NULL)
+
+
+cdef void _free_adjoint_buffers(AdjointBuffers* buffers) noexcept nogil:
+    free(buffers.state)
+    free(buffers.scratch)
+    free(buffers.lam)
+    free(buffers.dagger)
+    free(buffers.doubles)
+
+
+cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64_t u1_stride, real* u2,
+                       int64_t u2_stride, const RowFill* fill, const real* du1, int64_t du1_stride, const real* du2,
+                       int64_t du2_stride, const double* slope1, const unsigned char* rotation1, const double* slope2,
+                       const unsigned char* rotation2, int64_t num_qubits, const int32_t* init_u1, const int8_t* kind,
+                       const int32_t* q0, const int32_t* q1, const int32_t* arg, int64_t steps,
+                       const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start, bint has_perm,
+                       const int64_t* inverse_table, const int64_t* forward_table, const int64_t* u1_use_start,
+                       const int64_t* u2_use_start, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
+                       int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
+                       int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int64_t first_state,
+                       int64_t last_perm, bint z_only) noexcept nogil:
+    """Parameter set ``b`` of :func:`_adjoint_small`, in the calling thread's ``buffers``: its rotation matrices
+    filled into its rows of ``u1``/``u2`` by ``fill``, its two-qubit gates' conjugate transposes formed, then the
+    forward pass and the sweep back."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
+    cdef int64_t s, lane, k, q
+    cdef int8_t op
+    cdef real* state = <real*>buffers.state
+    cdef real* scratch = <real*>buffers.scratch
+    cdef real* lam = <real*>buffers.lam
+    cdef real* dagger = <real*>buffers.dagger
+    cdef double* doubles = buffers.doubles
+    cdef real* psi
+    cdef real* spare
+    cdef real* lams  # the buffer lambda is in: for one lane a permutation swaps it with a spare
+    cdef double* diagonal
+    cdef double* probs
+    cdef double* cross
+    cdef double* columns
+    cdef double* mu
+    cdef double* work
+    cdef double* slopes
+    cdef double* grad
+    diagonal = doubles
+    probs = doubles + size * lanes
+    cross = probs + size
+    columns = cross + 64
+    mu = columns + 4 * num_qubits
+    work = mu + 4 * num_qubits
+    slopes = work + 10 * half
+    grad = grad_out + uses * lanes * b
+    memset(grad, 0, uses * lanes * sizeof(double))  # the sweep adds into it
+    lams = lam
+    _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations1, u1 + u1_stride * b)
+    _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations2, u2 + u2_stride * b)
+    _conjugate_transposes(u2 + u2_stride * b, u2_stride // 32, dagger)
+    if initial != NULL:
+        memcpy(state, initial + 2 * size * b, 2 * size * sizeof(real))
+    else:
+        init_product(state, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
+    psi = apply_steps(state, scratch, size, 0, steps, kind, q0, q1, arg, u1 + u1_stride * b,
+                      u2 + u2_stride * b, run_start, run_gate, perm_start, forward_table)
+    spare = scratch if psi == state else state
+    if z_only:
+        _z_values_and_lambdas(psi, size, xmask, zmask, count, weights + lanes * count * b, lanes,
+                              values_out + count * b, lams, diagonal, probs)
+    else:
+        for k in range(2 * size * lanes):
+            lams[k] = 0
+        for k in range(count):
+            values_out[count * b + k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+            for lane in range(lanes):
+                if weights[(b * lanes + lane) * count + k] != 0:
+                    _add_pauli(lams + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
+                               weights[(b * lanes + lane) * count + k])
+    s = steps - 1
+    while s >= 0:
+        op = kind[s]
+        if op == U1 and s > 0 and kind[s - 1] == U1 and _backward_u1_pair(
+                psi, lams, lanes, size, q0[s], arg[s], q0[s - 1], arg[s - 1], u1 + u1_stride * b,
+                du1 + du1_stride * b, slope1, rotation1, run_start, run_gate, u1_use_start, grad, uses,
+                s - 1 > first_state, cross, slopes):
+            s -= 2
+            continue
+        if op == U1:
+            _backward_u1(psi, lams, lanes, size, q0[s], u1 + u1_stride * b, du1 + du1_stride * b,
+                         slope1, rotation1, run_start, run_gate, arg[s], u1_use_start, grad, uses,
+                         s > first_state, cross, slopes)
+        elif op == PERM:
+            if s > first_state:
+                if s != last_perm:
+                    apply_permutation(spare, psi, size, inverse_table + perm_start[arg[s]])
+                spare, psi = psi, spare
+            if lanes == 1:
+                apply_permutation(spare, lams, size, inverse_table + perm_start[arg[s]])
+                spare, lams = lams, spare
+            for lane in range(lanes if lanes > 1 else 0):
+                apply_permutation(spare, lams + 2 * size * lane, size,
+                                  inverse_table + perm_start[arg[s]])
+                memcpy(lams + 2 * size * lane, spare, 2 * size * sizeof(real))
+        elif op == CNOT or op == SWAP:
+            if s > first_state:
+                apply_swap_pairs(psi, size, q0[s], q1[s], op == CNOT)
+            for lane in range(lanes):
+                apply_swap_pairs(lams + 2 * size * lane, size, q0[s], q1[s], op == CNOT)
+        else:  # every two-qubit matrix kind reads its bound 4x4 through arg
+            _backward_u2(psi, lams, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
+                         dagger + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
+                         arg[s], u2_use_start, grad + uses1, uses, s > first_state, cross)
+        s -= 1
+    if state_grad_out != NULL:
+        memcpy(state_grad_out + 2 * size * lanes * b, lams, 2 * size * lanes * sizeof(real))
+    # lambda is now at the initial product state: contract each lambda against its factors, every
+    # qubit at once (a program run on given initial states has no product layer)
+    _initial_columns(u1 + u1_stride * b, run_start, run_gate, init_u1, num_qubits, columns)
+    for lane in range(lanes if initial == NULL else 0):
+        _product_contractions(lams + 2 * size * lane, num_qubits, columns, work, mu)
+        for q in range(num_qubits):
+            if init_u1[q] >= 0 and _run_has_uses(run_start, run_gate, init_u1[q], u1_use_start):
+                _initial_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, slope1, rotation1,
+                                         run_start, run_gate, init_u1[q], u1_use_start, mu + 4 * q,
+                                         slopes, grad + uses * lane)
+
+
 cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_stride, const RowFill* fill,
                          const real* du1, int64_t du1_stride, const real* du2, int64_t du2_stride, const double* slope1,
                          const unsigned char* rotation1, const double* slope2, const unsigned char* rotation2,
@@ -668,32 +818,16 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
                          int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
                          int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int num_threads,
                          int* failed) noexcept nogil:
-    """Body of :func:`adjoint_packed`: one parallel region, per-thread buffers, a static loop over the batch. Each
-    parameter set's rotation matrices are filled into its rows of ``u1``/``u2`` by ``fill`` first (as
-    :func:`_run_small_row` does), and its two-qubit gates' conjugate transposes formed in the thread's buffer."""
-    cdef int64_t size = <int64_t>1 << num_qubits
-    cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
-    cdef int64_t b, s, lane, k, q
-    cdef int8_t op
+    """Body of :func:`adjoint_packed`: per-thread buffers and a static loop over the batch (:func:`_adjoint_row`),
+    in one parallel region, or on the calling thread when it is the only one (as :func:`_run_small` does: a
+    parallel region also releases the GIL, which the driver keeps for short runs)."""
+    cdef int64_t b, s
     cdef bint z_only = True
     cdef bint ok = False
     cdef int64_t observable
-    cdef real* psi = NULL
-    cdef real* state = NULL
-    cdef real* scratch = NULL
-    cdef real* spare = NULL
-    cdef real* lam = NULL
-    cdef real* lams = NULL  # the buffer lambda is in: for one lane a permutation swaps it with a spare
-    cdef double* doubles = NULL
-    cdef double* diagonal = NULL
-    cdef double* probs = NULL
-    cdef double* cross = NULL
-    cdef double* columns = NULL
-    cdef double* mu = NULL
-    cdef double* work = NULL
-    cdef double* slopes = NULL
-    cdef double* grad = NULL
-    cdef real* dagger = NULL  # the current set's U^dagger of every two-qubit gate (u2_stride reals)
+    cdef AdjointBuffers own_buffers
+    # NULL-initialised: Cython makes it firstprivate in the parallel region
+    cdef AdjointBuffers* buffers = NULL
     # psi is undone only above the first step whose derivatives read it (the product layer's do not)
     cdef int64_t first_state = _first_state_step(kind, arg, steps, run_start, run_gate, u1_use_start, u2_use_start)
     # the forward writes each permutation's result to the other buffer and only the permutations do: after the
@@ -704,103 +838,36 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
             last_perm = s
     for observable in range(count):
         z_only = z_only and xmask[observable] == 0
+    if num_threads == 1 or batch == 1:
+        if _adjoint_buffers(&own_buffers, num_qubits, lanes, uses1, u1_stride, u2_stride, sizeof(real)):
+            for b in range(batch):
+                _adjoint_row(b, &own_buffers, u1, u1_stride, u2, u2_stride, fill, du1, du1_stride, du2, du2_stride,
+                             slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, steps,
+                             run_start, run_gate, perm_start, has_perm, inverse_table, forward_table, u1_use_start,
+                             u2_use_start, xmask, zmask, ny, count, weights, lanes, values_out, grad_out, uses, uses1,
+                             initial, state_grad_out, first_state, last_perm, z_only)
+        else:
+            failed[0] = 1
+        _free_adjoint_buffers(&own_buffers)
+        return
     with parallel(num_threads=num_threads):
-        state = <real*>malloc(2 * size * sizeof(real))
-        scratch = <real*>malloc(2 * size * sizeof(real))
-        lam = <real*>malloc((2 * size * lanes + 1) * sizeof(real))
-        # diagonal[L * n], probs[n], cross[64], columns[4 n], mu[4 n], work[10 * half],
-        # slopes[8 * uses1 + 4 * G1] (the uses' slopes of one run, or the states along one initial run)
-        doubles = <double*>malloc((size * (lanes + 1) + 64 + 8 * num_qubits + 10 * half + 8 * uses1
-                                   + u1_stride // 2) * sizeof(double))
-        dagger = <real*>malloc((u2_stride + 1) * sizeof(real))
-        ok = state != NULL and scratch != NULL and lam != NULL and doubles != NULL and dagger != NULL
+        buffers = <AdjointBuffers*>malloc(sizeof(AdjointBuffers))
+        ok = buffers != NULL and _adjoint_buffers(buffers, num_qubits, lanes, uses1, u1_stride, u2_stride,
+                                                  sizeof(real))
+        # every thread must reach the worksharing loop (OpenMP), so a thread without buffers runs it too and only
+        # flags its iterations as failed
         for b in prange(batch, schedule="static"):
             if not ok:
                 failed[0] = 1
             else:
-                diagonal = doubles
-                probs = doubles + size * lanes
-                cross = probs + size
-                columns = cross + 64
-                mu = columns + 4 * num_qubits
-                work = mu + 4 * num_qubits
-                slopes = work + 10 * half
-                grad = grad_out + uses * lanes * b
-                lams = lam
-                _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations1, u1 + u1_stride * b)
-                _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations2, u2 + u2_stride * b)
-                _conjugate_transposes(u2 + u2_stride * b, u2_stride // 32, dagger)
-                if initial != NULL:
-                    memcpy(state, initial + 2 * size * b, 2 * size * sizeof(real))
-                else:
-                    init_product(state, u1 + u1_stride * b, run_start, run_gate, init_u1, 0, num_qubits)
-                psi = apply_steps(state, scratch, size, 0, steps, kind, q0, q1, arg, u1 + u1_stride * b,
-                                  u2 + u2_stride * b, run_start, run_gate, perm_start, forward_table)
-                spare = scratch if psi == state else state
-                if z_only:
-                    _z_values_and_lambdas(psi, size, xmask, zmask, count, weights + lanes * count * b, lanes,
-                                          values_out + count * b, lams, diagonal, probs)
-                else:
-                    for k in range(2 * size * lanes):
-                        lams[k] = 0
-                    for k in range(count):
-                        values_out[count * b + k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
-                        for lane in range(lanes):
-                            if weights[(b * lanes + lane) * count + k] != 0:
-                                _add_pauli(lams + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
-                                           weights[(b * lanes + lane) * count + k])
-                s = steps - 1
-                while s >= 0:
-                    op = kind[s]
-                    if op == U1 and s > 0 and kind[s - 1] == U1 and _backward_u1_pair(
-                            psi, lams, lanes, size, q0[s], arg[s], q0[s - 1], arg[s - 1], u1 + u1_stride * b,
-                            du1 + du1_stride * b, slope1, rotation1, run_start, run_gate, u1_use_start, grad, uses,
-                            s - 1 > first_state, cross, slopes):
-                        s = s - 2  # not -=: in a prange body that would make s a reduction
-                        continue
-                    if op == U1:
-                        _backward_u1(psi, lams, lanes, size, q0[s], u1 + u1_stride * b, du1 + du1_stride * b,
-                                     slope1, rotation1, run_start, run_gate, arg[s], u1_use_start, grad, uses,
-                                     s > first_state, cross, slopes)
-                    elif op == PERM:
-                        if s > first_state:
-                            if s != last_perm:
-                                apply_permutation(spare, psi, size, inverse_table + perm_start[arg[s]])
-                            spare, psi = psi, spare
-                        if lanes == 1:
-                            apply_permutation(spare, lams, size, inverse_table + perm_start[arg[s]])
-                            spare, lams = lams, spare
-                        for lane in range(lanes if lanes > 1 else 0):
-                            apply_permutation(spare, lams + 2 * size * lane, size,
-                                              inverse_table + perm_start[arg[s]])
-                            memcpy(lams + 2 * size * lane, spare, 2 * size * sizeof(real))
-                    elif op == CNOT or op == SWAP:
-                        if s > first_state:
-                            apply_swap_pairs(psi, size, q0[s], q1[s], op == CNOT)
-                        for lane in range(lanes):
-                            apply_swap_pairs(lams + 2 * size * lane, size, q0[s], q1[s], op == CNOT)
-                    else:  # every two-qubit matrix kind reads its bound 4x4 through arg
-                        _backward_u2(psi, lams, lanes, size, q0[s], q1[s], u2 + u2_stride * b + 32 * arg[s],
-                                     dagger + 32 * arg[s], du2 + du2_stride * b, slope2, rotation2,
-                                     arg[s], u2_use_start, grad + uses1, uses, s > first_state, cross)
-                    s = s - 1
-                if state_grad_out != NULL:
-                    memcpy(state_grad_out + 2 * size * lanes * b, lams, 2 * size * lanes * sizeof(real))
-                # lambda is now at the initial product state: contract each lambda against its factors, every
-                # qubit at once (a program run on given initial states has no product layer)
-                _initial_columns(u1 + u1_stride * b, run_start, run_gate, init_u1, num_qubits, columns)
-                for lane in range(lanes if initial == NULL else 0):
-                    _product_contractions(lams + 2 * size * lane, num_qubits, columns, work, mu)
-                    for q in range(num_qubits):
-                        if init_u1[q] >= 0 and _run_has_uses(run_start, run_gate, init_u1[q], u1_use_start):
-                            _initial_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, slope1, rotation1,
-                                                     run_start, run_gate, init_u1[q], u1_use_start, mu + 4 * q,
-                                                     slopes, grad + uses * lane)
-        free(state)
-        free(scratch)
-        free(lam)
-        free(doubles)
-        free(dagger)
+                _adjoint_row(b, buffers, u1, u1_stride, u2, u2_stride, fill, du1, du1_stride, du2, du2_stride, slope1,
+                             rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, steps, run_start,
+                             run_gate, perm_start, has_perm, inverse_table, forward_table, u1_use_start, u2_use_start,
+                             xmask, zmask, ny, count, weights, lanes, values_out, grad_out, uses, uses1, initial,
+                             state_grad_out, first_state, last_perm, z_only)
+        if buffers != NULL:
+            _free_adjoint_buffers(buffers)
+        free(buffers)
 
 
 cdef class AdjointProgram:
@@ -880,13 +947,14 @@ def pack_adjoint(const double complex[:, :, ::1] slope1, const unsigned char[::1
 def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None, const double[:, ::1] params,
                    const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2, PackedObservables observables not None,
                    const double[:, :, ::1] weights, double[:, ::1] values_out, double[:, :, ::1] grad_out,
-                   const cplx[:, ::1] initial, cplx[:, :, ::1] state_grad_out):
+                   const cplx[:, ::1] initial, cplx[:, :, ::1] state_grad_out, bint release_gil=True):
     """Expectations and adjoint derivatives for a batch of a single-block program (OpenMP over the batch).
 
     Same arguments and results as :func:`qsim_core.backends.numba.adjoint.adjoint_packed`: the plan's step arrays
     packed by :func:`pack_adjoint`, the program's gate-matrix arrays by :func:`pack_small` (the kernel fills the
     rotations of ``params[b]`` into their row b, just before running it) and the observables by
-    :func:`pack_observables` (``initial`` and ``state_grad_out`` empty when not used).
+    :func:`pack_observables` (``initial`` and ``state_grad_out`` empty when not used); without the GIL if
+    ``release_gil`` (as :func:`run_packed`).
 
     Raises:
         ValueError: inconsistent shapes.
@@ -931,28 +999,28 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     fill.num_params = params.shape[1]
     fill.rotations1 = &gates.rotations1
     fill.rotations2 = &gates.rotations2
+    cdef PyThreadState* released = _release_gil(release_gil)
     if cplx is cython.floatcomplex:
-        with nogil:
-            _adjoint_small(<float*>gates.u1, gates.u1_stride, <float*>gates.u2, gates.u2_stride, &fill,
-                           <const float*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0],
-                           32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
-                           batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
-                           program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
-                           program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
-                           program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
-                           &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
-                           <const float*>&initial[0, 0] if has_initial else NULL,
-                           <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
+        _adjoint_small(<float*>gates.u1, gates.u1_stride, <float*>gates.u2, gates.u2_stride, &fill,
+                       <const float*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0],
+                       32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
+                       batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
+                       program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
+                       program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
+                       program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
+                       &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
+                       <const float*>&initial[0, 0] if has_initial else NULL,
+                       <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     else:
-        with nogil:
-            _adjoint_small(<double*>gates.u1, gates.u1_stride, <double*>gates.u2, gates.u2_stride, &fill,
-                           <const double*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0],
-                           32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
-                           batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
-                           program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
-                           program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
-                           program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
-                           &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
-                           <const double*>&initial[0, 0] if has_initial else NULL,
-                           <double*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
+        _adjoint_small(<double*>gates.u1, gates.u1_stride, <double*>gates.u2, gates.u2_stride, &fill,
+                       <const double*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0],
+                       32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
+                       batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
+                       program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
+                       program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
+                       program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
+                       &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
+                       <const double*>&initial[0, 0] if has_initial else NULL,
+                       <double*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
+    _take_gil_back(released)
     _check_allocated(failed)

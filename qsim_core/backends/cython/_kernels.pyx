@@ -59,7 +59,27 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
 from libc.math cimport fabs
 from libc.stdlib cimport free, malloc, qsort
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+
+
+cdef extern from "Python.h":
+    # what ``with nogil`` compiles to, for a release decided at run time (a ``with nogil(flag)`` flag must be a
+    # compile-time constant)
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState* PyEval_SaveThread()
+    void PyEval_RestoreThread(PyThreadState*)
+
+
+cdef inline PyThreadState* _release_gil(bint release) noexcept:
+    """Release the GIL if ``release``; pass the result to :func:`_take_gil_back` once the work is done."""
+    return PyEval_SaveThread() if release else NULL
+
+
+cdef inline void _take_gil_back(PyThreadState* state) noexcept:
+    """Undo :func:`_release_gil`."""
+    if state != NULL:
+        PyEval_RestoreThread(state)
 
 import numpy as np
 
@@ -1817,7 +1837,17 @@ cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, const RowFill* 
                               buffers.drawn, xmask, zmask, ny, count, shots, &rng, values_out + count * b)
 
 
-cdef void _run_small(const RowFill* fill, int task, real* psi_out, double* probs_out, double* values_out,
+cdef real* _own_gates(const real* u1, int64_t u1_stride, const real* u2, int64_t u2_stride) noexcept nogil:
+    """A thread's copy of row 0 of the gate matrices, u1's then u2's (NULL if it could not be allocated): where the
+    rows differ only in their rotations, which each set fills before it runs, every set can run on it."""
+    cdef real* gates = <real*>malloc((u1_stride + u2_stride + 1) * sizeof(real))
+    if gates != NULL:
+        memcpy(gates, u1, u1_stride * sizeof(real))
+        memcpy(gates + u1_stride, u2, u2_stride * sizeof(real))
+    return gates
+
+
+cdef void _run_small(const RowFill* fill, bint alike, int task, real* psi_out, double* probs_out, double* values_out,
                      int64_t* samples_out, int64_t batch, int64_t num_qubits, real* u1, int64_t u1_stride, real* u2,
                      int64_t u2_stride, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
                      const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
@@ -1827,41 +1857,52 @@ cdef void _run_small(const RowFill* fill, int task, real* psi_out, double* probs
                      int* failed) noexcept nogil:
     """Body of :func:`run_packed`: per-thread buffers and a static loop over the batch, in one parallel region,
     or on the calling thread when it is the only one (an OpenMP team of one still pays a futex wake at each of its
-    two barriers, a visible share of a one-circuit call)."""
+    two barriers, a visible share of a one-circuit call). With ``alike`` (and ``fill``) each thread runs every set
+    on its own copy of row 0 of the gate matrices (:func:`_own_gates`, read with a stride of 0), so the batch may
+    have more sets than the arrays have rows."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t b
     cdef SmallBuffers own_buffers
     # NULL-initialised: Cython makes these firstprivate in the parallel region
     cdef SmallBuffers* buffers = NULL
+    cdef real* gates = NULL
     cdef bint ok = False
+    cdef bint own = alike and fill != NULL
     if num_threads == 1 or batch == 1:
-        if _small_buffers(&own_buffers, task, size, sizeof(real), has_perm, shots):
+        gates = _own_gates(u1, u1_stride, u2, u2_stride) if own else NULL
+        if _small_buffers(&own_buffers, task, size, sizeof(real), has_perm, shots) and (gates != NULL or not own):
             for b in range(batch):
-                _run_small_row(b, &own_buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
-                               u1_stride, u2, u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
+                _run_small_row(b, &own_buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits,
+                               gates if own else u1, 0 if own else u1_stride, gates + u1_stride if own else u2,
+                               0 if own else u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
                                perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
                                has_initial)
         else:
             failed[0] = 1
         _free_small_buffers(&own_buffers)
+        free(gates)
         return
     with parallel(num_threads=num_threads):
         # one set of buffers per thread, reused by all its parameter sets
         buffers = <SmallBuffers*>malloc(sizeof(SmallBuffers))
-        ok = buffers != NULL and _small_buffers(buffers, task, size, sizeof(real), has_perm, shots)
+        gates = _own_gates(u1, u1_stride, u2, u2_stride) if own else NULL
+        ok = buffers != NULL and _small_buffers(buffers, task, size, sizeof(real), has_perm, shots) and (
+            gates != NULL or not own)
         # every thread must reach the worksharing loop (OpenMP), so a thread
         # without buffers runs it too and only flags its iterations as failed
         for b in prange(batch, schedule="static"):
             if not ok:
                 failed[0] = 1
             else:
-                _run_small_row(b, buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits, u1,
-                               u1_stride, u2, u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
+                _run_small_row(b, buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits,
+                               gates if own else u1, 0 if own else u1_stride, gates + u1_stride if own else u2,
+                               0 if own else u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
                                perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
                                has_initial)
         if buffers != NULL:
             _free_small_buffers(buffers)
         free(buffers)
+        free(gates)
 
 
 cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const int64_t[::1] ny,
@@ -1882,6 +1923,7 @@ cdef class SmallProgram:
     cdef object arrays
     cdef RotationTable rotations1, rotations2
     cdef bint single
+    cdef bint refilled  # matrices other than the rotations differ from row to row
     cdef int64_t batch, num_qubits, u1_stride, u2_stride, steps
     cdef bint has_perm
     cdef void* u1
@@ -2061,7 +2103,7 @@ cdef void _fill_rotation_row(const double* params, const RotationTable* rotation
 
 
 def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tuple rotations1, tuple rotations2,
-               const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
+               bint refilled, const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
                const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
                const int64_t[::1] perm_start, const int64_t[::1] perm_table):
     """A single-block program bound to its gate-matrix arrays, checked once, for :func:`run_packed`.
@@ -2074,6 +2116,9 @@ def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tup
         rotations1, rotations2: the rotation instances of ``u1`` and ``u2`` as
             ``qsim_core.compiler.rotations.fill_rotations`` takes them, ``(index, scale, offset, pauli, slot)``;
             :func:`run_packed` fills them.
+        refilled: whether matrices other than the rotations differ from row to row (the caller fills them per
+            batch). If not, a run with ``params`` takes any number of sets: each thread runs them on its own copy
+            of row 0, each set's rotations filled in before it runs, and the arrays are not written.
         init_u1 .. perm_table: the program's step arrays (``Program.small_arguments``).
 
     Raises:
@@ -2093,6 +2138,7 @@ def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tup
                       _rotations(rotations1, 2, u1.shape[1], &program.rotations1),
                       _rotations(rotations2, 4, u2.shape[1], &program.rotations2))
     program.single = cplx is cython.floatcomplex
+    program.refilled = refilled
     program.batch = u1.shape[0]
     program.num_qubits = num_qubits
     program.u1 = &u1[0, 0, 0, 0]
@@ -2129,7 +2175,7 @@ def pack_observables(const int64_t[::1] xmask, const int64_t[::1] zmask, const i
 cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, const double[:, ::1] params,
                         bint fill, int task, double* reals_out, int64_t* samples_out, int64_t batch,
                         PackedObservables observables, int64_t shots, uint64_t key, int64_t batch_offset,
-                        int* failed):
+                        bint release_gil, int* failed):
     """:func:`run_packed`'s work once its arguments are checked, in the state's precision ``real``."""
     cdef RowFill row_fill
     if fill:
@@ -2137,24 +2183,29 @@ cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, 
         row_fill.num_params = params.shape[1]
         row_fill.rotations1 = &program.rotations1
         row_fill.rotations2 = &program.rotations2
-    with nogil:
-        _run_small(&row_fill if fill else NULL, task, psi_out, reals_out, reals_out, samples_out, batch,
-                   program.num_qubits, <real*>program.u1, program.u1_stride, <real*>program.u2, program.u2_stride,
-                   program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps,
-                   program.run_start, program.run_gate, program.perm_start, program.has_perm,
-                   program.perm_table, observables.xmask, observables.zmask, observables.ny, observables.count,
-                   shots, key, batch_offset, start, start != NULL, _threads, failed)
+    cdef PyThreadState* released = _release_gil(release_gil)
+    _run_small(&row_fill if fill else NULL, not program.refilled, task, psi_out, reals_out, reals_out, samples_out,
+               batch, program.num_qubits, <real*>program.u1, program.u1_stride, <real*>program.u2, program.u2_stride,
+               program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps, program.run_start,
+               program.run_gate, program.perm_start, program.has_perm, program.perm_table, observables.xmask,
+               observables.zmask, observables.ny, observables.count, shots, key, batch_offset, start, start != NULL,
+               _threads, failed)
+    _take_gil_back(released)
 
 
 def run_packed(SmallProgram program not None, const double[:, ::1] params, int task, out,
-               PackedObservables observables not None, int64_t shots, uint64_t key, int64_t batch_offset, initial):
-    """Fill the rotation matrices of ``params`` into the packed gate matrices (unless None), then run the whole
-    batch of the single-block program, one parameter set per iteration (OpenMP over the batch).
+               PackedObservables observables not None, int64_t shots, uint64_t key, int64_t batch_offset, initial,
+               bint release_gil=True):
+    """Fill the rotation matrices of ``params`` (unless None), then run the whole batch of the single-block
+    program, one parameter set per iteration (OpenMP over the batch), without the GIL if ``release_gil``.
 
     Args:
-        program: :func:`pack_small`'s result; the first B rows of its gate matrices hold the batch's matrices.
-        params: float64[B, P], the batch's parameter vectors (B up to the packed arrays' rows), or None when
-            the gate matrices hold the batch's rotations already (B is then ``out``'s rows).
+        program: :func:`pack_small`'s result; the first B rows of its gate matrices hold the batch's matrices
+            (all but the rotations, which this fills; only row 0 is read, and none written, for a program packed
+            with ``refilled=False``).
+        params: float64[B, P], the batch's parameter vectors (B up to the packed arrays' rows, any B for a
+            program packed with ``refilled=False``), or None when the gate matrices hold the batch's rotations
+            already (B is then ``out``'s rows).
         task: TASK_* constant selecting what is written to ``out``.
         out: the task's output, batch first: the state's dtype ``[B, 2**n]`` final states (TASK_STATE),
             float64 ``[B, 2**n]`` probabilities (TASK_PROBS), float64 ``[B, K]`` expectations (TASK_EXPVAL,
@@ -2164,6 +2215,8 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         key: uint64 RNG key of this call; batch_offset: global index of row 0.
         initial: the state's dtype ``[B, 2**n]`` initial states (program compiled with ``from_zero=False``),
             or None.
+        release_gil: release the GIL for the run (other Python threads may run meanwhile, but taking it back waits
+            for a busy one's switch interval); the driver keeps it for short runs.
 
     Raises:
         ValueError: a bad task, or ``params``, ``out`` or ``initial`` of the wrong shape.
@@ -2189,10 +2242,10 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
         raise ValueError(f"bad task {task}")
     if task in (TASK_SAMPLES, TASK_SHOT_EXPVAL) and shots < 1:
         raise ValueError("shots must be positive")
-    if batch > program.batch or fill and params.shape[1] <= max(program.rotations1.max_index,
-                                                               program.rotations2.max_index):
-        raise ValueError(f"params (or out, without params) must have at most {program.batch} rows, and params a "
-                         "column for every parameter the rotations use")
+    if batch > program.batch and (program.refilled or not fill) or fill and params.shape[1] <= max(
+            program.rotations1.max_index, program.rotations2.max_index):
+        raise ValueError(f"params (or out, without params) must have at most {program.batch} rows (unless packed "
+                         "with refilled=False), and params a column for every parameter the rotations use")
     if task == TASK_STATE:
         width = size
         if program.single:
@@ -2237,10 +2290,10 @@ def run_packed(SmallProgram program not None, const double[:, ::1] params, int t
     # the state's precision picks the specialisation (complex64 states are float pairs)
     if program.single:
         _fill_and_run(<float*>psi_out, <const float*>start, program, params, fill, task, reals_out, samples_out,
-                      batch, observables, shots, key, batch_offset, &failed)
+                      batch, observables, shots, key, batch_offset, release_gil, &failed)
     else:
         _fill_and_run(<double*>psi_out, <const double*>start, program, params, fill, task, reals_out, samples_out,
-                      batch, observables, shots, key, batch_offset, &failed)
+                      batch, observables, shots, key, batch_offset, release_gil, &failed)
     _check_allocated(failed)
 
 

@@ -480,8 +480,8 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         inverse_table, forward_table: permutation tables (``perm_start`` slices), the
             inverse ones undo the forward ones.
         weights: float64[B, L, K]; lambda_l = sum_k weights[b, l, k] O_k psi.
-        values_out: float64[B, K] zeroed; receives the expectations <O_k>.
-        grad_out: float64[B, L, U1 + U2] zeroed; receives d(sum_k w_lk <O_k>)/d(use).
+        values_out: float64[B, K]; receives the expectations <O_k>.
+        grad_out: float64[B, L, U1 + U2]; receives d(sum_k w_lk <O_k>)/d(use).
         initial: dtype[B, 2**n] initial states (program compiled with ``from_zero=False``),
             or an empty [0, 0] array to start from the product state.
         state_grad_out: dtype[B, L, 2**n] receives each lane's adjoint state at the
@@ -515,6 +515,7 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         work = np.empty((5, 1 << (num_qubits - num_qubits // 2)), np.complex128)
         for b in range(t * block, min(batch, (t + 1) * block)):
             lam[:] = 0.0
+            grad_out[b] = 0.0  # the sweep adds into it
             if initial.shape[0] > 0:
                 psi[:] = initial[b]
             else:
@@ -564,10 +565,11 @@ def pack_adjoint(slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind
 
 
 def adjoint_packed(program, gates, params, du1, du2, observables, weights, values_out, grad_out, initial,
-                   state_grad_out):
+                   state_grad_out, release_gil=True):
     """:func:`adjoint_small` on a packed plan (:func:`pack_adjoint`), the program's gate-matrix arrays packed by the
     kernels' ``pack_small`` (the rotations of ``params``, float64[B, P], are filled into their first B rows) and
-    packed observables (the kernels' ``pack_observables``). The other arguments are :func:`adjoint_small`'s."""
+    packed observables (the kernels' ``pack_observables``). The other arguments are :func:`adjoint_small`'s;
+    ``release_gil`` is not read (the compiled kernel, ``nogil``, always releases it)."""
     u1, u2 = filled_rows(gates, params)
     u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
     # numba's thread count is passed in: asked inside the kernel, it would keep the kernel from numba's cache

@@ -506,12 +506,22 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
                                       stream_state(key, batch_offset + b), values_out[b])
 
 
-def run_packed(program, params, task, out, observables, shots, key, batch_offset, initial):
+def run_packed(program, params, task, out, observables, shots, key, batch_offset, initial, release_gil=True):
     """As the Cython ``run_packed``: fill the rotations of ``params`` (unless None), then ``run_small`` into
-    ``out``."""
-    (num_qubits, u1, u2, *steps), placeholders, _ = program
+    ``out``; a program packed with ``refilled=False`` takes more sets than its arrays' rows, a share of them at a
+    time. ``release_gil`` is not read: numba's compiled kernels (``nogil``) always release it."""
+    (num_qubits, u1, u2, *steps), placeholders, _, refilled = program
+    capacity = len(u1)
     if params is None:  # the first rows of the packed arrays, as they are
         u1, u2 = u1[:len(out)], u2[:len(out)]
+    elif len(params) > capacity:
+        if refilled:
+            raise ValueError(f"params must have at most {capacity} rows for a program packed with refilled=True")
+        for start in range(0, len(params), capacity):
+            rows = slice(start, start + capacity)
+            run_packed(program, params[rows], task, out[rows], observables, shots, key, batch_offset + start,
+                       None if initial is None else initial[rows])
+        return
     else:
         u1, u2 = filled_rows(program, params)
     outputs = list(placeholders)

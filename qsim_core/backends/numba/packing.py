@@ -20,13 +20,14 @@ PLACEHOLDERS = {dtype: (np.empty((0, 0), dtype), np.empty((0, 0)), np.empty((0, 
 OUTPUT_OF_TASK = {TASK_STATE: 0, TASK_PROBS: 1, TASK_EXPVAL: 2, TASK_SHOT_EXPVAL: 2, TASK_SAMPLES: 3}
 
 
-def pack_small(num_qubits, u1, u2, rotations1, rotations2, init_u1, kind, q0, q1, arg, run_start, run_gate,
-               perm_start, perm_table):
+def pack_small(num_qubits, u1, u2, rotations1, rotations2, refilled, init_u1, kind, q0, q1, arg, run_start,
+               run_gate, perm_start, perm_table):
     """``run_small``'s program arguments (``num_qubits`` to ``perm_table``, in its order), the placeholders of the
-    state's dtype and the rotation tables that fill ``u1`` and ``u2`` (the Cython ``pack_small``'s arguments)."""
+    state's dtype, the rotation tables that fill ``u1`` and ``u2`` and ``refilled`` (the Cython ``pack_small``'s
+    arguments)."""
     arguments = (num_qubits, u1, u2, init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table)
     rotations = tuple((table, out) for table, out in ((rotations1, u1), (rotations2, u2)) if len(table[0]))
-    return arguments, PLACEHOLDERS[u1.dtype.type], rotations
+    return arguments, PLACEHOLDERS[u1.dtype.type], rotations, bool(refilled)
 
 
 def pack_observables(xmask, zmask, ny):
@@ -38,7 +39,7 @@ def filled_rows(program, params):
     """The gate matrices ``(u1, u2)`` of a packed program (:func:`pack_small`) for the parameter sets ``params``
     (float64[B, P]): the first B rows of its arrays, with the rotations of ``params`` filled in (the Cython kernels
     fill them per set, inside the run)."""
-    (_, u1, u2, *_), _, rotations = program
+    (_, u1, u2, *_), _, rotations, _ = program
     rows = len(params)
     if rows < len(u1):
         u1, u2, rotations = u1[:rows], u2[:rows], [(table, matrices[:rows]) for table, matrices in rotations]
