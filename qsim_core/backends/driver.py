@@ -330,11 +330,11 @@ class _AdjointProgram:
         return {**self.__dict__, "_packed": {}}
 
     def derivatives(self, params: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
-        """``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]`` for ``params`` (left unset when only rotations)."""
+        """``du1[B, U1, 2, 2]``, ``du2[B, U2, 4, 4]`` for ``params`` (with no rows when only rotations: the
+        kernels form their derivatives from the bound gates)."""
         if not self.rotations_only:
             return self.plan.derivatives(params, dtype)
-        batch = params.shape[0]
-        return np.empty((batch, self.use_counts[0], 2, 2), dtype), np.empty((batch, self.use_counts[1], 4, 4), dtype)
+        return np.empty((0, self.use_counts[0], 2, 2), dtype), np.empty((0, self.use_counts[1], 4, 4), dtype)
 
 
 def _adjoint_program(job: Job, zbasis: bool) -> _AdjointProgram:
@@ -376,12 +376,18 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     program = adjoint.plan.program
     weights = np.ascontiguousarray(weights)
     lanes = weights.shape[1]
-    work = _work(min(job.batch, BATCH_CHUNK), program, passes=2 + lanes)  # per kernel call
+    dtype = np.dtype(job.dtype).type
+    bound = _BOUND.get(program, min(job.batch, BATCH_CHUNK), dtype)
+    # sets that differ only in their rotations (which the kernels fill), with no derivative matrices to bind: the
+    # whole batch is one call, which releases the GIL at most once; otherwise one call per chunk
+    chunk = job.batch if adjoint.rotations_only and not bound.refilled else BATCH_CHUNK
+    work = _work(min(job.batch, chunk), program, passes=2 + lanes)  # per kernel call
     threads = _useful_threads(job.threads, work)
     release = _releases_gil(work, threads)
-    dtype = np.dtype(job.dtype).type
-    # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs)
-    memory.require(threads * (lanes + 2) * job.size * np.dtype(dtype).itemsize,
+    # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs); and the
+    # per-use gradients of a call
+    memory.require(threads * (lanes + 2) * job.size * np.dtype(dtype).itemsize
+                   + min(job.batch, chunk) * lanes * adjoint.uses * 8,
                    f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
     kernels.set_threads(threads)
     values = np.empty((job.batch, len(observables)))
@@ -392,15 +398,14 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     adjoint_packed = _specialised(adjoint_kernels.adjoint_packed, dtype)
     packed = adjoint.packed(adjoint_kernels)
     packed_observables = observables.packed(kernels.pack_observables)
-    bound = _BOUND.get(program, min(job.batch, BATCH_CHUNK), dtype)
     gates = bound.pack(kernels)
     # one buffer for every chunk's per-use gradients: a fresh one per chunk would be fresh pages to fault in
     # where large allocations are not reused (Dask's workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map
     # every one anew)
-    uses_buffer = np.empty((min(job.batch, BATCH_CHUNK), lanes, adjoint.uses))
-    chunked = job.batch > BATCH_CHUNK  # one chunk (the usual case) runs on the arrays themselves, unsliced
-    for start in range(0, job.batch, BATCH_CHUNK):
-        rows = slice(start, start + BATCH_CHUNK) if chunked else None
+    uses_buffer = np.empty((min(job.batch, chunk), lanes, adjoint.uses))
+    chunked = job.batch > chunk  # one call (the usual case) runs on the arrays themselves, unsliced
+    for start in range(0, job.batch, chunk):
+        rows = slice(start, start + chunk) if chunked else None
         params = _rows(job.params, rows)
         bound.fill(params, threads)
         du1, du2 = adjoint.derivatives(params, dtype)

@@ -315,18 +315,28 @@ def test_a_batch_past_the_chunk_size_is_one_kernel_call_unless_sets_bind_other_m
 
     def tasks(sim: qc.Simulator) -> list[np.ndarray]:
         return [sim.expectation(c, ["Z0", "X1 Y2"], params), sim.sample(c, 32, params), sim.statevector(c, params),
-                sim.expectation(c, ["Z0", "Z3"], params, shots=40)]
+                sim.expectation(c, ["Z0", "Z3"], params, shots=40),
+                sim.vjp(c, ["Z0", "X1 Y2"], params, [1.0, -0.5], method="adjoint")]
 
     whole = tasks(qc.Simulator(backend=backend, threads=2, seed=5))
-    calls = []
+    calls, adjoint_calls = [], []
     run_packed = kernels.run_packed
+    adjoint_kernels = get_backend(backend).adjoint_kernels
+    adjoint_packed = adjoint_kernels.adjoint_packed
 
     def counted(packed, params, *rest):
         calls.append(len(params))
         return run_packed(packed, params, *rest)
 
+    def adjoint_counted(program, gates, params, *rest):
+        adjoint_calls.append(len(params))
+        return adjoint_packed(program, gates, params, *rest)
+
     monkeypatch.setattr(driver, "BATCH_CHUNK", 16)
     monkeypatch.setattr(kernels, "run_packed", counted)
+    monkeypatch.setattr(adjoint_kernels, "adjoint_packed", adjoint_counted)
     for got, want in zip(tasks(qc.Simulator(backend=backend, threads=2, seed=5)), whole, strict=True):
         np.testing.assert_array_equal(got, want)
+    # (the MS with a parameter in its phase is not a rotation either: its derivative matrices are bound per set)
     assert calls == ([16, 16, 16, 2] if refilled else [50]) * 4
+    assert adjoint_calls == ([16, 16, 16, 2] if refilled else [50])

@@ -692,19 +692,20 @@ cdef void _free_adjoint_buffers(AdjointBuffers* buffers) noexcept nogil:
 
 
 cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64_t u1_stride, real* u2,
-                       int64_t u2_stride, const RowFill* fill, const real* du1, int64_t du1_stride, const real* du2,
-                       int64_t du2_stride, const double* slope1, const unsigned char* rotation1, const double* slope2,
-                       const unsigned char* rotation2, int64_t num_qubits, const int32_t* init_u1, const int8_t* kind,
-                       const int32_t* q0, const int32_t* q1, const int32_t* arg, int64_t steps,
-                       const int64_t* run_start, const int32_t* run_gate, const int64_t* perm_start, bint has_perm,
-                       const int64_t* inverse_table, const int64_t* forward_table, const int64_t* u1_use_start,
-                       const int64_t* u2_use_start, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
-                       int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
-                       int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int64_t first_state,
+                       int64_t u2_stride, int64_t gates2, const RowFill* fill, const real* du1, int64_t du1_stride,
+                       const real* du2, int64_t du2_stride, const double* slope1, const unsigned char* rotation1,
+                       const double* slope2, const unsigned char* rotation2, int64_t num_qubits,
+                       const int32_t* init_u1, const int8_t* kind, const int32_t* q0, const int32_t* q1,
+                       const int32_t* arg, int64_t steps, const int64_t* run_start, const int32_t* run_gate,
+                       const int64_t* perm_start, bint has_perm, const int64_t* inverse_table,
+                       const int64_t* forward_table, const int64_t* u1_use_start, const int64_t* u2_use_start,
+                       const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count,
+                       const double* weights, int64_t lanes, double* values_out, double* grad_out, int64_t uses,
+                       int64_t uses1, const real* initial, real* state_grad_out, int64_t first_state,
                        int64_t last_perm, bint z_only) noexcept nogil:
     """Parameter set ``b`` of :func:`_adjoint_small`, in the calling thread's ``buffers``: its rotation matrices
-    filled into its rows of ``u1``/``u2`` by ``fill``, its two-qubit gates' conjugate transposes formed, then the
-    forward pass and the sweep back."""
+    filled into its rows of ``u1``/``u2`` by ``fill`` (the strides may be 0: every set on one copy), its
+    ``gates2`` two-qubit gates' conjugate transposes formed, then the forward pass and the sweep back."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
     cdef int64_t s, lane, k, q
@@ -737,7 +738,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     lams = lam
     _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations1, u1 + u1_stride * b)
     _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations2, u2 + u2_stride * b)
-    _conjugate_transposes(u2 + u2_stride * b, u2_stride // 32, dagger)
+    _conjugate_transposes(u2 + u2_stride * b, gates2, dagger)
     if initial != NULL:
         memcpy(state, initial + 2 * size * b, 2 * size * sizeof(real))
     else:
@@ -806,7 +807,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
                                          slopes, grad + uses * lane)
 
 
-cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_stride, const RowFill* fill,
+cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_stride, const RowFill* fill, bint alike,
                          const real* du1, int64_t du1_stride, const real* du2, int64_t du2_stride, const double* slope1,
                          const unsigned char* rotation1, const double* slope2, const unsigned char* rotation2,
                          int64_t batch,
@@ -820,8 +821,16 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
                          int* failed) noexcept nogil:
     """Body of :func:`adjoint_packed`: per-thread buffers and a static loop over the batch (:func:`_adjoint_row`),
     in one parallel region, or on the calling thread when it is the only one (as :func:`_run_small` does: a
-    parallel region also releases the GIL, which the driver keeps for short runs)."""
+    parallel region also releases the GIL, which the driver keeps for short runs). With ``alike`` each thread runs
+    every set on its own copy of row 0 of the gate matrices (as :func:`_run_small` does), so the batch may have
+    more sets than the arrays have rows."""
     cdef int64_t b, s
+    cdef real* gates = NULL
+    # the gate matrices each set reads: its rows of u1/u2, or (alike) the thread's copy, at a stride of 0
+    cdef real* rows1 = NULL
+    cdef real* rows2 = NULL
+    cdef int64_t stride1 = 0 if alike else u1_stride
+    cdef int64_t stride2 = 0 if alike else u2_stride
     cdef bint z_only = True
     cdef bint ok = False
     cdef int64_t observable
@@ -839,35 +848,44 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
     for observable in range(count):
         z_only = z_only and xmask[observable] == 0
     if num_threads == 1 or batch == 1:
-        if _adjoint_buffers(&own_buffers, num_qubits, lanes, uses1, u1_stride, u2_stride, sizeof(real)):
+        gates = _own_gates(u1, u1_stride, u2, u2_stride) if alike else NULL
+        rows1 = gates if alike else u1
+        rows2 = gates + u1_stride if alike else u2
+        if _adjoint_buffers(&own_buffers, num_qubits, lanes, uses1, u1_stride, u2_stride, sizeof(real)) and (
+                gates != NULL or not alike):
             for b in range(batch):
-                _adjoint_row(b, &own_buffers, u1, u1_stride, u2, u2_stride, fill, du1, du1_stride, du2, du2_stride,
-                             slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, steps,
-                             run_start, run_gate, perm_start, has_perm, inverse_table, forward_table, u1_use_start,
-                             u2_use_start, xmask, zmask, ny, count, weights, lanes, values_out, grad_out, uses, uses1,
-                             initial, state_grad_out, first_state, last_perm, z_only)
+                _adjoint_row(b, &own_buffers, rows1, stride1, rows2, stride2, u2_stride // 32, fill, du1, du1_stride,
+                             du2, du2_stride, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1,
+                             arg, steps, run_start, run_gate, perm_start, has_perm, inverse_table, forward_table,
+                             u1_use_start, u2_use_start, xmask, zmask, ny, count, weights, lanes, values_out,
+                             grad_out, uses, uses1, initial, state_grad_out, first_state, last_perm, z_only)
         else:
             failed[0] = 1
         _free_adjoint_buffers(&own_buffers)
+        free(gates)
         return
     with parallel(num_threads=num_threads):
         buffers = <AdjointBuffers*>malloc(sizeof(AdjointBuffers))
+        gates = _own_gates(u1, u1_stride, u2, u2_stride) if alike else NULL
+        rows1 = gates if alike else u1
+        rows2 = gates + u1_stride if alike else u2
         ok = buffers != NULL and _adjoint_buffers(buffers, num_qubits, lanes, uses1, u1_stride, u2_stride,
-                                                  sizeof(real))
+                                                  sizeof(real)) and (gates != NULL or not alike)
         # every thread must reach the worksharing loop (OpenMP), so a thread without buffers runs it too and only
         # flags its iterations as failed
         for b in prange(batch, schedule="static"):
             if not ok:
                 failed[0] = 1
             else:
-                _adjoint_row(b, buffers, u1, u1_stride, u2, u2_stride, fill, du1, du1_stride, du2, du2_stride, slope1,
-                             rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg, steps, run_start,
-                             run_gate, perm_start, has_perm, inverse_table, forward_table, u1_use_start, u2_use_start,
-                             xmask, zmask, ny, count, weights, lanes, values_out, grad_out, uses, uses1, initial,
-                             state_grad_out, first_state, last_perm, z_only)
+                _adjoint_row(b, buffers, rows1, stride1, rows2, stride2, u2_stride // 32, fill, du1, du1_stride, du2,
+                             du2_stride, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg,
+                             steps, run_start, run_gate, perm_start, has_perm, inverse_table, forward_table,
+                             u1_use_start, u2_use_start, xmask, zmask, ny, count, weights, lanes, values_out,
+                             grad_out, uses, uses1, initial, state_grad_out, first_state, last_perm, z_only)
         if buffers != NULL:
             _free_adjoint_buffers(buffers)
         free(buffers)
+        free(gates)
 
 
 cdef class AdjointProgram:
@@ -876,6 +894,7 @@ cdef class AdjointProgram:
     cdef object arrays
     cdef int64_t num_qubits, steps, uses1, uses2, gates1, gates2
     cdef bint has_perm
+    cdef bint rotations_only  # every use is a rotation: the derivative matrices are never read
     cdef const double* slope1
     cdef const unsigned char* rotation1
     cdef const double* slope2
@@ -925,6 +944,7 @@ def pack_adjoint(const double complex[:, :, ::1] slope1, const unsigned char[::1
     program.gates1 = u1_use_start.shape[0] - 1
     program.gates2 = u2_use_start.shape[0] - 1
     program.has_perm = perm_start.shape[0] > 1
+    program.rotations_only = all(rotation1) and all(rotation2)
     program.slope1 = <const double*>&slope1[0, 0, 0]
     program.rotation1 = &rotation1[0]
     program.slope2 = <const double*>&slope2[0, 0, 0]
@@ -954,7 +974,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     packed by :func:`pack_adjoint`, the program's gate-matrix arrays by :func:`pack_small` (the kernel fills the
     rotations of ``params[b]`` into their row b, just before running it) and the observables by
     :func:`pack_observables` (``initial`` and ``state_grad_out`` empty when not used); without the GIL if
-    ``release_gil`` (as :func:`run_packed`).
+    ``release_gil`` (as :func:`run_packed`). With gate matrices packed with ``refilled=False`` the batch may have
+    more sets than their rows; ``du1`` and ``du2`` may have no rows when every use is a rotation.
 
     Raises:
         ValueError: inconsistent shapes.
@@ -976,10 +997,15 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
         single = True
     if gates.single != single:
         raise ValueError("the gate matrices and du1/du2 must have the same precision")
-    if batch > gates.batch or params.shape[1] <= max(gates.rotations1.max_index, gates.rotations2.max_index):
-        raise ValueError(f"params must have at most {gates.batch} rows (the gate matrices'), and a column for every "
-                         "parameter the rotations use")
-    if du1.shape[0] != batch or du2.shape[0] != batch and du2.shape[1]:
+    if batch > gates.batch and gates.refilled or params.shape[1] <= max(gates.rotations1.max_index,
+                                                                        gates.rotations2.max_index):
+        raise ValueError(f"params must have at most {gates.batch} rows (the gate matrices', unless packed with "
+                         "refilled=False), and a column for every parameter the rotations use")
+    # derivative matrices with no rows: not read, every use being a rotation (whose derivative is formed here)
+    cdef bint no_derivatives = du1.shape[0] == 0 and du2.shape[0] == 0
+    if no_derivatives and not program.rotations_only:
+        raise ValueError("du1 and du2 may have no rows only when every use is a rotation")
+    if not no_derivatives and (du1.shape[0] != batch or du2.shape[0] != batch and du2.shape[1]):
         raise ValueError("params, du1 and du2 must have the same batch size")
     if 8 * program.gates1 != gates.u1_stride or 32 * program.gates2 != gates.u2_stride:
         raise ValueError("u1_use_start / u2_use_start need one entry per gate plus one")
@@ -995,6 +1021,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
         raise ValueError(f"state_grad_out must be [{batch}, {lanes}, {size}]")
     if batch == 0:
         return
+    cdef int64_t du1_stride = 0 if no_derivatives else 8 * du1.shape[1]
+    cdef int64_t du2_stride = 0 if no_derivatives else 32 * du2.shape[1]
     fill.params = &params[0, 0]
     fill.num_params = params.shape[1]
     fill.rotations1 = &gates.rotations1
@@ -1002,25 +1030,25 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     cdef PyThreadState* released = _release_gil(release_gil)
     if cplx is cython.floatcomplex:
         _adjoint_small(<float*>gates.u1, gates.u1_stride, <float*>gates.u2, gates.u2_stride, &fill,
-                       <const float*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const float*>&du2[0, 0, 0, 0],
-                       32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
-                       batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
-                       program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
-                       program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
-                       program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
-                       &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
-                       <const float*>&initial[0, 0] if has_initial else NULL,
+                       not gates.refilled, <const float*>&du1[0, 0, 0, 0], du1_stride,
+                       <const float*>&du2[0, 0, 0, 0], du2_stride, program.slope1, program.rotation1,
+                       program.slope2, program.rotation2, batch, program.num_qubits, program.init_u1, program.kind,
+                       program.q0, program.q1, program.arg, program.steps, program.run_start, program.run_gate,
+                       program.perm_start, program.has_perm, program.inverse_table, program.forward_table,
+                       program.u1_use_start, program.u2_use_start, observables.xmask, observables.zmask,
+                       observables.ny, count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0],
+                       uses, uses1, <const float*>&initial[0, 0] if has_initial else NULL,
                        <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     else:
         _adjoint_small(<double*>gates.u1, gates.u1_stride, <double*>gates.u2, gates.u2_stride, &fill,
-                       <const double*>&du1[0, 0, 0, 0], 8 * du1.shape[1], <const double*>&du2[0, 0, 0, 0],
-                       32 * du2.shape[1], program.slope1, program.rotation1, program.slope2, program.rotation2,
-                       batch, program.num_qubits, program.init_u1, program.kind, program.q0, program.q1,
-                       program.arg, program.steps, program.run_start, program.run_gate, program.perm_start,
-                       program.has_perm, program.inverse_table, program.forward_table, program.u1_use_start,
-                       program.u2_use_start, observables.xmask, observables.zmask, observables.ny, count,
-                       &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0], uses, uses1,
-                       <const double*>&initial[0, 0] if has_initial else NULL,
+                       not gates.refilled, <const double*>&du1[0, 0, 0, 0], du1_stride,
+                       <const double*>&du2[0, 0, 0, 0], du2_stride, program.slope1, program.rotation1,
+                       program.slope2, program.rotation2, batch, program.num_qubits, program.init_u1, program.kind,
+                       program.q0, program.q1, program.arg, program.steps, program.run_start, program.run_gate,
+                       program.perm_start, program.has_perm, program.inverse_table, program.forward_table,
+                       program.u1_use_start, program.u2_use_start, observables.xmask, observables.zmask,
+                       observables.ny, count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0],
+                       uses, uses1, <const double*>&initial[0, 0] if has_initial else NULL,
                        <double*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     _take_gil_back(released)
     _check_allocated(failed)

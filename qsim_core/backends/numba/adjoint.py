@@ -568,8 +568,22 @@ def adjoint_packed(program, gates, params, du1, du2, observables, weights, value
                    state_grad_out, release_gil=True):
     """:func:`adjoint_small` on a packed plan (:func:`pack_adjoint`), the program's gate-matrix arrays packed by the
     kernels' ``pack_small`` (the rotations of ``params``, float64[B, P], are filled into their first B rows) and
-    packed observables (the kernels' ``pack_observables``). The other arguments are :func:`adjoint_small`'s;
+    packed observables (the kernels' ``pack_observables``). The other arguments are :func:`adjoint_small`'s, but
+    as for the Cython ``adjoint_packed``: gate matrices packed with ``refilled=False`` take more sets than their
+    rows (a share at a time here), and ``du1``/``du2`` may have no rows when every use is a rotation.
     ``release_gil`` is not read (the compiled kernel, ``nogil``, always releases it)."""
+    capacity = len(gates[0][1])
+    if len(params) > capacity:
+        if gates[3]:
+            raise ValueError(f"params must have at most {capacity} rows for gate matrices packed with refilled=True")
+        for start in range(0, len(params), capacity):
+            rows = slice(start, start + capacity)
+            adjoint_packed(program, gates, params[rows], du1[rows], du2[rows], observables, weights[rows],
+                           values_out[rows], grad_out[rows], initial[rows], state_grad_out[rows])
+        return
+    if len(du1) == 0 and len(du2) == 0:  # never read (rotations only), but the kernel indexes them by set
+        du1 = np.empty((len(params), *du1.shape[1:]), du1.dtype)
+        du2 = np.empty((len(params), *du2.shape[1:]), du2.dtype)
     u1, u2 = filled_rows(gates, params)
     u2_dagger = np.ascontiguousarray(np.conj(u2.swapaxes(-1, -2))) if u2.shape[1] else u2
     # numba's thread count is passed in: asked inside the kernel, it would keep the kernel from numba's cache
