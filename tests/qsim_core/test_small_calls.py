@@ -340,3 +340,23 @@ def test_a_batch_past_the_chunk_size_is_one_kernel_call_unless_sets_bind_other_m
     # (the MS with a parameter in its phase is not a rotation either: its derivative matrices are bound per set)
     assert calls == ([16, 16, 16, 2] if refilled else [50]) * 4
     assert adjoint_calls == ([16, 16, 16, 2] if refilled else [50])
+
+
+def test_a_program_with_matrices_bound_per_set_refuses_more_sets_than_rows(backend):
+    # its matrices other than the rotations are the caller's, one row per set: a longer batch has none to run on
+    kernels = get_backend(backend).kernels
+    c = seed_circuit()
+    program = compile_circuit(c, zbasis=True, block_qubits=12, from_zero=True)
+    u1, u2 = program.matrix_buffers(2, np.complex128)
+    strings = parse_observables(Z_ALL, 8).packed(kernels.pack_observables)
+    theta = random_params(c, batch=3)
+    refilled = kernels.pack_small(program.num_qubits, u1.out, u2.out, u1.rotations, u2.rotations, True,
+                                  *program.small_arguments)
+    with pytest.raises(ValueError, match=r"at most 2 rows \(unless packed with refilled=False\)"):
+        kernels.run_packed(refilled, theta, TASK_EXPVAL, np.zeros((3, 8)), strings, 0, 0, 0, None)
+    alike = kernels.pack_small(program.num_qubits, u1.out, u2.out, u1.rotations, u2.rotations, False,
+                               *program.small_arguments)
+    values = np.zeros((3, 8))
+    kernels.run_packed(alike, theta, TASK_EXPVAL, values, strings, 0, 0, 0, None)
+    np.testing.assert_allclose(values, qc.Simulator(backend="reference").expectation(c, Z_ALL, theta),
+                               atol=TOLERANCE["double"])

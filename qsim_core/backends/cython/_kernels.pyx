@@ -1868,15 +1868,21 @@ cdef void _run_small(const RowFill* fill, bint alike, int task, real* psi_out, d
     cdef real* gates = NULL
     cdef bint ok = False
     cdef bint own = alike and fill != NULL
+    # the gate matrices each set reads: its rows of u1/u2, or (own) the thread's copy, at a stride of 0
+    cdef real* rows1 = NULL
+    cdef real* rows2 = NULL
+    cdef int64_t stride1 = 0 if own else u1_stride
+    cdef int64_t stride2 = 0 if own else u2_stride
     if num_threads == 1 or batch == 1:
         gates = _own_gates(u1, u1_stride, u2, u2_stride) if own else NULL
+        rows1 = gates if own else u1
+        rows2 = gates + u1_stride if own else u2
         if _small_buffers(&own_buffers, task, size, sizeof(real), has_perm, shots) and (gates != NULL or not own):
             for b in range(batch):
                 _run_small_row(b, &own_buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits,
-                               gates if own else u1, 0 if own else u1_stride, gates + u1_stride if own else u2,
-                               0 if own else u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
-                               perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
-                               has_initial)
+                               rows1, stride1, rows2, stride2, init_u1, kind, q0, q1, arg, steps, run_start,
+                               run_gate, perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset,
+                               initial, has_initial)
         else:
             failed[0] = 1
         _free_small_buffers(&own_buffers)
@@ -1886,6 +1892,8 @@ cdef void _run_small(const RowFill* fill, bint alike, int task, real* psi_out, d
         # one set of buffers per thread, reused by all its parameter sets
         buffers = <SmallBuffers*>malloc(sizeof(SmallBuffers))
         gates = _own_gates(u1, u1_stride, u2, u2_stride) if own else NULL
+        rows1 = gates if own else u1
+        rows2 = gates + u1_stride if own else u2
         ok = buffers != NULL and _small_buffers(buffers, task, size, sizeof(real), has_perm, shots) and (
             gates != NULL or not own)
         # every thread must reach the worksharing loop (OpenMP), so a thread
@@ -1895,10 +1903,9 @@ cdef void _run_small(const RowFill* fill, bint alike, int task, real* psi_out, d
                 failed[0] = 1
             else:
                 _run_small_row(b, buffers, fill, task, psi_out, probs_out, values_out, samples_out, num_qubits,
-                               gates if own else u1, 0 if own else u1_stride, gates + u1_stride if own else u2,
-                               0 if own else u2_stride, init_u1, kind, q0, q1, arg, steps, run_start, run_gate,
-                               perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset, initial,
-                               has_initial)
+                               rows1, stride1, rows2, stride2, init_u1, kind, q0, q1, arg, steps, run_start,
+                               run_gate, perm_start, perm_table, xmask, zmask, ny, count, shots, key, batch_offset,
+                               initial, has_initial)
         if buffers != NULL:
             _free_small_buffers(buffers)
         free(buffers)
@@ -2103,8 +2110,8 @@ cdef void _fill_rotation_row(const double* params, const RotationTable* rotation
 
 
 def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tuple rotations1, tuple rotations2,
-               bint refilled, const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0, const int32_t[::1] q1,
-               const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
+               bint refilled, const int32_t[::1] init_u1, const int8_t[::1] kind, const int32_t[::1] q0,
+               const int32_t[::1] q1, const int32_t[::1] arg, const int64_t[::1] run_start, const int32_t[::1] run_gate,
                const int64_t[::1] perm_start, const int64_t[::1] perm_table):
     """A single-block program bound to its gate-matrix arrays, checked once, for :func:`run_packed`.
 

@@ -57,7 +57,7 @@ from .kernels import (
     pauli_expectation,
     z_expectations_from_probabilities,
 )
-from .packing import filled_rows
+from .packing import filled_rows, shares
 
 _I_POWERS = np.array([1.0 + 0j, 1j, -1.0 + 0j, -1j])
 
@@ -572,12 +572,9 @@ def adjoint_packed(program, gates, params, du1, du2, observables, weights, value
     as for the Cython ``adjoint_packed``: gate matrices packed with ``refilled=False`` take more sets than their
     rows (a share at a time here), and ``du1``/``du2`` may have no rows when every use is a rotation.
     ``release_gil`` is not read (the compiled kernel, ``nogil``, always releases it)."""
-    capacity = len(gates[0][1])
-    if len(params) > capacity:
-        if gates[3]:
-            raise ValueError(f"params must have at most {capacity} rows for gate matrices packed with refilled=True")
-        for start in range(0, len(params), capacity):
-            rows = slice(start, start + capacity)
+    parts = shares(gates, len(params))
+    if parts:
+        for rows in parts:
             adjoint_packed(program, gates, params[rows], du1[rows], du2[rows], observables, weights[rows],
                            values_out[rows], grad_out[rows], initial[rows], state_grad_out[rows])
         return

@@ -24,7 +24,7 @@ from numba import get_thread_id, njit, prange
 from ...compiler import CNOT, PERM, SWAP, U1, U2, U2D, U2X
 from ..contract import TASK_EXPVAL, TASK_PROBS, TASK_SAMPLES, TASK_SHOT_EXPVAL, TASK_STATE
 from .loops import apply_diagonal_layer, real_pair_mix, real_pairs, real_qubit0, real_qubit1
-from .packing import OUTPUT_OF_TASK, filled_rows
+from .packing import OUTPUT_OF_TASK, filled_rows, shares
 from .packing import pack_observables as pack_observables  # the kernel contract's, exported here
 from .packing import pack_small as pack_small
 from .sampling import binomial_estimate, samples_into, stream_state
@@ -510,18 +510,15 @@ def run_packed(program, params, task, out, observables, shots, key, batch_offset
     """As the Cython ``run_packed``: fill the rotations of ``params`` (unless None), then ``run_small`` into
     ``out``; a program packed with ``refilled=False`` takes more sets than its arrays' rows, a share of them at a
     time. ``release_gil`` is not read: numba's compiled kernels (``nogil``) always release it."""
-    (num_qubits, u1, u2, *steps), placeholders, _, refilled = program
-    capacity = len(u1)
-    if params is None:  # the first rows of the packed arrays, as they are
-        u1, u2 = u1[:len(out)], u2[:len(out)]
-    elif len(params) > capacity:
-        if refilled:
-            raise ValueError(f"params must have at most {capacity} rows for a program packed with refilled=True")
-        for start in range(0, len(params), capacity):
-            rows = slice(start, start + capacity)
-            run_packed(program, params[rows], task, out[rows], observables, shots, key, batch_offset + start,
+    (num_qubits, u1, u2, *steps), placeholders, _, _ = program
+    parts = None if params is None else shares(program, len(params))
+    if parts:
+        for rows in parts:
+            run_packed(program, params[rows], task, out[rows], observables, shots, key, batch_offset + rows.start,
                        None if initial is None else initial[rows])
         return
+    if params is None:  # the first rows of the packed arrays, as they are
+        u1, u2 = u1[:len(out)], u2[:len(out)]
     else:
         u1, u2 = filled_rows(program, params)
     outputs = list(placeholders)

@@ -35,6 +35,23 @@ def pack_observables(xmask, zmask, ny):
     return xmask, zmask, ny
 
 
+def shares(program, rows):
+    """The slices, each at most a packed program's (:func:`pack_small`) array rows long, in which a batch of
+    ``rows`` sets runs a share at a time, or None when the arrays hold it whole.
+
+    Raises:
+        ValueError: more sets than rows for a program packed with ``refilled=True`` (its matrices other than the
+            rotations are bound per set, for the whole batch).
+    """
+    (_, u1, *_), _, _, refilled = program
+    capacity = len(u1)
+    if rows <= capacity:
+        return None
+    if refilled:
+        raise ValueError(f"params must have at most {capacity} rows (unless packed with refilled=False)")
+    return [slice(start, start + capacity) for start in range(0, rows, capacity)]
+
+
 def filled_rows(program, params):
     """The gate matrices ``(u1, u2)`` of a packed program (:func:`pack_small`) for the parameter sets ``params``
     (float64[B, P]): the first B rows of its arrays, with the rotations of ``params`` filled in (the Cython kernels
