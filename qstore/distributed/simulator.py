@@ -29,7 +29,8 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
   measured yet is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a
   small call is one task), and teaches the model. A call of scattered rows (below) with two rounds or
   more has its first and last round in chunks :data:`TAPER` times smaller (:func:`chunk_starts`): the
-  workers start after a short transfer, and end within a short chunk of each other.
+  workers start after a short transfer, and end within a short chunk of each other. A scattered call of one
+  task becomes three, so that its work no longer waits for all its rows, nor all its results for its work.
 * **Rows go straight to the workers.** A call whose rows take more than :data:`INLINE_BYTES` is scattered
   a chunk at a time, each chunk's task submitted as soon as its rows are there, so the first chunks compute
   while the later ones travel; a smaller call's rows travel in its tasks. With ``direct`` (the default for
@@ -134,19 +135,25 @@ def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_second
         slots: worker threads of the cluster.
         chunk_seconds: the engine work a task should carry.
         taper: for rows that travel apart from their tasks (scattered): a call of two rounds over the worker
-            threads or more has its first and last round cut into chunks :data:`TAPER` times smaller than the
-            others. Each worker then starts computing after a short transfer instead of a whole chunk's, the
-            later chunks travel while the first ones compute, and the workers' last chunks are short, so one
-            that ran slower keeps the others waiting less.
+            threads or more, or of one task, has its first and last round cut into chunks :data:`TAPER` times
+            smaller than the others, as long as each of those carries :data:`SHARE_SECONDS` of work. Each
+            worker then starts computing after a short transfer instead of a whole chunk's, the later chunks
+            travel while the first ones compute, and the workers' last chunks are short, so one that ran
+            slower keeps the others waiting less. A call of one task becomes three, whose transfers overlap
+            the middle one's work; in one round of several tasks each worker's transfers already overlap the
+            others' work, and cutting it further costs more tasks than it saves.
     """
     size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
     short = size // TAPER
-    if taper and short and batch >= 2 * slots * size:
-        middle = batch - 2 * slots * short
+    single = size >= batch
+    worth_it = row_seconds is None or short * row_seconds >= SHARE_SECONDS
+    if taper and short and worth_it and (single or batch >= 2 * slots * size):
+        lanes = 1 if single else slots
+        middle = batch - 2 * lanes * short
         tasks = -(-middle // size)
-        size = -(-middle // (-(-tasks // slots) * slots))
-        tail = batch - slots * short
-        return [*range(0, slots * short, short), *range(slots * short, tail, size), *range(tail, batch, short), batch]
+        size = -(-middle // (-(-tasks // lanes) * lanes))
+        tail = batch - lanes * short
+        return [*range(0, lanes * short, short), *range(lanes * short, tail, size), *range(tail, batch, short), batch]
     return [*range(0, batch, size), batch]
 
 

@@ -180,8 +180,12 @@ def test_chunk_rows(batch, row_seconds, slots, chunk_seconds, rows):
         # of them what is left
         (1_000_000, 1.25e-6, 3, 0.2, [27_778] * 3 + [92_593] * 8 + [92_588] + [27_778] * 3),
         (1_000_000, 1.25e-6, 3, 0.4, [166_667] * 5 + [166_665]),  # 6 chunks, two rounds less 2 rows: no taper
-        (100_000, 3.7e-6, 2, 0.4, [50_000] * 2),  # one round: nothing to taper
-        (100_000, 3.7e-6, 1, 0.4, [100_000]),
+        (100_000, 3.7e-6, 2, 0.4, [50_000] * 2),  # one round of two tasks: left whole
+        # one task: three, the first and last of a quarter chunk (92 ms of work)
+        (100_000, 3.7e-6, 1, 0.4, [25_000, 50_000, 25_000]),
+        (100, None, 2, 0.4, [25, 50, 25]),  # one task (too few rows to learn from) on a cluster of two slots
+        (10_000, 1.1e-6, 1, 0.4, [10_000]),  # a quarter of its 11 ms is less than SHARE_SECONDS: no taper
+        (10_000, 1.1e-6, 2, 0.002, [1_667] * 5 + [1_665]),  # three rounds, but a quarter chunk is 0.5 ms: none
         (20, 1.0, 1, 4.0, [1, 4, 4, 4, 4, 2, 1]),
         (3, 1.0, 1, 1.0, [1, 1, 1]),  # chunks of one row: a quarter of that is no row, no taper
     ],
