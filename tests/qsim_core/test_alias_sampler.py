@@ -127,9 +127,10 @@ def vose_reference(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the table must match bit for bit.
     """
     n = probs.size
-    total = 0.0
-    for p in probs:
-        total += float(p)
+    lanes = [0.0] * 8  # the total: probability i into lane i % 8, in order, then the lanes pairwise
+    for i, p in enumerate(probs):
+        lanes[i % 8] += float(p)
+    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
     threshold = [float(p) * n / total for p in probs]
     small = [i for i in range(n) if threshold[i] < 1.0]  # popped from the end: highest index first
     large = [i for i in range(n) if threshold[i] >= 1.0][::-1]  # taken from the front: highest index first

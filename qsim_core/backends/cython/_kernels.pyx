@@ -1380,24 +1380,24 @@ cdef extern from *:
     static inline int64_t qsim_select64(int64_t mask, int64_t a, int64_t b) { return (a & mask) | (b & ~mask); }
     /* The top small column takes the first large one, cur, as its alias and cur gives up what the small one
        lacks; once below 1 (turned) cur is the next small column itself, paired with the next large one. The
-       rest of cur is carried, and the candidates of the step after next are loaded a step early (the clamped
-       lookahead is read, never used past the end). Needs *small_top > 0 and *large_bottom < n. */
+       rest of cur is carried, and the candidates of the step after next are loaded a step early: order[-2],
+       order[-1], order[n] and order[n + 1] are column 0, so the lookahead past either end needs no clamp (it
+       is read, never used). A step takes the next small column or, turned, the next large one: the loop ends
+       when the one it needs is missing. Needs *small_top > 0 and *large_bottom < n. */
     static void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n,
                                 int64_t* small_top_io, int64_t* large_bottom_io) {
         int64_t small_top = *small_top_io, large_bottom = *large_bottom_io;
+        int64_t larges_left = n - 1 - large_bottom;  /* after cur */
         int64_t cur = order[large_bottom];
         int64_t low = order[small_top - 1];
-        int64_t nxt = order[large_bottom + 1 < n ? large_bottom + 1 : n - 1];
+        int64_t nxt = order[large_bottom + 1];
         qsim_sd rest = QSIM_SD(threshold[cur]), low_t = QSIM_SD(threshold[low]), nxt_t = QSIM_SD(threshold[nxt]);
         const qsim_sd one = QSIM_SD(1.0);
         qsim_sd turned_mask = QSIM_SD_LESS(one, one);
         int64_t turned = 0;  /* 0 or 1, as turned_mask */
-        for (;;) {
-            int64_t more = (turned & (int64_t)(large_bottom + 1 < n)) | ((1 - turned) & (int64_t)(small_top > 0));
-            if (!more)
-                break;
-            int64_t low2 = order[small_top - 2 > 0 ? small_top - 2 : 0];
-            int64_t nxt2 = order[large_bottom + 2 < n ? large_bottom + 2 : n - 1];
+        while (qsim_select64(-turned, larges_left, small_top) > 0) {
+            int64_t low2 = order[small_top - 2];
+            int64_t nxt2 = order[large_bottom + 2];
             qsim_sd low2_t = QSIM_SD(threshold[low2]), nxt2_t = QSIM_SD(threshold[nxt2]);
             /* (hi + lo) - 1 for either move: (nxt + rest) - 1 turned, (rest + low) - 1 not */
             qsim_sd if_turned = QSIM_SD_SUB(QSIM_SD_ADD(nxt_t, rest), one);
@@ -1406,6 +1406,7 @@ cdef extern from *:
             int64_t lo = qsim_select64(mask, cur, low), hi = qsim_select64(mask, nxt, cur);
             qsim_sd lo_t = QSIM_SD_SELECT(turned_mask, rest, low_t);
             large_bottom += turned;
+            larges_left -= turned;
             small_top -= 1 - turned;
             nxt = qsim_select64(mask, nxt2, nxt);
             nxt_t = QSIM_SD_SELECT(turned_mask, nxt2_t, nxt_t);
@@ -1420,6 +1421,20 @@ cdef extern from *:
         }
         *small_top_io = small_top;
         *large_bottom_io = large_bottom;
+    }
+    /* sum(p[:n]) as alias_table sums it (numba's too): element i into lane i % 8, in index order, then the
+       lanes pairwise. The lanes are independent, so gcc adds them as one vector (or two, or four) instead of
+       a chain of n dependent additions. */
+    static double qsim_lane_sum(const double* p, int64_t n) {
+        double lane[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        int64_t i = 0;
+        int k;
+        for (; i + 8 <= n; i += 8)
+            for (k = 0; k < 8; k++)
+                lane[k] += p[i + k];
+        for (; i < n; i++)
+            lane[i & 7] += p[i];
+        return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     }
     /* The columns split as alias_table's scalar loop splits them: order[0, small) the indices with threshold
        below 1, ascending (a stack, top last), order[small, n) the others, descending (a queue, highest index
@@ -1458,8 +1473,13 @@ cdef extern from *:
     }
     """
     int64_t qsim_split_columns(const double* threshold, int64_t n, int64_t* order) noexcept nogil
+    double qsim_lane_sum(const double* p, int64_t n) noexcept nogil
     void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n, int64_t* small_top,
                          int64_t* large_bottom) noexcept nogil
+
+
+cdef enum:
+    ORDER_PAD = 4  # alias_table's ``order`` scratch has n + ORDER_PAD entries
 
 
 cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t* alias,
@@ -1468,16 +1488,17 @@ cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t
 
     After the call, drawing column j uniformly and keeping j with probability
     ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
-    ``probs[i] / sum(probs)``. ``order`` is int64[n] scratch: the small
-    columns (threshold < 1) in its front, a stack, the large ones in its
-    back, a queue. Same table as numba's, bit for bit.
+    ``probs[i] / sum(probs)``. ``order`` is int64[n + ORDER_PAD] scratch: the
+    small columns (threshold < 1) in its front, a stack, the large ones in its
+    back, a queue, with two entries of padding on either side. Same table as
+    numba's, bit for bit.
     """
-    cdef double total = 0.0
+    cdef double total = qsim_lane_sum(probs, n)
     cdef int64_t small_top, large_bottom
     cdef int64_t last_positive = 0
     cdef int64_t i, k
-    for i in range(n):
-        total += probs[i]
+    order[0] = order[1] = order[n + 2] = order[n + 3] = 0  # what the pairing's lookahead reads past the ends
+    order += 2
     for i in range(n):  # a loop of its own so the divisions vectorise
         threshold[i] = probs[i] * <double>n / total
     small_top = qsim_split_columns(threshold, n, order)
@@ -1507,7 +1528,7 @@ def alias_table_into(const double[::1] probs, double[::1] threshold, int64_t[::1
     cdef int64_t n = probs.shape[0]
     if threshold.shape[0] != n or alias.shape[0] != n or n == 0:
         raise ValueError("probs, threshold and alias must have the same positive length")
-    cdef int64_t* order = <int64_t*>malloc(n * sizeof(int64_t))
+    cdef int64_t* order = <int64_t*>malloc((n + ORDER_PAD) * sizeof(int64_t))
     if order == NULL:
         raise MemoryError("no scratch for the alias table")
     alias_table(&probs[0], n, &threshold[0], &alias[0], order)
@@ -1775,7 +1796,7 @@ cdef bint _small_buffers(SmallBuffers* buffers, int task, int64_t size, size_t r
     buffers.probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
     buffers.threshold = <double*>malloc(size * sizeof(double)) if sampling else NULL
     buffers.alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
-    buffers.order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+    buffers.order = <int64_t*>malloc((size + ORDER_PAD) * sizeof(int64_t)) if sampling else NULL
     buffers.drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
     return not ((buffers.own == NULL and (task != TASK_STATE or has_perm))
                 or (buffers.scratch == NULL and task != TASK_STATE and has_perm)

@@ -49,6 +49,19 @@ def next_uniform(state):
 
 
 @njit(cache=True)
+def lane_sum(values):
+    """``sum(values)`` in eight lanes: value i into lane i % 8, in index order, then the lanes pairwise.
+
+    Summed as the Cython twin sums it, where the independent lanes are one
+    vector addition instead of a chain of N dependent ones.
+    """
+    lane = np.zeros(8)
+    for i in range(values.size):
+        lane[i & 7] += values[i]
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+
+
+@njit(cache=True)
 def alias_table(probs, threshold, alias):
     """Walker/Vose alias table of ``probs`` (float64[N], need not be normalised).
 
@@ -57,9 +70,7 @@ def alias_table(probs, threshold, alias):
     ``probs[i] / sum(probs)``. Same table as the Cython twin's, bit for bit.
     """
     n = probs.size
-    total = 0.0
-    for i in range(n):
-        total += probs[i]
+    total = lane_sum(probs)
     for i in range(n):  # a loop of its own so it vectorises
         threshold[i] = probs[i] * n / total
     small_top = 0  # small columns (threshold < 1) in the front of `order`, a stack; large ones in the back, a queue
