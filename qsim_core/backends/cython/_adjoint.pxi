@@ -697,7 +697,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
                        const double* slope2, const unsigned char* rotation2, int64_t num_qubits,
                        const int32_t* init_u1, const int8_t* kind, const int32_t* q0, const int32_t* q1,
                        const int32_t* arg, int64_t steps, const int64_t* run_start, const int32_t* run_gate,
-                       const int64_t* perm_start, bint has_perm, const int64_t* inverse_table,
+                       const int64_t* perm_start, const int64_t* inverse_table,
                        const int64_t* forward_table, const int64_t* u1_use_start, const int64_t* u2_use_start,
                        const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count,
                        const double* weights, int64_t lanes, double* values_out, double* grad_out, int64_t uses,
@@ -813,9 +813,9 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
                          int64_t batch,
                          int64_t num_qubits, const int32_t* init_u1, const int8_t* kind, const int32_t* q0,
                          const int32_t* q1, const int32_t* arg, int64_t steps, const int64_t* run_start,
-                         const int32_t* run_gate, const int64_t* perm_start, bint has_perm,
-                         const int64_t* inverse_table, const int64_t* forward_table, const int64_t* u1_use_start,
-                         const int64_t* u2_use_start, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
+                         const int32_t* run_gate, const int64_t* perm_start, const int64_t* inverse_table,
+                         const int64_t* forward_table, const int64_t* u1_use_start, const int64_t* u2_use_start,
+                         const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
                          int64_t count, const double* weights, int64_t lanes, double* values_out, double* grad_out,
                          int64_t uses, int64_t uses1, const real* initial, real* state_grad_out, int num_threads,
                          int* failed) noexcept nogil:
@@ -856,7 +856,7 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
             for b in range(batch):
                 _adjoint_row(b, &own_buffers, rows1, stride1, rows2, stride2, u2_stride // 32, fill, du1, du1_stride,
                              du2, du2_stride, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1,
-                             arg, steps, run_start, run_gate, perm_start, has_perm, inverse_table, forward_table,
+                             arg, steps, run_start, run_gate, perm_start, inverse_table, forward_table,
                              u1_use_start, u2_use_start, xmask, zmask, ny, count, weights, lanes, values_out,
                              grad_out, uses, uses1, initial, state_grad_out, first_state, last_perm, z_only)
         else:
@@ -879,7 +879,7 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
             else:
                 _adjoint_row(b, buffers, rows1, stride1, rows2, stride2, u2_stride // 32, fill, du1, du1_stride, du2,
                              du2_stride, slope1, rotation1, slope2, rotation2, num_qubits, init_u1, kind, q0, q1, arg,
-                             steps, run_start, run_gate, perm_start, has_perm, inverse_table, forward_table,
+                             steps, run_start, run_gate, perm_start, inverse_table, forward_table,
                              u1_use_start, u2_use_start, xmask, zmask, ny, count, weights, lanes, values_out,
                              grad_out, uses, uses1, initial, state_grad_out, first_state, last_perm, z_only)
         if buffers != NULL:
@@ -893,7 +893,6 @@ cdef class AdjointProgram:
     :func:`adjoint_packed` calls (the arrays are held here)."""
     cdef object arrays
     cdef int64_t num_qubits, steps, uses1, uses2, gates1, gates2
-    cdef bint has_perm
     cdef bint rotations_only  # every use is a rotation: the derivative matrices are never read
     cdef const double* slope1
     cdef const unsigned char* rotation1
@@ -943,7 +942,6 @@ def pack_adjoint(const double complex[:, :, ::1] slope1, const unsigned char[::1
     program.uses2 = slope2.shape[0]
     program.gates1 = u1_use_start.shape[0] - 1
     program.gates2 = u2_use_start.shape[0] - 1
-    program.has_perm = perm_start.shape[0] > 1
     program.rotations_only = all(rotation1) and all(rotation2)
     program.slope1 = <const double*>&slope1[0, 0, 0]
     program.rotation1 = &rotation1[0]
@@ -1034,7 +1032,7 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
                        <const float*>&du2[0, 0, 0, 0], du2_stride, program.slope1, program.rotation1,
                        program.slope2, program.rotation2, batch, program.num_qubits, program.init_u1, program.kind,
                        program.q0, program.q1, program.arg, program.steps, program.run_start, program.run_gate,
-                       program.perm_start, program.has_perm, program.inverse_table, program.forward_table,
+                       program.perm_start, program.inverse_table, program.forward_table,
                        program.u1_use_start, program.u2_use_start, observables.xmask, observables.zmask,
                        observables.ny, count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0],
                        uses, uses1, <const float*>&initial[0, 0] if has_initial else NULL,
@@ -1045,7 +1043,7 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
                        <const double*>&du2[0, 0, 0, 0], du2_stride, program.slope1, program.rotation1,
                        program.slope2, program.rotation2, batch, program.num_qubits, program.init_u1, program.kind,
                        program.q0, program.q1, program.arg, program.steps, program.run_start, program.run_gate,
-                       program.perm_start, program.has_perm, program.inverse_table, program.forward_table,
+                       program.perm_start, program.inverse_table, program.forward_table,
                        program.u1_use_start, program.u2_use_start, observables.xmask, observables.zmask,
                        observables.ny, count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0],
                        uses, uses1, <const double*>&initial[0, 0] if has_initial else NULL,
