@@ -148,12 +148,13 @@ def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_second
     single = size >= batch
     worth_it = row_seconds is None or short * row_seconds >= SHARE_SECONDS
     if taper and short and worth_it and (single or batch >= 2 * slots * size):
-        lanes = 1 if single else slots
-        middle = batch - 2 * lanes * short
+        spread = 1 if single else slots  # the worker threads a round has a chunk for
+        middle = batch - 2 * spread * short
         tasks = -(-middle // size)
-        size = -(-middle // (-(-tasks // lanes) * lanes))
-        tail = batch - lanes * short
-        return [*range(0, lanes * short, short), *range(lanes * short, tail, size), *range(tail, batch, short), batch]
+        size = -(-middle // (-(-tasks // spread) * spread))
+        tail = batch - spread * short
+        return [*range(0, spread * short, short), *range(spread * short, tail, size), *range(tail, batch, short),
+                batch]
     return [*range(0, batch, size), batch]
 
 
