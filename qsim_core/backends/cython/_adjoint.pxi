@@ -388,6 +388,144 @@ cdef bint _backward_u1_pair(real* psi, real* lam, int64_t lanes, int64_t n, int6
     return True
 
 
+cdef int64_t _layer_start(const int8_t* kind, const int32_t* q0, int64_t last) noexcept nogil:
+    """The first step of the longest run of U1 steps on distinct qubits that ends at step ``last`` (a U1 step)."""
+    cdef uint64_t seen = 0
+    cdef int64_t first = last
+    while first >= 0 and kind[first] == U1 and not (seen >> q0[first]) & 1:
+        seen |= <uint64_t>1 << q0[first]
+        first -= 1
+    return first + 1
+
+
+cdef void _backward_u1_layer(real* psi, real* lam, int64_t lanes, int64_t n, int64_t first, int64_t last,
+                             const int32_t* q0, const int32_t* arg, const real* u1, const real* du1,
+                             const double* slope1, const unsigned char* rotation1, const int64_t* run_start,
+                             const int32_t* run_gate, const int64_t* use_start, double* grad, int64_t grad_stride,
+                             double* slopes) noexcept nogil:
+    """Steps ``first..last`` of the sweep, U1 runs on distinct qubits below which no derivative reads psi: every
+    lambda goes back through them, psi stays where it is.
+
+    Each run's derivatives come from the cross matrices of the states after the whole layer: they equal those
+    after the run itself, since the later runs of the layer act on other qubits and ``C[a, b] = <lam| (|a><b| x 1)
+    |psi>`` does not change when both states take the same unitary on the other qubits. So no pass moves psi (the
+    paired passes of :func:`_backward_u1_pair` move it through every run but the last): any run the vector passes
+    cannot take first gets its cross matrix from :func:`_undo_lane` with the identity (lambda stored unchanged),
+    then ``qsim_cross_pair`` forms the real cross matrices of two runs on qubits >= 2 per pass, storing nothing
+    but in the last pass, which also takes the runs on qubits 0 and 1 and moves lambda through all four on the
+    way. The other runs go in grouped sweeps (:func:`_apply_layer`)."""
+    cdef int64_t count = last - first + 1
+    cdef real m[8]
+    cdef real identity[8]
+    cdef real daggers[8 * 64]  # a layer has at most one run per qubit
+    cdef double crosses[8 * 64]
+    cdef int64_t offset[64]  # where each run's slopes start in ``slopes``
+    cdef int flags[64]  # each run's _run_slopes flags; -1: a run without uses
+    cdef bint paired[64]  # whether the pair passes form the run's cross matrix
+    cdef int64_t wide[64]  # the runs on qubits >= 2 they take, in pairs
+    cdef int64_t low_run[2]  # the runs on qubits 0 and 1 the last pass takes (-1: none)
+    cdef int32_t rest_qubit[64]
+    cdef real rest_daggers[8 * 64]
+    cdef int64_t g, k, lane, rest, used = 0, wides = 0
+    cdef int low = 0
+    cdef real* lane_lam
+    memset(identity, 0, sizeof(identity))
+    identity[0] = 1
+    identity[6] = 1
+    low_run[0] = low_run[1] = -1
+    for g in range(count):
+        fused_u1(u1, run_start, run_gate, arg[first + g], m)
+        _adjoint2(m, daggers + 8 * g)
+        paired[g] = False
+        flags[g] = -1
+        if not _run_has_uses(run_start, run_gate, arg[first + g], use_start):
+            continue
+        offset[g] = used
+        flags[g] = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, arg[first + g], use_start,
+                               daggers + 8 * g, slopes + 8 * used)
+        used += _run_uses(run_start, run_gate, arg[first + g], use_start)
+        if QSIM_PAIR_PASS and not flags[g] & SLOPES_IMAG and _run_gates_real(u1, run_start, run_gate, arg[first + g]):
+            if q0[first + g] >= 2:
+                wide[wides] = g
+                wides += 1
+            else:
+                low_run[q0[first + g]] = g
+    wides -= wides % 2  # an odd one out takes the identity pass
+    for k in range(wides):
+        paired[wide[k]] = True
+    for k in range(2 if wides else 0):
+        if low_run[k] >= 0:
+            paired[low_run[k]] = True
+            low |= 1 << k
+    rest = 0  # the runs the last pair pass leaves to _apply_layer
+    for g in range(count):
+        if not (wides and (g == wide[wides - 2] or g == wide[wides - 1] or (
+                g == low_run[0] and low & 1) or (g == low_run[1] and low & 2))):
+            rest_qubit[rest] = q0[first + g]
+            memcpy(rest_daggers + 8 * rest, daggers + 8 * g, 8 * sizeof(real))
+            rest += 1
+    for lane in range(lanes):
+        lane_lam = lam + 2 * n * lane
+        for g in range(count):  # before any pass moves lambda
+            if flags[g] >= 0 and not paired[g]:
+                _undo_lane(psi, lane_lam, n, q0[first + g], identity, False, flags[g] & SLOPES_IMAG,
+                           flags[g] & SLOPES_DIAG, crosses + 8 * g)
+        for k in range(0, wides, 2):
+            _cross_pair(psi, lane_lam, n, q0, first, wide[k], wide[k + 1], flags, crosses, daggers,
+                        low if k == wides - 2 else 0, low_run, k == wides - 2)
+        for g in range(count):
+            if flags[g] >= 0:
+                _add_slopes(run_start, run_gate, arg[first + g], use_start, slopes + 8 * offset[g], crosses + 8 * g,
+                            grad + grad_stride * lane)
+        _apply_layer(lane_lam, n, rest_qubit, rest, rest_daggers)
+
+
+cdef inline void _cross_pair(const real* psi, real* lam, int64_t n, const int32_t* q0, int64_t first, int64_t a,
+                             int64_t b, const int* flags, double* crosses, const real* daggers, int low,
+                             const int64_t* low_run, bint undo) noexcept nogil:
+    """``qsim_cross_pair`` on the layer's runs a and b (indexes from ``first``), and on its runs on qubits 0 and 1
+    as ``low`` says; with ``undo`` lambda also goes through their conjugate transposes ``daggers``."""
+    cdef const real* m0 = daggers + 8 * (low_run[0] if low & 1 else a)
+    cdef const real* m1 = daggers + 8 * (low_run[1] if low & 2 else a)
+    cdef double* c0 = crosses + 8 * (low_run[0] if low & 1 else a)
+    cdef double* c1 = crosses + 8 * (low_run[1] if low & 2 else a)
+    cdef bint d0 = low & 1 and flags[low_run[0]] & SLOPES_DIAG
+    cdef bint d1 = low & 2 and flags[low_run[1]] & SLOPES_DIAG
+    if real is float:
+        qsim_cross_pair_float(psi, lam, n, q0[first + a], q0[first + b], flags[a] & SLOPES_DIAG,
+                              flags[b] & SLOPES_DIAG, crosses + 8 * a, crosses + 8 * b, low, d0, d1, c0, c1, undo,
+                              daggers + 8 * a, daggers + 8 * b, m0, m1)
+    else:
+        qsim_cross_pair_double(psi, lam, n, q0[first + a], q0[first + b], flags[a] & SLOPES_DIAG,
+                               flags[b] & SLOPES_DIAG, crosses + 8 * a, crosses + 8 * b, low, d0, d1, c0, c1, undo,
+                               daggers + 8 * a, daggers + 8 * b, m0, m1)
+
+
+cdef void _apply_layer(real* v, int64_t n, const int32_t* qubit, int64_t count, real* matrices) noexcept nogil:
+    """The 2x2 ``matrices[g]`` (8 reals each) on the distinct qubits ``qubit[g]``, in order; three or two at a
+    time in one grouped sweep where the build has it and the qubits are wide enough (as :func:`_u1_group`)."""
+    cdef int64_t g = 0
+    cdef int64_t take, path
+    cdef int64_t qubits[GROUP_MAX]
+    cdef int real_path[GROUP_MAX]
+    cdef int64_t width = QSIM_GROUP_REALS_d if real is double else QSIM_GROUP_REALS_f
+    while g < count:
+        take = 0
+        while QSIM_GROUPS and take < GROUP_MAX and g + take < count and (<int64_t>2 << qubit[g + take]) >= width:
+            path = _u1_path(matrices + 8 * (g + take))
+            if path == MIX_DIAGONAL:
+                break
+            real_path[take] = path == MIX_REAL
+            qubits[take] = qubit[g + take]
+            take += 1
+        if take >= 2:
+            grouped_sweep(v, n, take, qubits, matrices + 8 * g, real_path)
+            g += take
+        else:
+            apply_u1(v, n, qubit[g], matrices + 8 * g)
+            g += 1
+
+
 cdef void _cross_u2(const real* lam, const real* psi, int64_t n, int64_t qa, int64_t qb, double* out) noexcept nogil:
     """4x4 cross matrix of qubits (qa, qb) as 32 doubles: out[a, b] = sum conj(lam[a]) psi[b]."""
     cdef int64_t lo = qa if qa < qb else qb
@@ -708,7 +846,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     ``gates2`` two-qubit gates' conjugate transposes formed, then the forward pass and the sweep back."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
-    cdef int64_t s, lane, k, q
+    cdef int64_t s, lane, k, q, first
     cdef int8_t op
     cdef real* state = <real*>buffers.state
     cdef real* scratch = <real*>buffers.scratch
@@ -761,6 +899,13 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     s = steps - 1
     while s >= 0:
         op = kind[s]
+        if op == U1 and lanes > 0 and first_state <= s < first_state + 64:  # a layer would hold first_state
+            first = _layer_start(kind, q0, s)
+            if first <= first_state and first < s:
+                _backward_u1_layer(psi, lams, lanes, size, first, s, q0, arg, u1 + u1_stride * b, du1 + du1_stride * b,
+                                   slope1, rotation1, run_start, run_gate, u1_use_start, grad, uses, slopes)
+                s = first - 1
+                continue
         if op == U1 and s > 0 and kind[s - 1] == U1 and _backward_u1_pair(
                 psi, lams, lanes, size, q0[s], arg[s], q0[s - 1], arg[s - 1], u1 + u1_stride * b,
                 du1 + du1_stride * b, slope1, rotation1, run_start, run_gate, u1_use_start, grad, uses,

@@ -277,6 +277,102 @@ cdef extern from *:
     }
     QSIM_REAL_PAIR(double, qsim_v8d)
     QSIM_REAL_PAIR(float, qsim_v8f)
+    /* Real cross matrices of the states as they are, from one pass: of two qubits qa, qb >= 2, and of qubit 0
+       (low & 1) and qubit 1 (low & 2) from the same loads (their pairs lie within a vector: the vector times itself
+       with the halves swapped, as qsim_real_pass0/1 form them). For a layer of runs on distinct qubits, whose cross
+       matrices all come from the states after the layer (_backward_u1_layer): psi is never stored, and lam only by
+       the layer's last pass (undo), which applies the real 2x2 ma, mb (and m0, m1 with low) to it on the way. */
+    #define QSIM_CROSS_LOW(x, l)                                                                        \
+        if (low & 1) {                                                                                  \
+            o0 += l * QSIM_SWAP_Q0_8(qsim_v8d, x);                                                      \
+            if (diag_0) d0 += l * x;                                                                    \
+        }                                                                                               \
+        if (low & 2) {                                                                                  \
+            o1 += l * QSIM_SWAP_Q1_8(qsim_v8d, x);                                                      \
+            if (diag_1) d1 += l * x;                                                                    \
+        }
+    #define QSIM_UNDO_LOW(VT, u)                                                                              \
+        if (low & 1) u = g0 * u + f0 * QSIM_SWAP_Q0_8(VT, u);                                           \
+        if (low & 2) u = g1 * u + f1 * QSIM_SWAP_Q1_8(VT, u);
+    #define QSIM_CROSS_OUT(c, o, d, MASK)                                                               \
+        {                                                                                               \
+            const qsim_v8d xm = MASK(qsim_v8d), ym = QSIM_SPLAT8(qsim_v8d, 1) - xm;                     \
+            qsim_v8d t;                                                                                 \
+            t = d * xm; c[0] = QSIM_SUM8(t);                                                            \
+            t = o * xm; c[2] = QSIM_SUM8(t);                                                            \
+            t = o * ym; c[4] = QSIM_SUM8(t);                                                            \
+            t = d * ym; c[6] = QSIM_SUM8(t);                                                            \
+            c[1] = c[3] = c[5] = c[7] = 0;                                                              \
+        }
+    #define QSIM_CROSS_PAIR(T, VT)                                                                      \
+    static void qsim_cross_pair_##T(const T* psi, T* lam, int64_t n, int64_t qa, int64_t qb, int diag_a, int diag_b,\
+                                    double* cross_a, double* cross_b, int low, int diag_0, int diag_1,  \
+                                    double* cross_0, double* cross_1, int undo, const T* ma, const T* mb,\
+                                    const T* m0, const T* m1)                                           \
+    {                                                                                                   \
+        const int64_t ha = (int64_t)2 << qa, hb = (int64_t)2 << qb;                                     \
+        const int64_t lo = (qa < qb ? qa : qb) - 2, hi = (qa < qb ? qb : qa) - 2;                       \
+        const qsim_v8d zero = QSIM_SPLAT8(qsim_v8d, 0);                                                 \
+        const T* w0 = (low & 1) ? m0 : ma; /* read only with low & 1 */                                 \
+        const T* w1 = (low & 2) ? m1 : ma;                                                              \
+        const VT a00 = QSIM_SPLAT8(VT, ma[0]), a01 = QSIM_SPLAT8(VT, ma[2]);                            \
+        const VT a10 = QSIM_SPLAT8(VT, ma[4]), a11 = QSIM_SPLAT8(VT, ma[6]);                            \
+        const VT b00 = QSIM_SPLAT8(VT, mb[0]), b01 = QSIM_SPLAT8(VT, mb[2]);                            \
+        const VT b10 = QSIM_SPLAT8(VT, mb[4]), b11 = QSIM_SPLAT8(VT, mb[6]);                            \
+        const VT x0 = QSIM_MASK_Q0_8(VT), y0 = QSIM_SPLAT8(VT, 1) - x0;                                 \
+        const VT x1 = QSIM_MASK_Q1_8(VT), y1 = QSIM_SPLAT8(VT, 1) - x1;                                 \
+        const VT g0 = w0[0] * x0 + w0[6] * y0, f0 = w0[2] * x0 + w0[4] * y0;                            \
+        const VT g1 = w1[0] * x1 + w1[6] * y1, f1 = w1[2] * x1 + w1[4] * y1;                            \
+        qsim_v8d ra00 = zero, ra01 = zero, ra10 = zero, ra11 = zero;                                    \
+        qsim_v8d rb00 = zero, rb01 = zero, rb10 = zero, rb11 = zero;                                    \
+        qsim_v8d o0 = zero, d0 = zero, o1 = zero, d1 = zero;                                            \
+        qsim_v8d x00, x01, x10, x11, l00, l01, l10, l11;                                                \
+        VT p00, p01, p10, p11, u00, u01, u10, u11; /* first index: qubit qa's bit, second: qubit qb's */\
+        for (int64_t g = 0; g < n / 16; g++) {                                                          \
+            int64_t r = (((g >> lo) << (lo + 1)) | (g & (((int64_t)1 << lo) - 1)));                     \
+            r = 8 * (((r >> hi) << (hi + 1)) | (r & (((int64_t)1 << hi) - 1)));                         \
+            memcpy(&p00, psi + r, sizeof p00);                                                          \
+            memcpy(&p01, psi + r + hb, sizeof p01);                                                     \
+            memcpy(&p10, psi + r + ha, sizeof p10);                                                     \
+            memcpy(&p11, psi + r + ha + hb, sizeof p11);                                                \
+            memcpy(&u00, lam + r, sizeof u00);                                                          \
+            memcpy(&u01, lam + r + hb, sizeof u01);                                                     \
+            memcpy(&u10, lam + r + ha, sizeof u10);                                                     \
+            memcpy(&u11, lam + r + ha + hb, sizeof u11);                                                \
+            x00 = QSIM_TO_V8D_##T(p00); x01 = QSIM_TO_V8D_##T(p01);                                     \
+            x10 = QSIM_TO_V8D_##T(p10); x11 = QSIM_TO_V8D_##T(p11);                                     \
+            l00 = QSIM_TO_V8D_##T(u00); l01 = QSIM_TO_V8D_##T(u01);                                     \
+            l10 = QSIM_TO_V8D_##T(u10); l11 = QSIM_TO_V8D_##T(u11);                                     \
+            QSIM_PAIR_CROSS(a, x00, x01, l00, l01, x10, x11, l10, l11)                                  \
+            QSIM_PAIR_CROSS(b, x00, x10, l00, l10, x01, x11, l01, l11)                                  \
+            QSIM_CROSS_LOW(x00, l00)                                                                    \
+            QSIM_CROSS_LOW(x01, l01)                                                                    \
+            QSIM_CROSS_LOW(x10, l10)                                                                    \
+            QSIM_CROSS_LOW(x11, l11)                                                                    \
+            if (undo) {                                                                                 \
+                QSIM_PAIR_UNDO(a00, a01, a10, a11, u00, u10)                                            \
+                QSIM_PAIR_UNDO(a00, a01, a10, a11, u01, u11)                                            \
+                QSIM_PAIR_UNDO(b00, b01, b10, b11, u00, u01)                                            \
+                QSIM_PAIR_UNDO(b00, b01, b10, b11, u10, u11)                                            \
+                QSIM_UNDO_LOW(VT, u00)                                                                      \
+                QSIM_UNDO_LOW(VT, u01)                                                                      \
+                QSIM_UNDO_LOW(VT, u10)                                                                      \
+                QSIM_UNDO_LOW(VT, u11)                                                                      \
+                memcpy(lam + r, &u00, sizeof u00);                                                      \
+                memcpy(lam + r + hb, &u01, sizeof u01);                                                 \
+                memcpy(lam + r + ha, &u10, sizeof u10);                                                 \
+                memcpy(lam + r + ha + hb, &u11, sizeof u11);                                            \
+            }                                                                                           \
+        }                                                                                               \
+        cross_a[0] = QSIM_SUM8(ra00); cross_a[2] = QSIM_SUM8(ra01);                                     \
+        cross_a[4] = QSIM_SUM8(ra10); cross_a[6] = QSIM_SUM8(ra11);                                     \
+        cross_b[0] = QSIM_SUM8(rb00); cross_b[2] = QSIM_SUM8(rb01);                                     \
+        cross_b[4] = QSIM_SUM8(rb10); cross_b[6] = QSIM_SUM8(rb11);                                     \
+        cross_a[1] = cross_a[3] = cross_a[5] = cross_a[7] = 0;                                          \
+        cross_b[1] = cross_b[3] = cross_b[5] = cross_b[7] = 0;                                          \
+        if (low & 1) QSIM_CROSS_OUT(cross_0, o0, d0, QSIM_MASK_Q0_8)                                    \
+        if (low & 2) QSIM_CROSS_OUT(cross_1, o1, d1, QSIM_MASK_Q1_8)                                    \
+    }
     #define QSIM_PAIR_PASS 1
     #define QSIM_WIDE_PASS(q) (((int64_t)2 << (q)) >= 8)
     #else
@@ -284,6 +380,8 @@ cdef extern from *:
     #define QSIM_PAIR_PASS 0
     #define qsim_real_pair_double(psi, lam, n, qa, a, qb, b, sp, ub, da, db, ca, cb)
     #define qsim_real_pair_float(psi, lam, n, qa, a, qb, b, sp, ub, da, db, ca, cb)
+    #define qsim_cross_pair_double(psi, lam, n, qa, qb, da, db, ca, cb, low, d0, d1, c0, c1, u, ma, mb, m0, m1)
+    #define qsim_cross_pair_float(psi, lam, n, qa, qb, da, db, ca, cb, low, d0, d1, c0, c1, u, ma, mb, m0, m1)
     #define qsim_real_pass8_double qsim_real_pass4_double
     #define qsim_real_pass8_float qsim_real_pass4_float
     #define qsim_complex_pass8_double qsim_complex_pass4_double
@@ -311,6 +409,8 @@ cdef extern from *:
     #define QSIM_MASK_Q0_8(V) ((V){1, 1, 0, 0, 1, 1, 0, 0})
     #define QSIM_SWAP_Q1_8(V, x) ((V){x[4], x[5], x[6], x[7], x[0], x[1], x[2], x[3]})
     #define QSIM_MASK_Q1_8(V) ((V){1, 1, 1, 1, 0, 0, 0, 0})
+    QSIM_CROSS_PAIR(double, qsim_v8d)
+    QSIM_CROSS_PAIR(float, qsim_v8f)
     QSIM_REAL_PASS_IN(qsim_real_pass0_8_double, 8, double, qsim_v8d, qsim_v8d, QSIM_SWAP_Q0_8, QSIM_MASK_Q0_8)
     QSIM_REAL_PASS_IN(qsim_real_pass0_8_float, 8, float, qsim_v8f, qsim_v8d, QSIM_SWAP_Q0_8, QSIM_MASK_Q0_8)
     QSIM_REAL_PASS_IN(qsim_real_pass1_8_double, 8, double, qsim_v8d, qsim_v8d, QSIM_SWAP_Q1_8, QSIM_MASK_Q1_8)
@@ -354,6 +454,14 @@ cdef extern from *:
     static void qsim_real_pair_float(float* psi, float* lam, int64_t n, int64_t qa, const float* a, int64_t qb,
                                      const float* b, int store_psi, int update_b, int diag_a, int diag_b,
                                      double* cross_a, double* cross_b) {}
+    static void qsim_cross_pair_double(const double* psi, double* lam, int64_t n, int64_t qa, int64_t qb,
+                                       int diag_a, int diag_b, double* cross_a, double* cross_b, int low,
+                                       int diag_0, int diag_1, double* cross_0, double* cross_1, int undo,
+                                       const double* ma, const double* mb, const double* m0, const double* m1) {}
+    static void qsim_cross_pair_float(const float* psi, float* lam, int64_t n, int64_t qa, int64_t qb,
+                                      int diag_a, int diag_b, double* cross_a, double* cross_b, int low,
+                                      int diag_0, int diag_1, double* cross_0, double* cross_1, int undo,
+                                      const float* ma, const float* mb, const float* m0, const float* m1) {}
     static void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                                      const double* high, double* low_partial, double* high_partial) {}
     static void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
@@ -384,6 +492,14 @@ cdef extern from *:
     void qsim_real_pair_float(float* psi, float* lam, int64_t n, int64_t qa, const float* a, int64_t qb,
                               const float* b, bint store_psi, bint update_b, bint diag_a, bint diag_b,
                               double* cross_a, double* cross_b) noexcept nogil
+    void qsim_cross_pair_double(const double* psi, double* lam, int64_t n, int64_t qa, int64_t qb, bint diag_a,
+                                bint diag_b, double* cross_a, double* cross_b, int low, bint diag_0, bint diag_1,
+                                double* cross_0, double* cross_1, bint undo, const double* ma, const double* mb,
+                                const double* m0, const double* m1) noexcept nogil
+    void qsim_cross_pair_float(const float* psi, float* lam, int64_t n, int64_t qa, int64_t qb, bint diag_a,
+                               bint diag_b, double* cross_a, double* cross_b, int low, bint diag_0, bint diag_1,
+                               double* cross_0, double* cross_1, bint undo, const float* ma, const float* mb,
+                               const float* m0, const float* m1) noexcept nogil
     void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
                               const double* high, double* low_partial, double* high_partial) noexcept nogil
     void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,

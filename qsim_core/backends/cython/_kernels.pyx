@@ -1074,6 +1074,14 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
         count += 1
     if count < 2:
         return 0
+    grouped_sweep(psi, n, count, qubits, m, real_path)
+    return count
+
+
+cdef inline void grouped_sweep(real* psi, int64_t n, int64_t count, const int64_t* qubits, const real* m,
+                               const int* real_path) noexcept nogil:
+    """``qsim_group2``/``qsim_group3`` of the state's precision: the ``count`` (2 or 3) 2x2 matrices ``m`` (8 reals
+    each) on the distinct ``qubits`` in one sweep, each on its real or complex path as ``real_path`` says."""
     if real is double:
         if count == 2:
             qsim_group2_d(psi, n, qubits, m, real_path)
@@ -1084,7 +1092,6 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
             qsim_group2_f(psi, n, qubits, m, real_path)
         else:
             qsim_group3_f(psi, n, qubits, m, real_path)
-    return count
 
 
 cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, int64_t last, const int8_t* kind,
