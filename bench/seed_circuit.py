@@ -10,7 +10,16 @@ all i < j], 40 parameters. For B = 1, 100, 1000 parameter sets we time
 on each of our backends (double precision, 1 and 2 threads; ``reference``
 only up to B = 100, it is slow on purpose) and on every installed peer in the
 same run, then print our speed-up over the fastest peer for each case.
-Goals: 8Z >= 30x and 1024 shots >= 15x the fastest peer.
+Goals (issue 19, at B = 1,000): 8Z >= 100x and 1024 shots >= 50x the fastest
+peer (issue 1's were 30x and 15x).
+
+Those timings run case after case, minutes apart, and on a shared VM a peer's
+time moves by up to 1.4x between runs. So both cases at the largest batch are
+timed once more with the calls interleaved (cases ``8Z interleaved`` and
+``1024 shots interleaved``): our fastest compiled backend and the fastest peer
+of that thread count in one process, taking turns (a block of our calls that
+lasts about one of the peer's, then one of the peer's), so that a slow spell
+weighs on both alike; their ratio is the one to hold against the goals.
 
 Our backends also run both cases on the seed circuit in IonQ's native gates
 (``qc.to_native(seed_circuit())``: GPi, GPi2 and 56 MS, Z rotations virtual),
@@ -38,6 +47,7 @@ from _runner import (
     measured,
     print_table,
     time_call,
+    time_interleaved,
 )
 
 # isort: split
@@ -48,10 +58,11 @@ BENCHMARK = "seed_circuit"
 NUM_QUBITS = 8
 SHOTS = 1024
 OBSERVABLES = [f"Z{q}" for q in range(NUM_QUBITS)]
-CASES = {"8Z": 30.0, f"{SHOTS} shots": 15.0}  # case -> goal: our speed-up over the fastest peer
+CASES = {"8Z": 100.0, f"{SHOTS} shots": 50.0}  # case -> goal: our speed-up over the fastest peer
 NATIVE = " native"  # suffix of the cases run on the native form (ours only)
 NATIVE_GOAL = 1.5  # native form's time / QIS form's time, at most
-ORDER = [*CASES, *(case + NATIVE for case in CASES)]
+INTERLEAVED = " interleaved"  # suffix of the cases timed with ours and a peer taking turns in one process
+ORDER = [*CASES, *(case + NATIVE for case in CASES), *(case + INTERLEAVED for case in CASES)]
 THREADS = (1, 2)
 REFERENCE_MAX_BATCH = 100
 
@@ -99,11 +110,9 @@ def _time_cases(
     return records
 
 
-def measure_ours(backend: str, threads: int, batches: list[int], repeat: int, native: bool = False) -> list[Record]:
-    """Our ``backend`` in double precision, on the QIS or the ``native`` form: check against the reference, then time.
-
-    Both forms are checked against the reference's values for the QIS form.
-    """
+def checked_simulator(backend: str, threads: int, native: bool = False) -> qc.Simulator | None:
+    """A double-precision Simulator on ``backend`` whose <Z_q> on the QIS or ``native`` form match the reference's
+    for the QIS form (None, with an ``ERROR`` line, if not)."""
     circuit = native_seed_circuit() if native else seed_circuit()
     sim = qc.Simulator(backend=backend, precision="double", seed=7, threads=threads)
     got = np.asarray(sim.expectation(circuit, OBSERVABLES, params=parameters(1)[0]))
@@ -112,7 +121,16 @@ def measure_ours(backend: str, threads: int, batches: list[int], repeat: int, na
         form = "native" if native else "QIS"
         print(f"ERROR: our {backend} backend differs from the reference by {error:.2e} on the {form} form; "
               "its timings are dropped")
+        return None
+    return sim
+
+
+def measure_ours(backend: str, threads: int, batches: list[int], repeat: int, native: bool = False) -> list[Record]:
+    """Our ``backend`` in double precision, on the QIS or the ``native`` form: checked, then timed."""
+    sim = checked_simulator(backend, threads, native)
+    if sim is None:
         return []
+    circuit = native_seed_circuit() if native else seed_circuit()
     return _time_cases(
         lambda rows: sim.expectation(circuit, OBSERVABLES, params=rows),
         lambda rows: sim.sample(circuit, shots=SHOTS, params=rows),
@@ -145,6 +163,52 @@ def measure_peer(peer: str, threads: int, batches: list[int], repeat: int) -> li
     )
 
 
+def measure_interleaved(peer: str, backend: str, threads: int, batch: int, rounds: int) -> list[Record]:
+    """Both cases at ``batch`` on our ``backend`` and on ``peer`` in one process, calls taking turns.
+
+    Each round times, for each case, three samples of ours, then three of the peer's: a sample of ours is a
+    block of back-to-back calls lasting about one call of the peer's (the first block after the peer's turn
+    pays for what the peer left running, such as its OpenMP threads spinning down), a sample of the peer's one
+    call. The median per sample over ``rounds`` rounds; records of cases ``<case> interleaved``.
+    """
+    precision = "double" if "double" in peers.PEERS[peer].precisions else "single"
+    adapter = peers.make(peer, seed_circuit(), threads, precision)
+    sim = checked_simulator(backend, threads)
+    if adapter is None or sim is None or not peers.check_expectations(adapter, parameters(1)[0],
+                                                                      reference_expectations()):
+        return []
+    circuit, rows = seed_circuit(), parameters(batch)
+    cases = {
+        "8Z": (lambda: sim.expectation(circuit, OBSERVABLES, params=rows), lambda: adapter.expectations(rows)),
+        f"{SHOTS} shots": (lambda: sim.sample(circuit, shots=SHOTS, params=rows),
+                           lambda: adapter.sample(rows, SHOTS)),
+    }
+    records = []
+    for case, (ours, theirs) in cases.items():
+        calls = max(1, round(time_call(theirs, repeat=1, min_repeat=1).seconds / time_call(ours, repeat=3).seconds))
+        timings = time_interleaved({"ours": functools.partial(_repeated, ours, calls), "peer": theirs},
+                                   repeat=rounds, block=3)
+        for kind, name, count, form, note in (
+                ("ours", backend, calls, "double", f"{calls} calls per sample, turns with {peer}"),
+                ("peer", peer, 1, precision, f"{adapter.note}; turns with {backend}")):
+            records.append(Record(benchmark=BENCHMARK, case=case + INTERLEAVED, backend=name, kind=kind,
+                                  qubits=NUM_QUBITS, batch=batch, threads=threads, precision=form,
+                                  seconds=timings[kind].seconds / count, repeats=timings[kind].repeats, note=note))
+    return records
+
+
+def _repeated(fn: Callable[[], Any], calls: int) -> None:
+    """``calls`` calls of ``fn``, each result dropped before the next call (as a loop over batches would)."""
+    for _ in range(calls):
+        fn()
+
+
+def fastest_peer(records: list[Record], batch: int, threads: int) -> str | None:
+    """The peer with the shortest 8Z time at ``batch`` and ``threads`` among ``records`` (None: no peer timed)."""
+    timed = [r for r in records if r.kind == "peer" and r.case == "8Z" and r.batch == batch and r.threads == threads]
+    return min(timed, key=lambda r: r.seconds).backend if timed else None
+
+
 def speedups(records: list[Record]) -> list[list[Any]]:
     """Rows (case, B, threads, our backend, fastest peer, its circuits/s, ours, speed-up, goal met)."""
     rows = []
@@ -157,9 +221,10 @@ def speedups(records: list[Record]) -> list[list[Any]]:
         best = min(peer_records, key=lambda r: r.seconds)
         for ours in (r for r in group if r.kind == "ours" and r.backend != "reference"):
             ratio = best.seconds / ours.seconds
-            met = "yes" if ratio >= CASES[case] else "no"
+            goal = CASES[case.removesuffix(INTERLEAVED)]
+            met = "yes" if ratio >= goal else "no"
             rows.append([case, batch, threads, ours.backend, best.backend, best.circuits_per_s,
-                         ours.circuits_per_s, ratio, f"{CASES[case]:.0f}x: {met}"])
+                         ours.circuits_per_s, ratio, f"{goal:.0f}x: {met}"])
     return rows
 
 
@@ -203,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
             isolate = peers.PEERS[peer].threads_at_import
             records += call_with_threads(measure_peer, threads, isolate=isolate, peer=peer, batches=batches,
                                          repeat=repeat)
+    compiled = [backend for backend in backends if backend != "reference"]
+    for threads in THREADS:
+        peer = fastest_peer(records, batches[-1], threads)
+        if peer is not None and compiled:
+            records += call_with_threads(measure_interleaved, threads, isolate=peers.PEERS[peer].threads_at_import,
+                                         peer=peer, backend=compiled[0], batch=batches[-1],
+                                         rounds=3 if args.quick else 7)
 
     print_table(
         ["case", "B", "threads", "backend", "precision", "us/circuit", "circuits/s", "note"],
