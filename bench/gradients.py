@@ -94,7 +94,7 @@ def measure_ours(backend: str, threads: int, batches: list[int], repeat: int) ->
             timing = timings[case] if case in timings else time_call(functools.partial(fn, rows), repeat=repeat)
             records.append(measured(timing, benchmark=BENCHMARK, case=case, backend=backend, kind="ours",
                                     qubits=NUM_QUBITS, batch=batch, threads=threads, precision="double",
-                                    note="calls interleaved with " + " and ".join(INTERLEAVED) if case in timings
+                                    note=("calls interleaved with " + " and ".join(INTERLEAVED)) if case in timings
                                     else ""))
     return records
 

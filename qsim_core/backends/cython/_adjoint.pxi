@@ -422,6 +422,7 @@ cdef void _backward_u1_layer(real* psi, real* lam, int64_t lanes, int64_t n, int
     cdef int64_t offset[64]  # where each run's slopes start in ``slopes``
     cdef int flags[64]  # each run's _run_slopes flags; -1: a run without uses
     cdef bint paired[64]  # whether the pair passes form the run's cross matrix
+    cdef bint in_last[64]  # whether the last pair pass also takes lambda back through the run
     cdef int64_t wide[64]  # the runs on qubits >= 2 they take, in pairs
     cdef int64_t low_run[2]  # the runs on qubits 0 and 1 the last pass takes (-1: none)
     cdef int32_t rest_qubit[64]
@@ -436,7 +437,7 @@ cdef void _backward_u1_layer(real* psi, real* lam, int64_t lanes, int64_t n, int
     for g in range(count):
         fused_u1(u1, run_start, run_gate, arg[first + g], m)
         _adjoint2(m, daggers + 8 * g)
-        paired[g] = False
+        paired[g] = in_last[g] = False
         flags[g] = -1
         if not _run_has_uses(run_start, run_gate, arg[first + g], use_start):
             continue
@@ -453,14 +454,14 @@ cdef void _backward_u1_layer(real* psi, real* lam, int64_t lanes, int64_t n, int
     wides -= wides % 2  # an odd one out takes the identity pass
     for k in range(wides):
         paired[wide[k]] = True
+        in_last[wide[k]] = k >= wides - 2
     for k in range(2 if wides else 0):
         if low_run[k] >= 0:
-            paired[low_run[k]] = True
+            paired[low_run[k]] = in_last[low_run[k]] = True
             low |= 1 << k
     rest = 0  # the runs the last pair pass leaves to _apply_layer
     for g in range(count):
-        if not (wides and (g == wide[wides - 2] or g == wide[wides - 1] or (
-                g == low_run[0] and low & 1) or (g == low_run[1] and low & 2))):
+        if not in_last[g]:
             rest_qubit[rest] = q0[first + g]
             memcpy(rest_daggers + 8 * rest, daggers + 8 * g, 8 * sizeof(real))
             rest += 1
