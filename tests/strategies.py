@@ -64,3 +64,18 @@ def rotation_layers(draw, min_qubits: int = 4, max_qubits: int = 12, max_layers:
             elif interruption == "repeat":
                 circuit.ry(q, draw(st.floats(-4.0, 4.0, allow_nan=False)))
     return circuit
+
+
+@st.composite
+def permutation_runs(draw, min_qubits: int = 2, max_qubits: int = 10, max_runs: int = 3):
+    """Runs of 3-12 CNOT/SWAP gates, which compile to permutation steps (gathers through a table linear over
+    GF(2)), between layers of RX/RY on every qubit that make the amplitudes distinct and complex."""
+    n = draw(st.integers(min_qubits, max_qubits))
+    circuit = qc.Circuit(n)
+    for _ in range(draw(st.integers(1, max_runs))):
+        for q in range(n):
+            circuit.append(draw(st.sampled_from(["rx", "ry"])), [q], [draw(st.floats(-4.0, 4.0, allow_nan=False))])
+        for _ in range(draw(st.integers(3, 12))):
+            a, b = draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True))
+            circuit.append(draw(st.sampled_from(["cnot", "cnot", "swap"])), [a, b], [])
+    return circuit

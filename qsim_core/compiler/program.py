@@ -134,7 +134,9 @@ class Program:
         perm_start: int64[np + 1]; permutation table t is
             ``perm_table[perm_start[t]:perm_start[t+1]]``: ``new[i] = old[table[i]]``
             over local indices.
-        perm_table: int64[...].
+        perm_table: int64[...]. Each table is linear over GF(2) (a run of
+            CNOT and SWAP gates): ``table[i ^ k] == table[i] ^ table[k]``, which
+            the Cython kernels rely on to read four amplitudes per entry.
         perm_control_start: int64[np + 1]; table t's external controls (CNOT
             controls outside its block, multi-block programs only) are entries
             ``perm_control_start[t]:perm_control_start[t+1]`` of:

@@ -17,7 +17,7 @@ from qsim_core.backends import isa
 from qsim_core.backends.driver import CompiledBackend
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.qsim_core.backends.test_cross_backend import REFERENCE, check_against_reference
-from tests.strategies import circuits, rotation_layers
+from tests.strategies import circuits, permutation_runs, rotation_layers
 
 PACKAGE = "qsim_core.backends.cython"
 BUILT = isa.built_levels(PACKAGE)
@@ -162,17 +162,18 @@ def level_backend(level: str) -> CompiledBackend:
 
 
 # rotation layers: runs of RY on distinct qubits, which the v4 build applies up to three in one sweep (whole states,
-# L1 tiles and gathered blocks alike)
+# L1 tiles and gathered blocks alike); permutation runs: each level gathers four amplitudes per table read
 @pytest.mark.parametrize("level", list(isa.LEVELS))
 @settings(max_examples=24)
-@given(circuit=st.one_of(circuits(), rotation_layers()))
+@given(circuit=st.one_of(circuits(), rotation_layers(), permutation_runs()))
 def test_every_level_matches_the_reference_on_random_circuits(level, precision, circuit):
     check_against_reference(circuit, level_backend(level), precision)
 
 
 @pytest.mark.parametrize("level", list(isa.LEVELS))
 @settings(max_examples=8)
-@given(circuit=st.one_of(circuits(min_qubits=7, max_qubits=9, max_ops=30), rotation_layers(min_qubits=7, max_qubits=9)))
+@given(circuit=st.one_of(circuits(min_qubits=7, max_qubits=9, max_ops=30), rotation_layers(min_qubits=7, max_qubits=9),
+                        permutation_runs(min_qubits=7, max_qubits=9)))
 def test_every_level_matches_the_reference_through_gathered_blocks(level, circuit):
     check_against_reference(circuit, level_backend(level), "double", batch=2, block_qubits=5)
 

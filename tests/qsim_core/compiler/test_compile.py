@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qsim_core as qc
 from bench.workloads import layered_circuit
@@ -11,6 +13,7 @@ from qsim_core.compiler import CNOT, PERM, SWAP, U1, U2D, U2X, compile_circuit
 from qsim_core.compiler.blocking import control_masks, permutation_table
 from qsim_core.compiler.program import Step
 from tests.conftest import random_params, seed_circuit
+from tests.strategies import permutation_runs
 
 
 def test_seed_circuit_compiles_to_product_init_two_permutations_and_eight_fused_gates():
@@ -50,6 +53,19 @@ def test_permutation_table_equals_applying_the_cnots_one_by_one():
         bits[1], bits[2] = bits[2], bits[1]
         image = sum(bit << q for q, bit in enumerate(bits))
         assert table[image] == basis  # new[image] = old[basis]
+
+
+@settings(max_examples=30)
+@given(circuit=permutation_runs(max_qubits=9), block_qubits=st.sampled_from([3, 5, 14]))
+def test_permutation_tables_are_linear_over_gf2(circuit, block_qubits):
+    # the kernels read four amplitudes per table entry on this (new[i ^ k] comes from table[i] ^ table[k])
+    program = compile_circuit(circuit, block_qubits=block_qubits)
+    assert PERM in program.kind.tolist()
+    for t in range(len(program.perm_start) - 1):
+        table = program.perm_table[program.perm_start[t]:program.perm_start[t + 1]]
+        index = np.arange(len(table))
+        for k in range(1, len(table)):
+            np.testing.assert_array_equal(table[index ^ k], table ^ table[k])
 
 
 def test_short_cnot_runs_stay_cnot_steps():
