@@ -249,16 +249,17 @@ class Simulator:
         if not _all_finite(cotangent) and not np.isfinite(cotangent).all():
             raise ParameterError("cotangent contains a non-finite value")
         _, gradient, states = self._differentiate(job, strings, weights, method, shots, executor, perturbation,
-                                                  samples)
+                                                  samples, values=False)
         if state_gradient:
             return self._shape(gradient[:, 0], batched), self._shape(states[:, 0], batched)
         return self._shape(gradient[:, 0], batched)
 
     def _differentiate(self, job: Job, strings: PauliStrings, weights: np.ndarray, method: str, shots: int | None,
-                       executor: Executor | None, perturbation: float, samples: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                       executor: Executor | None, perturbation: float, samples: int, *, values: bool = True
+                       ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         """values[B, K], ``sum_k weights[b, l, k] d<O_k>/d theta``: [B, L, P], and (adjoint with initial
-        states) the same with respect to the initial states, complex[B, L, 2**n]."""
+        states) the same with respect to the initial states, complex[B, L, 2**n]. With ``values=False`` the
+        caller has no use for the values: the exact adjoint then skips them (and returns None for them)."""
         method = method or self._default_method(shots, executor)
         if method not in GRADIENT_METHODS:
             raise ParameterError(f"unknown gradient method {method!r}; choose one of {', '.join(GRADIENT_METHODS)}")
@@ -268,7 +269,7 @@ class Simulator:
                                      "apply to 'parameter-shift' and 'spsa'")
             if self.noise is not None:
                 return noisy_adjoint(job, self.noise, strings, np.ascontiguousarray(weights))
-            return self._backend.adjoint(job, strings, np.ascontiguousarray(weights))
+            return self._backend.adjoint(job, strings, np.ascontiguousarray(weights), values)
         estimate = self._estimator(job, strings, shots, executor)
         if method == "parameter-shift":
             values, jacobian = parameter_shift(estimate, job.circuit, job.params)

@@ -103,9 +103,12 @@ class Backend(Protocol):
                          offset: int = 0) -> np.ndarray:
         """Expectations estimated from ``shots`` measurements, float64[B, K]; ``offset`` as for :meth:`sample`."""
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray, values: bool = True
+                ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         """Exact expectations float64[B, K] and gradients float64[B, L, P] of ``f_l = sum_k weights[b, l, k] <O_k>``.
+
+        With ``values=False`` (a vector-Jacobian product, which returns no expectations) the first result is None
+        and a backend need not compute the expectations.
 
         The third result, for jobs with initial states, is ``d f_l / d Re psi_0 + i d f_l / d Im psi_0``,
         complex[B, L, 2**n]; None otherwise.

@@ -207,10 +207,10 @@ class CompiledBackend:
         return self._run(job, TASK_SHOT_EXPVAL, out, zbasis=observables.z_only, observables=observables,
                          shots=shots, key=key, offset=offset)
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray, values: bool = True
+                ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         """See :class:`Backend`; the work is done by :func:`run_adjoint`."""
-        return run_adjoint(self.kernels, self.adjoint_kernels, job, observables, weights)
+        return run_adjoint(self.kernels, self.adjoint_kernels, job, observables, weights, values)
 
     @staticmethod
     def _allocate(shape: tuple[int, int], dtype: type, what: str) -> np.ndarray:
@@ -358,7 +358,7 @@ def _rows(array: np.ndarray, rows: slice | None) -> np.ndarray:
 
 
 def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, observables: PauliStrings,
-                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                weights: np.ndarray, values: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Expectations and weighted adjoint gradients.
 
     Args:
@@ -367,9 +367,10 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
         job: circuit and float64[B, P] parameters.
         observables: the K Pauli strings.
         weights: float64[B, L, K]; lane l differentiates ``sum_k weights[b, l, k] <O_k>``.
+        values: whether to compute the expectations (else the kernels skip them and None is returned).
 
     Returns:
-        ``(values, gradient, state_gradient)``: float64[B, K], float64[B, L, P], and for jobs
+        ``(values, gradient, state_gradient)``: float64[B, K] (or None), float64[B, L, P], and for jobs
         with initial states ``d f / d Re psi_0 + i d f / d Im psi_0`` as complex[B, L, 2**n] (else None).
     """
     adjoint = _adjoint_program(job, observables.z_only)
@@ -390,7 +391,8 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
                    + min(job.batch, chunk) * lanes * adjoint.uses * 8,
                    f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
     kernels.set_threads(threads)
-    values = np.empty((job.batch, len(observables)))
+    # no rows: the kernels compute no expectations
+    expectations = np.empty((job.batch if values else 0, len(observables)))
     gradient = np.empty((job.batch, lanes, program.num_params))
     with_states = job.initial is not None
     state_gradient = np.empty((job.batch, lanes, job.size), dtype) if with_states else _NO_STATE_GRADIENT[dtype]
@@ -411,8 +413,8 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
         du1, du2 = adjoint.derivatives(params, dtype)
         per_use = uses_buffer[:params.shape[0]]
         adjoint_packed(packed, gates, params, du1, du2, packed_observables, _rows(weights, rows),
-                       _rows(values, rows), per_use, _rows(initial, rows), _rows(state_gradient, rows), release)
+                       _rows(expectations, rows), per_use, _rows(initial, rows), _rows(state_gradient, rows), release)
         plan = adjoint.plan
         apply_chain_rule(per_use, plan.chain_start, plan.chain_param, plan.chain_scale, _rows(gradient, rows))
     # the kernels leave U^dagger lambda; the derivative with respect to (Re, Im) of psi_0 is twice it
-    return values, gradient, 2 * state_gradient if with_states else None
+    return expectations if values else None, gradient, 2 * state_gradient if with_states else None

@@ -87,13 +87,13 @@ class ReferenceBackend:
         return np.stack([np.einsum("bi,bi->b", states.conj(), _apply_pauli(states, observables, k)).real
                          for k in range(len(observables))], axis=1)
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray, values: bool = True
+                ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         """Adjoint differentiation gate by gate (no fusion), each parameter slot through
         :func:`~qsim_core.derivatives.derivative_matrix`: an oracle independent of the compiled plan."""
         states = self.statevector(Job(job.circuit, job.params, np.complex128, 1, initial=job.initial))
         applied = np.stack([_apply_pauli(states, observables, k) for k in range(len(observables))], axis=1)
-        values = np.einsum("bi,bki->bk", states.conj(), applied).real
+        expectations = np.einsum("bi,bki->bk", states.conj(), applied).real if values else None
         lanes = weights.shape[1]
         lam = np.einsum("blk,bki->bli", weights, applied).reshape(job.batch * lanes, job.size)
         gradient = np.zeros((job.batch, lanes, job.circuit.num_params))
@@ -110,8 +110,8 @@ class ReferenceBackend:
                     gradient[:, :, index] += scale * overlap
             lam = apply_matrix(lam, np.repeat(undo, lanes, axis=0), op.qubits)
         if job.initial is None:
-            return values, gradient, None
-        return values, gradient, 2 * lam.reshape(job.batch, lanes, job.size)
+            return expectations, gradient, None
+        return expectations, gradient, 2 * lam.reshape(job.batch, lanes, job.size)
 
     def sample(self, job: Job, shots: int, key: int, offset: int = 0) -> np.ndarray:
         """``numpy.random.Generator.choice`` per parameter set, seeded by the row's global index ``offset + b``."""

@@ -316,15 +316,17 @@ class _ClusterBackend:
         """Shot estimates of the expectations, float64[B, K], row g from the stream (key, g)."""
         return self._map(job, "shot_expectation", (observables, shots), key=key)
 
-    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray) -> tuple:
-        """The engine's adjoint results (expectations [B, K], gradients [B, L, P], ...), rows in order."""
-        return self._map(job, "adjoint", (observables,), batched=(weights,))
+    def adjoint(self, job: Job, observables: PauliStrings, weights: np.ndarray, values: bool = True) -> tuple:
+        """The engine's adjoint results (expectations [B, K] or None, gradients [B, L, P], ...), rows in order."""
+        return self._map(job, "adjoint", (observables,), batched=(weights,), options={"values": values})
 
     def _map(self, job: Job, method: str, args: tuple = (), *, batched: Sequence[np.ndarray] = (),
-             key: int | None = None) -> Any:
-        """``engine.method(job, *args, *batched, [key])`` in chunks of the rows on the cluster, in row order."""
+             key: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        """``engine.method(job, *args, *batched, [key], **options)`` in chunks of the rows on the cluster, in row
+        order."""
+        options = options or {}
         if job.batch == 0:  # nothing to distribute; the engine gives the empty results their shapes
-            return _call(get_backend(self.engine), method, job, args, batched, key, 0)
+            return _call(get_backend(self.engine), method, job, args, batched, key, 0, options)
         started = time.perf_counter()
         structure = job.circuit.structure_key()
         cost = (structure, method, args[-1] if key is not None else 0)  # the shots, for sampling methods
@@ -346,7 +348,7 @@ class _ClusterBackend:
                   for first, stop in zip(firsts, starts[1:], strict=True)]
         size = max(stop - first for first, stop in zip(firsts, starts[1:], strict=True))
         task = dict(engine=self.engine, method=method, args=args, sampling_key=key, fields=_job_fields(job),
-                    batched=len(batched))
+                    batched=len(batched), options=options)
         with self._scheduler_errors():
             result = _Assembly(job.batch)
             engine_seconds, rerun = self._run(job.circuit, structure, chunks, firsts, scatter, task,
@@ -491,22 +493,24 @@ def _job_fields(job: Job) -> dict[str, Any]:
 
 
 def _call(backend: Any, method: str, job: Job, args: tuple, batched: Sequence[np.ndarray], key: int | None,
-          offset: int) -> Any:
-    """``backend.method(job, *args, *batched)``; sampling methods also get the key and row ``offset`` of the job."""
+          offset: int, options: dict[str, Any]) -> Any:
+    """``backend.method(job, *args, *batched, **options)``; sampling methods also get the key and row ``offset``
+    of the job."""
     if key is None:
-        return getattr(backend, method)(job, *args, *batched)
-    return getattr(backend, method)(job, *args, key, offset)  # rows draw the streams of their rows in the batch
+        return getattr(backend, method)(job, *args, *batched, **options)
+    return getattr(backend, method)(job, *args, key, offset, **options)  # rows draw their rows' streams
 
 
 def _run_chunk(circuit: Circuit, rows: dict[str, np.ndarray], first: int, *, engine: str, method: str, args: tuple,
-               sampling_key: int | None, fields: dict[str, Any], batched: int) -> tuple[Any, float]:
+               sampling_key: int | None, fields: dict[str, Any], batched: int, options: dict[str, Any]
+               ) -> tuple[Any, float]:
     """Worker side: ``method`` of the engine on ``rows``, the first of them row ``first`` of the call;
     returns (result, engine seconds)."""
     extra = [rows[f"batched{k}"] for k in range(batched)]
     job_rows = {name: array for name, array in rows.items() if not name.startswith("batched")}
     job = Job(circuit=circuit, **fields, **job_rows)
     start = time.perf_counter()
-    result = _call(get_backend(engine), method, job, args, extra, sampling_key, first)
+    result = _call(get_backend(engine), method, job, args, extra, sampling_key, first, options)
     return result, time.perf_counter() - start
 
 

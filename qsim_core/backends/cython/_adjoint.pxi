@@ -747,11 +747,13 @@ cdef void _z_operator(double* row, int64_t n, const int64_t* zmask, int64_t coun
 cdef void _z_values_and_lambdas(const real* psi, int64_t n, const int64_t* xmask, const int64_t* zmask,
                                 int64_t count, const double* weights, int64_t lanes, double* values, real* lam,
                                 double* diagonal, double* probs) noexcept nogil:
-    """Z-string expectations (as the forward pass computes them) and ``lam[l] = sum_k weights[l, k] Z_k psi``."""
+    """Z-string expectations (as the forward pass computes them; not when ``values`` is NULL) and
+    ``lam[l] = sum_k weights[l, k] Z_k psi``."""
     cdef int64_t i, lane
     cdef double* row
-    probabilities_into(psi, 0, n, probs)
-    z_expectations_from_probabilities(probs, n, xmask, zmask, count, values)
+    if values != NULL:
+        probabilities_into(psi, 0, n, probs)
+        z_expectations_from_probabilities(probs, n, xmask, zmask, count, values)
     for lane in range(lanes):
         row = diagonal + lane * n
         _z_operator(row, n, zmask, count, weights + lane * count)
@@ -887,12 +889,13 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     spare = scratch if psi == state else state
     if z_only:
         _z_values_and_lambdas(psi, size, xmask, zmask, count, weights + lanes * count * b, lanes,
-                              values_out + count * b, lams, diagonal, probs)
+                              values_out + count * b if values_out != NULL else NULL, lams, diagonal, probs)
     else:
         for k in range(2 * size * lanes):
             lams[k] = 0
         for k in range(count):
-            values_out[count * b + k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+            if values_out != NULL:
+                values_out[count * b + k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
             for lane in range(lanes):
                 if weights[(b * lanes + lane) * count + k] != 0:
                     _add_pauli(lams + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
@@ -1117,7 +1120,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     Same arguments and results as :func:`qsim_core.backends.numba.adjoint.adjoint_packed`: the plan's step arrays
     packed by :func:`pack_adjoint`, the program's gate-matrix arrays by :func:`pack_small` (the kernel fills the
     rotations of ``params[b]`` into their row b, just before running it) and the observables by
-    :func:`pack_observables` (``initial`` and ``state_grad_out`` empty when not used); without the GIL if
+    :func:`pack_observables` (``initial``, ``state_grad_out`` and ``values_out`` with no rows when not used: then no
+    expectations are computed); without the GIL if
     ``release_gil`` (as :func:`run_packed`). With gate matrices packed with ``refilled=False`` the batch may have
     more sets than their rows; ``du1`` and ``du2`` may have no rows when every use is a rotation.
 
@@ -1132,7 +1136,9 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     cdef int64_t uses = uses1 + du2.shape[1]
     cdef int failed = 0
     cdef RowFill fill
-    if weights.shape[0] < batch or weights.shape[2] != count or values_out.shape[0] < batch \
+    # values_out with no rows: the expectations are not wanted (a vjp), and are not computed
+    cdef bint has_values = values_out.shape[0] > 0
+    if weights.shape[0] < batch or weights.shape[2] != count or has_values and values_out.shape[0] < batch \
             or values_out.shape[1] != count or grad_out.shape[0] < batch or grad_out.shape[1] != lanes \
             or grad_out.shape[2] != uses:
         raise ValueError("weights, values_out and grad_out do not match the batch, observables and uses")
@@ -1180,7 +1186,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
                        program.q0, program.q1, program.arg, program.steps, program.run_start, program.run_gate,
                        program.perm_start, program.inverse_table, program.forward_table,
                        program.u1_use_start, program.u2_use_start, observables.xmask, observables.zmask,
-                       observables.ny, count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0],
+                       observables.ny, count, &weights[0, 0, 0], lanes,
+                       &values_out[0, 0] if has_values else NULL, &grad_out[0, 0, 0],
                        uses, uses1, <const float*>&initial[0, 0] if has_initial else NULL,
                        <float*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     else:
@@ -1191,7 +1198,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
                        program.q0, program.q1, program.arg, program.steps, program.run_start, program.run_gate,
                        program.perm_start, program.inverse_table, program.forward_table,
                        program.u1_use_start, program.u2_use_start, observables.xmask, observables.zmask,
-                       observables.ny, count, &weights[0, 0, 0], lanes, &values_out[0, 0], &grad_out[0, 0, 0],
+                       observables.ny, count, &weights[0, 0, 0], lanes,
+                       &values_out[0, 0] if has_values else NULL, &grad_out[0, 0, 0],
                        uses, uses1, <const double*>&initial[0, 0] if has_initial else NULL,
                        <double*>&state_grad_out[0, 0, 0] if has_state_grad else NULL, _threads, &failed)
     _take_gil_back(released)

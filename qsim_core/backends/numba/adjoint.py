@@ -395,14 +395,16 @@ def z_operator(row, zmask, weights):
 
 @njit(cache=True)
 def z_values_and_lambdas(psi, xmask, zmask, weights, values, lam, diagonal, probs):
-    """Z-string expectations (as the forward pass computes them) and ``lam[l] = sum_k weights[l, k] Z_k psi``.
+    """Z-string expectations (as the forward pass computes them; none into an empty ``values``) and
+    ``lam[l] = sum_k weights[l, k] Z_k psi``.
 
     ``diagonal`` (float64[L, 2**n]) and ``probs`` (float64[2**n]) are scratch.
     """
-    for i in range(psi.size):
-        a = psi[i]
-        probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
-    z_expectations_from_probabilities(probs, xmask, zmask, values)
+    if values.size:
+        for i in range(psi.size):
+            a = psi[i]
+            probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
+        z_expectations_from_probabilities(probs, xmask, zmask, values)
     for lane in range(lam.shape[0]):
         z_operator(diagonal[lane], zmask, weights[lane])
         for i in range(psi.size):
@@ -480,7 +482,8 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         inverse_table, forward_table: permutation tables (``perm_start`` slices), the
             inverse ones undo the forward ones.
         weights: float64[B, L, K]; lambda_l = sum_k weights[b, l, k] O_k psi.
-        values_out: float64[B, K]; receives the expectations <O_k>.
+        values_out: float64[B, K]; receives the expectations <O_k>; an empty [0, K] array when not
+            wanted (then they are not computed).
         grad_out: float64[B, L, U1 + U2]; receives d(sum_k w_lk <O_k>)/d(use).
         initial: dtype[B, 2**n] initial states (program compiled with ``from_zero=False``),
             or an empty [0, 0] array to start from the product state.
@@ -493,6 +496,7 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
     size = 1 << num_qubits
     lanes = weights.shape[1]
     uses1 = du1.shape[1]
+    with_values = values_out.shape[0] > 0
     z_only = True
     for k in range(xmask.size):
         z_only = z_only and xmask[k] == 0
@@ -513,6 +517,7 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
         mu = np.empty((num_qubits, 2), np.complex128)
         states = np.empty((run_gate.size, 2), np.complex128)
         work = np.empty((5, 1 << (num_qubits - num_qubits // 2)), np.complex128)
+        no_values = np.empty(0)
         for b in range(t * block, min(batch, (t + 1) * block)):
             lam[:] = 0.0
             grad_out[b] = 0.0  # the sweep adds into it
@@ -523,10 +528,12 @@ def adjoint_small(u1, u2, u2_dagger, du1, du2, slope1, rotation1, slope2, rotati
             apply_steps(psi, scratch, 0, kind.size, kind, q0, q1, arg, u1[b], u2[b], run_start, run_gate,
                         perm_start, forward_table)
             if z_only:
-                z_values_and_lambdas(psi, xmask, zmask, weights[b], values_out[b], lam, diagonal, probs)
+                z_values_and_lambdas(psi, xmask, zmask, weights[b], values_out[b] if with_values else no_values,
+                                     lam, diagonal, probs)
             else:
                 for k in range(xmask.size):
-                    values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
+                    if with_values:
+                        values_out[b, k] = pauli_expectation(psi, 0, size, xmask[k], zmask[k], ny[k])
                     for lane in range(lanes):
                         if weights[b, lane, k] != 0.0:
                             add_pauli(lam[lane], psi, xmask[k], zmask[k], ny[k], weights[b, lane, k])

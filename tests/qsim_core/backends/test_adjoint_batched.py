@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 import qsim_core as qc
 from bench.workloads import layered_circuit
+from qsim_core.backends import Job, get_backend
+from qsim_core.observables import parse_observables
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.qsim_core.backends.test_cross_backend import observables_for
 from tests.qsim_core.test_gradients import random_states
@@ -218,3 +220,27 @@ def test_layers_of_distinct_qubits_match_parameter_shift(backend, precision, cir
     check_jacobian_and_vjp(backend, precision, circuit)
     # Z strings only: the compiled program drops the trailing phases, and the layer's runs become real
     check_jacobian_and_vjp(backend, precision, circuit, [f"Z{q}" for q in range(circuit.num_qubits)])
+
+
+@pytest.mark.parametrize("name", ["reference", "compiled"])
+@pytest.mark.parametrize("labels", [["Z0", "Z1 Z2"], ["X0", "Y1 Z2", "Z1"]])
+@pytest.mark.parametrize("with_initial", [False, True])
+def test_an_adjoint_without_values_returns_none_and_the_same_gradients(backend, precision, name, labels,
+                                                                       with_initial):
+    # what Simulator.vjp asks for: the kernels skip the expectations, and nothing else changes
+    circuit = layered_circuit(3, 2)
+    params = random_params(circuit, batch=5, seed=1)
+    dtype = np.complex64 if precision == "single" else np.complex128
+    initial = random_states(3, 5, seed=4).astype(dtype) if with_initial else None
+    job = Job(circuit, params, dtype, 1, initial=initial)
+    engine = get_backend(backend if name == "compiled" else "reference")
+    observables = parse_observables(labels, 3)
+    weights = np.random.default_rng(3).normal(size=(5, 2, len(labels)))
+    values, gradient, states = engine.adjoint(job, observables, weights)
+    none, same_gradient, same_states = engine.adjoint(job, observables, weights, values=False)
+    assert none is None and values.shape == (5, len(labels))
+    np.testing.assert_array_equal(same_gradient, gradient)
+    if with_initial:
+        np.testing.assert_array_equal(same_states, states)
+    else:
+        assert states is None and same_states is None
