@@ -148,13 +148,50 @@ cdef extern from *:
     }
     #define QSIM_SWAP_Q0_4(V, x) ((V){x[2], x[3], x[0], x[1]})
     #define QSIM_MASK_Q0_4(V) ((V){1, 1, 0, 0})
+    /* The same for a constant number LOW of low amplitudes (16: 8 and 9 qubits): low_partial stays in
+       registers over the rows instead of being loaded and stored for each, in the same order of operations. */
+    #define QSIM_CONTRACT_FIXED(T, VT, LOW)                                                                  \
+    static void qsim_contract_##T##_##LOW(const T* lam, int64_t high_size, const double* low,                \
+                                          const double* high, double* low_partial, double* high_partial)     \
+    {                                                                                                        \
+        const qsim_v4d zero = {0, 0, 0, 0};                                                                  \
+        qsim_v4d part[LOW / 2], lows[LOW / 2], turned[LOW / 2], l, re, im, hv, hs;                           \
+        VT raw;                                                                                              \
+        for (int r = 0; r < LOW / 2; r++) {                                                                  \
+            part[r] = zero;                                                                                  \
+            memcpy(&lows[r], low + 4 * r, sizeof lows[r]);                                                   \
+            turned[r] = (qsim_v4d){lows[r][1], -lows[r][0], lows[r][3], -lows[r][2]};                        \
+        }                                                                                                    \
+        for (int64_t h = 0; h < high_size; h++) {                                                            \
+            re = zero;                                                                                       \
+            im = zero;                                                                                       \
+            hv = (qsim_v4d){high[2 * h], high[2 * h + 1], high[2 * h], high[2 * h + 1]};                     \
+            hs = (qsim_v4d){high[2 * h + 1], -high[2 * h], high[2 * h + 1], -high[2 * h]};                   \
+            for (int r = 0; r < LOW / 2; r++) {                                                              \
+                memcpy(&raw, lam + 2 * h * LOW + 4 * r, sizeof raw);                                         \
+                l = QSIM_TO_V4D_##T(raw);                                                                    \
+                re += l * lows[r];                                                                           \
+                im += l * turned[r];                                                                         \
+                part[r] += (qsim_v4d){l[0], l[0], l[2], l[2]} * hv                                           \
+                           + (qsim_v4d){l[1], l[1], l[3], l[3]} * hs;                                        \
+            }                                                                                                \
+            high_partial[2 * h] = (re[0] + re[1]) + (re[2] + re[3]);                                         \
+            high_partial[2 * h + 1] = (im[0] + im[1]) + (im[2] + im[3]);                                     \
+        }                                                                                                    \
+        memcpy(low_partial, part, sizeof part);                                                              \
+    }
     /* The two contractions of _product_contractions, lam seen as a [high, low] matrix (low >= 2 amplitudes):
        low_partial[i] = sum_h conj(lam[h, i]) high[h] and high_partial[h] = sum_i conj(lam[h, i]) low[i]. */
     #define QSIM_CONTRACT(T, VT)                                                                             \
+    QSIM_CONTRACT_FIXED(T, VT, 16)                                                                           \
     static void qsim_contract_##T(const T* lam, int64_t low_size, int64_t high_size, const double* low,     \
                                   const double* high, double* low_partial, double* high_partial)             \
     {                                                                                                        \
         const qsim_v4d zero = {0, 0, 0, 0};                                                                  \
+        if (low_size == 16) {                                                                                \
+            qsim_contract_##T##_16(lam, high_size, low, high, low_partial, high_partial);                    \
+            return;                                                                                          \
+        }                                                                                                    \
         qsim_v4d l, v, p, re, im, hv, hs;                                                                    \
         VT raw;                                                                                              \
         memset(low_partial, 0, 2 * low_size * sizeof(double));                                               \
