@@ -624,48 +624,78 @@ cdef void _product_vector(const double* columns, int64_t first, int64_t last, do
             out[2 * i + 1] = xr * columns[4 * p + 1] + xi * columns[4 * p]
 
 
+cdef inline void _fold_top(const double* src, int64_t size, const double* c, double* out) noexcept nogil:
+    """``out[i] = src[i] c0 + src[i + size/2] c1`` for i < size/2 (complex, as doubles): the top qubit of ``src``
+    (``size`` complex) folded against its column ``c``."""
+    cdef int64_t i
+    cdef int64_t half = size >> 1
+    for i in range(half):
+        out[2 * i], out[2 * i + 1] = (
+            src[2 * i] * c[0] - src[2 * i + 1] * c[1] + src[2 * (i + half)] * c[2] - src[2 * (i + half) + 1] * c[3],
+            src[2 * i] * c[1] + src[2 * i + 1] * c[0] + src[2 * (i + half)] * c[3] + src[2 * (i + half) + 1] * c[2])
+
+
+cdef inline void _fold_bottom(const double* src, int64_t size, const double* c, double* out) noexcept nogil:
+    """``out[i] = src[2 i] c0 + src[2 i + 1] c1`` for i < size/2: the bottom qubit of ``src`` folded against ``c``."""
+    cdef int64_t i
+    for i in range(size >> 1):
+        out[2 * i], out[2 * i + 1] = (
+            src[4 * i] * c[0] - src[4 * i + 1] * c[1] + src[4 * i + 2] * c[2] - src[4 * i + 3] * c[3],
+            src[4 * i] * c[1] + src[4 * i + 1] * c[0] + src[4 * i + 2] * c[3] + src[4 * i + 3] * c[2])
+
+
 cdef void _leave_one_out(const double* partial, int64_t bits, const double* columns, int64_t first, double* fold,
                          double* mu) noexcept nogil:
-    """``mu[q, a]`` (complex) for q in first..first+bits-1 from ``partial`` (2**bits complex over those qubits).
+    """``mu[q, a]`` (complex) for q in first..first+bits-1 from ``partial`` (2**bits complex over those qubits):
+    ``partial`` with every other qubit folded away against its column.
 
-    For each q every other qubit is folded away against its column, the ones above q from the top and then the
-    ones below from the bottom, in ``fold`` (2**bits complex): about 2**bits products per qubit.
+    Two chains of folds are shared by all q: ``top[k]``, the qubits k.. folded from the top (2**k complex over
+    qubits ..k-1), and ``bottom[k]``, the qubits ..k-1 folded from the bottom (2**(bits-k) over k..). Qubit t's
+    entry then comes from ``top[t + 1]`` folded further from the bottom or ``bottom[t]`` from the top, whichever
+    is smaller: about 2**(bits+1) products in all, not bits * 2**bits. ``fold`` holds 3 * 2**bits complex.
     """
-    cdef int64_t t, p, i, size, half
-    cdef const double* src
-    cdef const double* c
+    cdef double* top[64]
+    cdef double* bottom[64]
+    cdef double* spare = fold + 4 * ((<int64_t>1 << bits) - 2)  # two buffers of 2**(bits-1) complex, in turn
+    cdef double* src
+    cdef double* out
+    cdef int64_t k, t, size, offset = 0
+    cdef int e
+    top[bits] = bottom[0] = <double*>partial
+    for k in range(bits - 1, 0, -1):
+        top[k] = fold + offset
+        offset += 2 << k
+        _fold_top(top[k + 1], <int64_t>2 << k, columns + 4 * (first + k), top[k])
+    for k in range(1, bits):
+        bottom[k] = fold + offset
+        offset += 2 << (bits - k)
+        _fold_bottom(bottom[k - 1], <int64_t>2 << (bits - k), columns + 4 * (first + k - 1), bottom[k])
     for t in range(bits):
-        src = partial
-        size = <int64_t>1 << bits
-        for p in range(bits - 1, t, -1):  # the top qubit: fold[i] = src[i] c0 + src[i + half] c1
-            c = columns + 4 * (first + p)
-            half = size >> 1
-            for i in range(half):
-                fold[2 * i], fold[2 * i + 1] = (
-                    src[2 * i] * c[0] - src[2 * i + 1] * c[1] + src[2 * (i + half)] * c[2]
-                    - src[2 * (i + half) + 1] * c[3],
-                    src[2 * i] * c[1] + src[2 * i + 1] * c[0] + src[2 * (i + half)] * c[3]
-                    + src[2 * (i + half) + 1] * c[2])
-            src = fold
-            size = half
-        for p in range(t):  # the bottom qubit: fold[i] = src[2 i] c0 + src[2 i + 1] c1
-            c = columns + 4 * (first + p)
-            half = size >> 1
-            for i in range(half):
-                fold[2 * i], fold[2 * i + 1] = (
-                    src[4 * i] * c[0] - src[4 * i + 1] * c[1] + src[4 * i + 2] * c[2] - src[4 * i + 3] * c[3],
-                    src[4 * i] * c[1] + src[4 * i + 1] * c[0] + src[4 * i + 2] * c[3] + src[4 * i + 3] * c[2])
-            src = fold
-            size = half
-        for i in range(4):
-            mu[4 * (first + t) + i] = src[i]
+        if t + 1 <= bits - t:  # from top[t + 1], over qubits 0..t: fold 0..t-1 from the bottom
+            src = top[t + 1]
+            size = <int64_t>2 << t
+            for k in range(t):
+                out = spare + (k & 1) * (<int64_t>1 << bits)
+                _fold_bottom(src, size, columns + 4 * (first + k), out)
+                src = out
+                size >>= 1
+        else:  # from bottom[t], over qubits t..bits-1: fold bits-1..t+1 from the top
+            src = bottom[t]
+            size = <int64_t>1 << (bits - t)
+            for k in range(bits - 1, t, -1):
+                out = spare + ((bits - 1 - k) & 1) * (<int64_t>1 << bits)
+                _fold_top(src, size, columns + 4 * (first + k), out)
+                src = out
+                size >>= 1
+        for e in range(4):
+            mu[4 * (first + t) + e] = src[e]
 
 
 cdef void _product_contractions(const real* lam, int64_t num_qubits, const double* columns, double* work,
                                 double* mu) noexcept nogil:
     """``mu[q, a] = sum_{i: bit q = a} conj(lam[i]) prod_{p != q} columns[p, bit p of i]`` for every q.
 
-    ``work`` holds 5 * 2**ceil(n/2) complex (as doubles). Two passes over ``lam``, as in numba/adjoint.py.
+    ``work`` holds 7 * 2**ceil(n/2) complex (as doubles). Two passes over ``lam``, as in numba/adjoint.py.
     """
     cdef int64_t low = num_qubits // 2
     cdef int64_t low_size = <int64_t>1 << low
@@ -816,9 +846,9 @@ cdef bint _adjoint_buffers(AdjointBuffers* buffers, int64_t num_qubits, int64_t 
     buffers.lam = malloc((2 * size * lanes + 1) * real_bytes)
     # the current set's U^dagger of every two-qubit gate (u2_stride reals)
     buffers.dagger = malloc((u2_stride + 1) * real_bytes)
-    # diagonal[L * n], probs[n], cross[64], columns[4 n], mu[4 n], work[10 * half],
+    # diagonal[L * n], probs[n], cross[64], columns[4 n], mu[4 n], work[14 * half],
     # slopes[8 * uses1 + 4 * G1] (the uses' slopes of one run, or the states along one initial run)
-    buffers.doubles = <double*>malloc((size * (lanes + 1) + 64 + 8 * num_qubits + 10 * half + 8 * uses1
+    buffers.doubles = <double*>malloc((size * (lanes + 1) + 64 + 8 * num_qubits + 14 * half + 8 * uses1
                                        + u1_stride // 2) * sizeof(double))
     return not (buffers.state == NULL or buffers.scratch == NULL or buffers.lam == NULL or buffers.dagger == NULL
                 or buffers.doubles == NULL)
@@ -873,7 +903,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     columns = cross + 64
     mu = columns + 4 * num_qubits
     work = mu + 4 * num_qubits
-    slopes = work + 10 * half
+    slopes = work + 14 * half
     grad = grad_out + uses * lanes * b
     memset(grad, 0, uses * lanes * sizeof(double))  # the sweep adds into it
     lams = lam
