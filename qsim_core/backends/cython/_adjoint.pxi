@@ -156,6 +156,37 @@ cdef enum:  # _run_slopes' flags: some slope has an imaginary part; some has a n
     SLOPES_DIAG = 2
 
 
+cdef inline int _slope_flags(const double* slope) noexcept nogil:
+    """SLOPES_IMAG if the 2x2 ``slope`` (8 doubles) has an imaginary part, plus SLOPES_DIAG if a diagonal entry."""
+    cdef int flags = 0
+    cdef int e
+    for e in range(4):
+        if slope[2 * e + 1] != 0:
+            flags |= SLOPES_IMAG
+    if slope[0] != 0 or slope[1] != 0 or slope[6] != 0 or slope[7] != 0:
+        flags |= SLOPES_DIAG
+    return flags
+
+
+cdef inline int _slopes(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
+                        const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
+                        const real* after, double* out) noexcept nogil:
+    """:func:`_run_slopes`, with its most common case inline: a rotation alone in its run (every use a rotation),
+    whose slopes are ``slope1``'s as they are (no products; the call itself cost as much as the copy)."""
+    cdef int64_t g = run_gate[run_start[run]]
+    cdef int64_t u
+    cdef int flags = 0
+    if run_start[run + 1] != run_start[run] + 1:
+        return _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, out)
+    for u in range(use_start[g], use_start[g + 1]):
+        if not rotation1[u]:
+            return _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, after, out)
+    memcpy(out, slope1 + 8 * use_start[g], 8 * (use_start[g + 1] - use_start[g]) * sizeof(double))
+    for u in range(use_start[g + 1] - use_start[g]):
+        flags |= _slope_flags(out + 8 * u)
+    return flags
+
+
 cdef int _run_slopes(const real* u1, const real* du1, const double* slope1, const unsigned char* rotation1,
                      const int64_t* run_start, const int32_t* run_gate, int64_t run, const int64_t* use_start,
                      const real* after, double* out) noexcept nogil:
@@ -207,11 +238,7 @@ cdef int _run_slopes(const real* u1, const real* du1, const double* slope1, cons
                         _mul2(tmp, prefix, full)
                     else:
                         _mul2(slope, prefix, full)
-                for e in range(4):
-                    if full[2 * e + 1] != 0:
-                        flags |= SLOPES_IMAG
-                if full[0] != 0 or full[1] != 0 or full[6] != 0 or full[7] != 0:
-                    flags |= SLOPES_DIAG
+                flags |= _slope_flags(full)
                 full += 8
         if k < last:
             _load2(u1 + 8 * g, gate)
@@ -313,7 +340,7 @@ cdef void _backward_u1(real* psi, real* lam, int64_t lanes, int64_t n, int64_t q
         for lane in range(lanes):
             apply_u1(lam + 2 * n * lane, n, q, a)
         return
-    flags = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, a, slopes)
+    flags = _slopes(u1, du1, slope1, rotation1, run_start, run_gate, run, use_start, a, slopes)
     for lane in range(lanes - 1, -1, -1):
         _undo_lane(psi, lam + 2 * n * lane, n, q, a, update_psi and lane == 0, flags & SLOPES_IMAG,
                    flags & SLOPES_DIAG, cross)
@@ -370,10 +397,9 @@ cdef bint _backward_u1_pair(real* psi, real* lam, int64_t lanes, int64_t n, int6
     _adjoint2(ma, aa)
     fused_u1(u1, run_start, run_gate, run_b, mb)
     _adjoint2(mb, ab)
-    flags_a = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_a, use_start, aa, slopes)
+    flags_a = _slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_a, use_start, aa, slopes)
     count_a = _run_uses(run_start, run_gate, run_a, use_start)
-    flags_b = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_b, use_start, ab,
-                          slopes + 8 * count_a)
+    flags_b = _slopes(u1, du1, slope1, rotation1, run_start, run_gate, run_b, use_start, ab, slopes + 8 * count_a)
     if (flags_a | flags_b) & SLOPES_IMAG:
         return False
     for lane in range(lanes - 1, -1, -1):
@@ -442,8 +468,8 @@ cdef void _backward_u1_layer(real* psi, real* lam, int64_t lanes, int64_t n, int
         if not _run_has_uses(run_start, run_gate, arg[first + g], use_start):
             continue
         offset[g] = used
-        flags[g] = _run_slopes(u1, du1, slope1, rotation1, run_start, run_gate, arg[first + g], use_start,
-                               daggers + 8 * g, slopes + 8 * used)
+        flags[g] = _slopes(u1, du1, slope1, rotation1, run_start, run_gate, arg[first + g], use_start,
+                           daggers + 8 * g, slopes + 8 * used)
         used += _run_uses(run_start, run_gate, arg[first + g], use_start)
         if QSIM_PAIR_PASS and not flags[g] & SLOPES_IMAG and _run_gates_real(u1, run_start, run_gate, arg[first + g]):
             if q0[first + g] >= 2:
@@ -776,10 +802,16 @@ cdef void _z_operator(double* row, int64_t n, const int64_t* zmask, int64_t coun
 
 cdef void _z_values_and_lambdas(const real* psi, int64_t n, const int64_t* xmask, const int64_t* zmask,
                                 int64_t count, const double* weights, int64_t lanes, double* values, real* lam,
-                                double* diagonal, double* probs) noexcept nogil:
+                                double* diagonal, double* probs, const real* before,
+                                const int64_t* inverse) noexcept nogil:
     """Z-string expectations (as the forward pass computes them; not when ``values`` is NULL) and
-    ``lam[l] = sum_k weights[l, k] Z_k psi``."""
-    cdef int64_t i, lane
+    ``lam[l] = sum_k weights[l, k] Z_k psi``.
+
+    With ``inverse`` (not NULL), psi is ``P before`` for the permutation ``P`` whose inverse table that is, and
+    lambda is returned already taken back through it, ``P^dagger lam = (P^dagger Z P) before``: the diagonal
+    read through the table (the same numbers as permuting lambda, for one pass less).
+    """
+    cdef int64_t i, j, lane
     cdef double* row
     if values != NULL:
         probabilities_into(psi, 0, n, probs)
@@ -787,9 +819,15 @@ cdef void _z_values_and_lambdas(const real* psi, int64_t n, const int64_t* xmask
     for lane in range(lanes):
         row = diagonal + lane * n
         _z_operator(row, n, zmask, count, weights + lane * count)
-        for i in range(n):
-            lam[2 * (lane * n + i)] = <real>(row[i] * psi[2 * i])
-            lam[2 * (lane * n + i) + 1] = <real>(row[i] * psi[2 * i + 1])
+        if inverse != NULL:
+            for i in range(n):
+                j = inverse[i]
+                lam[2 * (lane * n + i)] = <real>(row[j] * before[2 * i])
+                lam[2 * (lane * n + i) + 1] = <real>(row[j] * before[2 * i + 1])
+        else:
+            for i in range(n):
+                lam[2 * (lane * n + i)] = <real>(row[i] * psi[2 * i])
+                lam[2 * (lane * n + i) + 1] = <real>(row[i] * psi[2 * i + 1])
 
 
 cdef void _add_pauli(real* out, const real* psi, int64_t n, int64_t xmask, int64_t zmask, int64_t ny,
@@ -881,6 +919,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
     cdef int64_t s, lane, k, q, first
     cdef int8_t op
+    cdef bint through_last
     cdef real* state = <real*>buffers.state
     cdef real* scratch = <real*>buffers.scratch
     cdef real* lam = <real*>buffers.lam
@@ -917,9 +956,13 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     psi = apply_steps(state, scratch, size, 0, steps, kind, q0, q1, arg, u1 + u1_stride * b,
                       u2 + u2_stride * b, run_start, run_gate, perm_start, forward_table)
     spare = scratch if psi == state else state
+    # a permutation last: lambda starts out already taken back through it, from psi's state before it, which
+    # the spare buffer still holds (see last_perm)
+    through_last = z_only and steps > 0 and kind[steps - 1] == PERM
     if z_only:
         _z_values_and_lambdas(psi, size, xmask, zmask, count, weights + lanes * count * b, lanes,
-                              values_out + count * b if values_out != NULL else NULL, lams, diagonal, probs)
+                              values_out + count * b if values_out != NULL else NULL, lams, diagonal, probs,
+                              spare, inverse_table + perm_start[arg[steps - 1]] if through_last else NULL)
     else:
         for k in range(2 * size * lanes):
             lams[k] = 0
@@ -931,6 +974,9 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
                     _add_pauli(lams + 2 * size * lane, psi, size, xmask[k], zmask[k], ny[k],
                                weights[(b * lanes + lane) * count + k])
     s = steps - 1
+    if through_last:
+        spare, psi = psi, spare
+        s -= 1
     while s >= 0:
         op = kind[s]
         if op == U1 and lanes > 0 and first_state <= s < first_state + 64:  # a layer would hold first_state

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import qsim_core as qc
 from bench.workloads import layered_circuit
 from qsim_core.backends import Job, get_backend
+from qsim_core.compiler import PERM, compile_circuit
 from qsim_core.observables import parse_observables
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.qsim_core.backends.test_cross_backend import observables_for
@@ -220,6 +221,21 @@ def test_layers_of_distinct_qubits_match_parameter_shift(backend, precision, cir
     check_jacobian_and_vjp(backend, precision, circuit)
     # Z strings only: the compiled program drops the trailing phases, and the layer's runs become real
     check_jacobian_and_vjp(backend, precision, circuit, [f"Z{q}" for q in range(circuit.num_qubits)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(circuit=layer_circuits(), pairs=st.lists(st.tuples(st.integers(0, 8), st.integers(1, 8), st.booleans()),
+                                                min_size=3, max_size=8))
+def test_a_trailing_permutation_matches_parameter_shift(backend, precision, circuit, pairs):
+    # a last step that is a permutation (a run of 3 or more CNOT/SWAP gates): with Z strings the sweep starts
+    # lambda already taken back through it
+    n = circuit.num_qubits
+    if n < 2:
+        return
+    for a, shift, swap in pairs:
+        circuit.append("swap" if swap else "cnot", [a % n, (a + shift % (n - 1) + 1) % n], [])
+    assume(compile_circuit(circuit, zbasis=True).kind[-1] == PERM)  # not when the run cancels to fewer gates
+    check_jacobian_and_vjp(backend, precision, circuit, [f"Z{q}" for q in range(n)] + ["Z0 Z1"])
 
 
 @pytest.mark.parametrize("name", ["reference", "compiled"])
