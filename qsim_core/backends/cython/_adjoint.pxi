@@ -717,9 +717,10 @@ cdef void _leave_one_out(const double* partial, int64_t bits, const double* colu
             mu[4 * (first + t) + e] = src[e]
 
 
-cdef void _product_contractions(const real* lam, int64_t num_qubits, const double* columns, double* work,
-                                double* mu) noexcept nogil:
-    """``mu[q, a] = sum_{i: bit q = a} conj(lam[i]) prod_{p != q} columns[p, bit p of i]`` for every q.
+cdef void _product_contractions(const real* lam, const int64_t* table, int64_t num_qubits, const double* columns,
+                                double* work, double* mu) noexcept nogil:
+    """``mu[q, a] = sum_{i: bit q = a} conj(lam[i]) prod_{p != q} columns[p, bit p of i]`` for every q; with a
+    ``table`` (not NULL, a permutation's, linear over GF(2)) the same for ``lam[table[i]]``, read through it.
 
     ``work`` holds 7 * 2**ceil(n/2) complex (as doubles). Two passes over ``lam``, as in numba/adjoint.py.
     """
@@ -736,9 +737,9 @@ cdef void _product_contractions(const real* lam, int64_t num_qubits, const doubl
     _product_vector(columns, low, num_qubits, high_vector)
     if QSIM_VECTOR_PASS and low_size >= 2:
         if real is float:
-            qsim_contract_float(lam, low_size, high_size, low_vector, high_vector, low_partial, high_partial)
+            qsim_contract_float(lam, table, low_size, high_size, low_vector, high_vector, low_partial, high_partial)
         else:
-            qsim_contract_double(lam, low_size, high_size, low_vector, high_vector, low_partial, high_partial)
+            qsim_contract_double(lam, table, low_size, high_size, low_vector, high_vector, low_partial, high_partial)
     else:
         for i in range(2 * low_size):
             low_partial[i] = 0
@@ -746,7 +747,7 @@ cdef void _product_contractions(const real* lam, int64_t num_qubits, const doubl
             accr = 0
             acci = 0
             for i in range(low_size):
-                f = 2 * (h * low_size + i)
+                f = 2 * (table[h * low_size + i] if table != NULL else h * low_size + i)
                 lr = lam[f]
                 li = -lam[f + 1]
                 low_partial[2 * i] += lr * high_vector[2 * h] - li * high_vector[2 * h + 1]
@@ -919,7 +920,7 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     cdef int64_t half = <int64_t>1 << (num_qubits - num_qubits // 2)
     cdef int64_t s, lane, k, q, first
     cdef int8_t op
-    cdef bint through_last
+    cdef bint through_last, through_first, moves_lambda
     cdef real* state = <real*>buffers.state
     cdef real* scratch = <real*>buffers.scratch
     cdef real* lam = <real*>buffers.lam
@@ -977,6 +978,8 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     if through_last:
         spare, psi = psi, spare
         s -= 1
+    # a permutation first, on the product state: the product layer reads lambda through it instead
+    through_first = initial == NULL and s >= 0 and kind[0] == PERM
     while s >= 0:
         op = kind[s]
         if op == U1 and lanes > 0 and first_state <= s < first_state + 64:  # a layer would hold first_state
@@ -1001,10 +1004,11 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
                 if s != last_perm:
                     apply_permutation(spare, psi, size, inverse_table + perm_start[arg[s]])
                 spare, psi = psi, spare
-            if lanes == 1:
+            moves_lambda = not (s == 0 and through_first)
+            if moves_lambda and lanes == 1:
                 apply_permutation(spare, lams, size, inverse_table + perm_start[arg[s]])
                 spare, lams = lams, spare
-            for lane in range(lanes if lanes > 1 else 0):
+            for lane in range(lanes if moves_lambda and lanes > 1 else 0):
                 apply_permutation(spare, lams + 2 * size * lane, size,
                                   inverse_table + perm_start[arg[s]])
                 memcpy(lams + 2 * size * lane, spare, 2 * size * sizeof(real))
@@ -1024,7 +1028,8 @@ cdef void _adjoint_row(int64_t b, const AdjointBuffers* buffers, real* u1, int64
     # qubit at once (a program run on given initial states has no product layer)
     _initial_columns(u1 + u1_stride * b, run_start, run_gate, init_u1, num_qubits, columns)
     for lane in range(lanes if initial == NULL else 0):
-        _product_contractions(lams + 2 * size * lane, num_qubits, columns, work, mu)
+        _product_contractions(lams + 2 * size * lane, inverse_table + perm_start[arg[0]] if through_first else NULL,
+                              num_qubits, columns, work, mu)
         for q in range(num_qubits):
             if init_u1[q] >= 0 and _run_has_uses(run_start, run_gate, init_u1[q], u1_use_start):
                 _initial_run_derivatives(u1 + u1_stride * b, du1 + du1_stride * b, slope1, rotation1,

@@ -14,6 +14,8 @@ cdef extern from *:
     #include <string.h>
     typedef double qsim_v4d __attribute__((vector_size(32)));
     typedef float qsim_v4f __attribute__((vector_size(16)));
+    typedef double qsim_half_double __attribute__((vector_size(16)));  /* one amplitude of a qsim_v4d's two */
+    typedef float qsim_half_float __attribute__((vector_size(8)));
     #define QSIM_TO_V4D_double(v) (v)
     #define QSIM_TO_V4D_float(v) __builtin_convertvector((v), qsim_v4d)
     /* Lane helpers of the W-lane passes: W = 4 (32-byte double vectors) everywhere, W = 8 (64-byte) where the
@@ -148,11 +150,23 @@ cdef extern from *:
     }
     #define QSIM_SWAP_Q0_4(V, x) ((V){x[2], x[3], x[0], x[1]})
     #define QSIM_MASK_Q0_4(V) ((V){1, 1, 0, 0})
+    /* Amplitudes j and j + 1 (j even) of lam into the vector raw; with a table (linear over GF(2)) amplitudes
+       table[j] and table[j] ^ table[1] instead: lam read through a permutation, which saves a pass over it. */
+    #define QSIM_LOAD_PAIR(raw, lam, table, j, HT)                                                           \
+        if (table) {                                                                                         \
+            HT first_, second_;                                                                              \
+            memcpy(&first_, lam + 2 * table[j], sizeof first_);                                              \
+            memcpy(&second_, lam + 2 * (table[j] ^ table[1]), sizeof second_);                               \
+            raw = __builtin_shufflevector(first_, second_, 0, 1, 2, 3);                                      \
+        } else {                                                                                             \
+            memcpy(&raw, lam + 2 * (j), sizeof raw);                                                         \
+        }
     /* The same for a constant number LOW of low amplitudes (16: 8 and 9 qubits): low_partial stays in
        registers over the rows instead of being loaded and stored for each, in the same order of operations. */
     #define QSIM_CONTRACT_FIXED(T, VT, LOW)                                                                  \
-    static void qsim_contract_##T##_##LOW(const T* lam, int64_t high_size, const double* low,                \
-                                          const double* high, double* low_partial, double* high_partial)     \
+    static void qsim_contract_##T##_##LOW(const T* lam, const int64_t* table, int64_t high_size,             \
+                                          const double* low, const double* high, double* low_partial,        \
+                                          double* high_partial)                                              \
     {                                                                                                        \
         const qsim_v4d zero = {0, 0, 0, 0};                                                                  \
         qsim_v4d part[LOW / 2], lows[LOW / 2], turned[LOW / 2], l, re, im, hv, hs;                           \
@@ -168,7 +182,7 @@ cdef extern from *:
             hv = (qsim_v4d){high[2 * h], high[2 * h + 1], high[2 * h], high[2 * h + 1]};                     \
             hs = (qsim_v4d){high[2 * h + 1], -high[2 * h], high[2 * h + 1], -high[2 * h]};                   \
             for (int r = 0; r < LOW / 2; r++) {                                                              \
-                memcpy(&raw, lam + 2 * h * LOW + 4 * r, sizeof raw);                                         \
+                QSIM_LOAD_PAIR(raw, lam, table, h * LOW + 2 * r, qsim_half_##T);                             \
                 l = QSIM_TO_V4D_##T(raw);                                                                    \
                 re += l * lows[r];                                                                           \
                 im += l * turned[r];                                                                         \
@@ -181,15 +195,17 @@ cdef extern from *:
         memcpy(low_partial, part, sizeof part);                                                              \
     }
     /* The two contractions of _product_contractions, lam seen as a [high, low] matrix (low >= 2 amplitudes):
-       low_partial[i] = sum_h conj(lam[h, i]) high[h] and high_partial[h] = sum_i conj(lam[h, i]) low[i]. */
+       low_partial[i] = sum_h conj(lam[h, i]) high[h] and high_partial[h] = sum_i conj(lam[h, i]) low[i]; with a
+       table, of lam read through it (QSIM_LOAD_PAIR). */
     #define QSIM_CONTRACT(T, VT)                                                                             \
     QSIM_CONTRACT_FIXED(T, VT, 16)                                                                           \
-    static void qsim_contract_##T(const T* lam, int64_t low_size, int64_t high_size, const double* low,     \
-                                  const double* high, double* low_partial, double* high_partial)             \
+    static void qsim_contract_##T(const T* lam, const int64_t* table, int64_t low_size, int64_t high_size,   \
+                                  const double* low, const double* high, double* low_partial,                \
+                                  double* high_partial)                                                      \
     {                                                                                                        \
         const qsim_v4d zero = {0, 0, 0, 0};                                                                  \
         if (low_size == 16) {                                                                                \
-            qsim_contract_##T##_16(lam, high_size, low, high, low_partial, high_partial);                    \
+            qsim_contract_##T##_16(lam, table, high_size, low, high, low_partial, high_partial);             \
             return;                                                                                          \
         }                                                                                                    \
         qsim_v4d l, v, p, re, im, hv, hs;                                                                    \
@@ -198,16 +214,16 @@ cdef extern from *:
         for (int64_t h = 0; h < high_size; h++) {                                                            \
             re = zero;                                                                                       \
             im = zero;                                                                                       \
-            hv = (qsim_v4d){high[2 * h], high[2 * h + 1], high[2 * h], high[2 * h + 1]};                    \
-            hs = (qsim_v4d){high[2 * h + 1], -high[2 * h], high[2 * h + 1], -high[2 * h]};                  \
+            hv = (qsim_v4d){high[2 * h], high[2 * h + 1], high[2 * h], high[2 * h + 1]};                     \
+            hs = (qsim_v4d){high[2 * h + 1], -high[2 * h], high[2 * h + 1], -high[2 * h]};                   \
             for (int64_t r = 0; r < 2 * low_size; r += 4) {                                                  \
-                memcpy(&raw, lam + 2 * h * low_size + r, sizeof raw);                                        \
+                QSIM_LOAD_PAIR(raw, lam, table, h * low_size + r / 2, qsim_half_##T);                        \
                 l = QSIM_TO_V4D_##T(raw);                                                                    \
                 memcpy(&v, low + r, sizeof v);                                                               \
                 re += l * v;                                                                                 \
                 im += l * (qsim_v4d){v[1], -v[0], v[3], -v[2]};                                              \
                 memcpy(&p, low_partial + r, sizeof p);                                                       \
-                p += (qsim_v4d){l[0], l[0], l[2], l[2]} * hv + (qsim_v4d){l[1], l[1], l[3], l[3]} * hs;     \
+                p += (qsim_v4d){l[0], l[0], l[2], l[2]} * hv + (qsim_v4d){l[1], l[1], l[3], l[3]} * hs;      \
                 memcpy(low_partial + r, &p, sizeof p);                                                       \
             }                                                                                                \
             high_partial[2 * h] = (re[0] + re[1]) + (re[2] + re[3]);                                         \
@@ -499,10 +515,12 @@ cdef extern from *:
                                       int diag_a, int diag_b, double* cross_a, double* cross_b, int low,
                                       int diag_0, int diag_1, double* cross_0, double* cross_1, int undo,
                                       const float* ma, const float* mb, const float* m0, const float* m1) {}
-    static void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
-                                     const double* high, double* low_partial, double* high_partial) {}
-    static void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
-                                    const double* high, double* low_partial, double* high_partial) {}
+    static void qsim_contract_double(const double* lam, const int64_t* table, int64_t low_size, int64_t high_size,
+                                     const double* low, const double* high, double* low_partial,
+                                     double* high_partial) {}
+    static void qsim_contract_float(const float* lam, const int64_t* table, int64_t low_size, int64_t high_size,
+                                    const double* low, const double* high, double* low_partial,
+                                    double* high_partial) {}
     #endif
     """
     const bint QSIM_VECTOR_PASS
@@ -537,7 +555,9 @@ cdef extern from *:
                                bint diag_b, double* cross_a, double* cross_b, int low, bint diag_0, bint diag_1,
                                double* cross_0, double* cross_1, bint undo, const float* ma, const float* mb,
                                const float* m0, const float* m1) noexcept nogil
-    void qsim_contract_double(const double* lam, int64_t low_size, int64_t high_size, const double* low,
-                              const double* high, double* low_partial, double* high_partial) noexcept nogil
-    void qsim_contract_float(const float* lam, int64_t low_size, int64_t high_size, const double* low,
-                             const double* high, double* low_partial, double* high_partial) noexcept nogil
+    void qsim_contract_double(const double* lam, const int64_t* table, int64_t low_size, int64_t high_size,
+                              const double* low, const double* high, double* low_partial,
+                              double* high_partial) noexcept nogil
+    void qsim_contract_float(const float* lam, const int64_t* table, int64_t low_size, int64_t high_size,
+                             const double* low, const double* high, double* low_partial,
+                             double* high_partial) noexcept nogil
