@@ -322,9 +322,11 @@ cdef extern from *:
     #define QSIM_PAIRS64_d(r, i) ((qsim_vd_64){r, i, r, i, r, i, r, i})
     #define QSIM_PAIRS64_f(r, i) ((qsim_vf_64){r, i, r, i, r, i, r, i, r, i, r, i, r, i, r, i})
     #ifdef __clang__
+    #define QSIM_SHUFFLE64_d(x, ...) __builtin_shufflevector(x, x, __VA_ARGS__)
     #define QSIM_SWAP64_d(x) __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6)
     #define QSIM_SWAP64_f(x) __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14)
     #else
+    #define QSIM_SHUFFLE64_d(x, ...) __builtin_shuffle(x, (qsim_vd_index_64){__VA_ARGS__})
     #define QSIM_SWAP64_d(x) __builtin_shuffle(x, (qsim_vd_index_64){1, 0, 3, 2, 5, 4, 7, 6})
     #define QSIM_SWAP64_f(x) __builtin_shuffle(x, (qsim_vf_index_64){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14})
     #endif
@@ -392,6 +394,22 @@ cdef extern from *:
     QSIM_GROUP(d, double, 3)
     QSIM_GROUP(f, float, 2)
     QSIM_GROUP(f, float, 3)
+    /* Real 2x2 matrices on qubits 0 and 1 of a complex128 state in one pass: a vector holds the four amplitudes
+       of both bits, qubit 0's partners are its neighbours and qubit 1's the other half. m0 (qubit 0's) acts first,
+       each with the real path's expression (a x + b y), as two separate passes would. */
+    static void qsim_low_pair_d(double* v, int64_t n, const double* m0, const double* m1) {
+        const qsim_vd_64 a0 = {m0[0], m0[0], m0[6], m0[6], m0[0], m0[0], m0[6], m0[6]};
+        const qsim_vd_64 b0 = {m0[2], m0[2], m0[4], m0[4], m0[2], m0[2], m0[4], m0[4]};
+        const qsim_vd_64 a1 = {m1[0], m1[0], m1[0], m1[0], m1[6], m1[6], m1[6], m1[6]};
+        const qsim_vd_64 b1 = {m1[2], m1[2], m1[2], m1[2], m1[4], m1[4], m1[4], m1[4]};
+        qsim_vd_64 x;
+        for (int64_t f = 0; f < 2 * n; f += 8) {
+            QSIM_LOAD(x, v + f);
+            x = a0 * x + b0 * QSIM_SHUFFLE64_d(x, 2, 3, 0, 1, 6, 7, 4, 5);
+            x = a1 * x + b1 * QSIM_SHUFFLE64_d(x, 4, 5, 6, 7, 0, 1, 2, 3);
+            QSIM_STORE(v + f, x);
+        }
+    }
     #define QSIM_GROUP_REALS_d (QSIM_GROUP_BYTES / 8)
     #define QSIM_GROUP_REALS_f (QSIM_GROUP_BYTES / 4)
     #else
@@ -424,6 +442,7 @@ cdef extern from *:
     static void qsim_group3_d(double* v, int64_t n, const int64_t* qubit, const double* m, const int* real) {}
     static void qsim_group2_f(float* v, int64_t n, const int64_t* qubit, const float* m, const int* real) {}
     static void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m, const int* real) {}
+    static void qsim_low_pair_d(double* v, int64_t n, const double* m0, const double* m1) {}
     #endif
     """
     const bint QSIM_VECTORS
@@ -440,6 +459,7 @@ cdef extern from *:
                        const int* real) noexcept nogil
     void qsim_group3_f(float* v, int64_t n, const int64_t* qubit, const float* m,
                        const int* real) noexcept nogil
+    void qsim_low_pair_d(double* v, int64_t n, const double* m0, const double* m1) noexcept nogil
     void qsim_mix_d(double* v, int64_t n, int64_t s, const double* m, int path) noexcept nogil
     void qsim_mix_f(float* v, int64_t n, int64_t s, const float* m, int path) noexcept nogil
     void qsim_phases_d(double* v, int64_t rows, int64_t cols, const double* high, const double* lr,
@@ -1146,6 +1166,27 @@ cdef inline int64_t _u1_group(real* psi, int64_t n, int64_t k, int64_t last, con
     return count
 
 
+cdef inline int64_t _low_pair(real* psi, int64_t n, int64_t k, int64_t last, const int8_t* kind, const int32_t* q0,
+                              const int32_t* arg, const real* u1, const int64_t* run_start, const int32_t* run_gate,
+                              real* m) noexcept nogil:
+    """Apply U1 steps k and k + 1 in one pass (``qsim_low_pair_d``) if they are real matrices on qubits 0 and 1 of a
+    complex128 state, which the grouped sweeps cannot take; returns 2, or 0 if not (``m[0:8]`` holds step k's
+    fused matrix, as for :func:`_u1_group`; ``m[8:16]`` is scratch)."""
+    if real is float or not QSIM_GROUPS or n < 4 or k + 1 >= last or kind[k + 1] != U1:
+        return 0
+    if not (q0[k] == 0 and q0[k + 1] == 1 or q0[k] == 1 and q0[k + 1] == 0) or _u1_path(m) != MIX_REAL:
+        return 0
+    fused_u1(u1, run_start, run_gate, arg[k + 1], m + 8)
+    if _u1_path(m + 8) != MIX_REAL:
+        return 0
+    if real is double:  # a compile-time test: the float build never gets here
+        if q0[k] == 0:
+            qsim_low_pair_d(psi, n, m, m + 8)
+        else:  # the two commute: qubit 0's goes first all the same
+            qsim_low_pair_d(psi, n, m + 8, m)
+    return 2
+
+
 cdef inline void grouped_sweep(real* psi, int64_t n, int64_t count, const int64_t* qubits, const real* m,
                                const int* real_path) noexcept nogil:
     """``qsim_group2``/``qsim_group3`` of the state's precision: the ``count`` (2 or 3) 2x2 matrices ``m`` (8 reals
@@ -1179,6 +1220,8 @@ cdef real* _apply_in_order(real* psi, real* scratch, int64_t n, int64_t first, i
         if op == U1:
             fused_u1(u1, run_start, run_gate, arg[k], m)
             grouped = _u1_group(psi, n, k, last, kind, q0, arg, u1, run_start, run_gate, qubits, m)
+            if not grouped:
+                grouped = _low_pair(psi, n, k, last, kind, q0, arg, u1, run_start, run_gate, m)
             if grouped:
                 k += grouped
                 continue
