@@ -450,7 +450,9 @@ def plot(result: SweepResult, path: Path) -> None:
     axis.set(xlabel="training wall time per run (s)", ylabel="validation accuracy", ylim=(0, 1.02),
              title=f"sweep: {len(result.rows)} runs")
     axis.legend(title="gradient", loc="lower right")
-    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    # fixed margins for this fixed-size figure and its fixed labels, room for the note below: tight_layout took
+    # 36-46 ms, a thirtieth of a short sweep on two workers
+    figure.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.17)
     if result.rows:
         best = result.rows[0]
         axis.annotate("best", (best["wall_s"], best["val_acc"]), textcoords="offset points", xytext=(6, 6))
