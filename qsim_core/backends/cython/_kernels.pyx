@@ -828,54 +828,49 @@ cdef extern from *:
     #elif defined(__SSE2__)
     #include <emmintrin.h>
     #endif
-    static void qsim_permute_double(double* dest, const double* src, int64_t n, const int64_t* table,
-                                    int64_t flip) {
-        int64_t i, b, t1, t2, t3;
-        if (n < 4) {
-            for (i = 0; i < n; i++) memcpy(dest + 2 * i, src + 2 * (table[i] ^ flip), 2 * sizeof(double));
-            return;
-        }
-        t1 = table[1]; t2 = table[2]; t3 = table[3];
-        for (i = 0; i < n; i += 4) {
-            b = table[i] ^ flip;
+    /* the four amplitudes src[b], src[b ^ t1], src[b ^ t2], src[b ^ t3] into dest[0:4], one move each */
+    #define QSIM_FOUR_MOVES(T, dest, src, b, t1, t2, t3)                                                    \\
+        memcpy((dest), (src) + 2 * (b), 2 * sizeof(T));                                                     \\
+        memcpy((dest) + 2, (src) + 2 * ((b) ^ (t1)), 2 * sizeof(T));                                        \\
+        memcpy((dest) + 4, (src) + 2 * ((b) ^ (t2)), 2 * sizeof(T));                                        \\
+        memcpy((dest) + 6, (src) + 2 * ((b) ^ (t3)), 2 * sizeof(T));
     #if defined(__AVX__)
-            _mm256_storeu_pd(dest + 2 * i, _mm256_insertf128_pd(
-                _mm256_castpd128_pd256(_mm_loadu_pd(src + 2 * b)), _mm_loadu_pd(src + 2 * (b ^ t1)), 1));
-            _mm256_storeu_pd(dest + 2 * i + 4, _mm256_insertf128_pd(
-                _mm256_castpd128_pd256(_mm_loadu_pd(src + 2 * (b ^ t2))), _mm_loadu_pd(src + 2 * (b ^ t3)), 1));
+    #define QSIM_AMP_double(src, k) _mm_loadu_pd((src) + 2 * (k))
+    #define QSIM_FOUR_double(dest, src, b, t1, t2, t3)                                                      \\
+        _mm256_storeu_pd((dest), _mm256_insertf128_pd(_mm256_castpd128_pd256(QSIM_AMP_double(src, b)),      \\
+                                                      QSIM_AMP_double(src, (b) ^ (t1)), 1));                \\
+        _mm256_storeu_pd((dest) + 4,                                                                        \\
+                         _mm256_insertf128_pd(_mm256_castpd128_pd256(QSIM_AMP_double(src, (b) ^ (t2))),     \\
+                                              QSIM_AMP_double(src, (b) ^ (t3)), 1));
     #else
-            memcpy(dest + 2 * i, src + 2 * b, 2 * sizeof(double));
-            memcpy(dest + 2 * i + 2, src + 2 * (b ^ t1), 2 * sizeof(double));
-            memcpy(dest + 2 * i + 4, src + 2 * (b ^ t2), 2 * sizeof(double));
-            memcpy(dest + 2 * i + 6, src + 2 * (b ^ t3), 2 * sizeof(double));
+    #define QSIM_FOUR_double(dest, src, b, t1, t2, t3) QSIM_FOUR_MOVES(double, dest, src, b, t1, t2, t3)
     #endif
-        }
-    }
-    static void qsim_permute_float(float* dest, const float* src, int64_t n, const int64_t* table,
-                                   int64_t flip) {
-        int64_t i, b, t1, t2, t3;
-        if (n < 4) {
-            for (i = 0; i < n; i++) memcpy(dest + 2 * i, src + 2 * (table[i] ^ flip), 2 * sizeof(float));
-            return;
-        }
-        t1 = table[1]; t2 = table[2]; t3 = table[3];
-        for (i = 0; i < n; i += 4) {
-            b = table[i] ^ flip;
     #if defined(__SSE2__)
-            /* an amplitude is 8 bytes: two of them per 16-byte store (__m128i loads may alias floats) */
-            _mm_storeu_si128((__m128i*)(dest + 2 * i), _mm_unpacklo_epi64(
-                _mm_loadl_epi64((const __m128i*)(src + 2 * b)), _mm_loadl_epi64((const __m128i*)(src + 2 * (b ^ t1)))));
-            _mm_storeu_si128((__m128i*)(dest + 2 * i + 4), _mm_unpacklo_epi64(
-                _mm_loadl_epi64((const __m128i*)(src + 2 * (b ^ t2))),
-                _mm_loadl_epi64((const __m128i*)(src + 2 * (b ^ t3)))));
+    /* an amplitude is 8 bytes: two of them per 16-byte store (__m128i loads may alias floats) */
+    #define QSIM_AMP_float(src, k) _mm_loadl_epi64((const __m128i*)((src) + 2 * (k)))
+    #define QSIM_FOUR_float(dest, src, b, t1, t2, t3)                                                       \\
+        _mm_storeu_si128((__m128i*)(dest),                                                                  \\
+                         _mm_unpacklo_epi64(QSIM_AMP_float(src, b), QSIM_AMP_float(src, (b) ^ (t1))));      \\
+        _mm_storeu_si128((__m128i*)((dest) + 4),                                                            \\
+                         _mm_unpacklo_epi64(QSIM_AMP_float(src, (b) ^ (t2)), QSIM_AMP_float(src, (b) ^ (t3))));
     #else
-            memcpy(dest + 2 * i, src + 2 * b, 2 * sizeof(float));
-            memcpy(dest + 2 * i + 2, src + 2 * (b ^ t1), 2 * sizeof(float));
-            memcpy(dest + 2 * i + 4, src + 2 * (b ^ t2), 2 * sizeof(float));
-            memcpy(dest + 2 * i + 6, src + 2 * (b ^ t3), 2 * sizeof(float));
+    #define QSIM_FOUR_float(dest, src, b, t1, t2, t3) QSIM_FOUR_MOVES(float, dest, src, b, t1, t2, t3)
     #endif
-        }
+    #define QSIM_PERMUTE(T)                                                                                 \\
+    static void qsim_permute_##T(T* dest, const T* src, int64_t n, const int64_t* table, int64_t flip) {    \\
+        int64_t i, b, t1, t2, t3;                                                                           \\
+        if (n < 4) {                                                                                        \\
+            for (i = 0; i < n; i++) memcpy(dest + 2 * i, src + 2 * (table[i] ^ flip), 2 * sizeof(T));       \\
+            return;                                                                                         \\
+        }                                                                                                   \\
+        t1 = table[1]; t2 = table[2]; t3 = table[3];                                                        \\
+        for (i = 0; i < n; i += 4) {                                                                        \\
+            b = table[i] ^ flip;                                                                            \\
+            QSIM_FOUR_##T(dest + 2 * i, src, b, t1, t2, t3);                                                \\
+        }                                                                                                   \\
     }
+    QSIM_PERMUTE(double)
+    QSIM_PERMUTE(float)
     """
     void qsim_permute_double(double* dest, const double* src, int64_t n, const int64_t* table,
                              int64_t flip) noexcept nogil
