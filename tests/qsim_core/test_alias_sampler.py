@@ -1,11 +1,11 @@
-"""The alias-table shot sampler: the table, the integer coin cuts, the draws' order, both backends alike.
+"""The alias-table shot sampler: the integer weights, the table, the draws' order, both backends alike.
 
 Each statistical test is seeded (deterministic), and its threshold is chosen
 so that a correct sampler would fail it with probability below 1e-6. The
-reference for the draws is written here in NumPy from the documented rule
-(SplitMix64 stream; column = top bits, coin = low 53 bits as a float in
-[0, 1), keep the column when the coin is below its threshold), not from the
-kernels.
+references for the weights, the table and the draws are written here in
+plain Python and NumPy from the documented rules (SplitMix64 stream; column
+= top bits, coin = the low 62 - bits bits, keep the column when the coin is
+below its cut), not from the kernels.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tests.conftest import COMPILED, random_params, seed_circuit
 from tests.qsim_core.test_sampling import chi_square_p_value
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+TOTAL = 2**62  # what the integer weights sum to
 
 
 def splitmix_reference(state: int, count: int) -> np.ndarray:
@@ -31,22 +32,78 @@ def splitmix_reference(state: int, count: int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def reference_draws(threshold: np.ndarray, alias: np.ndarray, bits: int, state: int, count: int) -> np.ndarray:
-    """The float rule on the same stream: up to 11 bits one number per draw, else a second one for the coin."""
-    if bits <= 11:
-        columns = coins = splitmix_reference(state, count)
-    else:
-        both = splitmix_reference(state, 2 * count)
-        columns, coins = both[:count], both[count:]
-    column = (columns >> np.uint64(64 - bits)).astype(np.int64)
-    coin = (coins & np.uint64((1 << 53) - 1)).astype(np.float64) * 2.0**-53
-    return np.where(coin < threshold[column], column, alias[column])
+def unpack(table: np.ndarray, bits: int) -> tuple[list[int], np.ndarray]:
+    """A packed table's cuts (Python ints) and aliases: entry j is ``cut << bits | alias``."""
+    return [int(entry) >> bits for entry in table], (table & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
-def table_probabilities(threshold: np.ndarray, alias: np.ndarray) -> np.ndarray:
-    """What an alias table samples: each column's own share plus the shares it lends as an alias."""
-    n = threshold.size
-    return (threshold + np.bincount(alias, weights=1.0 - threshold, minlength=n)) / n
+def reference_draws(table: np.ndarray, bits: int, state: int, count: int) -> np.ndarray:
+    """The integer rule on the stream, one number per draw: column = its top bits, coin = its low 62 - bits."""
+    numbers = splitmix_reference(state, count)
+    column = (numbers >> np.uint64(64 - bits)).astype(np.int64)
+    coin = numbers & np.uint64((1 << (62 - bits)) - 1)
+    entry = table[column]
+    return np.where(coin < (entry >> np.uint64(bits)), column, (entry & np.uint64((1 << bits) - 1)).astype(np.int64))
+
+
+def reference_weights(probs: np.ndarray) -> list[int]:
+    """The documented integer weights: ``probs / total`` scaled to 2**62 and truncated (the total summed in eight
+    lanes, probability i into lane i % 8, then the lanes pairwise), what the truncations lost given to the first
+    largest weight."""
+    lanes = [0.0] * 8
+    for i, p in enumerate(probs):
+        lanes[i % 8] += float(p)
+    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    scale = float(TOTAL) / total
+    weights = [int(float(p) * scale) for p in probs]
+    weights[weights.index(max(weights))] += TOTAL - sum(weights)
+    return weights
+
+
+def table_weights(table: np.ndarray, bits: int) -> list[int]:
+    """What an alias table draws, in units of 2**-62: each column's own cut plus the shares it takes as an alias."""
+    cap = 1 << (62 - bits)
+    cuts, alias = unpack(table, bits)
+    weights = list(cuts)
+    for cut, hi in zip(cuts, alias, strict=True):
+        weights[hi] += cap - cut
+    return weights
+
+
+def vose_reference(probs: np.ndarray) -> np.ndarray:
+    """Vose's construction written plainly on the integer weights, packed as the kernels pack it.
+
+    Small columns (weight below the capacity 2**(62 - bits)) are a stack in
+    index order, popped from the end; large ones a queue, highest index
+    first. The kernels keep the current large column and its excess in
+    variables; this is the same sequence of moves on explicit lists, so the
+    table must match bit for bit.
+    """
+    n = probs.size
+    bits = n.bit_length() - 1
+    cap = 1 << (62 - bits)
+    weights = reference_weights(probs)
+    cut, alias = [cap] * n, list(range(n))
+    small = [i for i in range(n) if weights[i] < cap]
+    large = [i for i in range(n) if weights[i] >= cap][::-1]
+    if small:
+        cur = large.pop(0)
+        rest = weights[cur] - cap
+        while True:
+            if rest < 0:  # cur fell below its capacity: it is paired with the next large column
+                if not large:
+                    break
+                lo, lo_excess = cur, rest
+                cur = large.pop(0)
+                rest += weights[cur] - cap
+            else:
+                if not small:
+                    break
+                lo = small.pop()
+                lo_excess = weights[lo] - cap
+                rest += lo_excess
+            cut[lo], alias[lo] = cap + lo_excess, cur
+    return np.array([(c << bits) | a for c, a in zip(cut, alias, strict=True)], dtype=np.uint64)
 
 
 def distribution(bits: int, seed: int, zeros: int) -> np.ndarray:
@@ -58,25 +115,25 @@ def distribution(bits: int, seed: int, zeros: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bits", [1, 5, 8, 11, 12, 13], ids=lambda b: f"{b}bits")
-def test_alias_table_represents_the_distribution_and_draws_follow_the_float_rule(bits):
+def test_alias_table_holds_the_weights_and_draws_follow_the_integer_rule(bits):
     probs = distribution(bits, seed=bits, zeros=(1 << bits) // 4)
-    threshold, alias = np.empty(probs.size), np.empty(probs.size, np.int64)
-    sampling.alias_table(probs, threshold, alias)
-    np.testing.assert_allclose(table_probabilities(threshold, alias), probs / probs.sum(), rtol=0, atol=1e-14)
-    assert (threshold[probs == 0] == 0).all()  # an impossible state is never kept
+    table = np.empty(probs.size, np.uint64)
+    sampling.alias_table(probs, table)
+    weights = table_weights(table, bits)
+    assert weights == reference_weights(probs)  # exactly: the pairing loses no unit
+    # each state rounded down by less than a unit (2**-62), what they lose (below one unit per state) on the likeliest
+    np.testing.assert_allclose(np.array(weights, float) / TOTAL, probs / probs.sum(), rtol=1e-14,
+                               atol=probs.size * 2.0**-62)
+    cuts, alias = unpack(table, bits)
+    assert all(cuts[i] == 0 and probs[alias[i]] > 0 for i in np.flatnonzero(probs == 0))  # never kept, never lent to
 
     state, count = 0x1234_5678_9ABC_DEF0, 50_000
-    expected = reference_draws(threshold, alias, bits, state, count)
     out = np.empty(count, np.int64)
-    table = sampling.coin_cuts(threshold.copy(), alias, bits)
-    after = sampling.alias_draws(table, alias, bits, np.uint64(state), out)
-    np.testing.assert_array_equal(out, expected)
-    # the stream advanced by exactly the numbers the draws used
-    used = count if bits <= 11 else 2 * count
-    assert int(after) == (state + int(GOLDEN) * used) % 2**64
+    after = sampling.alias_draws(table, bits, np.uint64(state), out)
+    np.testing.assert_array_equal(out, reference_draws(table, bits, state, count))
+    assert int(after) == (state + int(GOLDEN) * count) % 2**64  # one number per draw
 
-
-@pytest.mark.parametrize("num_qubits", [8, 12], ids=["packed-table", "wide-table"])
+@pytest.mark.parametrize("num_qubits", [8, 12], ids=lambda n: f"{n}q")
 def test_samples_of_a_small_state_follow_the_distribution(backend, num_qubits):
     c = qc.Circuit(num_qubits)
     for q in range(num_qubits):
@@ -109,7 +166,7 @@ def test_a_basis_state_samples_only_itself(backend):
 
 
 @pytest.mark.skipif(not {"numba", "cython"} <= set(COMPILED), reason="needs both compiled backends")
-@pytest.mark.parametrize("num_qubits", [8, 13], ids=["packed-table", "wide-table"])
+@pytest.mark.parametrize("num_qubits", [8, 13], ids=lambda n: f"{n}q")
 def test_numba_and_cython_draw_the_same_samples(num_qubits):
     c = seed_circuit(num_qubits, layers=1)
     params = random_params(c, batch=5, seed=num_qubits)
@@ -117,36 +174,6 @@ def test_numba_and_cython_draw_the_same_samples(num_qubits):
     np.testing.assert_array_equal(numba_sim.sample(c, 3000, params), cython_sim.sample(c, 3000, params))
     np.testing.assert_array_equal(numba_sim.expectation(c, ["Z0", "Z1 Z2", "X0"], params, shots=500),
                                   cython_sim.expectation(c, ["Z0", "Z1 Z2", "X0"], params, shots=500))
-
-
-def vose_reference(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vose's construction written plainly: small columns a stack, large ones taken in the kernels' order.
-
-    The kernels carry the current large column's rest in a register and load
-    ahead; this is the same sequence of float operations on explicit stacks, so
-    the table must match bit for bit.
-    """
-    n = probs.size
-    lanes = [0.0] * 8  # the total: probability i into lane i % 8, in order, then the lanes pairwise
-    for i, p in enumerate(probs):
-        lanes[i % 8] += float(p)
-    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    threshold = [float(p) * n / total for p in probs]
-    small = [i for i in range(n) if threshold[i] < 1.0]  # popped from the end: highest index first
-    large = [i for i in range(n) if threshold[i] >= 1.0][::-1]  # taken from the front: highest index first
-    alias = list(range(n))
-    positive = [i for i in range(n) if probs[i] > 0.0]
-    while small and large:
-        lo, hi = small.pop(), large[0]
-        alias[lo] = hi
-        threshold[hi] = (threshold[hi] + threshold[lo]) - 1.0
-        if threshold[hi] < 1.0:
-            small.append(large.pop(0))
-    for i in small:
-        threshold[i], alias[i] = (1.0, alias[i]) if probs[i] > 0.0 else (0.0, positive[-1])
-    for i in large:
-        threshold[i] = 1.0
-    return np.array(threshold), np.array(alias, np.int64)
 
 
 EDGE_DISTRIBUTIONS = {
@@ -176,16 +203,16 @@ def alias_table_function(kernels: str):
 @pytest.mark.parametrize("kernels", ["numba", "cython"])
 @pytest.mark.parametrize("name", list(EDGE_DISTRIBUTIONS))
 def test_alias_table_is_vose_bit_for_bit(name, kernels):
-    # Cython pairs the columns branch-free in C (selects on both candidate moves): it must make Vose's moves
+    # Cython splits the columns eight at a time (AVX-512) and pairs them in C: it must make Vose's moves
     probs = EDGE_DISTRIBUTIONS[name]
-    threshold, alias = np.empty(probs.size), np.empty(probs.size, np.int64)
-    alias_table_function(kernels)(probs, threshold, alias)
-    expected_threshold, expected_alias = vose_reference(probs)
-    np.testing.assert_array_equal(threshold, expected_threshold)
-    np.testing.assert_array_equal(alias, expected_alias)
-    np.testing.assert_allclose(table_probabilities(threshold, alias), probs / probs.sum(), rtol=0, atol=1e-14)
-    impossible = probs == 0
-    assert (threshold[impossible] == 0).all() and (probs[alias[impossible]] > 0).all()
+    bits = probs.size.bit_length() - 1
+    table = np.empty(probs.size, np.uint64)
+    alias_table_function(kernels)(probs, table)
+    np.testing.assert_array_equal(table, vose_reference(probs))
+    assert table_weights(table, bits) == reference_weights(probs)
+    cuts, alias = unpack(table, bits)
+    weights = reference_weights(probs)
+    assert all(cuts[i] == 0 and weights[alias[i]] > 0 for i in range(probs.size) if weights[i] == 0)
 
 
 def small_state_circuit(num_qubits: int, seed: int) -> qc.Circuit:
@@ -203,7 +230,7 @@ def small_state_circuit(num_qubits: int, seed: int) -> qc.Circuit:
 @pytest.mark.parametrize("num_qubits", [1, 3, 10, 11, 12], ids=lambda n: f"{n}q")
 def test_numba_and_cython_draw_the_same_samples_for_any_shot_count(num_qubits):
     # The Cython draw loop takes eight shots at a time where the CPU has AVX-512 and the rest one by
-    # one: every remainder, fewer shots than one vector, and both table layouts (packed up to 11 qubits).
+    # one: every remainder and fewer shots than one vector; and the columns split eight at a time and one by one.
     c = small_state_circuit(num_qubits, seed=num_qubits)
     numba_sim, cython_sim = (qc.Simulator(backend=name, seed=5) for name in ("numba", "cython"))
     for shots in (1, 7, 8, 9, 17, 1023):

@@ -26,8 +26,8 @@ components are combined exactly as numba multiplies complex numbers,
 ``(a + ib)(c + id) = (ac - bd) + i(ad + bc)``, in the state's precision, so
 the baseline build agrees with numba bit for bit wherever the summation order
 is the same; the x86-64-v3/v4 builds contract products into FMAs and differ in
-the last bit (within every tolerance; samples for the same seed can then differ
-where a draw falls exactly on a table threshold).
+the last bit (within every tolerance; samples for the same seed can then differ,
+as an alias table follows its probabilities' last bits).
 Probabilities and expectations are formed from the components converted to
 float64, and accumulate in float64, whatever the state's precision.
 
@@ -45,13 +45,14 @@ Random numbers: SplitMix64 streams, one per parameter set, derived from the
 call's 64-bit key and the set's global batch index, with the same constants,
 the same alias-table sampler and the same sorted-uniform large-state sampler
 as numba, so both backends draw the same samples for the same key whenever
-their probabilities agree to the bit. (An alias table is sensitive to the
-last bits: a probability within an ulp of 1/N can change which columns pair
-up. The samples then differ, both correctly distributed.) What differs is
-how the sampler is written for speed, never what it computes: Vose's pairing
-keeps the current large column's rest in a register and loads a step ahead,
-and the x86-64-v4 build draws from a packed table (up to 11 qubits) eight
-shots at a time in AVX-512, from the same stream numbers.
+their probabilities agree to the bit. (An alias table follows the last bits:
+a weight one unit of 2**-62 apart can change which columns pair up. The
+samples then differ, both correctly distributed.) The table is built on
+integer weights that sum to exactly 2**62, so it is exact and its sums do
+not depend on their order. What differs is how the sampler is written for
+speed, never what it computes: the x86-64-v4 build splits the columns into
+small and large and draws the shots eight at a time in AVX-512, from the
+same stream numbers.
 """
 
 cimport cython
@@ -123,18 +124,13 @@ cdef extern from *:
     #define QSIM_MIX1 UINT64_C(0xBF58476D1CE4E5B9)
     #define QSIM_MIX2 UINT64_C(0x94D049BB133111EB)
     #define QSIM_STREAM UINT64_C(0xD1B54A32D192ED03)
-    #define QSIM_LOW53 UINT64_C(0x1FFFFFFFFFFFFF)
     #define QSIM_TO_UNIT (1.0 / 9007199254740992.0)
-    #define QSIM_TWO53 9007199254740992.0
-    #define QSIM_PACKED_BITS 11
     """
     const uint64_t _GOLDEN "QSIM_GOLDEN"
     const uint64_t _MIX1 "QSIM_MIX1"
     const uint64_t _MIX2 "QSIM_MIX2"
     const uint64_t _STREAM "QSIM_STREAM"
-    const uint64_t _LOW53 "QSIM_LOW53"  # the 53 bits of a uniform double
     const double _TO_UNIT "QSIM_TO_UNIT"  # 2**-53
-    const double _TWO53 "QSIM_TWO53"  # 2**53
 
 ctypedef fused cplx:
     float complex
@@ -1458,83 +1454,18 @@ cdef inline uint64_t next_u64(uint64_t* state) noexcept nogil:
     return _mix64(state[0])
 
 
-# Vose's pairing of alias_table in C, branch-free: which of the two moves a step makes (``turned``, whether the
-# carried column fell below 1) is a coin flip for the branch predictor, and the branches the same loop in Cython
-# compiled to made the pairing about 1.3x slower (a 256-column table; a fifth of a 1,024-shot seed circuit). Both
-# candidate sums are formed and selected by the comparison's mask, in SSE registers: the same sums in the same
-# order, so the same table bit for bit. (Selecting through integer registers instead was 2x slower than the
-# branches: the moves between register files lengthen the loop-carried chain.)
+# Walker's alias table on integer weights, Vose's construction, in C. The weights sum to exactly 2**62 and each
+# column holds CAP = 2**(62 - bits) of them, so the pairing is exact: no column is left over from rounding, and no
+# sum depends on the order it is formed in. A pairing step is one integer addition and a sign test, written with
+# plain branches: on 256-column tables, branch-free versions of the loop (mask selects, or eight cmovs) ran 1.4-2x
+# slower than the branches, whose sign test mispredicts about once per large column (where it turns).
 cdef extern from *:
     """
     #include <stdint.h>
     #if defined(__AVX512F__)
     #include <immintrin.h>
     #endif
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    typedef __m128d qsim_sd;  /* a double in the low lane */
-    #define QSIM_SD(x) _mm_set_sd(x)
-    #define QSIM_SD_ADD(a, b) _mm_add_sd(a, b)
-    #define QSIM_SD_SUB(a, b) _mm_sub_sd(a, b)
-    #define QSIM_SD_SELECT(mask, a, b) _mm_or_pd(_mm_and_pd(mask, a), _mm_andnot_pd(mask, b))
-    #define QSIM_SD_LESS(a, b) _mm_cmplt_sd(a, b)
-    #define QSIM_SD_TRUE(mask) (_mm_movemask_pd(mask) & 1)
-    #define QSIM_SD_STORE(p, a) _mm_store_sd(p, a)
-    #else
-    typedef double qsim_sd;  /* elsewhere plain doubles and whatever the compiler makes of the selects */
-    #define QSIM_SD(x) (x)
-    #define QSIM_SD_ADD(a, b) ((a) + (b))
-    #define QSIM_SD_SUB(a, b) ((a) - (b))
-    #define QSIM_SD_SELECT(mask, a, b) ((mask) ? (a) : (b))
-    #define QSIM_SD_LESS(a, b) ((a) < (b))
-    #define QSIM_SD_TRUE(mask) ((mask) != 0)
-    #define QSIM_SD_STORE(p, a) (*(p) = (a))
-    #endif
-    static inline int64_t qsim_select64(int64_t mask, int64_t a, int64_t b) { return (a & mask) | (b & ~mask); }
-    /* The top small column takes the first large one, cur, as its alias and cur gives up what the small one
-       lacks; once below 1 (turned) cur is the next small column itself, paired with the next large one. The
-       rest of cur is carried, and the candidates of the step after next are loaded a step early: order[-2],
-       order[-1], order[n] and order[n + 1] are column 0, so the lookahead past either end needs no clamp (it
-       is read, never used). A step takes the next small column or, turned, the next large one: the loop ends
-       when the one it needs is missing. Needs *small_top > 0 and *large_bottom < n. */
-    static void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n,
-                                int64_t* small_top_io, int64_t* large_bottom_io) {
-        int64_t small_top = *small_top_io, large_bottom = *large_bottom_io;
-        int64_t larges_left = n - 1 - large_bottom;  /* after cur */
-        int64_t cur = order[large_bottom];
-        int64_t low = order[small_top - 1];
-        int64_t nxt = order[large_bottom + 1];
-        qsim_sd rest = QSIM_SD(threshold[cur]), low_t = QSIM_SD(threshold[low]), nxt_t = QSIM_SD(threshold[nxt]);
-        const qsim_sd one = QSIM_SD(1.0);
-        qsim_sd turned_mask = QSIM_SD_LESS(one, one);
-        int64_t turned = 0;  /* 0 or 1, as turned_mask */
-        while (qsim_select64(-turned, larges_left, small_top) > 0) {
-            int64_t low2 = order[small_top - 2];
-            int64_t nxt2 = order[large_bottom + 2];
-            qsim_sd low2_t = QSIM_SD(threshold[low2]), nxt2_t = QSIM_SD(threshold[nxt2]);
-            /* (hi + lo) - 1 for either move: (nxt + rest) - 1 turned, (rest + low) - 1 not */
-            qsim_sd if_turned = QSIM_SD_SUB(QSIM_SD_ADD(nxt_t, rest), one);
-            qsim_sd if_not = QSIM_SD_SUB(QSIM_SD_ADD(rest, low_t), one);
-            int64_t mask = -turned;
-            int64_t lo = qsim_select64(mask, cur, low), hi = qsim_select64(mask, nxt, cur);
-            qsim_sd lo_t = QSIM_SD_SELECT(turned_mask, rest, low_t);
-            large_bottom += turned;
-            larges_left -= turned;
-            small_top -= 1 - turned;
-            nxt = qsim_select64(mask, nxt2, nxt);
-            nxt_t = QSIM_SD_SELECT(turned_mask, nxt2_t, nxt_t);
-            low = qsim_select64(mask, low, low2);
-            low_t = QSIM_SD_SELECT(turned_mask, low_t, low2_t);
-            alias[lo] = hi;
-            QSIM_SD_STORE(threshold + lo, lo_t);
-            rest = QSIM_SD_SELECT(turned_mask, if_turned, if_not);
-            cur = hi;
-            turned_mask = QSIM_SD_LESS(rest, one);
-            turned = QSIM_SD_TRUE(turned_mask);
-        }
-        *small_top_io = small_top;
-        *large_bottom_io = large_bottom;
-    }
+    #define QSIM_TOTAL_BITS 62
     /* sum(p[:n]) as alias_table sums it (numba's too): element i into lane i % 8, in index order, then the
        lanes pairwise. The lanes are independent, so gcc adds them as one vector (or two, or four) instead of
        a chain of n dependent additions. */
@@ -1549,141 +1480,147 @@ cdef extern from *:
             lane[i & 7] += p[i];
         return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     }
-    /* The columns split as alias_table's scalar loop splits them: order[0, small) the indices with threshold
-       below 1, ascending (a stack, top last), order[small, n) the others, descending (a queue, highest index
-       first); returns small. AVX-512 splits eight columns at a time by compressing their indices (the larges
-       from the reversed lanes); the scalar loop is branch-free, the small/large test being a coin flip for the
-       branch predictor: the index goes to both candidate slots and the test's 0/1 moves the tops. */
-    static int64_t qsim_split_columns(const double* threshold, int64_t n, int64_t* order) {
-        int64_t small_top = 0, large_bottom = n, i = 0, small;
+    /* w[i] = (int64)(p[i] * (2**62 / sum(p))), truncated, then 2**62 - sum(w) (what the truncations and the
+       roundings lost or gained, a few units per column) added to the first largest weight: the weights sum
+       to exactly 2**62. Both loops are reductions gcc vectorises. */
+    static void qsim_integer_weights(const double* p, int64_t n, int64_t* w) {
+        const double scale = 4611686018427387904.0 / qsim_lane_sum(p, n);
+        int64_t sum = 0, top = 0, first = n - 1, i, candidate;
+        for (i = 0; i < n; i++) {
+            w[i] = (int64_t)(p[i] * scale);
+            sum += w[i];
+            top = w[i] > top ? w[i] : top;
+        }
+        for (i = 0; i < n; i++) {
+            candidate = w[i] == top ? i : n - 1;
+            first = candidate < first ? candidate : first;
+        }
+        w[first] += ((int64_t)1 << QSIM_TOTAL_BITS) - sum;
+    }
+    /* The columns split by their excess e = w - cap: order[0, small) the indices with e < 0, ascending (a
+       stack, top last), order[small, n) the others, descending (a queue, highest index first), excess[k] the
+       excess of column order[k]; returns small. AVX-512 splits eight columns at a time by compressing their
+       indices and excesses (the larges' from the reversed lanes); the scalar loop is branch-free, the test
+       being a coin flip for the branch predictor: the entry goes to both candidate slots and the test's 0/1
+       moves the tops. */
+    static int64_t qsim_split_columns(const int64_t* w, int64_t n, int64_t cap, int64_t* order, int64_t* excess) {
+        int64_t small_top = 0, large_bottom = n, i = 0, small, e;
     #if defined(__AVX512F__)
-        const __m512d one = _mm512_set1_pd(1.0);
+        const __m512i capacity = _mm512_set1_epi64(cap), zero = _mm512_setzero_si512();
         const __m512i reverse = _mm512_set_epi64(0, 1, 2, 3, 4, 5, 6, 7), eight = _mm512_set1_epi64(8);
         __m512i index = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
         for (; i + 8 <= n; i += 8) {
-            __m512d t = _mm512_loadu_pd(threshold + i);
-            __mmask8 smalls = _mm512_cmp_pd_mask(t, one, _CMP_LT_OQ);
-            /* lane k of the reversed vectors is column i + 7 - k; not below 1 includes NaN, as in the scalar test */
-            __mmask8 larges = _mm512_cmp_pd_mask(_mm512_permutexvar_pd(reverse, t), one, _CMP_NLT_UQ);
+            __m512i ev = _mm512_sub_epi64(_mm512_loadu_si512((const void*)(w + i)), capacity);
+            __m512i ev_reversed = _mm512_permutexvar_epi64(reverse, ev);
+            __m512i index_reversed = _mm512_permutexvar_epi64(reverse, index);
+            __mmask8 smalls = _mm512_cmplt_epi64_mask(ev, zero);
+            __mmask8 larges = _mm512_cmpge_epi64_mask(ev_reversed, zero);  /* lane k is column i + 7 - k */
             int count = __builtin_popcount((unsigned)smalls), rest = 8 - count;
-            _mm512_mask_storeu_epi64(order + small_top, (__mmask8)((1u << count) - 1),
-                                     _mm512_maskz_compress_epi64(smalls, index));
-            _mm512_mask_storeu_epi64(order + large_bottom - rest, (__mmask8)((1u << rest) - 1),
-                                     _mm512_maskz_compress_epi64(larges, _mm512_permutexvar_epi64(reverse, index)));
+            __mmask8 small_lanes = (__mmask8)((1u << count) - 1), large_lanes = (__mmask8)((1u << rest) - 1);
+            _mm512_mask_storeu_epi64(order + small_top, small_lanes, _mm512_maskz_compress_epi64(smalls, index));
+            _mm512_mask_storeu_epi64(excess + small_top, small_lanes, _mm512_maskz_compress_epi64(smalls, ev));
+            _mm512_mask_storeu_epi64(order + large_bottom - rest, large_lanes,
+                                     _mm512_maskz_compress_epi64(larges, index_reversed));
+            _mm512_mask_storeu_epi64(excess + large_bottom - rest, large_lanes,
+                                     _mm512_maskz_compress_epi64(larges, ev_reversed));
             small_top += count;
             large_bottom -= rest;
             index = _mm512_add_epi64(index, eight);
         }
     #endif
         for (; i < n; i++) {
-            small = threshold[i] < 1.0;
+            e = w[i] - cap;
+            small = e < 0;
             order[small_top] = i;
+            excess[small_top] = e;
             order[large_bottom - 1] = i;
+            excess[large_bottom - 1] = e;
             small_top += small;
             large_bottom -= 1 - small;
         }
         return small_top;
     }
+    /* Vose's pairing. The top small column takes the first large one, cur, as its alias and cur gives up what
+       the small one lacks (its excess grows by the small one's, which is negative); once below its capacity
+       (turned) cur is the next small column itself and takes the next large one as its alias, which
+       becomes cur. The loop ends when the one it needs is missing, which with exact sums is when every
+       column is paired. Paired columns are written into table (cut << bits | alias); the others keep their
+       entries. Needs 0 < small < n. */
+    static void qsim_vose_pairs(uint64_t* table, const int64_t* order, const int64_t* excess, int64_t n, int bits,
+                                int64_t small) {
+        const int64_t cap = (int64_t)1 << (QSIM_TOTAL_BITS - bits);
+        int64_t small_top = small, large = small, cur = order[large], rest = excess[large], lo, lo_excess;
+        for (;;) {
+            if (rest < 0) {
+                if (++large == n)
+                    break;
+                lo = cur;
+                lo_excess = rest;
+                cur = order[large];
+                rest += excess[large];
+            } else {
+                if (small_top == 0)
+                    break;
+                small_top--;
+                lo = order[small_top];
+                lo_excess = excess[small_top];
+                rest += lo_excess;
+            }
+            table[lo] = ((uint64_t)(cap + lo_excess) << bits) | (uint64_t)cur;
+        }
+    }
     """
-    int64_t qsim_split_columns(const double* threshold, int64_t n, int64_t* order) noexcept nogil
-    double qsim_lane_sum(const double* p, int64_t n) noexcept nogil
-    void qsim_vose_pairs(double* threshold, int64_t* alias, const int64_t* order, int64_t n, int64_t* small_top,
-                         int64_t* large_bottom) noexcept nogil
+    int TOTAL_BITS "QSIM_TOTAL_BITS"  # the integer weights of an alias table sum to 2**TOTAL_BITS
+    void qsim_integer_weights(const double* p, int64_t n, int64_t* w) noexcept nogil
+    int64_t qsim_split_columns(const int64_t* w, int64_t n, int64_t cap, int64_t* order,
+                               int64_t* excess) noexcept nogil
+    void qsim_vose_pairs(uint64_t* table, const int64_t* order, const int64_t* excess, int64_t n, int bits,
+                         int64_t small) noexcept nogil
 
 
-cdef enum:
-    ORDER_PAD = 4  # alias_table's ``order`` scratch has n + ORDER_PAD entries
+cdef void alias_table(const double* probs, int64_t bits, uint64_t* table, int64_t* order,
+                      int64_t* excess) noexcept nogil:
+    """Walker's alias table of ``probs`` (float64[2**bits], need not be normalised), Vose's construction.
 
-
-cdef void alias_table(const double* probs, int64_t n, double* threshold, int64_t* alias,
-                      int64_t* order) noexcept nogil:
-    """Walker/Vose alias table of ``probs`` (float64[n], need not be normalised).
-
-    After the call, drawing column j uniformly and keeping j with probability
-    ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
-    ``probs[i] / sum(probs)``. ``order`` is int64[n + ORDER_PAD] scratch: the
-    small columns (threshold < 1) in its front, a stack, the large ones in its
-    back, a queue, with two entries of padding on either side. Same table as
-    numba's, bit for bit.
+    Column j of ``table`` is ``cut << bits | alias``: a draw that lands in
+    column j keeps j when a coin of ``62 - bits`` random bits is below
+    ``cut`` and takes ``alias`` otherwise. The cuts come from integer
+    weights ``w`` that sum to exactly 2**62 (qsim_integer_weights), each
+    column holding 2**(62 - bits) of them, so state i is drawn with
+    probability exactly ``w[i] / 2**62``: ``probs[i] / sum(probs)`` rounded
+    down to a multiple of 2**-62 (a state below that is never drawn), the
+    few units the roundings lose given to the likeliest state. ``order`` and
+    ``excess`` are int64[n] scratch: the columns in the pairing's order and
+    their excesses. Same table as numba's, bit for bit.
     """
-    cdef double total = qsim_lane_sum(probs, n)
-    cdef int64_t small_top, large_bottom
-    cdef int64_t last_positive = 0
-    cdef int64_t i, k
-    order[0] = order[1] = order[n + 2] = order[n + 3] = 0  # what the pairing's lookahead reads past the ends
-    order += 2
-    for i in range(n):  # a loop of its own so the divisions vectorise
-        threshold[i] = probs[i] * <double>n / total
-    small_top = qsim_split_columns(threshold, n, order)
-    large_bottom = small_top
-    for i in range(n):
-        alias[i] = i
-        if probs[i] > 0.0:
-            last_positive = i
-    if small_top > 0 and large_bottom < n:
-        qsim_vose_pairs(threshold, alias, order, n, &small_top, &large_bottom)
-    # left over from rounding: order[:small_top] and order[large_bottom:] (which starts at ``cur``,
-    # turned or not) are full columns, unless impossible
-    for k in range(small_top):
-        i = order[k]
-        if probs[i] > 0.0:
-            threshold[i] = 1.0
-        else:
-            threshold[i] = 0.0
-            alias[i] = last_positive
-    for k in range(large_bottom, n):
-        threshold[order[k]] = 1.0
+    cdef int64_t n = (<int64_t>1) << bits
+    cdef int64_t cap = (<int64_t>1) << (TOTAL_BITS - bits)
+    cdef int64_t small, j
+    qsim_integer_weights(probs, n, <int64_t*>table)  # the weights are only needed until the split
+    small = qsim_split_columns(<int64_t*>table, n, cap, order, excess)
+    for j in range(n):  # every column full and its own alias until the pairing says otherwise
+        table[j] = ((<uint64_t>cap) << bits) | <uint64_t>j
+    if 0 < small < n:
+        qsim_vose_pairs(table, order, excess, n, <int>bits, small)
 
 
-def alias_table_into(const double[::1] probs, double[::1] threshold, int64_t[::1] alias):
-    """:func:`alias_table` of ``probs`` into ``threshold`` and ``alias`` (numba's ``sampling.alias_table``, the
-    same arguments and the same table: a check of the two, not a path of the engine)."""
+def alias_table_into(const double[::1] probs, uint64_t[::1] table):
+    """:func:`alias_table` of ``probs`` (2**bits entries, bits >= 1) into ``table`` (numba's
+    ``sampling.alias_table``, the same arguments and the same table: a check of the two, not a path of the
+    engine)."""
     cdef int64_t n = probs.shape[0]
-    if threshold.shape[0] != n or alias.shape[0] != n or n == 0:
-        raise ValueError("probs, threshold and alias must have the same positive length")
-    cdef int64_t* order = <int64_t*>malloc((n + ORDER_PAD) * sizeof(int64_t))
-    if order == NULL:
+    cdef int64_t bits = _log2(n)
+    if table.shape[0] != n or n < 2 or (<int64_t>1) << bits != n:
+        raise ValueError("probs and table must have the same length, a power of two (at least 2)")
+    cdef int64_t* order = <int64_t*>malloc(n * sizeof(int64_t))
+    cdef int64_t* excess = <int64_t*>malloc(n * sizeof(int64_t))
+    if order == NULL or excess == NULL:
+        free(order)
+        free(excess)
         raise MemoryError("no scratch for the alias table")
-    alias_table(&probs[0], n, &threshold[0], &alias[0], order)
+    alias_table(&probs[0], bits, &table[0], order, excess)
     free(order)
-
-
-cdef enum:
-    PACKED_BITS = 11  # up to 2**11 columns, one 64-bit number serves column and coin, and a table entry packs both
-                      # (QSIM_PACKED_BITS in C)
-    _ALIAS_MASK = (1 << PACKED_BITS) - 1
-
-
-cdef inline int64_t _coin_cut(double threshold, bint capped) noexcept nogil:
-    """``ceil(threshold * 2**53)`` for a threshold in [0, 1], capped at 2**53 - 1 if ``capped``."""
-    cdef double scaled = threshold * _TWO53
-    cdef int64_t cut = <int64_t>scaled  # not ceil(): a library call in the baseline build
-    cut += <double>cut < scaled
-    return cut - (cut >> 53) if capped else cut
-
-
-cdef uint64_t* coin_cuts(double* threshold, const int64_t* alias, int64_t n, int64_t bits) noexcept nogil:
-    """Turn ``threshold[:n]`` (in [0, 1]) in place into integer cuts; returns the same memory as uint64.
-
-    A 53-bit coin c keeps its column when ``c * 2**-53 < threshold``, that is
-    when ``c < ceil(threshold * 2**53)`` (the scaling is exact): the pick is
-    one integer comparison with the very same outcome as the float one. Up
-    to PACKED_BITS bits each entry is ``cut << 11 | alias``, one load per
-    pick; the cut is capped at 2**53 - 1, which changes nothing, as a full
-    column is its own alias. Same cuts as numba's ``coin_cuts``.
-    """
-    cdef uint64_t* table = <uint64_t*>threshold
-    cdef int64_t j
-    # Two loops, so that neither tests ``bits`` per entry, and no guard on the sign: the thresholds are
-    # never negative (a residual is (t_large + t_small) - 1 with t_large >= 1), and a guard would keep
-    # gcc from vectorising the float multiply (it may not compute a product the source skips).
-    if bits <= PACKED_BITS:
-        for j in range(n):
-            table[j] = (<uint64_t>_coin_cut(threshold[j], True) << PACKED_BITS) | <uint64_t>alias[j]
-    else:
-        for j in range(n):
-            table[j] = <uint64_t>_coin_cut(threshold[j], False)
-    return table
+    free(excess)
 
 
 cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept nogil:
@@ -1696,23 +1633,23 @@ cdef void fill_random(uint64_t* buffer, int64_t count, uint64_t* rng) noexcept n
     rng[0] = state
 
 
-# The packed draw loop in AVX-512 (the x86-64-v4 build): eight SplitMix64 numbers at once from
-# the counter form of the stream (number k after ``state`` is mix64(state + k * GOLDEN)), a gather of
-# their table entries and a masked select; the very numbers and draws of the scalar loop. gcc
-# vectorises that loop's RNG but not its gather. Elsewhere the function draws nothing.
+# The draw loop in AVX-512 (the x86-64-v4 build): eight SplitMix64 numbers at once from the counter form of the
+# stream (number k after ``state`` is mix64(state + k * GOLDEN)), a gather of their table entries and a masked
+# select; the very numbers and draws of the scalar loop. gcc vectorises that loop's RNG but not its gather.
+# Elsewhere the function draws nothing.
 cdef extern from *:
     """
     #if defined(__AVX512F__) && defined(__AVX512DQ__)
     #include <immintrin.h>
-    static int64_t qsim_packed_draws(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
+    static int64_t qsim_alias_draws8(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
                                      int64_t count) {
         const __m512i golden = _mm512_set1_epi64((long long)QSIM_GOLDEN);
         const __m512i step = _mm512_set1_epi64((long long)(8 * QSIM_GOLDEN));
         const __m512i mix1 = _mm512_set1_epi64((long long)QSIM_MIX1);
         const __m512i mix2 = _mm512_set1_epi64((long long)QSIM_MIX2);
-        const __m512i low53 = _mm512_set1_epi64((long long)QSIM_LOW53);
-        const __m512i alias_mask = _mm512_set1_epi64((1 << QSIM_PACKED_BITS) - 1);
-        const __m128i shift = _mm_cvtsi32_si128(64 - bits);
+        const __m512i coin_mask = _mm512_set1_epi64((long long)((UINT64_C(1) << (QSIM_TOTAL_BITS - bits)) - 1));
+        const __m512i column_mask = _mm512_set1_epi64((long long)((UINT64_C(1) << bits) - 1));
+        const __m128i column_shift = _mm_cvtsi32_si128(64 - bits), cut_shift = _mm_cvtsi32_si128(bits);
         __m512i state = _mm512_add_epi64(_mm512_set1_epi64((long long)*rng),
                                          _mm512_mullo_epi64(_mm512_set_epi64(8, 7, 6, 5, 4, 3, 2, 1), golden));
         __m512i z, column, entry, pick;
@@ -1724,59 +1661,49 @@ cdef extern from *:
             z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), mix1);
             z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), mix2);
             z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-            column = _mm512_srl_epi64(z, shift);
+            column = _mm512_srl_epi64(z, column_shift);
             entry = _mm512_i64gather_epi64(column, (const void*)table, 8);
-            keep = _mm512_cmplt_epu64_mask(_mm512_and_si512(z, low53), _mm512_srli_epi64(entry, QSIM_PACKED_BITS));
-            pick = _mm512_mask_blend_epi64(keep, _mm512_and_si512(entry, alias_mask), column);
+            keep = _mm512_cmplt_epu64_mask(_mm512_and_si512(z, coin_mask), _mm512_srl_epi64(entry, cut_shift));
+            pick = _mm512_mask_blend_epi64(keep, _mm512_and_si512(entry, column_mask), column);
             _mm512_storeu_si512((void*)(out + s), pick);
         }
         *rng += (uint64_t)s * QSIM_GOLDEN;
         return s;
     }
     #else
-    static int64_t qsim_packed_draws(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
+    static int64_t qsim_alias_draws8(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
                                      int64_t count) { return 0; }
     #endif
     """
-    int64_t qsim_packed_draws(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
+    int64_t qsim_alias_draws8(const uint64_t* table, int bits, uint64_t* rng, int64_t* out,
                               int64_t count) noexcept nogil
 
 
-cdef void alias_draws(const uint64_t* table, const int64_t* alias, int64_t bits, uint64_t* rng, int64_t* out,
+cdef void alias_draws(const uint64_t* table, int64_t bits, uint64_t* rng, int64_t* out,
                       int64_t count) noexcept nogil:
-    """Fill ``out[:count]`` with draws from an alias table over 2**bits entries (bits >= 1), advancing ``rng``.
+    """Fill ``out[:count]`` with draws from the alias table over 2**bits columns (bits >= 1), advancing ``rng``.
 
-    ``table`` is the table's cuts as :func:`coin_cuts` makes them. Up to
-    PACKED_BITS bits one 64-bit number serves both the column (top bits) and
-    the coin (low 53 bits), independent bits of one draw, and the choice is
-    a branch-free select on one loaded entry (the coin is a 50/50 guess for
-    the branch predictor): eight at a time in AVX-512 (``qsim_packed_draws``),
-    the rest here. Wider tables take a second number for the coin. The raw
-    bits are staged in ``out`` itself. Same draws as numba's.
+    One 64-bit number per draw: its top ``bits`` bits are the column, its
+    low ``62 - bits`` bits the coin, independent bits of one number. The
+    choice is a select on one loaded entry (the coin is a 50/50 guess for
+    the branch predictor): eight at a time in AVX-512
+    (``qsim_alias_draws8``), the rest here, the raw bits staged in ``out``
+    itself. Same draws as numba's.
     """
-    cdef uint64_t* raw
-    cdef uint64_t x, entry, state
-    cdef int64_t s, column, keep, done
-    cdef int shift = 64 - bits
-    if bits <= PACKED_BITS:
-        done = qsim_packed_draws(table, bits, rng, out, count)
-        raw = <uint64_t*>out + done
-        fill_random(raw, count - done, rng)
-        for s in range(done, count):
-            x = raw[s - done]
-            column = <int64_t>(x >> shift)
-            entry = table[column]
-            keep = -<int64_t>((x & _LOW53) < (entry >> PACKED_BITS))  # all ones or zero: a mask, not a branch
-            out[s] = (column & keep) | (<int64_t>(entry & _ALIAS_MASK) & ~keep)
-    else:
-        raw = <uint64_t*>out
-        fill_random(raw, count, rng)
-        state = rng[0]  # a local copy: stores through ``out`` cannot alias it
-        for s in range(count):
-            column = <int64_t>(raw[s] >> shift)
-            keep = -<int64_t>((next_u64(&state) & _LOW53) < table[column])
-            out[s] = (column & keep) | (alias[column] & ~keep)
-        rng[0] = state
+    cdef int64_t done = qsim_alias_draws8(table, <int>bits, rng, out, count)
+    cdef uint64_t* raw = <uint64_t*>out + done
+    cdef uint64_t coin_mask = ((<uint64_t>1) << (TOTAL_BITS - bits)) - 1
+    cdef uint64_t column_mask = ((<uint64_t>1) << bits) - 1
+    cdef uint64_t x, entry
+    cdef int64_t s, column, keep
+    cdef int shift = 64 - <int>bits
+    fill_random(raw, count - done, rng)
+    for s in range(done, count):
+        x = raw[s - done]
+        column = <int64_t>(x >> shift)
+        entry = table[column]
+        keep = -<int64_t>((x & coin_mask) < (entry >> bits))  # all ones or zero: a mask, not a branch
+        out[s] = (column & keep) | (<int64_t>(entry & column_mask) & ~keep)
 
 
 cdef inline int64_t _log2(int64_t n) noexcept nogil:
@@ -1786,13 +1713,13 @@ cdef inline int64_t _log2(int64_t n) noexcept nogil:
     return bits
 
 
-cdef void samples_into(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias, int64_t* order,
+cdef void samples_into(const real* v, int64_t n, double* probs, uint64_t* table, int64_t* order, int64_t* excess,
                        uint64_t* rng, int64_t* out, int64_t count) noexcept nogil:
-    """Draw ``count`` basis indices from |psi|^2 with an alias table, advancing ``rng``."""
+    """Draw ``count`` basis indices from |psi|^2 (n >= 2 amplitudes) with an alias table, advancing ``rng``."""
     cdef int64_t bits = _log2(n)
     probabilities_into(v, 0, n, probs)
-    alias_table(probs, n, threshold, alias, order)
-    alias_draws(coin_cuts(threshold, alias, n, bits), alias, bits, rng, out, count)
+    alias_table(probs, bits, table, order, excess)
+    alias_draws(table, bits, rng, out, count)
 
 
 cdef double binomial_estimate(double exact, int64_t shots, uint64_t* rng) noexcept nogil:
@@ -1844,27 +1771,28 @@ def shot_estimates_into(const int64_t[::1] samples, const int64_t[::1] xmask, co
     return rng
 
 
-cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, double* threshold, int64_t* alias,
-                                int64_t* order, int64_t* drawn, const int64_t* xmask, const int64_t* zmask,
+cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, uint64_t* table, int64_t* order,
+                                int64_t* excess, int64_t* drawn, const int64_t* xmask, const int64_t* zmask,
                                 const int64_t* ny, int64_t count, int64_t shots, uint64_t* rng,
                                 double* out) noexcept nogil:
-    """Shot estimates for a small state: Z strings from the histogram of one set of shots.
+    """Shot estimates for a small state: Z strings from the counts of one set of shots.
 
     ``drawn`` is int64[shots] scratch, the others as in :func:`samples_into`.
     """
     cdef int64_t i, k, s
-    cdef double* histogram = probs  # the probabilities are in the table now; reuse their buffer
-    samples_into(v, n, probs, threshold, alias, order, rng, drawn, shots)
+    cdef double* counts = probs  # the probabilities are in the table now; reuse their buffer
+    samples_into(v, n, probs, table, order, excess, rng, drawn, shots)
     for i in range(n):
-        histogram[i] = 0.0
+        counts[i] = 0.0
     for s in range(shots):
-        histogram[drawn[s]] += 1.0
-    for i in range(n):
-        histogram[i] /= <double>shots
-    z_expectations_from_probabilities(histogram, n, xmask, zmask, count, out)
+        counts[drawn[s]] += 1.0
+    # signed sums of whole counts are exact in any order: one division per string, exactly 1 for the identity
+    z_expectations_from_probabilities(counts, n, xmask, zmask, count, out)
     for k in range(count):
         if xmask[k] != 0:
             out[k] = binomial_estimate(pauli_expectation(v, 0, n, xmask[k], zmask[k], ny[k]), shots, rng)
+        else:
+            out[k] /= <double>shots
 
 
 # ---------------------------------------------------------------- the batch of small states
@@ -1893,9 +1821,9 @@ cdef struct SmallBuffers:
     void* own
     void* scratch
     double* probs
-    double* threshold
-    int64_t* alias
+    uint64_t* table
     int64_t* order
+    int64_t* excess
     int64_t* drawn
 
 
@@ -1907,14 +1835,14 @@ cdef bint _small_buffers(SmallBuffers* buffers, int task, int64_t size, size_t r
     buffers.own = malloc(2 * size * real_bytes) if task != TASK_STATE or has_perm else NULL
     buffers.scratch = malloc(2 * size * real_bytes) if task != TASK_STATE and has_perm else NULL
     buffers.probs = <double*>malloc(size * sizeof(double)) if task >= TASK_EXPVAL else NULL
-    buffers.threshold = <double*>malloc(size * sizeof(double)) if sampling else NULL
-    buffers.alias = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
-    buffers.order = <int64_t*>malloc((size + ORDER_PAD) * sizeof(int64_t)) if sampling else NULL
+    buffers.table = <uint64_t*>malloc(size * sizeof(uint64_t)) if sampling else NULL
+    buffers.order = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
+    buffers.excess = <int64_t*>malloc(size * sizeof(int64_t)) if sampling else NULL
     buffers.drawn = <int64_t*>malloc(shots * sizeof(int64_t)) if task == TASK_SHOT_EXPVAL else NULL
     return not ((buffers.own == NULL and (task != TASK_STATE or has_perm))
                 or (buffers.scratch == NULL and task != TASK_STATE and has_perm)
                 or (buffers.probs == NULL and task >= TASK_EXPVAL)
-                or ((buffers.threshold == NULL or buffers.alias == NULL or buffers.order == NULL) and sampling)
+                or ((buffers.table == NULL or buffers.order == NULL or buffers.excess == NULL) and sampling)
                 or (buffers.drawn == NULL and task == TASK_SHOT_EXPVAL))
 
 
@@ -1922,9 +1850,9 @@ cdef void _free_small_buffers(SmallBuffers* buffers) noexcept nogil:
     free(buffers.own)
     free(buffers.scratch)
     free(buffers.probs)
-    free(buffers.threshold)
-    free(buffers.alias)
+    free(buffers.table)
     free(buffers.order)
+    free(buffers.excess)
     free(buffers.drawn)
 
 
@@ -1963,11 +1891,11 @@ cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, const RowFill* 
         expectations_into(psi, size, buffers.probs, xmask, zmask, ny, count, values_out + count * b)
     elif task == TASK_SAMPLES:
         rng = _stream_state(key, <uint64_t>(batch_offset + b))
-        samples_into(psi, size, buffers.probs, buffers.threshold, buffers.alias, buffers.order, &rng,
+        samples_into(psi, size, buffers.probs, buffers.table, buffers.order, buffers.excess, &rng,
                      samples_out + shots * b, shots)
     else:
         rng = _stream_state(key, <uint64_t>(batch_offset + b))
-        _shot_estimates_small(psi, size, buffers.probs, buffers.threshold, buffers.alias, buffers.order,
+        _shot_estimates_small(psi, size, buffers.probs, buffers.table, buffers.order, buffers.excess,
                               buffers.drawn, xmask, zmask, ny, count, shots, &rng, values_out + count * b)
 
 

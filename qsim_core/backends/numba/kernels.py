@@ -441,21 +441,22 @@ def shot_estimates_into(samples, xmask, zmask, exact, rng, out):
 
 
 @njit(cache=True)
-def _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots, rng, out):
-    """Shot estimates for a small state: Z strings from the histogram of one set of shots."""
+def _shot_estimates_small(psi, probs, table, xmask, zmask, ny, shots, rng, out):
+    """Shot estimates for a small state: Z strings from the counts of one set of shots."""
     drawn = np.empty(shots, np.int64)
-    rng = samples_into(psi, probs, threshold, alias, rng, drawn)
-    histogram = probs  # the probabilities are in the table now; reuse their buffer
-    histogram[:] = 0.0
+    rng = samples_into(psi, probs, table, rng, drawn)
+    counts = probs  # the probabilities are in the table now; reuse their buffer
+    counts[:] = 0.0
     for s in range(shots):
-        histogram[drawn[s]] += 1.0
-    for i in range(psi.size):
-        histogram[i] /= shots
-    z_expectations_from_probabilities(histogram, xmask, zmask, out)
+        counts[drawn[s]] += 1.0
+    # signed sums of whole counts are exact in any order: one division per string, exactly 1 for the identity
+    z_expectations_from_probabilities(counts, xmask, zmask, out)
     for k in range(xmask.size):
         if xmask[k] != 0:
             exact = pauli_expectation(psi, 0, psi.size, xmask[k], zmask[k], ny[k])
             rng, out[k] = binomial_estimate(exact, shots, rng)
+        else:
+            out[k] /= shots
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -483,8 +484,7 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
         own = np.empty(0 if task == TASK_STATE else size, u1.dtype)
         scratch = np.empty(size if perm_start.size > 1 else 0, u1.dtype)
         probs = np.empty(size)
-        threshold = np.empty(size if sampling else 0)
-        alias = np.empty(size if sampling else 0, np.int64)
+        table = np.empty(size if sampling else 0, np.uint64)
         for b in range(t * block, min(batch, (t + 1) * block)):
             psi = psi_out[b] if task == TASK_STATE else own
             if initial.shape[0] > 0:
@@ -500,9 +500,9 @@ def run_small(task, psi_out, probs_out, values_out, samples_out,
             elif task == TASK_EXPVAL:
                 expectations_into(psi, probs, xmask, zmask, ny, values_out[b])
             elif task == TASK_SAMPLES:
-                samples_into(psi, probs, threshold, alias, stream_state(key, batch_offset + b), samples_out[b])
+                samples_into(psi, probs, table, stream_state(key, batch_offset + b), samples_out[b])
             elif task == TASK_SHOT_EXPVAL:
-                _shot_estimates_small(psi, probs, threshold, alias, xmask, zmask, ny, shots,
+                _shot_estimates_small(psi, probs, table, xmask, zmask, ny, shots,
                                       stream_state(key, batch_offset + b), values_out[b])
 
 

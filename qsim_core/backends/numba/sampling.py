@@ -61,108 +61,74 @@ def lane_sum(values):
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
 
 
-@njit(cache=True)
-def alias_table(probs, threshold, alias):
-    """Walker/Vose alias table of ``probs`` (float64[N], need not be normalised).
+TOTAL_BITS = 62  # the integer weights of an alias table sum to 2**TOTAL_BITS
+_TWO62 = 4611686018427387904.0  # 2**62
 
-    After the call, drawing column j uniformly and keeping j with probability
-    ``threshold[j]`` (else taking ``alias[j]``) samples i with probability
-    ``probs[i] / sum(probs)``. Same table as the Cython twin's, bit for bit.
+
+@njit(cache=True)
+def integer_weights(probs, w):
+    """``w[i] = int64(probs[i] * (2**62 / sum(probs)))``, truncated, then ``2**62 - sum(w)`` added to the first
+    largest weight, so that the weights sum to exactly 2**62 (``sum`` as :func:`lane_sum` forms it)."""
+    scale = _TWO62 / lane_sum(probs)
+    for i in range(probs.size):
+        w[i] = np.int64(probs[i] * scale)
+    w[np.argmax(w)] += (1 << TOTAL_BITS) - w.sum()
+
+
+@njit(cache=True)
+def alias_table(probs, table):
+    """Walker's alias table of ``probs`` (float64[2**bits], bits >= 1, need not be normalised), Vose's construction.
+
+    Column j of the uint64 ``table`` is ``cut << bits | alias``: a draw that
+    lands in column j keeps j when a coin of ``62 - bits`` random bits is
+    below ``cut`` and takes ``alias`` otherwise. The cuts come from integer
+    weights that sum to exactly 2**62 (:func:`integer_weights`), each column
+    holding ``2**(62 - bits)``, so the pairing is exact and state i is drawn
+    with probability ``w[i] / 2**62``. Same table as the Cython twin's, bit
+    for bit.
     """
     n = probs.size
-    total = lane_sum(probs)
-    for i in range(n):  # a loop of its own so it vectorises
-        threshold[i] = probs[i] * n / total
-    small_top = 0  # small columns (threshold < 1) in the front of `order`, a stack; large ones in the back, a queue
-    large_bottom = n
-    order = np.empty(n, np.int64)
-    # The small/large test is a coin flip for the branch predictor (the
-    # distribution changes with every parameter set), so this loop is
-    # branch-free as in the Cython twin: the index goes to both candidate slots
+    bits = 0
+    while (1 << bits) < n:
+        bits += 1
+    cap = np.int64(1) << np.int64(TOTAL_BITS - bits)
+    w = np.empty(n, np.int64)
+    integer_weights(probs, w)
+    # small columns (weight below cap) in the front of `order`, a stack; large ones in the back, a queue. The
+    # small/large test is a coin flip for the branch predictor (the distribution changes with every parameter
+    # set), so this loop is branch-free as in the Cython twin: the index goes to both candidate slots
     # (disjoint until the end) and the 0/1 test result moves the tops.
+    order = np.empty(n, np.int64)
+    small_top = 0
+    large_bottom = n
     for i in range(n):
-        small = np.int64(threshold[i] < 1.0)
+        small = np.int64(w[i] < cap)
         order[small_top] = i
         order[large_bottom - 1] = i
         small_top += small
         large_bottom -= 1 - small
-    last_positive = 0
-    for i in range(n):
-        alias[i] = i
-        if probs[i] > 0.0:
-            last_positive = i
-    if small_top > 0 and large_bottom < n:
-        # Vose's pairing: the top small column takes the first large one, `cur`, as its alias and
-        # `cur` gives up what the small one lacks; once below 1 (`turned`) `cur` is the next small
-        # column itself, paired with the next large one. As in the Cython twin, the rest of `cur`
-        # is carried in a variable and the candidates of the step after next are loaded a step
-        # early (the clamped lookahead is read, never used past the end).
-        turned = False
+    for j in range(n):  # every column full and its own alias until the pairing says otherwise
+        table[j] = (np.uint64(cap) << np.uint64(bits)) | np.uint64(j)
+    if 0 < small_top < n:
+        # Vose's pairing: the top small column takes the first large one, `cur`, as its alias and `cur` gives
+        # up what the small one lacks; once below its capacity (`turned`) `cur` is the next small column itself,
+        # paired with the next large one. The sums are exact, so every column ends paired or full.
         cur = order[large_bottom]
-        rest = threshold[cur]
-        low = order[small_top - 1]
-        low_t = threshold[low]
-        nxt = order[min(large_bottom + 1, n - 1)]
-        nxt_t = threshold[nxt]
+        rest = w[cur] - cap
+        turned = False
         while (large_bottom + 1 < n) if turned else (small_top > 0):
-            low2 = order[max(small_top - 2, 0)]
-            low2_t = threshold[low2]
-            nxt2 = order[min(large_bottom + 2, n - 1)]
-            nxt2_t = threshold[nxt2]
             if turned:
-                lo, lo_t, hi, hi_t = cur, rest, nxt, nxt_t
+                lo, lo_excess, hi = cur, rest, order[large_bottom + 1]
                 large_bottom += 1
-                nxt, nxt_t = nxt2, nxt2_t
+                rest += w[hi] - cap
             else:
-                lo, lo_t, hi, hi_t = low, low_t, cur, rest
                 small_top -= 1
-                low, low_t = low2, low2_t
-            alias[lo] = hi
-            threshold[lo] = lo_t
-            rest = (hi_t + lo_t) - 1.0
+                lo, hi = order[small_top], cur
+                lo_excess = w[lo] - cap
+                rest += lo_excess
+            table[lo] = (np.uint64(cap + lo_excess) << np.uint64(bits)) | np.uint64(hi)
             cur = hi
-            turned = rest < 1.0
-    # left over from rounding: order[:small_top] and order[large_bottom:] (which starts at `cur`,
-    # turned or not) are full columns, unless impossible
-    for k in range(small_top):
-        i = order[k]
-        if probs[i] > 0.0:
-            threshold[i] = 1.0
-        else:
-            threshold[i] = 0.0
-            alias[i] = last_positive
-    for k in range(large_bottom, n):
-        threshold[order[k]] = 1.0
-
-
-_LOW53 = np.uint64(0x1FFFFFFFFFFFFF)
-_TWO53 = 9007199254740992.0  # 2**53
-_PACKED_BITS = 11  # up to 2**11 columns, one 64-bit number serves column and coin, and a table entry packs both
-_ALIAS_MASK = np.uint64((1 << _PACKED_BITS) - 1)
-_CUT_SHIFT = np.uint64(_PACKED_BITS)
-
-
-@njit(cache=True)
-def coin_cuts(threshold, alias, bits):
-    """Turn ``threshold`` (float64[2**bits] in [0, 1]) in place into integer cuts; returns its uint64 view.
-
-    A 53-bit coin c keeps its column when ``c * 2**-53 < threshold``, that is
-    when ``c < ceil(threshold * 2**53)`` (the scaling is exact): the pick is
-    one integer comparison with the very same outcome as the float one. Up
-    to 11 bits each entry is ``cut << 11 | alias``, one load per
-    pick; the cut is capped at 2**53 - 1, which changes nothing, as a full
-    column is its own alias.
-    """
-    table = threshold.view(np.uint64)
-    for j in range(threshold.size):
-        scaled = threshold[j] * _TWO53 if threshold[j] > 0.0 else 0.0
-        cut = np.int64(scaled)
-        cut += np.int64(np.float64(cut) < scaled)  # rounded up (what the Cython twin does without ceil())
-        if bits <= _PACKED_BITS:
-            table[j] = (np.uint64(cut - (cut >> 53)) << _CUT_SHIFT) | np.uint64(alias[j])
-        else:
-            table[j] = np.uint64(cut)
-    return table
+            turned = rest < 0
 
 
 @njit(cache=True)
@@ -176,45 +142,39 @@ def fill_random(buffer, rng):
 
 
 @njit(cache=True)
-def alias_draws(table, alias, bits, rng, out):
-    """Fill int64 ``out`` with draws from an alias table over 2**bits entries (bits >= 1); returns rng.
+def alias_draws(table, bits, rng, out):
+    """Fill int64 ``out`` with draws from the alias table over 2**bits columns (bits >= 1); returns rng.
 
-    ``table`` is the table's cuts as :func:`coin_cuts` makes them. Up to
-    11 bits one 64-bit number serves both the column (top bits) and
-    the coin (low 53 bits), independent bits of one draw, and the choice is
-    a select on one loaded entry; wider tables take a second number for the
-    coin and read the alias from ``alias``.
+    One 64-bit number per draw: its top ``bits`` bits are the column, its
+    low ``62 - bits`` bits the coin, independent bits of one number.
     """
     raw = out.view(np.uint64)
     rng = fill_random(raw, rng)
-    shift = np.uint64(64 - bits)
-    if bits <= _PACKED_BITS:
-        for s in range(out.size):
-            x = raw[s]
-            column = np.int64(x >> shift)
-            entry = table[column]
-            # both candidates are in the one loaded entry, so this compiles to a select, not a
-            # branch that would mispredict on every other coin
-            out[s] = column if (x & _LOW53) < (entry >> _CUT_SHIFT) else np.int64(entry & _ALIAS_MASK)
-    else:
-        for s in range(out.size):
-            rng, coin = next_u64(rng)
-            column = np.int64(raw[s] >> shift)
-            out[s] = column if (coin & _LOW53) < table[column] else alias[column]
+    column_shift = np.uint64(64 - bits)
+    cut_shift = np.uint64(bits)
+    coin_mask = np.uint64((1 << (TOTAL_BITS - bits)) - 1)
+    column_mask = np.uint64((1 << bits) - 1)
+    for s in range(out.size):
+        x = raw[s]
+        column = x >> column_shift
+        entry = table[column]
+        # both candidates are in the one loaded entry, so this compiles to a select, not a branch that
+        # would mispredict on every other coin
+        out[s] = np.int64(column) if (x & coin_mask) < (entry >> cut_shift) else np.int64(entry & column_mask)
     return rng
 
 
 @njit(cache=True)
-def samples_into(psi, probs, threshold, alias, rng, out):
-    """Draw ``out.size`` basis indices from |psi|^2 with an alias table; returns rng."""
+def samples_into(psi, probs, table, rng, out):
+    """Draw ``out.size`` basis indices from |psi|^2 (at least 2 amplitudes) with an alias table; returns rng."""
     bits = 0
     while (1 << bits) < psi.size:
         bits += 1
     for i in range(psi.size):
         a = psi[i]
         probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
-    alias_table(probs, threshold, alias)
-    return alias_draws(coin_cuts(threshold, alias, bits), alias, bits, rng, out)
+    alias_table(probs, table)
+    return alias_draws(table, bits, rng, out)
 
 
 @njit(cache=True)

@@ -190,7 +190,10 @@ def test_the_standard_error_matches_the_spread_of_estimates():
     expected = math.sin(1.0) / math.sqrt(400)
     assert abs(np.mean(result.evs) - math.cos(1.0)) < 5 * expected / math.sqrt(400)
     assert abs(spread - expected) < 0.15 * expected  # the spread of 400 estimates is within ~3.5% (1 sigma)
-    assert np.allclose(result.stds, expected, rtol=0.1)
+    # each std is the documented sqrt(1 - ev^2) / sqrt(shots) of its own estimate (400 shots each), and they
+    # scatter about the true one by about 3 % each (so a bound per std would fail some seed): their mean by 0.2 %
+    np.testing.assert_allclose(result.stds, np.sqrt(1.0 - result.evs**2) / math.sqrt(400), rtol=1e-12)
+    assert abs(np.mean(result.stds) - expected) < 0.02 * expected
 
 
 def test_bad_input_raises_clear_errors():
