@@ -1371,26 +1371,34 @@ cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num
 
     numba compiles this with fastmath (reassociation); here eight partial sums, one per lane of an AVX-512
     vector (each lane's sum in order), give gcc the same freedom to vectorise without any fast-math flag.
-    (Four, strided by one, were compiled to lane extractions and scalar adds.)
+    (Four, strided by one, were compiled to lane extractions and scalar adds.) A level sums its upper half
+    and folds it onto the lower one in the same loop, one read of each half; the last three levels, within
+    one vector, are plain loops.
     """
     cdef int64_t q = num_qubits - 1
     cdef int64_t half, i, j
     cdef double acc[8]
-    while size > 1:
+    cdef double upper
+    while size >= 16:
         half = size >> 1
         for j in range(8):
             acc[j] = 0.0
         i = 0
-        while i + 8 <= half:
+        while i < half:
             for j in range(8):
                 acc[j] += probs[half + i + j]
+                probs[i + j] += probs[half + i + j]
             i += 8
-        while i < half:
-            acc[0] += probs[half + i]
-            i += 1
-        for i in range(half):
-            probs[i] += probs[half + i]
         ones[q] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        q -= 1
+        size = half
+    while size > 1:
+        half = size >> 1
+        upper = 0.0
+        for i in range(half):
+            upper += probs[half + i]
+            probs[i] += probs[half + i]
+        ones[q] = upper
         q -= 1
         size = half
 
@@ -1405,7 +1413,7 @@ cdef void z_expectations_from_probabilities(double* probs, int64_t n, const int6
     """
     cdef int64_t num_qubits = 0
     cdef int64_t single = 0
-    cdef int64_t i, k, q, z
+    cdef int64_t i, k, z
     cdef double acc
     cdef double ones[64]
     while (<int64_t>1 << num_qubits) < n:
@@ -1423,27 +1431,71 @@ cdef void z_expectations_from_probabilities(double* probs, int64_t n, const int6
             single += 1
     if single:
         _fold_marginals(probs, n, ones, num_qubits)
-        for k in range(count):
-            z = zmask[k]
-            if xmask[k] == 0 and z & (z - 1) == 0:
-                if z == 0:
-                    out[k] = probs[0]
-                else:
-                    q = 0
-                    while z >> q != 1:
-                        q += 1
-                    out[k] = probs[0] - 2.0 * ones[q]
+        _single_z_into(probs[0], ones, xmask, zmask, count, out)
+
+
+cdef void _single_z_into(double total, const double* ones, const int64_t* xmask, const int64_t* zmask,
+                         int64_t count, double* out) noexcept nogil:
+    """``out[k]`` for the identity and every single-qubit Z string, from the total probability and the
+    marginals ``ones[q] = P(qubit q = 1)``."""
+    cdef int64_t k, q, z
+    for k in range(count):
+        z = zmask[k]
+        if xmask[k] == 0 and z & (z - 1) == 0:
+            if z == 0:
+                out[k] = total
+            else:
+                q = 0
+                while z >> q != 1:
+                    q += 1
+                out[k] = total - 2.0 * ones[q]
+
+
+cdef double _fold_state_once(const real* v, int64_t n, double* probs) noexcept nogil:
+    """The first level of :func:`_fold_marginals` read straight from the amplitudes (n >= 16): ``probs[i] =
+    |v_i|^2 + |v_(i + n/2)|^2`` for i < n/2, and P(top qubit = 1) returned, summed as _fold_marginals sums it
+    (the same numbers as probabilities_into then that level, without storing and reloading the upper half)."""
+    cdef int64_t half = n >> 1
+    cdef int64_t i = 0
+    cdef int64_t j
+    cdef double acc[8]
+    cdef double re, im, upper
+    for j in range(8):
+        acc[j] = 0.0
+    while i < half:
+        for j in range(8):
+            re = v[2 * (half + i + j)]
+            im = v[2 * (half + i + j) + 1]
+            upper = re * re + im * im
+            acc[j] += upper
+            re = v[2 * (i + j)]
+            im = v[2 * (i + j) + 1]
+            probs[i + j] = (re * re + im * im) + upper
+        i += 8
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 cdef void expectations_into(const real* v, int64_t n, double* probs, const int64_t* xmask, const int64_t* zmask,
                             const int64_t* ny, int64_t count, double* out) noexcept nogil:
     """All ``count`` observables' exact expectations for one whole state; ``probs`` is float64[n] scratch."""
-    cdef int64_t k
+    cdef int64_t k, num_qubits = 0
+    cdef bint single_only = n >= 16
+    cdef double ones[64]
     for k in range(count):
         if xmask[k] != 0:
             out[k] = pauli_expectation(v, 0, n, xmask[k], zmask[k], ny[k])
-    probabilities_into(v, 0, n, probs)
-    z_expectations_from_probabilities(probs, n, xmask, zmask, count, out)
+        elif zmask[k] & (zmask[k] - 1) != 0:
+            single_only = False
+    if single_only:
+        # no Z string needs the whole distribution: the marginals' first fold reads the amplitudes themselves
+        while (<int64_t>1 << num_qubits) < n:
+            num_qubits += 1
+        ones[num_qubits - 1] = _fold_state_once(v, n, probs)
+        _fold_marginals(probs, n >> 1, ones, num_qubits - 1)
+        _single_z_into(probs[0], ones, xmask, zmask, count, out)
+    else:
+        probabilities_into(v, 0, n, probs)
+        z_expectations_from_probabilities(probs, n, xmask, zmask, count, out)
 
 
 # ---------------------------------------------------------------- sampling
