@@ -1833,11 +1833,23 @@ cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, uint64_
     """
     cdef int64_t i, k, s
     cdef double* counts = probs  # the probabilities are in the table now; reuse their buffer
+    # the table's scratch, free again: two tallies, alternate shots, so that a state drawn twice in a row does
+    # not wait for its own count to be stored
+    cdef int64_t* even = order
+    cdef int64_t* odd = excess
     samples_into(v, n, probs, table, order, excess, rng, drawn, shots)
     for i in range(n):
-        counts[i] = 0.0
-    for s in range(shots):
-        counts[drawn[s]] += 1.0
+        even[i] = 0
+        odd[i] = 0
+    s = 0
+    while s + 2 <= shots:
+        even[drawn[s]] += 1
+        odd[drawn[s + 1]] += 1
+        s += 2
+    if s < shots:
+        even[drawn[s]] += 1
+    for i in range(n):
+        counts[i] = <double>(even[i] + odd[i])
     # signed sums of whole counts are exact in any order: one division per string, exactly 1 for the identity
     z_expectations_from_probabilities(counts, n, xmask, zmask, count, out)
     for k in range(count):
