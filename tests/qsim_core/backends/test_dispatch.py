@@ -186,3 +186,24 @@ def test_every_level_matches_the_reference_on_the_seed_circuit(level, precision)
     labels = [f"Z{q}" for q in range(8)]
     np.testing.assert_allclose(qc.Simulator(backend=backend, precision=precision).gradient(circuit, labels, params),
                                REFERENCE.gradient(circuit, labels, params), atol=TOLERANCE[precision] * 100)
+
+
+@pytest.mark.skipif("numba" not in qc.available_backends(), reason="numba is not installed")
+@pytest.mark.parametrize("level", list(isa.LEVELS))
+@pytest.mark.parametrize("num_qubits", [1, 3, 8, 12])
+def test_every_level_draws_numbas_samples(level, num_qubits):
+    # A real initial state under an empty circuit: every level forms the same probabilities to the bit (a square
+    # plus zero, fused or not), so every level must draw the very shots numba draws, with its own split of the
+    # columns and draw loop (AVX-512 eight at a time, or one by one); shot estimates too.
+    rng = np.random.default_rng(num_qubits)
+    psi = rng.standard_normal(1 << num_qubits) * (rng.random(1 << num_qubits) < 0.8)
+    psi[0] = 1.0  # never all zero
+    psi /= np.linalg.norm(psi)
+    c = qc.Circuit(num_qubits)
+    ours, numba = (qc.Simulator(backend=backend, seed=7) for backend in (level_backend(level), "numba"))
+    for shots in (1, 9, 1000):
+        np.testing.assert_array_equal(ours.sample(c, shots, initial_state=psi),
+                                      numba.sample(c, shots, initial_state=psi), err_msg=f"{shots} shots")
+    labels = ["Z0", "I", "X0"] + ([f"Z0 Z{num_qubits - 1}"] if num_qubits > 1 else [])
+    np.testing.assert_array_equal(ours.expectation(c, labels, shots=500, initial_state=psi),
+                                  numba.expectation(c, labels, shots=500, initial_state=psi))
