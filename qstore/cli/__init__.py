@@ -18,9 +18,12 @@ from collections.abc import Sequence
 
 from .._extras import MissingExtraError
 from ..data import DataError
-from ..ionq.client import IonQError
 from ..ml import CheckpointError
 from . import compare, sweep, train
+
+#: errors that are the user's to fix (bad input, a missing extra, a file or a service that failed): one line and
+#: exit status 2
+USER_ERRORS = (DataError, CheckpointError, ValueError, OSError, MissingExtraError)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,7 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             return sweep.run(args)
         train.run(args)
-    except (DataError, CheckpointError, ValueError, OSError, IonQError, MissingExtraError) as error:
+    except Exception as error:
+        if not _users_to_fix(error):
+            raise
         print(f"qstore {args.command}: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _users_to_fix(error: Exception) -> bool:
+    """Whether ``error`` is one of :data:`USER_ERRORS` or the IonQ client's. The client (and ``requests``, some
+    70 ms of start-up) is imported only by the commands that talk to IonQ, so only they can raise its errors."""
+    client = sys.modules.get("qstore.ionq.client")
+    return isinstance(error, USER_ERRORS) or (client is not None and isinstance(error, client.IonQError))

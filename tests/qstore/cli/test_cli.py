@@ -7,6 +7,8 @@ import dataclasses
 import io
 import json
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -244,3 +246,11 @@ def test_an_unknown_noise_model_is_refused_with_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         main(SMALL + ["--noise", "harmony"])
     assert "aria-1" in capsys.readouterr().err
+
+
+def test_the_command_loads_the_ionq_client_only_for_the_commands_that_talk_to_ionq():
+    # requests and the client are some 70 ms of every command's start-up (a twentieth of a warm `qstore reproduce`)
+    probe = ("import sys; from qstore.cli import parser; parser().parse_args(['reproduce']); "
+             "print(sorted(m for m in ('qstore.ionq.client', 'requests') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
