@@ -1366,6 +1366,19 @@ cdef inline void probabilities_into(const real* v, int64_t first, int64_t last, 
         out[i - first] = re * re + im * im
 
 
+cdef inline int64_t _log2(int64_t n) noexcept nogil:
+    """The number of bits of ``n``'s indices: the least b with 2**b >= n (a state's qubits, a table's bits)."""
+    cdef int64_t bits = 0
+    while (<int64_t>1 << bits) < n:
+        bits += 1
+    return bits
+
+
+cdef inline double _lane_total(const double* acc) noexcept nogil:
+    """The total of eight lane sums, pairwise: the order every eight-lane sum of the marginals ends in."""
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
 cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num_qubits) noexcept nogil:
     """ones[q] = P(qubit q = 1) for every qubit; destroys ``probs`` (folds it in half n times).
 
@@ -1389,7 +1402,7 @@ cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num
                 acc[j] += probs[half + i + j]
                 probs[i + j] += probs[half + i + j]
             i += 8
-        ones[q] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        ones[q] = _lane_total(acc)
         q -= 1
         size = half
     while size > 1:
@@ -1411,13 +1424,11 @@ cdef void z_expectations_from_probabilities(double* probs, int64_t n, const int6
     come from the marginals, which one halving pass computes for all qubits.
     Destroys ``probs``.
     """
-    cdef int64_t num_qubits = 0
+    cdef int64_t num_qubits = _log2(n)
     cdef int64_t single = 0
     cdef int64_t i, k, z
     cdef double acc
     cdef double ones[64]
-    while (<int64_t>1 << num_qubits) < n:
-        num_qubits += 1
     for k in range(count):
         if xmask[k] != 0:
             continue
@@ -1472,13 +1483,13 @@ cdef double _fold_state_once(const real* v, int64_t n, double* probs) noexcept n
             im = v[2 * (i + j) + 1]
             probs[i + j] = (re * re + im * im) + upper
         i += 8
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    return _lane_total(acc)
 
 
 cdef void expectations_into(const real* v, int64_t n, double* probs, const int64_t* xmask, const int64_t* zmask,
                             const int64_t* ny, int64_t count, double* out) noexcept nogil:
     """All ``count`` observables' exact expectations for one whole state; ``probs`` is float64[n] scratch."""
-    cdef int64_t k, num_qubits = 0
+    cdef int64_t k, num_qubits
     cdef bint single_only = n >= 16
     cdef double ones[64]
     for k in range(count):
@@ -1488,8 +1499,7 @@ cdef void expectations_into(const real* v, int64_t n, double* probs, const int64
             single_only = False
     if single_only:
         # no Z string needs the whole distribution: the marginals' first fold reads the amplitudes themselves
-        while (<int64_t>1 << num_qubits) < n:
-            num_qubits += 1
+        num_qubits = _log2(n)
         ones[num_qubits - 1] = _fold_state_once(v, n, probs)
         _fold_marginals(probs, n >> 1, ones, num_qubits - 1)
         _single_z_into(probs[0], ones, xmask, zmask, count, out)
@@ -1756,13 +1766,6 @@ cdef void alias_draws(const uint64_t* table, int64_t bits, uint64_t* rng, int64_
         entry = table[column]
         keep = -<int64_t>((x & coin_mask) < (entry >> bits))  # all ones or zero: a mask, not a branch
         out[s] = (column & keep) | (<int64_t>(entry & column_mask) & ~keep)
-
-
-cdef inline int64_t _log2(int64_t n) noexcept nogil:
-    cdef int64_t bits = 0
-    while (<int64_t>1 << bits) < n:
-        bits += 1
-    return bits
 
 
 cdef void samples_into(const real* v, int64_t n, double* probs, uint64_t* table, int64_t* order, int64_t* excess,

@@ -65,6 +65,15 @@ TOTAL_BITS = 62  # the integer weights of an alias table sum to 2**TOTAL_BITS
 _TWO62 = 4611686018427387904.0  # 2**62
 
 
+@njit(cache=True, inline="always")
+def table_bits(size):
+    """The bits of an alias table's column index: the least b with 2**b >= size."""
+    bits = 0
+    while (1 << bits) < size:
+        bits += 1
+    return bits
+
+
 @njit(cache=True)
 def integer_weights(probs, w):
     """``w[i] = int64(probs[i] * (2**62 / sum(probs)))``, truncated, then ``2**62 - sum(w)`` added to the first
@@ -88,9 +97,7 @@ def alias_table(probs, table):
     for bit.
     """
     n = probs.size
-    bits = 0
-    while (1 << bits) < n:
-        bits += 1
+    bits = table_bits(n)
     cap = np.int64(1) << np.int64(TOTAL_BITS - bits)
     w = np.empty(n, np.int64)
     integer_weights(probs, w)
@@ -167,9 +174,7 @@ def alias_draws(table, bits, rng, out):
 @njit(cache=True)
 def samples_into(psi, probs, table, rng, out):
     """Draw ``out.size`` basis indices from |psi|^2 (at least 2 amplitudes) with an alias table; returns rng."""
-    bits = 0
-    while (1 << bits) < psi.size:
-        bits += 1
+    bits = table_bits(psi.size)
     for i in range(psi.size):
         a = psi[i]
         probs[i] = np.float64(a.real) * np.float64(a.real) + np.float64(a.imag) * np.float64(a.imag)
