@@ -3,9 +3,10 @@
 Each statistical test is seeded (deterministic), and its threshold is chosen
 so that a correct sampler would fail it with probability below 1e-6. The
 references for the weights, the table and the draws are written here in
-plain Python and NumPy from the documented rules (SplitMix64 stream; column
-= top bits, coin = the low 62 - bits bits, keep the column when the coin is
-below its cut), not from the kernels.
+plain Python and NumPy from the documented rules (SplitMix64 stream; above
+256 columns one number per draw, column = top bits, coin = the low 62 - bits
+bits, keep the column when the coin is below its cut; up to 256 columns four
+draws per number, see ``reference_quarter_draws``), not from the kernels.
 """
 
 from __future__ import annotations
@@ -37,13 +38,36 @@ def unpack(table: np.ndarray, bits: int) -> tuple[list[int], np.ndarray]:
     return [int(entry) >> bits for entry in table], (table & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
-def reference_draws(table: np.ndarray, bits: int, state: int, count: int) -> np.ndarray:
-    """The integer rule on the stream, one number per draw: column = its top bits, coin = its low 62 - bits."""
+def reference_full_draws(table: np.ndarray, bits: int, state: int, count: int) -> tuple[np.ndarray, int]:
+    """The integer rule on the stream, one number per draw: column = its top bits, coin = its low 62 - bits.
+    Returns the draws and how many numbers they took."""
     numbers = splitmix_reference(state, count)
     column = (numbers >> np.uint64(64 - bits)).astype(np.int64)
     coin = numbers & np.uint64((1 << (62 - bits)) - 1)
     entry = table[column]
-    return np.where(coin < (entry >> np.uint64(bits)), column, (entry & np.uint64((1 << bits) - 1)).astype(np.int64))
+    alias = (entry & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return np.where(coin < (entry >> np.uint64(bits)), column, alias), count
+
+
+def reference_quarter_draws(table: np.ndarray, bits: int, state: int, count: int) -> tuple[np.ndarray, int]:
+    """The quarter rule (tables of at most 256 columns), in Python ints: draw 4k + h is bits [16h, 16h + 16) of
+    number k, column = its top ``bits`` bits, coin = its other 16 - bits; the coin against the top 16 - bits
+    bits of the cut (at most 2**(16 - bits) - 1), and on a tie the cut's other 46 bits against the low 46 bits
+    of the next number after all the draws' numbers. Returns the draws and how many numbers they took (the
+    draws' and the ties')."""
+    cuts, alias = unpack(table, bits)
+    numbers = [int(x) for x in splitmix_reference(state, (count + 3) // 4 + count)]  # enough for every tie
+    draws, ties = [], 0
+    for s in range(count):
+        quarter = (numbers[s // 4] >> (16 * (s % 4))) & 0xFFFF
+        column, coin = quarter >> (16 - bits), quarter & ((1 << (16 - bits)) - 1)
+        top = min(cuts[column] >> 46, (1 << (16 - bits)) - 1)
+        keep = coin < top
+        if coin == top:
+            keep = numbers[(count + 3) // 4 + ties] % 2**46 < cuts[column] - (top << 46)
+            ties += 1
+        draws.append(column if keep else int(alias[column]))
+    return np.array(draws, dtype=np.int64), (count + 3) // 4 + ties
 
 
 def reference_weights(probs: np.ndarray) -> list[int]:
@@ -127,11 +151,14 @@ def test_alias_table_holds_the_weights_and_draws_follow_the_integer_rule(bits):
     cuts, alias = unpack(table, bits)
     assert all(cuts[i] == 0 and probs[alias[i]] > 0 for i in np.flatnonzero(probs == 0))  # never kept, never lent to
 
-    state, count = 0x1234_5678_9ABC_DEF0, 50_000
+    state, count = 0x1234_5678_9ABC_DEF0, 50_001
     out = np.empty(count, np.int64)
     after = sampling.alias_draws(table, bits, np.uint64(state), out)
-    np.testing.assert_array_equal(out, reference_draws(table, bits, state, count))
-    assert int(after) == (state + int(GOLDEN) * count) % 2**64  # one number per draw
+    reference = reference_quarter_draws if bits <= 8 else reference_full_draws
+    draws, taken = reference(table, bits, state, count)
+    np.testing.assert_array_equal(out, draws)
+    assert bits not in (5, 8) or taken > (count + 3) // 4  # some draws were ties, settled by numbers of their own
+    assert int(after) == (state + int(GOLDEN) * taken) % 2**64  # past every number the draws took
 
 @pytest.mark.parametrize("num_qubits", [8, 12], ids=lambda n: f"{n}q")
 def test_samples_of_a_small_state_follow_the_distribution(backend, num_qubits):
@@ -227,13 +254,14 @@ def small_state_circuit(num_qubits: int, seed: int) -> qc.Circuit:
 
 
 @pytest.mark.skipif(not {"numba", "cython"} <= set(COMPILED), reason="needs both compiled backends")
-@pytest.mark.parametrize("num_qubits", [1, 3, 10, 11, 12], ids=lambda n: f"{n}q")
+@pytest.mark.parametrize("num_qubits", [1, 3, 8, 10, 11, 12], ids=lambda n: f"{n}q")
 def test_numba_and_cython_draw_the_same_samples_for_any_shot_count(num_qubits):
-    # The Cython draw loop takes eight shots at a time where the CPU has AVX-512 and the rest one by
-    # one: every remainder and fewer shots than one vector; and the columns split eight at a time and one by one.
+    # Where the CPU has AVX-512 the Cython draw loops take 32 shots at a time (up to 8 qubits, stopping after
+    # each block with a tie) or eight (above), and the rest one by one: every remainder and fewer shots than one
+    # vector; and the columns split eight at a time and one by one.
     c = small_state_circuit(num_qubits, seed=num_qubits)
     numba_sim, cython_sim = (qc.Simulator(backend=name, seed=5) for name in ("numba", "cython"))
-    for shots in (1, 7, 8, 9, 17, 1023):
+    for shots in (1, 7, 8, 9, 17, 31, 32, 33, 1023, 4099):
         np.testing.assert_array_equal(numba_sim.sample(c, shots), cython_sim.sample(c, shots), err_msg=f"{shots}")
 
 

@@ -149,7 +149,7 @@ def fill_random(buffer, rng):
 
 
 @njit(cache=True)
-def alias_draws(table, bits, rng, out):
+def full_draws(table, bits, rng, out):
     """Fill int64 ``out`` with draws from the alias table over 2**bits columns (bits >= 1); returns rng.
 
     One 64-bit number per draw: its top ``bits`` bits are the column, its
@@ -169,6 +169,64 @@ def alias_draws(table, bits, rng, out):
         # would mispredict on every other coin
         out[s] = np.int64(column) if (x & coin_mask) < (entry >> cut_shift) else np.int64(entry & column_mask)
     return rng
+
+
+QUARTER_MAX_BITS = 8  # tables of at most 2**8 columns draw quarters (quarter_draws)
+QUARTER_REST = 46  # the cut bits below a quarter cut: 62 - 16
+
+
+@njit(cache=True, inline="always")
+def quarter_cut(entry, bits):
+    """A column's quarter cut: the top ``16 - bits`` bits of its cut, at most ``2**(16 - bits) - 1`` (a full
+    column's cut, ``2**(62 - bits)``, has one bit more; clamped, a tie still keeps the column)."""
+    return min(entry >> np.uint64(bits + QUARTER_REST), np.uint64((1 << (16 - bits)) - 1))
+
+
+@njit(cache=True)
+def quarter_draws(table, bits, rng, out):
+    """Fill int64 ``out`` with draws from the alias table over 2**bits columns (1 <= bits <= 8); returns rng.
+
+    Four draws per 64-bit number: draw 4k + h from bits [16h, 16h + 16) of
+    number k, its top ``bits`` bits the column and its other ``16 - bits``
+    bits the coin, compared with the column's :func:`quarter_cut`. A tie
+    (coin equal to the quarter cut) is settled by the rest of the cut
+    against the low 46 bits of a number of its own: the ties take the
+    numbers after the draws' numbers, in shot order. So a draw keeps its
+    column with probability exactly ``cut / 2**(62 - bits)``, as in
+    :func:`full_draws`, for a quarter of the numbers (the Cython kernels look
+    the 16-bit entries up 32 draws at a time in AVX-512 registers).
+    """
+    rng = np.uint64(rng)
+    count = out.size
+    numbers = (count + 3) >> 2
+    ties = 0
+    column_mask = np.uint64((1 << bits) - 1)
+    coin_mask = np.uint64((1 << (16 - bits)) - 1)
+    rest_mask = np.uint64((1 << QUARTER_REST) - 1)
+    for k in range(numbers):
+        x = _mix64(rng + np.uint64(k + 1) * _GOLDEN)
+        for h in range(min(4, count - 4 * k)):
+            quarter = (x >> np.uint64(16 * h)) & np.uint64(0xFFFF)
+            column = quarter >> np.uint64(16 - bits)
+            entry = table[column]
+            coin = quarter & coin_mask
+            cut = quarter_cut(entry, bits)
+            keep = coin < cut
+            if coin == cut:
+                ties += 1
+                rest = (entry >> np.uint64(bits)) - (cut << np.uint64(QUARTER_REST))
+                keep = (_mix64(rng + np.uint64(numbers + ties) * _GOLDEN) & rest_mask) < rest
+            out[4 * k + h] = np.int64(column) if keep else np.int64(entry & column_mask)
+    return rng + np.uint64(numbers + ties) * _GOLDEN
+
+
+@njit(cache=True)
+def alias_draws(table, bits, rng, out):
+    """Fill int64 ``out`` with draws from the alias table over 2**bits columns (bits >= 1); returns rng:
+    :func:`quarter_draws` up to 2**QUARTER_MAX_BITS columns, :func:`full_draws` above."""
+    if bits <= QUARTER_MAX_BITS:
+        return quarter_draws(table, bits, rng, out)
+    return full_draws(table, bits, rng, out)
 
 
 @njit(cache=True)
