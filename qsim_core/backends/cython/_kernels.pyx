@@ -125,12 +125,19 @@ cdef extern from *:
     #define QSIM_MIX2 UINT64_C(0x94D049BB133111EB)
     #define QSIM_STREAM UINT64_C(0xD1B54A32D192ED03)
     #define QSIM_TO_UNIT (1.0 / 9007199254740992.0)
+    /* SplitMix64's output function: the stream's number after state z (in C, for the C draw loops too) */
+    static inline uint64_t qsim_mix64(uint64_t z) {
+        z = (z ^ (z >> 30)) * QSIM_MIX1;
+        z = (z ^ (z >> 27)) * QSIM_MIX2;
+        return z ^ (z >> 31);
+    }
     """
     const uint64_t _GOLDEN "QSIM_GOLDEN"
     const uint64_t _MIX1 "QSIM_MIX1"
     const uint64_t _MIX2 "QSIM_MIX2"
     const uint64_t _STREAM "QSIM_STREAM"
     const double _TO_UNIT "QSIM_TO_UNIT"  # 2**-53
+    uint64_t _mix64 "qsim_mix64"(uint64_t z) noexcept nogil
 
 ctypedef fused cplx:
     float complex
@@ -161,12 +168,6 @@ cdef inline void _check_allocated(int failed) except *:
 
 
 # ---------------------------------------------------------------- random numbers and bits
-
-cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
-    z = (z ^ (z >> 30)) * _MIX1
-    z = (z ^ (z >> 27)) * _MIX2
-    return z ^ (z >> 31)
-
 
 cdef inline uint64_t _stream_state(uint64_t key, uint64_t index) noexcept nogil:
     return _mix64(key ^ (index * _STREAM))
@@ -1795,15 +1796,14 @@ cdef extern from *:
         const uint64_t coin = x & ((UINT64_C(1) << QSIM_QUARTER_REST) - 1);
         return coin < rest ? column : (int64_t)(entry & ((UINT64_C(1) << bits) - 1));
     }
-    static inline int qsim_lowest_bit(uint32_t mask) { return __builtin_ctz(mask); }
     #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
     #include <immintrin.h>
-    /* Draws start, start + 1, ... in blocks of 32 (the eight numbers after rng + start / 4 * GOLDEN, counter
-       form) while a whole block fits in count; stops after the first block with a tie, *tied its tie mask (bit
-       w: draw end - 32 + w; those draws hold their column), else 0. packed[256]: quarter cut << bits | alias,
-       zero past the table. Returns end. */
-    static int64_t qsim_quarter_draws32(const uint16_t* packed, int bits, uint64_t rng, int64_t* out,
-                                        int64_t start, int64_t count, uint32_t* tied) {
+    /* Draws 0, 1, ... in blocks of 32 (number k is mix64(rng + (k + 1) * GOLDEN), eight at a time) while a
+       whole block fits in count, each block's ties settled in shot order with the numbers after the draws'
+       numbers, *ties counting them. packed[256]: quarter cut << bits | alias, zero past the table. Returns the
+       draws done. */
+    static int64_t qsim_quarter_draws32(const uint16_t* packed, const uint64_t* table, int bits, uint64_t rng,
+                                        int64_t numbers, int64_t* out, int64_t count, int64_t* ties) {
         const __m512i t0 = _mm512_loadu_si512(packed), t1 = _mm512_loadu_si512(packed + 32);
         const __m512i t2 = _mm512_loadu_si512(packed + 64), t3 = _mm512_loadu_si512(packed + 96);
         const __m512i t4 = _mm512_loadu_si512(packed + 128), t5 = _mm512_loadu_si512(packed + 160);
@@ -1816,13 +1816,14 @@ cdef extern from *:
         const __m512i alias_mask = _mm512_set1_epi16((short)((1u << bits) - 1));
         const __m512i bit6 = _mm512_set1_epi16(64), bit7 = _mm512_set1_epi16(128);
         const __m128i column_shift = _mm_cvtsi32_si128(16 - bits), cut_shift = _mm_cvtsi32_si128(bits);
-        const uint64_t first = rng + (uint64_t)(start / 4) * QSIM_GOLDEN;  /* before draw start's number */
-        __m512i state = _mm512_add_epi64(_mm512_set1_epi64((long long)first),
+        __m512i state = _mm512_add_epi64(_mm512_set1_epi64((long long)rng),
                                          _mm512_mullo_epi64(_mm512_set_epi64(8, 7, 6, 5, 4, 3, 2, 1), golden));
         __m512i z, column, low, high, entry, coin, cut, pick;
-        __mmask32 half, to_alias, ties = 0;
-        int64_t s;
-        for (s = start; s + 32 <= count && !ties; s += 32) {
+        __mmask32 half, to_alias;
+        uint32_t tied;
+        int64_t s, shot;
+        uint64_t x;
+        for (s = 0; s + 32 <= count; s += 32) {
             z = state;
             state = _mm512_add_epi64(state, step);
             z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), mix1);
@@ -1840,30 +1841,35 @@ cdef extern from *:
             coin = _mm512_and_si512(z, coin_mask);
             cut = _mm512_srl_epi16(entry, cut_shift);
             to_alias = _mm512_cmpgt_epu16_mask(coin, cut);
-            ties = _mm512_cmpeq_epi16_mask(coin, cut);
+            tied = (uint32_t)_mm512_cmpeq_epi16_mask(coin, cut);
             pick = _mm512_mask_blend_epi16(to_alias, column, _mm512_and_si512(entry, alias_mask));
             _mm512_storeu_si512((void*)(out + s), _mm512_cvtepu16_epi64(_mm512_castsi512_si128(pick)));
             _mm512_storeu_si512((void*)(out + s + 8), _mm512_cvtepu16_epi64(_mm512_extracti32x4_epi32(pick, 1)));
             _mm512_storeu_si512((void*)(out + s + 16), _mm512_cvtepu16_epi64(_mm512_extracti32x4_epi32(pick, 2)));
             _mm512_storeu_si512((void*)(out + s + 24), _mm512_cvtepu16_epi64(_mm512_extracti32x4_epi32(pick, 3)));
+            for (; tied != 0; tied &= tied - 1) {  /* about one block in eight at 256 columns */
+                shot = s + __builtin_ctz(tied);
+                /* its column from its number again: reading out[shot] back would wait for the vector store */
+                x = qsim_mix64(rng + (uint64_t)(shot / 4 + 1) * QSIM_GOLDEN) >> (16 * (shot & 3));
+                *ties += 1;
+                out[shot] = qsim_quarter_tie(table, bits, (int64_t)((x & 0xFFFF) >> (16 - bits)),
+                                             qsim_mix64(rng + (uint64_t)(numbers + *ties) * QSIM_GOLDEN));
+            }
         }
-        *tied = (uint32_t)ties;
         return s;
     }
     #else
-    static int64_t qsim_quarter_draws32(const uint16_t* packed, int bits, uint64_t rng, int64_t* out,
-                                        int64_t start, int64_t count, uint32_t* tied) {
-        *tied = 0;
-        return start;
+    static int64_t qsim_quarter_draws32(const uint16_t* packed, const uint64_t* table, int bits, uint64_t rng,
+                                        int64_t numbers, int64_t* out, int64_t count, int64_t* ties) {
+        return 0;
     }
     #endif
     """
     int QUARTER_MAX_BITS "QSIM_QUARTER_MAX_BITS"  # tables of at most 2**QUARTER_MAX_BITS columns draw quarters
     uint64_t qsim_quarter_cut(uint64_t entry, int bits) noexcept nogil
     int64_t qsim_quarter_tie(const uint64_t* table, int bits, int64_t column, uint64_t x) noexcept nogil
-    int qsim_lowest_bit(uint32_t mask) noexcept nogil
-    int64_t qsim_quarter_draws32(const uint16_t* packed, int bits, uint64_t rng, int64_t* out, int64_t start,
-                                 int64_t count, uint32_t* tied) noexcept nogil
+    int64_t qsim_quarter_draws32(const uint16_t* packed, const uint64_t* table, int bits, uint64_t rng,
+                                 int64_t numbers, int64_t* out, int64_t count, int64_t* ties) noexcept nogil
 
 
 cdef void quarter_draws(const uint64_t* table, int64_t bits, uint64_t* rng, int64_t* out,
@@ -1871,9 +1877,8 @@ cdef void quarter_draws(const uint64_t* table, int64_t bits, uint64_t* rng, int6
     """Fill ``out[:count]`` with quarter draws (see above) from the alias table over 2**bits columns
     (1 <= bits <= QUARTER_MAX_BITS), advancing ``rng`` past the draws' and the ties' numbers.
 
-    Blocks of 32 draws in AVX-512 (``qsim_quarter_draws32``, which stops at
-    each block with a tie for it to be settled here, in shot order), the rest
-    one by one. Same draws as numba's.
+    Blocks of 32 draws in AVX-512 (``qsim_quarter_draws32``), the rest one by
+    one. Same draws as numba's.
     """
     cdef uint16_t packed[256]
     cdef uint64_t base = rng[0]
@@ -1883,26 +1888,13 @@ cdef void quarter_draws(const uint64_t* table, int64_t bits, uint64_t* rng, int6
     cdef uint64_t column_mask = <uint64_t>(n - 1)
     cdef uint64_t coin_mask = ((<uint64_t>1) << (16 - bits)) - 1
     cdef uint64_t x, quarter, entry, coin, cut
-    cdef uint32_t tied
-    cdef int64_t j, k, h, s, column
+    cdef int64_t j, k, h, column
     for j in range(n):
         packed[j] = <uint16_t>((qsim_quarter_cut(table[j], <int>bits) << bits) | (table[j] & column_mask))
     for j in range(n, 256):
         packed[j] = 0
-    s = 0
-    while True:
-        s = qsim_quarter_draws32(packed, <int>bits, base, out, s, count, &tied)
-        if tied == 0:
-            break
-        while tied != 0:
-            j = s - 32 + qsim_lowest_bit(tied)
-            # the column from the draw's number again: reading out[j] back would wait for the vector store
-            x = _mix64(base + <uint64_t>((j >> 2) + 1) * _GOLDEN)
-            column = <int64_t>(((x >> (16 * (j & 3))) & 0xFFFF) >> (16 - bits))
-            ties += 1
-            out[j] = qsim_quarter_tie(table, <int>bits, column, _mix64(base + <uint64_t>(numbers + ties) * _GOLDEN))
-            tied &= tied - 1
-    for k in range(s >> 2, numbers):  # s is a whole number of blocks: draw s is number s / 4's first
+    # the drawn blocks are whole: the rest starts at a number's first draw
+    for k in range(qsim_quarter_draws32(packed, table, <int>bits, base, numbers, out, count, &ties) >> 2, numbers):
         x = _mix64(base + <uint64_t>(k + 1) * _GOLDEN)
         for h in range(min(4, count - 4 * k)):
             quarter = (x >> (16 * h)) & 0xFFFF
