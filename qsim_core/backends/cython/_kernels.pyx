@@ -131,6 +131,11 @@ cdef extern from *:
         z = (z ^ (z >> 27)) * QSIM_MIX2;
         return z ^ (z >> 31);
     }
+    /* The total of eight lane sums, pairwise: the order every eight-lane sum here ends in (the alias table's
+       total and the marginals' levels; numba's lane_sum and the tests' references sum so too) */
+    static inline double qsim_lane_total(const double* lane) {
+        return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    }
     """
     const uint64_t _GOLDEN "QSIM_GOLDEN"
     const uint64_t _MIX1 "QSIM_MIX1"
@@ -138,6 +143,7 @@ cdef extern from *:
     const uint64_t _STREAM "QSIM_STREAM"
     const double _TO_UNIT "QSIM_TO_UNIT"  # 2**-53
     uint64_t _mix64 "qsim_mix64"(uint64_t z) noexcept nogil
+    double _lane_total "qsim_lane_total"(const double* lane) noexcept nogil
 
 ctypedef fused cplx:
     float complex
@@ -1375,11 +1381,6 @@ cdef inline int64_t _log2(int64_t n) noexcept nogil:
     return bits
 
 
-cdef inline double _lane_total(const double* acc) noexcept nogil:
-    """The total of eight lane sums, pairwise: the order every eight-lane sum of the marginals ends in."""
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-
-
 cdef void _fold_marginals(double* probs, int64_t size, double* ones, int64_t num_qubits) noexcept nogil:
     """ones[q] = P(qubit q = 1) for every qubit; destroys ``probs`` (folds it in half n times).
 
@@ -1541,7 +1542,7 @@ cdef extern from *:
                 lane[k] += p[i + k];
         for (; i < n; i++)
             lane[i & 7] += p[i];
-        return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        return qsim_lane_total(lane);
     }
     /* w[i] = (int64)(p[i] * (2**62 / sum(p))), truncated, then 2**62 - sum(w) (what the truncations and the
        roundings lost or gained, a few units per column) added to the first largest weight: the weights sum
