@@ -1705,8 +1705,8 @@ cdef extern from *:
     """
     #if defined(__AVX512F__) && defined(__AVX512DQ__)
     #include <immintrin.h>
-    /* The stream eight lanes at a time: the states of the eight numbers after rng (number k is
-       mix64(rng + k * GOLDEN)), and their mix, qsim_mix64 in each lane */
+    /* The stream eight lanes at a time: the states of numbers 1 to 8 after rng (number k is
+       mix64(rng + k * GOLDEN), counting from 1 as fill_random does), and their mix, qsim_mix64 in each lane */
     static inline __m512i qsim_stream8(uint64_t rng) {
         return _mm512_add_epi64(_mm512_set1_epi64((long long)rng),
                                 _mm512_mullo_epi64(_mm512_set_epi64(8, 7, 6, 5, 4, 3, 2, 1),
@@ -1804,10 +1804,10 @@ cdef extern from *:
     }
     #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
     #include <immintrin.h>
-    /* Draws 0, 1, ... in blocks of 32 (number k is mix64(rng + (k + 1) * GOLDEN), eight at a time) while a
-       whole block fits in count, each block's ties settled in shot order with the numbers after the draws'
-       numbers, *ties counting them. packed[256]: quarter cut << bits | alias, zero past the table. Returns the
-       draws done. */
+    /* Draws 0, 1, ... in blocks of 32 (draw 4k + h from number k, 0-based: mix64(rng + (k + 1) * GOLDEN),
+       eight numbers at a time) while a whole block fits in count, each block's ties settled in shot order
+       with the numbers after the draws' numbers, *ties counting them. packed[256]: quarter cut << bits |
+       alias, zero past the table. Returns the draws done. */
     static int64_t qsim_quarter_draws32(const uint16_t* packed, const uint64_t* table, int bits, uint64_t rng,
                                         int64_t numbers, int64_t* out, int64_t count, int64_t* ties) {
         const __m512i t0 = _mm512_loadu_si512(packed), t1 = _mm512_loadu_si512(packed + 32);
