@@ -79,3 +79,31 @@ def permutation_runs(draw, min_qubits: int = 2, max_qubits: int = 10, max_runs: 
             a, b = draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True))
             circuit.append(draw(st.sampled_from(["cnot", "cnot", "swap"])), [a, b], [])
     return circuit
+
+
+@st.composite
+def single_qubit_networks(draw, min_qubits: int = 1, max_qubits: int = 10, max_ops: int = 40, max_params: int = 6):
+    """Every single-qubit gate of the table (constant, Param-referenced and ParamSum angles) between CNOTs and
+    SWAPs: the programs (U1 and permutation steps only) the Cython kernels run eight parameter sets at a time."""
+    n = draw(st.integers(min_qubits, max_qubits))
+    circuit = qc.Circuit(n)
+    num_params = draw(st.integers(1, max_params))
+    names = [g for g in GATE_NAMES if qc.GATES[g].num_qubits == 1] + (["cnot", "swap"] * 3 if n > 1 else [])
+    for _ in range(draw(st.integers(0, max_ops))):
+        spec = qc.GATES[draw(st.sampled_from(names))]
+        qubits = draw(st.lists(st.integers(0, n - 1), min_size=spec.num_qubits, max_size=spec.num_qubits,
+                               unique=True))
+        params = []
+        for _ in range(spec.num_params):
+            if draw(st.booleans()):
+                reference = qc.Param(draw(st.integers(0, num_params - 1)), draw(st.sampled_from([1.0, -0.5, 2.0])),
+                                     draw(st.sampled_from([0.0, 0.25])))
+                if draw(st.booleans()):
+                    reference = reference + qc.Param(draw(st.integers(0, num_params - 1)), -0.75)
+                params.append(reference)
+            else:
+                params.append(draw(st.floats(-4.0, 4.0, allow_nan=False)))
+        circuit.append(spec.name, qubits, params)
+    if circuit.num_params < num_params:
+        circuit.ry(0, qc.Param(num_params - 1))
+    return circuit

@@ -81,6 +81,9 @@ class Backend(Protocol):
     """What the Simulator asks of a backend; every result is batch-first."""
 
     name: str
+    #: the fewest rows a job needs for each row's results to be the same bits whatever job it is in (where it
+    #: stands, which rows share it); jobs of fewer rows agree with them to rounding. 1 where they always are.
+    stable_rows: int
 
     def statevector(self, job: Job) -> np.ndarray:
         """Final states, dtype[B, 2**n]."""

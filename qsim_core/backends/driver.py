@@ -22,6 +22,7 @@ bookkeeping, and parsed observables keep their packed form
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -174,6 +175,8 @@ class CompiledBackend:
         self.name = name
         self.kernels = kernels
         self.adjoint_kernels = adjoint_kernels
+        # the cython kernels run a complex128 call of LANE_CALL_SETS sets or more eight sets at a time
+        self.stable_rows: int = getattr(kernels, "LANE_CALL_SETS", 1)
 
     def statevector(self, job: Job) -> np.ndarray:
         """See :class:`Backend`."""
@@ -245,8 +248,10 @@ class CompiledBackend:
                                _releases_gil(work, threads))
             return result
         release = _releases_gil(work * BATCH_CHUNK // batch, threads)
-        for start in range(0, batch, BATCH_CHUNK):
-            rows = slice(start, min(start + BATCH_CHUNK, batch))
+        starts = [*range(0, batch, BATCH_CHUNK), batch]
+        starts[-2] = min(starts[-2], batch - self.stable_rows)  # no chunk of fewer rows than stable_rows
+        for start, stop in itertools.pairwise(starts):
+            rows = slice(start, stop)
             params = job.params[rows]
             bound.fill(params, threads)
             kernels.run_packed(packed, params, task, result[rows], packed_observables, shots, key, offset + start,

@@ -65,6 +65,7 @@ class ReferenceBackend:
     """Dense numpy oracle implementing :class:`~qsim_core.backends.contract.Backend`."""
 
     name = "reference"
+    stable_rows = 1
 
     def statevector(self, job: Job) -> np.ndarray:
         """Final states, applying every gate of the circuit in order."""

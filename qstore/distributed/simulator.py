@@ -125,8 +125,8 @@ def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds:
     return max(1, -(-batch // tasks))
 
 
-def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float, *, taper: bool = False
-                 ) -> list[int]:
+def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float, *, taper: bool = False,
+                 smallest: int = 1) -> list[int]:
     """The first row of each task's chunk for a call of ``batch`` rows, followed by ``batch``.
 
     Args:
@@ -142,7 +142,20 @@ def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_second
             slower keeps the others waiting less. A call of one task becomes three, whose transfers overlap
             the middle one's work; in one round of several tasks each worker's transfers already overlap the
             others' work, and cutting it further costs more tasks than it saves.
+        smallest: no chunk has fewer rows (unless the call has): the engine's ``stable_rows``, so that every
+            row's results are the bits the whole call gives in process.
     """
+    starts = _chunk_starts(batch, row_seconds, slots, chunk_seconds, taper)
+    kept = [0]
+    for start in starts[1:-1]:
+        if start - kept[-1] >= smallest and batch - start >= smallest:
+            kept.append(start)
+    return [*kept, batch]
+
+
+def _chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float, taper: bool
+                  ) -> list[int]:
+    """:func:`chunk_starts` before chunks below ``smallest`` are merged."""
     size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
     short = size // TAPER
     single = size >= batch
@@ -291,6 +304,7 @@ class _ClusterBackend:
         self.simulator = simulator
         self.engine = engine
         self.name = f"dask:{engine}"
+        self.stable_rows = get_backend(engine).stable_rows  # chunks are never smaller (unless the job is)
         #: circuit structure -> its future on the cluster
         self.circuits: OrderedDict[tuple, Future] = OrderedDict()
         self.row_seconds: OrderedDict[tuple, float] = OrderedDict()
@@ -342,7 +356,7 @@ class _ClusterBackend:
         arrays = {**_batch_arrays(job), **{f"batched{k}": array for k, array in enumerate(batched)}}
         scatter = sum(array.nbytes for array in arrays.values()) > INLINE_BYTES
         slots = max(1, sum(workers.values())) if workers else 1
-        starts = chunk_starts(job.batch, rate, slots, sim.chunk_seconds, taper=scatter)
+        starts = chunk_starts(job.batch, rate, slots, sim.chunk_seconds, taper=scatter, smallest=self.stable_rows)
         firsts = starts[:-1]
         chunks = [{name: array[first:stop] for name, array in arrays.items()}
                   for first, stop in zip(firsts, starts[1:], strict=True)]

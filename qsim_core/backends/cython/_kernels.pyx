@@ -1922,8 +1922,14 @@ cdef void alias_draws(const uint64_t* table, int64_t bits, uint64_t* rng, int64_
 cdef void samples_into(const real* v, int64_t n, double* probs, uint64_t* table, int64_t* order, int64_t* excess,
                        uint64_t* rng, int64_t* out, int64_t count) noexcept nogil:
     """Draw ``count`` basis indices from |psi|^2 (n >= 2 amplitudes) with an alias table, advancing ``rng``."""
-    cdef int64_t bits = _log2(n)
     probabilities_into(v, 0, n, probs)
+    samples_from(probs, n, table, order, excess, rng, out, count)
+
+
+cdef void samples_from(const double* probs, int64_t n, uint64_t* table, int64_t* order, int64_t* excess,
+                       uint64_t* rng, int64_t* out, int64_t count) noexcept nogil:
+    """:func:`samples_into` from the state's probabilities ``probs[0:n]``."""
+    cdef int64_t bits = _log2(n)
     alias_table(probs, bits, table, order, excess)
     alias_draws(table, bits, rng, out, count)
 
@@ -1985,13 +1991,23 @@ cdef void _shot_estimates_small(const real* v, int64_t n, double* probs, uint64_
 
     ``drawn`` is int64[shots] scratch, the others as in :func:`samples_into`.
     """
+    probabilities_into(v, 0, n, probs)
+    _shot_estimates_from(v, n, probs, table, order, excess, drawn, xmask, zmask, ny, count, shots, rng, out)
+
+
+cdef void _shot_estimates_from(const real* v, int64_t n, double* probs, uint64_t* table, int64_t* order,
+                               int64_t* excess, int64_t* drawn, const int64_t* xmask, const int64_t* zmask,
+                               const int64_t* ny, int64_t count, int64_t shots, uint64_t* rng,
+                               double* out) noexcept nogil:
+    """:func:`_shot_estimates_small` from the state's probabilities ``probs[0:n]`` (overwritten); the state ``v``
+    is read only for strings with an X or Y."""
     cdef int64_t i, k, s
     cdef double* counts = probs  # the probabilities are in the table now; reuse their buffer
     # the table's scratch, free again: two tallies, alternate shots, so that a state drawn twice in a row does
     # not wait for its own count to be stored
     cdef int64_t* even = order
     cdef int64_t* odd = excess
-    samples_into(v, n, probs, table, order, excess, rng, drawn, shots)
+    samples_from(probs, n, table, order, excess, rng, drawn, shots)
     for i in range(n):
         even[i] = 0
         odd[i] = 0
@@ -2086,7 +2102,6 @@ cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, const RowFill* 
     filled first when ``fill`` is not NULL (in the thread that runs it, and while its row of gate matrices is
     written to the cache that the run reads it from)."""
     cdef int64_t size = <int64_t>1 << num_qubits
-    cdef uint64_t rng
     cdef real* own = <real*>buffers.own
     # final states are built in place in their output row, like numba does
     cdef real* row = psi_out + 2 * size * b if task == TASK_STATE else own
@@ -2103,7 +2118,19 @@ cdef void _run_small_row(int64_t b, const SmallBuffers* buffers, const RowFill* 
     if task == TASK_STATE:
         if psi != row:
             memcpy(row, psi, 2 * size * sizeof(real))
-    elif task == TASK_PROBS:
+    else:
+        _small_readout(b, psi, buffers, task, probs_out, values_out, samples_out, size, xmask, zmask, ny, count,
+                       shots, key, batch_offset)
+
+
+cdef void _small_readout(int64_t b, const real* psi, const SmallBuffers* buffers, int task, double* probs_out,
+                         double* values_out, int64_t* samples_out, int64_t size, const int64_t* xmask,
+                         const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots, uint64_t key,
+                         int64_t batch_offset) noexcept nogil:
+    """Set ``b``'s output of ``task`` (any but TASK_STATE) from its final state ``psi`` of ``size`` amplitudes, in
+    the thread's ``buffers``; the sampling tasks draw from the set's own stream."""
+    cdef uint64_t rng
+    if task == TASK_PROBS:
         probabilities_into(psi, 0, size, probs_out + size * b)
     elif task == TASK_EXPVAL:
         expectations_into(psi, size, buffers.probs, xmask, zmask, ny, count, values_out + count * b)
@@ -2200,6 +2227,9 @@ cdef void _check_observables(const int64_t[::1] xmask, const int64_t[::1] zmask,
 
 
 
+include "_lanes.pxi"
+
+
 cdef class SmallProgram:
     """What :func:`pack_small` checked once: a single-block program's step arrays, its gate-matrix arrays and their
     rotation tables, as pointers for repeated :func:`run_packed` calls.
@@ -2224,6 +2254,13 @@ cdef class SmallProgram:
     cdef const int32_t* run_gate
     cdef const int64_t* perm_start
     cdef const int64_t* perm_table
+    cdef bint has_lanes  # complex128 programs that lane_plan takes run eight sets at a time
+    cdef LanePlan lanes
+
+    @property
+    def lane_path(self) -> bool:
+        """Whether calls of ``LANE_CALL_SETS`` sets or more run eight sets at a time (``_lanes.pxi``)."""
+        return self.has_lanes
 
 
 cdef class PackedObservables:
@@ -2452,6 +2489,14 @@ def pack_small(int num_qubits, cplx[:, :, :, ::1] u1, cplx[:, :, :, ::1] u2, tup
     program.perm_start = &perm_start[0]
     program.has_perm = perm_start.shape[0] > 1
     program.perm_table = &perm_table[0]
+    program.has_lanes = False
+    if cplx is cython.doublecomplex:
+        plan = lane_plan(num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table, rotations1,
+                         np.asarray(u1)[0], refilled)
+        if plan is not None:
+            _point_lanes(plan, &program.lanes)
+            program.has_lanes = True
+            program.arrays += (plan,)
     return program
 
 
@@ -2474,12 +2519,22 @@ cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, 
                         bint release_gil, int* failed):
     """:func:`run_packed`'s work once its arguments are checked, in the state's precision ``real``."""
     cdef RowFill row_fill
+    cdef PyThreadState* released
     if fill:
         row_fill.params = &params[0, 0]
         row_fill.num_params = params.shape[1]
         row_fill.rotations1 = &program.rotations1
         row_fill.rotations2 = &program.rotations2
-    cdef PyThreadState* released = _release_gil(release_gil)
+    if real is double and program.has_lanes and start == NULL and batch >= LANES_MIN_BATCH:
+        released = _release_gil(release_gil)
+        _run_lanes(&program.lanes, &row_fill if fill else NULL, not program.refilled, task, psi_out, reals_out,
+                   reals_out, samples_out, batch, program.num_qubits, <double*>program.u1, program.u1_stride,
+                   <double*>program.u2, program.u2_stride, program.init_u1, program.arg, program.run_start,
+                   program.run_gate, observables.xmask, observables.zmask, observables.ny, observables.count, shots,
+                   key, batch_offset, _threads, failed)
+        _take_gil_back(released)
+        return
+    released = _release_gil(release_gil)
     _run_small(&row_fill if fill else NULL, not program.refilled, task, psi_out, reals_out, reals_out, samples_out,
                batch, program.num_qubits, <real*>program.u1, program.u1_stride, <real*>program.u2, program.u2_stride,
                program.init_u1, program.kind, program.q0, program.q1, program.arg, program.steps, program.run_start,

@@ -200,6 +200,19 @@ def test_chunk_starts_taper_the_first_and_last_round_of_scattered_calls(batch, r
     assert untapered == [*range(0, batch, size), batch]
 
 
+@pytest.mark.parametrize(("batch", "taper", "smallest", "sizes"), [
+    (20, True, 6, [9, 11]),  # tapered 1, 4, 4, 4, 4, 2, 1: a start is kept while both its sides hold 6 rows
+    (20, False, 6, [6, 6, 8]),
+    (23, False, 6, [6, 6, 11]),
+    (5, False, 6, [5]),  # a call of fewer rows is one chunk
+    (20, True, 1, [1, 4, 4, 4, 4, 2, 1]),
+])
+def test_no_chunk_is_smaller_than_the_engines_stable_rows(batch, taper, smallest, sizes):
+    # each row's results are then the bits the in-process engine gives the whole call
+    starts = chunk_starts(batch, 1.0, 1, 4.0 if taper else 1.0, taper=taper, smallest=smallest)
+    assert np.diff(starts).tolist() == sizes
+
+
 def test_noisy_shots_run_on_the_cluster_with_the_in_process_samples(cli):
     c, theta = circuit(), params(40)
     with DaskSimulator(cli.address, backend=ENGINE, seed=3, noise="aria-1", chunk_seconds=1e-9) as remote:

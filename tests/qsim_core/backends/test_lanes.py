@@ -1,0 +1,162 @@
+"""The Cython kernels' path for eight parameter sets at a time (``_lanes.pxi``): complex128 programs of U1 and
+permutation steps, in calls of ``LANE_CALL_SETS`` sets or more."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import qsim_core as qc
+from qsim_core.backends import Job, get_backend, isa
+from qsim_core.compiler import compile_circuit
+from qsim_core.observables import parse_observables
+from tests.conftest import TOLERANCE, random_params, seed_circuit
+from tests.qsim_core.backends.test_cross_backend import REFERENCE, observables_for
+from tests.qsim_core.backends.test_dispatch import level_backend
+from tests.strategies import circuits, single_qubit_networks
+
+pytestmark = pytest.mark.skipif("cython" not in qc.available_backends(), reason="the Cython kernels are not built")
+
+
+def kernels():
+    return get_backend("cython").kernels
+
+
+def packed(circuit: qc.Circuit, zbasis: bool = False):
+    program = compile_circuit(circuit, zbasis=zbasis)
+    u1, u2 = program.matrix_buffers(8, np.complex128)
+    return kernels().pack_small(program.num_qubits, u1.out, u2.out, u1.rotations, u2.rotations,
+                                u1.refilled or u2.refilled, *program.small_arguments)
+
+
+def check_lanes_against_reference(backend, circuit: qc.Circuit, batch: int, threads: int = 1) -> None:
+    sim = qc.Simulator(backend=backend, threads=threads, seed=3)
+    tol = TOLERANCE["double"]
+    params = random_params(circuit, batch=batch, seed=batch)
+    states = REFERENCE.statevector(circuit, params)
+    np.testing.assert_allclose(sim.statevector(circuit, params), states, atol=tol)
+    np.testing.assert_allclose(sim.probabilities(circuit, params), np.abs(states) ** 2, atol=tol)
+    n = circuit.num_qubits
+    rng = np.random.default_rng(n)
+    z_strings = ["I", *(f"Z{q}" for q in range(n)),
+                 *(" ".join(f"Z{q}" for q in rng.choice(n, size=rng.integers(1, n + 1), replace=False))
+                   for _ in range(3))]
+    for labels in (z_strings, observables_for(n, rng)):
+        np.testing.assert_allclose(sim.expectation(circuit, labels, params),
+                                   REFERENCE.expectation(circuit, labels, params), atol=tol * 10)
+        # shot estimates: whole counts (exact sums) of samples from the set's own probabilities
+        estimates = sim.expectation(circuit, labels, params, shots=50)
+        assert estimates.shape == (batch, len(labels)) and np.all(np.abs(estimates) <= 1)
+        np.testing.assert_allclose(estimates * 50, np.round(estimates * 50), atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(circuit=single_qubit_networks(), batch=st.integers(6, 20), threads=st.sampled_from([1, 2]))
+def test_single_qubit_networks_match_the_reference_eight_sets_at_a_time(circuit, batch, threads):
+    assert packed(circuit).lane_path == (circuit.num_qubits <= 10)
+    check_lanes_against_reference("cython", circuit, batch, threads)
+
+
+@settings(max_examples=30, deadline=None)
+@given(circuit=circuits(max_qubits=8), batch=st.integers(6, 12))
+def test_any_circuit_matches_the_reference_in_calls_of_several_sets(circuit, batch):
+    # programs with two-qubit matrices keep the per-set path; the others take the lanes
+    check_lanes_against_reference("cython", circuit, batch)
+
+
+@pytest.mark.parametrize("level", list(isa.LEVELS))
+@settings(max_examples=12, deadline=None)
+@given(circuit=single_qubit_networks(max_qubits=9))
+def test_every_level_runs_eight_sets_at_a_time_as_the_reference(level, circuit):
+    # the baseline build has no 64-byte vectors: gcc splits them into SSE2 halves
+    check_lanes_against_reference(level_backend(level), circuit, batch=11)
+
+
+def test_what_takes_the_lanes():
+    c = seed_circuit()
+    assert packed(c).lane_path and packed(c, zbasis=True).lane_path
+    assert not packed(qc.Circuit(11).ry(0, qc.Param(0)).cnot(0, 10)).lane_path  # more than LANES_MAX_QUBITS
+    assert not packed(qc.Circuit(3).ry(0, qc.Param(0)).xx(0, 1, qc.Param(0))).lane_path  # a two-qubit matrix
+    float_program = compile_circuit(c)
+    u1, u2 = float_program.matrix_buffers(8, np.complex64)
+    assert not kernels().pack_small(8, u1.out, u2.out, u1.rotations, u2.rotations, False,
+                                    *float_program.small_arguments).lane_path
+
+
+def plan(circuit: qc.Circuit, zbasis: bool = True):
+    program = compile_circuit(circuit, zbasis=zbasis)
+    u1, u2 = program.matrix_buffers(1, np.complex128)
+    init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table = program.small_arguments
+    return kernels().lane_plan(program.num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table,
+                               u1.rotations, u1.out[0], u1.refilled)
+
+
+def test_the_plan_follows_the_permutations_and_knows_real_steps():
+    # the seed circuit: a product state, a CNOT network, the RY layer (real whatever the angles) and a final
+    # network; its eight RY steps are sweeps of three, three and two; the map after the last step is the two
+    # networks' composition
+    widths, first_slots, offsets, reals, tuples, slot_step, where, stored = plan(seed_circuit())
+    assert widths.tolist() == [3, 3, 2] and first_slots.tolist() == [0, 3, 6] and reals.tolist() == [1, 1, 1]
+    assert offsets.tolist() == [0, 256, 512] and tuples.size == 768
+    networks = qc.Circuit(8)
+    for _ in range(2):
+        for i, j in itertools.combinations(range(8), 2):
+            networks.cnot(i, j)
+    for m in (1, 5, 200):  # nothing moves the amplitude stored at m: it ends as the basis state j with where[j] = m
+        moved = REFERENCE.statevector(networks, initial_state=np.eye(256)[m])
+        assert where[np.flatnonzero(moved)[0]] == m
+    assert sorted(where.tolist()) == list(range(256)) and where[stored[3]] == 8
+    # (after a CNOT, so that the steps are not the product state's) an RZ before an RY makes the fused step
+    # complex, and with it the sweep
+    c = qc.Circuit(2).h(0).cnot(0, 1).rz(0, qc.Param(0)).ry(0, qc.Param(1)).ry(1, qc.Param(1)).h(1)
+    assert plan(c, zbasis=False)[0].tolist() == [2] and plan(c, zbasis=False)[3].tolist() == [0]
+    c = qc.Circuit(2).h(0).cnot(0, 1).ry(0, qc.Param(0)).h(1)
+    assert plan(c, zbasis=False)[3].tolist() == [1]
+
+
+def test_a_set_gets_the_same_bits_in_any_lane_and_any_call():
+    c = seed_circuit().rx(3, qc.Param(0)).cnot(2, 5).rz(1, 0.3)
+    theta = random_params(c, batch=21, seed=2) * 10
+    engine = get_backend("cython")
+    strings = parse_observables(["Z0", "Z1 Z6", "I"], 8)
+    mixed = parse_observables(["Z0", "X1 Y2"], 8)
+    whole = [engine.expectation(Job(c, theta, np.complex128, 1), strings),
+             engine.expectation(Job(c, theta, np.complex128, 1), mixed),
+             engine.statevector(Job(c, theta, np.complex128, 1)),
+             engine.probabilities(Job(c, theta, np.complex128, 1))]
+    smallest = engine.kernels.LANE_CALL_SETS
+    order = np.random.default_rng(0).permutation(21)  # every set in another lane, beside other sets
+    shuffled = [engine.expectation(Job(c, theta[order], np.complex128, 2), strings),
+                engine.expectation(Job(c, theta[order], np.complex128, 2), mixed),
+                engine.statevector(Job(c, theta[order], np.complex128, 2)),
+                engine.probabilities(Job(c, theta[order], np.complex128, 2))]
+    for got, want in zip(shuffled, whole, strict=True):
+        np.testing.assert_array_equal(got, want[order])
+    samples = engine.sample(Job(c, theta, np.complex128, 1), 100, key=4)
+    estimates = engine.shot_expectation(Job(c, theta, np.complex128, 1), mixed, 100, key=4)
+    for start, stop in itertools.pairwise([0, smallest, 2 * smallest + 1, 21]):
+        part = Job(c, np.ascontiguousarray(theta[start:stop]), np.complex128, 1)
+        np.testing.assert_array_equal(engine.sample(part, 100, key=4, offset=start), samples[start:stop])
+        np.testing.assert_array_equal(engine.shot_expectation(part, mixed, 100, key=4, offset=start),
+                                      estimates[start:stop])
+        np.testing.assert_array_equal(engine.expectation(part, strings), whole[0][start:stop])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_samples_eight_sets_at_a_time_follow_each_sets_distribution(threads):
+    c = seed_circuit().cnot(0, 4).h(2)
+    theta = random_params(c, batch=9, seed=6)
+    shots = 40_000
+    samples = qc.Simulator(backend="cython", threads=threads, seed=11).sample(c, shots, theta)
+    for row, probs in zip(samples, REFERENCE.probabilities(c, theta), strict=True):
+        counts = np.bincount(row, minlength=256)
+        expected = probs * shots
+        kept = expected >= 5  # chi-square's rule; the rest pooled
+        observed = np.append(counts[kept], counts[~kept].sum())
+        wanted = np.append(expected[kept], expected[~kept].sum())
+        assert stats.chisquare(observed, wanted).pvalue > 1e-4
