@@ -245,6 +245,113 @@ cdef extern from *:
                 memcpy(rows + r * stride + j, out + r, sizeof(qsim_lane));
         }
     }
+    /* ones[k] = the eight sets' probability that bit k of y is 1, for the coordinates y of the basis states whose
+       amplitudes are stored at order[y] (ones[n]: the total), by halving folds as _fold_marginals folds: the
+       first from the state through order, the others in probs (2**(n-1) vectors of scratch); four partial sums
+       per level, added pairwise */
+    static void qsim_lanes_marginals(const double* state, int64_t n, const int32_t* order, double* probs,
+                                     double* ones_) {
+        const qsim_lane* s = (const qsim_lane*)state;
+        qsim_lane* v = (qsim_lane*)probs;
+        qsim_lane* ones = (qsim_lane*)ones_;
+        int64_t half = (int64_t)1 << (n - 1);
+        qsim_lane acc[4] = {{0}, {0}, {0}, {0}};
+        for (int64_t y = 0; y < half; y++) {
+            int64_t a = order[y], b = order[y + half];
+            qsim_lane upper = s[2 * b] * s[2 * b] + s[2 * b + 1] * s[2 * b + 1];
+            acc[y & 3] += upper;
+            v[y] = (s[2 * a] * s[2 * a] + s[2 * a + 1] * s[2 * a + 1]) + upper;
+        }
+        ones[n - 1] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for (int64_t level = n - 2; level >= 0; level--) {
+            half >>= 1;
+            for (int i = 0; i < 4; i++)
+                acc[i] = (qsim_lane){0};
+            for (int64_t i = 0; i < half; i++) {
+                acc[i & 3] += v[half + i];
+                v[i] += v[half + i];
+            }
+            ones[level] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        }
+        ones[n] = v[0];
+    }
+    /* The eight sets' gate matrices, in lanes: ``gates`` holds 8 vectors per u1 slot (row-major complex entries as
+       re, im). Compiled without contracting a * b + c into FMAs, as the per-set fill (qsim_fill_rotation_row)
+       is, so that a rotation's matrix is the same bits whichever fills it. */
+    static void qsim_sincos(const double* x, double* cosines, double* sines, int64_t n);
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize ("fp-contract=off")
+    #endif
+    /* the rotation instances' matrices of sets first .. first + active - 1 (the other lanes: the first set's);
+       scratch: 3 * 8 * count doubles */
+    static void qsim_lanes_rotations(const double* params, int64_t num_params, int64_t first, int64_t active,
+                                     const int64_t* index, const double* scale, const double* offset,
+                                     const double* pauli, const int64_t* slot, int64_t count, int64_t terms,
+                                     double* scratch, double* gates_) {
+    #ifdef __clang__
+        #pragma clang fp contract(off)
+    #endif
+        qsim_lane* gates = (qsim_lane*)gates_;
+        double* halves = scratch;
+        double* cosines = scratch + 8 * count;
+        double* sines = scratch + 16 * count;
+        for (int64_t k = 0; k < count; k++)
+            for (int64_t r = 0; r < 8; r++) {
+                const double* set = params + num_params * (first + (r < active ? r : 0));
+                double angle = offset[k];
+                for (int64_t t = 0; t < terms; t++)
+                    if (scale[k * terms + t] != 0.0)
+                        angle += set[index[k * terms + t]] * scale[k * terms + t];
+                halves[8 * k + r] = 0.5 * angle;
+            }
+        qsim_sincos(halves, cosines, sines, 8 * count);
+        for (int64_t k = 0; k < count; k++) {
+            const double* p = pauli + 8 * k;
+            qsim_lane c, s;
+            memcpy(&c, cosines + 8 * k, sizeof c);
+            memcpy(&s, sines + 8 * k, sizeof s);
+            qsim_lane* m = gates + 8 * slot[k];
+            for (int e = 0; e < 8; e += 2) {  /* -i s (pr + i pi) = s pi - i s pr, plus c on the diagonal */
+                m[e] = s * p[e + 1];
+                m[e + 1] = s * -p[e];
+            }
+            m[0] = c + m[0];
+            m[6] = c + m[6];
+        }
+    }
+    /* the first `columns` (1 or 2) columns of a fused run's product of 2x2 matrices (first gate rightmost) into
+       m[8], as fused_columns forms them */
+    static void qsim_lanes_fused(const double* gates_, const int64_t* run_start, const int32_t* run_gate,
+                                 int64_t run, double* m_, int columns) {
+    #ifdef __clang__
+        #pragma clang fp contract(off)
+    #endif
+        const qsim_lane* gates = (const qsim_lane*)gates_;
+        qsim_lane* m = (qsim_lane*)m_;
+        qsim_lane r[8];
+        memcpy(m, gates + 8 * run_gate[run_start[run]], 8 * sizeof(qsim_lane));
+        for (int64_t k = run_start[run] + 1; k < run_start[run + 1]; k++) {
+            const qsim_lane* a = gates + 8 * run_gate[k];
+            for (int row = 0; row < 2; row++)
+                for (int col = 0; col < columns; col++) {
+                    qsim_lane re0 = a[4 * row] * m[2 * col] - a[4 * row + 1] * m[2 * col + 1];
+                    qsim_lane im0 = a[4 * row] * m[2 * col + 1] + a[4 * row + 1] * m[2 * col];
+                    qsim_lane re1 = a[4 * row + 2] * m[4 + 2 * col] - a[4 * row + 3] * m[5 + 2 * col];
+                    qsim_lane im1 = a[4 * row + 2] * m[5 + 2 * col] + a[4 * row + 3] * m[4 + 2 * col];
+                    r[4 * row + 2 * col] = re0 + re1;
+                    r[4 * row + 2 * col + 1] = im0 + im1;
+                }
+            for (int row = 0; row < 2; row++)
+                for (int col = 0; col < columns; col++) {
+                    m[4 * row + 2 * col] = r[4 * row + 2 * col];
+                    m[4 * row + 2 * col + 1] = r[4 * row + 2 * col + 1];
+                }
+        }
+    }
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
     #else
     #define QSIM_LANES_BUILT 0
     #define QSIM_LANES_HALF 5
@@ -257,6 +364,14 @@ cdef extern from *:
                                   int64_t stride, int64_t active) {}
     static void qsim_lanes_probabilities(const double* state, int64_t n, const int32_t* where, double* rows,
                                          int64_t stride, int64_t active) {}
+    static void qsim_lanes_rotations(const double* params, int64_t num_params, int64_t first, int64_t active,
+                                     const int64_t* index, const double* scale, const double* offset,
+                                     const double* pauli, const int64_t* slot, int64_t count, int64_t terms,
+                                     double* scratch, double* gates) {}
+    static void qsim_lanes_marginals(const double* state, int64_t n, const int32_t* order, double* probs,
+                                     double* ones_) {}
+    static void qsim_lanes_fused(const double* gates, const int64_t* run_start, const int32_t* run_gate,
+                                 int64_t run, double* m, int columns) {}
     #endif
     /* 64-byte aligned scratch (NULL on failure; free with free) */
     static void* qsim_lanes_alloc(size_t bytes) {
@@ -275,6 +390,14 @@ cdef extern from *:
                            int64_t active) noexcept nogil
     void qsim_lanes_probabilities(const double* state, int64_t n, const int32_t* where, double* rows,
                                   int64_t stride, int64_t active) noexcept nogil
+    void qsim_lanes_rotations(const double* params, int64_t num_params, int64_t first, int64_t active,
+                              const int64_t* index, const double* scale, const double* offset, const double* pauli,
+                              const int64_t* slot, int64_t count, int64_t terms, double* scratch,
+                              double* gates) noexcept nogil
+    void qsim_lanes_fused(const double* gates, const int64_t* run_start, const int32_t* run_gate, int64_t run,
+                          double* m, int columns) noexcept nogil
+    void qsim_lanes_marginals(const double* state, int64_t n, const int32_t* order, double* probs,
+                              double* ones) noexcept nogil
     void* qsim_lanes_alloc(size_t bytes) noexcept nogil
 
 
@@ -300,6 +423,8 @@ cdef struct LanePlan:
     const int32_t* slot_step  # [slots] the step of each slot
     const int32_t* where  # [2**n] the storage position of each basis state after the last step
     const int64_t* stored  # [n] the basis state stored at position 2**b after the last step
+    int64_t constants  # u1 slots that are not rotations
+    const int32_t* constant_slot
 
 
 def _lane_tuples(index, where, qubits):
@@ -318,12 +443,14 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     """The eight-set path's plan for a single-block complex128 program, or None where that path does not apply.
 
     Applies to programs whose steps are U1, PERM, CNOT and SWAP only, on 1 to ``LANES_MAX_QUBITS`` qubits.
-    Returns ``(sweep_width, sweep_slot, sweep_tuples, sweep_real, tuples, slot_step, where, stored)``: the U1
+    Returns ``(sweep_width, sweep_slot, sweep_tuples, sweep_real, tuples, slot_step, where, stored, constants)``:
+    the U1
     steps in sweeps of up to three consecutive steps on distinct qubits with no permutation between, each sweep's
     tuples (int32, ``2**n >> width`` rows of ``2**width`` storage positions, see :func:`_lane_tuples`), whether
     each of its steps' fused matrices is real for every parameter (rotations about Y, and constant ``u1_row``
-    entries with no imaginary part in a program whose constants are the same for every set), and the storage map after
-    the last step: ``where[j]`` holds basis state j, position ``2**b`` holds basis state ``stored[b]``.
+    entries with no imaginary part in a program whose constants are the same for every set), the storage map after
+    the last step (``where[j]`` holds basis state j, position ``2**b`` holds basis state ``stored[b]``), and the
+    u1 slots that are not rotations (then a 0 the kernels do not read).
     """
     if not _LANES_BUILT or not 1 <= num_qubits <= LANES_MAX_QUBITS:
         return None
@@ -369,9 +496,12 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     # permutation steps' tables are
     if not np.array_equal(where, np.bitwise_xor.reduce(np.where(index[:, None] & bit, where[bit], 0), axis=1)):
         return None
+    rotations = set(np.asarray(rotations1[4]).tolist())
+    constants = [gate for gate in range(matrices.shape[0]) if gate not in rotations]
     return (np.asarray(widths, np.int64), np.asarray(first_slots, np.int64), np.asarray(offsets, np.int64),
             np.asarray(reals, np.int32), np.concatenate(tuples) if tuples else np.zeros(1, np.int32),
-            np.asarray(slot_step, np.int32), where.astype(np.int32), np.argsort(where)[bit].astype(np.int64))
+            np.asarray(slot_step, np.int32), where.astype(np.int32), np.argsort(where)[bit].astype(np.int64),
+            np.asarray(constants + [0], np.int32))
 
 
 cdef struct LaneBuffers:
@@ -380,22 +510,29 @@ cdef struct LaneBuffers:
     double* probs  # 2**n vectors
     double* mats  # per slot its fused 2x2: 8 vectors
     double* columns  # per qubit its initial column: 4 vectors
-    double* values  # per Z string a vector
+    double* values  # per Z string a vector (or per qubit one, and the total)
     double* rows  # the eight sets' states (2 * 2**n reals each) or probabilities (2**n each) in basis order
+    double* gates  # per u1 slot its matrix: 8 vectors
+    double* angles  # the rotations' half angles, cosines and sines: 3 vectors each
+    double* fused  # a fused run's 2x2: 8 vectors
 
 
-cdef bint _lane_buffers(LaneBuffers* lanes, int64_t size, int64_t slots, int64_t num_qubits,
-                        int64_t count) noexcept nogil:
+cdef bint _lane_buffers(LaneBuffers* lanes, int64_t size, int64_t slots, int64_t num_qubits, int64_t count,
+                        int64_t gates, int64_t rotations) noexcept nogil:
     """Allocate ``lanes``; False if one of its buffers could not be."""
     cdef size_t vector = LANES * sizeof(double)
+    lanes.gates = <double*>qsim_lanes_alloc(8 * gates * vector)
+    lanes.angles = <double*>qsim_lanes_alloc(3 * rotations * vector)
+    lanes.fused = <double*>qsim_lanes_alloc(8 * vector)
     lanes.state = <double*>qsim_lanes_alloc(2 * size * vector)
     lanes.probs = <double*>qsim_lanes_alloc(size * vector)
     lanes.mats = <double*>qsim_lanes_alloc(8 * slots * vector)
     lanes.columns = <double*>qsim_lanes_alloc(4 * num_qubits * vector)
-    lanes.values = <double*>qsim_lanes_alloc(count * vector)
+    lanes.values = <double*>qsim_lanes_alloc((count + num_qubits + 1) * vector)
     lanes.rows = <double*>qsim_lanes_alloc(2 * size * vector)
     return not (lanes.state == NULL or lanes.probs == NULL or lanes.mats == NULL or lanes.columns == NULL
-                or lanes.values == NULL or lanes.rows == NULL)
+                or lanes.values == NULL or lanes.rows == NULL or lanes.gates == NULL or lanes.angles == NULL
+                or lanes.fused == NULL)
 
 
 cdef void _free_lane_buffers(LaneBuffers* lanes) noexcept nogil:
@@ -405,58 +542,71 @@ cdef void _free_lane_buffers(LaneBuffers* lanes) noexcept nogil:
     free(lanes.columns)
     free(lanes.values)
     free(lanes.rows)
-
-
-cdef inline void _lanes_from_first(double* vectors, int64_t count, int64_t active) noexcept nogil:
-    """Lanes ``active`` to 7 of ``count`` vectors: copies of lane 0 (sets that are not there compute on valid
-    numbers, and their results are dropped)."""
-    cdef int64_t v, r
-    for v in range(count):
-        for r in range(active, LANES):
-            vectors[LANES * v + r] = vectors[LANES * v]
+    free(lanes.gates)
+    free(lanes.angles)
+    free(lanes.fused)
 
 
 cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, const LaneBuffers* lanes,
                           const SmallBuffers* buffers, const RowFill* fill, int task, double* psi_out,
                           double* probs_out, double* values_out, int64_t* samples_out, int64_t num_qubits,
-                          double* u1, int64_t u1_stride, double* u2, int64_t u2_stride, const int32_t* init_u1,
-                          const int32_t* arg, const int64_t* run_start, const int32_t* run_gate,
-                          const int64_t* xmask, const int64_t* zmask, const int64_t* ny, const int64_t* stored_z,
-                          bint z_only, int64_t count, int64_t shots, uint64_t key,
+                          double* u1, int64_t u1_stride, int64_t gate_slots, double* u2, int64_t u2_stride,
+                          const int32_t* init_u1, const int32_t* arg, const int64_t* run_start,
+                          const int32_t* run_gate, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
+                          const int64_t* stored_z, const int32_t* marginal_order, bint z_only, int64_t count, int64_t shots, uint64_t key,
                           int64_t batch_offset) noexcept nogil:
     """Sets ``first`` .. ``first + active - 1`` (active <= 8) of :func:`_run_lanes`: each set's matrices
     (its rotations filled first when ``fill`` is not NULL) into its lane, the sweeps, then the readout:
-    ``stored_z`` (the Z strings as strings of storage positions) for all-Z expectations, the probabilities in
+    ``marginal_order`` (:func:`_marginal_order`) or else ``stored_z`` (the Z strings as strings of storage
+    positions: a Walsh-Hadamard transform) for all-Z expectations, the probabilities in
     basis order for probabilities, samples and (``z_only``: no string has an X or Y) shot estimates, else each
     set's state in basis order (through the per-set readouts)."""
     cdef int64_t size = <int64_t>1 << num_qubits
-    cdef int64_t r, b, q, c, slot, e, s, j, k
-    cdef double column[4]
-    cdef double m[8]
-    cdef double* row
+    cdef int64_t r, q, c, slot, e, s, k
+    cdef double* m = lanes.fused
+    cdef const double* row
     cdef uint64_t rng
-    for r in range(active):
-        b = first + r
-        row = u1 + u1_stride * b
-        if fill != NULL:
-            _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations1, row)
-            _fill_rotation_row(fill.params + fill.num_params * b, fill.rotations2, u2 + u2_stride * b)
-        for q in range(num_qubits):
-            _initial_column(row, run_start, run_gate, init_u1, q, column)
-            for c in range(4):
-                lanes.columns[LANES * (4 * q + c) + r] = column[c]
-        for slot in range(plan.slots):
-            fused_u1(row, run_start, run_gate, arg[plan.slot_step[slot]], m)
+    if fill != NULL:
+        qsim_lanes_rotations(fill.params, fill.num_params, first, active, fill.rotations1.index,
+                             fill.rotations1.scale, fill.rotations1.offset, fill.rotations1.pauli,
+                             fill.rotations1.slot, fill.rotations1.count, fill.rotations1.terms, lanes.angles,
+                             lanes.gates)
+        for r in range(active):  # (programs of U1 steps have no two-qubit rotations, but their u2 rows are filled)
+            _fill_rotation_row(fill.params + fill.num_params * (first + r), fill.rotations2,
+                               u2 + u2_stride * (first + r))
+    # the matrices the rows hold: all ``gate_slots`` without ``fill``, else the constants' (for the whole batch in
+    # row 0 when the rows share it: u1_stride 0)
+    for c in range(gate_slots if fill == NULL else plan.constants):
+        slot = c if fill == NULL else plan.constant_slot[c]
+        for r in range(LANES):
+            row = u1 + u1_stride * (first + (r if r < active else 0)) + 8 * slot
             for e in range(8):
-                lanes.mats[LANES * (8 * slot + e) + r] = m[e]
-    if active < LANES:
-        _lanes_from_first(lanes.columns, 4 * num_qubits, active)
-        _lanes_from_first(lanes.mats, 8 * plan.slots, active)
+                lanes.gates[LANES * (8 * slot + e) + r] = row[e]
+    for q in range(num_qubits):
+        if init_u1[q] < 0:
+            for c in range(4):
+                for r in range(LANES):
+                    lanes.columns[LANES * (4 * q + c) + r] = 1.0 if c == 0 else 0.0
+            continue
+        qsim_lanes_fused(lanes.gates, run_start, run_gate, init_u1[q], m, 1)
+        for c in range(4):  # the first column: entries 0 and 2 of the 2x2
+            memcpy(lanes.columns + LANES * (4 * q + c), m + LANES * (c if c < 2 else c + 2), LANES * sizeof(double))
+    for slot in range(plan.slots):
+        qsim_lanes_fused(lanes.gates, run_start, run_gate, arg[plan.slot_step[slot]], lanes.mats + 8 * LANES * slot,
+                         2)
     qsim_lanes_product(lanes.state, num_qubits, lanes.columns)
     for s in range(plan.sweeps):
         qsim_lanes_sweep(lanes.state, num_qubits, plan.sweep_width[s], plan.tuples + plan.sweep_tuples[s],
                          lanes.mats + 8 * LANES * plan.sweep_slot[s], plan.sweep_real[s])
-    if stored_z != NULL:
+    if marginal_order != NULL:
+        qsim_lanes_marginals(lanes.state, num_qubits, marginal_order, lanes.probs, lanes.values)
+        for k in range(count):  # a string: 1 - 2 P(its bit of y is 1); the identity: the total
+            e = marginal_order[size + k]
+            for r in range(active):
+                values_out[count * (first + r) + k] = (lanes.values[LANES * num_qubits + r] if e < 0 else
+                                                       lanes.values[LANES * num_qubits + r]
+                                                       - 2.0 * lanes.values[LANES * e + r])
+    elif stored_z != NULL:
         qsim_lanes_z(lanes.state, num_qubits, lanes.probs, stored_z, count, lanes.values)
         for r in range(active):
             for k in range(count):
@@ -496,6 +646,7 @@ cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int 
     cdef int64_t groups = (batch + LANES - 1) // LANES
     cdef int64_t g
     cdef int64_t* stored_z = _stored_z(plan, num_qubits, xmask, zmask, count) if task == TASK_EXPVAL else NULL
+    cdef int32_t* marginal_order = _marginal_order(stored_z, count, num_qubits) if stored_z != NULL else NULL
     cdef bint z_only = True
     for g in range(count):
         z_only = z_only and xmask[g] == 0
@@ -516,19 +667,21 @@ cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int 
         rows1 = gates if own else u1
         rows2 = gates + u1_stride if own else u2
         ok = _small_buffers(&own_buffers, task, size, sizeof(double), False, shots)
-        ok = _lane_buffers(&own_lanes, size, plan.slots, num_qubits, count) and ok
+        ok = _lane_buffers(&own_lanes, size, plan.slots, num_qubits, count, u1_stride // 8,
+                                fill.rotations1.count if fill != NULL else 0) and ok
         if ok and (gates != NULL or not own):
             for g in range(groups):
                 _run_lane_group(LANES * g, min(LANES, batch - LANES * g), plan, &own_lanes, &own_buffers, fill,
                                 task, psi_out, probs_out, values_out, samples_out, num_qubits, rows1, stride1,
-                                rows2, stride2, init_u1, arg, run_start, run_gate, xmask, zmask, ny, stored_z, z_only,
-                                count, shots, key, batch_offset)
+                                u1_stride // 8, rows2, stride2, init_u1, arg, run_start, run_gate, xmask, zmask, ny,
+                                stored_z, marginal_order, z_only, count, shots, key, batch_offset)
         else:
             failed[0] = 1
         _free_small_buffers(&own_buffers)
         _free_lane_buffers(&own_lanes)
         free(gates)
         free(stored_z)
+        free(marginal_order)
         return
     with parallel(num_threads=num_threads):
         buffers = <SmallBuffers*>malloc(sizeof(SmallBuffers))
@@ -540,15 +693,17 @@ cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int 
         if buffers != NULL:
             ok = _small_buffers(buffers, task, size, sizeof(double), False, shots) and ok
         if lanes != NULL:
-            ok = _lane_buffers(lanes, size, plan.slots, num_qubits, count) and ok
+            ok = _lane_buffers(lanes, size, plan.slots, num_qubits, count, u1_stride // 8,
+                               fill.rotations1.count if fill != NULL else 0) and ok
         for g in prange(groups, schedule="static"):
             if not ok:
                 failed[0] = 1
             else:
                 _run_lane_group(LANES * g, min(LANES, batch - LANES * g), plan, lanes, buffers, fill, task, psi_out,
-                                probs_out, values_out, samples_out, num_qubits, rows1, stride1, rows2, stride2,
-                                init_u1, arg, run_start, run_gate, xmask, zmask, ny, stored_z, z_only, count, shots,
-                                key, batch_offset)
+                                probs_out, values_out, samples_out, num_qubits, rows1, stride1, u1_stride // 8, rows2,
+                                stride2, init_u1, arg, run_start, run_gate, xmask, zmask, ny, stored_z, marginal_order,
+                                z_only, count,
+                                shots, key, batch_offset)
         if buffers != NULL:
             _free_small_buffers(buffers)
         if lanes != NULL:
@@ -557,6 +712,7 @@ cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int 
         free(lanes)
         free(gates)
     free(stored_z)
+    free(marginal_order)
 
 
 cdef int64_t* _stored_z(const LanePlan* plan, int64_t num_qubits, const int64_t* xmask, const int64_t* zmask,
@@ -578,6 +734,76 @@ cdef int64_t* _stored_z(const LanePlan* plan, int64_t num_qubits, const int64_t*
     return masks
 
 
+cdef int32_t* _marginal_order(const int64_t* masks, int64_t count, int64_t num_qubits) noexcept nogil:
+    """Where the distinct nonzero ``masks`` (Z strings of storage positions) are linearly independent over GF(2),
+    new coordinates in which each is one bit: ``y = Z m`` with the masks the first rows of an invertible Z (unit
+    rows complete it). Returns malloc'ed int32[2**n + count]: ``order[y] = Z^-1 y`` (where the basis state of
+    coordinates y is stored), then per string the bit of y it reads (-1: the identity); NULL where they are not
+    independent (or the allocation failed: the Walsh-Hadamard transform serves them)."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t rows[64]
+    cdef int64_t inverse[64]
+    cdef int64_t basis[64]  # the masks reduced to echelon form: basis[b], leading bit b, or 0
+    cdef int64_t distinct = 0
+    cdef int64_t k, j, b, x, pivot, column
+    cdef int32_t* order
+    for b in range(num_qubits):
+        basis[b] = 0
+    order = <int32_t*>malloc((size + count) * sizeof(int32_t))
+    if order == NULL:
+        return NULL
+    for k in range(count):
+        order[size + k] = -1
+        if masks[k] == 0:
+            continue
+        for j in range(distinct):
+            if rows[j] == masks[k]:
+                order[size + k] = j
+        if order[size + k] >= 0:
+            continue
+        x = masks[k]
+        for b in range(num_qubits - 1, -1, -1):
+            if (x >> b) & 1 and basis[b] != 0:
+                x ^= basis[b]
+        if x == 0:  # a combination of the others
+            free(order)
+            return NULL
+        b = num_qubits - 1
+        while not (x >> b) & 1:
+            b -= 1
+        basis[b] = x
+        order[size + k] = distinct
+        rows[distinct] = masks[k]
+        distinct += 1
+    for b in range(num_qubits):  # unit rows where no mask leads
+        if basis[b] == 0:
+            rows[distinct] = <int64_t>1 << b
+            distinct += 1
+    for j in range(num_qubits):  # Gauss-Jordan: rows -> identity, inverse -> Z^-1
+        inverse[j] = <int64_t>1 << j
+    for column in range(num_qubits):
+        pivot = column
+        while not (rows[pivot] >> column) & 1:
+            pivot += 1
+        rows[column], rows[pivot] = rows[pivot], rows[column]
+        inverse[column], inverse[pivot] = inverse[pivot], inverse[column]
+        for j in range(num_qubits):
+            if j != column and (rows[j] >> column) & 1:
+                rows[j] ^= rows[column]
+                inverse[j] ^= inverse[column]
+    # Z^-1's column k (the position of y = 2**k): bit j is bit k of inverse[j]
+    order[0] = 0
+    for x in range(1, size):
+        k = 0
+        while not (x >> k) & 1:
+            k += 1
+        column = 0
+        for j in range(num_qubits):
+            column |= ((inverse[j] >> k) & 1) << j
+        order[x] = order[x & (x - 1)] ^ <int32_t>column
+    return order
+
+
 cdef void _point_lanes(tuple plan, LanePlan* lanes) except *:
     """Point ``lanes`` at :func:`lane_plan`'s arrays (the caller keeps them)."""
     cdef const int64_t[::1] sweep_width = plan[0]
@@ -588,6 +814,7 @@ cdef void _point_lanes(tuple plan, LanePlan* lanes) except *:
     cdef const int32_t[::1] slot_step = plan[5]
     cdef const int32_t[::1] where = plan[6]
     cdef const int64_t[::1] stored = plan[7]
+    cdef const int32_t[::1] constant_slot = plan[8]
     lanes.sweeps = sweep_width.shape[0]
     lanes.slots = slot_step.shape[0]
     lanes.sweep_width = &sweep_width[0] if lanes.sweeps else NULL
@@ -598,3 +825,5 @@ cdef void _point_lanes(tuple plan, LanePlan* lanes) except *:
     lanes.sweep_real = &sweep_real[0] if lanes.sweeps else NULL
     lanes.where = &where[0]
     lanes.stored = &stored[0]
+    lanes.constants = constant_slot.shape[0] - 1
+    lanes.constant_slot = &constant_slot[0]

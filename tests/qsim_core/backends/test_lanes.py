@@ -13,6 +13,7 @@ from scipy import stats
 
 import qsim_core as qc
 from qsim_core.backends import Job, get_backend, isa
+from qsim_core.backends.contract import TASK_EXPVAL, TASK_STATE
 from qsim_core.compiler import compile_circuit
 from qsim_core.observables import parse_observables
 from tests.conftest import TOLERANCE, random_params, seed_circuit
@@ -46,7 +47,10 @@ def check_lanes_against_reference(backend, circuit: qc.Circuit, batch: int, thre
     z_strings = ["I", *(f"Z{q}" for q in range(n)),
                  *(" ".join(f"Z{q}" for q in rng.choice(n, size=rng.integers(1, n + 1), replace=False))
                    for _ in range(3))]
-    for labels in (z_strings, observables_for(n, rng)):
+    # Z strings that are independent over GF(2) (repeats and the identity aside) come from the marginals in
+    # coordinates where each is one bit; others from a Walsh-Hadamard transform; X and Y from each set's state
+    independent = ["I", *(f"Z{q}" for q in range(n))] if n == 1 else ["Z0 Z1", "I", "Z1", "Z0 Z1", f"Z{n - 1}"]
+    for labels in (independent, z_strings, observables_for(n, rng)):
         np.testing.assert_allclose(sim.expectation(circuit, labels, params),
                                    REFERENCE.expectation(circuit, labels, params), atol=tol * 10)
         # shot estimates: whole counts (exact sums) of samples from the set's own probabilities
@@ -100,7 +104,8 @@ def test_the_plan_follows_the_permutations_and_knows_real_steps():
     # the seed circuit: a product state, a CNOT network, the RY layer (real whatever the angles) and a final
     # network; its eight RY steps are sweeps of three, three and two; the map after the last step is the two
     # networks' composition
-    widths, first_slots, offsets, reals, tuples, slot_step, where, stored = plan(seed_circuit())
+    widths, first_slots, offsets, reals, tuples, slot_step, where, stored, constants = plan(seed_circuit())
+    assert constants.tolist() == [0]  # every u1 matrix a rotation (the list ends in a 0 not read)
     assert widths.tolist() == [3, 3, 2] and first_slots.tolist() == [0, 3, 6] and reals.tolist() == [1, 1, 1]
     assert offsets.tolist() == [0, 256, 512] and tuples.size == 768
     networks = qc.Circuit(8)
@@ -160,3 +165,33 @@ def test_samples_eight_sets_at_a_time_follow_each_sets_distribution(threads):
         observed = np.append(counts[kept], counts[~kept].sum())
         wanted = np.append(expected[kept], expected[~kept].sum())
         assert stats.chisquare(observed, wanted).pvalue > 1e-4
+
+
+def test_matrices_bound_beforehand_or_filled_per_group_give_the_same_bits():
+    # run_packed without params reads every matrix from the rows (bound by the compiler, as numba's kernels
+    # get them); with params it fills the rotations itself, eight sets at a time, compiled without FMAs as the
+    # compiler's fill is: the same matrices, so the same results to the bit
+    kernels = get_backend("cython").kernels
+    c = qc.Circuit(3).rx(0, qc.Param(0)).h(2).cnot(0, 2).ry(1, qc.Param(1) + qc.Param(2)).gpi2(2, qc.Param(0))
+    c.cnot(2, 1).rz(0, qc.Param(1) - qc.Param(2) + 0.4).s(1).swap(0, 1).ry(2, qc.Param(2))
+    program = compile_circuit(c, zbasis=False)
+    theta = random_params(c, batch=13, seed=6) * 300  # angles of every quadrant, one past SINCOS_LIMIT
+    theta[4, 1] = 2e6
+    bound = program.bind(theta, np.complex128, 1)
+    strings = parse_observables(["Z0", "X1 Y2", "Z1 Z2"], 3).packed(kernels.pack_observables)
+    results = []
+    for given_params in (theta, None):
+        u1, u2 = program.matrix_buffers(13, np.complex128)
+        refilled = u1.fill(theta, 1, rotations=given_params is None)
+        packed = kernels.pack_small(3, refilled, u2.fill(theta, 1, rotations=given_params is None), u1.rotations,
+                                    u2.rotations, True, *program.small_arguments)
+        assert packed.lane_path
+        values, states = np.empty((13, 3)), np.empty((13, 8), np.complex128)
+        kernels.run_packed(packed, given_params, TASK_EXPVAL, values, strings, 0, 0, 0, None)
+        kernels.run_packed(packed, given_params, TASK_STATE, states, strings, 0, 0, 0, None)
+        results.append((values, states))
+        if given_params is None:
+            np.testing.assert_array_equal(u1.out, bound[0])
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_allclose(results[0][1], REFERENCE.statevector(c, theta), atol=1e-10)
