@@ -242,6 +242,26 @@ def test_alias_table_is_vose_bit_for_bit(name, kernels):
     assert all(cuts[i] == 0 and weights[alias[i]] > 0 for i in range(probs.size) if weights[i] == 0)
 
 
+@pytest.mark.parametrize("level", ["x86-64-v4", "x86-64-v3", "baseline"])
+@pytest.mark.parametrize("bits", [1, 3, 8, 12])
+def test_eight_alias_tables_at_once_are_vose_bit_for_bit(level, bits):
+    # the eight-sets path pairs eight tables at once (AVX-512: a table per lane, both ways of the sign test by
+    # masks; other builds one by one): every one of them, whatever its neighbours, is Vose's table
+    from tests.qsim_core.backends.test_dispatch import level_backend
+
+    kernels = level_backend(level).kernels
+    n = 1 << bits
+    rows = [distribution(bits, seed=s, zeros=min(s * 7, n - 1)) for s in range(5)]
+    rows += [np.full(n, 1 / n), np.eye(1, n, n // 3).ravel(), distribution(bits, seed=8, zeros=0) * 1e5]
+    for count in (1, 3, 8):
+        for start in (0, 8 - count):
+            probs = np.array(rows[start:start + count])
+            tables = np.zeros((count, n + 1), np.uint64)
+            kernels.alias_tables_into(probs, tables)
+            for row, table in zip(probs, tables, strict=True):
+                np.testing.assert_array_equal(table[:n], vose_reference(row))
+
+
 def small_state_circuit(num_qubits: int, seed: int) -> qc.Circuit:
     """Random rotations and a CNOT chain: an uneven distribution over all 2**num_qubits states."""
     angles = np.random.default_rng(seed).uniform(0, np.pi, (num_qubits, 2))

@@ -1633,8 +1633,61 @@ cdef extern from *:
             table[lo] = ((uint64_t)(cap + lo_excess) << bits) | (uint64_t)cur;
         }
     }
+    /* qsim_vose_pairs of eight tables at once in AVX-512, a table per lane (tables, orders and excesses laid out
+       one after the other: table r at tables + (n + 1) r, its order and excess at n r): one table's sign test
+       mispredicts about once per large column, where the lanes take both ways by masks. A lane whose step would
+       break (the column it needs is missing) is done and writes its later steps to its table's entry n, left
+       unread; a lane with no pairing to do (small 0 or n, or no table: mask `pairs` clear) reads and writes
+       nothing. The same
+       tables as qsim_vose_pairs, entry for entry. Returns 0 where the build has no AVX-512 (the caller pairs
+       them one by one). */
+    static int qsim_vose_pairs8(uint64_t* tables, const int64_t* orders, const int64_t* excesses, int64_t n,
+                                int bits, const int64_t* small, unsigned pairs) {
+    #if defined(__AVX512F__)
+        const int64_t cap = (int64_t)1 << (QSIM_TOTAL_BITS - bits);
+        const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), one = _mm512_set1_epi64(1);
+        const __m512i zero = _mm512_setzero_si512(), last = _mm512_set1_epi64(n);
+        const __m512i first = _mm512_mullo_epi64(lane, _mm512_set1_epi64(n));  /* lane r's order/excess */
+        const __m512i table_first = _mm512_add_epi64(first, lane);  /* lane r's table: (n + 1) r */
+        const __m512i capacity = _mm512_set1_epi64(cap);
+        __mmask8 done = (__mmask8)~pairs;
+        __m512i small_top = _mm512_maskz_loadu_epi64((__mmask8)pairs, small);
+        __m512i large = small_top;
+        __m512i at = _mm512_add_epi64(first, large);
+        __m512i cur = _mm512_mask_i64gather_epi64(zero, (__mmask8)pairs, at, orders, 8);
+        __m512i rest = _mm512_mask_i64gather_epi64(zero, (__mmask8)pairs, at, excesses, 8);
+        while (done != 0xFF) {
+            __mmask8 turn = _mm512_cmplt_epi64_mask(rest, zero);
+            __m512i next = _mm512_add_epi64(large, one), below = _mm512_sub_epi64(small_top, one);
+            done |= _mm512_mask_cmpeq_epi64_mask(turn, next, last)
+                    | _mm512_mask_cmplt_epi64_mask((__mmask8)~turn, below, zero);
+            /* the column the step takes: the next large one, or the top small one (clamped for done lanes) */
+            __m512i index = _mm512_mask_blend_epi64(turn, _mm512_max_epi64(below, zero),
+                                                    _mm512_min_epi64(next, _mm512_sub_epi64(last, one)));
+            at = _mm512_add_epi64(first, index);
+            __m512i taken_order = _mm512_mask_i64gather_epi64(zero, (__mmask8)pairs, at, orders, 8);
+            __m512i taken_excess = _mm512_mask_i64gather_epi64(zero, (__mmask8)pairs, at, excesses, 8);
+            __m512i lo = _mm512_mask_blend_epi64(turn, taken_order, cur);
+            __m512i lo_excess = _mm512_mask_blend_epi64(turn, taken_excess, rest);
+            cur = _mm512_mask_blend_epi64(turn, cur, taken_order);
+            rest = _mm512_add_epi64(rest, taken_excess);
+            large = _mm512_mask_blend_epi64(turn, large, next);
+            small_top = _mm512_mask_blend_epi64(turn, below, small_top);
+            __m512i entry = _mm512_or_epi64(_mm512_sll_epi64(_mm512_add_epi64(capacity, lo_excess),
+                                                             _mm_cvtsi32_si128(bits)), cur);
+            __m512i where = _mm512_add_epi64(table_first, _mm512_mask_blend_epi64(done, lo, last));
+            _mm512_mask_i64scatter_epi64(tables, (__mmask8)pairs, where, entry, 8);
+        }
+        return 1;
+    #else
+        (void)tables; (void)orders; (void)excesses; (void)n; (void)bits; (void)small; (void)pairs;
+        return 0;
+    #endif
+    }
     """
     int TOTAL_BITS "QSIM_TOTAL_BITS"  # the integer weights of an alias table sum to 2**TOTAL_BITS
+    int qsim_vose_pairs8(uint64_t* tables, const int64_t* orders, const int64_t* excesses, int64_t n, int bits,
+                         const int64_t* small, unsigned pairs) noexcept nogil
     void qsim_integer_weights(const double* p, int64_t n, int64_t* w) noexcept nogil
     int64_t qsim_split_columns(const int64_t* w, int64_t n, int64_t cap, int64_t* order,
                                int64_t* excess) noexcept nogil
@@ -1666,6 +1719,51 @@ cdef void alias_table(const double* probs, int64_t bits, uint64_t* table, int64_
         table[j] = ((<uint64_t>cap) << bits) | <uint64_t>j
     if 0 < small < n:
         qsim_vose_pairs(table, order, excess, n, <int>bits, small)
+
+
+cdef void alias_tables(const double* probs, int64_t bits, uint64_t* tables, int64_t* orders, int64_t* excesses,
+                       int64_t count) noexcept nogil:
+    """:func:`alias_table` of ``count`` (at most 8) distributions at once, paired together where the build has
+    AVX-512 (``qsim_vose_pairs8``): distribution r at ``probs[n r: n (r + 1)]``, its table at
+    ``tables[(n + 1) r:]`` (entry n is scratch), its ``order`` and ``excess`` at ``orders[n r:]`` and
+    ``excesses[n r:]`` (room for 8 of each). The same tables, entry for entry."""
+    cdef int64_t n = (<int64_t>1) << bits
+    cdef int64_t cap = (<int64_t>1) << (TOTAL_BITS - bits)
+    cdef int64_t r, j
+    cdef int64_t small[8]
+    cdef unsigned pairs = 0
+    cdef uint64_t* table
+    for r in range(count):
+        table = tables + (n + 1) * r
+        qsim_integer_weights(probs + n * r, n, <int64_t*>table)
+        small[r] = qsim_split_columns(<int64_t*>table, n, cap, orders + n * r, excesses + n * r)
+        for j in range(n):
+            table[j] = ((<uint64_t>cap) << bits) | <uint64_t>j
+        if 0 < small[r] < n:
+            pairs |= 1u << r
+    if qsim_vose_pairs8(tables, orders, excesses, n, <int>bits, small, pairs):
+        return
+    for r in range(count):
+        if (pairs >> r) & 1:
+            qsim_vose_pairs(tables + (n + 1) * r, orders + n * r, excesses + n * r, n, <int>bits, small[r])
+
+
+def alias_tables_into(const double[:, ::1] probs, uint64_t[:, ::1] tables):
+    """:func:`alias_tables` of up to 8 distributions ``probs[r]`` (2**bits entries each, bits >= 1) into
+    ``tables[r, :2**bits]`` (2**bits + 1 columns): a check against :func:`alias_table_into`, not a path of the
+    engine."""
+    cdef int64_t count = probs.shape[0]
+    cdef int64_t n = probs.shape[1]
+    cdef int64_t bits = _log2(n)
+    if not 0 < count <= 8 or tables.shape[0] != count or tables.shape[1] != n + 1 or n < 2 or (
+            <int64_t>1) << bits != n:
+        raise ValueError("1 to 8 distributions of 2**bits entries (bits >= 1), and a table of 2**bits + 1 "
+                         "entries for each")
+    cdef int64_t* scratch = <int64_t*>malloc(16 * n * sizeof(int64_t))
+    if scratch == NULL:
+        raise MemoryError("no scratch for the alias tables")
+    alias_tables(&probs[0, 0], bits, &tables[0, 0], scratch, scratch + 8 * n, count)
+    free(scratch)
 
 
 def alias_table_into(const double[::1] probs, uint64_t[::1] table):
@@ -2001,13 +2099,18 @@ cdef void _shot_estimates_from(const real* v, int64_t n, double* probs, uint64_t
                                double* out) noexcept nogil:
     """:func:`_shot_estimates_small` from the state's probabilities ``probs[0:n]`` (overwritten); the state ``v``
     is read only for strings with an X or Y."""
-    cdef int64_t i, k, s
-    cdef double* counts = probs  # the probabilities are in the table now; reuse their buffer
-    # the table's scratch, free again: two tallies, alternate shots, so that a state drawn twice in a row does
-    # not wait for its own count to be stored
-    cdef int64_t* even = order
-    cdef int64_t* odd = excess
     samples_from(probs, n, table, order, excess, rng, drawn, shots)
+    # the probabilities are in the table now, and the table's scratch is free again
+    _estimates_from_draws(v, n, probs, order, excess, drawn, xmask, zmask, ny, count, shots, rng, out)
+
+
+cdef void _estimates_from_draws(const real* v, int64_t n, double* counts, int64_t* even, int64_t* odd,
+                                const int64_t* drawn, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
+                                int64_t count, int64_t shots, uint64_t* rng, double* out) noexcept nogil:
+    """:func:`_shot_estimates_from` once its ``shots`` are ``drawn``: ``counts`` (float64[n]), ``even`` and
+    ``odd`` (int64[n]) are scratch, two tallies of alternate shots, so that a state drawn twice in a row does not
+    wait for its own count to be stored."""
+    cdef int64_t i, k, s
     for i in range(n):
         even[i] = 0
         odd[i] = 0

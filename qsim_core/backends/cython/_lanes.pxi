@@ -515,6 +515,9 @@ cdef struct LaneBuffers:
     double* gates  # per u1 slot its matrix: 8 vectors
     double* angles  # the rotations' half angles, cosines and sines: 3 vectors each
     double* fused  # a fused run's 2x2: 8 vectors
+    uint64_t* tables  # the eight sets' alias tables, 2**n + 1 entries each
+    int64_t* orders  # their pairings' scratch, 2**n each
+    int64_t* excesses
 
 
 cdef bint _lane_buffers(LaneBuffers* lanes, int64_t size, int64_t slots, int64_t num_qubits, int64_t count,
@@ -524,6 +527,9 @@ cdef bint _lane_buffers(LaneBuffers* lanes, int64_t size, int64_t slots, int64_t
     lanes.gates = <double*>qsim_lanes_alloc(8 * gates * vector)
     lanes.angles = <double*>qsim_lanes_alloc(3 * rotations * vector)
     lanes.fused = <double*>qsim_lanes_alloc(8 * vector)
+    lanes.tables = <uint64_t*>qsim_lanes_alloc((size + 1) * vector)
+    lanes.orders = <int64_t*>qsim_lanes_alloc(size * vector)
+    lanes.excesses = <int64_t*>qsim_lanes_alloc(size * vector)
     lanes.state = <double*>qsim_lanes_alloc(2 * size * vector)
     lanes.probs = <double*>qsim_lanes_alloc(size * vector)
     lanes.mats = <double*>qsim_lanes_alloc(8 * slots * vector)
@@ -532,7 +538,7 @@ cdef bint _lane_buffers(LaneBuffers* lanes, int64_t size, int64_t slots, int64_t
     lanes.rows = <double*>qsim_lanes_alloc(2 * size * vector)
     return not (lanes.state == NULL or lanes.probs == NULL or lanes.mats == NULL or lanes.columns == NULL
                 or lanes.values == NULL or lanes.rows == NULL or lanes.gates == NULL or lanes.angles == NULL
-                or lanes.fused == NULL)
+                or lanes.fused == NULL or lanes.tables == NULL or lanes.orders == NULL or lanes.excesses == NULL)
 
 
 cdef void _free_lane_buffers(LaneBuffers* lanes) noexcept nogil:
@@ -545,6 +551,9 @@ cdef void _free_lane_buffers(LaneBuffers* lanes) noexcept nogil:
     free(lanes.gates)
     free(lanes.angles)
     free(lanes.fused)
+    free(lanes.tables)
+    free(lanes.orders)
+    free(lanes.excesses)
 
 
 cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, const LaneBuffers* lanes,
@@ -615,15 +624,17 @@ cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, c
         qsim_lanes_probabilities(lanes.state, num_qubits, plan.where, probs_out + size * first, size, active)
     elif task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL and z_only:
         qsim_lanes_probabilities(lanes.state, num_qubits, plan.where, lanes.rows, size, active)
+        alias_tables(lanes.rows, num_qubits, lanes.tables, lanes.orders, lanes.excesses, active)
         for r in range(active):
             rng = _stream_state(key, <uint64_t>(batch_offset + first + r))
             if task == TASK_SAMPLES:
-                samples_from(lanes.rows + size * r, size, buffers.table, buffers.order, buffers.excess, &rng,
-                             samples_out + shots * (first + r), shots)
+                alias_draws(lanes.tables + (size + 1) * r, num_qubits, &rng, samples_out + shots * (first + r),
+                            shots)
             else:
-                _shot_estimates_from(<const double*>NULL, size, lanes.rows + size * r, buffers.table,
-                                     buffers.order, buffers.excess, buffers.drawn, xmask, zmask, ny, count, shots,
-                                     &rng, values_out + count * (first + r))
+                alias_draws(lanes.tables + (size + 1) * r, num_qubits, &rng, buffers.drawn, shots)
+                _estimates_from_draws(<const double*>NULL, size, lanes.rows + size * r, buffers.order,
+                                      buffers.excess, buffers.drawn, xmask, zmask, ny, count, shots, &rng,
+                                      values_out + count * (first + r))
     elif task == TASK_STATE:
         qsim_lanes_states(lanes.state, num_qubits, plan.where, psi_out + 2 * size * first, 2 * size, active)
     else:
