@@ -56,10 +56,10 @@ eight at a time in AVX-512, from the same stream numbers.
 """
 
 cimport cython
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int8_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.math cimport fabs
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy, memset
 
 
@@ -2359,6 +2359,11 @@ cdef class SmallProgram:
     cdef const int64_t* perm_table
     cdef bint has_lanes  # complex128 programs that lane_plan takes run eight sets at a time
     cdef LanePlan lanes
+    cdef LaneBuffers* lane_scratch  # per thread, kept between runs (_ensure_lane_scratch)
+    cdef int64_t lane_threads, lane_values
+
+    def __dealloc__(self):
+        _free_lane_scratch(self)
 
     @property
     def lane_path(self) -> bool:
@@ -2629,9 +2634,13 @@ cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, 
         row_fill.rotations1 = &program.rotations1
         row_fill.rotations2 = &program.rotations2
     if real is double and program.has_lanes and start == NULL and batch >= LANES_MIN_BATCH:
+        if not _ensure_lane_scratch(program, _threads, observables.count):
+            failed[0] = 1
+            return
         released = _release_gil(release_gil)
-        _run_lanes(&program.lanes, &row_fill if fill else NULL, not program.refilled, task, psi_out, reals_out,
-                   reals_out, samples_out, batch, program.num_qubits, <double*>program.u1, program.u1_stride,
+        _run_lanes(&program.lanes, program.lane_scratch, &row_fill if fill else NULL, not program.refilled, task,
+                   psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits, <double*>program.u1,
+                   program.u1_stride,
                    <double*>program.u2, program.u2_stride, program.init_u1, program.arg, program.run_start,
                    program.run_gate, observables.xmask, observables.zmask, observables.ny, observables.count, shots,
                    key, batch_offset, _threads, failed)

@@ -1,22 +1,24 @@
 # Eight parameter sets at once: the complex128 small-state path of run_packed for programs of U1 and permutation
-# steps (the usual QML circuit: rotation layers and CNOT networks). Included by _kernels.pyx.
+# steps (the usual QML circuit: rotation layers and CNOT networks), in calls of LANES_MIN_BATCH sets or more.
+# Included by _kernels.pyx.
 #
 # The per-set path (_run_small_row) runs one state after the other; its vectors hold neighbouring amplitudes of
 # one state, so the low qubits' pairs and the permutation steps need shuffles and gathers. Here the vectors run
 # across the batch instead: amplitude m of eight sets is one 64-byte vector of real parts and one of imaginary
-# parts (lane r: set b0 + r), so every step is the same vertical arithmetic whatever its qubit, and nothing
+# parts (lane r: set first + r), so every step is the same vertical arithmetic whatever its qubit, and nothing
 # depends on which lane a set takes or which sets share its vectors: a set's results are those of its own lane,
-# bit for bit, however the batch is cut into calls and groups. A group with fewer than eight sets fills the
-# other lanes with its first set's matrices and drops what they compute.
+# bit for bit, however the batch is cut into calls of LANES_MIN_BATCH sets or more. A group with fewer than
+# eight sets fills the other lanes with its first set's matrices and drops what they compute.
 #
-# Permutation steps (PERM, CNOT, SWAP) move nothing: the plan (_lane_plan, at pack time) follows where each
+# Permutation steps (PERM, CNOT, SWAP) move nothing: the plan (lane_plan, at pack time) follows where each
 # basis state is stored and hands each sweep of up to three U1 steps its tuples of storage positions (eight
 # amplitudes for three steps, ordered by the steps' qubits). Z strings are read through the same map: a Z string
-# is a Z string of the storage positions too (the map is linear over GF(2)), so the exact expectations of every
-# Z string come from one Walsh-Hadamard transform of the probabilities. Other readouts (states, probabilities,
-# samples, X/Y strings) take each set's state out in basis order and use the per-set readouts.
+# is a Z string of the storage positions too (the map is linear over GF(2)); independent ones come from halving
+# folds in coordinates where each is one bit, any others from a Walsh-Hadamard transform of the probabilities.
+# Probabilities, samples and Z-only shot estimates take each set's probabilities out in basis order (the eight
+# alias tables paired at once), states and X/Y strings each set's state, then the per-set readouts follow.
 #
-# Whether a step takes the real path (four products of reals per pair instead of eight) is decided from the
+# Whether a sweep takes the real path (four products of reals per pair instead of eight) is decided from the
 # program, never from the values: RY-like rotations and real constants are real for every parameter, so every
 # set of a call, and of every call, takes the same path through the same expressions.
 
@@ -644,15 +646,15 @@ cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, c
                            size, xmask, zmask, ny, count, shots, key, batch_offset)
 
 
-cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int task, double* psi_out,
-                     double* probs_out, double* values_out, int64_t* samples_out, int64_t batch, int64_t num_qubits,
-                     double* u1, int64_t u1_stride, double* u2, int64_t u2_stride, const int32_t* init_u1,
-                     const int32_t* arg, const int64_t* run_start, const int32_t* run_gate, const int64_t* xmask,
-                     const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots, uint64_t key,
-                     int64_t batch_offset, int num_threads, int* failed) noexcept nogil:
+cdef void _run_lanes(const LanePlan* plan, LaneBuffers* scratch, const RowFill* fill, bint alike, int task,
+                     double* psi_out, double* probs_out, double* values_out, int64_t* samples_out, int64_t batch,
+                     int64_t num_qubits, double* u1, int64_t u1_stride, double* u2, int64_t u2_stride,
+                     const int32_t* init_u1, const int32_t* arg, const int64_t* run_start, const int32_t* run_gate,
+                     const int64_t* xmask, const int64_t* zmask, const int64_t* ny, int64_t count, int64_t shots,
+                     uint64_t key, int64_t batch_offset, int num_threads, int* failed) noexcept nogil:
     """:func:`_run_small` for a program with a lane plan (complex128, no initial states): the batch in groups of
-    eight sets, per-thread buffers, a static loop over the groups in one parallel region (or on the calling
-    thread when it is the only one)."""
+    eight sets, a static loop over the groups in one parallel region (or on the calling thread when it is the
+    only one), each thread on its ``scratch`` (:func:`_ensure_lane_scratch`) and per-set buffers of its own."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t groups = (batch + LANES - 1) // LANES
     cdef int64_t g
@@ -662,10 +664,8 @@ cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int 
     for g in range(count):
         z_only = z_only and xmask[g] == 0
     cdef SmallBuffers own_buffers
-    cdef LaneBuffers own_lanes
     # NULL-initialised: Cython makes these firstprivate in the parallel region
     cdef SmallBuffers* buffers = NULL
-    cdef LaneBuffers* lanes = NULL
     cdef double* gates = NULL
     cdef bint ok = False
     cdef bint own = alike and fill != NULL
@@ -678,52 +678,75 @@ cdef void _run_lanes(const LanePlan* plan, const RowFill* fill, bint alike, int 
         rows1 = gates if own else u1
         rows2 = gates + u1_stride if own else u2
         ok = _small_buffers(&own_buffers, task, size, sizeof(double), False, shots)
-        ok = _lane_buffers(&own_lanes, size, plan.slots, num_qubits, count, u1_stride // 8,
-                                fill.rotations1.count if fill != NULL else 0) and ok
         if ok and (gates != NULL or not own):
             for g in range(groups):
-                _run_lane_group(LANES * g, min(LANES, batch - LANES * g), plan, &own_lanes, &own_buffers, fill,
-                                task, psi_out, probs_out, values_out, samples_out, num_qubits, rows1, stride1,
+                _run_lane_group(LANES * g, min(LANES, batch - LANES * g), plan, scratch, &own_buffers, fill, task,
+                                psi_out, probs_out, values_out, samples_out, num_qubits, rows1, stride1,
                                 u1_stride // 8, rows2, stride2, init_u1, arg, run_start, run_gate, xmask, zmask, ny,
                                 stored_z, marginal_order, z_only, count, shots, key, batch_offset)
         else:
             failed[0] = 1
         _free_small_buffers(&own_buffers)
-        _free_lane_buffers(&own_lanes)
         free(gates)
         free(stored_z)
         free(marginal_order)
         return
     with parallel(num_threads=num_threads):
         buffers = <SmallBuffers*>malloc(sizeof(SmallBuffers))
-        lanes = <LaneBuffers*>malloc(sizeof(LaneBuffers))
         gates = _own_gates(u1, u1_stride, u2, u2_stride) if own else NULL
         rows1 = gates if own else u1
         rows2 = gates + u1_stride if own else u2
-        ok = buffers != NULL and lanes != NULL and (gates != NULL or not own)
+        ok = buffers != NULL and (gates != NULL or not own)
         if buffers != NULL:
             ok = _small_buffers(buffers, task, size, sizeof(double), False, shots) and ok
-        if lanes != NULL:
-            ok = _lane_buffers(lanes, size, plan.slots, num_qubits, count, u1_stride // 8,
-                               fill.rotations1.count if fill != NULL else 0) and ok
         for g in prange(groups, schedule="static"):
             if not ok:
                 failed[0] = 1
             else:
-                _run_lane_group(LANES * g, min(LANES, batch - LANES * g), plan, lanes, buffers, fill, task, psi_out,
-                                probs_out, values_out, samples_out, num_qubits, rows1, stride1, u1_stride // 8, rows2,
-                                stride2, init_u1, arg, run_start, run_gate, xmask, zmask, ny, stored_z, marginal_order,
-                                z_only, count,
-                                shots, key, batch_offset)
+                _run_lane_group(LANES * g, min(LANES, batch - LANES * g), plan, &scratch[threadid()], buffers, fill,
+                                task, psi_out, probs_out, values_out, samples_out, num_qubits, rows1, stride1,
+                                u1_stride // 8, rows2, stride2, init_u1, arg, run_start, run_gate, xmask, zmask, ny,
+                                stored_z, marginal_order, z_only, count, shots, key, batch_offset)
         if buffers != NULL:
             _free_small_buffers(buffers)
-        if lanes != NULL:
-            _free_lane_buffers(lanes)
         free(buffers)
-        free(lanes)
         free(gates)
     free(stored_z)
     free(marginal_order)
+
+
+cdef bint _ensure_lane_scratch(SmallProgram program, int threads, int64_t count) noexcept:
+    """Give ``program`` lane buffers for ``threads`` threads and ``count`` Z strings (kept between runs: a
+    run's freed buffers made glibc consolidate and return memory on every small call); False if they could
+    not be allocated."""
+    cdef int64_t t
+    cdef bint ok = True
+    if program.lane_scratch != NULL and program.lane_threads >= threads and program.lane_values >= count:
+        return True
+    _free_lane_scratch(program)
+    program.lane_scratch = <LaneBuffers*>calloc(threads, sizeof(LaneBuffers))
+    if program.lane_scratch == NULL:
+        return False
+    program.lane_threads = threads
+    program.lane_values = max(count, 16)
+    for t in range(threads):
+        ok = _lane_buffers(&program.lane_scratch[t], <int64_t>1 << program.num_qubits, program.lanes.slots,
+                           program.num_qubits, program.lane_values, program.u1_stride // 8,
+                           program.rotations1.count) and ok
+    if not ok:
+        _free_lane_scratch(program)
+    return ok
+
+
+cdef void _free_lane_scratch(SmallProgram program) noexcept:
+    cdef int64_t t
+    if program.lane_scratch != NULL:
+        for t in range(program.lane_threads):
+            _free_lane_buffers(&program.lane_scratch[t])
+        free(program.lane_scratch)
+    program.lane_scratch = NULL
+    program.lane_threads = 0
+    program.lane_values = 0
 
 
 cdef int64_t* _stored_z(const LanePlan* plan, int64_t num_qubits, const int64_t* xmask, const int64_t* zmask,
@@ -802,16 +825,16 @@ cdef int32_t* _marginal_order(const int64_t* masks, int64_t count, int64_t num_q
             if j != column and (rows[j] >> column) & 1:
                 rows[j] ^= rows[column]
                 inverse[j] ^= inverse[column]
-    # Z^-1's column k (the position of y = 2**k): bit j is bit k of inverse[j]
+    for k in range(num_qubits):  # Z^-1's column k (the position of y = 2**k): bit j is bit k of inverse[j]
+        rows[k] = 0
+        for j in range(num_qubits):
+            rows[k] |= ((inverse[j] >> k) & 1) << j
     order[0] = 0
     for x in range(1, size):
         k = 0
         while not (x >> k) & 1:
             k += 1
-        column = 0
-        for j in range(num_qubits):
-            column |= ((inverse[j] >> k) & 1) << j
-        order[x] = order[x & (x - 1)] ^ <int32_t>column
+        order[x] = order[x & (x - 1)] ^ <int32_t>rows[k]
     return order
 
 

@@ -195,3 +195,15 @@ def test_matrices_bound_beforehand_or_filled_per_group_give_the_same_bits():
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_allclose(results[0][1], REFERENCE.statevector(c, theta), atol=1e-10)
+
+
+def test_the_lane_buffers_kept_between_calls_grow_with_threads_and_strings():
+    # the packed program keeps one set of lane buffers per thread between calls: a call with more threads or
+    # more Z strings than the last replaces them
+    c = seed_circuit()
+    theta = random_params(c, batch=40, seed=9)
+    many = [f"Z{a} Z{b}" for a in range(8) for b in range(a + 1, 8)]  # 28 strings, more than the first buffers
+    for threads, labels in ((1, ["Z0"]), (2, ["Z3"]), (2, many), (1, many[:3]), (2, ["Z1"])):
+        sim = qc.Simulator(backend="cython", threads=threads)
+        np.testing.assert_allclose(sim.expectation(c, labels, theta), REFERENCE.expectation(c, labels, theta),
+                                   atol=1e-12)
