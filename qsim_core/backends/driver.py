@@ -50,6 +50,11 @@ WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
 #: the work of one shot in the same units (its draw and its share of the alias table), set so that shots weigh
 #: against the forward pass as they cost in ``bench/small_calls.py``
 SHOT_WORK = 6
+#: the same two weights for a call the Cython kernels run eight sets at a time (``lane_path``, complex128, at least
+#: ``stable_rows`` sets): an amplitude update there costs about half the per-set path's, a shot as much as 2 of
+#: them. With sleeping threads a second one then pays from about 500 seed circuits with 8 <Z> and 250 with 1,024
+#: shots (it took 2.7x and 1.7x the one thread's time at 128 sets under the per-set weights)
+LANE_STEP_SHARE, LANE_SHOT_WORK = 0.5, 2
 #: a kernel call keeps the GIL unless its work per thread reaches this (about 4 ms of seed circuits here, less than
 #: a switch interval): a thread that releases the GIL takes it back only once a busy Python thread reaches its switch
 #: interval (5 ms), which made a call of 32 seed circuits (50 us) 80x slower beside one (``bench/contention.py``),
@@ -82,10 +87,14 @@ def _specialised(kernel: Callable, dtype: type) -> Callable:
     return found
 
 
-def _work(batch: int, program: Program, passes: int = 1, shots: int = 0) -> int:
+def _work(batch: int, program: Program, passes: int = 1, shots: int = 0, lanes: bool = False) -> int:
     """The work of ``batch`` parameter sets of ``program`` in amplitude updates (``passes``: the work of a set in
-    forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per set)."""
-    return batch * ((passes * (len(program.kind) + 1) << program.num_qubits) + SHOT_WORK * shots)
+    forward passes, the adjoint's is about 2 + its lanes; ``shots`` drawn per set; ``lanes``: run eight sets at a
+    time, see :data:`LANE_STEP_SHARE`)."""
+    steps = passes * (len(program.kind) + 1) << program.num_qubits
+    if lanes:
+        return batch * (int(LANE_STEP_SHARE * steps) + LANE_SHOT_WORK * shots)
+    return batch * (steps + SHOT_WORK * shots)
 
 
 def _useful_threads(threads: int, work: int) -> int:
@@ -232,13 +241,14 @@ class CompiledBackend:
             return result
         kernels = self.kernels
         batch = job.batch
-        work = _work(batch, program, shots=shots)
-        threads = _useful_threads(job.threads, work)
-        kernels.set_threads(threads)
-        packed_observables = observables.packed(kernels.pack_observables)
         initial = job.initial
         bound = _BOUND.get(program, min(batch, BATCH_CHUNK), job.dtype)
         packed = bound.pack(kernels)
+        lanes = getattr(packed, "lane_path", False) and initial is None and batch >= self.stable_rows
+        work = _work(batch, program, shots=shots, lanes=lanes)
+        threads = _useful_threads(job.threads, work)
+        kernels.set_threads(threads)
+        packed_observables = observables.packed(kernels.pack_observables)
         if batch <= BATCH_CHUNK or not bound.refilled:
             # one call: a chunk (the usual case) on the arrays themselves, unsliced, or any batch of a program whose
             # sets differ only in their rotations, which the kernels fill; the GIL is released once, not per chunk
