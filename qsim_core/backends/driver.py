@@ -51,10 +51,10 @@ WORK_PER_THREAD = 800_000 if THREADS_SLEEP else 45_000
 #: against the forward pass as they cost in ``bench/small_calls.py``
 SHOT_WORK = 6
 #: the same two weights for a call the Cython kernels run eight sets at a time (``lane_path``, complex128, at least
-#: ``stable_rows`` sets): an amplitude update there costs about half the per-set path's, a shot as much as 2 of
-#: them. With sleeping threads a second one then pays from about 500 seed circuits with 8 <Z> and 250 with 1,024
-#: shots (it took 2.7x and 1.7x the one thread's time at 128 sets under the per-set weights)
-LANE_STEP_SHARE, LANE_SHOT_WORK = 0.5, 2
+#: ``stable_rows`` sets): an amplitude update there costs about half the per-set path's, a shot about 3 of them.
+#: With sleeping threads a second one then pays from about 500 seed circuits with 8 <Z>, 150-220 with 1,024 shots
+#: (estimates, samples): it took 2.7x and 1.7x the one thread's time at 128 sets under the per-set weights
+LANE_STEP_SHARE, LANE_SHOT_WORK = 0.5, 3
 #: a kernel call keeps the GIL unless its work per thread reaches this (about 4 ms of seed circuits here, less than
 #: a switch interval): a thread that releases the GIL takes it back only once a busy Python thread reaches its switch
 #: interval (5 ms), which made a call of 32 seed circuits (50 us) 80x slower beside one (``bench/contention.py``),
