@@ -466,9 +466,10 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     where = index.copy()
     pauli = np.asarray(rotations1[3])
     matrices = np.asarray(u1_row)
-    real_gate = [not refilled and not np.any(matrices[gate].imag) for gate in range(matrices.shape[0])]
-    for k, gate in enumerate(np.asarray(rotations1[4])):
-        real_gate[gate] = not np.any(pauli[k].real)  # c I - i s P is real where P's entries are imaginary
+    # c I - i s P is real where P's entries are imaginary; a rotation's slot holds nothing yet (the kernels fill it)
+    rotation_real = {int(gate): not np.any(pauli[k].real) for k, gate in enumerate(np.asarray(rotations1[4]))}
+    real_gate = [rotation_real[gate] if gate in rotation_real else not refilled and not np.any(matrices[gate].imag)
+                 for gate in range(matrices.shape[0])]
     widths, first_slots, offsets, reals, tuples, slot_step = [], [], [], [], [], []
     sweep = []  # the open sweep's steps
     for k in range(kind.shape[0] + 1):

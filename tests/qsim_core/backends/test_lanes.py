@@ -4,6 +4,7 @@ permutation steps, in calls of ``LANE_CALL_SETS`` sets or more."""
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -208,3 +209,20 @@ def test_the_lane_buffers_kept_between_calls_grow_with_threads_and_strings():
     for threads, labels in ((1, ["Z0"]), (2, ["Z3"]), (2, many), (1, many[:3]), (2, ["Z1"])):
         got = qc.Simulator(backend="cython", threads=threads).expectation(c, labels, theta)
         np.testing.assert_allclose(got, np.array([want[label] for label in labels]).T, atol=1e-12)
+
+
+def test_the_plan_reads_no_rotation_slot_before_the_kernels_fill_it():
+    # the gate-matrix arrays are allocated empty and the kernels fill the rotations' slots per set: the plan
+    # decides real sweeps from the constants and the rotations' generators only (reading a slot's garbage, a
+    # signalling NaN among it, raised numpy's "invalid value encountered in reduce" now and then)
+    c = seed_circuit().h(3).cnot(1, 2).s(4)
+    program = compile_circuit(c, zbasis=True)
+    u1, u2 = program.matrix_buffers(8, np.complex128)
+    words = u1.out.view(np.uint64)
+    for gate in np.asarray(u1.rotations[4]):
+        words[0, gate] = 0x7FF0000000000001  # a signalling NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        packed_program = kernels().pack_small(8, u1.out, u2.out, u1.rotations, u2.rotations, False,
+                                              *program.small_arguments)
+    assert packed_program.lane_path
