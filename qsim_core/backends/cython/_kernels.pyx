@@ -1638,9 +1638,8 @@ cdef extern from *:
        mispredicts about once per large column, where the lanes take both ways by masks. A lane whose step would
        break (the column it needs is missing) is done and writes its later steps to its table's entry n, left
        unread; a lane with no pairing to do (small 0 or n, or no table: mask `pairs` clear) reads and writes
-       nothing. The same
-       tables as qsim_vose_pairs, entry for entry. Returns 0 where the build has no AVX-512 (the caller pairs
-       them one by one). */
+       nothing. The same tables as qsim_vose_pairs, entry for entry. Returns 0 where the build has no AVX-512
+       (the caller pairs them one by one). */
     static int qsim_vose_pairs8(uint64_t* tables, const int64_t* orders, const int64_t* excesses, int64_t n,
                                 int bits, const int64_t* small, unsigned pairs) {
     #if defined(__AVX512F__)
@@ -1711,14 +1710,23 @@ cdef void alias_table(const double* probs, int64_t bits, uint64_t* table, int64_
     their excesses. Same table as numba's, bit for bit.
     """
     cdef int64_t n = (<int64_t>1) << bits
+    cdef int64_t small = _alias_columns(probs, bits, table, order, excess)
+    if 0 < small < n:
+        qsim_vose_pairs(table, order, excess, n, <int>bits, small)
+
+
+cdef int64_t _alias_columns(const double* probs, int64_t bits, uint64_t* table, int64_t* order,
+                            int64_t* excess) noexcept nogil:
+    """:func:`alias_table` up to the pairing: the integer weights split into ``order`` and ``excess``, every
+    column of ``table`` full and its own alias; returns how many columns are small (the pairing's ``small``)."""
+    cdef int64_t n = (<int64_t>1) << bits
     cdef int64_t cap = (<int64_t>1) << (TOTAL_BITS - bits)
     cdef int64_t small, j
     qsim_integer_weights(probs, n, <int64_t*>table)  # the weights are only needed until the split
     small = qsim_split_columns(<int64_t*>table, n, cap, order, excess)
     for j in range(n):  # every column full and its own alias until the pairing says otherwise
         table[j] = ((<uint64_t>cap) << bits) | <uint64_t>j
-    if 0 < small < n:
-        qsim_vose_pairs(table, order, excess, n, <int>bits, small)
+    return small
 
 
 cdef void alias_tables(const double* probs, int64_t bits, uint64_t* tables, int64_t* orders, int64_t* excesses,
@@ -1728,17 +1736,11 @@ cdef void alias_tables(const double* probs, int64_t bits, uint64_t* tables, int6
     ``tables[(n + 1) r:]`` (entry n is scratch), its ``order`` and ``excess`` at ``orders[n r:]`` and
     ``excesses[n r:]`` (room for 8 of each). The same tables, entry for entry."""
     cdef int64_t n = (<int64_t>1) << bits
-    cdef int64_t cap = (<int64_t>1) << (TOTAL_BITS - bits)
-    cdef int64_t r, j
+    cdef int64_t r
     cdef int64_t small[8]
     cdef unsigned pairs = 0
-    cdef uint64_t* table
     for r in range(count):
-        table = tables + (n + 1) * r
-        qsim_integer_weights(probs + n * r, n, <int64_t*>table)
-        small[r] = qsim_split_columns(<int64_t*>table, n, cap, orders + n * r, excesses + n * r)
-        for j in range(n):
-            table[j] = ((<uint64_t>cap) << bits) | <uint64_t>j
+        small[r] = _alias_columns(probs + n * r, bits, tables + (n + 1) * r, orders + n * r, excesses + n * r)
         if 0 < small[r] < n:
             pairs |= 1u << r
     if qsim_vose_pairs8(tables, orders, excesses, n, <int>bits, small, pairs):
@@ -2640,10 +2642,9 @@ cdef void _fill_and_run(real* psi_out, const real* start, SmallProgram program, 
         released = _release_gil(release_gil)
         _run_lanes(&program.lanes, program.lane_scratch, &row_fill if fill else NULL, not program.refilled, task,
                    psi_out, reals_out, reals_out, samples_out, batch, program.num_qubits, <double*>program.u1,
-                   program.u1_stride,
-                   <double*>program.u2, program.u2_stride, program.init_u1, program.arg, program.run_start,
-                   program.run_gate, observables.xmask, observables.zmask, observables.ny, observables.count, shots,
-                   key, batch_offset, _threads, failed)
+                   program.u1_stride, <double*>program.u2, program.u2_stride, program.init_u1, program.arg,
+                   program.run_start, program.run_gate, observables.xmask, observables.zmask, observables.ny,
+                   observables.count, shots, key, batch_offset, _threads, failed)
         _take_gil_back(released)
         return
     released = _release_gil(release_gil)

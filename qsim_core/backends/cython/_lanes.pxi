@@ -382,7 +382,7 @@ cdef extern from *:
     }
     """
     bint _LANES_BUILT "QSIM_LANES_BUILT"
-    int64_t _LANES_HALF "QSIM_LANES_HALF"
+    int64_t LANES_MAX_QUBITS "(2 * QSIM_LANES_HALF)"  # the product's halves are stack tables of 2**5 amplitudes
     void qsim_lanes_product(double* state, int64_t n, const double* columns) noexcept nogil
     void qsim_lanes_sweep(double* state, int64_t n, int64_t width, const int32_t* tuples, const double* mats,
                           int real) noexcept nogil
@@ -406,7 +406,6 @@ cdef extern from *:
 cdef enum:
     LANES = 8  # parameter sets per group (a 64-byte vector of doubles)
     LANES_SWEEP_MAX = 3  # U1 steps one sweep applies (2**3 amplitudes, 16 vectors, stay in registers)
-    LANES_MAX_QUBITS = 10  # states up to 128 KiB per group (and 2 QSIM_LANES_HALF: the halves' stack tables)
     LANES_MIN_BATCH = 6  # calls of fewer sets take the per-set path (a group costs the same whatever it holds)
 
 
@@ -415,7 +414,7 @@ LANE_CALL_SETS = LANES_MIN_BATCH
 
 
 cdef struct LanePlan:
-    # _lane_plan's arrays as pointers (held by the SmallProgram)
+    # lane_plan's arrays as pointers (held by the SmallProgram)
     int64_t sweeps, slots
     const int64_t* sweep_width  # [sweeps] U1 steps in the sweep
     const int64_t* sweep_slot  # [sweeps] its first step's slot (slots number the U1 steps in order)
@@ -446,15 +445,14 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
 
     Applies to programs whose steps are U1, PERM, CNOT and SWAP only, on 1 to ``LANES_MAX_QUBITS`` qubits.
     Returns ``(sweep_width, sweep_slot, sweep_tuples, sweep_real, tuples, slot_step, where, stored, constants)``:
-    the U1
-    steps in sweeps of up to three consecutive steps on distinct qubits with no permutation between, each sweep's
-    tuples (int32, ``2**n >> width`` rows of ``2**width`` storage positions, see :func:`_lane_tuples`), whether
-    each of its steps' fused matrices is real for every parameter (rotations about Y, and constant ``u1_row``
-    entries with no imaginary part in a program whose constants are the same for every set), the storage map after
-    the last step (``where[j]`` holds basis state j, position ``2**b`` holds basis state ``stored[b]``), and the
-    u1 slots that are not rotations (then a 0 the kernels do not read).
+    the U1 steps in sweeps of up to three consecutive steps on distinct qubits with no permutation between, each
+    sweep's tuples (int32, ``2**n >> width`` rows of ``2**width`` storage positions, see :func:`_lane_tuples`),
+    whether each of its steps' fused matrices is real for every parameter (rotations about Y, and constant
+    ``u1_row`` entries with no imaginary part in a program whose constants are the same for every set), the storage
+    map after the last step (``where[j]`` holds basis state j, position ``2**b`` holds basis state ``stored[b]``),
+    and the u1 slots that are not rotations (then a 0 the kernels do not read).
     """
-    if not _LANES_BUILT or not 1 <= num_qubits <= LANES_MAX_QUBITS:
+    if not _LANES_BUILT or not 1 <= num_qubits <= LANES_MAX_QUBITS:  # states up to 128 KiB per group
         return None
     kind, q0, q1, arg = (np.asarray(a) for a in (kind, q0, q1, arg))
     run_start, run_gate, perm_start, perm_table = (np.asarray(a) for a in (run_start, run_gate, perm_start,
@@ -499,8 +497,7 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     # permutation steps' tables are
     if not np.array_equal(where, np.bitwise_xor.reduce(np.where(index[:, None] & bit, where[bit], 0), axis=1)):
         return None
-    rotations = set(np.asarray(rotations1[4]).tolist())
-    constants = [gate for gate in range(matrices.shape[0]) if gate not in rotations]
+    constants = [gate for gate in range(matrices.shape[0]) if gate not in rotation_real]
     return (np.asarray(widths, np.int64), np.asarray(first_slots, np.int64), np.asarray(offsets, np.int64),
             np.asarray(reals, np.int32), np.concatenate(tuples) if tuples else np.zeros(1, np.int32),
             np.asarray(slot_step, np.int32), where.astype(np.int32), np.argsort(where)[bit].astype(np.int64),
