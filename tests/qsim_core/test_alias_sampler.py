@@ -262,6 +262,20 @@ def test_eight_alias_tables_at_once_are_vose_bit_for_bit(level, bits):
                 np.testing.assert_array_equal(table[:n], vose_reference(row))
 
 
+def test_eight_alias_tables_refuse_shapes_they_cannot_take():
+    if "cython" not in COMPILED:
+        pytest.skip("the Cython kernels are not built")
+    from qsim_core.backends.cython import kernels
+
+    message = r"1 to 8 distributions of 2\*\*bits entries \(bits >= 1\), and a table of 2\*\*bits \+ 1 entries"
+    for probs, tables in ((np.ones((9, 4)), np.zeros((9, 5), np.uint64)),  # more than eight
+                          (np.ones((2, 6)), np.zeros((2, 7), np.uint64)),  # not a power of two
+                          (np.ones((2, 4)), np.zeros((2, 4), np.uint64)),  # no scratch entry
+                          (np.ones((2, 1)), np.zeros((2, 2), np.uint64))):  # bits 0
+        with pytest.raises(ValueError, match=message):
+            kernels.alias_tables_into(probs, tables)
+
+
 def small_state_circuit(num_qubits: int, seed: int) -> qc.Circuit:
     """Random rotations and a CNOT chain: an uneven distribution over all 2**num_qubits states."""
     angles = np.random.default_rng(seed).uniform(0, np.pi, (num_qubits, 2))
