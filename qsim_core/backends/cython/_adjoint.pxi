@@ -1118,6 +1118,9 @@ cdef void _adjoint_small(real* u1, int64_t u1_stride, real* u2, int64_t u2_strid
         free(gates)
 
 
+include "_adjoint_lanes.pxi"
+
+
 cdef class AdjointProgram:
     """What :func:`pack_adjoint` checked once: an adjoint plan's step arrays as pointers, for repeated
     :func:`adjoint_packed` calls (the arrays are held here)."""
@@ -1216,6 +1219,7 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     cdef int64_t uses1 = du1.shape[1]
     cdef int64_t uses = uses1 + du2.shape[1]
     cdef int failed = 0
+    cdef int64_t observable
     cdef RowFill fill
     # values_out with no rows: the expectations are not wanted (a vjp), and are not computed
     cdef bint has_values = values_out.shape[0] > 0
@@ -1258,7 +1262,27 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     fill.num_params = params.shape[1]
     fill.rotations1 = &gates.rotations1
     fill.rotations2 = &gates.rotations2
-    cdef PyThreadState* released = _release_gil(release_gil)
+    cdef PyThreadState* released
+    cdef bint z_only = True
+    for observable in range(count):
+        z_only = z_only and observables.xmask[observable] == 0
+    if cplx is cython.doublecomplex:
+        if gates.has_lanes and not has_initial and batch >= LANES_MIN_BATCH and program.rotations_only \
+                and program.uses2 == 0 and z_only:
+            if not _ensure_lane_scratch(gates, _threads, count):
+                raise MemoryError("could not allocate the per-thread buffers")
+            released = _release_gil(release_gil)
+            _adjoint_lanes(&gates.lanes, gates.lane_scratch, &fill, <const double*>gates.u1,
+                           0 if not gates.refilled else gates.u1_stride, gates.u1_stride // 8, batch,
+                           program.num_qubits, program.init_u1, program.kind, program.arg, program.steps,
+                           program.run_start, program.run_gate, program.u1_use_start, program.u2_use_start,
+                           program.slope1, observables.xmask, observables.zmask, count, &weights[0, 0, 0], lanes,
+                           &values_out[0, 0] if has_values else NULL, &grad_out[0, 0, 0], uses, uses1, _threads,
+                           &failed)
+            _take_gil_back(released)
+            _check_allocated(failed)
+            return
+    released = _release_gil(release_gil)
     if cplx is cython.floatcomplex:
         _adjoint_small(<float*>gates.u1, gates.u1_stride, <float*>gates.u2, gates.u2_stride, &fill,
                        not gates.refilled, <const float*>&du1[0, 0, 0, 0], du1_stride,

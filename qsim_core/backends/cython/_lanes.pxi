@@ -71,6 +71,23 @@ cdef extern from *:
             }
         }
     }
+    /* amplitudes j and k (re[j], im[j]; re[k], im[k]) through the 2x2 u (8 vectors, row-major complex entries
+       as re, im); REAL: u is real (its imaginary vectors are not read) */
+    #define QSIM_LANES_MIX(u, re, im, j, k, REAL)                                                               \
+    do {                                                                                                       \
+        qsim_lane ar = re[j], ai = im[j], br = re[k], bi = im[k];                                              \
+        if (REAL) {                                                                                            \
+            re[j] = u[0] * ar + u[2] * br;                                                                     \
+            im[j] = u[0] * ai + u[2] * bi;                                                                     \
+            re[k] = u[4] * ar + u[6] * br;                                                                     \
+            im[k] = u[4] * ai + u[6] * bi;                                                                     \
+        } else {                                                                                               \
+            re[j] = (u[0] * ar - u[1] * ai) + (u[2] * br - u[3] * bi);                                         \
+            im[j] = (u[0] * ai + u[1] * ar) + (u[2] * bi + u[3] * br);                                         \
+            re[k] = (u[4] * ar - u[5] * ai) + (u[6] * br - u[7] * bi);                                         \
+            im[k] = (u[4] * ai + u[5] * ar) + (u[6] * bi + u[7] * br);                                         \
+        }                                                                                                      \
+    } while (0)
     /* one sweep of G steps: each tuple's 2**G amplitudes loaded once, step i mixing the pairs whose positions
        in the tuple differ in bit i (matrix i: 8 vectors, row-major complex entries as re, im), in step order;
        REAL: every matrix is real (the imaginary vectors are not read) */
@@ -95,19 +112,7 @@ cdef extern from *:
                 for (int j = 0; j < (1 << G); j++) {                                                           \
                     if ((j >> i) & 1)                                                                          \
                         continue;                                                                              \
-                    int k = j | 1 << i;                                                                        \
-                    qsim_lane ar = re[j], ai = im[j], br = re[k], bi = im[k];                                  \
-                    if (REAL) {                                                                                \
-                        re[j] = u[0] * ar + u[2] * br;                                                         \
-                        im[j] = u[0] * ai + u[2] * bi;                                                         \
-                        re[k] = u[4] * ar + u[6] * br;                                                         \
-                        im[k] = u[4] * ai + u[6] * bi;                                                         \
-                    } else {                                                                                   \
-                        re[j] = (u[0] * ar - u[1] * ai) + (u[2] * br - u[3] * bi);                             \
-                        im[j] = (u[0] * ai + u[1] * ar) + (u[2] * bi + u[3] * br);                             \
-                        re[k] = (u[4] * ar - u[5] * ai) + (u[6] * br - u[7] * bi);                             \
-                        im[k] = (u[4] * ai + u[5] * ar) + (u[6] * bi + u[7] * br);                             \
-                    }                                                                                          \
+                    QSIM_LANES_MIX(u, re, im, j, j | 1 << i, REAL);                                            \
                 }                                                                                              \
             }                                                                                                  \
             QSIM_UNROLL                                                                                        \
@@ -556,33 +561,22 @@ cdef void _free_lane_buffers(LaneBuffers* lanes) noexcept nogil:
     free(lanes.excesses)
 
 
-cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, const LaneBuffers* lanes,
-                          const SmallBuffers* buffers, const RowFill* fill, int task, double* psi_out,
-                          double* probs_out, double* values_out, int64_t* samples_out, int64_t num_qubits,
-                          double* u1, int64_t u1_stride, int64_t gate_slots, double* u2, int64_t u2_stride,
-                          const int32_t* init_u1, const int32_t* arg, const int64_t* run_start,
-                          const int32_t* run_gate, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
-                          const int64_t* stored_z, const int32_t* marginal_order, bint z_only, int64_t count, int64_t shots, uint64_t key,
-                          int64_t batch_offset) noexcept nogil:
-    """Sets ``first`` .. ``first + active - 1`` (active <= 8) of :func:`_run_lanes`: each set's matrices
-    (its rotations filled first when ``fill`` is not NULL) into its lane, the sweeps, then the readout:
-    ``marginal_order`` (:func:`_marginal_order`) or else ``stored_z`` (the Z strings as strings of storage
-    positions: a Walsh-Hadamard transform) for all-Z expectations, the probabilities in
-    basis order for probabilities, samples and (``z_only``: no string has an X or Y) shot estimates, else each
-    set's state in basis order (through the per-set readouts)."""
-    cdef int64_t size = <int64_t>1 << num_qubits
-    cdef int64_t r, q, c, slot, e, s, k
+cdef void _lane_forward(int64_t first, int64_t active, const LanePlan* plan, const LaneBuffers* lanes,
+                       const RowFill* fill, int64_t num_qubits, const double* u1, int64_t u1_stride,
+                       int64_t gate_slots, const int32_t* init_u1, const int32_t* arg, const int64_t* run_start,
+                       const int32_t* run_gate) noexcept nogil:
+    """Sets ``first`` .. ``first + active - 1`` (active <= 8) forward into ``lanes.state``: each set's matrices
+    (its rotations filled first when ``fill`` is not NULL) into its lane of ``lanes.gates``, the fused runs into
+    ``lanes.columns`` (the product state's factors) and ``lanes.mats`` (the sweeps'), the product state, the sweeps.
+    The other lanes take the first set's matrices."""
+    cdef int64_t r, q, c, slot, e, s
     cdef double* m = lanes.fused
     cdef const double* row
-    cdef uint64_t rng
     if fill != NULL:
         qsim_lanes_rotations(fill.params, fill.num_params, first, active, fill.rotations1.index,
                              fill.rotations1.scale, fill.rotations1.offset, fill.rotations1.pauli,
                              fill.rotations1.slot, fill.rotations1.count, fill.rotations1.terms, lanes.angles,
                              lanes.gates)
-        for r in range(active):  # (programs of U1 steps have no two-qubit rotations, but their u2 rows are filled)
-            _fill_rotation_row(fill.params + fill.num_params * (first + r), fill.rotations2,
-                               u2 + u2_stride * (first + r))
     # the matrices the rows hold: all ``gate_slots`` without ``fill``, else the constants' (for the whole batch in
     # row 0 when the rows share it: u1_stride 0)
     for c in range(gate_slots if fill == NULL else plan.constants):
@@ -607,19 +601,52 @@ cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, c
     for s in range(plan.sweeps):
         qsim_lanes_sweep(lanes.state, num_qubits, plan.sweep_width[s], plan.tuples + plan.sweep_tuples[s],
                          lanes.mats + 8 * LANES * plan.sweep_slot[s], plan.sweep_real[s])
+
+
+cdef void _lane_z_values(const LaneBuffers* lanes, int64_t num_qubits, const int64_t* stored_z,
+                         const int32_t* marginal_order, int64_t count, int64_t active, double* values_out) noexcept nogil:
+    """The Z strings' expectations of the ``active`` sets in ``lanes.state`` into ``values_out`` (``count`` per
+    set): from the halving folds in ``marginal_order``'s coordinates (:func:`_marginal_order`) when not NULL, else
+    from a Walsh-Hadamard transform read at ``stored_z`` (the strings as strings of storage positions)."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t r, k, e
     if marginal_order != NULL:
         qsim_lanes_marginals(lanes.state, num_qubits, marginal_order, lanes.probs, lanes.values)
         for k in range(count):  # a string: 1 - 2 P(its bit of y is 1); the identity: the total
             e = marginal_order[size + k]
             for r in range(active):
-                values_out[count * (first + r) + k] = (lanes.values[LANES * num_qubits + r] if e < 0 else
-                                                       lanes.values[LANES * num_qubits + r]
-                                                       - 2.0 * lanes.values[LANES * e + r])
-    elif stored_z != NULL:
+                values_out[count * r + k] = (lanes.values[LANES * num_qubits + r] if e < 0 else
+                                             lanes.values[LANES * num_qubits + r] - 2.0 * lanes.values[LANES * e + r])
+    else:
         qsim_lanes_z(lanes.state, num_qubits, lanes.probs, stored_z, count, lanes.values)
         for r in range(active):
             for k in range(count):
-                values_out[count * (first + r) + k] = lanes.values[LANES * k + r]
+                values_out[count * r + k] = lanes.values[LANES * k + r]
+
+
+cdef void _run_lane_group(int64_t first, int64_t active, const LanePlan* plan, const LaneBuffers* lanes,
+                          const SmallBuffers* buffers, const RowFill* fill, int task, double* psi_out,
+                          double* probs_out, double* values_out, int64_t* samples_out, int64_t num_qubits,
+                          double* u1, int64_t u1_stride, int64_t gate_slots, double* u2, int64_t u2_stride,
+                          const int32_t* init_u1, const int32_t* arg, const int64_t* run_start,
+                          const int32_t* run_gate, const int64_t* xmask, const int64_t* zmask, const int64_t* ny,
+                          const int64_t* stored_z, const int32_t* marginal_order, bint z_only, int64_t count,
+                          int64_t shots, uint64_t key, int64_t batch_offset) noexcept nogil:
+    """Sets ``first`` .. ``first + active - 1`` (active <= 8) of :func:`_run_lanes`: :func:`_lane_forward`, then
+    the readout: :func:`_lane_z_values` for all-Z expectations, the probabilities in basis order for
+    probabilities, samples and (``z_only``: no string has an X or Y) shot estimates, else each set's state in
+    basis order (through the per-set readouts)."""
+    cdef int64_t size = <int64_t>1 << num_qubits
+    cdef int64_t r
+    cdef uint64_t rng
+    if fill != NULL:
+        for r in range(active):  # (programs of U1 steps have no two-qubit rotations, but their u2 rows are filled)
+            _fill_rotation_row(fill.params + fill.num_params * (first + r), fill.rotations2,
+                               u2 + u2_stride * (first + r))
+    _lane_forward(first, active, plan, lanes, fill, num_qubits, u1, u1_stride, gate_slots, init_u1, arg, run_start,
+                  run_gate)
+    if stored_z != NULL:
+        _lane_z_values(lanes, num_qubits, stored_z, marginal_order, count, active, values_out + count * first)
     elif task == TASK_PROBS:
         qsim_lanes_probabilities(lanes.state, num_qubits, plan.where, probs_out + size * first, size, active)
     elif task == TASK_SAMPLES or task == TASK_SHOT_EXPVAL and z_only:
