@@ -53,7 +53,8 @@ SHOT_WORK = 6
 #: the same two weights for a call the Cython kernels run eight sets at a time (``lane_path``, complex128, at least
 #: ``stable_rows`` sets): an amplitude update there costs about half the per-set path's, a shot about 3 of them.
 #: With sleeping threads a second one then pays from about 500 seed circuits with 8 <Z>, 150-220 with 1,024 shots
-#: (estimates, samples): it took 2.7x and 1.7x the one thread's time at 128 sets under the per-set weights
+#: (estimates, samples): it took 2.7x and 1.7x the one thread's time at 128 sets under the per-set weights. The
+#: adjoint's sweep eight sets at a time weighs the same (its vjp about 3 forward passes): from about 190 sets
 LANE_STEP_SHARE, LANE_SHOT_WORK = 0.5, 3
 #: a kernel call keeps the GIL unless its work per thread reaches this (about 4 ms of seed circuits here, less than
 #: a switch interval): a thread that releases the GIL takes it back only once a busy Python thread reaches its switch
@@ -397,7 +398,11 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     # sets that differ only in their rotations (which the kernels fill), with no derivative matrices to bind: the
     # whole batch is one call, which releases the GIL at most once; otherwise one call per chunk
     chunk = job.batch if adjoint.rotations_only and not bound.refilled else BATCH_CHUNK
-    work = _work(min(job.batch, chunk), program, passes=2 + lanes)  # per kernel call
+    gates = bound.pack(kernels)
+    # the kernels' own test for differentiating eight sets at a time (_adjoint_lanes.pxi)
+    eight = (getattr(gates, "lane_path", False) and job.initial is None and adjoint.rotations_only
+             and observables.z_only and min(job.batch, chunk) >= getattr(kernels, "LANE_CALL_SETS", 1))
+    work = _work(min(job.batch, chunk), program, passes=2 + lanes, lanes=eight)  # per kernel call
     threads = _useful_threads(job.threads, work)
     release = _releases_gil(work, threads)
     # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs); and the
@@ -415,7 +420,6 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     adjoint_packed = _specialised(adjoint_kernels.adjoint_packed, dtype)
     packed = adjoint.packed(adjoint_kernels)
     packed_observables = observables.packed(kernels.pack_observables)
-    gates = bound.pack(kernels)
     # one buffer for every chunk's per-use gradients: a fresh one per chunk would be fresh pages to fault in
     # where large allocations are not reused (Dask's workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map
     # every one anew)
