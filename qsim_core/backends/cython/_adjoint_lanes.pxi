@@ -37,12 +37,13 @@ cdef extern from *:
     /* the backward sweep of G steps over the sets' lambda, with the forward sweep's tuples: per tuple, every
        step's cross matrix with psi as both come in (C[a, b] = sum conj(lam[a]) psi[b], 8 vectors per step,
        row-major complex as re, im) summed into cross, then lambda through the daggers (8 vectors per step; REAL:
-       real), last step first. CROSS says which entries the slopes can need: 1 Re C[0, 1] and Re C[1, 0], 2 every
-       real part, 3 all (the others are left at 0). psi is only read: the cross matrices take it from memory, so
-       that it need not stay in registers while lambda moves. DIAG: lambda is not read but formed as diag psi
-       (diag: 2**n vectors), the first sweep back saving a pass. */
-    #define QSIM_LANES_BACK(G, REAL, CROSS, DIAG)                                                               \
-    static void qsim_lanes_back##G##_##REAL##_##CROSS##_##DIAG(const double* psi_, double* lam_,               \
+       real), last step first; KIND 0: the cross matrices only (lambda is not stored), 1: complex daggers, 2: real.
+       CROSS says which entries the slopes can need: 1 Re C[0, 1] and Re C[1, 0], 2 every real part, 3 all (the
+       others are left at 0). psi is only read: the cross matrices take it from memory, so that it need not stay
+       in registers while lambda moves. DIAG: lambda is not read but formed as diag psi (diag: 2**n vectors), the
+       first sweep back saving a pass. */
+    #define QSIM_LANES_BACK(G, KIND, CROSS, DIAG)                                                               \
+    static void qsim_lanes_back##G##_##KIND##_##CROSS##_##DIAG(const double* psi_, double* lam_,               \
                                                                const int32_t* tuples, int64_t count,           \
                                                                const double* daggers, double* cross,           \
                                                                const double* diag) {                           \
@@ -89,13 +90,15 @@ cdef extern from *:
                     }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \
+            if (KIND == 0)                                                                                     \
+                continue;                                                                                      \
             QSIM_UNROLL                                                                                        \
             for (int i = G - 1; i >= 0; i--) {                                                                 \
                 const qsim_lane* u = m + 8 * i;                                                                \
                 QSIM_UNROLL                                                                                    \
                 for (int j = 0; j < (1 << G); j++)                                                             \
                     if (!((j >> i) & 1))                                                                       \
-                        QSIM_LANES_MIX(u, lr, li, j, j | 1 << i, REAL);                                        \
+                        QSIM_LANES_MIX(u, lr, li, j, j | 1 << i, KIND == 2);                                   \
             }                                                                                                  \
             QSIM_UNROLL                                                                                        \
             for (int j = 0; j < (1 << G); j++) {                                                               \
@@ -105,25 +108,28 @@ cdef extern from *:
         }                                                                                                      \
         memcpy(cross, acc, sizeof acc);                                                                        \
     }
-    #define QSIM_LANES_BACKS(G, REAL)                                                                           \
-    QSIM_LANES_BACK(G, REAL, 1, 0) QSIM_LANES_BACK(G, REAL, 2, 0) QSIM_LANES_BACK(G, REAL, 3, 0)                \
-    QSIM_LANES_BACK(G, REAL, 1, 1) QSIM_LANES_BACK(G, REAL, 2, 1) QSIM_LANES_BACK(G, REAL, 3, 1)
+    #define QSIM_LANES_BACKS(G, KIND)                                                                           \
+    QSIM_LANES_BACK(G, KIND, 1, 0) QSIM_LANES_BACK(G, KIND, 2, 0) QSIM_LANES_BACK(G, KIND, 3, 0)                \
+    QSIM_LANES_BACK(G, KIND, 1, 1) QSIM_LANES_BACK(G, KIND, 2, 1) QSIM_LANES_BACK(G, KIND, 3, 1)
     QSIM_LANES_BACKS(1, 0) QSIM_LANES_BACKS(2, 0) QSIM_LANES_BACKS(3, 0)
     QSIM_LANES_BACKS(1, 1) QSIM_LANES_BACKS(2, 1) QSIM_LANES_BACKS(3, 1)
+    QSIM_LANES_BACKS(1, 2) QSIM_LANES_BACKS(2, 2) QSIM_LANES_BACKS(3, 2)
     typedef void (*qsim_lanes_back_fn)(const double*, double*, const int32_t*, int64_t, const double*, double*,
                                        const double*);
-    #define QSIM_LANES_BACK_ROW(G, REAL)                                                                        \
-        {{qsim_lanes_back##G##_##REAL##_1_0, qsim_lanes_back##G##_##REAL##_2_0, qsim_lanes_back##G##_##REAL##_3_0}, \
-         {qsim_lanes_back##G##_##REAL##_1_1, qsim_lanes_back##G##_##REAL##_2_1, qsim_lanes_back##G##_##REAL##_3_1}}
-    static const qsim_lanes_back_fn qsim_lanes_backs[3][2][2][3] = {
-        {QSIM_LANES_BACK_ROW(1, 0), QSIM_LANES_BACK_ROW(1, 1)},
-        {QSIM_LANES_BACK_ROW(2, 0), QSIM_LANES_BACK_ROW(2, 1)},
-        {QSIM_LANES_BACK_ROW(3, 0), QSIM_LANES_BACK_ROW(3, 1)}};
+    #define QSIM_LANES_BACK_KIND(G, KIND)                                                                       \
+        {{qsim_lanes_back##G##_##KIND##_1_0, qsim_lanes_back##G##_##KIND##_2_0, qsim_lanes_back##G##_##KIND##_3_0}, \
+         {qsim_lanes_back##G##_##KIND##_1_1, qsim_lanes_back##G##_##KIND##_2_1, qsim_lanes_back##G##_##KIND##_3_1}}
+    #define QSIM_LANES_BACK_WIDTH(G)                                                                            \
+        {QSIM_LANES_BACK_KIND(G, 0), QSIM_LANES_BACK_KIND(G, 1), QSIM_LANES_BACK_KIND(G, 2)}
+    static const qsim_lanes_back_fn qsim_lanes_backs[3][3][2][3] = {
+        QSIM_LANES_BACK_WIDTH(1), QSIM_LANES_BACK_WIDTH(2), QSIM_LANES_BACK_WIDTH(3)};
     /* the backward sweep of width (1 to 3) steps over 2**n amplitudes (see QSIM_LANES_BACK; entries 1 to 3,
-       lambda formed as diag psi when diag is not NULL) */
+       lambda formed as diag psi when diag is not NULL); move 0: the cross matrices only, else lambda also goes
+       back through the daggers (real: all real) */
     static void qsim_lanes_back(const double* psi, double* lam, int64_t n, int64_t width, const int32_t* tuples,
-                                const double* daggers, double* cross, int real, int entries, const double* diag) {
-        qsim_lanes_backs[width - 1][real != 0][diag != NULL][entries - 1]
+                                const double* daggers, double* cross, int move, int real, int entries,
+                                const double* diag) {
+        qsim_lanes_backs[width - 1][move ? 1 + (real != 0) : 0][diag != NULL][entries - 1]
             (psi, lam, tuples, ((int64_t)1 << n) >> width, daggers, cross, diag);
     }
     /* diagonal = the diagonal of sum_k weights[k] Z(masks[k]) over 2**n storage positions (masks: strings of
@@ -339,11 +345,13 @@ cdef extern from *:
                 qsim_lane d[4], s[4];
                 for (int r = 0; r < 2; r++) {  /* d = slope1[u] v, then s = G d */
                     d[2 * r] = (p[4 * r] * v[0] - p[4 * r + 1] * v[1]) + (p[4 * r + 2] * v[2] - p[4 * r + 3] * v[3]);
-                    d[2 * r + 1] = (p[4 * r] * v[1] + p[4 * r + 1] * v[0]) + (p[4 * r + 2] * v[3] + p[4 * r + 3] * v[2]);
+                    d[2 * r + 1] = (p[4 * r] * v[1] + p[4 * r + 1] * v[0])
+                                   + (p[4 * r + 2] * v[3] + p[4 * r + 3] * v[2]);
                 }
                 for (int r = 0; r < 2; r++) {
                     s[2 * r] = (m[4 * r] * d[0] - m[4 * r + 1] * d[1]) + (m[4 * r + 2] * d[2] - m[4 * r + 3] * d[3]);
-                    s[2 * r + 1] = (m[4 * r] * d[1] + m[4 * r + 1] * d[0]) + (m[4 * r + 2] * d[3] + m[4 * r + 3] * d[2]);
+                    s[2 * r + 1] = (m[4 * r] * d[1] + m[4 * r + 1] * d[0])
+                                   + (m[4 * r + 2] * d[3] + m[4 * r + 3] * d[2]);
                 }
                 qsim_lane sum = (row[0] * s[0] - row[1] * s[1]) + (row[2] * s[2] - row[3] * s[3]);
                 values[after + u - use_start[g]] = sum + sum;
@@ -358,7 +366,8 @@ cdef extern from *:
     #else
     static void qsim_lanes_dagger(const double* m, double* out) {}
     static void qsim_lanes_back(const double* psi, double* lam, int64_t n, int64_t width, const int32_t* tuples,
-                                const double* daggers, double* cross, int real, int entries, const double* diag) {}
+                                const double* daggers, double* cross, int move, int real, int entries,
+                                const double* diag) {}
     static void qsim_lanes_diagonal(int64_t n, const int64_t* masks, const double* weights, int64_t count,
                                     double* diagonal) {}
     static void qsim_lanes_scale(const double* diagonal, const double* psi, int64_t n, double* lam) {}
@@ -375,7 +384,7 @@ cdef extern from *:
     """
     void qsim_lanes_dagger(const double* m, double* out) noexcept nogil
     void qsim_lanes_back(const double* psi, double* lam, int64_t n, int64_t width, const int32_t* tuples,
-                         const double* daggers, double* cross, int real, int entries,
+                         const double* daggers, double* cross, int move, int real, int entries,
                          const double* diag) noexcept nogil
     void qsim_lanes_diagonal(int64_t n, const int64_t* masks, const double* weights, int64_t count,
                              double* diagonal) noexcept nogil
@@ -396,9 +405,9 @@ cdef struct LaneAdjoint:
     double* lam  # per lambda 2**n amplitudes (a vector of real parts, then one of imaginary parts)
     double* weights  # per lambda a vector per string
     double* diagonals  # per lambda 2**n vectors: the diagonal lambda starts from (times psi)
-    double* daggers  # a sweep's dagger matrices: 8 vectors per step
-    double* cross  # its cross matrices: 8 vectors per step
-    double* slopes  # its uses' slopes: 8 vectors per use
+    double* daggers  # a layer's dagger matrices: 8 vectors per step (at most one step per qubit)
+    double* cross  # a sweep's cross matrices: 8 vectors per step
+    double* slopes  # a layer's uses' slopes: 8 vectors per use
     double* values  # per use a vector: its derivatives
     double* mu  # per qubit 4 vectors
     double* states  # an initial run's states: 4 vectors per gate
@@ -412,7 +421,7 @@ cdef bint _lane_adjoint_buffers(LaneAdjoint* back, int64_t num_qubits, int64_t l
     back.lam = <double*>qsim_lanes_alloc(2 * size * lambdas * vector)
     back.weights = <double*>qsim_lanes_alloc(lambdas * count * vector)
     back.diagonals = <double*>qsim_lanes_alloc(lambdas * size * vector)
-    back.daggers = <double*>qsim_lanes_alloc(8 * LANES_SWEEP_MAX * vector)
+    back.daggers = <double*>qsim_lanes_alloc(8 * max(num_qubits, LANES_SWEEP_MAX) * vector)
     back.cross = <double*>qsim_lanes_alloc(8 * LANES_SWEEP_MAX * vector)
     back.slopes = <double*>qsim_lanes_alloc(8 * uses * vector)
     back.values = <double*>qsim_lanes_alloc(uses * vector)
@@ -448,6 +457,21 @@ cdef void _add_run_values(const double* values, const int64_t* run_start, const 
             i += 1
 
 
+cdef enum:
+    LANES_LAYER_SLOTS = 16  # at least LANES_MAX_QUBITS: a layer's slots (its steps, on distinct qubits)
+
+
+cdef int64_t _lane_layer_bottom(const LanePlan* plan, int64_t top, int64_t first_state) noexcept nogil:
+    """The lowest sweep whose cross matrices the sweep back takes from the states after sweep ``top``: the highest
+    sweep of ``top``'s layer that starts at or before ``first_state`` (no derivative below it reads psi, which
+    then is not taken back through those sweeps at all: their cross matrices equal those after each sweep, since
+    the layer's other sweeps act on other qubits); ``top`` itself where there is none."""
+    cdef int64_t k = top
+    while k > plan.sweep_layer[top] and plan.slot_step[plan.sweep_slot[k]] > first_state:
+        k -= 1
+    return k if plan.slot_step[plan.sweep_slot[k]] <= first_state else top
+
+
 cdef void _adjoint_lane_group(int64_t first, int64_t active, const LanePlan* plan, const LaneBuffers* lanes,
                               const LaneAdjoint* back, const RowFill* fill, const double* u1, int64_t u1_stride,
                               int64_t gate_slots, int64_t num_qubits, const int32_t* init_u1, const int32_t* arg,
@@ -460,9 +484,15 @@ cdef void _adjoint_lane_group(int64_t first, int64_t active, const LanePlan* pla
     back, then the product state's derivatives."""
     cdef int64_t size = <int64_t>1 << num_qubits
     cdef int64_t set_stride = uses * lambdas
-    cdef int64_t s, i, l, r, k, q, g, run, width, used, step, entries
-    cdef int flags, real
-    cdef int64_t run_uses[LANES_SWEEP_MAX]
+    cdef int64_t s, l, r, k, q, j, run, used, slot, bottom, base
+    cdef int flags
+    cdef double* lam
+    cdef const double* diagonal
+    # per slot of a layer (at most one per qubit): its run's uses and where their slopes start; per sweep: the
+    # cross entries its slopes need
+    cdef int64_t run_uses[LANES_LAYER_SLOTS]
+    cdef int64_t slope_at[LANES_LAYER_SLOTS]
+    cdef int entries[LANES_LAYER_SLOTS]
     for r in range(active):
         memset(grad_out + set_stride * (first + r), 0, set_stride * sizeof(double))
     _lane_forward(first, active, plan, lanes, fill, num_qubits, u1, u1_stride, gate_slots, init_u1, arg, run_start,
@@ -472,42 +502,56 @@ cdef void _adjoint_lane_group(int64_t first, int64_t active, const LanePlan* pla
     for l in range(lambdas):  # each lane's weights (the other lanes: the first set's); lambda = D psi
         for k in range(count):
             for r in range(LANES):
-                back.weights[LANES * (count * l + k) + r] = weights[count * (lambdas * (first + (r if r < active else 0))
-                                                                             + l) + k]
+                back.weights[LANES * (count * l + k) + r] = weights[
+                    count * (lambdas * (first + (r if r < active else 0)) + l) + k]
         qsim_lanes_diagonal(num_qubits, stored_z, back.weights + LANES * count * l, count,
                             back.diagonals + LANES * size * l)
         if plan.sweeps == 0:  # (else the first sweep back forms it)
-            qsim_lanes_scale(back.diagonals + LANES * size * l, lanes.state, num_qubits, back.lam + 2 * LANES * size * l)
-    for s in range(plan.sweeps - 1, -1, -1):
-        width = plan.sweep_width[s]
-        step = plan.slot_step[plan.sweep_slot[s]]
-        flags = 0
+            qsim_lanes_scale(back.diagonals + LANES * size * l, lanes.state, num_qubits,
+                             back.lam + 2 * LANES * size * l)
+    s = plan.sweeps - 1
+    while s >= 0:
+        bottom = _lane_layer_bottom(plan, s, first_state)
+        base = plan.sweep_slot[bottom]
+        slots = plan.sweep_slot[s] + plan.sweep_width[s] - base
         used = 0
-        for i in range(width):
-            qsim_lanes_dagger(lanes.mats + 8 * LANES * (plan.sweep_slot[s] + i), back.daggers + 8 * LANES * i)
-            run = arg[plan.slot_step[plan.sweep_slot[s] + i]]
-            run_uses[i] = _run_uses(run_start, run_gate, run, use_start)
-            if run_uses[i]:
-                flags |= qsim_lanes_slopes(lanes.gates, run_start, run_gate, run, use_start, slope1,
-                                           back.daggers + 8 * LANES * i, back.slopes + 8 * LANES * used)
-                used += run_uses[i]
-        # a sweep without uses forms the cheapest cross matrices and reads none of them
-        entries = 3 if flags & SLOPES_IMAG else 2 if flags & SLOPES_DIAG else 1
-        real = plan.sweep_real[s]
+        for k in range(bottom, s + 1):  # the sweeps' daggers, uses, slopes and the cross entries those need
+            flags = 0
+            for slot in range(plan.sweep_slot[k], plan.sweep_slot[k] + plan.sweep_width[k]):
+                qsim_lanes_dagger(lanes.mats + 8 * LANES * slot, back.daggers + 8 * LANES * (slot - base))
+                run = arg[plan.slot_step[slot]]
+                run_uses[slot - base] = _run_uses(run_start, run_gate, run, use_start)
+                slope_at[slot - base] = used
+                if run_uses[slot - base]:
+                    flags |= qsim_lanes_slopes(lanes.gates, run_start, run_gate, run, use_start, slope1,
+                                               back.daggers + 8 * LANES * (slot - base), back.slopes + 8 * LANES * used)
+                    used += run_uses[slot - base]
+            # a sweep without uses forms the cheapest cross matrices and reads none of them
+            entries[k - bottom] = 3 if flags & SLOPES_IMAG else 2 if flags & SLOPES_DIAG else 1
         for l in range(lambdas):
-            qsim_lanes_back(lanes.state, back.lam + 2 * LANES * size * l, num_qubits, width,
-                            plan.tuples + plan.sweep_tuples[s], back.daggers, back.cross, real, entries,
-                            back.diagonals + LANES * size * l if s == plan.sweeps - 1 else NULL)
-            used = 0
-            for i in range(width):
-                if run_uses[i]:
-                    qsim_lanes_contract_slopes(back.slopes + 8 * LANES * used, run_uses[i],
-                                               back.cross + 8 * LANES * i, back.values)
-                    _add_run_values(back.values, run_start, run_gate, arg[plan.slot_step[plan.sweep_slot[s] + i]],
-                                    use_start, active, grad_out + set_stride * first + uses * l, set_stride)
-                    used += run_uses[i]
-        if step > first_state:  # an earlier derivative reads psi: back through the steps (in any order: they commute)
-            qsim_lanes_sweep(lanes.state, num_qubits, width, plan.tuples + plan.sweep_tuples[s], back.daggers, real)
+            lam = back.lam + 2 * LANES * size * l
+            diagonal = back.diagonals + LANES * size * l if s == plan.sweeps - 1 else NULL
+            # the layer's lower sweeps' cross matrices from the states after it, before lambda moves; then the top
+            # sweep's, as lambda goes back through it
+            for j in range(s - bottom + 1):
+                k = s - 1 - j if j < s - bottom else s  # s - 1, ..., bottom, then s
+                qsim_lanes_back(lanes.state, lam, num_qubits, plan.sweep_width[k], plan.tuples + plan.sweep_tuples[k],
+                                back.daggers + 8 * LANES * (plan.sweep_slot[k] - base), back.cross, k == s,
+                                plan.sweep_real[k], entries[k - bottom], diagonal)
+                for slot in range(plan.sweep_slot[k], plan.sweep_slot[k] + plan.sweep_width[k]):
+                    if run_uses[slot - base]:
+                        qsim_lanes_contract_slopes(back.slopes + 8 * LANES * slope_at[slot - base],
+                                                   run_uses[slot - base],
+                                                   back.cross + 8 * LANES * (slot - plan.sweep_slot[k]), back.values)
+                        _add_run_values(back.values, run_start, run_gate, arg[plan.slot_step[slot]], use_start, active,
+                                        grad_out + set_stride * first + uses * l, set_stride)
+            for k in range(s - 1, bottom - 1, -1):  # lambda back through them (they commute: any order)
+                qsim_lanes_sweep(lam, num_qubits, plan.sweep_width[k], plan.tuples + plan.sweep_tuples[k],
+                                 back.daggers + 8 * LANES * (plan.sweep_slot[k] - base), plan.sweep_real[k])
+        if plan.slot_step[base] > first_state:  # an earlier derivative reads psi: back through the steps
+            qsim_lanes_sweep(lanes.state, num_qubits, plan.sweep_width[s], plan.tuples + plan.sweep_tuples[s],
+                             back.daggers, plan.sweep_real[s])
+        s = bottom - 1
     # lambda is now at the product state, stored in basis order: every other qubit's factor contracted away
     for l in range(lambdas):
         qsim_lanes_contract(back.lam + 2 * LANES * size * l, num_qubits, lanes.columns, back.mu)

@@ -431,6 +431,7 @@ cdef struct LanePlan:
     const int64_t* stored  # [n] the basis state stored at position 2**b after the last step
     int64_t constants  # u1 slots that are not rotations
     const int32_t* constant_slot
+    const int64_t* sweep_layer  # [sweeps] the first sweep of its layer (sweeps adjacent on distinct qubits)
 
 
 def _lane_tuples(index, where, qubits):
@@ -449,13 +450,15 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     """The eight-set path's plan for a single-block complex128 program, or None where that path does not apply.
 
     Applies to programs whose steps are U1, PERM, CNOT and SWAP only, on 1 to ``LANES_MAX_QUBITS`` qubits.
-    Returns ``(sweep_width, sweep_slot, sweep_tuples, sweep_real, tuples, slot_step, where, stored, constants)``:
-    the U1 steps in sweeps of up to three consecutive steps on distinct qubits with no permutation between, each
-    sweep's tuples (int32, ``2**n >> width`` rows of ``2**width`` storage positions, see :func:`_lane_tuples`),
-    whether each of its steps' fused matrices is real for every parameter (rotations about Y, and constant
-    ``u1_row`` entries with no imaginary part in a program whose constants are the same for every set), the storage
-    map after the last step (``where[j]`` holds basis state j, position ``2**b`` holds basis state ``stored[b]``),
-    and the u1 slots that are not rotations (then a 0 the kernels do not read).
+    Returns ``(sweep_width, sweep_slot, sweep_tuples, sweep_real, tuples, slot_step, where, stored, constants,
+    sweep_layer)``: the U1 steps in sweeps of up to three consecutive steps on distinct qubits with no permutation
+    between, each sweep's tuples (int32, ``2**n >> width`` rows of ``2**width`` storage positions, see
+    :func:`_lane_tuples`), whether each of its steps' fused matrices is real for every parameter (rotations about
+    Y, and constant ``u1_row`` entries with no imaginary part in a program whose constants are the same for every
+    set), the storage map after the last step (``where[j]`` holds basis state j, position ``2**b`` holds basis
+    state ``stored[b]``), the u1 slots that are not rotations (then a 0 the kernels do not read), and per sweep
+    the first sweep of its layer (consecutive sweeps with no step between them, on distinct qubits: the adjoint
+    takes their cross matrices from the states after the layer).
     """
     if not _LANES_BUILT or not 1 <= num_qubits <= LANES_MAX_QUBITS:  # states up to 128 KiB per group
         return None
@@ -473,14 +476,23 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     rotation_real = {int(gate): not np.any(pauli[k].real) for k, gate in enumerate(np.asarray(rotations1[4]))}
     real_gate = [rotation_real[gate] if gate in rotation_real else not refilled and not np.any(matrices[gate].imag)
                  for gate in range(matrices.shape[0])]
-    widths, first_slots, offsets, reals, tuples, slot_step = [], [], [], [], [], []
+    widths, first_slots, offsets, reals, tuples, slot_step, layers = [], [], [], [], [], [], []
     sweep = []  # the open sweep's steps
+    follows = False  # whether the open sweep starts right after the last one, with no step between
+    layer_first = 0
+    layer_qubits = set()
     for k in range(kind.shape[0] + 1):
         if k < kind.shape[0] and kind[k] == U1 and len(sweep) < min(LANES_SWEEP_MAX, num_qubits) and all(
                 q0[step] != q0[k] for step in sweep):
             sweep.append(k)
             continue
         if sweep:
+            qubits = {int(q0[step]) for step in sweep}
+            if not follows or qubits & layer_qubits:
+                layer_qubits = set()
+                layer_first = len(widths)
+            layer_qubits |= qubits
+            layers.append(layer_first)
             widths.append(len(sweep))
             first_slots.append(len(slot_step))
             offsets.append(sum(t.size for t in tuples))
@@ -488,7 +500,8 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
             reals.append(all(real_gate[run_gate[g]] for step in sweep
                              for g in range(run_start[arg[step]], run_start[arg[step] + 1])))
             slot_step.extend(sweep)
-            sweep = [k] if k < kind.shape[0] and kind[k] == U1 else []
+            follows = k < kind.shape[0] and kind[k] == U1
+            sweep = [k] if follows else []
         if k == kind.shape[0] or kind[k] == U1:
             continue
         if kind[k] == PERM:
@@ -506,7 +519,7 @@ def lane_plan(int num_qubits, kind, q0, q1, arg, run_start, run_gate, perm_start
     return (np.asarray(widths, np.int64), np.asarray(first_slots, np.int64), np.asarray(offsets, np.int64),
             np.asarray(reals, np.int32), np.concatenate(tuples) if tuples else np.zeros(1, np.int32),
             np.asarray(slot_step, np.int32), where.astype(np.int32), np.argsort(where)[bit].astype(np.int64),
-            np.asarray(constants + [0], np.int32))
+            np.asarray(constants + [0], np.int32), np.asarray(layers, np.int64))
 
 
 cdef struct LaneBuffers:
@@ -604,7 +617,8 @@ cdef void _lane_forward(int64_t first, int64_t active, const LanePlan* plan, con
 
 
 cdef void _lane_z_values(const LaneBuffers* lanes, int64_t num_qubits, const int64_t* stored_z,
-                         const int32_t* marginal_order, int64_t count, int64_t active, double* values_out) noexcept nogil:
+                         const int32_t* marginal_order, int64_t count, int64_t active,
+                         double* values_out) noexcept nogil:
     """The Z strings' expectations of the ``active`` sets in ``lanes.state`` into ``values_out`` (``count`` per
     set): from the halving folds in ``marginal_order``'s coordinates (:func:`_marginal_order`) when not NULL, else
     from a Walsh-Hadamard transform read at ``stored_z`` (the strings as strings of storage positions)."""
@@ -874,6 +888,7 @@ cdef void _point_lanes(tuple plan, LanePlan* lanes) except *:
     cdef const int32_t[::1] where = plan[6]
     cdef const int64_t[::1] stored = plan[7]
     cdef const int32_t[::1] constant_slot = plan[8]
+    cdef const int64_t[::1] sweep_layer = plan[9]
     lanes.sweeps = sweep_width.shape[0]
     lanes.slots = slot_step.shape[0]
     lanes.sweep_width = &sweep_width[0] if lanes.sweeps else NULL
@@ -886,3 +901,4 @@ cdef void _point_lanes(tuple plan, LanePlan* lanes) except *:
     lanes.stored = &stored[0]
     lanes.constants = constant_slot.shape[0] - 1
     lanes.constant_slot = &constant_slot[0]
+    lanes.sweep_layer = &sweep_layer[0] if lanes.sweeps else NULL

@@ -105,9 +105,10 @@ def test_the_plan_follows_the_permutations_and_knows_real_steps():
     # the seed circuit: a product state, a CNOT network, the RY layer (real whatever the angles) and a final
     # network; its eight RY steps are sweeps of three, three and two; the map after the last step is the two
     # networks' composition
-    widths, first_slots, offsets, reals, tuples, slot_step, where, stored, constants = plan(seed_circuit())
+    widths, first_slots, offsets, reals, tuples, slot_step, where, stored, constants, layers = plan(seed_circuit())
     assert constants.tolist() == [0]  # every u1 matrix a rotation (the list ends in a 0 not read)
     assert widths.tolist() == [3, 3, 2] and first_slots.tolist() == [0, 3, 6] and reals.tolist() == [1, 1, 1]
+    assert layers.tolist() == [0, 0, 0]  # one layer: no step between the sweeps, each qubit once
     assert offsets.tolist() == [0, 256, 512] and tuples.size == 768
     networks = qc.Circuit(8)
     for _ in range(2):
@@ -123,6 +124,29 @@ def test_the_plan_follows_the_permutations_and_knows_real_steps():
     assert plan(c, zbasis=False)[0].tolist() == [2] and plan(c, zbasis=False)[3].tolist() == [0]
     c = qc.Circuit(2).h(0).cnot(0, 1).ry(0, qc.Param(0)).h(1)
     assert plan(c, zbasis=False)[3].tolist() == [1]
+
+
+def test_a_layer_is_sweeps_with_no_step_between_on_distinct_qubits():
+    layers = qc.Circuit(5)
+    for gate in ("ry", "rx"):
+        for q in range(5):
+            layers.cnot(q, (q + 1) % 5)
+        for q in range(5):
+            getattr(layers, gate)(q, qc.Param(q))
+    widths, *_, layer = plan(layers, zbasis=False)
+    assert widths.tolist() == [3, 2, 3, 2] and layer.tolist() == [0, 0, 2, 2]  # the CNOTs start a layer
+    # the compiler fuses a qubit's gates between two-qubit steps, so no qubit comes back within sweeps with no
+    # step between; a program where one does (the fourth step moved to qubit 0) has two layers there
+    program = compile_circuit(qc.Circuit(4).cnot(0, 1).cnot(1, 2).cnot(2, 3).ry(0, qc.Param(0)).ry(1, qc.Param(1))
+                              .ry(2, qc.Param(2)).ry(3, qc.Param(3)), zbasis=False)
+    u1, _ = program.matrix_buffers(1, np.complex128)
+    init_u1, kind, q0, q1, arg, run_start, run_gate, perm_start, perm_table = program.small_arguments
+    for fourth, want in ((3, [0, 0]), (0, [0, 1])):
+        steps = q0.copy()
+        steps[-1] = fourth
+        found = kernels().lane_plan(4, kind, steps, q1, arg, run_start, run_gate, perm_start, perm_table,
+                                    u1.rotations, u1.out[0], u1.refilled)
+        assert found[0].tolist() == [3, 1] and found[9].tolist() == want
 
 
 def test_a_set_gets_the_same_bits_in_any_lane_and_any_call():
