@@ -127,8 +127,8 @@ def time_call(
     return Timing(statistics.median(samples), len(samples), number)
 
 
-def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, warmup: bool = True, block: int = 1
-                     ) -> dict[Any, Timing]:
+def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, warmup: bool = True, block: int = 1,
+                     lead: int = 0) -> dict[Any, Timing]:
     """Median seconds per call of each of ``fns``, sampled in turn: ``block`` calls of each per round, each timed.
 
     For comparing calls of 0.1 s and more on a shared machine: a slow spell
@@ -136,7 +136,8 @@ def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, w
     their ratio is steadier than that of two :func:`time_call` runs one after
     the other. A ``block`` of several calls keeps short calls from paying for
     the previous contender's leftover work (another process's, a library's
-    background threads).
+    background threads); ``lead`` untimed calls before each block do the same
+    for long calls, each timed call then following a call of its own kind.
     """
     if warmup:
         for fn in fns.values():
@@ -147,6 +148,8 @@ def time_interleaved(fns: dict[Any, Callable[[], object]], *, repeat: int = 7, w
     try:
         for _ in range(repeat):
             for name, fn in fns.items():
+                for _ in range(lead):
+                    fn()
                 for _ in range(block):
                     start = time.perf_counter()
                     fn()

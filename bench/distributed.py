@@ -19,7 +19,10 @@ serve all three.
    in-process engine on one thread on their share of the rows, already in
    place (each draws the same rows and keeps its share), started and stopped
    by a pipe message (no Dask, no data moving: the best any scale-out can do
-   on this machine in the same minutes). Each
+   on this machine in the same minutes), with the environment this run
+   started with (not the worker settings a ``LocalCluster`` writes into it).
+   Each timed call follows an untimed call of the same setup, so that none
+   pays for what another setup's call left running. Each
    DaskSimulator makes one untimed call first (it measures the cost per row,
    which sizes the tasks of the next calls), then a second whose result must
    equal the in-process engine's bit for bit, or the setup is dropped with an
@@ -69,6 +72,7 @@ Usage: ``python bench/distributed.py [--quick] [--circuits N] [--json PATH]``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import math
@@ -78,7 +82,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +206,24 @@ def other_load_note(cores: float, what: str) -> str:
     return f"other processes kept {cores:.2f} cores busy on average during {what}{warning}"
 
 
+#: this process's environment before any cluster starts: a ``LocalCluster`` writes its workers' settings
+#: (``MALLOC_TRIM_THRESHOLD_``, ``OMP_NUM_THREADS``, ...) into ``os.environ``, which a process started later inherits
+_PLAIN_ENVIRONMENT = dict(os.environ)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` set to ``values`` inside the block (a spawned process takes it), restored after."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 class BareProcesses:
     """``count`` plain processes, each holding its share of the rows and running the in-process engine on it.
 
@@ -220,7 +242,8 @@ class BareProcesses:
             here, there = context.Pipe()
             process = context.Process(target=_bare_process, args=(there, batch, int(part[0]), int(part[-1]) + 1, case),
                                       daemon=True)
-            process.start()
+            with _environment(_PLAIN_ENVIRONMENT):
+                process.start()
             there.close()
             self.pipes.append(here)
             self.processes.append(process)
@@ -288,7 +311,9 @@ def measure_throughput(dask: dict[int, DaskSimulator], batches: dict[str, int], 
             for count in (1, 2):
                 bare[count] = BareProcesses(count, batch, case)
             calls |= {("bare", count): processes for count, processes in bare.items()}
-            timings = time_interleaved(calls, repeat=repeat, warmup=False)
+            # each timed call after an untimed one of its own: what another setup's call leaves running (a
+            # cluster's workers releasing results, its scheduler's bookkeeping) is not this setup's cost
+            timings = time_interleaved(calls, repeat=repeat, warmup=False, lead=1)
         finally:
             for processes in bare.values():
                 processes.close()
