@@ -1207,7 +1207,9 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     :func:`pack_observables` (``initial``, ``state_grad_out`` and ``values_out`` with no rows when not used: then no
     expectations are computed); without the GIL if
     ``release_gil`` (as :func:`run_packed`). With gate matrices packed with ``refilled=False`` the batch may have
-    more sets than their rows; ``du1`` and ``du2`` may have no rows when every use is a rotation.
+    more sets than their rows; ``du1`` and ``du2`` may have no rows when every use is a rotation. A complex128
+    call of ``LANE_CALL_SETS`` sets or more on gate matrices with a lane plan (``gates.lane_path``), every use a
+    rotation, Z strings only and no initial states runs eight sets at a time (``_adjoint_lanes.pxi``).
 
     Raises:
         ValueError: inconsistent shapes.
