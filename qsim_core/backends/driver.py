@@ -405,9 +405,11 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     work = _work(min(job.batch, chunk), program, passes=2 + lanes, lanes=eight)  # per kernel call
     threads = _useful_threads(job.threads, work)
     release = _releases_gil(work, threads)
-    # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs); and the
-    # per-use gradients of a call
-    memory.require(threads * (lanes + 2) * job.size * np.dtype(dtype).itemsize
+    # per thread: psi, the permutation scratch and one state per lane (the state gradients are outputs), or eight
+    # sets at a time a lambda and a diagonal per lane for eight states, and the forward's buffers (about 12 states
+    # per lane and 40 more); and the per-use gradients of a call
+    states = 12 * lanes + 40 if eight else lanes + 2
+    memory.require(threads * states * job.size * np.dtype(dtype).itemsize
                    + min(job.batch, chunk) * lanes * adjoint.uses * 8,
                    f"adjoint differentiation of a {program.num_qubits}-qubit circuit with {lanes} lane(s)")
     kernels.set_threads(threads)

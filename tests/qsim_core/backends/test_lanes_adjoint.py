@@ -120,3 +120,16 @@ def test_a_set_gets_the_same_gradient_bits_in_any_lane_and_any_call(circuit):
                                       vjp[start:stop])
     # the values are the forward pass's, read the same way
     np.testing.assert_array_equal(values, one.expectation(circuit, labels, theta))
+
+
+def test_the_memory_check_counts_eight_sets_at_a_time(monkeypatch):
+    # 400 strings, a lambda each: eight sets at a time keep a lambda and a diagonal per string for eight states
+    # (about 79 MB at 10 qubits), one set at a time a state per string (6.4 MB, below what is checked)
+    c = layered(10)
+    labels = [f"Z{q % 10}" for q in range(400)]
+    params = random_params(c, batch=8, seed=1)
+    monkeypatch.setattr(qc.memory, "available_bytes", lambda: 70 * 2**20)
+    sim = qc.Simulator(backend="cython", threads=1)
+    with pytest.raises(qc.CircuitTooLargeError, match="adjoint differentiation of a 10-qubit circuit"):
+        sim.gradient(c, labels, params)
+    assert sim.gradient(c, labels, params[:5]).shape == (5, 400, c.num_params)
