@@ -27,6 +27,18 @@ cdef extern from *:
                                              + (x[2] * b[5 + 2 * col] + x[3] * b[4 + 2 * col]);
             }
     }
+    /* out = m v for a 2x2 complex matrix and a complex 2-vector in lanes (8 and 4 vectors); out must not alias v */
+    static inline void qsim_lanes_matvec2(const qsim_lane* m, const qsim_lane* v, qsim_lane* out) {
+        for (int r = 0; r < 2; r++) {
+            out[2 * r] = (m[4 * r] * v[0] - m[4 * r + 1] * v[1]) + (m[4 * r + 2] * v[2] - m[4 * r + 3] * v[3]);
+            out[2 * r + 1] = (m[4 * r] * v[1] + m[4 * r + 1] * v[0]) + (m[4 * r + 2] * v[3] + m[4 * r + 3] * v[2]);
+        }
+    }
+    /* out = the 2x2 complex matrix p (8 doubles, every set's) in lanes */
+    static inline void qsim_lanes_broadcast2(const double* p, qsim_lane* out) {
+        for (int e = 0; e < 8; e++)
+            out[e] = (qsim_lane){0} + p[e];
+    }
     /* out = m^dagger (8 vectors) */
     static inline void qsim_lanes_dagger(const double* m_, double* out_) {
         const qsim_lane* m = (const qsim_lane*)m_;
@@ -182,8 +194,7 @@ cdef extern from *:
             }
             for (int64_t u = use_start[g]; u < use_start[g + 1]; u++, out += 8) {
                 qsim_lane generator[8];
-                for (int e = 0; e < 8; e++)
-                    generator[e] = (qsim_lane){0} + slope1[8 * u + e];
+                qsim_lanes_broadcast2(slope1 + 8 * u, generator);
                 if (alone) {
                     memcpy(out, generator, sizeof generator);
                 } else {
@@ -323,15 +334,8 @@ cdef extern from *:
         qsim_lane row[4], tmp[4];
         states[0] = (qsim_lane){0} + 1.0;
         states[1] = states[2] = states[3] = (qsim_lane){0};
-        for (int64_t k = first; k < last; k++) {
-            const qsim_lane* m = gates + 8 * run_gate[k];
-            const qsim_lane* v = states + 4 * (k - first);
-            qsim_lane* w = states + 4 * (k + 1 - first);
-            for (int r = 0; r < 2; r++) {
-                w[2 * r] = (m[4 * r] * v[0] - m[4 * r + 1] * v[1]) + (m[4 * r + 2] * v[2] - m[4 * r + 3] * v[3]);
-                w[2 * r + 1] = (m[4 * r] * v[1] + m[4 * r + 1] * v[0]) + (m[4 * r + 2] * v[3] + m[4 * r + 3] * v[2]);
-            }
-        }
+        for (int64_t k = first; k < last; k++)
+            qsim_lanes_matvec2(gates + 8 * run_gate[k], states + 4 * (k - first), states + 4 * (k + 1 - first));
         for (int64_t k = first; k <= last; k++)
             after += use_start[run_gate[k] + 1] - use_start[run_gate[k]];
         memcpy(row, mu, sizeof row);
@@ -341,18 +345,10 @@ cdef extern from *:
             const qsim_lane* m = gates + 8 * g;
             const qsim_lane* v = states + 4 * (k - first);
             for (int64_t u = use_start[g]; u < use_start[g + 1]; u++) {
-                const double* p = slope1 + 8 * u;
-                qsim_lane d[4], s[4];
-                for (int r = 0; r < 2; r++) {  /* d = slope1[u] v, then s = G d */
-                    d[2 * r] = (p[4 * r] * v[0] - p[4 * r + 1] * v[1]) + (p[4 * r + 2] * v[2] - p[4 * r + 3] * v[3]);
-                    d[2 * r + 1] = (p[4 * r] * v[1] + p[4 * r + 1] * v[0])
-                                   + (p[4 * r + 2] * v[3] + p[4 * r + 3] * v[2]);
-                }
-                for (int r = 0; r < 2; r++) {
-                    s[2 * r] = (m[4 * r] * d[0] - m[4 * r + 1] * d[1]) + (m[4 * r + 2] * d[2] - m[4 * r + 3] * d[3]);
-                    s[2 * r + 1] = (m[4 * r] * d[1] + m[4 * r + 1] * d[0])
-                                   + (m[4 * r + 2] * d[3] + m[4 * r + 3] * d[2]);
-                }
+                qsim_lane generator[8], d[4], s[4];
+                qsim_lanes_broadcast2(slope1 + 8 * u, generator);
+                qsim_lanes_matvec2(generator, v, d);  /* d = slope1[u] v, then s = G d */
+                qsim_lanes_matvec2(m, d, s);
                 qsim_lane sum = (row[0] * s[0] - row[1] * s[1]) + (row[2] * s[2] - row[3] * s[3]);
                 values[after + u - use_start[g]] = sum + sum;
             }
@@ -513,7 +509,6 @@ cdef void _adjoint_lane_group(int64_t first, int64_t active, const LanePlan* pla
     while s >= 0:
         bottom = _lane_layer_bottom(plan, s, first_state)
         base = plan.sweep_slot[bottom]
-        slots = plan.sweep_slot[s] + plan.sweep_width[s] - base
         used = 0
         for k in range(bottom, s + 1):  # the sweeps' daggers, uses, slopes and the cross entries those need
             flags = 0
@@ -548,9 +543,9 @@ cdef void _adjoint_lane_group(int64_t first, int64_t active, const LanePlan* pla
             for k in range(s - 1, bottom - 1, -1):  # lambda back through them (they commute: any order)
                 qsim_lanes_sweep(lam, num_qubits, plan.sweep_width[k], plan.tuples + plan.sweep_tuples[k],
                                  back.daggers + 8 * LANES * (plan.sweep_slot[k] - base), plan.sweep_real[k])
-        if plan.slot_step[base] > first_state:  # an earlier derivative reads psi: back through the steps
+        if plan.slot_step[base] > first_state:  # an earlier derivative reads psi (so the layer is sweep s alone)
             qsim_lanes_sweep(lanes.state, num_qubits, plan.sweep_width[s], plan.tuples + plan.sweep_tuples[s],
-                             back.daggers, plan.sweep_real[s])
+                             back.daggers + 8 * LANES * (plan.sweep_slot[s] - base), plan.sweep_real[s])
         s = bottom - 1
     # lambda is now at the product state, stored in basis order: every other qubit's factor contracted away
     for l in range(lambdas):
