@@ -24,9 +24,10 @@ from ..observables import PauliStrings
 
 #: what the compiled backends' kernel modules export, with the same arguments in numba
 #: (:mod:`qsim_core.backends.numba`: ``pack_adjoint`` and ``adjoint_packed`` in its adjoint module, the rest in
-#: its kernels) and Cython (one extension); the driver calls nothing else. The ``pack_*`` functions check and
-#: convert what stays the same from call to call (a program's step arrays, observables) once, into an object only
-#: the same module's kernels take
+#: its kernels) and Cython (one extension); the driver calls nothing else, but reads where a module has them what
+#: only the Cython kernels have: ``LANE_CALL_SETS`` and ``adjoint_lane_path`` (their eight-set paths). The
+#: ``pack_*`` functions check and convert what stays the same from call to call (a program's step arrays,
+#: observables) once, into an object only the same module's kernels take
 KERNEL_FUNCTIONS = ("adjoint_packed", "evolve_large", "expectations_large", "max_threads", "pack_adjoint",
                     "pack_observables", "pack_small", "probabilities_in_place", "run_packed", "samples_large",
                     "set_threads", "shot_estimates_into", "stream_state")

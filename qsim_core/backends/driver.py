@@ -399,9 +399,13 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     # whole batch is one call, which releases the GIL at most once; otherwise one call per chunk
     chunk = job.batch if adjoint.rotations_only and not bound.refilled else BATCH_CHUNK
     gates = bound.pack(kernels)
-    # the kernels' own test for differentiating eight sets at a time (_adjoint_lanes.pxi)
-    eight = (getattr(gates, "lane_path", False) and job.initial is None and adjoint.rotations_only
-             and observables.z_only and min(job.batch, chunk) >= getattr(kernels, "LANE_CALL_SETS", 1))
+    packed = adjoint.packed(adjoint_kernels)
+    packed_observables = observables.packed(kernels.pack_observables)
+    with_states = job.initial is not None
+    # whether the kernels differentiate eight sets at a time (Cython's _adjoint_lanes.pxi), in their own words
+    lane_path = getattr(adjoint_kernels, "adjoint_lane_path", None)
+    eight = lane_path is not None and lane_path(packed, gates, packed_observables, min(job.batch, chunk),
+                                                with_states)
     work = _work(min(job.batch, chunk), program, passes=2 + lanes, lanes=eight)  # per kernel call
     threads = _useful_threads(job.threads, work)
     release = _releases_gil(work, threads)
@@ -416,12 +420,9 @@ def run_adjoint(kernels: ModuleType, adjoint_kernels: ModuleType, job: Job, obse
     # no rows: the kernels compute no expectations
     expectations = np.empty((job.batch if values else 0, len(observables)))
     gradient = np.empty((job.batch, lanes, program.num_params))
-    with_states = job.initial is not None
     state_gradient = np.empty((job.batch, lanes, job.size), dtype) if with_states else _NO_STATE_GRADIENT[dtype]
     initial = job.initial if with_states else _NO_INITIAL[dtype]
     adjoint_packed = _specialised(adjoint_kernels.adjoint_packed, dtype)
-    packed = adjoint.packed(adjoint_kernels)
-    packed_observables = observables.packed(kernels.pack_observables)
     # one buffer for every chunk's per-use gradients: a fresh one per chunk would be fresh pages to fault in
     # where large allocations are not reused (Dask's workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map
     # every one anew)

@@ -160,6 +160,7 @@ def test_a_kernel_call_releases_the_gil_only_for_enough_work(monkeypatch):
 
     class AdjointKernels:
         pack_adjoint = staticmethod(backend.adjoint_kernels.pack_adjoint)
+        adjoint_lane_path = staticmethod(getattr(backend.adjoint_kernels, "adjoint_lane_path", lambda *_: False))
 
         @staticmethod
         def adjoint_packed(*arguments):

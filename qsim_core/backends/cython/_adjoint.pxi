@@ -1195,6 +1195,28 @@ def pack_adjoint(const double complex[:, :, ::1] slope1, const unsigned char[::1
     return program
 
 
+cdef bint _in_lanes(AdjointProgram program, SmallProgram gates, PackedObservables observables, int64_t batch,
+                    bint has_initial) noexcept:
+    """Whether :func:`adjoint_packed` runs this call eight sets at a time (``_adjoint_lanes.pxi``): gate matrices
+    with a lane plan (complex128), no initial states, ``LANE_CALL_SETS`` sets or more, every use a rotation (no
+    derivative matrices to read), Z strings only."""
+    cdef int64_t k
+    if not gates.has_lanes or has_initial or batch < LANES_MIN_BATCH or not program.rotations_only \
+            or program.uses2 != 0:
+        return False
+    for k in range(observables.count):
+        if observables.xmask[k] != 0:
+            return False
+    return True
+
+
+def adjoint_lane_path(AdjointProgram program not None, SmallProgram gates not None,
+                      PackedObservables observables not None, int64_t batch, bint has_initial) -> bool:
+    """Whether :func:`adjoint_packed` runs a call of ``batch`` sets of ``program`` with these gate matrices and
+    observables (with initial states or not) eight sets at a time; the driver weighs its work by it."""
+    return _in_lanes(program, gates, observables, batch, has_initial)
+
+
 def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None, const double[:, ::1] params,
                    const cplx[:, :, :, ::1] du1, const cplx[:, :, :, ::1] du2, PackedObservables observables not None,
                    const double[:, :, ::1] weights, double[:, ::1] values_out, double[:, :, ::1] grad_out,
@@ -1207,9 +1229,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     :func:`pack_observables` (``initial``, ``state_grad_out`` and ``values_out`` with no rows when not used: then no
     expectations are computed); without the GIL if
     ``release_gil`` (as :func:`run_packed`). With gate matrices packed with ``refilled=False`` the batch may have
-    more sets than their rows; ``du1`` and ``du2`` may have no rows when every use is a rotation. A complex128
-    call of ``LANE_CALL_SETS`` sets or more on gate matrices with a lane plan (``gates.lane_path``), every use a
-    rotation, Z strings only and no initial states runs eight sets at a time (``_adjoint_lanes.pxi``).
+    more sets than their rows; ``du1`` and ``du2`` may have no rows when every use is a rotation. The calls
+    :func:`adjoint_lane_path` names run eight sets at a time (``_adjoint_lanes.pxi``).
 
     Raises:
         ValueError: inconsistent shapes.
@@ -1221,7 +1242,6 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     cdef int64_t uses1 = du1.shape[1]
     cdef int64_t uses = uses1 + du2.shape[1]
     cdef int failed = 0
-    cdef int64_t observable
     cdef RowFill fill
     # values_out with no rows: the expectations are not wanted (a vjp), and are not computed
     cdef bint has_values = values_out.shape[0] > 0
@@ -1265,12 +1285,8 @@ def adjoint_packed(AdjointProgram program not None, SmallProgram gates not None,
     fill.rotations1 = &gates.rotations1
     fill.rotations2 = &gates.rotations2
     cdef PyThreadState* released
-    cdef bint z_only = True
-    for observable in range(count):
-        z_only = z_only and observables.xmask[observable] == 0
     if cplx is cython.doublecomplex:
-        if gates.has_lanes and not has_initial and batch >= LANES_MIN_BATCH and program.rotations_only \
-                and program.uses2 == 0 and z_only:
+        if _in_lanes(program, gates, observables, batch, has_initial):
             if not _ensure_lane_scratch(gates, _threads, count):
                 raise MemoryError("could not allocate the per-thread buffers")
             released = _release_gil(release_gil)

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qsim_core as qc
-from qsim_core.backends import get_backend, isa
+from qsim_core.backends import Job, driver, get_backend, isa
+from qsim_core.observables import parse_observables
 from tests.conftest import TOLERANCE, random_params, seed_circuit
 from tests.qsim_core.backends.test_cross_backend import REFERENCE
 from tests.qsim_core.backends.test_dispatch import level_backend
@@ -50,8 +51,7 @@ def check_adjoint_against_reference(backend, circuit: qc.Circuit, batch: int, th
 @settings(max_examples=50, deadline=None)
 @given(circuit=single_qubit_networks(), batch=st.integers(6, 20), threads=st.sampled_from([1, 2]))
 def test_single_qubit_networks_differentiate_as_the_reference_eight_sets_at_a_time(circuit, batch, threads):
-    # every single-qubit gate of the table: rotations (RX, RY, RZ, fused runs of them, ParamSum angles) take the
-    # lanes, gates whose parameters are not rotation angles (GPi, U3, ...) the per-set sweep
+    # every single-qubit gate of the table (constants, Param-referenced and ParamSum angles, fused runs)
     check_adjoint_against_reference("cython", circuit, batch, threads)
 
 
@@ -133,3 +133,28 @@ def test_the_memory_check_counts_eight_sets_at_a_time(monkeypatch):
     with pytest.raises(qc.CircuitTooLargeError, match="adjoint differentiation of a 10-qubit circuit"):
         sim.gradient(c, labels, params)
     assert sim.gradient(c, labels, params[:5]).shape == (5, 400, c.num_params)
+
+
+def test_which_calls_the_kernels_differentiate_eight_at_a_time():
+    # the one test the driver (weighing the work) and adjoint_packed (dispatching) both ask
+    engine = get_backend("cython")
+    kernels = engine.adjoint_kernels
+
+    def eight(circuit, labels, batch, initial=False, dtype=np.complex128):
+        job = Job(circuit, random_params(circuit, batch=batch), dtype, 1)
+        strings = parse_observables(labels, circuit.num_qubits)
+        adjoint = driver._adjoint_program(job, strings.z_only)
+        gates = driver._BOUND.get(adjoint.plan.program, batch, dtype).pack(engine.kernels)
+        observables = strings.packed(engine.kernels.pack_observables)
+        return kernels.adjoint_lane_path(adjoint.packed(kernels), gates, observables, batch, initial)
+
+    c = seed_circuit()
+    smallest = engine.stable_rows
+    assert eight(c, ["Z0", "Z1 Z2", "I"], smallest)
+    assert not eight(c, ["Z0"], smallest - 1)  # fewer sets: one at a time
+    assert not eight(c, ["Z0", "X1"], smallest)  # an X or Y string
+    assert not eight(c, ["Z0"], smallest, initial=True)
+    assert not eight(c, ["Z0"], smallest, dtype=np.complex64)  # no lane plan
+    assert not eight(qc.Circuit(2).ry(0, qc.Param(0)).xx(0, 1, qc.Param(0)), ["Z0"], smallest)  # a two-qubit matrix
+    # (every parameter of a single-qubit gate of the table enters as a rotation, GPi's and GPi2's too)
+    assert eight(qc.Circuit(2).h(0).cnot(0, 1).gpi(0, qc.Param(0)).cnot(0, 1), ["Z0"], smallest)
