@@ -28,9 +28,13 @@ order. Only Dask's public API is used: ``scatter``, ``map``, ``submit``, ``as_co
   each share carries :data:`SHARE_SECONDS` or more, and is one task below that. A kind of call not
   measured yet is cut into up to two chunks per worker thread of at least :data:`LEARN_ROWS` rows each (a
   small call is one task), and teaches the model. A call of scattered rows (below) with two rounds or
-  more has its first and last round in chunks :data:`TAPER` times smaller (:func:`chunk_starts`): the
-  workers start after a short transfer, and end within a short chunk of each other. A scattered call of one
-  task becomes three, so that its work no longer waits for all its rows, nor all its results for its work.
+  more starts with rounds of short chunks that double in size, from the smallest that carries
+  :data:`SHARE_SECONDS` (at most 2** :data:`RAMP` times smaller) to half a chunk, and ends with a round
+  :data:`TAPER` times smaller (:func:`chunk_starts`): each worker starts after a short transfer, the next
+  chunk's rows arrive while it computes the one before, and the workers end within a short chunk of each
+  other. A scattered call of one task is cut the same way, so that its work no longer waits for all its
+  rows, nor all its results for its work. A call's tasks carry priorities in row order, so a worker runs
+  its chunks in that order.
 * **Rows go straight to the workers.** A call whose rows take more than :data:`INLINE_BYTES` is scattered
   a chunk at a time, each chunk's task submitted as soon as its rows are there, so the first chunks compute
   while the later ones travel; a smaller call's rows travel in its tasks. With ``direct`` (the default for
@@ -96,8 +100,10 @@ _COSTS = 1024
 LEARN_ROWS = 64
 #: engine seconds below which a share of a call is not worth a task of its own (a task costs Dask a few ms)
 SHARE_SECONDS = 0.02
-#: a scattered call's first and last round of chunks are this many times smaller than the rest (:func:`chunk_starts`)
+#: a scattered call's last round of chunks is this many times smaller than the rest (:func:`chunk_starts`)
 TAPER = 4
+#: a scattered call's first round of chunks is at most 2**RAMP times smaller than the rest (:func:`chunk_starts`)
+RAMP = 4
 
 
 def chunk_rows(batch: int, row_seconds: float | None, slots: int, chunk_seconds: float) -> int:
@@ -135,13 +141,16 @@ def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_second
         slots: worker threads of the cluster.
         chunk_seconds: the engine work a task should carry.
         taper: for rows that travel apart from their tasks (scattered): a call of two rounds over the worker
-            threads or more, or of one task, has its first and last round cut into chunks :data:`TAPER` times
-            smaller than the others, as long as each of those carries :data:`SHARE_SECONDS` of work. Each
-            worker then starts computing after a short transfer instead of a whole chunk's, the later chunks
-            travel while the first ones compute, and the workers' last chunks are short, so one that ran
-            slower keeps the others waiting less. A call of one task becomes three, whose transfers overlap
-            the middle one's work; in one round of several tasks each worker's transfers already overlap the
-            others' work, and cutting it further costs more tasks than it saves.
+            threads or more, or of one task, has its last round cut into chunks :data:`TAPER` times smaller
+            than the others, and its first rounds into chunks that double from the smallest carrying
+            :data:`SHARE_SECONDS` of work (at most 2** :data:`RAMP` times smaller than the others; a quarter
+            while the cost per row is not known) to half a chunk, as long as the rounds in between keep at
+            least that size. Each worker then starts computing after a short transfer instead of a whole
+            chunk's, each chunk's rows travel while the one before computes (a chunk twice as large as the
+            last needs its transfer at most twice as fast as the engine), and the workers' last chunks are
+            short, so one that ran slower keeps the others waiting less. A call of one task is cut the same
+            way; in one round of several tasks each worker's transfers already overlap the others' work,
+            and cutting it further costs more tasks than it saves.
         smallest: no chunk has fewer rows (unless the call has): the engine's ``stable_rows``, so that every
             row's results are the bits the whole call gives in process.
     """
@@ -157,18 +166,35 @@ def _chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_secon
                   ) -> list[int]:
     """:func:`chunk_starts` before chunks below ``smallest`` are merged."""
     size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
-    short = size // TAPER
+    uniform = [*range(0, batch, size), batch]
     single = size >= batch
-    worth_it = row_seconds is None or short * row_seconds >= SHARE_SECONDS
-    if taper and short and worth_it and (single or batch >= 2 * slots * size):
-        spread = 1 if single else slots  # the worker threads a round has a chunk for
-        middle = batch - 2 * spread * short
-        tasks = -(-middle // size)
-        size = -(-middle // (-(-tasks // spread) * spread))
-        tail = batch - spread * short
-        return [*range(0, spread * short, short), *range(spread * short, tail, size), *range(tail, batch, short),
-                batch]
-    return [*range(0, batch, size), batch]
+    if not taper or not (single or batch >= 2 * slots * size):
+        return uniform
+
+    def worth_a_task(rows: int) -> bool:
+        return rows > 0 and (row_seconds is None or rows * row_seconds >= SHARE_SECONDS)
+
+    last = size // TAPER
+    if not worth_a_task(last):
+        return uniform
+    # the first rounds double from the smallest chunk worth a task (at most RAMP halvings; a quarter while the
+    # cost is not known) up to half a chunk, as long as the middle keeps a round at least that large
+    levels = range(RAMP if row_seconds is not None else TAPER.bit_length() - 1, 0, -1)
+    head = [size >> level for level in levels if worth_a_task(size >> level)]
+    spread = 1 if single else slots  # the worker threads a round has a chunk for
+    while head and batch - spread * (sum(head) + last) < spread * head[-1]:
+        head.pop()
+    if not head:
+        head = [last]
+    middle = batch - spread * (sum(head) + last)
+    tasks = -(-middle // size)
+    middle_size = -(-middle // (-(-tasks // spread) * spread))
+    starts = [0]
+    for rows in head:
+        starts += [starts[-1] + rows * k for k in range(1, spread + 1)]
+    tail = batch - spread * last
+    starts += [*range(starts[-1] + middle_size, tail, middle_size), *range(tail, batch, last), batch]
+    return starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,7 +487,7 @@ class _ClusterBackend:
             for i in pending:
                 rows = client.scatter([chunks[i]], hash=False, direct=self.simulator.direct)[0]
                 futures[i] = client.submit(_run_chunk, shared, rows, firsts[i], key=keys[i], pure=False,
-                                           retries=self.simulator.retries, **task)
+                                           retries=self.simulator.retries, priority=-i, **task)
         return futures
 
     def _circuit(self, circuit: Circuit, structure: tuple, workers: frozenset[str] | None) -> Future:
@@ -555,5 +581,5 @@ class _Assembly:
         return tuple(self.columns) if self.is_tuple else self.columns[0]
 
 
-__all__ = ["CIRCUITS", "INLINE_BYTES", "LEARN_ROWS", "SHARE_SECONDS", "TAPER", "DaskSimulator", "RunStats",
-           "chunk_rows", "chunk_starts"]
+__all__ = ["CIRCUITS", "INLINE_BYTES", "LEARN_ROWS", "RAMP", "SHARE_SECONDS", "TAPER", "DaskSimulator",
+           "RunStats", "chunk_rows", "chunk_starts"]

@@ -172,21 +172,25 @@ def test_chunk_rows(batch, row_seconds, slots, chunk_seconds, rows):
 @pytest.mark.parametrize(
     ("batch", "row_seconds", "slots", "chunk_seconds", "sizes"),
     [
-        # 1.25 s over 1 slot: 4 chunks of 250,000 rows, the first and last a quarter of that, the rest in between
-        (1_000_000, 1.25e-6, 1, 0.4, [62_500, *[218_750] * 4, 62_500]),
-        # over 2 slots: the short first and last rounds have a chunk per slot
-        (1_000_000, 1.25e-6, 2, 0.4, [62_500] * 2 + [187_500] * 4 + [62_500] * 2),
-        # 1.25 s over 3 slots in chunks of 0.2 s: 9 of 111,112 rows; the middle in 9 (whole rounds), the last
-        # of them what is left
-        (1_000_000, 1.25e-6, 3, 0.2, [27_778] * 3 + [92_593] * 8 + [92_588] + [27_778] * 3),
+        # 1.25 s over 1 slot: chunks of 250,000 rows; the first rounds double from an eighth of that (a
+        # sixteenth would carry less than SHARE_SECONDS) to a half, the last is a quarter, the middle the rest
+        (1_000_000, 1.25e-6, 1, 0.4, [31_250, 62_500, 125_000, 239_584, 239_584, 239_582, 62_500]),
+        # over 2 slots: each short round has a chunk per slot
+        (1_000_000, 1.25e-6, 2, 0.4, [31_250] * 2 + [62_500] * 2 + [125_000] * 2 + [218_750] * 2 + [62_500] * 2),
+        # 1.25 s over 3 slots in chunks of 0.2 s: 9 of 111,112 rows; the ramp from a quarter (an eighth is
+        # below SHARE_SECONDS), the middle in whole rounds, the last of them what is left
+        (1_000_000, 1.25e-6, 3, 0.2, [27_778] * 3 + [55_556] * 3 + [111_111] * 5 + [111_109] + [27_778] * 3),
         (1_000_000, 1.25e-6, 3, 0.4, [166_667] * 5 + [166_665]),  # 6 chunks, two rounds less 2 rows: no taper
         (100_000, 3.7e-6, 2, 0.4, [50_000] * 2),  # one round of two tasks: left whole
-        # one task: three, the first and last of a quarter chunk (92 ms of work)
-        (100_000, 3.7e-6, 1, 0.4, [25_000, 50_000, 25_000]),
+        # one task: the ramp from a sixteenth (23 ms of work), the last a quarter, the middle what is left
+        (100_000, 3.7e-6, 1, 0.4, [6_250, 12_500, 25_000, 31_250, 25_000]),
+        # one task of 150 ms: a quarter, then a half would leave the middle less than a half: dropped
+        (100_000, 1.5e-6, 1, 0.4, [25_000, 50_000, 25_000]),
         (100, None, 2, 0.4, [25, 50, 25]),  # one task (too few rows to learn from) on a cluster of two slots
+        (1_000, None, 1, 0.4, [125, 250, 500, 125]),  # cost not known: the ramp starts at a quarter
         (10_000, 1.1e-6, 1, 0.4, [10_000]),  # a quarter of its 11 ms is less than SHARE_SECONDS: no taper
         (10_000, 1.1e-6, 2, 0.002, [1_667] * 5 + [1_665]),  # three rounds, but a quarter chunk is 0.5 ms: none
-        (20, 1.0, 1, 4.0, [1, 4, 4, 4, 4, 2, 1]),
+        (20, 1.0, 1, 4.0, [1, 2, 4, 4, 4, 4, 1]),
         (3, 1.0, 1, 1.0, [1, 1, 1]),  # chunks of one row: a quarter of that is no row, no taper
     ],
 )
@@ -201,11 +205,11 @@ def test_chunk_starts_taper_the_first_and_last_round_of_scattered_calls(batch, r
 
 
 @pytest.mark.parametrize(("batch", "taper", "smallest", "sizes"), [
-    (20, True, 6, [9, 11]),  # tapered 1, 4, 4, 4, 4, 2, 1: a start is kept while both its sides hold 6 rows
+    (20, True, 6, [7, 13]),  # tapered 1, 2, 4, 4, 4, 4, 1: a start is kept while both its sides hold 6 rows
     (20, False, 6, [6, 6, 8]),
     (23, False, 6, [6, 6, 11]),
     (5, False, 6, [5]),  # a call of fewer rows is one chunk
-    (20, True, 1, [1, 4, 4, 4, 4, 2, 1]),
+    (20, True, 1, [1, 2, 4, 4, 4, 4, 1]),
 ])
 def test_no_chunk_is_smaller_than_the_engines_stable_rows(batch, taper, smallest, sizes):
     # each row's results are then the bits the in-process engine gives the whole call
@@ -399,10 +403,14 @@ def test_a_circuit_copy_dropped_by_the_memory_manager_is_replicated_before_the_n
 
 def test_with_no_address_it_runs_and_stops_a_local_cluster_of_its_own():
     c, theta = circuit(), params(50)
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     with DaskSimulator(workers=1, backend=ENGINE) as local:
         connection = local._connection
         assert local.slots == 1 and Path(connection._scratch).is_dir()
         assert local.direct  # its own workers are reachable: rows and results skip the scheduler
+        # glibc's malloc policy, as in this process: not Dask's MALLOC_TRIM_THRESHOLD_=65536
+        assert list(local.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == [trim]
+        assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == trim
         np.testing.assert_array_equal(local.expectation(c, OBS, theta),
                                       qc.Simulator(backend=ENGINE).expectation(c, OBS, theta))
     assert connection.cluster.status.name == "closed" and local.client.status == "closed"
