@@ -149,8 +149,9 @@ def chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_second
             chunk's, each chunk's rows travel while the one before computes (a chunk twice as large as the
             last needs its transfer at most twice as fast as the engine), and the workers' last chunks are
             short, so one that ran slower keeps the others waiting less. A call of one task is cut the same
-            way; in one round of several tasks each worker's transfers already overlap the others' work,
-            and cutting it further costs more tasks than it saves.
+            way. One round of several tasks is left whole: its later workers wait for their rows, but on a
+            machine they share with the client that waiting leaves the cores to its sending, and ramped
+            chunks measured no faster (``docs/benchmarks.md``).
         smallest: no chunk has fewer rows (unless the call has): the engine's ``stable_rows``, so that every
             row's results are the bits the whole call gives in process.
     """

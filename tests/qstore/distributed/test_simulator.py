@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from distributed import Client, get_task_stream
+from hypothesis import given
+from hypothesis import strategies as st
 
 import qsim_core as qc
 from qsim_core.measurement import simulator_executor
@@ -202,6 +204,17 @@ def test_chunk_starts_taper_the_first_and_last_round_of_scattered_calls(batch, r
     untapered = chunk_starts(batch, row_seconds, slots, chunk_seconds)
     size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
     assert untapered == [*range(0, batch, size), batch]
+
+
+@given(batch=st.integers(1, 2_000_000), row_seconds=st.none() | st.floats(1e-8, 1e-2), slots=st.integers(1, 8),
+       chunk_seconds=st.floats(1e-3, 2.0), taper=st.booleans(), smallest=st.integers(1, 64))
+def test_chunk_starts_cut_any_call_into_ordered_chunks_no_larger_than_a_task(batch, row_seconds, slots,
+                                                                             chunk_seconds, taper, smallest):
+    size = chunk_rows(batch, row_seconds, slots, chunk_seconds)
+    sizes = np.diff(chunk_starts(batch, row_seconds, slots, chunk_seconds, taper=taper))
+    assert sizes.sum() == batch and (sizes > 0).all() and sizes.max() <= size
+    merged = np.diff(chunk_starts(batch, row_seconds, slots, chunk_seconds, taper=taper, smallest=smallest))
+    assert merged.sum() == batch and (merged >= min(smallest, batch)).all()
 
 
 @pytest.mark.parametrize(("batch", "taper", "smallest", "sizes"), [
