@@ -179,14 +179,13 @@ def _chunk_starts(batch: int, row_seconds: float | None, slots: int, chunk_secon
     if not worth_a_task(last):
         return uniform
     # the first rounds double from the smallest chunk worth a task (at most RAMP halvings; a quarter while the
-    # cost is not known) up to half a chunk, as long as the middle keeps a round at least that large
+    # cost is not known) up to half a chunk, as long as the middle keeps a round at least that large (a round of
+    # quarter chunks, ``last``'s size, always leaves it one)
     levels = range(RAMP if row_seconds is not None else TAPER.bit_length() - 1, 0, -1)
     head = [size >> level for level in levels if worth_a_task(size >> level)]
     spread = 1 if single else slots  # the worker threads a round has a chunk for
-    while head and batch - spread * (sum(head) + last) < spread * head[-1]:
+    while batch - spread * (sum(head) + last) < spread * head[-1]:
         head.pop()
-    if not head:
-        head = [last]
     middle = batch - spread * (sum(head) + last)
     tasks = -(-middle // size)
     middle_size = -(-middle // (-(-tasks // spread) * spread))
